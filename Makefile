@@ -1,0 +1,114 @@
+# squall — one Makefile. `make run` and `make test` are the whole set-up on Debian.
+#
+#   make            build build/lib/libsquall.{a,so} and build/bin/*
+#   make run        install missing packages, build, start the hello demo
+#   make test       install missing packages, build, run the whole Criterion suite
+#   make asan       the suite under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/)
+#   make valgrind   the suite's shutdown tests under valgrind
+#   make bench      side-by-side benchmarks against peers (scripts/bench-peers.sh)
+#   make install PREFIX=/usr/local
+#   make format | clean
+
+PREFIX  ?= /usr/local
+BUILD   ?= build
+CC      ?= cc
+LLHTTP_SRC ?= /usr/share/llhttp
+LLHTTP_INC ?= /usr/share/include/llhttp
+
+OPT     ?= -O2 -g
+WARN    := -Wall -Wextra -Wshadow -Wpointer-arith -Wstrict-prototypes -Wmissing-prototypes \
+           -Wformat=2 -Wno-unused-parameter -Wvla -Wcast-align -Wwrite-strings -Werror
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden -MMD -MP $(OPT) $(SAN)
+CFLAGS_OURS := $(CFLAGS_BASE) $(WARN) -Iinclude -Ilib -I$(LLHTTP_INC) \
+               $(shell pkg-config --cflags libuv jansson libcrypto 2>/dev/null)
+LIBS    := $(shell pkg-config --libs libuv jansson libcrypto 2>/dev/null) -lwslay -lpthread -lm
+
+LIB_SRC := $(sort $(wildcard lib/*.c lib/*/*.c))
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+LLHTTP_OBJ := $(BUILD)/third_party/llhttp/llhttp.o $(BUILD)/third_party/llhttp/api.o \
+              $(BUILD)/third_party/llhttp/http.o
+APP_SRC := $(sort $(wildcard app/*.c))
+APP_BIN := $(APP_SRC:app/%.c=$(BUILD)/bin/%)
+TEST_SRC := $(sort $(wildcard tests/*.c))
+TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
+BENCH_SRC := $(sort $(wildcard bench/*.c))
+BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bin/bench-%)
+
+STATIC := $(BUILD)/lib/libsquall.a
+SHARED := $(BUILD)/lib/libsquall.so
+
+.PHONY: all deps run test asan valgrind bench install format clean
+all: $(STATIC) $(SHARED) $(APP_BIN) $(BENCH_BIN)
+
+# Packages are checked once per build folder; delete the stamp to check again.
+deps: $(BUILD)/.deps
+$(BUILD)/.deps: scripts/deps.sh
+	@mkdir -p $(BUILD)
+	@bash scripts/deps.sh
+	@touch $@
+
+$(BUILD)/third_party/llhttp/%.o: $(LLHTTP_SRC)/%.c | $(BUILD)/.deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -w -I$(LLHTTP_INC) -c $< -o $@
+
+$(BUILD)/%.o: %.c | $(BUILD)/.deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_OURS) -c $< -o $@
+
+$(STATIC): $(LIB_OBJ) $(LLHTTP_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(SHARED): $(LIB_OBJ) $(LLHTTP_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) -shared -Wl,-soname,libsquall.so.0 $(SAN) -o $@ $^ $(LIBS)
+
+$(BUILD)/bin/%: $(BUILD)/app/%.o $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN) -o $@ $< $(STATIC) $(LIBS)
+
+$(BUILD)/bin/bench-%: $(BUILD)/bench/%.o $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN) -o $@ $< $(STATIC) $(LIBS)
+
+$(BUILD)/bin/squall-tests: $(TEST_OBJ) $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN) -o $@ $(TEST_OBJ) $(STATIC) $(LIBS) -lcriterion
+
+# The suite: Criterion runs each test in its own process; --jobs 2 fits this machine.
+TEST_ARGS ?= --jobs 2
+test: all $(BUILD)/bin/squall-tests
+	SQUALL_BIN=$(abspath $(BUILD)/bin) $(BUILD)/bin/squall-tests $(TEST_ARGS)
+
+run: all
+	@echo "hello: http://127.0.0.1:8000/  (Ctrl-C stops it)"
+	$(BUILD)/bin/hello --host 127.0.0.1 --port 8000
+
+asan:
+	$(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
+	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" test
+
+valgrind: all $(BUILD)/bin/squall-tests
+	SQUALL_BIN=$(abspath $(BUILD)/bin) valgrind --error-exitcode=9 --leak-check=full \
+	    --errors-for-leak-kinds=definite,indirect --trace-children=no --quiet \
+	    $(BUILD)/bin/squall-tests --no-fork --filter '*/valgrind_*'
+
+bench: all
+	bash scripts/bench-peers.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/include/squall $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 644 include/squall.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 include/squall/*.h $(DESTDIR)$(PREFIX)/include/squall/
+	install -m 644 $(STATIC) $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(SHARED) $(DESTDIR)$(PREFIX)/lib/libsquall.so.0
+	ln -sf libsquall.so.0 $(DESTDIR)$(PREFIX)/lib/libsquall.so
+	sed -e 's|@PREFIX@|$(PREFIX)|g' squall.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/squall.pc
+
+format:
+	clang-format -i include/*.h include/squall/*.h lib/*.h lib/*/*.c lib/*/*.h app/*.c tests/*.c 2>/dev/null || true
+
+clean:
+	rm -rf build build-asan
+
+-include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(APP_SRC:app/%.c=$(BUILD)/app/%.d)

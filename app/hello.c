@@ -1,0 +1,135 @@
+/* hello — the lecture's FastAPI/aiohttp examples, written with squall.
+ *
+ *   build/bin/hello --port 8000
+ *   curl http://127.0.0.1:8000/                   {"Hello":"World"}
+ *   curl http://127.0.0.1:8000/items/5?q=somequery {"item_id":5,"q":"somequery"}
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <squall.h>
+
+/* GET / */
+static void root_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    sq_res_send_json_new(res, 200, json_pack("{s:s}", "Hello", "World"));
+}
+static const sq_handler_t root = {.get = root_get};
+
+/* GET /plaintext */
+static void plaintext_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    static const char body[] = "Hello, world";
+    sq_res_send(res, 200, "text/plain", body, sizeof(body) - 1);
+}
+static const sq_handler_t plaintext = {.get = plaintext_get};
+
+/* GET /items/{item_id:int}?q=STR — a non-integer item_id gets squall's 422. */
+static void item_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    int64_t item_id;
+    sq_req_param_int(req, "item_id", &item_id);
+    const char *q = sq_req_query(req, "q");
+    sq_res_send_json_new(res, 200,
+                         json_pack("{s:I,s:s?}", "item_id", (json_int_t)item_id, "q", q));
+}
+static const sq_handler_t items = {.get = item_get};
+
+/* POST /echo — the body back, byte for byte, with the same Content-Type. */
+static void echo_post(sq_req_t *req, sq_res_t *res, void *data)
+{
+    size_t len;
+    const char *body = sq_req_body(req, &len);
+    const char *ctype = sq_req_header(req, "Content-Type");
+    sq_res_send(res, 200, ctype ? ctype : "application/octet-stream", body, len);
+}
+static const sq_handler_t echo = {.post = echo_post};
+
+typedef struct config {
+    const char *host;
+    int port;
+    unsigned workers;
+    sq_server_opts_t opts;
+    sq_app_t *app;
+} config_t;
+
+static int setup(uv_loop_t *loop, unsigned index, void *data, sq_server_t **out)
+{
+    config_t *cfg = data;
+    sq_server_t *srv;
+    int rc = sq_server_create(&srv, loop, cfg->app, &cfg->opts);
+    if (rc != 0)
+        return rc;
+    rc = sq_server_listen(srv, cfg->host, cfg->port);
+    if (rc != 0) {
+        fprintf(stderr, "hello: listen %s:%d: %s\n", cfg->host, cfg->port, sq_strerror(rc));
+        sq_server_destroy(srv, 0, NULL, NULL);
+        uv_run(loop, UV_RUN_DEFAULT);
+        return rc;
+    }
+    if (index == 0) {
+        printf("hello: serving on http://%s%s%s:%d/ with %u worker%s\n",
+               strchr(cfg->host, ':') ? "[" : "", cfg->host, strchr(cfg->host, ':') ? "]" : "",
+               sq_server_port(srv), cfg->workers, cfg->workers == 1 ? "" : "s");
+        fflush(stdout);
+    }
+    *out = srv;
+    return 0;
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: hello [--host ADDR] [--port N] [--workers N] [--max-body BYTES]\n"
+                    "             [--max-header BYTES] [--header-timeout MS] [--idle-timeout MS]\n");
+}
+
+int main(int argc, char **argv)
+{
+    config_t cfg = {.host = "127.0.0.1", .port = 8000, .workers = 1};
+    sq_server_opts_init(&cfg.opts);
+    static const struct option longopts[] = {
+        {"host", required_argument, NULL, 'h'},
+        {"port", required_argument, NULL, 'p'},
+        {"workers", required_argument, NULL, 'w'},
+        {"max-body", required_argument, NULL, 'b'},
+        {"max-header", required_argument, NULL, 'H'},
+        {"header-timeout", required_argument, NULL, 't'},
+        {"idle-timeout", required_argument, NULL, 'i'},
+        {"help", no_argument, NULL, '?'},
+        {NULL, 0, NULL, 0},
+    };
+    int ch;
+    while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'h': cfg.host = optarg; break;
+        case 'p': cfg.port = atoi(optarg); break;
+        case 'w': cfg.workers = (unsigned)atoi(optarg); break;
+        case 'b': cfg.opts.max_body_bytes = strtoull(optarg, NULL, 10); break;
+        case 'H': cfg.opts.max_header_bytes = strtoull(optarg, NULL, 10); break;
+        case 't': cfg.opts.header_timeout_ms = strtoull(optarg, NULL, 10); break;
+        case 'i': cfg.opts.idle_timeout_ms = strtoull(optarg, NULL, 10); break;
+        default: usage(); return 2;
+        }
+    }
+    if (cfg.workers == 0 || cfg.port < 0 || cfg.port > 65535) {
+        usage();
+        return 2;
+    }
+    cfg.opts.reuseport = cfg.workers > 1;
+    sq_app_create(&cfg.app);
+    sq_app_route(cfg.app, "/", &root, NULL);
+    sq_app_route(cfg.app, "/plaintext", &plaintext, NULL);
+    sq_app_route(cfg.app, "/items/{item_id:int}", &items, NULL);
+    sq_app_route(cfg.app, "/echo", &echo, NULL);
+
+    int rc = sq_workers_run(cfg.workers, setup, NULL, &cfg, 5000);
+    sq_app_destroy(cfg.app);
+    if (rc != 0) {
+        fprintf(stderr, "hello: %s\n", sq_strerror(rc));
+        return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,14 @@
+/* squall — a callback-style HTTP/1.1 and WebSocket framework on libuv. */
+#ifndef SQUALL_H
+#define SQUALL_H
+
+#include "squall/common.h"
+#include "squall/errno.h"
+#include "squall/log.h"
+#include "squall/router.h"
+#include "squall/req.h"
+#include "squall/res.h"
+#include "squall/server.h"
+#include "squall/workers.h"
+
+#endif

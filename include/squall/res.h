@@ -1,0 +1,62 @@
+/* squall — the response a handler finishes.
+ *
+ * A response is finished exactly once: by one of the sq_res_send* calls, by sq_res_end
+ * after sq_res_start, or by a take-over (WebSocket upgrade). Every finishing call returns
+ * 0 when the bytes were queued, UV_ECANCELED when the client had gone (the response is
+ * released all the same: the call is a harmless no-op), or SQ_EALREADY_SENT when it was
+ * already finished. After a finishing call neither req nor res may be touched.
+ * Bodies are copied before the call returns, except with sq_res_send_ref.
+ * `Date`, `Server`, `Content-Length` (or chunked framing) and `Connection` are written by
+ * squall. Functions are for the loop thread only.
+ */
+#ifndef SQUALL_RES_H
+#define SQUALL_RES_H
+
+#include "common.h"
+#include "router.h"
+
+typedef struct json_t json_t;
+
+/* Adds a response header; name and value are copied. Returns 0, UV_EINVAL for a name or
+ * value containing CR, LF or NUL (response splitting), SQ_EALREADY_SENT after headers
+ * went out, or UV_ENOMEM. */
+SQ_EXTERN int sq_res_header(sq_res_t *res, const char *name, const char *value);
+
+/* Sends a whole response; `body` (len bytes, may be NULL when len is 0) is copied.
+ * `content_type` may be NULL (no Content-Type header). */
+SQ_EXTERN int sq_res_send(sq_res_t *res, int status, const char *content_type, const void *body,
+                          size_t len);
+/* As sq_res_send, but the body is not copied: free_cb(body, free_data) runs once squall
+ * is done with it (after the write, or at once on any error). */
+SQ_EXTERN int sq_res_send_ref(sq_res_t *res, int status, const char *content_type,
+                              const void *body, size_t len, sq_free_cb free_cb, void *free_data);
+/* Sends `json` as application/json. _new steals the reference (even on failure), the
+ * plain call borrows it. */
+SQ_EXTERN int sq_res_send_json_new(sq_res_t *res, int status, json_t *json);
+SQ_EXTERN int sq_res_send_json(sq_res_t *res, int status, const json_t *json);
+/* Sends {"detail": detail} as JSON (FastAPI's error shape). */
+SQ_EXTERN int sq_res_send_error(sq_res_t *res, int status, const char *detail);
+
+/* Streaming: sends the status line and headers now; the body follows with sq_res_write
+ * (chunked for HTTP/1.1, close-delimited for HTTP/1.0) and ends with sq_res_end. */
+SQ_EXTERN int sq_res_start(sq_res_t *res, int status, const char *content_type);
+
+/* Called once the bytes of one sq_res_write have left squall for the kernel (status 0), or
+ * could not (negative status, e.g. UV_ECANCELED when the client went). */
+typedef void (*sq_res_write_cb)(sq_res_t *res, int status, void *data);
+
+/* Queues `len` bytes (copied) of a streaming body. `cb` may be NULL. A handler that does
+ * not want to buffer without bound waits for cb, or checks sq_res_queued_bytes, before
+ * writing more. Returns 0, UV_ECANCELED (client gone; cb is not called), SQ_ENOTSTREAMING
+ * or UV_ENOMEM. */
+SQ_EXTERN int sq_res_write(sq_res_t *res, const void *data, size_t len, sq_res_write_cb cb,
+                           void *cb_data);
+/* Bytes queued by this connection and not yet handed to the kernel. */
+SQ_EXTERN size_t sq_res_queued_bytes(const sq_res_t *res);
+/* Ends a streaming response (the last chunk). Finishes res. */
+SQ_EXTERN int sq_res_end(sq_res_t *res);
+
+/* The request this response answers. */
+SQ_EXTERN sq_req_t *sq_res_req(sq_res_t *res);
+
+#endif

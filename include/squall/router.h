@@ -1,0 +1,57 @@
+/* squall — the application: routes bound to Tornado-like handler structs.
+ *
+ *     static void item_get(sq_req_t *req, sq_res_t *res, void *data) { ... }
+ *     static const sq_handler_t items = { .get = item_get };
+ *     sq_app_route(app, "/items/{item_id:int}", &items, NULL);
+ *
+ * Patterns are matched segment by segment, in registration order (the first route whose
+ * shape matches wins, as in Starlette). A segment is a literal, `{name}` (any non-empty
+ * segment, percent-decoded), `{name:int}` (a signed 64-bit integer; a segment that is
+ * not one gives 422 with FastAPI's detail shape), `{name:path}` (the rest of the path,
+ * slashes included; last segment only) or `*` (the same, unnamed).
+ * An unknown path gets 404; a known path whose handler has no callback for the method
+ * gets 405 with an `Allow` header. HEAD falls back to .get with the body left out.
+ */
+#ifndef SQUALL_ROUTER_H
+#define SQUALL_ROUTER_H
+
+#include "common.h"
+
+typedef struct sq_app_s sq_app_t;
+typedef struct sq_req_s sq_req_t;
+typedef struct sq_res_s sq_res_t;
+
+/* A request handler. Runs on the loop thread. The handler owns res until it finishes it
+ * (sq_res_send*, sq_res_end, or a take-over): it may do so before returning or later,
+ * from any callback on the same loop. req and res stay valid until then, even if the
+ * client has gone. `data` is the pointer given to sq_app_route. */
+typedef void (*sq_handler_cb)(sq_req_t *req, sq_res_t *res, void *data);
+
+/* Tells a handler that still owns res that the client has gone (or the server is being
+ * destroyed past its grace period). The handler must still finish res — the finishing
+ * call returns UV_ECANCELED and frees it — so every owner releases exactly once. */
+typedef void (*sq_aborted_cb)(sq_req_t *req, sq_res_t *res, void *data);
+
+typedef struct sq_handler {
+    sq_handler_cb get;
+    sq_handler_cb head; /* unset: .get runs and the body is left out */
+    sq_handler_cb post;
+    sq_handler_cb put;
+    sq_handler_cb del; /* DELETE */
+    sq_handler_cb patch;
+    sq_handler_cb options;
+    sq_aborted_cb aborted;
+} sq_handler_t;
+
+/* Creates an empty application. Returns 0 or UV_ENOMEM. */
+SQ_EXTERN int sq_app_create(sq_app_t **app);
+/* Frees the app and its routes. No server may still use it. */
+SQ_EXTERN void sq_app_destroy(sq_app_t *app);
+
+/* Binds a handler struct to a path pattern. `handler` is borrowed and must outlive the
+ * app (a static const struct is the usual case); `pattern` is copied.
+ * Returns 0, SQ_EPATTERN for a malformed pattern, or UV_ENOMEM. */
+SQ_EXTERN int sq_app_route(sq_app_t *app, const char *pattern, const sq_handler_t *handler,
+                           void *data);
+
+#endif

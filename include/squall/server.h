@@ -1,0 +1,83 @@
+/* squall — the HTTP/1.1 server, embedded in the caller's libuv loop.
+ *
+ *     sq_server_opts_t opts;
+ *     sq_server_opts_init(&opts);
+ *     sq_server_t *srv;
+ *     sq_server_create(&srv, loop, app, &opts);
+ *     sq_server_listen(srv, "127.0.0.1", 8000);
+ *     uv_run(loop, UV_RUN_DEFAULT);
+ *
+ * The server has no thread and no global of its own: everything hangs off `loop`, so two
+ * servers on two loops in two threads are independent. All functions are for the loop's
+ * thread.
+ */
+#ifndef SQUALL_SERVER_H
+#define SQUALL_SERVER_H
+
+#include "common.h"
+#include "router.h"
+
+typedef struct sq_server_s sq_server_t;
+
+/* Options; fill with sq_server_opts_init() and change what you need. Past each limit the
+ * client gets the status named and the server goes on serving everyone else. */
+typedef struct sq_server_opts {
+    size_t max_header_bytes;     /* request line + headers; 16 KiB -> 431 */
+    unsigned max_headers;        /* header fields; 100 -> 431 */
+    size_t max_uri_bytes;        /* request target; 8 KiB -> 414 */
+    size_t max_body_bytes;       /* request body; 1 MiB -> 413 */
+    uint64_t header_timeout_ms;  /* first byte of a request to end of headers; 10 s -> 408 */
+    uint64_t body_timeout_ms;    /* longest silence while reading a body; 30 s -> 408 */
+    uint64_t idle_timeout_ms;    /* keep-alive idle between requests; 5 s -> quiet close */
+    unsigned max_connections;    /* open connections; 16384; more are accepted and closed */
+    size_t max_pipeline_bytes;   /* bytes buffered while a request is being answered; 64 KiB,
+                                    then reading pauses (back-pressure) */
+    int backlog;                 /* listen(2) backlog; 511 */
+    int reuseport;               /* 1: listeners set SO_REUSEPORT (one per worker thread) */
+    const char *server_name;     /* `Server` header value, "squall"; NULL: no header */
+} sq_server_opts_t;
+
+SQ_EXTERN void sq_server_opts_init(sq_server_opts_t *opts);
+
+/* Creates a server on `loop` serving `app` (borrowed: it must outlive the server).
+ * `opts` is copied; NULL means defaults. Returns 0, UV_EINVAL or UV_ENOMEM. */
+SQ_EXTERN int sq_server_create(sq_server_t **srv, uv_loop_t *loop, sq_app_t *app,
+                               const sq_server_opts_t *opts);
+
+/* Listens on a TCP address: an IPv4 or IPv6 literal ("127.0.0.1", "::1", "0.0.0.0").
+ * Port 0 picks a free port (see sq_server_port). May be called for several addresses.
+ * Returns 0 or libuv's error (UV_EADDRINUSE, UV_EINVAL, ...). */
+SQ_EXTERN int sq_server_listen(sq_server_t *srv, const char *host, int port);
+/* Listens on a Unix domain socket at `path` (an existing socket file is not removed). */
+SQ_EXTERN int sq_server_listen_unix(sq_server_t *srv, const char *path);
+/* The port of the most recent TCP listener, or a negative code. */
+SQ_EXTERN int sq_server_port(const sq_server_t *srv);
+
+typedef void (*sq_server_close_cb)(sq_server_t *srv, void *data);
+
+/* Graceful shutdown: stops accepting, closes idle connections, lets in-flight requests
+ * finish for up to `grace_ms` (taken-over connections are told to go away), then aborts
+ * the rest. When every handle is closed and every response released, `cb` runs (may be
+ * NULL) and the server is freed: do not touch srv after cb. Calling it twice returns
+ * SQ_ECLOSED. */
+SQ_EXTERN int sq_server_destroy(sq_server_t *srv, uint64_t grace_ms, sq_server_close_cb cb,
+                                void *data);
+
+/* Counters since creation. Bad input is counted by the status it got. */
+typedef struct sq_server_stats {
+    uint64_t connections_open;
+    uint64_t connections_total;
+    uint64_t connections_rejected; /* over max_connections */
+    uint64_t requests;
+    uint64_t responses_4xx;
+    uint64_t responses_5xx;
+    uint64_t parse_errors;         /* malformed input answered with 400/501/505 */
+    uint64_t limit_errors;         /* 413, 414, 431 */
+    uint64_t timeouts;             /* header/body timeouts (408) */
+    uint64_t aborted;              /* responses whose client left before they finished */
+} sq_server_stats_t;
+
+SQ_EXTERN void sq_server_stats(const sq_server_t *srv, sq_server_stats_t *out);
+SQ_EXTERN uv_loop_t *sq_server_loop(const sq_server_t *srv);
+
+#endif

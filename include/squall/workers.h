@@ -1,0 +1,29 @@
+/* squall — running a server on N loops in N threads, with graceful shutdown on signals.
+ *
+ * Each worker thread gets its own uv_loop_t and builds its own server with `setup`; with
+ * more than one worker, listeners must set opts.reuseport so the kernel spreads
+ * connections among them (SO_REUSEPORT). The app passed to the servers is shared read-only.
+ */
+#ifndef SQUALL_WORKERS_H
+#define SQUALL_WORKERS_H
+
+#include "common.h"
+#include "server.h"
+
+/* Builds worker `index`'s server on `loop` (on that worker's thread) and stores it in *srv.
+ * Returns 0 or a negative code, which stops every worker and is returned by
+ * sq_workers_run. */
+typedef int (*sq_worker_setup_cb)(uv_loop_t *loop, unsigned index, void *data,
+                                  sq_server_t **srv);
+
+/* Called on the worker's thread after its server closed, before its loop is closed; may
+ * be NULL. Frees what setup made besides the server. */
+typedef void (*sq_worker_teardown_cb)(uv_loop_t *loop, unsigned index, void *data);
+
+/* Runs `nworkers` workers until SIGINT or SIGTERM, then destroys each server with
+ * `grace_ms` to finish in-flight requests, joins the threads and returns 0 (or the first
+ * setup error). Blocks the calling thread, which only watches for the signals. */
+SQ_EXTERN int sq_workers_run(unsigned nworkers, sq_worker_setup_cb setup,
+                             sq_worker_teardown_cb teardown, void *data, uint64_t grace_ms);
+
+#endif

@@ -1,0 +1,368 @@
+/* Responses: the status line and headers written straight into the connection's write
+ * batch, bodies copied or referenced, streaming with chunked framing (RFC 9112 §7.1). */
+#include <stdlib.h>
+
+#include <jansson.h>
+
+#include "server/server_int.h"
+
+const char *sq__status_reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 406: return "Not Acceptable";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 411: return "Length Required";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 417: return "Expectation Failed";
+    case 422: return "Unprocessable Content";
+    case 426: return "Upgrade Required";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+    }
+}
+
+static char *put(char *p, const char *s, size_t n)
+{
+    memcpy(p, s, n);
+    return p + n;
+}
+#define PUTS(p, lit) put((p), (lit), sizeof(lit) - 1)
+
+static char *put_u64(char *p, uint64_t v)
+{
+    char tmp[24];
+    int i = 0;
+    do {
+        tmp[i++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    while (i > 0)
+        *p++ = tmp[--i];
+    return p;
+}
+
+static bool status_has_body(int status)
+{
+    return !(status < 200 || status == 204 || status == 304);
+}
+
+/* Writes the status line and headers. clen >= 0 is a Content-Length; -1 is a streaming
+ * body (chunked for HTTP/1.1, close-delimited for HTTP/1.0). */
+static int write_head(sq__exch_t *x, int status, const char *ctype, int64_t clen)
+{
+    sq__conn_t *c = x->conn;
+    sq_server_t *srv = c->srv;
+    sq__wbatch_t *b = sq__conn_batch(c);
+    size_t ctlen = ctype ? strlen(ctype) : 0;
+    if (b == NULL || sq__buf_reserve(&b->buf, 160 + srv->server_line_len + ctlen + x->rh.len) != 0)
+        return UV_ENOMEM;
+    if (status < 100 || status > 999)
+        status = 500;
+    x->status = status;
+    if (status >= 500)
+        srv->stats.responses_5xx++;
+    else if (status >= 400)
+        srv->stats.responses_4xx++;
+    if (clen < 0 && status_has_body(status)) {
+        if (x->http_minor >= 1)
+            x->flags |= SQ__XF_CHUNKED;
+        else
+            x->flags &= ~SQ__XF_KEEPALIVE; /* the end of the body is the end of the stream */
+    }
+    if (c->flags & SQ__CF_CLOSE_AFTER || srv->closing)
+        x->flags &= ~SQ__XF_KEEPALIVE;
+
+    char *start = b->buf.base + b->buf.len, *p = start;
+    p = PUTS(p, "HTTP/1.1 ");
+    *p++ = (char)('0' + status / 100);
+    *p++ = (char)('0' + status / 10 % 10);
+    *p++ = (char)('0' + status % 10);
+    *p++ = ' ';
+    const char *reason = sq__status_reason(status);
+    p = put(p, reason, strlen(reason));
+    p = PUTS(p, "\r\n");
+    p = put(p, srv->server_line, srv->server_line_len);
+    p = PUTS(p, "Date: ");
+    p = put(p, sq__date_get(&srv->date), 29);
+    p = PUTS(p, "\r\n");
+    if (ctype != NULL) {
+        p = PUTS(p, "Content-Type: ");
+        p = put(p, ctype, ctlen);
+        p = PUTS(p, "\r\n");
+    }
+    if (status_has_body(status)) {
+        if (clen >= 0) {
+            p = PUTS(p, "Content-Length: ");
+            p = put_u64(p, (uint64_t)clen);
+            p = PUTS(p, "\r\n");
+        } else if (x->flags & SQ__XF_CHUNKED) {
+            p = PUTS(p, "Transfer-Encoding: chunked\r\n");
+        }
+    }
+    if (status != 101) {
+        if (!(x->flags & SQ__XF_KEEPALIVE))
+            p = PUTS(p, "Connection: close\r\n");
+        else if (x->http_minor == 0)
+            p = PUTS(p, "Connection: keep-alive\r\n");
+    }
+    if (x->rh.len)
+        p = put(p, x->rh.base, x->rh.len);
+    p = PUTS(p, "\r\n");
+    size_t n = (size_t)(p - start);
+    b->buf.len += n;
+    int rc = sq__batch_commit(b, n);
+    x->flags |= SQ__XF_HEADERS_SENT;
+    return rc;
+}
+
+/* Common entry of every finishing call. Returns 1 to go on, or the call's result. */
+static int begin_finish(sq__exch_t *x)
+{
+    if (x->flags & (SQ__XF_FINISHED | SQ__XF_HEADERS_SENT))
+        return SQ_EALREADY_SENT;
+    if (x->conn == NULL || (x->conn->flags & SQ__CF_CLOSED)) {
+        sq__exch_finished(x);
+        return UV_ECANCELED;
+    }
+    return 1;
+}
+
+static int end_finish(sq__exch_t *x, int rc)
+{
+    sq__conn_t *c = x->conn;
+    if (rc != 0)
+        sq__conn_close(c, true);
+    else if (!(x->flags & SQ__XF_KEEPALIVE))
+        c->flags |= SQ__CF_CLOSE_AFTER;
+    sq__conn_want_flush(c);
+    sq__exch_finished(x);
+    return rc;
+}
+
+int sq__res_send_status(sq__exch_t *x, int status, const char *ctype, const char *body,
+                        size_t len)
+{
+    return sq_res_send(&x->res, status, ctype, body, len);
+}
+
+int sq_res_send(sq_res_t *res, int status, const char *content_type, const void *body,
+                size_t len)
+{
+    sq__exch_t *x = res->req;
+    int rc = begin_finish(x);
+    if (rc != 1)
+        return rc;
+    if (!status_has_body(status))
+        len = 0;
+    rc = write_head(x, status, content_type, (int64_t)len);
+    if (rc == 0 && len > 0 && !(x->flags & SQ__XF_HEAD))
+        rc = sq__batch_add_copy(sq__conn_batch(x->conn), body, len);
+    return end_finish(x, rc);
+}
+
+int sq_res_send_ref(sq_res_t *res, int status, const char *content_type, const void *body,
+                    size_t len, sq_free_cb free_cb, void *free_data)
+{
+    sq__exch_t *x = res->req;
+    int rc = begin_finish(x);
+    if (rc != 1) {
+        if (free_cb != NULL)
+            free_cb((void *)body, free_data);
+        return rc;
+    }
+    if (!status_has_body(status))
+        len = 0;
+    rc = write_head(x, status, content_type, (int64_t)len);
+    if (rc == 0 && len > 0 && !(x->flags & SQ__XF_HEAD)) {
+        rc = sq__batch_add_ref(sq__conn_batch(x->conn), body, len, free_cb, free_data);
+        free_cb = NULL; /* the batch owns it now, or freed it on failure below */
+    }
+    if (free_cb != NULL)
+        free_cb((void *)body, free_data);
+    return end_finish(x, rc);
+}
+
+int sq_res_send_json(sq_res_t *res, int status, const json_t *json)
+{
+    sq__exch_t *x = res->req;
+    sq__buf_t *s = &x->srv->scratch;
+    size_t n = json ? json_dumpb(json, s->base, s->cap, JSON_COMPACT | JSON_ENCODE_ANY) : 0;
+    if (n > s->cap) {
+        s->len = 0;
+        if (sq__buf_reserve(s, n) != 0)
+            return sq_res_send_error(res, 500, "Internal Server Error");
+        n = json_dumpb(json, s->base, s->cap, JSON_COMPACT | JSON_ENCODE_ANY);
+    }
+    if (json == NULL || n == 0)
+        return sq_res_send_error(res, 500, "Internal Server Error");
+    return sq_res_send(res, status, "application/json", s->base, n);
+}
+
+int sq_res_send_json_new(sq_res_t *res, int status, json_t *json)
+{
+    int rc = sq_res_send_json(res, status, json);
+    json_decref(json);
+    return rc;
+}
+
+int sq_res_send_error(sq_res_t *res, int status, const char *detail)
+{
+    json_t *j = json_pack("{s:s}", "detail", detail ? detail : sq__status_reason(status));
+    if (j == NULL) {
+        static const char oom[] = "{\"detail\":\"Internal Server Error\"}";
+        return sq_res_send(res, 500, "application/json", oom, sizeof(oom) - 1);
+    }
+    return sq_res_send_json_new(res, status, j);
+}
+
+static bool header_ok(const char *s, bool is_name)
+{
+    if (*s == '\0' && is_name)
+        return false;
+    for (; *s; s++) {
+        if (*s == '\r' || *s == '\n')
+            return false;
+        if (is_name && (*s == ':' || *s == ' ' || *s == '\t'))
+            return false;
+    }
+    return true;
+}
+
+int sq_res_header(sq_res_t *res, const char *name, const char *value)
+{
+    sq__exch_t *x = res->req;
+    if (x->flags & (SQ__XF_FINISHED | SQ__XF_HEADERS_SENT))
+        return SQ_EALREADY_SENT;
+    if (!header_ok(name, true) || !header_ok(value, false))
+        return UV_EINVAL;
+    size_t nl = strlen(name), vl = strlen(value);
+    if (sq__buf_reserve(&x->rh, nl + vl + 4) != 0)
+        return UV_ENOMEM;
+    sq__buf_append_unsafe(&x->rh, name, nl);
+    sq__buf_append_unsafe(&x->rh, ": ", 2);
+    sq__buf_append_unsafe(&x->rh, value, vl);
+    sq__buf_append_unsafe(&x->rh, "\r\n", 2);
+    return 0;
+}
+
+int sq_res_start(sq_res_t *res, int status, const char *content_type)
+{
+    sq__exch_t *x = res->req;
+    if (x->flags & (SQ__XF_FINISHED | SQ__XF_HEADERS_SENT))
+        return SQ_EALREADY_SENT;
+    if (x->conn == NULL)
+        return UV_ECANCELED;
+    int rc = write_head(x, status, content_type, -1);
+    if (rc != 0) {
+        sq__conn_close(x->conn, true);
+        return rc;
+    }
+    x->flags |= SQ__XF_STREAMING;
+    sq__conn_want_flush(x->conn);
+    return 0;
+}
+
+int sq_res_write(sq_res_t *res, const void *data, size_t len, sq_res_write_cb cb, void *cb_data)
+{
+    sq__exch_t *x = res->req;
+    if (!(x->flags & SQ__XF_STREAMING) || (x->flags & SQ__XF_FINISHED))
+        return SQ_ENOTSTREAMING;
+    sq__conn_t *c = x->conn;
+    if (c == NULL || (c->flags & SQ__CF_CLOSED))
+        return UV_ECANCELED;
+    sq__wbatch_t *b = sq__conn_batch(c);
+    int rc = b ? 0 : UV_ENOMEM;
+    if (rc == 0 && len > 0 && !(x->flags & SQ__XF_HEAD)) {
+        if (x->flags & SQ__XF_CHUNKED) {
+            char hdr[24];
+            int n = snprintf(hdr, sizeof(hdr), "%zx\r\n", len);
+            rc = sq__batch_add_copy(b, hdr, (size_t)n);
+            if (rc == 0)
+                rc = sq__batch_add_copy(b, data, len);
+            if (rc == 0)
+                rc = sq__batch_add_copy(b, "\r\n", 2);
+        } else {
+            rc = sq__batch_add_copy(b, data, len);
+        }
+    }
+    if (rc == 0 && cb != NULL) {
+        sq__wseg_t *s = sq__batch_last(b);
+        if (s == NULL || s->cb || s->rcb || s->free_cb) {
+            /* a fresh empty segment carries the callback */
+            rc = sq__batch_add_copy(b, "", 0);
+            s = rc == 0 ? sq__batch_last(b) : NULL;
+        }
+        if (s != NULL && (s->cb || s->rcb || s->free_cb))
+            rc = UV_ENOMEM;
+        if (rc == 0 && s != NULL) {
+            s->rcb = cb;
+            s->rcb_ud = cb_data;
+            s->rx = x;
+            sq__exch_hold(x);
+        }
+    }
+    if (rc != 0) {
+        sq__conn_close(c, true);
+        return rc;
+    }
+    sq__conn_want_flush(c);
+    return 0;
+}
+
+size_t sq_res_queued_bytes(const sq_res_t *res)
+{
+    const sq__exch_t *x = res->req;
+    return x->conn ? sq__conn_queued_bytes(x->conn) : 0;
+}
+
+int sq_res_end(sq_res_t *res)
+{
+    sq__exch_t *x = res->req;
+    if (x->flags & SQ__XF_FINISHED)
+        return SQ_EALREADY_SENT;
+    if (!(x->flags & SQ__XF_STREAMING))
+        return SQ_ENOTSTREAMING;
+    sq__conn_t *c = x->conn;
+    if (c == NULL || (c->flags & SQ__CF_CLOSED)) {
+        sq__exch_finished(x);
+        return UV_ECANCELED;
+    }
+    int rc = 0;
+    if ((x->flags & SQ__XF_CHUNKED) && !(x->flags & SQ__XF_HEAD))
+        rc = sq__batch_add_copy(sq__conn_batch(c), "0\r\n\r\n", 5);
+    return end_finish(x, rc);
+}
+
+sq_req_t *sq_res_req(sq_res_t *res)
+{
+    return res->req;
+}

@@ -1,0 +1,180 @@
+/* squall — private structures shared by the layers of lib/. Never installed. */
+#ifndef SQUALL_INTERNAL_H
+#define SQUALL_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <llhttp.h>
+#include <uv.h>
+
+#include "squall.h"
+
+#define SQ__HIDDEN __attribute__((visibility("hidden")))
+
+#define sq__container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+#define SQ__ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define SQ__LIKELY(x) __builtin_expect(!!(x), 1)
+#define SQ__UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+/* ---- core: intrusive doubly linked list (circular, with a head node) ---- */
+
+typedef struct sq__list {
+    struct sq__list *prev, *next;
+} sq__list_t;
+
+static inline void sq__list_init(sq__list_t *h)
+{
+    h->prev = h->next = h;
+}
+static inline bool sq__list_empty(const sq__list_t *h)
+{
+    return h->next == h;
+}
+static inline bool sq__list_linked(const sq__list_t *n)
+{
+    return n->next != NULL;
+}
+static inline void sq__list_insert_tail(sq__list_t *h, sq__list_t *n)
+{
+    n->prev = h->prev;
+    n->next = h;
+    h->prev->next = n;
+    h->prev = n;
+}
+static inline void sq__list_remove(sq__list_t *n)
+{
+    if (n->next == NULL)
+        return;
+    n->prev->next = n->next;
+    n->next->prev = n->prev;
+    n->prev = n->next = NULL;
+}
+
+/* ---- core: growable byte buffer ---- */
+
+typedef struct sq__buf {
+    char *base;
+    size_t len;
+    size_t cap;
+} sq__buf_t;
+
+SQ__HIDDEN int sq__buf_reserve(sq__buf_t *b, size_t extra);
+SQ__HIDDEN int sq__buf_append(sq__buf_t *b, const void *data, size_t len);
+SQ__HIDDEN void sq__buf_free(sq__buf_t *b);
+static inline void sq__buf_append_unsafe(sq__buf_t *b, const void *data, size_t len)
+{
+    memcpy(b->base + b->len, data, len);
+    b->len += len;
+}
+
+/* ---- core: bump arena with stable pointers (first block inline in its owner) ---- */
+
+typedef struct sq__arena_block {
+    struct sq__arena_block *next;
+    size_t cap;
+    char data[];
+} sq__arena_block_t;
+
+typedef struct sq__arena {
+    char *cur;               /* next free byte of the current block */
+    char *end;               /* end of the current block */
+    sq__arena_block_t *more; /* blocks past the inline one, freed by reset */
+    char *inline_base;
+    size_t inline_cap;
+} sq__arena_t;
+
+SQ__HIDDEN void sq__arena_init(sq__arena_t *a, char *inline_base, size_t inline_cap);
+SQ__HIDDEN void *sq__arena_alloc(sq__arena_t *a, size_t size);
+SQ__HIDDEN char *sq__arena_strndup(sq__arena_t *a, const char *s, size_t n);
+SQ__HIDDEN void sq__arena_reset(sq__arena_t *a);
+
+/* ---- core: the Date header, formatted at most once a second per cache ---- */
+
+typedef struct sq__date_cache {
+    uint64_t sec;   /* wall-clock second of `text` */
+    char text[32];  /* "Sun, 06 Nov 1994 08:49:37 GMT" */
+} sq__date_cache_t;
+
+SQ__HIDDEN const char *sq__date_get(sq__date_cache_t *dc);
+
+/* ---- http: percent-decoding ---- */
+
+/* Decodes %XX (and '+' as space when plus_is_space) of src[0..n) into dst (at least n+1
+ * bytes); NUL-terminates. Returns the decoded length, or -1 for a bad escape or a decoded
+ * NUL byte. */
+SQ__HIDDEN ssize_t sq__pct_decode(char *dst, const char *src, size_t n, bool plus_is_space);
+
+/* ---- router ---- */
+
+#define SQ__MAX_PARAMS 16
+
+typedef struct sq__param {
+    const char *name;   /* the pattern's, borrowed from the route */
+    const char *value;  /* decoded, in the request's arena */
+    int64_t ival;
+    bool is_int;
+} sq__param_t;
+
+typedef struct sq__route sq__route_t;
+
+typedef enum {
+    SQ__MATCH_NONE,     /* no route's shape matches: 404 */
+    SQ__MATCH_OK,
+    SQ__MATCH_NO_METHOD,/* 405; *allow is the Allow header value */
+    SQ__MATCH_BAD_PARAM /* 422; *bad_param names the parameter */
+} sq__match_t;
+
+typedef struct sq__match_result {
+    const sq__route_t *route;
+    sq_handler_cb cb;
+    const sq_handler_t *handler;
+    void *data;
+    const char *allow;      /* for 405 */
+    const char *bad_param;  /* for 422 */
+    const char *bad_value;
+    unsigned nparams;
+    sq__param_t params[SQ__MAX_PARAMS];
+} sq__match_result_t;
+
+/* Matches a decoded-per-segment raw path against the app's routes. Param values are
+ * allocated in `arena`. */
+SQ__HIDDEN sq__match_t sq__app_match(const sq_app_t *app, sq_method_t method,
+                                     const char *path, size_t path_len, sq__arena_t *arena,
+                                     sq__match_result_t *out);
+
+/* ---- server: connections and exchanges ---- */
+
+typedef struct sq__conn sq__conn_t;
+typedef struct sq_req_s sq__exch_t;
+
+/* A protocol that took a connection over after its HTTP headers (WebSocket). The
+ * connection keeps its stream, timers and registry entry; bytes go to these callbacks. */
+typedef struct sq__proto {
+    /* Bytes read (nread > 0), or the end of the stream (nread < 0, a libuv code). */
+    void (*on_read)(sq__conn_t *conn, void *ud, const char *data, ssize_t nread);
+    /* The server is shutting down: say goodbye (WebSocket 1001) and close soon. */
+    void (*on_shutdown)(sq__conn_t *conn, void *ud);
+    /* The connection is closing; after this returns nothing of it may be used. */
+    void (*on_close)(sq__conn_t *conn, void *ud);
+} sq__proto_t;
+
+/* Write-completion for raw connection writes (status 0, or negative when not sent). */
+typedef void (*sq__write_cb)(sq__conn_t *conn, int status, void *ud);
+
+SQ__HIDDEN int sq__conn_write(sq__conn_t *conn, const uv_buf_t *bufs, unsigned nbufs,
+                              sq__write_cb cb, void *ud);
+SQ__HIDDEN int sq__conn_write_ref(sq__conn_t *conn, const void *base, size_t len,
+                                  sq_free_cb free_cb, void *free_ud, sq__write_cb cb, void *ud);
+SQ__HIDDEN size_t sq__conn_queued_bytes(const sq__conn_t *conn);
+/* Closes after queued bytes are written (graceful) or at once (force). */
+SQ__HIDDEN void sq__conn_close(sq__conn_t *conn, bool force);
+SQ__HIDDEN uv_loop_t *sq__conn_loop(const sq__conn_t *conn);
+/* Hands the connection to `proto` after the current request's response (which the caller
+ * writes raw, e.g. 101). Bytes already read past the request are delivered to
+ * proto->on_read before any new read. Finishes res. */
+SQ__HIDDEN int sq__res_takeover(sq_res_t *res, const sq__proto_t *proto, void *ud);
+
+#endif

@@ -1,0 +1,283 @@
+/* Routes: path patterns bound to handler structs, matched segment by segment. */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+typedef enum { SEG_LIT, SEG_STR, SEG_INT, SEG_PATH } seg_kind_t;
+
+typedef struct seg {
+    seg_kind_t kind;
+    const char *text; /* literal text, or the parameter's name (NULL for `*`) */
+    size_t len;
+} seg_t;
+
+struct sq__route {
+    char *pattern;          /* owned copy; seg texts point into it */
+    seg_t *segs;
+    unsigned nsegs;
+    const sq_handler_t *handler;
+    void *data;
+    char allow[64];         /* the Allow header for 405 */
+};
+
+struct sq_app_s {
+    sq__route_t **routes;
+    unsigned nroutes;
+    unsigned cap;
+};
+
+int sq_app_create(sq_app_t **out)
+{
+    *out = calloc(1, sizeof(**out));
+    return *out ? 0 : UV_ENOMEM;
+}
+
+void sq_app_destroy(sq_app_t *app)
+{
+    if (app == NULL)
+        return;
+    for (unsigned i = 0; i < app->nroutes; i++) {
+        free(app->routes[i]->pattern);
+        free(app->routes[i]->segs);
+        free(app->routes[i]);
+    }
+    free(app->routes);
+    free(app);
+}
+
+static void build_allow(sq__route_t *r)
+{
+    const sq_handler_t *h = r->handler;
+    struct {
+        bool set;
+        const char *name;
+    } m[] = {{h->get != NULL, "GET"},         {h->get || h->head, "HEAD"},
+             {h->post != NULL, "POST"},       {h->put != NULL, "PUT"},
+             {h->del != NULL, "DELETE"},      {h->patch != NULL, "PATCH"},
+             {h->options != NULL, "OPTIONS"}};
+    size_t o = 0;
+    r->allow[0] = '\0';
+    for (size_t i = 0; i < SQ__ARRAY_SIZE(m); i++) {
+        if (!m[i].set)
+            continue;
+        o += (size_t)snprintf(r->allow + o, sizeof(r->allow) - o, "%s%s", o ? ", " : "",
+                              m[i].name);
+    }
+}
+
+/* Splits the owned pattern copy in place into segments. */
+static int parse_pattern(sq__route_t *r)
+{
+    char *p = r->pattern;
+    if (*p != '/')
+        return SQ_EPATTERN;
+    unsigned n = 0;
+    for (char *q = p; *q; q++)
+        n += *q == '/';
+    r->segs = calloc(n, sizeof(seg_t));
+    if (r->segs == NULL)
+        return UV_ENOMEM;
+    p++;
+    for (unsigned i = 0; i < n; i++) {
+        char *end = strchr(p, '/');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        seg_t *s = &r->segs[i];
+        if (len == 1 && p[0] == '*') {
+            s->kind = SEG_PATH;
+        } else if (len >= 3 && p[0] == '{' && p[len - 1] == '}') {
+            p[len - 1] = '\0';
+            char *colon = strchr(p + 1, ':');
+            s->kind = SEG_STR;
+            if (colon != NULL) {
+                *colon = '\0';
+                if (strcmp(colon + 1, "int") == 0)
+                    s->kind = SEG_INT;
+                else if (strcmp(colon + 1, "path") == 0)
+                    s->kind = SEG_PATH;
+                else if (strcmp(colon + 1, "str") != 0)
+                    return SQ_EPATTERN;
+            }
+            s->text = p + 1;
+            s->len = strlen(s->text);
+            if (s->len == 0)
+                return SQ_EPATTERN;
+        } else {
+            if (memchr(p, '{', len) || memchr(p, '}', len))
+                return SQ_EPATTERN;
+            s->kind = SEG_LIT;
+            s->text = p;
+            s->len = len;
+        }
+        if (s->kind == SEG_PATH && i + 1 != n)
+            return SQ_EPATTERN;
+        if (end == NULL)
+            break;
+        *end = '\0';
+        p = end + 1;
+    }
+    r->nsegs = n;
+    return 0;
+}
+
+int sq_app_route(sq_app_t *app, const char *pattern, const sq_handler_t *handler, void *data)
+{
+    if (app == NULL || pattern == NULL || handler == NULL)
+        return UV_EINVAL;
+    sq__route_t *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return UV_ENOMEM;
+    int rc = UV_ENOMEM;
+    r->pattern = strdup(pattern);
+    if (r->pattern == NULL)
+        goto fail_route;
+    r->handler = handler;
+    r->data = data;
+    rc = parse_pattern(r);
+    if (rc != 0)
+        goto fail_pattern;
+    unsigned nparams = 0;
+    for (unsigned i = 0; i < r->nsegs; i++)
+        nparams += r->segs[i].kind != SEG_LIT;
+    rc = SQ_EPATTERN;
+    if (nparams > SQ__MAX_PARAMS)
+        goto fail_pattern;
+    build_allow(r);
+    if (app->nroutes == app->cap) {
+        unsigned cap = app->cap ? app->cap * 2 : 8;
+        sq__route_t **routes = realloc(app->routes, cap * sizeof(*routes));
+        rc = UV_ENOMEM;
+        if (routes == NULL)
+            goto fail_pattern;
+        app->routes = routes;
+        app->cap = cap;
+    }
+    app->routes[app->nroutes++] = r;
+    return 0;
+
+fail_pattern:
+    free(r->segs);
+    free(r->pattern);
+fail_route:
+    free(r);
+    return rc;
+}
+
+static sq_handler_cb handler_for(const sq_handler_t *h, sq_method_t m)
+{
+    switch (m) {
+    case SQ_METHOD_GET:
+        return h->get;
+    case SQ_METHOD_HEAD:
+        return h->head ? h->head : h->get;
+    case SQ_METHOD_POST:
+        return h->post;
+    case SQ_METHOD_PUT:
+        return h->put;
+    case SQ_METHOD_DELETE:
+        return h->del;
+    case SQ_METHOD_PATCH:
+        return h->patch;
+    case SQ_METHOD_OPTIONS:
+        return h->options;
+    default:
+        return NULL;
+    }
+}
+
+static bool parse_int64(const char *s, int64_t *out)
+{
+    if (*s == '\0' || *s == ' ')
+        return false;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno != 0 || *end != '\0')
+        return false;
+    *out = v;
+    return true;
+}
+
+/* Tries one route against the path. Returns SQ__MATCH_NONE, _OK or _BAD_PARAM. */
+static sq__match_t try_route(const sq__route_t *r, const char *path, size_t len,
+                             sq__arena_t *arena, sq__match_result_t *out)
+{
+    const char *p = path + 1, *end = path + len;
+    unsigned np = 0;
+    sq__match_t verdict = SQ__MATCH_OK;
+    if (len == 0 || path[0] != '/')
+        return SQ__MATCH_NONE;
+    for (unsigned i = 0; i < r->nsegs; i++) {
+        const seg_t *s = &r->segs[i];
+        if (p > end)
+            return SQ__MATCH_NONE;
+        const char *slash = s->kind == SEG_PATH ? NULL : memchr(p, '/', (size_t)(end - p));
+        const char *send = slash ? slash : end;
+        size_t slen = (size_t)(send - p);
+        if (s->kind == SEG_LIT) {
+            if (slen != s->len || memcmp(p, s->text, slen) != 0) {
+                if (memchr(p, '%', slen) == NULL)
+                    return SQ__MATCH_NONE;
+                char tmp[256];
+                if (slen >= sizeof(tmp) || sq__pct_decode(tmp, p, slen, false) != (ssize_t)s->len ||
+                    memcmp(tmp, s->text, s->len) != 0)
+                    return SQ__MATCH_NONE;
+            }
+        } else {
+            if (slen == 0 && s->kind != SEG_PATH)
+                return SQ__MATCH_NONE;
+            char *v = sq__arena_alloc(arena, slen + 1);
+            if (v == NULL)
+                return SQ__MATCH_NONE;
+            if (sq__pct_decode(v, p, slen, false) < 0)
+                return SQ__MATCH_NONE;
+            sq__param_t *pp = &out->params[np++];
+            pp->name = s->text ? s->text : "*";
+            pp->value = v;
+            pp->is_int = false;
+            if (s->kind == SEG_INT) {
+                pp->is_int = true;
+                if (!parse_int64(v, &pp->ival) && verdict == SQ__MATCH_OK) {
+                    verdict = SQ__MATCH_BAD_PARAM;
+                    out->bad_param = pp->name;
+                    out->bad_value = v;
+                }
+            }
+        }
+        p = send + 1;
+    }
+    if (p <= end) /* path has more segments than the pattern */
+        return SQ__MATCH_NONE;
+    out->nparams = np;
+    return verdict;
+}
+
+sq__match_t sq__app_match(const sq_app_t *app, sq_method_t method, const char *path,
+                          size_t path_len, sq__arena_t *arena, sq__match_result_t *out)
+{
+    const sq__route_t *shape = NULL;
+    for (unsigned i = 0; i < app->nroutes; i++) {
+        const sq__route_t *r = app->routes[i];
+        sq__match_t m = try_route(r, path, path_len, arena, out);
+        if (m == SQ__MATCH_NONE)
+            continue;
+        sq_handler_cb cb = handler_for(r->handler, method);
+        if (cb == NULL) {
+            if (shape == NULL)
+                shape = r;
+            continue;
+        }
+        out->route = r;
+        out->cb = cb;
+        out->handler = r->handler;
+        out->data = r->data;
+        return m;
+    }
+    if (shape != NULL) {
+        out->route = shape;
+        out->handler = shape->handler;
+        out->allow = shape->allow;
+        return SQ__MATCH_NO_METHOD;
+    }
+    return SQ__MATCH_NONE;
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the Debian packages (and npm test peers) squall needs, when one is missing.
+# Idempotent and quiet when everything is there. Run as root (or with sudo available).
+set -euo pipefail
+
+pkgs=(build-essential pkg-config libuv1-dev node-llhttp libjansson-dev libwslay-dev
+      libcriterion-dev libssl-dev curl wrk nginx-light valgrind nodejs npm
+      python3 python3-websockets python3-aiohttp)
+
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+# npm may come with a Node.js that was not installed from Debian's npm package.
+if [[ " ${missing[*]} " == *" npm "* ]] && command -v npm >/dev/null 2>&1; then
+    missing=("${missing[@]/npm}")
+fi
+missing=($(printf '%s\n' "${missing[@]}" | grep -v '^$' || true))
+
+if ((${#missing[@]})); then
+    echo "deps: installing ${missing[*]}"
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq >/dev/null
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Node test peers (the WebSocket `ws` package) live in tests/peers/node_modules.
+here=$(cd "$(dirname "$0")/.." && pwd)
+if [ -f "$here/tests/peers/package.json" ] && [ ! -d "$here/tests/peers/node_modules/ws" ]; then
+    echo "deps: installing npm test peers"
+    (cd "$here/tests/peers" && npm install --silent --no-audit --no-fund >/dev/null)
+fi
+exit 0
