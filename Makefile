@@ -19,7 +19,7 @@ OPT     ?= -O2 -g
 WARN    := -Wall -Wextra -Wshadow -Wpointer-arith -Wstrict-prototypes -Wmissing-prototypes \
            -Wformat=2 -Wno-unused-parameter -Wvla -Wcast-align -Wwrite-strings -Werror
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden -MMD -MP $(OPT) $(SAN)
-CFLAGS_OURS := $(CFLAGS_BASE) $(WARN) -Iinclude -Ilib -I$(LLHTTP_INC) \
+CFLAGS_OURS := $(CFLAGS_BASE) $(WARN) -Iinclude -Ilib -Itests -I$(LLHTTP_INC) \
                $(shell pkg-config --cflags libuv jansson libcrypto 2>/dev/null)
 LIBS    := $(shell pkg-config --libs libuv jansson libcrypto 2>/dev/null) -lwslay -lpthread -lm
 
@@ -29,7 +29,7 @@ LLHTTP_OBJ := $(BUILD)/third_party/llhttp/llhttp.o $(BUILD)/third_party/llhttp/a
               $(BUILD)/third_party/llhttp/http.o
 APP_SRC := $(sort $(wildcard app/*.c))
 APP_BIN := $(APP_SRC:app/%.c=$(BUILD)/bin/%)
-TEST_SRC := $(sort $(wildcard tests/*.c))
+TEST_SRC := $(sort $(wildcard tests/*.c tests/support/*.c))
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 BENCH_SRC := $(sort $(wildcard bench/*.c))
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bin/bench-%)
@@ -111,4 +111,4 @@ format:
 clean:
 	rm -rf build build-asan
 
--include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(APP_SRC:app/%.c=$(BUILD)/app/%.d)
+-include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%.d) $(APP_SRC:app/%.c=$(BUILD)/app/%.d)
