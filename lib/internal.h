@@ -139,6 +139,12 @@ typedef struct sq__match_result {
     sq__param_t params[SQ__MAX_PARAMS];
 } sq__match_result_t;
 
+/* sq_app_route for a route that owns `data`: free_data(data) runs when the app is
+ * destroyed — and at once, before returning an error, when the route cannot be added. */
+SQ__HIDDEN int sq__app_route_owned(sq_app_t *app, const char *pattern,
+                                   const sq_handler_t *handler, void *data,
+                                   void (*free_data)(void *data));
+
 /* Matches a decoded-per-segment raw path against the app's routes. Param values are
  * allocated in `arena`. */
 SQ__HIDDEN sq__match_t sq__app_match(const sq_app_t *app, sq_method_t method,

@@ -18,6 +18,7 @@ struct sq__route {
     unsigned nsegs;
     const sq_handler_t *handler;
     void *data;
+    void (*free_data)(void *data); /* routes that own their data (WebSocket routes) */
     char allow[64];         /* the Allow header for 405 */
 };
 
@@ -38,6 +39,8 @@ void sq_app_destroy(sq_app_t *app)
     if (app == NULL)
         return;
     for (unsigned i = 0; i < app->nroutes; i++) {
+        if (app->routes[i]->free_data != NULL)
+            app->routes[i]->free_data(app->routes[i]->data);
         free(app->routes[i]->pattern);
         free(app->routes[i]->segs);
         free(app->routes[i]);
@@ -122,12 +125,20 @@ static int parse_pattern(sq__route_t *r)
 
 int sq_app_route(sq_app_t *app, const char *pattern, const sq_handler_t *handler, void *data)
 {
+    return sq__app_route_owned(app, pattern, handler, data, NULL);
+}
+
+int sq__app_route_owned(sq_app_t *app, const char *pattern, const sq_handler_t *handler,
+                        void *data, void (*free_data)(void *data))
+{
+    int rc = UV_EINVAL;
+    sq__route_t *r = NULL;
     if (app == NULL || pattern == NULL || handler == NULL)
-        return UV_EINVAL;
-    sq__route_t *r = calloc(1, sizeof(*r));
+        goto fail_route;
+    rc = UV_ENOMEM;
+    r = calloc(1, sizeof(*r));
     if (r == NULL)
-        return UV_ENOMEM;
-    int rc = UV_ENOMEM;
+        goto fail_route;
     r->pattern = strdup(pattern);
     if (r->pattern == NULL)
         goto fail_route;
@@ -152,6 +163,7 @@ int sq_app_route(sq_app_t *app, const char *pattern, const sq_handler_t *handler
         app->routes = routes;
         app->cap = cap;
     }
+    r->free_data = free_data;
     app->routes[app->nroutes++] = r;
     return 0;
 
@@ -160,6 +172,8 @@ fail_pattern:
     free(r->pattern);
 fail_route:
     free(r);
+    if (free_data != NULL)
+        free_data(data);
     return rc;
 }
 
