@@ -182,5 +182,9 @@ SQ__HIDDEN uv_loop_t *sq__conn_loop(const sq__conn_t *conn);
  * writes raw, e.g. 101). Bytes already read past the request are delivered to
  * proto->on_read before any new read. Finishes res. */
 SQ__HIDDEN int sq__res_takeover(sq_res_t *res, const sq__proto_t *proto, void *ud);
+/* Sends `101 Switching Protocols` with the headers added by sq_res_header, then takes the
+ * connection over as sq__res_takeover does. Returns 0, UV_ECANCELED (client gone; res is
+ * released and proto is never called) or UV_ENOMEM. */
+SQ__HIDDEN int sq__res_switch(sq_res_t *res, const sq__proto_t *proto, void *ud);
 
 #endif

@@ -366,3 +366,19 @@ sq_req_t *sq_res_req(sq_res_t *res)
 {
     return res->req;
 }
+
+int sq__res_switch(sq_res_t *res, const sq__proto_t *proto, void *ud)
+{
+    sq__exch_t *x = res->req;
+    if (x->flags & (SQ__XF_FINISHED | SQ__XF_HEADERS_SENT))
+        return SQ_EALREADY_SENT;
+    if (x->conn == NULL || (x->conn->flags & SQ__CF_CLOSED))
+        return sq__res_takeover(res, proto, ud); /* releases res, UV_ECANCELED */
+    int rc = write_head(x, 101, NULL, 0);
+    if (rc != 0) {
+        sq__conn_close(x->conn, true);
+        sq__exch_finished(x);
+        return rc;
+    }
+    return sq__res_takeover(res, proto, ud);
+}
