@@ -1050,7 +1050,8 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
 static void dispatch(sq__conn_t *c, sq__exch_t *x)
 {
     x->flags |= SQ__XF_HOLD_HANDLER | SQ__XF_IN_HANDLER;
-    x->refs++;
+    x->refs++;        /* the handler's reference, dropped when it finishes the response */
+    sq__exch_hold(x); /* this frame's: the handler may finish, take over or lose the client */
     switch (x->verdict) {
     case SQ__MATCH_OK:
         x->match.cb(x, &x->res, x->match.data);
@@ -1084,6 +1085,7 @@ static void dispatch(sq__conn_t *c, sq__exch_t *x)
     }
     }
     x->flags &= ~SQ__XF_IN_HANDLER;
+    sq__exch_unhold(x);
 }
 
 static int on_message_complete(llhttp_t *p)
