@@ -48,6 +48,23 @@ static void echo_post(sq_req_t *req, sq_res_t *res, void *data)
 }
 static const sq_handler_t echo = {.post = echo_post};
 
+/* WS /ws — the lecture's FastAPI example: text X is answered "Message text was: X". */
+static void ws_said(sq_ws_t *ws, int binary, const char *msg, size_t len, void *data)
+{
+    char out[256];
+    int n = snprintf(out, sizeof(out), "Message text was: %.*s", (int)(len > 200 ? 200 : len),
+                     msg);
+    sq_ws_send_text(ws, out, (size_t)n);
+}
+static const sq_ws_handler_t ws_said_handler = {.message = ws_said};
+
+/* WS /ws/echo — text and binary messages back as they came. */
+static void ws_echo(sq_ws_t *ws, int binary, const char *msg, size_t len, void *data)
+{
+    sq_ws_send(ws, binary, msg, len);
+}
+static const sq_ws_handler_t ws_echo_handler = {.message = ws_echo};
+
 typedef struct config {
     const char *host;
     int port;
@@ -124,6 +141,8 @@ int main(int argc, char **argv)
     sq_app_route(cfg.app, "/plaintext", &plaintext, NULL);
     sq_app_route(cfg.app, "/items/{item_id:int}", &items, NULL);
     sq_app_route(cfg.app, "/echo", &echo, NULL);
+    sq_app_websocket(cfg.app, "/ws", &ws_said_handler, NULL, NULL);
+    sq_app_websocket(cfg.app, "/ws/echo", &ws_echo_handler, NULL, NULL);
 
     int rc = sq_workers_run(cfg.workers, setup, NULL, &cfg, 5000);
     sq_app_destroy(cfg.app);

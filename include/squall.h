@@ -10,5 +10,6 @@
 #include "squall/res.h"
 #include "squall/server.h"
 #include "squall/workers.h"
+#include "squall/ws.h"
 
 #endif

@@ -1,0 +1,141 @@
+/* squall — WebSocket (RFC 6455), server and client, framed by wslay over libuv streams.
+ *
+ *     static void on_msg(sq_ws_t *ws, int binary, const char *msg, size_t len, void *data)
+ *     {
+ *         sq_ws_send(ws, binary, msg, len);   // echo
+ *     }
+ *     static const sq_ws_handler_t echo = {.message = on_msg};
+ *     sq_app_websocket(app, "/ws/echo", &echo, NULL, NULL);
+ *
+ * A WebSocket is valid from .open until .close returns; squall frees it then. All calls are
+ * for the loop thread. Outgoing bytes are copied before a send returns (except with
+ * sq_ws_send_frame, which shares one prepared frame among many connections).
+ */
+#ifndef SQUALL_WS_H
+#define SQUALL_WS_H
+
+#include "common.h"
+#include "req.h"
+#include "router.h"
+
+typedef struct sq_ws_s sq_ws_t;
+
+/* RFC 6455 §7.4.1 close codes squall uses. */
+enum {
+    SQ_WS_NORMAL = 1000,
+    SQ_WS_GOING_AWAY = 1001,
+    SQ_WS_PROTOCOL_ERROR = 1002,
+    SQ_WS_UNSUPPORTED = 1003,
+    SQ_WS_NO_STATUS = 1005,   /* reported only: the close frame had no code */
+    SQ_WS_ABNORMAL = 1006,    /* reported only: the connection dropped without a close frame */
+    SQ_WS_INVALID_DATA = 1007,/* e.g. invalid UTF-8 in a text message */
+    SQ_WS_POLICY = 1008,
+    SQ_WS_TOO_BIG = 1009,
+    SQ_WS_INTERNAL = 1011,
+    SQ_WS_TRY_AGAIN = 1013,
+};
+
+/* What happens when a send would take a connection's queued bytes past max_queued_bytes
+ * (a slow consumer). */
+typedef enum {
+    SQ_WS_OVERFLOW_CLOSE = 0,   /* close with 1008 (policy violation); the send fails */
+    SQ_WS_OVERFLOW_TRY_AGAIN,   /* close with 1013 (try again later); the send fails */
+    SQ_WS_OVERFLOW_DROP,        /* drop this message (UV_ENOBUFS); the connection stays */
+} sq_ws_overflow_t;
+
+typedef struct sq_ws_opts {
+    size_t max_message_bytes;   /* a received message past this closes with 1009; 16 MiB */
+    size_t max_queued_bytes;    /* outgoing bytes not yet taken by the kernel; 4 MiB */
+    sq_ws_overflow_t overflow;  /* SQ_WS_OVERFLOW_CLOSE */
+    uint64_t ping_interval_ms;  /* send a ping this often; 0 (default) never */
+    uint64_t pong_timeout_ms;   /* close (1006 reported) if no pong comes back; 10 s */
+    uint64_t close_timeout_ms;  /* wait this long for the peer's close frame; 5 s */
+    uint64_t handshake_timeout_ms; /* client: DNS + connect + handshake; 10 s */
+    const char *const *subprotocols; /* NULL-terminated, in preference order; NULL: none */
+} sq_ws_opts_t;
+
+SQ_EXTERN void sq_ws_opts_init(sq_ws_opts_t *opts);
+
+/* Handshake decision for a server route, called before the upgrade with the request (its
+ * Origin, path params, query...). Return 0 to accept, or an HTTP status (e.g. 403) to
+ * refuse. `*subprotocol` holds squall's choice (the first of opts.subprotocols the client
+ * offered, or NULL); the hook may change it to one of the client's offers (a string that
+ * lives as long as the route). */
+typedef int (*sq_ws_accept_cb)(sq_req_t *req, const char **subprotocol, void *data);
+
+typedef struct sq_ws_handler {
+    /* The connection is open. Server side: `req` is the upgrade request, valid only during
+     * this call (path params, query, headers). Client side: req is NULL. */
+    void (*open)(sq_ws_t *ws, sq_req_t *req, void *data);
+    /* A whole message (fragments reassembled; text checked to be UTF-8). `msg` is valid
+     * during the call only. */
+    void (*message)(sq_ws_t *ws, int binary, const char *msg, size_t len, void *data);
+    /* The connection is closed: `code` is the peer's close code, SQ_WS_NO_STATUS, or
+     * SQ_WS_ABNORMAL when it dropped; on the client side, also when connecting failed
+     * (then `reason` says why and .open was never called). ws is freed after this. */
+    void (*close)(sq_ws_t *ws, int code, const char *reason, void *data);
+    /* A pong arrived (optional). */
+    void (*pong)(sq_ws_t *ws, const char *payload, size_t len, void *data);
+    /* Queued outgoing bytes fell back below half of max_queued_bytes after having been
+     * above it (optional): a producer that paused may go on. */
+    void (*drain)(sq_ws_t *ws, void *data);
+    /* Server: accept or refuse the handshake (optional; default accepts). */
+    sq_ws_accept_cb accept;
+} sq_ws_handler_t;
+
+/* Binds a WebSocket handler to a path pattern (same patterns as sq_app_route): a GET with
+ * a valid RFC 6455 §4.2.1 handshake is upgraded; a GET without one gets 426 (missing or
+ * wrong Sec-WebSocket-Version; the response names version 13) or 400 (bad key). `handler`
+ * is borrowed (usually a static const struct); `opts` is copied (NULL: defaults).
+ * Returns 0, SQ_EPATTERN or UV_ENOMEM. */
+SQ_EXTERN int sq_app_websocket(sq_app_t *app, const char *pattern, const sq_ws_handler_t *handler,
+                               const sq_ws_opts_t *opts, void *data);
+
+/* Sends a text (binary = 0) or binary message; copied. Returns 0; SQ_ECLOSED once a close
+ * was sent or received; UV_ENOBUFS when the overflow policy dropped it, UV_EMSGSIZE... */
+SQ_EXTERN int sq_ws_send(sq_ws_t *ws, int binary, const void *msg, size_t len);
+SQ_EXTERN int sq_ws_send_text(sq_ws_t *ws, const char *msg, size_t len);
+SQ_EXTERN int sq_ws_send_binary(sq_ws_t *ws, const void *msg, size_t len);
+/* Sends a ping with up to 125 bytes of payload (UV_EINVAL past that). */
+SQ_EXTERN int sq_ws_ping(sq_ws_t *ws, const void *payload, size_t len);
+/* Starts the close handshake (RFC 6455 §7.1.2). `reason` (may be NULL) is cut to 123
+ * bytes. .close runs once the peer answers, or after close_timeout_ms. Returns 0 or
+ * SQ_ECLOSED when already closing. */
+SQ_EXTERN int sq_ws_close(sq_ws_t *ws, int code, const char *reason);
+
+/* Outgoing bytes queued on this connection and not yet taken by the kernel. */
+SQ_EXTERN size_t sq_ws_queued_bytes(const sq_ws_t *ws);
+/* The subprotocol agreed in the handshake, or NULL. */
+SQ_EXTERN const char *sq_ws_subprotocol(const sq_ws_t *ws);
+SQ_EXTERN void sq_ws_set_data(sq_ws_t *ws, void *data);
+SQ_EXTERN void *sq_ws_data(const sq_ws_t *ws);
+SQ_EXTERN uv_loop_t *sq_ws_loop(const sq_ws_t *ws);
+/* 1 for a client-side connection. */
+SQ_EXTERN int sq_ws_is_client(const sq_ws_t *ws);
+
+/* Broadcast: a message framed once and shared by every server-side connection it is sent
+ * to (reference-counted, zero-copy). */
+typedef struct sq_ws_frame_s sq_ws_frame_t;
+
+/* Frames `msg` (copied). Returns 0 or UV_ENOMEM. The caller holds one reference. */
+SQ_EXTERN int sq_ws_frame_create(sq_ws_frame_t **frame, int binary, const void *msg, size_t len);
+SQ_EXTERN void sq_ws_frame_release(sq_ws_frame_t *frame);
+/* Sends a prepared frame (takes its own reference). A client-side connection (which must
+ * mask) copies it instead. Same returns as sq_ws_send. */
+SQ_EXTERN int sq_ws_send_frame(sq_ws_t *ws, sq_ws_frame_t *frame);
+/* Frames `msg` once and sends it to each of `n` connections. Returns how many took it. */
+SQ_EXTERN size_t sq_ws_broadcast(sq_ws_t *const *ws, size_t n, int binary, const void *msg,
+                                 size_t len);
+
+/* Client: connects to a ws:// URL ("ws://host:port/path?query"): DNS, TCP, the client
+ * handshake with a random key (the server's Accept is checked), then frames are masked.
+ * `handler` and `data` as for the server; `opts` copied (NULL: defaults). Every outcome
+ * is reported to the handler: .open on success, else .close with SQ_WS_ABNORMAL and a
+ * reason (DNS failure, refused, timeout, upgrade refused with status N). If `out` is not
+ * NULL it receives the WebSocket at once (valid until .close returns), so the caller may
+ * sq_ws_close it before it opens (cancel). Returns 0, or UV_EINVAL for a bad URL (no
+ * callback then), or UV_ENOMEM. */
+SQ_EXTERN int sq_ws_connect(uv_loop_t *loop, const char *url, const sq_ws_handler_t *handler,
+                            void *data, const sq_ws_opts_t *opts, sq_ws_t **out);
+
+#endif

@@ -1,0 +1,517 @@
+/* The WebSocket core: wslay parses incoming frames, answers pings and runs the close
+ * handshake; squall frames outgoing data itself, straight into the transport's write
+ * queue (one copy, or none for a shared broadcast frame), and enforces the limits.
+ *
+ * Lifetime: ws lives until its transport closes. .close runs exactly once, then ws is
+ * freed — deferred while our own frames (wslay's recv loop, a user callback) are on the
+ * stack, so nothing is freed under a caller. */
+#include <openssl/rand.h>
+#include <stdlib.h>
+
+#include "ws/ws_int.h"
+
+void sq_ws_opts_init(sq_ws_opts_t *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->max_message_bytes = 16u * 1024 * 1024;
+    o->max_queued_bytes = 4u * 1024 * 1024;
+    o->overflow = SQ_WS_OVERFLOW_CLOSE;
+    o->ping_interval_ms = 0;
+    o->pong_timeout_ms = 10000;
+    o->close_timeout_ms = 5000;
+    o->handshake_timeout_ms = 10000;
+}
+
+static void ws_destroy(sq_ws_t *ws);
+static void ws_after(sq_ws_t *ws);
+
+/* ---- wslay callbacks ---- */
+
+static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
+                       void *ud)
+{
+    sq_ws_t *ws = ud;
+    if (ws->rlen == 0) {
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
+    size_t n = len < ws->rlen ? len : ws->rlen;
+    memcpy(buf, ws->rptr, n);
+    ws->rptr += n;
+    ws->rlen -= n;
+    return (ssize_t)n;
+}
+
+/* wslay's own frames: pongs and close frames. */
+static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
+                       void *ud)
+{
+    sq_ws_t *ws = ud;
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+    if (ws->flags & SQ__WS_DEAD || ws->io->write(ws, &b, 1, false) != 0) {
+        wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+        return -1;
+    }
+    return (ssize_t)len;
+}
+
+static int genmask_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, void *ud)
+{
+    /* RFC 6455 §5.3: masks must be unpredictable */
+    return RAND_bytes(buf, (int)len) == 1 ? 0 : -1;
+}
+
+/* Fails the connection (RFC 6455 §7.1.7): close frame with `code`, no more reading. */
+static void ws_fail(sq_ws_t *ws, int code, const char *why)
+{
+    if (ws->flags & SQ__WS_FAILED)
+        return;
+    ws->flags |= SQ__WS_FAILED;
+    sq_log(SQ_LOG_DEBUG, "websocket: failing with %d: %s", code, why);
+    wslay_event_queue_close(ws->ctx, (uint16_t)code, (const uint8_t *)why, strlen(why));
+    wslay_event_shutdown_read(ws->ctx);
+}
+
+static void frame_start_cb(wslay_event_context_ptr ctx,
+                           const struct wslay_event_on_frame_recv_start_arg *arg, void *ud)
+{
+    sq_ws_t *ws = ud;
+    if (arg->opcode >= 0x8) {
+        ws->flags |= SQ__WS_IN_CONTROL;
+        return;
+    }
+    ws->flags &= ~SQ__WS_IN_CONTROL;
+    if (arg->opcode == WSLAY_TEXT_FRAME) {
+        ws->flags |= SQ__WS_IN_TEXT;
+        sq__utf8_init(&ws->utf8);
+    } else if (arg->opcode == WSLAY_BINARY_FRAME) {
+        ws->flags &= ~SQ__WS_IN_TEXT;
+    }
+}
+
+static void frame_chunk_cb(wslay_event_context_ptr ctx,
+                           const struct wslay_event_on_frame_recv_chunk_arg *arg, void *ud)
+{
+    sq_ws_t *ws = ud;
+    if ((ws->flags & (SQ__WS_IN_CONTROL | SQ__WS_IN_TEXT)) == SQ__WS_IN_TEXT &&
+        !sq__utf8_feed(&ws->utf8, arg->data, arg->data_length))
+        ws_fail(ws, SQ_WS_INVALID_DATA, "invalid UTF-8 in a text message");
+}
+
+static void msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
+                   void *ud)
+{
+    sq_ws_t *ws = ud;
+    if (ws->flags & (SQ__WS_FAILED | SQ__WS_DEAD))
+        return;
+    switch (arg->opcode) {
+    case WSLAY_TEXT_FRAME:
+        if (!sq__utf8_complete(&ws->utf8)) {
+            ws_fail(ws, SQ_WS_INVALID_DATA, "truncated UTF-8 in a text message");
+            return;
+        }
+        /* fall through */
+    case WSLAY_BINARY_FRAME:
+        if (ws->h->message != NULL)
+            ws->h->message(ws, arg->opcode == WSLAY_BINARY_FRAME, (const char *)arg->msg,
+                           arg->msg_length, ws->data);
+        break;
+    case WSLAY_PONG:
+        ws->flags &= ~SQ__WS_AWAIT_PONG;
+        if (ws->h->pong != NULL)
+            ws->h->pong(ws, (const char *)arg->msg, arg->msg_length, ws->data);
+        break;
+    case WSLAY_CONNECTION_CLOSE: {
+        /* RFC 6455 §5.5.1: a close reason is UTF-8 */
+        sq__utf8_t u;
+        sq__utf8_init(&u);
+        if (arg->msg_length > 2 &&
+            (!sq__utf8_feed(&u, arg->msg + 2, arg->msg_length - 2) || !sq__utf8_complete(&u)))
+            ws_fail(ws, SQ_WS_INVALID_DATA, "invalid UTF-8 in the close reason");
+        size_t rl = arg->msg_length > 2 ? arg->msg_length - 2 : 0;
+        if (rl >= sizeof(ws->close_reason))
+            rl = sizeof(ws->close_reason) - 1;
+        memcpy(ws->close_reason, arg->msg + 2 * (arg->msg_length > 2), rl);
+        ws->close_reason[rl] = '\0';
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+static const struct wslay_event_callbacks wslay_cbs = {
+    .recv_callback = recv_cb,
+    .send_callback = send_cb,
+    .genmask_callback = genmask_cb,
+    .on_frame_recv_start_callback = frame_start_cb,
+    .on_frame_recv_chunk_callback = frame_chunk_cb,
+    .on_msg_recv_callback = msg_cb,
+};
+
+/* ---- lifetime ---- */
+
+int sq__ws_create(sq_ws_t **out, uv_loop_t *loop, bool client, const sq_ws_handler_t *h,
+                  void *data, const sq_ws_opts_t *opts, const sq__ws_io_t *io, void *transport)
+{
+    sq_ws_t *ws = calloc(1, sizeof(*ws));
+    if (ws == NULL)
+        return UV_ENOMEM;
+    int rc = client ? wslay_event_context_client_init(&ws->ctx, &wslay_cbs, ws)
+                    : wslay_event_context_server_init(&ws->ctx, &wslay_cbs, ws);
+    if (rc != 0) {
+        free(ws);
+        return UV_ENOMEM;
+    }
+    ws->loop = loop;
+    ws->h = h;
+    ws->data = data;
+    if (opts != NULL)
+        ws->opts = *opts;
+    else
+        sq_ws_opts_init(&ws->opts);
+    ws->io = io;
+    ws->transport = transport;
+    ws->close_code = SQ_WS_ABNORMAL;
+    if (client)
+        ws->flags |= SQ__WS_CLIENT;
+    wslay_event_config_set_max_recv_msg_length(ws->ctx, ws->opts.max_message_bytes);
+    uv_timer_init(loop, &ws->timer);
+    ws->timer.data = ws;
+    *out = ws;
+    return 0;
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    sq_ws_t *ws = h->data;
+    wslay_event_context_free(ws->ctx);
+    sq__buf_free(&ws->scratch);
+    free(ws);
+}
+
+static void ws_destroy(sq_ws_t *ws)
+{
+    uv_close((uv_handle_t *)&ws->timer, on_timer_closed);
+}
+
+static void on_keepalive(uv_timer_t *t)
+{
+    sq_ws_t *ws = t->data;
+    if (ws->flags & SQ__WS_CLOSING) {
+        /* the peer never answered our close frame (RFC 6455 §7.1.1) */
+        ws->io->close(ws, true);
+        return;
+    }
+    if (ws->flags & SQ__WS_AWAIT_PONG) {
+        if (uv_now(ws->loop) - ws->ping_sent_at >= ws->opts.pong_timeout_ms) {
+            sq_log(SQ_LOG_DEBUG, "websocket: no pong in %llu ms",
+                   (unsigned long long)ws->opts.pong_timeout_ms);
+            ws->io->close(ws, true);
+        }
+        return;
+    }
+    uint64_t now = uv_now(ws->loop);
+    ws->ping_sent_at = now;
+    ws->flags |= SQ__WS_AWAIT_PONG;
+    uint8_t payload[8];
+    for (int i = 0; i < 8; i++)
+        payload[i] = (uint8_t)(now >> (56 - 8 * i));
+    sq_ws_ping(ws, payload, sizeof(payload));
+}
+
+void sq__ws_open(sq_ws_t *ws, sq_req_t *req)
+{
+    ws->flags |= SQ__WS_OPEN;
+    ws->depth++;
+    if (ws->h->open != NULL)
+        ws->h->open(ws, req, ws->data);
+    ws->depth--;
+    if (ws->opts.ping_interval_ms > 0 && !(ws->flags & (SQ__WS_DEAD | SQ__WS_CLOSING))) {
+        uint64_t every = ws->opts.ping_interval_ms;
+        if (ws->opts.pong_timeout_ms > 0 && ws->opts.pong_timeout_ms < every)
+            every = ws->opts.pong_timeout_ms;
+        uv_timer_start(&ws->timer, on_keepalive, ws->opts.ping_interval_ms, every);
+    }
+    ws_after(ws);
+}
+
+void sq__ws_transport_closed(sq_ws_t *ws)
+{
+    if (ws->flags & SQ__WS_DEAD)
+        return;
+    ws->flags |= SQ__WS_DEAD;
+    uv_timer_stop(&ws->timer);
+    if (wslay_event_get_close_received(ws->ctx)) {
+        uint16_t code = wslay_event_get_status_code_received(ws->ctx);
+        ws->close_code = code ? code : SQ_WS_NO_STATUS;
+    }
+    if (!(ws->flags & SQ__WS_CLOSED_CB) && (ws->flags & SQ__WS_OPEN) && ws->h->close != NULL) {
+        ws->flags |= SQ__WS_CLOSED_CB;
+        ws->depth++;
+        ws->h->close(ws, ws->close_code, ws->close_reason, ws->data);
+        ws->depth--;
+    }
+    ws->flags |= SQ__WS_CLOSED_CB;
+    if (ws->depth == 0)
+        ws_destroy(ws);
+}
+
+void sq__ws_fail_before_open(sq_ws_t *ws, const char *reason)
+{
+    ws->flags |= SQ__WS_OPEN; /* so that .close reports it */
+    snprintf(ws->close_reason, sizeof(ws->close_reason), "%s", reason);
+    ws->close_code = SQ_WS_ABNORMAL;
+    sq__ws_transport_closed(ws);
+}
+
+/* After each batch of work: send what wslay queued, close once both sides said goodbye,
+ * free if the transport went while we were busy. */
+static void ws_after(sq_ws_t *ws)
+{
+    if (ws->depth > 0)
+        return;
+    if (ws->flags & SQ__WS_DEAD) {
+        ws_destroy(ws);
+        return;
+    }
+    ws->depth++;
+    wslay_event_send(ws->ctx);
+    ws->depth--;
+    if (ws->flags & SQ__WS_DEAD) {
+        ws_destroy(ws);
+        return;
+    }
+    if (wslay_event_get_close_sent(ws->ctx) && !(ws->flags & SQ__WS_CLOSING)) {
+        ws->flags |= SQ__WS_CLOSING;
+        uv_timer_start(&ws->timer, on_keepalive, ws->opts.close_timeout_ms, 0);
+    }
+    if (!wslay_event_want_read(ws->ctx) && !wslay_event_want_write(ws->ctx))
+        ws->io->close(ws, false); /* RFC 6455 §7.1.1: the server closes TCP first */
+}
+
+void sq__ws_feed(sq_ws_t *ws, const char *data, ssize_t n)
+{
+    if (ws->flags & SQ__WS_DEAD)
+        return;
+    if (n < 0) {
+        ws->io->close(ws, true);
+        return;
+    }
+    ws->rptr = (const uint8_t *)data;
+    ws->rlen = (size_t)n;
+    ws->depth++;
+    int rc = wslay_event_recv(ws->ctx);
+    ws->depth--;
+    ws->rlen = 0;
+    if (rc != 0 && !(ws->flags & SQ__WS_DEAD)) {
+        ws->depth++;
+        ws_fail(ws, SQ_WS_PROTOCOL_ERROR, "protocol error");
+        ws->depth--;
+    }
+    ws_after(ws);
+}
+
+void sq__ws_written(sq_ws_t *ws, int status)
+{
+    if ((ws->flags & (SQ__WS_DRAIN | SQ__WS_DEAD)) != SQ__WS_DRAIN)
+        return;
+    if (ws->io->queued(ws) > ws->opts.max_queued_bytes / 2)
+        return;
+    ws->flags &= ~SQ__WS_DRAIN;
+    if (ws->h->drain != NULL) {
+        ws->depth++;
+        ws->h->drain(ws, ws->data);
+        ws->depth--;
+        ws_after(ws);
+    }
+}
+
+/* ---- sending ---- */
+
+/* Applies the queue limit before `len` more bytes go out. 0: go ahead. */
+static int ws_admit(sq_ws_t *ws, size_t len, bool *notify)
+{
+    if (ws->flags & (SQ__WS_DEAD | SQ__WS_CLOSING | SQ__WS_FAILED) ||
+        wslay_event_get_close_sent(ws->ctx))
+        return SQ_ECLOSED;
+    size_t q = ws->io->queued(ws);
+    size_t max = ws->opts.max_queued_bytes;
+    if (max > 0 && q + len > max) {
+        if (ws->opts.overflow != SQ_WS_OVERFLOW_DROP)
+            sq_ws_close(ws, ws->opts.overflow == SQ_WS_OVERFLOW_TRY_AGAIN ? SQ_WS_TRY_AGAIN
+                                                                          : SQ_WS_POLICY,
+                        "slow consumer");
+        return UV_ENOBUFS;
+    }
+    *notify = max > 0 && q + len > max / 2;
+    if (*notify)
+        ws->flags |= SQ__WS_DRAIN;
+    return 0;
+}
+
+static int ws_send_frame(sq_ws_t *ws, int opcode, const void *msg, size_t len)
+{
+    bool notify = false;
+    int rc = ws_admit(ws, len + 14, &notify);
+    if (rc != 0)
+        return rc;
+    uint8_t hdr[14];
+    if (!(ws->flags & SQ__WS_CLIENT)) {
+        size_t hl = sq__ws_frame_header(hdr, opcode, len, NULL);
+        uv_buf_t b[2] = {uv_buf_init((char *)hdr, (unsigned)hl),
+                         uv_buf_init((char *)msg, (unsigned)len)};
+        return ws->io->write(ws, b, len ? 2 : 1, notify);
+    }
+    /* RFC 6455 §5.3: a client masks every frame with a fresh key */
+    uint8_t mask[4];
+    if (RAND_bytes(mask, 4) != 1)
+        return UV_EIO;
+    size_t hl = sq__ws_frame_header(hdr, opcode, len, mask);
+    ws->scratch.len = 0;
+    if (sq__buf_reserve(&ws->scratch, hl + len) != 0)
+        return UV_ENOMEM;
+    sq__buf_append_unsafe(&ws->scratch, hdr, hl);
+    uint8_t *dst = (uint8_t *)ws->scratch.base + hl;
+    const uint8_t *src = msg;
+    for (size_t i = 0; i < len; i++)
+        dst[i] = src[i] ^ mask[i & 3];
+    uv_buf_t b = uv_buf_init(ws->scratch.base, (unsigned)(hl + len));
+    return ws->io->write(ws, &b, 1, notify);
+}
+
+int sq_ws_send(sq_ws_t *ws, int binary, const void *msg, size_t len)
+{
+    if (!binary) {
+        sq__utf8_t u;
+        sq__utf8_init(&u);
+        if (!sq__utf8_feed(&u, msg, len) || !sq__utf8_complete(&u))
+            return UV_EINVAL; /* RFC 6455 §5.6: text is UTF-8 */
+    }
+    return ws_send_frame(ws, binary ? WSLAY_BINARY_FRAME : WSLAY_TEXT_FRAME, msg, len);
+}
+
+int sq_ws_send_text(sq_ws_t *ws, const char *msg, size_t len)
+{
+    return sq_ws_send(ws, 0, msg, len);
+}
+
+int sq_ws_send_binary(sq_ws_t *ws, const void *msg, size_t len)
+{
+    return sq_ws_send(ws, 1, msg, len);
+}
+
+int sq_ws_ping(sq_ws_t *ws, const void *payload, size_t len)
+{
+    if (len > 125)
+        return UV_EINVAL;
+    if (ws->flags & (SQ__WS_DEAD | SQ__WS_CLOSING) || wslay_event_get_close_sent(ws->ctx))
+        return SQ_ECLOSED;
+    struct wslay_event_msg m = {.opcode = WSLAY_PING, .msg = payload, .msg_length = len};
+    if (wslay_event_queue_msg(ws->ctx, &m) != 0)
+        return SQ_ECLOSED;
+    ws_after(ws);
+    return 0;
+}
+
+int sq_ws_close(sq_ws_t *ws, int code, const char *reason)
+{
+    if (ws->flags & (SQ__WS_DEAD | SQ__WS_CLOSING) || wslay_event_get_close_sent(ws->ctx))
+        return SQ_ECLOSED;
+    size_t rl = reason ? strlen(reason) : 0;
+    if (rl > 123)
+        rl = 123;
+    if (wslay_event_queue_close(ws->ctx, (uint16_t)code, (const uint8_t *)reason, rl) != 0)
+        return SQ_ECLOSED;
+    ws_after(ws);
+    return 0;
+}
+
+size_t sq_ws_queued_bytes(const sq_ws_t *ws)
+{
+    return ws->flags & SQ__WS_DEAD ? 0 : ws->io->queued(ws);
+}
+
+const char *sq_ws_subprotocol(const sq_ws_t *ws)
+{
+    return ws->subprotocol;
+}
+
+void sq_ws_set_data(sq_ws_t *ws, void *data)
+{
+    ws->user = data;
+}
+
+void *sq_ws_data(const sq_ws_t *ws)
+{
+    return ws->user;
+}
+
+uv_loop_t *sq_ws_loop(const sq_ws_t *ws)
+{
+    return ws->loop;
+}
+
+int sq_ws_is_client(const sq_ws_t *ws)
+{
+    return (ws->flags & SQ__WS_CLIENT) != 0;
+}
+
+/* ---- broadcast frames ---- */
+
+struct sq_ws_frame_s {
+    unsigned refs;
+    int opcode;
+    size_t len;      /* the whole frame */
+    size_t hlen;     /* its header */
+    uint8_t bytes[];
+};
+
+int sq_ws_frame_create(sq_ws_frame_t **out, int binary, const void *msg, size_t len)
+{
+    sq_ws_frame_t *f = malloc(sizeof(*f) + 10 + len);
+    if (f == NULL)
+        return UV_ENOMEM;
+    f->refs = 1;
+    f->opcode = binary ? WSLAY_BINARY_FRAME : WSLAY_TEXT_FRAME;
+    f->hlen = sq__ws_frame_header(f->bytes, f->opcode, len, NULL);
+    memcpy(f->bytes + f->hlen, msg, len);
+    f->len = f->hlen + len;
+    *out = f;
+    return 0;
+}
+
+void sq_ws_frame_release(sq_ws_frame_t *f)
+{
+    if (f != NULL && --f->refs == 0)
+        free(f);
+}
+
+static void frame_unref(void *ptr, void *data)
+{
+    sq_ws_frame_release(data);
+}
+
+int sq_ws_send_frame(sq_ws_t *ws, sq_ws_frame_t *f)
+{
+    if (ws->flags & SQ__WS_CLIENT)
+        return ws_send_frame(ws, f->opcode, f->bytes + f->hlen, f->len - f->hlen);
+    bool notify = false;
+    int rc = ws_admit(ws, f->len, &notify);
+    if (rc != 0)
+        return rc;
+    f->refs++;
+    return ws->io->write_ref(ws, f->bytes, f->len, frame_unref, f, notify);
+}
+
+size_t sq_ws_broadcast(sq_ws_t *const *list, size_t n, int binary, const void *msg, size_t len)
+{
+    sq_ws_frame_t *f;
+    if (sq_ws_frame_create(&f, binary, msg, len) != 0)
+        return 0;
+    size_t ok = 0;
+    for (size_t i = 0; i < n; i++)
+        ok += sq_ws_send_frame(list[i], f) == 0;
+    sq_ws_frame_release(f);
+    return ok;
+}

@@ -1,0 +1,170 @@
+/* WebSocket routes: the server side of the opening handshake (RFC 6455 §4.2) and the glue
+ * that hands an HTTP connection over to the WebSocket core. */
+#include <stdlib.h>
+
+#include "server/server_int.h"
+#include "ws/ws_int.h"
+
+typedef struct ws_route {
+    const sq_ws_handler_t *h;
+    sq_ws_opts_t opts;
+    void *data;
+} ws_route_t;
+
+/* ---- the transport: a taken-over server connection ---- */
+
+static void conn_written(sq__conn_t *c, int status, void *ud)
+{
+    if (!(c->flags & SQ__CF_CLOSED)) /* after a close, ws may be gone */
+        sq__ws_written(ud, status);
+}
+
+static int io_write(sq_ws_t *ws, const uv_buf_t *bufs, unsigned n, bool notify)
+{
+    return sq__conn_write(ws->transport, bufs, n, notify ? conn_written : NULL, ws);
+}
+
+static int io_write_ref(sq_ws_t *ws, const void *base, size_t len, sq_free_cb free_cb,
+                        void *free_ud, bool notify)
+{
+    return sq__conn_write_ref(ws->transport, base, len, free_cb, free_ud,
+                              notify ? conn_written : NULL, ws);
+}
+
+static size_t io_queued(const sq_ws_t *ws)
+{
+    return sq__conn_queued_bytes(ws->transport);
+}
+
+static void io_close(sq_ws_t *ws, bool force)
+{
+    sq__conn_close(ws->transport, force);
+}
+
+static const sq__ws_io_t server_io = {
+    .write = io_write,
+    .write_ref = io_write_ref,
+    .queued = io_queued,
+    .close = io_close,
+};
+
+static void proto_read(sq__conn_t *c, void *ud, const char *data, ssize_t n)
+{
+    sq__ws_feed(ud, data, n);
+}
+
+static void proto_shutdown(sq__conn_t *c, void *ud)
+{
+    sq_ws_close(ud, SQ_WS_GOING_AWAY, "server shutting down");
+}
+
+static void proto_close(sq__conn_t *c, void *ud)
+{
+    sq__ws_transport_closed(ud);
+}
+
+static const sq__proto_t ws_proto = {
+    .on_read = proto_read,
+    .on_shutdown = proto_shutdown,
+    .on_close = proto_close,
+};
+
+/* ---- the handshake ---- */
+
+static int refuse(sq_res_t *res, int status, const char *detail)
+{
+    if (status == 426) {
+        /* RFC 6455 §4.4: name the versions we speak; RFC 9110 §15.5.22: and the upgrade */
+        sq_res_header(res, "Upgrade", "websocket");
+        sq_res_header(res, "Connection", "Upgrade");
+        sq_res_header(res, "Sec-WebSocket-Version", "13");
+    }
+    return sq_res_send_error(res, status, detail);
+}
+
+/* The first of the route's subprotocols that the client offered (server's preference). */
+static const char *pick_subprotocol(const ws_route_t *r, const char *offered)
+{
+    if (r->opts.subprotocols == NULL || offered == NULL)
+        return NULL;
+    for (const char *const *p = r->opts.subprotocols; *p != NULL; p++)
+        if (sq__header_has_token(offered, *p))
+            return *p;
+    return NULL;
+}
+
+static void ws_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    ws_route_t *r = data;
+    const char *upgrade = sq_req_header(req, "Upgrade");
+    const char *connection = sq_req_header(req, "Connection");
+    const char *version = sq_req_header(req, "Sec-WebSocket-Version");
+    const char *key = sq_req_header(req, "Sec-WebSocket-Key");
+    if (upgrade == NULL || !sq__header_has_token(upgrade, "websocket") || connection == NULL ||
+        !sq__header_has_token(connection, "upgrade")) {
+        refuse(res, 426, "WebSocket upgrade required");
+        return;
+    }
+    if (version == NULL || strcmp(version, "13") != 0) {
+        refuse(res, 426, "unsupported Sec-WebSocket-Version");
+        return;
+    }
+    if (sq_req_version_minor(req) < 1) {
+        refuse(res, 400, "WebSocket needs HTTP/1.1");
+        return;
+    }
+    if (key == NULL || !sq__ws_key_valid(key)) {
+        refuse(res, 400, "missing or invalid Sec-WebSocket-Key");
+        return;
+    }
+    const char *sub = pick_subprotocol(r, sq_req_header(req, "Sec-WebSocket-Protocol"));
+    if (r->h->accept != NULL) {
+        int status = r->h->accept(req, &sub, r->data);
+        if (status != 0) {
+            refuse(res, status >= 400 && status <= 599 ? status : 403, "WebSocket refused");
+            return;
+        }
+    }
+    char accept[29];
+    sq__ws_accept_key(key, strlen(key), accept);
+    sq__conn_t *c = req->conn;
+    sq_ws_t *ws;
+    if (c == NULL ||
+        sq__ws_create(&ws, sq_req_loop(req), false, r->h, r->data, &r->opts, &server_io, c)) {
+        refuse(res, 500, "Internal Server Error");
+        return;
+    }
+    ws->subprotocol = sub;
+    sq_res_header(res, "Upgrade", "websocket");
+    sq_res_header(res, "Connection", "Upgrade");
+    sq_res_header(res, "Sec-WebSocket-Accept", accept);
+    if (sub != NULL)
+        sq_res_header(res, "Sec-WebSocket-Protocol", sub);
+    sq__exch_hold(req); /* keep req readable for .open after the take-over releases it */
+    if (sq__res_switch(res, &ws_proto, ws) != 0) {
+        sq__exch_unhold(req);
+        sq__ws_transport_closed(ws); /* never opened: no callbacks, just freed */
+        return;
+    }
+    sq__ws_open(ws, req);
+    sq__exch_unhold(req);
+}
+
+static const sq_handler_t ws_route_handler = {.get = ws_get};
+
+int sq_app_websocket(sq_app_t *app, const char *pattern, const sq_ws_handler_t *handler,
+                     const sq_ws_opts_t *opts, void *data)
+{
+    if (app == NULL || handler == NULL)
+        return UV_EINVAL;
+    ws_route_t *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return UV_ENOMEM;
+    r->h = handler;
+    r->data = data;
+    if (opts != NULL)
+        r->opts = *opts;
+    else
+        sq_ws_opts_init(&r->opts);
+    return sq__app_route_owned(app, pattern, &ws_route_handler, r, free);
+}
