@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# test-install.sh — does an installed squall work for an out-of-tree program?
+#
+# `make install PREFIX=<temp>`, then compiles README.md's embedding example (the C block
+# after the "example: embed.c" marker, so the README can never show code that does not
+# build) with `pkg-config --cflags --libs squall`, twice:
+#   shared   linked to libsquall.so, run with LD_LIBRARY_PATH
+#   static   `pkg-config --static`, with libsquall.so removed so libsquall.a is linked
+# Each binary is started, asked one request with curl, checked, and stopped with SIGINT
+# (it must shut down cleanly and exit 0).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+tmp=$(mktemp -d /tmp/squall-install.XXXXXX)
+pid=""
+cleanup() {
+    trap - EXIT INT TERM
+    if [ -n "$pid" ]; then kill -KILL "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+fail() {
+    echo "test-install: FAIL: $*" >&2
+    exit 1
+}
+
+prefix=$tmp/prefix
+make --no-print-directory -s -C "$root" install PREFIX="$prefix" >"$tmp/install.log" 2>&1 ||
+    { cat "$tmp/install.log" >&2; fail "make install PREFIX=$prefix"; }
+for f in include/squall.h include/squall/server.h lib/libsquall.a lib/libsquall.so \
+    lib/libsquall.so.0 lib/pkgconfig/squall.pc; do
+    [ -e "$prefix/$f" ] || fail "make install did not install $f"
+done
+
+export PKG_CONFIG_PATH=$prefix/lib/pkgconfig
+version=$(pkg-config --modversion squall) || fail "pkg-config does not find squall.pc"
+echo "test-install: squall $version installed in $prefix"
+
+awk '/<!-- example: embed.c -->/ { found = 1; next }
+     found == 1 && /^```c$/ { found = 2; next }
+     found == 2 && /^```$/ { exit }
+     found == 2 { print }' "$root/README.md" >"$tmp/embed.c"
+[ -s "$tmp/embed.c" ] || fail "README.md has no C block after <!-- example: embed.c -->"
+
+# run_check BIN [ENV...]: start BIN, read its URL, one request, SIGINT, clean exit.
+run_check() {
+    local bin=$1 url body rc _
+    shift
+    env "$@" "$bin" >"$tmp/out.txt" 2>"$tmp/err.txt" &
+    pid=$!
+    for _ in $(seq 1 50); do
+        [ -s "$tmp/out.txt" ] && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    url=$(head -n1 "$tmp/out.txt")
+    [ -n "$url" ] || { cat "$tmp/err.txt" >&2; fail "$bin printed no URL"; }
+    body=$(curl -fsS --max-time 5 "$url?name=installer") || fail "curl $url"
+    [ "$body" = "Hello, installer!" ] || fail "$url answered '$body'"
+    kill -INT "$pid"
+    for _ in $(seq 1 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    rc=0
+    wait "$pid" || rc=$?
+    pid=""
+    [ "$rc" = 0 ] || { cat "$tmp/err.txt" >&2; fail "$bin exited with $rc after SIGINT"; }
+    echo "test-install: $(basename "$bin"): GET $url?name=installer -> $body"
+}
+
+cflags=(-Wall -Wextra -Wno-unused-parameter -Werror)
+
+# Shared: the program needs libsquall.so.0 from the prefix.
+# shellcheck disable=SC2046
+cc "${cflags[@]}" -o "$tmp/embed-shared" "$tmp/embed.c" $(pkg-config --cflags --libs squall) ||
+    fail "compiling against the shared library"
+LD_LIBRARY_PATH=$prefix/lib ldd "$tmp/embed-shared" | grep -q "$prefix/lib/libsquall.so.0" ||
+    fail "embed-shared is not linked to $prefix/lib/libsquall.so.0"
+run_check "$tmp/embed-shared" LD_LIBRARY_PATH="$prefix/lib"
+
+# Static: with only libsquall.a left, --static must bring every private dependency.
+rm -f "$prefix"/lib/libsquall.so*
+# shellcheck disable=SC2046
+cc "${cflags[@]}" -o "$tmp/embed-static" "$tmp/embed.c" $(pkg-config --static --cflags --libs squall) ||
+    fail "compiling against the static library"
+! ldd "$tmp/embed-static" | grep -q libsquall || fail "embed-static still wants libsquall.so"
+run_check "$tmp/embed-static"
+
+echo "test-install: OK (shared and static)"
