@@ -1,0 +1,521 @@
+/* The WebSocket client: ws:// URL, DNS (uv_getaddrinfo), TCP connect (each resolved
+ * address in turn), the client handshake (RFC 6455 §4.1) checked with llhttp, then the
+ * shared WebSocket core with masked frames. */
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <strings.h>
+
+#include "ws/ws_int.h"
+
+enum { WSC_RESOLVING, WSC_CONNECTING, WSC_HANDSHAKE, WSC_OPEN, WSC_CLOSED };
+
+typedef struct wsc {
+    uv_loop_t *loop;
+    sq_ws_t *ws;
+    uv_getaddrinfo_t gai;
+    struct addrinfo *addrs, *next_addr;
+    uv_connect_t connect;
+    uv_tcp_t tcp;
+    uv_timer_t timer;        /* the handshake deadline */
+    bool tcp_open;           /* tcp initialised and not closed */
+    bool resolving;          /* the getaddrinfo request is outstanding */
+    bool hs_done;            /* the handshake response's headers are complete */
+    int deferred_err;        /* reported from the timer, never inside sq_ws_connect */
+    bool close_after;        /* close once the queued writes are done */
+    int state;
+    unsigned handles;        /* initialised handles whose close callback has not run */
+    size_t queued;           /* bytes handed to uv_write and not yet written */
+    unsigned writes;         /* uv_write requests in flight */
+    llhttp_t parser;
+    sq__buf_t field;         /* the handshake response's header being read */
+    sq__buf_t value;
+    bool in_value;
+    bool upgrade_ok, connection_ok, accept_ok, proto_bad;
+    char accept[29];
+    char *host, *hostport, *path;
+    char port[8];
+    char rbuf[64 * 1024];
+} wsc_t;
+
+typedef struct wsc_write {
+    uv_write_t req;
+    wsc_t *c;
+    size_t len;
+    bool notify;
+    sq_free_cb free_cb;
+    void *free_base, *free_ud;
+    char data[];
+} wsc_write_t;
+
+static void wsc_teardown(wsc_t *c, const char *reason);
+
+/* ---- the transport ---- */
+
+static void on_written(uv_write_t *req, int status)
+{
+    wsc_write_t *w = sq__container_of(req, wsc_write_t, req);
+    wsc_t *c = w->c;
+    c->queued -= w->len;
+    c->writes--;
+    if (w->free_cb != NULL)
+        w->free_cb(w->free_base, w->free_ud);
+    bool notify = w->notify;
+    free(w);
+    if (status < 0 && c->state != WSC_CLOSED) {
+        wsc_teardown(c, NULL);
+        return;
+    }
+    if (notify && c->ws != NULL)
+        sq__ws_written(c->ws, status);
+    if (c->close_after && c->writes == 0 && c->state != WSC_CLOSED)
+        wsc_teardown(c, NULL);
+}
+
+static int wsc_send(wsc_t *c, wsc_write_t *w, uv_buf_t b)
+{
+    w->c = c;
+    int rc = c->state == WSC_CLOSED || !c->tcp_open
+                 ? UV_ECANCELED
+                 : uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_written);
+    if (rc != 0) {
+        if (w->free_cb != NULL)
+            w->free_cb(w->free_base, w->free_ud);
+        free(w);
+        return rc;
+    }
+    c->queued += w->len;
+    c->writes++;
+    return 0;
+}
+
+static int io_write(sq_ws_t *ws, const uv_buf_t *bufs, unsigned n, bool notify)
+{
+    wsc_t *c = ws->transport;
+    if (c->state != WSC_OPEN)
+        return UV_ECANCELED;
+    size_t len = 0;
+    for (unsigned i = 0; i < n; i++)
+        len += bufs[i].len;
+    wsc_write_t *w = calloc(1, sizeof(*w) + len);
+    if (w == NULL)
+        return UV_ENOMEM;
+    for (unsigned i = 0, off = 0; i < n; off += bufs[i].len, i++)
+        memcpy(w->data + off, bufs[i].base, bufs[i].len);
+    w->len = len;
+    w->notify = notify;
+    return wsc_send(c, w, uv_buf_init(w->data, (unsigned)len));
+}
+
+static int io_write_ref(sq_ws_t *ws, const void *base, size_t len, sq_free_cb free_cb,
+                        void *free_ud, bool notify)
+{
+    /* The core never shares frames with a client (they must be masked); copy. */
+    uv_buf_t b = uv_buf_init((char *)base, (unsigned)len);
+    int rc = io_write(ws, &b, 1, notify);
+    if (free_cb != NULL)
+        free_cb((void *)base, free_ud);
+    return rc;
+}
+
+static size_t io_queued(const sq_ws_t *ws)
+{
+    const wsc_t *c = ws->transport;
+    return c->queued;
+}
+
+static void io_close(sq_ws_t *ws, bool force)
+{
+    wsc_t *c = ws->transport;
+    if (c->state != WSC_OPEN) {
+        wsc_teardown(c, "cancelled");
+        return;
+    }
+    if (!force && c->writes > 0) {
+        c->close_after = true;
+        return;
+    }
+    wsc_teardown(c, NULL);
+}
+
+static const sq__ws_io_t client_io = {
+    .write = io_write,
+    .write_ref = io_write_ref,
+    .queued = io_queued,
+    .close = io_close,
+};
+
+/* ---- teardown ---- */
+
+static void wsc_free(wsc_t *c)
+{
+    if (c->addrs != NULL)
+        uv_freeaddrinfo(c->addrs);
+    sq__buf_free(&c->field);
+    sq__buf_free(&c->value);
+    free(c->host);
+    free(c->hostport);
+    free(c->path);
+    free(c);
+}
+
+static void maybe_free(wsc_t *c)
+{
+    if (c->handles == 0 && c->state == WSC_CLOSED && !c->resolving)
+        wsc_free(c);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    wsc_t *c = h->data;
+    c->handles--;
+    maybe_free(c);
+}
+
+/* Closes everything once. `reason` set: the connection never opened (reported to
+ * .close as SQ_WS_ABNORMAL with that reason). */
+static void wsc_teardown(wsc_t *c, const char *reason)
+{
+    if (c->state == WSC_CLOSED)
+        return;
+    bool opened = c->state == WSC_OPEN;
+    int was = c->state;
+    c->state = WSC_CLOSED;
+    sq_ws_t *ws = c->ws;
+    c->ws = NULL;
+    if (ws != NULL) {
+        if (opened)
+            sq__ws_transport_closed(ws);
+        else
+            sq__ws_fail_before_open(ws, reason ? reason : "connection closed");
+    }
+    if (was == WSC_RESOLVING && c->resolving)
+        uv_cancel((uv_req_t *)&c->gai); /* its callback comes soon and frees c */
+    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+    if (c->tcp_open) {
+        c->tcp_open = false;
+        uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+    }
+}
+
+/* Ends a connection that never opened: "what" alone, or "what: <error text>". */
+static void fail(wsc_t *c, const char *what, int err)
+{
+    char reason[120];
+    if (err < 0)
+        snprintf(reason, sizeof(reason), "%s: %s", what, sq_strerror(err));
+    else
+        snprintf(reason, sizeof(reason), "%s", what);
+    wsc_teardown(c, reason);
+}
+
+/* ---- the handshake response (RFC 6455 §4.1, the client's checks) ---- */
+
+static int hs_field(llhttp_t *p, const char *at, size_t len)
+{
+    wsc_t *c = p->data;
+    if (c->field.len + len > 8192)
+        return -1;
+    return sq__buf_append(&c->field, at, len) ? -1 : 0;
+}
+
+static int hs_value(llhttp_t *p, const char *at, size_t len)
+{
+    wsc_t *c = p->data;
+    if (c->value.len + len > 8192)
+        return -1;
+    return sq__buf_append(&c->value, at, len) ? -1 : 0;
+}
+
+static int hs_value_complete(llhttp_t *p)
+{
+    wsc_t *c = p->data;
+    if (sq__buf_append(&c->field, "", 1) || sq__buf_append(&c->value, "", 1))
+        return -1;
+    const char *f = c->field.base, *v = c->value.base;
+    if (strcasecmp(f, "upgrade") == 0)
+        c->upgrade_ok = sq__header_has_token(v, "websocket");
+    else if (strcasecmp(f, "connection") == 0)
+        c->connection_ok = sq__header_has_token(v, "upgrade");
+    else if (strcasecmp(f, "sec-websocket-accept") == 0)
+        c->accept_ok = strcmp(v, c->accept) == 0;
+    else if (strcasecmp(f, "sec-websocket-protocol") == 0) {
+        const char *const *offer = c->ws->opts.subprotocols;
+        c->proto_bad = true;
+        for (; offer != NULL && *offer != NULL; offer++)
+            if (strcmp(*offer, v) == 0) {
+                c->ws->subprotocol = *offer;
+                c->proto_bad = false;
+            }
+    }
+    c->field.len = c->value.len = 0;
+    return 0;
+}
+
+static int hs_headers_complete(llhttp_t *p)
+{
+    wsc_t *c = p->data;
+    c->hs_done = true;
+    return 1; /* no body: a 101 has none, and a refusal's body is not needed */
+}
+
+static const llhttp_settings_t hs_settings = {
+    .on_header_field = hs_field,
+    .on_header_value = hs_value,
+    .on_header_value_complete = hs_value_complete,
+    .on_headers_complete = hs_headers_complete,
+};
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+static void hs_read(wsc_t *c, const char *data, size_t n)
+{
+    llhttp_errno_t err = llhttp_execute(&c->parser, data, n);
+    if (!c->hs_done) {
+        if (err != HPE_OK)
+            fail(c, "bad handshake response", 0);
+        return; /* the headers are not all here yet */
+    }
+    if (c->parser.status_code != 101) {
+        char why[64];
+        snprintf(why, sizeof(why), "upgrade refused with status %d", c->parser.status_code);
+        fail(c, why, 0);
+        return;
+    }
+    if ((err != HPE_OK && err != HPE_PAUSED_UPGRADE) || !c->upgrade_ok || !c->connection_ok ||
+        !c->accept_ok || c->proto_bad) {
+        fail(c, "invalid handshake response", 0);
+        return;
+    }
+    const char *pos = err == HPE_PAUSED_UPGRADE ? llhttp_get_error_pos(&c->parser) : NULL;
+    size_t rest = pos ? (size_t)(data + n - pos) : 0;
+    uv_timer_stop(&c->timer);
+    c->state = WSC_OPEN;
+    sq_ws_t *ws = c->ws;
+    sq__ws_open(ws, NULL);
+    if (rest > 0 && c->ws == ws && c->state == WSC_OPEN)
+        sq__ws_feed(ws, pos, (ssize_t)rest);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    wsc_t *c = h->data;
+    buf->base = c->rbuf;
+    buf->len = sizeof(c->rbuf);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    wsc_t *c = s->data;
+    if (nread == 0)
+        return;
+    if (c->state == WSC_OPEN) {
+        sq__ws_feed(c->ws, buf->base, nread);
+        return;
+    }
+    if (nread < 0) {
+        fail(c, "connection closed during the handshake", (int)nread);
+        return;
+    }
+    hs_read(c, buf->base, (size_t)nread);
+}
+
+/* ---- connecting ---- */
+
+static void connect_next(wsc_t *c);
+
+static void on_retry_closed(uv_handle_t *h)
+{
+    wsc_t *c = h->data;
+    c->handles--;
+    if (c->state == WSC_CLOSED)
+        maybe_free(c);
+    else
+        connect_next(c);
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    wsc_t *c = req->data;
+    if (c->state == WSC_CLOSED)
+        return;
+    if (status < 0) {
+        if (c->next_addr != NULL) { /* try the next address once this socket is closed */
+            c->tcp_open = false;
+            uv_close((uv_handle_t *)&c->tcp, on_retry_closed);
+            return;
+        }
+        fail(c, "connect", status);
+        return;
+    }
+    c->state = WSC_HANDSHAKE;
+    uint8_t raw[16];
+    char key[25];
+    RAND_bytes(raw, sizeof(raw));
+    EVP_EncodeBlock((unsigned char *)key, raw, sizeof(raw));
+    sq__ws_accept_key(key, 24, c->accept);
+    char protos[512] = "";
+    const char *const *offer = c->ws->opts.subprotocols;
+    for (size_t o = 0; offer != NULL && *offer != NULL; offer++)
+        o += (size_t)snprintf(protos + o, sizeof(protos) - (o < sizeof(protos) ? o : 0), "%s%s",
+                              o ? ", " : "Sec-WebSocket-Protocol: ", *offer);
+    if (protos[0] != '\0')
+        strncat(protos, "\r\n", sizeof(protos) - strlen(protos) - 1);
+    size_t cap = strlen(c->path) + strlen(c->hostport) + strlen(protos) + 200;
+    wsc_write_t *w = calloc(1, sizeof(*w) + cap);
+    if (w == NULL) {
+        fail(c, "out of memory", 0);
+        return;
+    }
+    w->len = (size_t)snprintf(w->data, cap,
+                              "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\n"
+                              "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                              "Sec-WebSocket-Version: 13\r\n%s\r\n",
+                              c->path, c->hostport, key, protos);
+    llhttp_init(&c->parser, HTTP_RESPONSE, &hs_settings);
+    c->parser.data = c;
+    int rc = wsc_send(c, w, uv_buf_init(w->data, (unsigned)w->len));
+    if (rc == 0)
+        rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if (rc != 0)
+        fail(c, "handshake", rc);
+}
+
+static void connect_next(wsc_t *c)
+{
+    struct addrinfo *ai = c->next_addr;
+    c->next_addr = ai->ai_next;
+    int rc = uv_tcp_init(c->loop, &c->tcp);
+    if (rc != 0) {
+        fail(c, "socket", rc);
+        return;
+    }
+    c->handles++;
+    c->tcp.data = c;
+    c->tcp_open = true;
+    uv_tcp_nodelay(&c->tcp, 1);
+    c->connect.data = c;
+    rc = uv_tcp_connect(&c->connect, &c->tcp, ai->ai_addr, on_connect);
+    if (rc != 0)
+        on_connect(&c->connect, rc);
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    wsc_t *c = req->data;
+    c->resolving = false;
+    c->addrs = res;
+    if (c->state == WSC_CLOSED) { /* cancelled while resolving */
+        maybe_free(c);
+        return;
+    }
+    if (status < 0 || res == NULL) {
+        fail(c, "DNS", status < 0 ? status : UV_EAI_NONAME);
+        return;
+    }
+    c->state = WSC_CONNECTING;
+    c->next_addr = res;
+    connect_next(c);
+}
+
+static void on_dns_failed(uv_timer_t *t)
+{
+    wsc_t *c = t->data;
+    fail(c, "DNS", c->deferred_err);
+}
+
+static void on_hs_timeout(uv_timer_t *t)
+{
+    fail(t->data, "handshake timed out", 0);
+}
+
+/* Splits "ws://host[:port][/path][?query]" (host may be [v6]). */
+static int parse_url(wsc_t *c, const char *url)
+{
+    if (strncasecmp(url, "ws://", 5) != 0)
+        return UV_EINVAL;
+    const char *h = url + 5, *hend, *p;
+    if (*h == '[') {
+        hend = strchr(h, ']');
+        if (hend == NULL)
+            return UV_EINVAL;
+        c->host = strndup(h + 1, (size_t)(hend - h - 1));
+        p = hend + 1;
+    } else {
+        hend = h + strcspn(h, ":/?");
+        c->host = strndup(h, (size_t)(hend - h));
+        p = hend;
+    }
+    if (c->host == NULL || c->host[0] == '\0')
+        return UV_EINVAL;
+    long port = 80;
+    if (*p == ':') {
+        char *end;
+        port = strtol(p + 1, &end, 10);
+        if (end == p + 1 || port <= 0 || port > 65535)
+            return UV_EINVAL;
+        p = end;
+    }
+    if (*p != '\0' && *p != '/' && *p != '?')
+        return UV_EINVAL;
+    snprintf(c->port, sizeof(c->port), "%ld", port);
+    size_t hl = (size_t)(p - h);
+    c->hostport = strndup(h, hl);
+    if (*p == '?') {
+        c->path = malloc(strlen(p) + 2);
+        if (c->path != NULL)
+            sprintf(c->path, "/%s", p);
+    } else {
+        c->path = strdup(*p ? p : "/");
+    }
+    return c->hostport && c->path ? 0 : UV_ENOMEM;
+}
+
+int sq_ws_connect(uv_loop_t *loop, const char *url, const sq_ws_handler_t *handler, void *data,
+                  const sq_ws_opts_t *opts, sq_ws_t **out)
+{
+    if (loop == NULL || url == NULL || handler == NULL)
+        return UV_EINVAL;
+    wsc_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return UV_ENOMEM;
+    c->loop = loop;
+    int rc = parse_url(c, url);
+    if (rc != 0)
+        goto fail_url;
+    rc = sq__ws_create(&c->ws, loop, true, handler, data, opts, &client_io, c);
+    if (rc != 0)
+        goto fail_url;
+    uv_timer_init(loop, &c->timer);
+    c->timer.data = c;
+    c->handles = 1;
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    c->gai.data = c;
+    c->state = WSC_RESOLVING;
+    c->resolving = true;
+    rc = uv_getaddrinfo(loop, &c->gai, on_resolved, c->host, c->port, &hints);
+    if (rc != 0) {
+        c->resolving = false;
+        c->deferred_err = rc;
+        uv_timer_start(&c->timer, on_dns_failed, 0, 0);
+        if (out != NULL)
+            *out = c->ws;
+        return 0;
+    }
+    if (c->ws->opts.handshake_timeout_ms > 0)
+        uv_timer_start(&c->timer, on_hs_timeout, c->ws->opts.handshake_timeout_ms, 0);
+    if (out != NULL)
+        *out = c->ws;
+    return 0;
+
+fail_url:
+    free(c->host);
+    free(c->hostport);
+    free(c->path);
+    free(c);
+    return rc;
+}
