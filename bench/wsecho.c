@@ -6,6 +6,7 @@
  * Prints one line: "messages=N seconds=S rate=R/s". A benchmark tool, not a test.
  */
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
