@@ -117,6 +117,29 @@ for p in $SRV_EXTRA; do stop_pid "$p"; done
 SRV_PID=""
 SRV_EXTRA=""
 
+# nginx allocates and touches its connection and event structs for all worker_connections
+# at start, so they sit in "before". Their size per slot: the same start-up RSS with 1024.
+port=$(free_port)
+nginx_conf "$port" 1024 120s
+(
+    ulimit -n "$NOFILE"
+    # shellcheck disable=SC2046
+    exec $(nginx_cmd)
+) >"$TMPD/nginx.log" 2>&1 &
+SRV_PID=$!
+wait_http "http://127.0.0.1:$port/plaintext" "$SRV_PID"
+SRV_EXTRA=$(pgrep -P "$SRV_PID" | tr '\n' ' ')
+sleep 0.5
+# shellcheck disable=SC2086
+small=$(rss_kib $SRV_PID $SRV_EXTRA)
+stop_pid "$SRV_PID"
+for p in $SRV_EXTRA; do stop_pid "$p"; done
+SRV_PID=""
+SRV_EXTRA=""
+ngx_before=$(awk '$1 == "nginx" { print $2 }' "$TMPD/results")
+slots=$((N + N / 8 + 100 - 1024))
+prealloc=$(((ngx_before - small) * 1024 / (slots > 0 ? slots : 1)))
+
 # --- report ---------------------------------------------------------------------------
 echo "mem-idle: $N idle keep-alive connections, one GET /plaintext answered on each"
 echo "  squall: build/bin/hello --idle-timeout 120000 (whole process)"
@@ -130,3 +153,7 @@ done <"$TMPD/results"
 awk '{ v[$1] = $5 } END {
     if (v["nginx"] > 0) printf "\nsquall/nginx bytes per idle connection: %.2fx\n", v["squall"] / v["nginx"] }' \
     "$TMPD/results"
+if [ "$slots" -ge 1000 ]; then
+    echo "nginx also preallocates about $prealloc bytes per worker_connections slot at start" \
+        "(in \"RSS before\"; start-up RSS with 1024 slots: $small KiB)"
+fi
