@@ -10,6 +10,11 @@
 #include "squall/res.h"
 #include "squall/server.h"
 #include "squall/workers.h"
+#include "squall/work.h"
+#include "squall/timer.h"
+#include "squall/promise.h"
+#include "squall/queue.h"
+#include "squall/watchdog.h"
 #include "squall/ws.h"
 
 #endif

@@ -1,0 +1,86 @@
+/* squall — a loop-lag watchdog (asyncio's debug mode, Node's monitorEventLoopDelay).
+ *
+ *     sq_watchdog_opts_t o;
+ *     sq_watchdog_opts_init(&o);
+ *     o.slow_ms = 50;
+ *     sq_watchdog_t *wd;
+ *     sq_watchdog_create(&wd, loop, &o);
+ *
+ *     sq_watchdog_span_t span;                       // around any callback you run
+ *     sq_watchdog_span_begin(wd, &span, "GET /items/{id}");
+ *     handler(req, res, data);
+ *     sq_watchdog_span_end(wd, &span);              // logged if it took > slow_ms
+ *
+ * Two measures. Lag: a repeating timer (unreferenced: it never keeps the loop alive) notes
+ * how late each of its ticks fires; a tick is late exactly when something held the loop.
+ * Max, mean and p99 of those lags are kept (p99 to within 1/8 of its value). Spans: the
+ * time a named callback took, measured around it by the caller; one longer than slow_ms is
+ * logged (sq_log, WARN) with its name and reported to on_slow. A stall the timer sees
+ * with no slow span to blame is logged too, naming the last span that ended.
+ *
+ * All functions are for the loop's thread. No global state: one watchdog per loop.
+ */
+#ifndef SQUALL_WATCHDOG_H
+#define SQUALL_WATCHDOG_H
+
+#include "common.h"
+
+typedef struct sq_watchdog_s sq_watchdog_t;
+
+/* A slow callback or a stall: `name` is the span's (NULL for a stall nobody claimed; see
+ * `last` then: the name of the span that ended last, or NULL), `blocked_us` how long the
+ * loop was held. Runs on the loop thread, from span_end or from the probe timer. */
+typedef void (*sq_watchdog_slow_cb)(sq_watchdog_t *wd, const char *name, const char *last,
+                                    uint64_t blocked_us, void *data);
+
+typedef struct sq_watchdog_opts {
+    uint64_t slow_ms;            /* spans and stalls longer than this are reported; 100 */
+    uint64_t probe_ms;           /* lag probe period; 20 */
+    int log;                     /* 1: report with sq_log at WARN (default); 0: only on_slow */
+    sq_watchdog_slow_cb on_slow; /* may be NULL */
+    void *data;                  /* for on_slow */
+} sq_watchdog_opts_t;
+
+SQ_EXTERN void sq_watchdog_opts_init(sq_watchdog_opts_t *opts);
+
+/* Starts watching `loop`. opts is copied (NULL: defaults). Returns 0, UV_EINVAL (probe_ms
+ * 0) or UV_ENOMEM. */
+SQ_EXTERN int sq_watchdog_create(sq_watchdog_t **wd, uv_loop_t *loop,
+                                 const sq_watchdog_opts_t *opts);
+
+typedef void (*sq_watchdog_close_cb)(sq_watchdog_t *wd, void *data);
+
+/* Stops watching; cb (may be NULL) runs from the loop's close phase, then wd is freed.
+ * Returns 0, or SQ_ECLOSED when called twice. */
+SQ_EXTERN int sq_watchdog_destroy(sq_watchdog_t *wd, sq_watchdog_close_cb cb, void *data);
+
+/* A measured callback; caller memory (the stack is the usual place), no allocation.
+ * Spans may nest. */
+typedef struct sq_watchdog_span {
+    uint64_t start_ns;
+    const char *name;
+} sq_watchdog_span_t;
+
+/* `name` is borrowed: it must live as long as the watchdog (a route pattern, a literal).
+ * wd may be NULL (then nothing is measured), so callers need no branch. */
+SQ_EXTERN void sq_watchdog_span_begin(sq_watchdog_t *wd, sq_watchdog_span_t *span,
+                                      const char *name);
+/* Returns the span's duration in microseconds (0 when wd is NULL). */
+SQ_EXTERN uint64_t sq_watchdog_span_end(sq_watchdog_t *wd, sq_watchdog_span_t *span);
+
+typedef struct sq_watchdog_stats {
+    uint64_t samples;         /* lag probes taken */
+    uint64_t lag_max_us;
+    uint64_t lag_mean_us;
+    uint64_t lag_p99_us;
+    uint64_t stalls;          /* probes later than slow_ms */
+    uint64_t spans;           /* spans ended */
+    uint64_t slow_spans;      /* spans longer than slow_ms */
+    uint64_t span_max_us;
+    uint64_t span_p99_us;
+    const char *slowest_span; /* its name (borrowed), NULL before the first span */
+} sq_watchdog_stats_t;
+
+SQ_EXTERN void sq_watchdog_stats(const sq_watchdog_t *wd, sq_watchdog_stats_t *out);
+
+#endif

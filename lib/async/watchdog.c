@@ -1,0 +1,192 @@
+/* The loop-lag watchdog: a late-timer probe and caller-measured spans, with log-linear
+ * histograms for their quantiles (tests/test_watchdog.c). */
+#include <stdlib.h>
+
+#include "async/async_int.h"
+
+/* ---- histogram: exact below 16, then 8 sub-buckets per power of two (12.5%) ---- */
+
+static unsigned hist_index(uint64_t v)
+{
+    if (v < 16)
+        return (unsigned)v;
+    unsigned msb = 63u - (unsigned)__builtin_clzll(v);
+    unsigned sub = (unsigned)(v >> (msb - 3)) & 7u;
+    return 16u + (msb - 4u) * SQ__HIST_SUB + sub;
+}
+
+static uint64_t hist_upper(unsigned idx)
+{
+    if (idx < 16)
+        return idx;
+    unsigned msb = (idx - 16u) / SQ__HIST_SUB + 4u;
+    uint64_t sub = (idx - 16u) % SQ__HIST_SUB;
+    uint64_t lower = (8u + sub) << (msb - 3u);
+    return lower + ((uint64_t)1 << (msb - 3u)) - 1u;
+}
+
+void sq__hist_add(sq__hist_t *h, uint64_t v)
+{
+    h->buckets[hist_index(v)]++;
+    h->count++;
+    h->sum += v;
+    if (v > h->max)
+        h->max = v;
+}
+
+uint64_t sq__hist_quantile(const sq__hist_t *h, double q)
+{
+    if (h->count == 0)
+        return 0;
+    uint64_t want = (uint64_t)(q * (double)h->count);
+    if ((double)want < q * (double)h->count)
+        want++;
+    if (want == 0)
+        want = 1;
+    uint64_t seen = 0;
+    for (unsigned i = 0; i < SQ__HIST_BUCKETS; i++) {
+        seen += h->buckets[i];
+        if (seen >= want) {
+            uint64_t up = hist_upper(i);
+            return up < h->max ? up : h->max;
+        }
+    }
+    return h->max;
+}
+
+/* ---- the watchdog ---- */
+
+struct sq_watchdog_s {
+    uv_loop_t *loop;
+    sq_watchdog_opts_t opts;
+    uv_timer_t probe;
+    uint64_t last_tick_ns;
+    uint64_t last_slow_report_ns; /* a stall already blamed on a span is not logged again */
+    sq__hist_t lag;
+    sq__hist_t span;
+    uint64_t stalls;
+    uint64_t slow_spans;
+    const char *slowest;
+    const char *last_span;
+    bool destroying;
+    sq_watchdog_close_cb close_cb;
+    void *close_data;
+};
+
+void sq_watchdog_opts_init(sq_watchdog_opts_t *opts)
+{
+    opts->slow_ms = 100;
+    opts->probe_ms = 20;
+    opts->log = 1;
+    opts->on_slow = NULL;
+    opts->data = NULL;
+}
+
+static void report(sq_watchdog_t *wd, const char *name, const char *last, uint64_t us)
+{
+    if (wd->opts.log) {
+        if (name)
+            sq_log(SQ_LOG_WARN, "slow callback %s blocked the loop for %.1f ms", name,
+                   (double)us / 1000.0);
+        else
+            sq_log(SQ_LOG_WARN, "loop stalled for %.1f ms (last named callback: %s)",
+                   (double)us / 1000.0, last ? last : "none");
+    }
+    if (wd->opts.on_slow)
+        wd->opts.on_slow(wd, name, last, us, wd->opts.data);
+}
+
+static void probe_cb(uv_timer_t *t)
+{
+    sq_watchdog_t *wd = sq__container_of(t, sq_watchdog_t, probe);
+    uint64_t now = uv_hrtime();
+    uint64_t expected = wd->last_tick_ns + wd->opts.probe_ms * 1000000u;
+    uint64_t lag_us = now > expected ? (now - expected) / 1000u : 0;
+    sq__hist_add(&wd->lag, lag_us);
+    if (lag_us > wd->opts.slow_ms * 1000u) {
+        wd->stalls++;
+        if (wd->last_slow_report_ns < wd->last_tick_ns)
+            report(wd, NULL, wd->last_span, lag_us);
+    }
+    wd->last_tick_ns = now;
+}
+
+int sq_watchdog_create(sq_watchdog_t **out, uv_loop_t *loop, const sq_watchdog_opts_t *opts)
+{
+    sq_watchdog_t *wd = calloc(1, sizeof(*wd));
+    if (wd == NULL)
+        return UV_ENOMEM;
+    if (opts)
+        wd->opts = *opts;
+    else
+        sq_watchdog_opts_init(&wd->opts);
+    if (wd->opts.probe_ms == 0) {
+        free(wd);
+        return UV_EINVAL;
+    }
+    wd->loop = loop;
+    uv_timer_init(loop, &wd->probe);
+    uv_timer_start(&wd->probe, probe_cb, wd->opts.probe_ms, wd->opts.probe_ms);
+    uv_unref((uv_handle_t *)&wd->probe); /* watching never keeps the loop alive */
+    wd->last_tick_ns = uv_hrtime();
+    *out = wd;
+    return 0;
+}
+
+static void watchdog_closed_cb(uv_handle_t *h)
+{
+    sq_watchdog_t *wd = sq__container_of((uv_timer_t *)h, sq_watchdog_t, probe);
+    if (wd->close_cb)
+        wd->close_cb(wd, wd->close_data);
+    free(wd);
+}
+
+int sq_watchdog_destroy(sq_watchdog_t *wd, sq_watchdog_close_cb cb, void *data)
+{
+    if (wd->destroying)
+        return SQ_ECLOSED;
+    wd->destroying = true;
+    wd->close_cb = cb;
+    wd->close_data = data;
+    uv_timer_stop(&wd->probe);
+    uv_close((uv_handle_t *)&wd->probe, watchdog_closed_cb);
+    return 0;
+}
+
+void sq_watchdog_span_begin(sq_watchdog_t *wd, sq_watchdog_span_t *span, const char *name)
+{
+    span->name = name;
+    span->start_ns = wd ? uv_hrtime() : 0;
+}
+
+uint64_t sq_watchdog_span_end(sq_watchdog_t *wd, sq_watchdog_span_t *span)
+{
+    if (wd == NULL)
+        return 0;
+    uint64_t now = uv_hrtime();
+    uint64_t us = (now - span->start_ns) / 1000u;
+    if (us >= wd->span.max || wd->slowest == NULL)
+        wd->slowest = span->name;
+    sq__hist_add(&wd->span, us);
+    wd->last_span = span->name;
+    if (us > wd->opts.slow_ms * 1000u) {
+        wd->slow_spans++;
+        wd->last_slow_report_ns = now;
+        report(wd, span->name, NULL, us);
+    }
+    return us;
+}
+
+void sq_watchdog_stats(const sq_watchdog_t *wd, sq_watchdog_stats_t *out)
+{
+    out->samples = wd->lag.count;
+    out->lag_max_us = wd->lag.max;
+    out->lag_mean_us = wd->lag.count ? wd->lag.sum / wd->lag.count : 0;
+    out->lag_p99_us = sq__hist_quantile(&wd->lag, 0.99);
+    out->stalls = wd->stalls;
+    out->spans = wd->span.count;
+    out->slow_spans = wd->slow_spans;
+    out->span_max_us = wd->span.max;
+    out->span_p99_us = sq__hist_quantile(&wd->span, 0.99);
+    out->slowest_span = wd->slowest;
+}
