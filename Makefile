@@ -47,9 +47,11 @@ $(BUILD)/.deps: scripts/deps.sh
 	@bash scripts/deps.sh
 	@touch $@
 
-$(BUILD)/third_party/llhttp/%.o: $(LLHTTP_SRC)/%.c | $(BUILD)/.deps
+# llhttp in strict mode: without it, a CR followed by any byte ends a header block or a
+# chunk, tokens may hold spaces, and bytes after `Connection: close` are parsed.
+$(BUILD)/third_party/llhttp/%.o: $(LLHTTP_SRC)/%.c Makefile | $(BUILD)/.deps
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_BASE) -w -I$(LLHTTP_INC) -c $< -o $@
+	$(CC) $(CFLAGS_BASE) -w -DLLHTTP_STRICT_MODE=1 -I$(LLHTTP_INC) -c $< -o $@
 
 $(BUILD)/%.o: %.c | $(BUILD)/.deps
 	@mkdir -p $(dir $@)
