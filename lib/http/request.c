@@ -19,6 +19,8 @@ void sq__exch_reset(sq__exch_t *x)
     x->hidx.len = 0;
     x->target_len = 0;
     x->cur_off = 0;
+    x->gap_n = 0;
+    x->gap_from = NULL;
     x->header_bytes = 0;
     x->body.len = 0;
     x->rh.len = 0;

@@ -617,7 +617,9 @@ static int status_for_error(sq__conn_t *c, llhttp_errno_t err, const char **deta
         *detail = "Bad Request";
     switch (err) {
     case HPE_INVALID_VERSION:
-        return 505; /* RFC 9110 §15.6.6 */
+        /* RFC 9110 §15.6.6: 505 for a version squall does not speak; llhttp also reports
+         * a good version followed by a bad line ending here ("HTTP/1.1\rX"): that is 400 */
+        return c->parser.http_major == 1 && c->parser.http_minor <= 1 ? 400 : 505;
     case HPE_INVALID_TRANSFER_ENCODING:
         /* RFC 9112 §6.1: a coding we do not understand is 501; chunked not last is 400 */
         return x != NULL && (x->flags & SQ__XF_TE_UNKNOWN) ? 501 : 400;
@@ -641,13 +643,41 @@ static void save_pending(sq__conn_t *c, const char *pos, size_t rest)
     }
 }
 
+static void gap_scan(sq__exch_t *x, const char *p, const char *end, bool to_blank_line);
+
 static void conn_process(sq__conn_t *c, const char *data, size_t len)
 {
-    llhttp_errno_t err = llhttp_execute(&c->parser, data, len);
-    if (SQ__LIKELY(err == HPE_OK))
+    sq_server_t *srv = c->srv;
+    const char *end = data + len;
+    llhttp_errno_t err;
+    for (;;) {
+        srv->rd_base = data;
+        srv->rd_end = end;
+        err = llhttp_execute(&c->parser, data, (size_t)(end - data));
+        sq__exch_t *x = c->exch;
+        if (err != HPE_PAUSED || x == NULL || !(x->flags & SQ__XF_TRAILER_PAUSE) ||
+            (c->flags & SQ__CF_CLOSED))
+            break;
+        /* Paused after the last chunk's line: the trailer section starts here, and that
+         * line's CRLF (checked by llhttp) counts towards the blank line that ends it. */
+        data = llhttp_get_error_pos(&c->parser);
+        x->flags = (x->flags & ~SQ__XF_TRAILER_PAUSE) | SQ__XF_GAP;
+        x->gap_from = data;
+        memcpy(x->gap, "\r\n", 2);
+        x->gap_n = 2;
+        llhttp_resume(&c->parser);
+    }
+    if (SQ__LIKELY(err == HPE_OK)) {
+        sq__exch_t *x = c->exch;
+        if (x != NULL && (x->flags & SQ__XF_GAP)) {
+            /* the head goes on in the next read: keep its pending line endings */
+            gap_scan(x, x->gap_from ? x->gap_from : data, end, false);
+            x->gap_from = NULL;
+        }
         return;
+    }
     const char *pos = llhttp_get_error_pos(&c->parser);
-    size_t rest = pos ? (size_t)(data + len - pos) : 0;
+    size_t rest = pos ? (size_t)(end - pos) : 0;
     if (c->flags & SQ__CF_CLOSED)
         return;
     if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
@@ -828,6 +858,74 @@ static int fail(sq__exch_t *x, int status)
     return -1;
 }
 
+/* ---- line endings between the spans llhttp reports ----
+ *
+ * RFC 9112 §2.2 ends every line of a head with CRLF and only allows a recipient to take a
+ * bare LF; §5.2 lets it take obs-fold continuation lines only to reject or unfold them.
+ * llhttp 8.1, even in strict mode, takes a bare LF after the request line and as the blank
+ * line that ends the head or the trailer section, and hands obs-fold on as more of the
+ * value. A front end that reads those bytes differently splits the stream into different
+ * requests (smuggling), so squall answers 400 instead: from the version on, it keeps the
+ * line-ending bytes llhttp skips between the spans it reports, and checks them where a
+ * field name or value starts and where the head or trailers end. Costs a few compares per
+ * field; the state lives in the exchange across reads (tests: smuggling/bare_lf_*,
+ * smuggling/obs_fold_*). */
+
+#define GAP_BAD 0xff
+
+/* Adds the line endings of p..end to x->gap; text after a line ending (a continuation
+ * line) or more than 4 of them makes it bad. With to_blank_line, stops at 4. */
+static void gap_scan(sq__exch_t *x, const char *p, const char *end, bool to_blank_line)
+{
+    for (; p < end; p++) {
+        if (x->gap_n == GAP_BAD || (to_blank_line && x->gap_n == 4))
+            return;
+        if (*p == '\r' || *p == '\n') {
+            if (x->gap_n < sizeof(x->gap))
+                x->gap[x->gap_n++] = *p;
+            else
+                x->gap_n = GAP_BAD;
+        } else if (x->gap_n != 0) {
+            x->gap_n = GAP_BAD;
+        }
+    }
+}
+
+/* A span starts at `at`: true when the line endings since the previous one are exactly
+ * `want` ("" within a line, CRLF before a field name). Starts the next gap after it. */
+static bool gap_check(sq__exch_t *x, const char *at, size_t len, const char *want)
+{
+    if (!(x->flags & SQ__XF_GAP))
+        return true;
+    gap_scan(x, x->gap_from ? x->gap_from : x->srv->rd_base, at, false);
+    size_t wlen = strlen(want);
+    bool ok = x->gap_n == wlen && memcmp(x->gap, want, wlen) == 0;
+    x->gap_from = at + len;
+    x->gap_n = 0;
+    return ok;
+}
+
+/* The head or the trailer section has ended: true when it ended with CRLF CRLF. llhttp
+ * has consumed those bytes, so they are all in the read at hand or in x->gap. */
+static bool gap_end(sq__exch_t *x)
+{
+    if (!(x->flags & SQ__XF_GAP))
+        return true;
+    gap_scan(x, x->gap_from ? x->gap_from : x->srv->rd_base, x->srv->rd_end, true);
+    x->flags &= ~SQ__XF_GAP;
+    x->gap_from = NULL;
+    return x->gap_n == 4 && memcmp(x->gap, "\r\n\r\n", 4) == 0;
+}
+
+static int on_version(llhttp_t *p, const char *at, size_t len)
+{
+    sq__exch_t *x = CONN(p)->exch;
+    x->flags |= SQ__XF_GAP;
+    x->gap_from = at + len;
+    x->gap_n = 0;
+    return 0;
+}
+
 static int on_message_begin(llhttp_t *p)
 {
     sq__conn_t *c = CONN(p);
@@ -857,20 +955,30 @@ static int on_url_complete(llhttp_t *p)
     return sq__buf_append(&x->hb, "", 1) ? fail(x, 500) : 0;
 }
 
+/* Header fields, and trailer fields after a chunked body. Trailers are checked and
+ * counted against max_header_bytes, then dropped: RFC 9110 §6.5.1 forbids merging them
+ * into the header section the handler reads, and squall has no use for them. */
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     sq__exch_t *x = CONN(p)->exch;
     sq_server_t *srv = x->srv;
     if (!(x->flags & SQ__XF_IN_FIELD)) {
+        if (!gap_check(x, at, len, "\r\n"))
+            return fail(x, 400); /* a bare LF before the field */
         x->flags |= SQ__XF_IN_FIELD;
-        if (x->hidx.len / sizeof(sq__hdr_t) >= srv->opts.max_headers)
+        if (!(x->flags & SQ__XF_TRAILERS) &&
+            x->hidx.len / sizeof(sq__hdr_t) >= srv->opts.max_headers)
             return fail(x, 431);
         x->cur_off = (uint32_t)x->hb.len;
         x->header_bytes += 4; /* ": " and CRLF */
+    } else if (!gap_check(x, at, len, "")) {
+        return fail(x, 400);
     }
     x->header_bytes += len;
     if (x->header_bytes > srv->opts.max_header_bytes)
         return fail(x, 431);
+    if (x->flags & SQ__XF_TRAILERS)
+        return 0;
     return sq__buf_append(&x->hb, at, len) ? fail(x, 500) : 0;
 }
 
@@ -879,6 +987,8 @@ static int on_header_field_complete(llhttp_t *p)
     sq__exch_t *x = CONN(p)->exch;
     sq__hdr_t h = {.name_off = x->cur_off, .name_len = (uint32_t)x->hb.len - x->cur_off};
     x->flags &= ~SQ__XF_IN_FIELD;
+    if (x->flags & SQ__XF_TRAILERS)
+        return 0;
     if (sq__buf_append(&x->hb, "", 1) || sq__buf_append(&x->hidx, &h, sizeof(h)))
         return fail(x, 500);
     x->cur_off = (uint32_t)x->hb.len;
@@ -888,9 +998,13 @@ static int on_header_field_complete(llhttp_t *p)
 static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     sq__exch_t *x = CONN(p)->exch;
+    if (!gap_check(x, at, len, ""))
+        return fail(x, 400); /* RFC 9112 §5.2: obs-fold, rejected */
     x->header_bytes += len;
     if (x->header_bytes > x->srv->opts.max_header_bytes)
         return fail(x, 431);
+    if (x->flags & SQ__XF_TRAILERS)
+        return 0;
     return sq__buf_append(&x->hb, at, len) ? fail(x, 500) : 0;
 }
 
@@ -926,6 +1040,8 @@ static void check_transfer_encoding(sq__exch_t *x, const char *v, size_t n)
 static int on_header_value_complete(llhttp_t *p)
 {
     sq__exch_t *x = CONN(p)->exch;
+    if (x->flags & SQ__XF_TRAILERS)
+        return 0;
     sq__hdr_t *h = (sq__hdr_t *)(x->hidx.base + x->hidx.len) - 1;
     uint32_t vlen = (uint32_t)x->hb.len - x->cur_off;
     while (vlen > 0 && (x->hb.base[x->cur_off + vlen - 1] == ' ' ||
@@ -988,10 +1104,15 @@ static int on_headers_complete(llhttp_t *p)
     x->llmethod = p->method;
     x->method = method_id(p->method);
     x->http_minor = p->http_minor;
+    if (!gap_end(x))
+        return fail(x, 400); /* a bare LF ends the request line or the head */
     if (p->http_major != 1 || p->http_minor > 1)
         return fail(x, 505);
     /* RFC 9112 §3.2: exactly one Host in HTTP/1.1; never more than one. */
     if ((p->http_minor == 1 && x->host_count != 1) || x->host_count > 1)
+        return fail(x, 400);
+    /* RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 means the framing is faulty. */
+    if ((x->flags & SQ__XF_TE) && p->http_minor == 0)
         return fail(x, 400);
     if (x->flags & SQ__XF_TE_UNKNOWN)
         return fail(x, 501);
@@ -1047,6 +1168,17 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
+/* The last chunk's line is read: pause, so conn_process learns where the trailer section
+ * starts and can check how it ends (see gap_check). Chunked requests only. */
+static int on_chunk_header(llhttp_t *p)
+{
+    sq__exch_t *x = CONN(p)->exch;
+    if (p->content_length != 0 || (x->flags & SQ__XF_TRAILERS))
+        return 0;
+    x->flags |= SQ__XF_TRAILERS | SQ__XF_TRAILER_PAUSE;
+    return HPE_PAUSED;
+}
+
 static void dispatch(sq__conn_t *c, sq__exch_t *x)
 {
     x->flags |= SQ__XF_HOLD_HANDLER | SQ__XF_IN_HANDLER;
@@ -1092,6 +1224,8 @@ static int on_message_complete(llhttp_t *p)
 {
     sq__conn_t *c = CONN(p);
     sq__exch_t *x = c->exch;
+    if (!gap_end(x))
+        return fail(x, 400); /* a bare LF ends the trailer section */
     tq_drop(c);
     c->state = SQ__ST_HANDLER;
     c->srv->stats.requests++;
@@ -1117,12 +1251,14 @@ static const llhttp_settings_t parser_settings = {
     .on_message_begin = on_message_begin,
     .on_url = on_url,
     .on_url_complete = on_url_complete,
+    .on_version = on_version,
     .on_header_field = on_header_field,
     .on_header_field_complete = on_header_field_complete,
     .on_header_value = on_header_value,
     .on_header_value_complete = on_header_value_complete,
     .on_headers_complete = on_headers_complete,
     .on_body = on_body,
+    .on_chunk_header = on_chunk_header,
     .on_message_complete = on_message_complete,
 };
 

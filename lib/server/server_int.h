@@ -104,6 +104,9 @@ enum {
     SQ__XF_TE_UNKNOWN = 1 << 15,/* a transfer coding squall does not implement (501) */
     SQ__XF_IN_FIELD = 1 << 16,  /* receiving a header name */
     SQ__XF_PATH_DECODED = 1 << 17,
+    SQ__XF_GAP = 1 << 18,       /* checking the line endings between head spans (conn.c) */
+    SQ__XF_TRAILERS = 1 << 19,  /* reading the trailer section of a chunked body */
+    SQ__XF_TRAILER_PAUSE = 1 << 20,/* llhttp paused at the last chunk to find where it ends */
 };
 
 typedef struct sq__hdr {
@@ -131,6 +134,9 @@ struct sq_req_s {
     sq__buf_t hidx;             /* sq__hdr_t[] */
     uint32_t target_len;
     uint32_t cur_off;           /* start of the field or value being received */
+    uint8_t gap_n;              /* line-ending bytes in gap[] since the last span */
+    char gap[4];
+    const char *gap_from;       /* end of the last span in the bytes being parsed, or NULL */
     size_t header_bytes;
     sq__buf_t body;
     sq__buf_t rh;               /* response headers added by the handler */
@@ -176,6 +182,8 @@ struct sq_server_s {
     uint64_t timer_due;         /* 0: not armed */
     uv_idle_t tick;
     sq__date_cache_t date;
+    const char *rd_base;        /* the bytes llhttp is parsing now (conn_process) */
+    const char *rd_end;
     char *rbuf;                 /* shared read buffer: used only inside one on_read */
     size_t rbuf_cap;
     struct sq_req_s *exch_free;
