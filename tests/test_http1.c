@@ -1,0 +1,1604 @@
+/* HTTP/1.1 server over real sockets: framing, keep-alive, pipelining, limits, smuggling
+ * shapes, timeouts, asynchronous and streaming handlers, clients that leave, shutdown.
+ *
+ * Each test runs a server on its own loop thread (tests/support/harness.h) and talks to it
+ * with a blocking socket. Handlers count what happens to them in atomics; the counts are
+ * compared exactly once the server has stopped. */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+
+#include "support/harness.h"
+
+/* ---- what the handlers saw (the server thread writes, the test reads) ---- */
+
+static atomic_int n_handler;   /* handler entries */
+static atomic_int n_aborted;   /* .aborted calls */
+static atomic_int n_late_done; /* async answers attempted */
+static atomic_int late_rc;     /* ...the last one's return code */
+static atomic_int n_wcb;       /* streaming write callbacks */
+static atomic_int n_wcb_ok;    /* ...with status 0 */
+static atomic_int n_wcb_err;   /* ...with a negative status */
+static atomic_int n_free;      /* sq_res_send_ref free callbacks */
+static atomic_int end_rc;      /* sq_res_end's result in timer streams */
+static atomic_int n_stream_done;
+static atomic_int inject_rc[4];
+
+static void reset_counts(void)
+{
+    atomic_store(&n_handler, 0);
+    atomic_store(&n_aborted, 0);
+    atomic_store(&n_late_done, 0);
+    atomic_store(&late_rc, 1);
+    atomic_store(&n_wcb, 0);
+    atomic_store(&n_wcb_ok, 0);
+    atomic_store(&n_wcb_err, 0);
+    atomic_store(&n_free, 0);
+    atomic_store(&end_rc, 1);
+    atomic_store(&n_stream_done, 0);
+    for (int i = 0; i < 4; i++)
+        atomic_store(&inject_rc[i], 1);
+}
+
+static int query_int(sq_req_t *req, const char *name, int def)
+{
+    const char *v = sq_req_query(req, name);
+    return v ? atoi(v) : def;
+}
+
+/* GET / */
+static void root_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    atomic_fetch_add(&n_handler, 1);
+    sq_res_send(res, 200, "text/plain", "hello", 5);
+}
+static const sq_handler_t root = {.get = root_get};
+
+/* GET /n/{i:int}: the number back, to tell pipelined answers apart */
+static void num_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    atomic_fetch_add(&n_handler, 1);
+    int64_t i = -1;
+    sq_req_param_int(req, "i", &i);
+    char body[32];
+    int n = snprintf(body, sizeof(body), "%lld", (long long)i);
+    sq_res_send(res, 200, "text/plain", body, (size_t)n);
+}
+static const sq_handler_t num = {.get = num_get};
+
+/* POST|PUT /echo: the body back, with its length and the request's Content-Type */
+static void echo_post(sq_req_t *req, sq_res_t *res, void *data)
+{
+    atomic_fetch_add(&n_handler, 1);
+    size_t len;
+    const char *body = sq_req_body(req, &len);
+    char n[32];
+    snprintf(n, sizeof(n), "%zu", len);
+    sq_res_header(res, "X-Len", n);
+    const char *ct = sq_req_header(req, "content-type");
+    sq_res_send(res, 200, ct ? ct : "application/octet-stream", body, len);
+}
+static const sq_handler_t echo = {.post = echo_post, .put = echo_post};
+
+/* GET /late?ms=N[&fin=1]: answers from a uv_timer N ms later. With fin=1, .aborted finishes
+ * the response itself (what a handler does when it cannot stop its work); otherwise the
+ * timer finishes it and records what sq_res_send returned. */
+typedef struct late {
+    uv_timer_t timer;
+    sq_res_t *res;
+    bool finish_on_abort;
+    bool done;
+} late_t;
+
+static void late_free(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void late_fire(uv_timer_t *t)
+{
+    late_t *l = t->data;
+    int rc = sq_res_send(l->res, 200, "text/plain", "late", 4);
+    atomic_store(&late_rc, rc);
+    atomic_fetch_add(&n_late_done, 1);
+    l->done = true;
+    uv_close((uv_handle_t *)t, late_free);
+}
+
+static void late_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    atomic_fetch_add(&n_handler, 1);
+    late_t *l = calloc(1, sizeof(*l));
+    uv_timer_init(sq_req_loop(req), &l->timer);
+    l->timer.data = l;
+    l->res = res;
+    l->finish_on_abort = query_int(req, "fin", 0) != 0;
+    sq_req_set_data(req, l);
+    uv_timer_start(&l->timer, late_fire, (uint64_t)query_int(req, "ms", 50), 0);
+}
+
+static void late_aborted(sq_req_t *req, sq_res_t *res, void *data)
+{
+    atomic_fetch_add(&n_aborted, 1);
+    late_t *l = sq_req_data(req);
+    if (l != NULL && l->finish_on_abort && !l->done) {
+        l->done = true;
+        int rc = sq_res_send(res, 200, "text/plain", "late", 4);
+        atomic_store(&late_rc, rc);
+        atomic_fetch_add(&n_late_done, 1);
+        uv_close((uv_handle_t *)&l->timer, late_free);
+    }
+}
+static const sq_handler_t late = {.get = late_get, .aborted = late_aborted};
+
+/* GET /stream: a streaming answer written at once, in three pieces */
+static void on_wcb(sq_res_t *res, int status, void *data)
+{
+    atomic_fetch_add(&n_wcb, 1);
+    atomic_fetch_add(status == 0 ? &n_wcb_ok : &n_wcb_err, 1);
+}
+
+static void stream_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    atomic_fetch_add(&n_handler, 1);
+    static const char *parts[] = {"first,", "second,", "third"};
+    if (sq_res_start(res, 200, "text/plain") != 0)
+        atomic_fetch_add(&n_wcb_err, 100); /* shows up as a count mismatch */
+    for (int i = 0; i < 3; i++)
+        sq_res_write(res, parts[i], strlen(parts[i]), on_wcb, NULL);
+    sq_res_end(res);
+}
+static const sq_handler_t stream = {.get = stream_get};
+
+/* GET /tstream?ms=M&n=N: N pieces, one every M ms, from a timer. When the client goes, the
+ * next write returns UV_ECANCELED and the handler ends the response (UV_ECANCELED too). */
+typedef struct tstream {
+    uv_timer_t timer;
+    sq_res_t *res;
+    int left;
+    int k;
+} tstream_t;
+
+static void tstream_tick(uv_timer_t *t)
+{
+    tstream_t *s = t->data;
+    char piece[32];
+    int n = snprintf(piece, sizeof(piece), "piece-%d\n", s->k++);
+    int rc = sq_res_write(s->res, piece, (size_t)n, on_wcb, NULL);
+    if (rc != 0 || --s->left == 0) {
+        atomic_store(&end_rc, sq_res_end(s->res));
+        atomic_fetch_add(&n_stream_done, 1);
+        uv_close((uv_handle_t *)t, late_free);
+    }
+}
+
+static void tstream_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    atomic_fetch_add(&n_handler, 1);
+    tstream_t *s = calloc(1, sizeof(*s));
+    s->res = res;
+    s->left = query_int(req, "n", 5);
+    uv_timer_init(sq_req_loop(req), &s->timer);
+    s->timer.data = s;
+    uint64_t ms = (uint64_t)query_int(req, "ms", 20);
+    uv_timer_start(&s->timer, tstream_tick, ms, ms);
+    sq_res_start(res, 200, "text/plain");
+}
+
+static void tstream_aborted(sq_req_t *req, sq_res_t *res, void *data)
+{
+    atomic_fetch_add(&n_aborted, 1);
+}
+static const sq_handler_t tstream = {.get = tstream_get, .aborted = tstream_aborted};
+
+/* GET /ref: a zero-copy body */
+static const char ref_body[] = "zero-copy body";
+
+static void on_ref_free(void *ptr, void *data)
+{
+    atomic_fetch_add(&n_free, ptr == ref_body ? 1 : 100);
+}
+
+static void ref_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    atomic_fetch_add(&n_handler, 1);
+    sq_res_send_ref(res, 200, "text/plain", ref_body, sizeof(ref_body) - 1, on_ref_free, NULL);
+}
+static const sq_handler_t ref = {.get = ref_get};
+
+/* GET /inject: header values and names that would split the response */
+static void inject_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    atomic_fetch_add(&n_handler, 1);
+    atomic_store(&inject_rc[0], sq_res_header(res, "X-A", "a\r\nSet-Cookie: evil=1"));
+    atomic_store(&inject_rc[1], sq_res_header(res, "X-B\r\nSet-Cookie", "evil=1"));
+    atomic_store(&inject_rc[2], sq_res_header(res, "X-C", "c\nSet-Cookie: evil=1"));
+    atomic_store(&inject_rc[3], sq_res_header(res, "X-Fine", "fine"));
+    sq_res_send(res, 200, "text/plain", "ok", 2);
+}
+static const sq_handler_t inject = {.get = inject_get};
+
+/* GET /big: a 4 MiB body, more than the socket buffers hold */
+#define BIG_LEN (4u << 20)
+static void big_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    atomic_fetch_add(&n_handler, 1);
+    char *b = malloc(BIG_LEN);
+    memset(b, 'x', BIG_LEN);
+    sq_res_send(res, 200, "application/octet-stream", b, BIG_LEN);
+    free(b);
+}
+static const sq_handler_t big = {.get = big_get};
+
+static sq_app_t *make_app(void)
+{
+    reset_counts();
+    sq_app_t *app;
+    cr_assert_eq(sq_app_create(&app), 0);
+    cr_assert_eq(sq_app_route(app, "/", &root, NULL), 0);
+    cr_assert_eq(sq_app_route(app, "/n/{i:int}", &num, NULL), 0);
+    cr_assert_eq(sq_app_route(app, "/echo", &echo, NULL), 0);
+    cr_assert_eq(sq_app_route(app, "/late", &late, NULL), 0);
+    cr_assert_eq(sq_app_route(app, "/stream", &stream, NULL), 0);
+    cr_assert_eq(sq_app_route(app, "/tstream", &tstream, NULL), 0);
+    cr_assert_eq(sq_app_route(app, "/ref", &ref, NULL), 0);
+    cr_assert_eq(sq_app_route(app, "/inject", &inject, NULL), 0);
+    cr_assert_eq(sq_app_route(app, "/big", &big, NULL), 0);
+    return app;
+}
+
+/* ---- helpers ---- */
+
+#define GET(path) "GET " path " HTTP/1.1\r\nHost: t\r\n\r\n"
+
+static void assert_header(const th_res_t *r, const char *name, const char *want)
+{
+    const char *v = th_res_header(r, name);
+    cr_assert_not_null(v, "no %s header in:\n%s", name, r->head);
+    cr_assert_str_eq(v, want, "%s: %s", name, v);
+}
+
+static void assert_no_header(const th_res_t *r, const char *name)
+{
+    cr_assert_null(th_res_header(r, name), "unexpected %s header in:\n%s", name, r->head);
+}
+
+/* Reads one response on c and checks its status and body (body NULL: not checked). */
+static void expect_res(th_conn_t *c, int status, const char *body)
+{
+    th_res_t r;
+    int rc = th_conn_read_res(c, &r, 5000, false);
+    cr_assert_eq(rc, 0, "reading a response: %s", uv_err_name(rc));
+    cr_assert_eq(r.status, status, "want %d, got:\n%s", status, r.raw);
+    if (body != NULL)
+        cr_assert_str_eq(r.body, body);
+    th_res_free(&r);
+}
+
+/* A healthy request on a new connection: the server goes on serving others. */
+static void expect_healthy(int port)
+{
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, port), 0);
+    cr_assert_eq(th_conn_sends(&c, GET("/")), 0);
+    expect_res(&c, 200, "hello");
+    th_conn_close(&c);
+}
+
+/* Sends raw on a new connection, expects `status`, `Connection: close` and the connection
+ * closed with nothing more on it, then a healthy request on a new connection. */
+static void expect_rejected(int port, const char *raw, size_t len, int status)
+{
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, port), 0);
+    cr_assert_eq(th_conn_send(&c, raw, len), 0);
+    th_res_t r;
+    int rc = th_conn_read_res(&c, &r, 5000, false);
+    cr_assert_eq(rc, 0, "reading the answer to %s: %s", raw, uv_err_name(rc));
+    cr_assert_eq(r.status, status, "want %d for\n%s\ngot:\n%s", status, raw, r.raw);
+    assert_header(&r, "Connection", "close");
+    th_res_free(&r);
+    rc = th_conn_wait_closed(&c, 5000);
+    cr_assert_eq(rc, 0, "connection not closed after %d (%s): left %.*s", status,
+                 uv_err_name(rc), (int)c.len, c.buf ? c.buf : "");
+    th_conn_close(&c);
+    expect_healthy(port);
+}
+#define EXPECT_REJECTED(port, lit, status) expect_rejected((port), (lit), sizeof(lit) - 1, (status))
+
+static th_server_t *start(sq_app_t *app, const sq_server_opts_t *opts)
+{
+    return th_server_start(app, opts);
+}
+
+static void stop(th_server_t *ts, sq_app_t *app)
+{
+    th_server_stop(ts, 1000);
+    sq_app_destroy(app);
+}
+
+/* ---- keep-alive, pipelining, versions ---- */
+
+Test(http1, keepalive_serves_several_requests_on_one_connection, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    for (int i = 0; i < 5; i++) {
+        char req[64];
+        snprintf(req, sizeof(req), "GET /n/%d HTTP/1.1\r\nHost: t\r\n\r\n", i);
+        cr_assert_eq(th_conn_sends(&c, req), 0);
+        th_res_t r;
+        cr_assert_eq(th_conn_read_res(&c, &r, 5000, false), 0);
+        cr_assert_eq(r.status, 200);
+        char want[16];
+        snprintf(want, sizeof(want), "%d", i);
+        cr_assert_str_eq(r.body, want);
+        assert_no_header(&r, "Connection"); /* HTTP/1.1 keeps alive by default */
+        assert_header(&r, "Content-Length", "1");
+        assert_header(&r, "Server", "squall");
+        cr_assert_not_null(th_res_header(&r, "Date"));
+        th_res_free(&r);
+    }
+    sq_server_stats_t st;
+    th_server_stats(ts, &st);
+    cr_assert_eq(st.connections_total, 1);
+    cr_assert_eq(st.requests, 5);
+    th_conn_close(&c);
+    stop(ts, app);
+    cr_assert_eq(atomic_load(&n_handler), 5);
+}
+
+Test(http1, pipelined_16_requests_in_one_write_answered_in_order, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    char batch[16 * 64];
+    size_t len = 0;
+    for (int i = 0; i < 16; i++)
+        len += (size_t)snprintf(batch + len, sizeof(batch) - len,
+                                "GET /n/%d HTTP/1.1\r\nHost: t\r\n\r\n", i);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    cr_assert_eq(th_conn_send(&c, batch, len), 0);
+    /* one read loop: responses are taken from whatever the reads brought */
+    for (int i = 0; i < 16; i++) {
+        th_res_t r;
+        cr_assert_eq(th_conn_read_res(&c, &r, 5000, false), 0);
+        cr_assert_eq(r.status, 200);
+        char want[16];
+        snprintf(want, sizeof(want), "%d", i);
+        cr_assert_str_eq(r.body, want, "response %d out of order: %s", i, r.body);
+        th_res_free(&r);
+    }
+    /* The 16 answers to one read leave in one write; on loopback they arrive together. */
+    cr_expect_leq(c.nreads, 2, "16 pipelined responses took %u reads", c.nreads);
+    cr_assert_eq(c.len, 0);
+    th_conn_close(&c);
+    stop(ts, app);
+    cr_assert_eq(atomic_load(&n_handler), 16);
+}
+
+Test(http1, pipelined_requests_wait_for_an_async_answer_in_order, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    static const char batch[] = GET("/n/1") GET("/late?ms=100") GET("/n/3")
+        "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nbody" GET("/n/5");
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    cr_assert_eq(th_conn_send(&c, batch, sizeof(batch) - 1), 0);
+    expect_res(&c, 200, "1");
+    expect_res(&c, 200, "late");
+    expect_res(&c, 200, "3");
+    expect_res(&c, 200, "body");
+    expect_res(&c, 200, "5");
+    th_conn_close(&c);
+    stop(ts, app);
+    cr_assert_eq(atomic_load(&n_handler), 5);
+    cr_assert_eq(atomic_load(&late_rc), 0);
+}
+
+Test(http1, http10_closes_after_the_response_by_default, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    cr_assert_eq(th_conn_sends(&c, "GET / HTTP/1.0\r\n\r\n"), 0);
+    th_res_t r;
+    cr_assert_eq(th_conn_read_res(&c, &r, 5000, false), 0);
+    cr_assert_eq(r.status, 200);
+    cr_assert_str_eq(r.body, "hello");
+    assert_header(&r, "Connection", "close");
+    th_res_free(&r);
+    cr_assert_eq(th_conn_wait_closed(&c, 5000), 0);
+    th_conn_close(&c);
+    stop(ts, app);
+}
+
+Test(http1, http10_keeps_alive_with_connection_keep_alive, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(th_conn_sends(&c, "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"), 0);
+        th_res_t r;
+        cr_assert_eq(th_conn_read_res(&c, &r, 5000, false), 0);
+        cr_assert_eq(r.status, 200);
+        assert_header(&r, "Connection", "keep-alive");
+        assert_header(&r, "Content-Length", "5");
+        th_res_free(&r);
+    }
+    /* the last one without the header: answered, then closed */
+    cr_assert_eq(th_conn_sends(&c, "GET / HTTP/1.0\r\n\r\n"), 0);
+    expect_res(&c, 200, "hello");
+    cr_assert_eq(th_conn_wait_closed(&c, 5000), 0);
+    th_conn_close(&c);
+    stop(ts, app);
+}
+
+Test(http1, connection_close_is_answered_then_closed, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    /* a request pipelined behind the close must not be answered */
+    cr_assert_eq(th_conn_sends(&c, "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+                                   GET("/n/2")),
+                 0);
+    th_res_t r;
+    cr_assert_eq(th_conn_read_res(&c, &r, 5000, false), 0);
+    cr_assert_eq(r.status, 200);
+    assert_header(&r, "Connection", "close");
+    th_res_free(&r);
+    cr_assert_eq(th_conn_wait_closed(&c, 5000), 0);
+    th_conn_close(&c);
+    stop(ts, app);
+    cr_assert_eq(atomic_load(&n_handler), 1);
+}
+
+Test(http1, head_sends_headers_with_content_length_and_no_body, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    cr_assert_eq(th_conn_sends(&c, "HEAD / HTTP/1.1\r\nHost: t\r\n\r\n"), 0);
+    th_res_t r;
+    cr_assert_eq(th_conn_read_res(&c, &r, 5000, true), 0);
+    cr_assert_eq(r.status, 200);
+    assert_header(&r, "Content-Length", "5");
+    assert_header(&r, "Content-Type", "text/plain");
+    cr_assert_eq(r.body_len, 0);
+    th_res_free(&r);
+    /* no stray body bytes: the next answer on the connection parses cleanly */
+    cr_assert_eq(th_conn_sends(&c, "HEAD /stream HTTP/1.1\r\nHost: t\r\n\r\n" GET("/n/7")), 0);
+    cr_assert_eq(th_conn_read_res(&c, &r, 5000, true), 0);
+    cr_assert_eq(r.status, 200);
+    th_res_free(&r);
+    expect_res(&c, 200, "7");
+    cr_assert_eq(c.len, 0);
+    th_conn_close(&c);
+    stop(ts, app);
+}
+
+/* ---- request bodies ---- */
+
+static const char chunked_req[] = "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: text/x-t\r\n"
+                                  "Transfer-Encoding: chunked\r\n\r\n"
+                                  "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n";
+static const char cl_req[] = "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: text/x-t\r\n"
+                             "Content-Length: 11\r\n\r\nhello world";
+
+static void expect_echo(th_conn_t *c)
+{
+    th_res_t r;
+    cr_assert_eq(th_conn_read_res(c, &r, 5000, false), 0);
+    cr_assert_eq(r.status, 200, "%s", r.raw);
+    cr_assert_str_eq(r.body, "hello world");
+    assert_header(&r, "X-Len", "11");
+    assert_header(&r, "Content-Type", "text/x-t");
+    th_res_free(&r);
+}
+
+Test(http1, chunked_request_body_is_decoded, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    cr_assert_eq(th_conn_send(&c, chunked_req, sizeof(chunked_req) - 1), 0);
+    expect_echo(&c);
+    /* with a trailer field, which is read and dropped */
+    cr_assert_eq(th_conn_sends(&c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: text/x-t\r\n"
+                                   "Transfer-Encoding: chunked\r\n\r\n"
+                                   "b\r\nhello world\r\n0\r\nX-Trailer: 1\r\n\r\n"),
+                 0);
+    expect_echo(&c);
+    th_conn_close(&c);
+    stop(ts, app);
+}
+
+Test(http1, chunked_request_body_split_byte_by_byte, .timeout = 20)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    cr_assert_eq(th_conn_send_split(&c, chunked_req, sizeof(chunked_req) - 1, 1, 300), 0);
+    expect_echo(&c);
+    th_conn_close(&c);
+    stop(ts, app);
+}
+
+/* Every split point, both halves on one connection each (picohttpparser's test idea). */
+static void every_split_point(const char *req, size_t len)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    for (size_t k = 1; k < len; k++) {
+        cr_assert_eq(th_conn_send(&c, req, k), 0);
+        th_sleep_ms(1);
+        cr_assert_eq(th_conn_send(&c, req + k, len - k), 0);
+        expect_echo(&c);
+    }
+    th_conn_close(&c);
+    stop(ts, app);
+    cr_assert_eq(atomic_load(&n_handler), (int)len - 1);
+}
+
+Test(http1, chunked_request_body_split_at_every_point, .timeout = 30)
+{
+    every_split_point(chunked_req, sizeof(chunked_req) - 1);
+}
+
+Test(http1, content_length_body_is_read_whole_and_split, .timeout = 30)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    cr_assert_eq(th_conn_send(&c, cl_req, sizeof(cl_req) - 1), 0);
+    expect_echo(&c);
+    cr_assert_eq(th_conn_send_split(&c, cl_req, sizeof(cl_req) - 1, 1, 300), 0);
+    expect_echo(&c);
+    th_conn_close(&c);
+    stop(ts, app);
+    every_split_point(cl_req, sizeof(cl_req) - 1);
+}
+
+Test(http1, large_body_and_large_response_cross_many_reads_and_writes, .timeout = 20)
+{
+    sq_app_t *app = make_app();
+    sq_server_opts_t o;
+    sq_server_opts_init(&o);
+    o.max_body_bytes = 8u << 20;
+    th_server_t *ts = start(app, &o);
+    size_t n = 3u << 20;
+    char *req = malloc(n + 128);
+    int h = snprintf(req, 128, "PUT /echo HTTP/1.1\r\nHost: t\r\nContent-Length: %zu\r\n\r\n", n);
+    for (size_t i = 0; i < n; i++)
+        req[h + i] = (char)('a' + i % 26);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    cr_assert_eq(th_conn_send(&c, req, (size_t)h + n), 0);
+    th_res_t r;
+    cr_assert_eq(th_conn_read_res(&c, &r, 10000, false), 0);
+    cr_assert_eq(r.status, 200);
+    cr_assert_eq(r.body_len, n);
+    cr_assert_eq(memcmp(r.body, req + h, n), 0);
+    th_res_free(&r);
+    cr_assert_eq(th_conn_sends(&c, GET("/big")), 0);
+    cr_assert_eq(th_conn_read_res(&c, &r, 10000, false), 0);
+    cr_assert_eq(r.body_len, BIG_LEN);
+    th_res_free(&r);
+    free(req);
+    th_conn_close(&c);
+    stop(ts, app);
+}
+
+Test(http1, expect_100_continue_is_answered_before_the_body, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    cr_assert_eq(th_conn_sends(&c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Type: text/x-t\r\n"
+                                   "Expect: 100-continue\r\nContent-Length: 11\r\n\r\n"),
+                 0);
+    th_res_t r;
+    cr_assert_eq(th_conn_read_res(&c, &r, 5000, false), 0);
+    cr_assert_eq(r.status, 100, "%s", r.raw);
+    cr_assert_str_eq(r.raw, "HTTP/1.1 100 Continue\r\n\r\n");
+    th_res_free(&r);
+    cr_assert_eq(th_conn_sends(&c, "hello world"), 0);
+    expect_echo(&c);
+    /* a body the server will refuse gets the refusal, not 100 */
+    cr_assert_eq(th_conn_sends(&c, "POST /echo HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
+                                   "Content-Length: 99999999\r\n\r\n"),
+                 0);
+    cr_assert_eq(th_conn_read_res(&c, &r, 5000, false), 0);
+    cr_assert_eq(r.status, 413, "%s", r.raw);
+    th_res_free(&r);
+    cr_assert_eq(th_conn_wait_closed(&c, 5000), 0);
+    th_conn_close(&c);
+    stop(ts, app);
+}
+
+/* ---- limits: the right status, the connection closed, the server goes on ---- */
+
+static th_server_t *start_limited(sq_app_t *app)
+{
+    sq_server_opts_t o;
+    sq_server_opts_init(&o);
+    o.max_body_bytes = 1024;
+    o.max_uri_bytes = 256;
+    o.max_headers = 10;
+    o.max_header_bytes = 2048;
+    return start(app, &o);
+}
+
+static char *repeat(char ch, size_t n)
+{
+    char *s = malloc(n + 1);
+    memset(s, ch, n);
+    s[n] = '\0';
+    return s;
+}
+
+Test(http1, body_over_limit_by_content_length_gets_413, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start_limited(app);
+    char *body = repeat('b', 1025);
+    char req[2048];
+    int n = snprintf(req, sizeof(req), "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1025"
+                                       "\r\n\r\n%s", body);
+    expect_rejected(th_server_port(ts), req, (size_t)n, 413);
+    /* exactly at the limit is fine */
+    n = snprintf(req, sizeof(req), "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1024"
+                                   "\r\n\r\n%.1024s", body);
+    th_res_t r;
+    cr_assert_eq(th_request(th_server_port(ts), req, &r), 0);
+    cr_assert_eq(r.status, 200);
+    cr_assert_eq(r.body_len, 1024);
+    th_res_free(&r);
+    sq_server_stats_t st;
+    th_server_stats(ts, &st);
+    cr_assert_eq(st.limit_errors, 1);
+    cr_assert_eq(st.responses_4xx, 1);
+    free(body);
+    stop(ts, app);
+}
+
+Test(http1, body_over_limit_by_chunks_gets_413, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start_limited(app);
+    char *body = repeat('b', 600);
+    char req[2048];
+    int n = snprintf(req, sizeof(req), "POST /echo HTTP/1.1\r\nHost: t\r\n"
+                                       "Transfer-Encoding: chunked\r\n\r\n"
+                                       "258\r\n%s\r\n258\r\n%s\r\n0\r\n\r\n", body, body);
+    expect_rejected(th_server_port(ts), req, (size_t)n, 413);
+    sq_server_stats_t st;
+    th_server_stats(ts, &st);
+    cr_assert_eq(st.limit_errors, 1);
+    free(body);
+    stop(ts, app);
+    cr_assert_eq(atomic_load(&n_handler), 1); /* expect_healthy's only */
+}
+
+Test(http1, uri_over_limit_gets_414, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start_limited(app);
+    char *path = repeat('p', 300);
+    char req[1024];
+    int n = snprintf(req, sizeof(req), "GET /%s HTTP/1.1\r\nHost: t\r\n\r\n", path);
+    expect_rejected(th_server_port(ts), req, (size_t)n, 414);
+    free(path);
+    stop(ts, app);
+}
+
+Test(http1, too_many_headers_get_431, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start_limited(app);
+    char req[2048];
+    int n = snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: t\r\n");
+    for (int i = 0; i < 10; i++)
+        n += snprintf(req + n, sizeof(req) - (size_t)n, "X-H%d: %d\r\n", i, i);
+    n += snprintf(req + n, sizeof(req) - (size_t)n, "\r\n");
+    expect_rejected(th_server_port(ts), req, (size_t)n, 431);
+    /* ten headers (Host and nine more) are fine */
+    n = snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: t\r\n");
+    for (int i = 0; i < 9; i++)
+        n += snprintf(req + n, sizeof(req) - (size_t)n, "X-H%d: %d\r\n", i, i);
+    snprintf(req + n, sizeof(req) - (size_t)n, "\r\n");
+    th_res_t r;
+    cr_assert_eq(th_request(th_server_port(ts), req, &r), 0);
+    cr_assert_eq(r.status, 200);
+    th_res_free(&r);
+    stop(ts, app);
+}
+
+Test(http1, header_bytes_over_limit_get_431, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start_limited(app);
+    char *v = repeat('v', 2100);
+    char req[4096];
+    int n = snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: t\r\nX-Big: %s\r\n\r\n", v);
+    expect_rejected(th_server_port(ts), req, (size_t)n, 431);
+    /* a long header name counts too */
+    n = snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: t\r\nX-%s: 1\r\n\r\n", v);
+    expect_rejected(th_server_port(ts), req, (size_t)n, 431);
+    /* and so do many small ones that add up */
+    n = snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: t\r\n");
+    for (int i = 0; i < 8; i++)
+        n += snprintf(req + n, sizeof(req) - (size_t)n, "X-%d: %.250s\r\n", i, v);
+    n += snprintf(req + n, sizeof(req) - (size_t)n, "\r\n");
+    expect_rejected(th_server_port(ts), req, (size_t)n, 431);
+    sq_server_stats_t st;
+    th_server_stats(ts, &st);
+    cr_assert_eq(st.limit_errors, 3);
+    free(v);
+    stop(ts, app);
+}
+
+/* ---- malformed input and request-smuggling shapes: status, close, server goes on ---- */
+
+Test(smuggling, content_length_with_transfer_encoding_gets_400, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    int port = th_server_port(ts);
+    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+                          "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /n/1 HTTP/1.1\r\n\r\n", 400);
+    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+                          "Content-Length: 5\r\n\r\n0\r\n\r\n", 400);
+    stop(ts, app);
+    cr_assert_eq(atomic_load(&n_handler), 2);
+}
+
+Test(smuggling, duplicate_content_length_gets_400, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    int port = th_server_port(ts);
+    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n"
+                          "Content-Length: 8\r\n\r\nabcdefgh", 400);
+    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n"
+                          "Content-Length: 3\r\n\r\nabc", 400);
+    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3, 3\r\n\r\nabc",
+                    400);
+    stop(ts, app);
+}
+
+Test(smuggling, invalid_content_length_gets_400, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    int port = th_server_port(ts);
+    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3x\r\n\r\nabc", 400);
+    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\nabc", 400);
+    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: +3\r\n\r\nabc", 400);
+    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 0x3\r\n\r\nabc", 400);
+    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: \r\n\r\nabc", 400);
+    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\n"
+                          "Content-Length: 99999999999999999999999\r\n\r\nabc", 400);
+    stop(ts, app);
+}
+
+Test(smuggling, bad_chunk_size_gets_400, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    int port = th_server_port(ts);
+    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          "zz\r\nabc\r\n0\r\n\r\n", 400);
+    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          "-3\r\nabc\r\n0\r\n\r\n", 400);
+    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          "10000000000000000\r\nabc\r\n0\r\n\r\n", 400);
+    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          "3 \r\nabc\r\n0\r\n\r\n", 400);
+    /* chunk data longer than its size line says */
+    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          "3\r\nabcdef\r\n0\r\n\r\n", 400);
+    /* a size line or chunk ended by CR and something other than LF (llhttp's strict mode) */
+    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          "3\rXabc\r\n0\r\n\r\n", 400);
+    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          "3\r\nabc\rX0\r\n\r\n", 400);
+    stop(ts, app);
+    cr_assert_eq(atomic_load(&n_handler), 7);
+}
+
+Test(smuggling, obs_fold_continuation_line_gets_400, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    int port = th_server_port(ts);
+    /* RFC 9112 §5.2: a server MUST reject obs-fold (or replace it); squall rejects */
+    EXPECT_REJECTED(port, "GET / HTTP/1.1\r\nHost: t\r\nX-A: a\r\n b\r\n\r\n", 400);
+    EXPECT_REJECTED(port, "GET / HTTP/1.1\r\nHost: t\r\nX-A: a\r\n\tb\r\n\r\n", 400);
+    EXPECT_REJECTED(port, "GET / HTTP/1.1\r\nHost: t\r\nX-A:\r\n b\r\n\r\n", 400);
+    EXPECT_REJECTED(port, "GET / HTTP/1.1\r\nHost: t\r\nX-A: a\r\n   \r\n\r\n", 400);
+    /* the classic: hide a Transfer-Encoding from a folding front end */
+    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+                          "X: y\r\n Transfer-Encoding: chunked\r\n\r\nabcde", 400);
+    stop(ts, app);
+}
+
+Test(smuggling, bare_lf_line_endings_get_400, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    int port = th_server_port(ts);
+    /* llhttp 8.1 accepts a bare LF after the request line, as the blank line ending the
+     * head and after the last chunk; squall does not (RFC 9112 §2.2 allows it, but a front
+     * end that disagrees would split the stream differently). */
+    EXPECT_REJECTED(port, "GET / HTTP/1.1\nHost: t\r\n\r\n", 400);
+    EXPECT_REJECTED(port, "GET / HTTP/1.1\r\nHost: t\r\n\n", 400);
+    EXPECT_REJECTED(port, "GET / HTTP/1.1\r\nHost: t\r\n\nGET /n/1 HTTP/1.1\r\nHost: t\r\n\r\n",
+                    400);
+    EXPECT_REJECTED(port, "GET / HTTP/1.0\n\n", 400);
+    EXPECT_REJECTED(port, "GET / HTTP/1.1\nHost: t\nX: y\n\n", 400);
+    EXPECT_REJECTED(port, "GET / HTTP/1.1\r\nHost: t\nX: y\r\n\r\n", 400);
+    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          "3\r\nabc\r\n0\r\n\nGET /n/1 HTTP/1.1\r\nHost: t\r\n\r\n", 400);
+    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          "3\nabc\r\n0\r\n\r\n", 400);
+    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          "3\r\nabc\r\n0\r\nX-T: 1\n\r\n", 400);
+    /* a CR that is not followed by LF */
+    EXPECT_REJECTED(port, "GET / HTTP/1.1\r\nHost: t\r\n\rX", 400);
+    EXPECT_REJECTED(port, "GET / HTTP/1.1\rHost: t\r\n\r\n", 400);
+    EXPECT_REJECTED(port, "GET / HTTP/1.1\r\nHost: t\rX: y\r\n\r\n", 400);
+    stop(ts, app);
+    cr_assert_eq(atomic_load(&n_handler), 12);
+}
+
+Test(smuggling, bare_lf_rejected_when_split_across_reads, .timeout = 20)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    int port = th_server_port(ts);
+    static const char *reqs[] = {
+        "GET / HTTP/1.1\r\nHost: t\r\n\nGET /n/1 HTTP/1.1\r\nHost: t\r\n\r\n",
+        "GET / HTTP/1.1\nHost: t\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: t\r\nX: a\r\n b\r\n\r\n",
+        "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "3\r\nabc\r\n0\r\n\nGET /n/1 HTTP/1.1\r\nHost: t\r\n\r\n",
+    };
+    for (size_t i = 0; i < sizeof(reqs) / sizeof(reqs[0]); i++) {
+        th_conn_t c;
+        cr_assert_eq(th_conn_open(&c, port), 0);
+        cr_assert_eq(th_conn_send_split(&c, reqs[i], strlen(reqs[i]), 1, 300), 0);
+        th_res_t r;
+        cr_assert_eq(th_conn_read_res(&c, &r, 5000, false), 0);
+        cr_assert_eq(r.status, 400, "request %zu byte by byte: %s", i, r.raw);
+        th_res_free(&r);
+        cr_assert_eq(th_conn_wait_closed(&c, 5000), 0);
+        th_conn_close(&c);
+    }
+    expect_healthy(port);
+    stop(ts, app);
+    cr_assert_eq(atomic_load(&n_handler), 1);
+}
+
+Test(smuggling, nul_byte_in_the_head_gets_400, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    int port = th_server_port(ts);
+    EXPECT_REJECTED(port, "GET / HTTP/1.1\r\nHost: t\r\nX-A: a\0b\r\n\r\n", 400);
+    EXPECT_REJECTED(port, "GET / HTTP/1.1\r\nHost: t\r\nX\0A: ab\r\n\r\n", 400);
+    EXPECT_REJECTED(port, "GET /a\0b HTTP/1.1\r\nHost: t\r\n\r\n", 400);
+    EXPECT_REJECTED(port, "GET / HTTP/1.1\r\nHost: t\0evil\r\n\r\n", 400);
+    stop(ts, app);
+}
+
+Test(smuggling, http11_without_host_gets_400, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    EXPECT_REJECTED(th_server_port(ts), "GET / HTTP/1.1\r\n\r\n", 400);
+    EXPECT_REJECTED(th_server_port(ts), "GET / HTTP/1.1\r\nX-Host: t\r\n\r\n", 400);
+    stop(ts, app);
+}
+
+Test(smuggling, two_host_headers_get_400, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    EXPECT_REJECTED(th_server_port(ts), "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400);
+    EXPECT_REJECTED(th_server_port(ts), "GET / HTTP/1.0\r\nHost: a\r\nhost: a\r\n\r\n", 400);
+    stop(ts, app);
+}
+
+Test(smuggling, unknown_transfer_encoding_gets_501, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    int port = th_server_port(ts);
+    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n"
+                          "abc", 501);
+    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: foo\r\n\r\n", 501);
+    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: identity\r\n\r\n",
+                    501);
+    stop(ts, app);
+}
+
+Test(smuggling, gzip_then_chunked_transfer_encoding_gets_501, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    int port = th_server_port(ts);
+    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked"
+                          "\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 501);
+    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n"
+                          "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 501);
+    stop(ts, app);
+}
+
+Test(smuggling, chunked_not_last_or_twice_gets_400, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    int port = th_server_port(ts);
+    /* RFC 9112 §6.3: chunked not the final coding -> 400 and close */
+    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, gzip"
+                          "\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 400);
+    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, chunked"
+                          "\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 400);
+    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+                          "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 400);
+    stop(ts, app);
+}
+
+Test(smuggling, transfer_encoding_in_http10_gets_400, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    /* RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing */
+    EXPECT_REJECTED(th_server_port(ts), "POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n"
+                                        "\r\n3\r\nabc\r\n0\r\n\r\n", 400);
+    stop(ts, app);
+}
+
+Test(smuggling, unsupported_http_version_gets_505, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    int port = th_server_port(ts);
+    EXPECT_REJECTED(port, "GET / HTTP/2.0\r\nHost: t\r\n\r\n", 505);
+    EXPECT_REJECTED(port, "GET / HTTP/1.2\r\nHost: t\r\n\r\n", 505);
+    EXPECT_REJECTED(port, "GET / HTTP/0.9\r\nHost: t\r\n\r\n", 505);
+    EXPECT_REJECTED(port, "GET / HTTP/3.0\r\nHost: t\r\n\r\n", 505);
+    sq_server_stats_t st;
+    th_server_stats(ts, &st);
+    cr_assert_eq(st.parse_errors, 4);
+    cr_assert_eq(st.responses_5xx, 4);
+    stop(ts, app);
+}
+
+Test(smuggling, garbage_and_bad_tokens_get_400, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    int port = th_server_port(ts);
+    EXPECT_REJECTED(port, "HELLO\r\n\r\n", 400);
+    EXPECT_REJECTED(port, "get / HTTP/1.1\r\nHost: t\r\n\r\n", 400);
+    EXPECT_REJECTED(port, "GET / HTTP/1.1\r\nHost : t\r\n\r\n", 400);
+    EXPECT_REJECTED(port, "GET / HTTP/1.1\r\nHo st: t\r\n\r\n", 400);
+    EXPECT_REJECTED(port, "GET / HTTP/1.1\r\n Host: t\r\n\r\n", 400);
+    EXPECT_REJECTED(port, "GET /a\tb HTTP/1.1\r\nHost: t\r\n\r\n", 400);
+    EXPECT_REJECTED(port, "GET / HTTP/1.1\r\nHost: t\r\nX: a\x01" "b\r\n\r\n", 400);
+    /* a bad request pipelined behind a good one: the good one is answered first */
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, port), 0);
+    cr_assert_eq(th_conn_sends(&c, GET("/n/1") "BAD\r\n\r\n"), 0);
+    expect_res(&c, 200, "1");
+    expect_res(&c, 400, NULL);
+    cr_assert_eq(th_conn_wait_closed(&c, 5000), 0);
+    th_conn_close(&c);
+    stop(ts, app);
+}
+
+/* ---- timeouts ---- */
+
+static th_server_t *start_timeouts(sq_app_t *app, uint64_t header_ms, uint64_t body_ms,
+                                   uint64_t idle_ms)
+{
+    sq_server_opts_t o;
+    sq_server_opts_init(&o);
+    o.header_timeout_ms = header_ms;
+    o.body_timeout_ms = body_ms;
+    o.idle_timeout_ms = idle_ms;
+    return start(app, &o);
+}
+
+/* Reads the 408 and the close; returns the milliseconds since t0. */
+static uint64_t expect_408_and_close(th_conn_t *c, uint64_t t0)
+{
+    th_res_t r;
+    int rc = th_conn_read_res(c, &r, 5000, false);
+    cr_assert_eq(rc, 0, "%s", uv_err_name(rc));
+    uint64_t took = th_now_ms() - t0;
+    cr_assert_eq(r.status, 408, "%s", r.raw);
+    assert_header(&r, "Connection", "close");
+    th_res_free(&r);
+    cr_assert_eq(th_conn_wait_closed(c, 5000), 0);
+    return took;
+}
+
+Test(timeouts, slowloris_partial_header_gets_408_and_close, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start_timeouts(app, 300, 30000, 30000);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    uint64_t t0 = th_now_ms();
+    cr_assert_eq(th_conn_sends(&c, "GET / HTTP/1.1\r\nHost: t\r\nX-Slow: "), 0);
+    uint64_t took = expect_408_and_close(&c, t0);
+    cr_assert_geq(took, 250, "408 after %llu ms", (unsigned long long)took);
+    cr_assert_lt(took, 2000, "408 after %llu ms", (unsigned long long)took);
+    th_conn_close(&c);
+    sq_server_stats_t st;
+    th_server_stats(ts, &st);
+    cr_assert_eq(st.timeouts, 1);
+    expect_healthy(th_server_port(ts));
+    stop(ts, app);
+}
+
+Test(timeouts, slowloris_trickle_does_not_extend_the_header_deadline, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start_timeouts(app, 400, 30000, 30000);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    uint64_t t0 = th_now_ms();
+    static const char head[] = "GET / HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaa";
+    /* one byte every 50 ms: 2.5 s for the whole head, far past the 400 ms deadline */
+    size_t i = 0;
+    while (i < sizeof(head) - 1 && th_conn_send(&c, head + i, 1) == 0) {
+        i++;
+        if (th_conn_read_some(&c, 50) > 0 || c.eof)
+            break;
+    }
+    uint64_t took = expect_408_and_close(&c, t0);
+    cr_assert_lt(took, 1500, "408 after %llu ms", (unsigned long long)took);
+    cr_assert_lt(i, sizeof(head) - 1);
+    th_conn_close(&c);
+    stop(ts, app);
+}
+
+Test(timeouts, stalled_body_gets_408_and_close, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start_timeouts(app, 30000, 300, 30000);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    uint64_t t0 = th_now_ms();
+    cr_assert_eq(th_conn_sends(&c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n"
+                                   "abc"),
+                 0);
+    uint64_t took = expect_408_and_close(&c, t0);
+    cr_assert_geq(took, 250);
+    cr_assert_lt(took, 2000);
+    th_conn_close(&c);
+    stop(ts, app);
+    cr_assert_eq(atomic_load(&n_handler), 0);
+}
+
+Test(timeouts, idle_keepalive_connection_is_closed_quietly, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start_timeouts(app, 30000, 30000, 300);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    cr_assert_eq(th_conn_sends(&c, GET("/")), 0);
+    expect_res(&c, 200, "hello");
+    uint64_t t0 = th_now_ms();
+    cr_assert_eq(th_conn_wait_closed(&c, 5000), 0); /* no 408: nothing was asked */
+    uint64_t took = th_now_ms() - t0;
+    cr_assert_geq(took, 250, "closed after %llu ms", (unsigned long long)took);
+    cr_assert_lt(took, 2000, "closed after %llu ms", (unsigned long long)took);
+    th_conn_close(&c);
+    /* a connection that never sends anything is idle too */
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    t0 = th_now_ms();
+    cr_assert_eq(th_conn_wait_closed(&c, 5000), 0);
+    cr_assert_geq(th_now_ms() - t0, 250);
+    th_conn_close(&c);
+    /* activity restarts the idle clock */
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    for (int i = 0; i < 4; i++) {
+        th_sleep_ms(150);
+        cr_assert_eq(th_conn_sends(&c, GET("/")), 0);
+        expect_res(&c, 200, "hello");
+    }
+    th_conn_close(&c);
+    sq_server_stats_t st;
+    th_server_stats(ts, &st);
+    cr_assert_eq(st.timeouts, 0);
+    stop(ts, app);
+}
+
+/* ---- asynchronous handlers and clients that leave ---- */
+
+Test(async, handler_answers_later_from_a_timer, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    uint64_t t0 = th_now_ms();
+    cr_assert_eq(th_conn_sends(&c, GET("/late?ms=150")), 0);
+    expect_res(&c, 200, "late");
+    cr_assert_geq(th_now_ms() - t0, 140);
+    /* the connection is reusable afterwards */
+    cr_assert_eq(th_conn_sends(&c, GET("/n/9")), 0);
+    expect_res(&c, 200, "9");
+    th_conn_close(&c);
+    stop(ts, app);
+    cr_assert_eq(atomic_load(&late_rc), 0);
+    cr_assert_eq(atomic_load(&n_aborted), 0);
+}
+
+Test(async, answer_after_client_left_is_canceled_and_aborted_runs_once, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    cr_assert_eq(th_conn_sends(&c, GET("/late?ms=300")), 0);
+    cr_assert_eq(th_wait_atomic(&n_handler, 1, 5000), 1);
+    th_conn_close(&c); /* FIN while the handler works */
+    cr_assert_eq(th_wait_atomic(&n_aborted, 1, 5000), 1, ".aborted not called");
+    cr_assert_eq(th_wait_atomic(&n_late_done, 1, 5000), 1);
+    cr_assert_eq(atomic_load(&late_rc), UV_ECANCELED, "sq_res_send returned %s",
+                 sq_err_name(atomic_load(&late_rc)));
+    sq_server_stats_t st;
+    th_server_stats(ts, &st);
+    cr_assert_eq(st.aborted, 1);
+    cr_assert_eq(st.connections_open, 0);
+    expect_healthy(th_server_port(ts));
+    stop(ts, app);
+    cr_assert_eq(atomic_load(&n_aborted), 1);
+    cr_assert_eq(atomic_load(&n_late_done), 1);
+}
+
+Test(async, client_reset_before_the_answer_aborts_once, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    /* several at once, with a reset instead of a FIN, and one pipelined request waiting
+     * behind the async one */
+    th_conn_t c[4];
+    for (int i = 0; i < 4; i++) {
+        cr_assert_eq(th_conn_open(&c[i], th_server_port(ts)), 0);
+        cr_assert_eq(th_conn_sends(&c[i], GET("/late?ms=200") GET("/n/1")), 0);
+    }
+    cr_assert_eq(th_wait_atomic(&n_handler, 4, 5000), 4);
+    for (int i = 0; i < 4; i++)
+        th_conn_abort(&c[i]);
+    cr_assert_eq(th_wait_atomic(&n_late_done, 4, 5000), 4);
+    stop(ts, app);
+    cr_assert_eq(atomic_load(&n_aborted), 4);
+    cr_assert_eq(atomic_load(&late_rc), UV_ECANCELED);
+    cr_assert_eq(atomic_load(&n_handler), 4); /* the pipelined ones never ran */
+}
+
+Test(async, client_closing_before_the_request_is_complete_runs_no_handler, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    static const char *partial[] = {"GET / HT", "GET / HTTP/1.1\r\nHost: t\r\n",
+                                    "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 9\r\n\r\nab"};
+    for (int i = 0; i < 3; i++) {
+        for (int rst = 0; rst < 2; rst++) {
+            th_conn_t c;
+            cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+            cr_assert_eq(th_conn_sends(&c, partial[i]), 0);
+            th_sleep_ms(20);
+            if (rst)
+                th_conn_abort(&c);
+            else
+                th_conn_close(&c);
+        }
+    }
+    expect_healthy(th_server_port(ts));
+    sq_server_stats_t st;
+    for (int i = 0; i < 100; i++) {
+        th_server_stats(ts, &st);
+        if (st.connections_open == 0)
+            break;
+        th_sleep_ms(10);
+    }
+    cr_assert_eq(st.connections_open, 0);
+    stop(ts, app);
+    cr_assert_eq(atomic_load(&n_handler), 1);
+    cr_assert_eq(atomic_load(&n_aborted), 0);
+}
+
+Test(async, client_closing_during_a_streamed_response_aborts_the_handler, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    cr_assert_eq(th_conn_sends(&c, GET("/tstream?ms=30&n=1000")), 0);
+    /* wait for the head and a piece or two, then leave */
+    while (memmem(c.buf ? c.buf : "", c.len, "piece-1", 7) == NULL && !c.eof)
+        cr_assert_gt(th_conn_read_some(&c, 5000), 0);
+    th_conn_close(&c);
+    cr_assert_eq(th_wait_atomic(&n_stream_done, 1, 5000), 1);
+    stop(ts, app);
+    cr_assert_eq(atomic_load(&n_aborted), 1);
+    cr_assert_eq(atomic_load(&end_rc), UV_ECANCELED, "sq_res_end: %s",
+                 sq_err_name(atomic_load(&end_rc)));
+    /* every write callback ran once: those sent with 0, the rest with an error */
+    int wcb = atomic_load(&n_wcb);
+    cr_assert_geq(wcb, 2);
+    cr_assert_eq(atomic_load(&n_wcb_ok) + atomic_load(&n_wcb_err), wcb);
+}
+
+Test(async, client_closing_during_a_large_response_is_harmless, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    for (int rst = 0; rst < 2; rst++) {
+        th_conn_t c;
+        cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+        cr_assert_eq(th_conn_sends(&c, GET("/big") GET("/big")), 0);
+        cr_assert_gt(th_conn_read_some(&c, 5000), 0);
+        if (rst)
+            th_conn_abort(&c);
+        else
+            th_conn_close(&c);
+    }
+    expect_healthy(th_server_port(ts));
+    stop(ts, app);
+    cr_assert_eq(atomic_load(&n_aborted), 0);
+}
+
+Test(async, client_closing_after_the_response_is_harmless, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    for (int rst = 0; rst < 2; rst++) {
+        th_conn_t c;
+        cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+        cr_assert_eq(th_conn_sends(&c, GET("/late?ms=10")), 0);
+        expect_res(&c, 200, "late");
+        if (rst)
+            th_conn_abort(&c);
+        else
+            th_conn_close(&c);
+    }
+    expect_healthy(th_server_port(ts));
+    stop(ts, app);
+    cr_assert_eq(atomic_load(&n_aborted), 0);
+    cr_assert_eq(atomic_load(&late_rc), 0);
+}
+
+/* ---- responses ---- */
+
+Test(responses, streaming_uses_chunked_framing_and_calls_each_write_callback_once,
+     .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    cr_assert_eq(th_conn_sends(&c, GET("/stream")), 0);
+    th_res_t r;
+    cr_assert_eq(th_conn_read_res(&c, &r, 5000, false), 0);
+    cr_assert_eq(r.status, 200);
+    cr_assert(r.chunked);
+    assert_no_header(&r, "Content-Length");
+    cr_assert_str_eq(r.body, "first,second,third");
+    const char *body = strstr(r.raw, "\r\n\r\n") + 4;
+    cr_assert_str_eq(body, "6\r\nfirst,\r\n7\r\nsecond,\r\n5\r\nthird\r\n0\r\n\r\n");
+    th_res_free(&r);
+    /* a streamed answer from a timer, then the connection goes on */
+    cr_assert_eq(th_conn_sends(&c, GET("/tstream?ms=10&n=3") GET("/n/4")), 0);
+    cr_assert_eq(th_conn_read_res(&c, &r, 5000, false), 0);
+    cr_assert(r.chunked);
+    cr_assert_str_eq(r.body, "piece-0\npiece-1\npiece-2\n");
+    th_res_free(&r);
+    expect_res(&c, 200, "4");
+    th_conn_close(&c);
+    stop(ts, app);
+    cr_assert_eq(atomic_load(&n_wcb), 6);
+    cr_assert_eq(atomic_load(&n_wcb_ok), 6);
+    cr_assert_eq(atomic_load(&end_rc), 0);
+}
+
+Test(responses, streaming_to_http10_is_close_delimited, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    cr_assert_eq(th_conn_sends(&c, "GET /stream HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"), 0);
+    th_res_t r;
+    cr_assert_eq(th_conn_read_res(&c, &r, 5000, false), 0);
+    cr_assert_eq(r.status, 200);
+    cr_assert(r.close_delimited);
+    cr_assert_not(r.chunked);
+    assert_no_header(&r, "Transfer-Encoding");
+    assert_no_header(&r, "Content-Length");
+    assert_header(&r, "Connection", "close");
+    cr_assert_str_eq(r.body, "first,second,third");
+    th_res_free(&r);
+    th_conn_close(&c);
+    stop(ts, app);
+    cr_assert_eq(atomic_load(&n_wcb), 3);
+    cr_assert_eq(atomic_load(&n_wcb_ok), 3);
+}
+
+Test(responses, send_ref_calls_the_free_callback_exactly_once, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    cr_assert_eq(th_conn_sends(&c, GET("/ref") GET("/ref")), 0);
+    expect_res(&c, 200, ref_body);
+    expect_res(&c, 200, ref_body);
+    /* HEAD: the body is not sent, and still released once */
+    cr_assert_eq(th_conn_sends(&c, "HEAD /ref HTTP/1.1\r\nHost: t\r\n\r\n"), 0);
+    th_res_t r;
+    cr_assert_eq(th_conn_read_res(&c, &r, 5000, true), 0);
+    assert_header(&r, "Content-Length", "14");
+    th_res_free(&r);
+    th_conn_close(&c);
+    stop(ts, app);
+    cr_assert_eq(atomic_load(&n_free), 3);
+}
+
+Test(responses, header_injection_is_rejected_with_einval, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    th_res_t r;
+    cr_assert_eq(th_request(th_server_port(ts), GET("/inject"), &r), 0);
+    cr_assert_eq(r.status, 200);
+    cr_assert_null(strstr(r.raw, "evil"), "%s", r.raw);
+    assert_header(&r, "X-Fine", "fine");
+    assert_no_header(&r, "X-A");
+    th_res_free(&r);
+    stop(ts, app);
+    cr_assert_eq(atomic_load(&inject_rc[0]), UV_EINVAL);
+    cr_assert_eq(atomic_load(&inject_rc[1]), UV_EINVAL);
+    cr_assert_eq(atomic_load(&inject_rc[2]), UV_EINVAL);
+    cr_assert_eq(atomic_load(&inject_rc[3]), 0);
+}
+
+/* ---- listeners, connection limit, several servers ---- */
+
+Test(server, two_servers_on_two_loops_in_two_threads, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *a = start(app, NULL);
+    th_server_t *b = start(app, NULL);
+    cr_assert_neq(th_server_port(a), th_server_port(b));
+    th_conn_t ca, cb;
+    cr_assert_eq(th_conn_open(&ca, th_server_port(a)), 0);
+    cr_assert_eq(th_conn_open(&cb, th_server_port(b)), 0);
+    /* interleaved, with an async answer on each loop at the same time */
+    cr_assert_eq(th_conn_sends(&ca, GET("/late?ms=100")), 0);
+    cr_assert_eq(th_conn_sends(&cb, GET("/late?ms=100")), 0);
+    expect_res(&ca, 200, "late");
+    expect_res(&cb, 200, "late");
+    for (int i = 0; i < 10; i++) {
+        cr_assert_eq(th_conn_sends(&ca, GET("/n/1")), 0);
+        cr_assert_eq(th_conn_sends(&cb, GET("/n/2")), 0);
+        expect_res(&cb, 200, "2");
+        expect_res(&ca, 200, "1");
+    }
+    sq_server_stats_t sa, sb;
+    th_server_stats(a, &sa);
+    th_server_stats(b, &sb);
+    cr_assert_eq(sa.requests, 11);
+    cr_assert_eq(sb.requests, 11);
+    th_conn_close(&ca);
+    th_server_stop(a, 1000);
+    /* b is unaffected by a's shutdown */
+    cr_assert_eq(th_conn_sends(&cb, GET("/n/3")), 0);
+    expect_res(&cb, 200, "3");
+    th_conn_close(&cb);
+    th_server_stop(b, 1000);
+    sq_app_destroy(app);
+}
+
+Test(server, ipv6_loopback_listener_serves, .timeout = 10)
+{
+    th_conn_t probe;
+    int rc = th_conn_open_host(&probe, "::1", 9); /* is ::1 there at all? */
+    if (rc == 0)
+        th_conn_close(&probe);
+    else if (rc == UV_EADDRNOTAVAIL || rc == UV_EAFNOSUPPORT || rc == UV_ENETUNREACH)
+        cr_skip_test("no IPv6 loopback here (%s)", uv_err_name(rc));
+    sq_app_t *app = make_app();
+    th_server_cfg_t cfg = {.app = app, .host = "::1"};
+    th_server_t *ts = th_server_start_cfg(&cfg);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open_host(&c, "::1", th_server_port(ts)), 0);
+    cr_assert_eq(th_conn_sends(&c, GET("/") GET("/n/6")), 0);
+    expect_res(&c, 200, "hello");
+    expect_res(&c, 200, "6");
+    th_conn_close(&c);
+    stop(ts, app);
+}
+
+Test(server, unix_domain_socket_listener_serves, .timeout = 10)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/tmp/squall-test-%d.sock", (int)getpid());
+    sq_app_t *app = make_app();
+    th_server_cfg_t cfg = {.app = app, .unix_path = path};
+    th_server_t *ts = th_server_start_cfg(&cfg);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open_unix(&c, path), 0);
+    cr_assert_eq(th_conn_sends(&c, GET("/") GET("/late?ms=20")), 0);
+    expect_res(&c, 200, "hello");
+    expect_res(&c, 200, "late");
+    cr_assert_eq(th_conn_sends(&c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc"),
+                 0);
+    expect_res(&c, 200, "abc");
+    th_conn_close(&c);
+    stop(ts, app);
+    unlink(path);
+}
+
+Test(server, connections_over_max_are_closed_and_counted, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    sq_server_opts_t o;
+    sq_server_opts_init(&o);
+    o.max_connections = 2;
+    th_server_t *ts = start(app, &o);
+    int port = th_server_port(ts);
+    th_conn_t c[2], extra;
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(th_conn_open(&c[i], port), 0);
+        cr_assert_eq(th_conn_sends(&c[i], GET("/")), 0);
+        expect_res(&c[i], 200, "hello");
+    }
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(th_conn_open(&extra, port), 0);
+        th_conn_sends(&extra, GET("/")); /* may fail: the server may have closed already */
+        cr_assert_eq(th_conn_wait_closed(&extra, 5000), 0, "the extra connection was served");
+        th_conn_close(&extra);
+    }
+    sq_server_stats_t st;
+    th_server_stats(ts, &st);
+    cr_assert_eq(st.connections_rejected, 3);
+    /* the ones within the limit still work */
+    cr_assert_eq(th_conn_sends(&c[1], GET("/n/1")), 0);
+    expect_res(&c[1], 200, "1");
+    /* once one leaves, a new one is served */
+    th_conn_close(&c[0]);
+    bool served = false;
+    for (int i = 0; i < 50 && !served; i++) {
+        th_server_stats(ts, &st);
+        if (st.connections_open > 1) {
+            th_sleep_ms(10);
+            continue;
+        }
+        th_conn_t n;
+        cr_assert_eq(th_conn_open(&n, port), 0);
+        cr_assert_eq(th_conn_sends(&n, GET("/")), 0);
+        th_res_t r;
+        served = th_conn_read_res(&n, &r, 2000, false) == 0 && r.status == 200;
+        th_res_free(&r);
+        th_conn_close(&n);
+    }
+    cr_assert(served);
+    th_conn_close(&c[1]);
+    stop(ts, app);
+}
+
+/* ---- shutdown ---- */
+
+Test(server, destroy_lets_an_in_flight_request_finish_within_grace, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    th_conn_t c, idle;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    cr_assert_eq(th_conn_open(&idle, th_server_port(ts)), 0);
+    cr_assert_eq(th_conn_sends(&idle, GET("/")), 0);
+    expect_res(&idle, 200, "hello");
+    cr_assert_eq(th_conn_sends(&c, GET("/late?ms=300")), 0);
+    cr_assert_eq(th_wait_atomic(&n_handler, 2, 5000), 2);
+    uint64_t took = th_server_stop(ts, 3000);
+    cr_assert_geq(took, 200, "stopped after %llu ms", (unsigned long long)took);
+    cr_assert_lt(took, 2500, "stopped after %llu ms", (unsigned long long)took);
+    /* the answer was written before the close, and says so */
+    th_res_t r;
+    cr_assert_eq(th_conn_read_res(&c, &r, 5000, false), 0);
+    cr_assert_eq(r.status, 200);
+    cr_assert_str_eq(r.body, "late");
+    assert_header(&r, "Connection", "close");
+    th_res_free(&r);
+    cr_assert_eq(th_conn_wait_closed(&c, 5000), 0);
+    cr_assert_eq(th_conn_wait_closed(&idle, 5000), 0);
+    th_conn_close(&c);
+    th_conn_close(&idle);
+    sq_app_destroy(app);
+    cr_assert_eq(atomic_load(&late_rc), 0);
+    cr_assert_eq(atomic_load(&n_aborted), 0);
+}
+
+Test(server, destroy_past_grace_aborts_the_handler, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    cr_assert_eq(th_conn_sends(&c, GET("/late?ms=8000&fin=1")), 0);
+    cr_assert_eq(th_wait_atomic(&n_handler, 1, 5000), 1);
+    uint64_t took = th_server_stop(ts, 200);
+    cr_assert_lt(took, 3000, "stopped after %llu ms", (unsigned long long)took);
+    cr_assert_eq(th_conn_wait_closed(&c, 5000), 0);
+    th_conn_close(&c);
+    sq_app_destroy(app);
+    cr_assert_eq(atomic_load(&n_aborted), 1);
+    cr_assert_eq(atomic_load(&n_late_done), 1);
+    cr_assert_eq(atomic_load(&late_rc), UV_ECANCELED);
+}
+
+Test(server, destroy_with_a_streaming_response_past_grace_aborts_it, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    cr_assert_eq(th_conn_sends(&c, GET("/tstream?ms=20&n=100000")), 0);
+    cr_assert_eq(th_wait_atomic(&n_wcb, 2, 5000), 2);
+    /* the timer's next write sees the abort and ends the response, so the loop empties */
+    th_server_stop(ts, 100);
+    th_conn_close(&c);
+    sq_app_destroy(app);
+    cr_assert_eq(atomic_load(&n_aborted), 1);
+    cr_assert_eq(atomic_load(&n_stream_done), 1);
+    cr_assert_eq(atomic_load(&end_rc), UV_ECANCELED);
+}
+
+Test(server, destroy_with_idle_and_half_read_connections_is_prompt, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    th_conn_t c[3];
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(th_conn_open(&c[i], th_server_port(ts)), 0);
+    cr_assert_eq(th_conn_sends(&c[1], GET("/")), 0);
+    expect_res(&c[1], 200, "hello");
+    cr_assert_eq(th_conn_sends(&c[2], "GET / HTTP/1.1\r\nHo"), 0);
+    th_sleep_ms(50);
+    uint64_t took = th_server_stop(ts, 2000);
+    cr_assert_lt(took, 2500);
+    for (int i = 0; i < 3; i++) {
+        th_conn_read_some(&c[i], 2000); /* c[2] may get an answer; any is fine */
+        th_conn_close(&c[i]);
+    }
+    sq_app_destroy(app);
+}
