@@ -31,6 +31,9 @@
  *   calls destructor(value) when it is freed, so the value lives as long as any reference
  *   to the promise. A callback gets the value borrowed: valid until it returns, or longer
  *   by taking a reference to `p`, its first argument.
+ * - `data` given with a callback is borrowed and never freed by squall. A then or catch
+ *   callback may never run (the outcome it does not handle passes it by), so keep a chain's
+ *   state in one context freed by the await at the chain's end, which always runs once.
  * - Whoever will settle a promise holds a reference to it until it does (the operation
  *   under sq_promise_work/sq_promise_sleep does); a reaction holds a reference to the
  *   promise it settles (`next`). Nothing holds its source: a chain whose head is still
