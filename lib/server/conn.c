@@ -190,6 +190,7 @@ void sq__exch_unhold(sq__exch_t *x)
         exch_put(x);
 }
 
+/* Drops one holder's reference; `which` is one SQ__XF_HOLD_* flag. */
 void sq__exch_release(sq__exch_t *x, uint32_t which)
 {
     if (!(x->flags & which))
@@ -1283,7 +1284,8 @@ int sq__res_takeover(sq_res_t *res, const sq__proto_t *proto, void *ud)
     x->flags |= SQ__XF_FINISHED;
     c->exch = NULL;
     x->conn = NULL;
-    sq__exch_release(x, SQ__XF_HOLD_CONN | SQ__XF_HOLD_HANDLER);
+    sq__exch_release(x, SQ__XF_HOLD_CONN);
+    sq__exch_release(x, SQ__XF_HOLD_HANDLER);
     if (c->pending.len > 0)
         tick_add(c);
     if (c->flags & SQ__CF_READ_STOPPED) {

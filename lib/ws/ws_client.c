@@ -98,11 +98,31 @@ static int io_write(sq_ws_t *ws, const uv_buf_t *bufs, unsigned n, bool notify)
     size_t len = 0;
     for (unsigned i = 0; i < n; i++)
         len += bufs[i].len;
+    size_t skip = 0;
+    if (c->writes == 0 && !notify && c->tcp_open) {
+        /* nothing queued: the socket usually takes it all, with no copy */
+        int w = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
+        if (w < 0 && w != UV_EAGAIN)
+            return w;
+        skip = w > 0 ? (size_t)w : 0;
+        if (skip == len)
+            return 0;
+    }
+    len -= skip;
     wsc_write_t *w = calloc(1, sizeof(*w) + len);
     if (w == NULL)
         return UV_ENOMEM;
-    for (unsigned i = 0, off = 0; i < n; off += bufs[i].len, i++)
-        memcpy(w->data + off, bufs[i].base, bufs[i].len);
+    for (unsigned i = 0, off = 0; i < n; i++) {
+        size_t bl = bufs[i].len, from = 0;
+        if (skip >= bl) {
+            skip -= bl;
+            continue;
+        }
+        from = skip;
+        skip = 0;
+        memcpy(w->data + off, bufs[i].base + from, bl - from);
+        off += (unsigned)(bl - from);
+    }
     w->len = len;
     w->notify = notify;
     return wsc_send(c, w, uv_buf_init(w->data, (unsigned)len));
@@ -433,7 +453,8 @@ static void on_hs_timeout(uv_timer_t *t)
 /* Splits "ws://host[:port][/path][?query]" (host may be [v6]). */
 static int parse_url(wsc_t *c, const char *url)
 {
-    if (strncasecmp(url, "ws://", 5) != 0)
+    /* RFC 6455 §3: a WebSocket URI has no fragment */
+    if (strncasecmp(url, "ws://", 5) != 0 || strchr(url, '#') != NULL)
         return UV_EINVAL;
     const char *h = url + 5, *hend, *p;
     if (*h == '[') {
