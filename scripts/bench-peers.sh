@@ -125,6 +125,12 @@ echo "bench-peers: wrk -t1 -c$CONNS -d$DURATION, $REPEAT runs per cell alternati
 echo "  squall: build/bin/hello --workers 1 (pid $SQ_PID, port $SQ_PORT)"
 echo "  nginx:  $(nginx -v 2>&1 | sed 's/^nginx version: //'), 1 worker, return 200 (port $NGX_PORT)"
 
+load0=$(cut -d' ' -f1 /proc/loadavg)
+if awk -v l="$load0" 'BEGIN { exit !(l > 0.5) }'; then
+    echo "  warning: load average $load0 before the run: other work shares these 2 CPUs," \
+        "req/s will be noisy (CPU us/req less so)"
+fi
+
 # Warm-up: one second each, not counted.
 for load in plaintext pipelined; do
     run_one squall "$SQ_PORT" "$load" 1s warmup
@@ -154,6 +160,7 @@ for load in plaintext pipelined; do
             "$(median "$f" 2)" "$(cut -d' ' -f1 "$f" | paste -sd' ')"
     done
 done
+echo "(load average before: $load0, after: $(cut -d' ' -f1 /proc/loadavg))"
 echo
 for load in plaintext pipelined; do
     label=$load
