@@ -97,6 +97,9 @@ static int write_head(sq__exch_t *x, int status, const char *ctype, int64_t clen
             x->flags |= SQ__XF_CHUNKED;
         else
             x->flags &= ~SQ__XF_KEEPALIVE; /* the end of the body is the end of the stream */
+    } else if (!status_has_body(status)) {
+        x->flags |= SQ__XF_HEAD; /* RFC 9112 §6.3: 1xx, 204, 304 end at the head; writes
+                                    of a streamed body are dropped like HEAD's */
     }
     if (c->flags & SQ__CF_CLOSE_AFTER || srv->closing)
         x->flags &= ~SQ__XF_KEEPALIVE;
@@ -349,13 +352,15 @@ int sq_res_end(sq_res_t *res)
     sq__exch_t *x = res->req;
     if (x->flags & SQ__XF_FINISHED)
         return SQ_EALREADY_SENT;
-    if (!(x->flags & SQ__XF_STREAMING))
-        return SQ_ENOTSTREAMING;
     sq__conn_t *c = x->conn;
     if (c == NULL || (c->flags & SQ__CF_CLOSED)) {
+        /* also when sq_res_start itself found the client gone: the handler's sq_res_end
+         * must still release the response (test: async/streaming_started_after_*) */
         sq__exch_finished(x);
         return UV_ECANCELED;
     }
+    if (!(x->flags & SQ__XF_STREAMING))
+        return SQ_ENOTSTREAMING;
     int rc = 0;
     if ((x->flags & SQ__XF_CHUNKED) && !(x->flags & SQ__XF_HEAD))
         rc = sq__batch_add_copy(sq__conn_batch(c), "0\r\n\r\n", 5);
