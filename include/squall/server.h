@@ -28,7 +28,9 @@ typedef struct sq_server_opts {
     size_t max_body_bytes;       /* request body; 1 MiB -> 413 */
     uint64_t header_timeout_ms;  /* first byte of a request to end of headers; 10 s -> 408 */
     uint64_t body_timeout_ms;    /* longest silence while reading a body; 30 s -> 408 */
-    uint64_t idle_timeout_ms;    /* keep-alive idle between requests; 5 s -> quiet close */
+    uint64_t idle_timeout_ms;    /* keep-alive idle between requests; 5 s -> quiet close.
+                                    An answer still being written keeps the connection
+                                    as long as the client takes some of it within this */
     unsigned max_connections;    /* open connections; 16384; more are accepted and closed */
     size_t max_pipeline_bytes;   /* bytes buffered while a request is being answered; 64 KiB,
                                     then reading pauses (back-pressure) */

@@ -22,6 +22,7 @@
 static const llhttp_settings_t parser_settings;
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void conn_flush(sq__conn_t *c);
 static void conn_teardown(sq__conn_t *c);
 /* ---- timeouts: one FIFO queue per kind, one timer per server ---- */
@@ -77,6 +78,14 @@ static void on_timer(uv_timer_t *t)
                 srv->stats.timeouts++;
                 respond_error(c, 408, "Request Timeout");
                 conn_flush(c);
+            } else if (q == SQ__TQ_IDLE && c->wq != NULL && c->wq->inflight &&
+                       c->h.stream.write_queue_size < c->wq->mark) {
+                /* No request, but an answer is still being written: the client took some
+                 * of it since the last look, so it is not idle. One that takes nothing
+                 * for a whole idle period is closed (tests: backpressure/slow_reader_*,
+                 * backpressure/reader_that_stalls_*). */
+                c->wq->mark = c->h.stream.write_queue_size;
+                tq_put(c, SQ__TQ_IDLE);
             } else {
                 conn_teardown(c);
             }
@@ -386,6 +395,15 @@ static void on_write(uv_write_t *req, int status)
     after_write(c, status);
 }
 
+/* The parser waits for queued answers to drain (conn_drain_pause): once they have, the
+ * tick parses what waits. */
+static void drain_wake(sq__conn_t *c)
+{
+    if ((c->flags & (SQ__CF_DRAIN | SQ__CF_CLOSE_AFTER)) == SQ__CF_DRAIN &&
+        sq__conn_queued_bytes(c) <= c->srv->opts.max_pipeline_bytes)
+        tick_add(c);
+}
+
 /* Sends the filling batch: one writev when the socket takes it all (the usual case),
  * else uv_write for the rest. Pipelined responses of one read leave in one syscall. */
 static void conn_flush(sq__conn_t *c)
@@ -444,6 +462,7 @@ static void conn_flush(sq__conn_t *c)
     }
     q->fill ^= 1;
     q->inflight = true;
+    q->mark = SIZE_MAX;
     c->h.handle.data = c;
     int rc = uv_write(&q->req, &c->h.stream, q->iov + first, n - first, on_write);
     if (rc != 0) {
@@ -451,13 +470,17 @@ static void conn_flush(sq__conn_t *c)
         q->fill ^= 1;
         batch_complete(c, b, rc);
         conn_teardown(c);
+        return;
     }
+    drain_wake(c);
     return;
 done:
-    if ((c->flags & SQ__CF_CLOSE_AFTER) && (q == NULL || !q->inflight))
+    if ((c->flags & SQ__CF_CLOSE_AFTER) && (q == NULL || !q->inflight)) {
         sq__conn_close(c, false);
-    else
-        conn_idle_release(c);
+        return;
+    }
+    drain_wake(c);
+    conn_idle_release(c);
 }
 
 int sq__conn_write(sq__conn_t *c, const uv_buf_t *bufs, unsigned nbufs, sq__write_cb cb,
@@ -584,7 +607,7 @@ void sq__conn_close(sq__conn_t *c, bool force)
                 sq__conn_abort_exch(c);
                 if (c->flags & SQ__CF_READ_STOPPED) {
                     c->flags &= ~SQ__CF_READ_STOPPED;
-                    uv_read_start(&c->h.stream, NULL, on_read);
+                    uv_read_start(&c->h.stream, on_alloc, on_read); /* to drain */
                 }
                 tq_put(c, SQ__TQ_LINGER);
                 return;
@@ -743,6 +766,37 @@ static bool conn_response_done(sq__conn_t *c)
     return true;
 }
 
+/* Back-pressure on pipelining: a client that sends requests without reading the answers
+ * would have squall buffer answers without bound. Past max_pipeline_bytes of queued
+ * answers, parsing pauses (the bytes read meanwhile wait in c->pending, and reading stops
+ * when that is full) until conn_flush sees the queue drain (test:
+ * backpressure/pipelined_answers_wait_*). Returns true when it paused. */
+static bool conn_drain_pause(sq__conn_t *c)
+{
+    if (sq__conn_queued_bytes(c) <= c->srv->opts.max_pipeline_bytes)
+        return false;
+    c->flags |= SQ__CF_PAUSED | SQ__CF_DRAIN;
+    return true;
+}
+
+/* Parses what was read while the parser was paused, and reads again. */
+static void conn_resume(sq__conn_t *c)
+{
+    c->flags &= ~(SQ__CF_PAUSED | SQ__CF_DRAIN);
+    llhttp_resume(&c->parser);
+    c->flags |= SQ__CF_IN_READ;
+    if (c->pending.len > 0) {
+        size_t n = c->pending.len;
+        c->pending.len = 0;
+        conn_process(c, c->pending.base, n);
+    }
+    c->flags &= ~SQ__CF_IN_READ;
+    if ((c->flags & SQ__CF_READ_STOPPED) && !(c->flags & (SQ__CF_CLOSED | SQ__CF_PAUSED))) {
+        c->flags &= ~SQ__CF_READ_STOPPED;
+        uv_read_start(&c->h.stream, on_alloc, on_read);
+    }
+}
+
 /* Between requests with nothing buffered, give the exchange and write state back. */
 static void conn_idle_release(sq__conn_t *c)
 {
@@ -769,22 +823,14 @@ static void conn_tick(sq__conn_t *c)
         return;
     if (c->state == SQ__ST_HANDLER && c->exch != NULL && (c->exch->flags & SQ__XF_FINISHED) &&
         !(c->flags & SQ__CF_CLOSE_AFTER)) {
+        /* answered later: go on with the pipelined requests, unless the answers queued
+         * so far must drain first */
         c->flags &= ~SQ__CF_PAUSED;
-        if (conn_response_done(c)) {
-            llhttp_resume(&c->parser);
-            c->flags |= SQ__CF_IN_READ;
-            if (c->pending.len > 0) {
-                size_t n = c->pending.len;
-                c->pending.len = 0;
-                conn_process(c, c->pending.base, n);
-            }
-            c->flags &= ~SQ__CF_IN_READ;
-            if ((c->flags & SQ__CF_READ_STOPPED) && !(c->flags & SQ__CF_CLOSED) &&
-                !(c->flags & SQ__CF_PAUSED)) {
-                c->flags &= ~SQ__CF_READ_STOPPED;
-                uv_read_start(&c->h.stream, on_alloc, on_read);
-            }
-        }
+        if (conn_response_done(c) && !conn_drain_pause(c))
+            conn_resume(c);
+    } else if ((c->flags & SQ__CF_DRAIN) && !(c->flags & SQ__CF_CLOSE_AFTER)) {
+        if (sq__conn_queued_bytes(c) <= c->srv->opts.max_pipeline_bytes)
+            conn_resume(c);
     } else if (c->state == SQ__ST_PROTO && c->pending.len > 0) {
         size_t n = c->pending.len;
         c->pending.len = 0;
@@ -1245,7 +1291,9 @@ static int on_message_complete(llhttp_t *p)
         c->flags |= SQ__CF_PAUSED; /* answered later; pipelined bytes wait in order */
         return HPE_PAUSED;
     }
-    return conn_response_done(c) ? 0 : HPE_PAUSED;
+    if (!conn_response_done(c))
+        return HPE_PAUSED;
+    return conn_drain_pause(c) ? HPE_PAUSED : 0;
 }
 
 static const llhttp_settings_t parser_settings = {

@@ -34,6 +34,7 @@ typedef struct sq__wq {
     bool inflight;
     uv_buf_t *iov;
     unsigned iov_cap;
+    size_t mark;        /* write_queue_size when the idle timeout last looked (progress) */
     struct sq__wq *next_free;
 } sq__wq_t;
 
@@ -55,6 +56,7 @@ enum {
     SQ__CF_CLOSED = 1 << 5,      /* uv_close was called */
     SQ__CF_PIPE = 1 << 6,        /* a Unix domain socket */
     SQ__CF_TICK = 1 << 7,        /* queued for the next tick */
+    SQ__CF_DRAIN = 1 << 8,       /* parser paused until queued answers drain (back-pressure) */
 };
 
 struct sq__conn {
