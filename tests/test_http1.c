@@ -27,6 +27,8 @@ static atomic_int n_free;      /* sq_res_send_ref free callbacks */
 static atomic_int end_rc;      /* sq_res_end's result in timer streams */
 static atomic_int n_stream_done;
 static atomic_int inject_rc[4];
+static atomic_int lstream_rc[3]; /* sq_res_start, _write, _end from a timer */
+static atomic_int max_queued_kb; /* most response bytes queued when a handler ran */
 
 static void reset_counts(void)
 {
@@ -42,6 +44,9 @@ static void reset_counts(void)
     atomic_store(&n_stream_done, 0);
     for (int i = 0; i < 4; i++)
         atomic_store(&inject_rc[i], 1);
+    for (int i = 0; i < 3; i++)
+        atomic_store(&lstream_rc[i], 1);
+    atomic_store(&max_queued_kb, 0);
 }
 
 static int query_int(sq_req_t *req, const char *name, int def)
@@ -234,6 +239,54 @@ static void big_get(sq_req_t *req, sq_res_t *res, void *data)
 }
 static const sq_handler_t big = {.get = big_get};
 
+/* GET /lstream?ms=N[&status=S]: starts streaming only from a timer, N ms later, then writes
+ * and ends; records what each call returned (the client may have left by then). */
+
+typedef struct lstream {
+    uv_timer_t timer;
+    sq_res_t *res;
+    int status;
+} lstream_t;
+
+static void lstream_fire(uv_timer_t *t)
+{
+    lstream_t *l = t->data;
+    atomic_store(&lstream_rc[0], sq_res_start(l->res, l->status, "text/plain"));
+    atomic_store(&lstream_rc[1], sq_res_write(l->res, "body", 4, on_wcb, NULL));
+    atomic_store(&lstream_rc[2], sq_res_end(l->res));
+    atomic_fetch_add(&n_stream_done, 1);
+    uv_close((uv_handle_t *)t, late_free);
+}
+
+static void lstream_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    atomic_fetch_add(&n_handler, 1);
+    lstream_t *l = calloc(1, sizeof(*l));
+    l->res = res;
+    l->status = query_int(req, "status", 200);
+    uv_timer_init(sq_req_loop(req), &l->timer);
+    l->timer.data = l;
+    uv_timer_start(&l->timer, lstream_fire, (uint64_t)query_int(req, "ms", 10), 0);
+}
+static const sq_handler_t lstream = {.get = lstream_get, .aborted = tstream_aborted};
+
+/* GET /qbig?kb=N: an N KiB body; records the most response bytes found queued on the
+ * connection when a request reached its handler (back-pressure) */
+
+static void qbig_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    atomic_fetch_add(&n_handler, 1);
+    int q = (int)(sq_res_queued_bytes(res) / 1024);
+    if (q > atomic_load(&max_queued_kb))
+        atomic_store(&max_queued_kb, q);
+    size_t n = (size_t)query_int(req, "kb", 1024) * 1024;
+    char *b = malloc(n);
+    memset(b, 'q', n);
+    sq_res_send(res, 200, "application/octet-stream", b, n);
+    free(b);
+}
+static const sq_handler_t qbig = {.get = qbig_get};
+
 static sq_app_t *make_app(void)
 {
     reset_counts();
@@ -248,6 +301,8 @@ static sq_app_t *make_app(void)
     cr_assert_eq(sq_app_route(app, "/ref", &ref, NULL), 0);
     cr_assert_eq(sq_app_route(app, "/inject", &inject, NULL), 0);
     cr_assert_eq(sq_app_route(app, "/big", &big, NULL), 0);
+    cr_assert_eq(sq_app_route(app, "/lstream", &lstream, NULL), 0);
+    cr_assert_eq(sq_app_route(app, "/qbig", &qbig, NULL), 0);
     return app;
 }
 
@@ -1601,4 +1656,121 @@ Test(server, destroy_with_idle_and_half_read_connections_is_prompt, .timeout = 1
         th_conn_close(&c[i]);
     }
     sq_app_destroy(app);
+}
+
+/* ---- more on clients that leave, slow readers and back-pressure ---- */
+
+Test(async, streaming_started_after_the_client_left_ends_with_ecanceled, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    cr_assert_eq(th_conn_sends(&c, GET("/lstream?ms=200")), 0);
+    cr_assert_eq(th_wait_atomic(&n_handler, 1, 5000), 1);
+    th_conn_close(&c);
+    cr_assert_eq(th_wait_atomic(&n_stream_done, 1, 5000), 1);
+    stop(ts, app); /* fails if the response was never released */
+    cr_assert_eq(atomic_load(&n_aborted), 1);
+    cr_assert_eq(atomic_load(&lstream_rc[0]), UV_ECANCELED);
+    cr_assert_eq(atomic_load(&lstream_rc[1]), SQ_ENOTSTREAMING);
+    cr_assert_eq(atomic_load(&lstream_rc[2]), UV_ECANCELED, "sq_res_end: %s",
+                 sq_err_name(atomic_load(&lstream_rc[2])));
+    cr_assert_eq(atomic_load(&n_wcb), 0);
+}
+
+Test(responses, streaming_a_status_without_body_sends_no_body_bytes, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    cr_assert_eq(th_conn_sends(&c, GET("/lstream?status=204") GET("/n/2")), 0);
+    th_res_t r;
+    cr_assert_eq(th_conn_read_res(&c, &r, 5000, false), 0);
+    cr_assert_eq(r.status, 204);
+    assert_no_header(&r, "Transfer-Encoding");
+    assert_no_header(&r, "Content-Length");
+    th_res_free(&r);
+    expect_res(&c, 200, "2"); /* no stray "body" bytes in between */
+    th_conn_close(&c);
+    stop(ts, app);
+    cr_assert_eq(atomic_load(&lstream_rc[1]), 0);
+    cr_assert_eq(atomic_load(&lstream_rc[2]), 0);
+    cr_assert_eq(atomic_load(&n_wcb), 1);
+}
+
+Test(backpressure, pipelined_answers_wait_for_a_client_that_does_not_read, .timeout = 20)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    /* 48 answers of 1 MiB asked for at once; the client reads nothing for a while */
+    char batch[48 * 64];
+    size_t len = 0;
+    for (int i = 0; i < 48; i++)
+        len += (size_t)snprintf(batch + len, sizeof(batch) - len, GET("/qbig?kb=1024"));
+    cr_assert_eq(th_conn_send(&c, batch, len), 0);
+    th_sleep_ms(500);
+    int handled = atomic_load(&n_handler);
+    cr_assert_lt(handled, 48, "all %d answers were made without the client reading", handled);
+    for (int i = 0; i < 48; i++) {
+        th_res_t r;
+        cr_assert_eq(th_conn_read_res(&c, &r, 10000, false), 0);
+        cr_assert_eq(r.status, 200);
+        cr_assert_eq(r.body_len, 1u << 20);
+        th_res_free(&r);
+    }
+    th_conn_close(&c);
+    stop(ts, app);
+    cr_assert_eq(atomic_load(&n_handler), 48);
+    cr_assert_leq(atomic_load(&max_queued_kb), 2048, "%d KiB queued",
+                  atomic_load(&max_queued_kb));
+}
+
+Test(backpressure, slow_reader_gets_a_download_longer_than_the_idle_timeout, .timeout = 20)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start_timeouts(app, 30000, 30000, 1000);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    cr_assert_eq(th_conn_sends(&c, GET("/qbig?kb=32768")), 0);
+    /* 1 MiB, then a 100 ms pause, and so on: 32 MiB take over 3 s, past the 1 s idle
+     * timeout, and the socket buffers cannot hold the answer meanwhile. (The server sees
+     * progress only when the kernel wants more, every couple of MiB.) */
+    size_t got = 0, want = (32u << 20) + 100;
+    uint64_t t0 = th_now_ms();
+    while (!c.eof && got < want && th_now_ms() - t0 < 15000) {
+        size_t burst = 0;
+        while (!c.eof && burst < (1u << 20)) {
+            th_conn_read_some(&c, 1000);
+            burst += c.len;
+            c.len = 0;
+        }
+        got += burst;
+        th_sleep_ms(100);
+    }
+    cr_assert_geq(got, 32u << 20, "got %zu bytes in %llu ms", got,
+                  (unsigned long long)(th_now_ms() - t0));
+    th_conn_close(&c);
+    stop(ts, app);
+}
+
+Test(backpressure, reader_that_stalls_is_closed_after_the_idle_timeout, .timeout = 20)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start_timeouts(app, 30000, 30000, 300);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    cr_assert_eq(th_conn_sends(&c, GET("/qbig?kb=65536")), 0);
+    sq_server_stats_t st;
+    uint64_t t0 = th_now_ms();
+    do {
+        th_sleep_ms(50);
+        th_server_stats(ts, &st);
+    } while (st.connections_open > 0 && th_now_ms() - t0 < 10000);
+    cr_assert_eq(st.connections_open, 0, "a client that reads nothing holds its connection");
+    th_conn_close(&c);
+    stop(ts, app);
 }
