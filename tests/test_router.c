@@ -1,0 +1,351 @@
+/* The router over real sockets: patterns and typed parameters, 404/405/422, HEAD falling
+ * back to GET, percent-decoding of paths and queries, header look-up, JSON in and out. */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+#include <jansson.h>
+
+#include "support/harness.h"
+
+/* ---- patterns ---- */
+
+static const sq_handler_t nothing = {.get = NULL};
+
+Test(router, malformed_patterns_are_refused, .timeout = 5)
+{
+    sq_app_t *app;
+    cr_assert_eq(sq_app_create(&app), 0);
+    static const char *bad[] = {
+        "",           "items",     "/{}",          "/{x:float}", "/*/a",
+        "/{p:path}/x", "/a{b}",    "/{x",          "/x}",        "/{:int}",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        cr_assert_eq(sq_app_route(app, bad[i], &nothing, NULL), SQ_EPATTERN, "pattern '%s'",
+                     bad[i]);
+    char many[256] = "";
+    for (int i = 0; i < 17; i++)
+        snprintf(many + strlen(many), sizeof(many) - strlen(many), "/{p%d}", i);
+    cr_assert_eq(sq_app_route(app, many, &nothing, NULL), SQ_EPATTERN, "17 parameters");
+    cr_assert_eq(sq_app_route(app, "/{a}/{b:int}/{c:str}/{d:path}", &nothing, NULL), 0);
+    cr_assert_eq(sq_app_route(app, "/s/*", &nothing, NULL), 0);
+    cr_assert_eq(sq_app_route(NULL, "/", &nothing, NULL), UV_EINVAL);
+    cr_assert_eq(sq_app_route(app, NULL, &nothing, NULL), UV_EINVAL);
+    cr_assert_eq(sq_app_route(app, "/", NULL, NULL), UV_EINVAL);
+    sq_app_destroy(app);
+    sq_app_destroy(NULL);
+}
+
+/* ---- handlers that say what they saw, as JSON ---- */
+
+static void reply(sq_res_t *res, json_t *j)
+{
+    sq_res_send_json_new(res, 200, j);
+}
+
+static void item_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    int64_t id = 0;
+    int rc = sq_req_param_int(req, "item_id", &id);
+    reply(res, json_pack("{s:I,s:s?,s:i}", "item_id", (json_int_t)id, "q",
+                         sq_req_query(req, "q"), "rc", rc));
+}
+static const sq_handler_t items = {.get = item_get};
+
+static void user_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    int64_t unused;
+    reply(res, json_pack("{s:s?,s:s,s:s,s:b}", "name", sq_req_param(req, "name"), "path",
+                         sq_req_path(req), "target", sq_req_target(req), "int",
+                         sq_req_param_int(req, "name", &unused) == 0));
+}
+static const sq_handler_t users = {.get = user_get};
+
+static void rest_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    reply(res, json_pack("{s:s?,s:s?}", "rest", sq_req_param(req, "rest"), "star",
+                         sq_req_param(req, "*")));
+}
+static const sq_handler_t rest = {.get = rest_get};
+
+static void query_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    static const char *names[] = {"q", "empty", "noval", "x", "bad", "missing", "rep", "k y"};
+    json_t *o = json_object();
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        const char *v = sq_req_query(req, names[i]);
+        json_object_set_new(o, names[i], v ? json_string(v) : json_null());
+    }
+    json_object_set_new(o, "raw", json_string(sq_req_query_string(req)));
+    reply(res, o);
+}
+static const sq_handler_t query = {.get = query_get};
+
+static void hdr_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    const char *name, *value;
+    size_t n = sq_req_header_count(req);
+    json_t *list = json_array();
+    for (size_t i = 0; i < n; i++) {
+        if (sq_req_header_at(req, i, &name, &value) != 0)
+            name = value = "?";
+        json_array_append_new(list, json_pack("[s,s]", name, value));
+    }
+    int out_of_range = sq_req_header_at(req, n, &name, &value);
+    reply(res, json_pack("{s:s?,s:s?,s:s?,s:o,s:i,s:s,s:i}", "custom",
+                         sq_req_header(req, "x-custom"), "CUSTOM", sq_req_header(req, "X-CUSTOM"),
+                         "none", sq_req_header(req, "x-none"), "all", list, "oor", out_of_range,
+                         "method", sq_req_method(req), "minor", sq_req_version_minor(req)));
+}
+static const sq_handler_t hdr = {.get = hdr_get, .del = hdr_get, .patch = hdr_get,
+                                 .options = hdr_get};
+
+static void json_post(sq_req_t *req, sq_res_t *res, void *data)
+{
+    json_error_t err;
+    json_t *in = sq_req_json(req, &err);
+    if (in == NULL) {
+        sq_res_send_error(res, 400, "invalid JSON");
+        return;
+    }
+    sq_res_send_json_new(res, 201, json_pack("{s:o}", "got", in));
+}
+static const sq_handler_t jsonh = {.post = json_post};
+
+static int marker;
+static void data_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    sq_res_send(res, 200, "text/plain", data == &marker ? "mine" : "wrong", 4);
+}
+static void multi_post(sq_req_t *req, sq_res_t *res, void *data)
+{
+    sq_res_send(res, 200, "text/plain", "post", 4);
+}
+static const sq_handler_t multi = {.get = data_get, .post = multi_post};
+
+static char s_param[] = "param", s_literal[] = "literal", s_cafe[] = "cafe", s_root[] = "root";
+
+static void first_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    sq_res_send(res, 200, "text/plain", data, strlen(data));
+}
+static const sq_handler_t first = {.get = first_get};
+
+static th_server_t *ts;
+static sq_app_t *app;
+
+static void router_setup(void)
+{
+    cr_assert_eq(sq_app_create(&app), 0);
+    cr_assert_eq(sq_app_route(app, "/items/{item_id:int}", &items, NULL), 0);
+    cr_assert_eq(sq_app_route(app, "/users/{name}", &users, NULL), 0);
+    cr_assert_eq(sq_app_route(app, "/files/{rest:path}", &rest, NULL), 0);
+    cr_assert_eq(sq_app_route(app, "/static/*", &rest, NULL), 0);
+    cr_assert_eq(sq_app_route(app, "/query", &query, NULL), 0);
+    cr_assert_eq(sq_app_route(app, "/hdr", &hdr, NULL), 0);
+    cr_assert_eq(sq_app_route(app, "/json", &jsonh, NULL), 0);
+    cr_assert_eq(sq_app_route(app, "/multi", &multi, &marker), 0);
+    cr_assert_eq(sq_app_route(app, "/order/{x}", &first, s_param), 0);
+    cr_assert_eq(sq_app_route(app, "/order/lit", &first, s_literal), 0);
+    cr_assert_eq(sq_app_route(app, "/caf\xc3\xa9", &first, s_cafe), 0);
+    cr_assert_eq(sq_app_route(app, "/", &first, s_root), 0);
+    ts = th_server_start(app, NULL);
+}
+
+static void router_teardown(void)
+{
+    th_server_stop(ts, 1000);
+    sq_app_destroy(app);
+}
+
+TestSuite(routes, .init = router_setup, .fini = router_teardown, .timeout = 10);
+
+/* One request on a fresh connection: returns the response (status and body checked). */
+static th_res_t get(const char *raw, int status, const char *body)
+{
+    th_res_t r;
+    int rc = th_request(th_server_port(ts), raw, &r);
+    cr_assert_eq(rc, 0, "%s: %s", raw, uv_err_name(rc));
+    cr_assert_eq(r.status, status, "want %d for %s, got:\n%s", status, raw, r.raw);
+    if (body != NULL)
+        cr_assert_str_eq(r.body, body, "for %s", raw);
+    return r;
+}
+
+static void check(const char *raw, int status, const char *body)
+{
+    th_res_t r = get(raw, status, body);
+    th_res_free(&r);
+}
+
+#define GET(path) "GET " path " HTTP/1.1\r\nHost: t\r\n\r\n"
+
+Test(routes, typed_int_parameter_and_query, .timeout = 10)
+{
+    check(GET("/items/5?q=somequery"), 200, "{\"item_id\":5,\"q\":\"somequery\",\"rc\":0}");
+    check(GET("/items/5"), 200, "{\"item_id\":5,\"q\":null,\"rc\":0}");
+    check(GET("/items/-42"), 200, "{\"item_id\":-42,\"q\":null,\"rc\":0}");
+    check(GET("/items/9223372036854775807"), 200,
+          "{\"item_id\":9223372036854775807,\"q\":null,\"rc\":0}");
+    check(GET("/items/%35"), 200, "{\"item_id\":5,\"q\":null,\"rc\":0}");
+}
+
+Test(routes, non_integer_parameter_gets_422_with_fastapi_detail, .timeout = 10)
+{
+    th_res_t r = get(GET("/items/foo"), 422,
+                     "{\"detail\":[{\"type\":\"int_parsing\",\"loc\":[\"path\",\"item_id\"],"
+                     "\"msg\":\"Input should be a valid integer, unable to parse string as an "
+                     "integer\",\"input\":\"foo\"}]}");
+    cr_assert_str_eq(th_res_header(&r, "Content-Type"), "application/json");
+    th_res_free(&r);
+    static const char *bad[] = {"/items/5x", "/items/%205", "/items/1.5", "/items/0x10",
+                                "/items/99999999999999999999", "/items/%22%5C"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char req[128];
+        snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: t\r\n\r\n", bad[i]);
+        r = get(req, 422, NULL);
+        json_error_t e;
+        json_t *j = json_loads(r.body, 0, &e);
+        cr_assert_not_null(j, "422 body is not JSON: %s", r.body);
+        json_t *d = json_array_get(json_object_get(j, "detail"), 0);
+        cr_assert_str_eq(json_string_value(json_array_get(json_object_get(d, "loc"), 1)),
+                         "item_id");
+        cr_assert_not_null(json_string_value(json_object_get(d, "input")));
+        json_decref(j);
+        th_res_free(&r);
+    }
+}
+
+Test(routes, unknown_path_gets_404, .timeout = 10)
+{
+    static const char *paths[] = {"/nope", "/items", "/items/", "/items/5/", "/items//5",
+                                  "/users/", "/users/a/b", "/files", "/static",
+                                  "/order", "/Query", "/QUERY"};
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+        char req[128];
+        snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: t\r\n\r\n", paths[i]);
+        th_res_t r = get(req, 404, "{\"detail\":\"Not Found\"}");
+        cr_assert_str_eq(th_res_header(&r, "Content-Type"), "application/json");
+        th_res_free(&r);
+    }
+}
+
+Test(routes, known_path_with_unset_method_gets_405_with_allow, .timeout = 10)
+{
+    th_res_t r = get("PUT /multi HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n", 405,
+                     "{\"detail\":\"Method Not Allowed\"}");
+    cr_assert_str_eq(th_res_header(&r, "Allow"), "GET, HEAD, POST");
+    th_res_free(&r);
+    r = get("GET /json HTTP/1.1\r\nHost: t\r\n\r\n", 405, NULL);
+    cr_assert_str_eq(th_res_header(&r, "Allow"), "POST");
+    th_res_free(&r);
+    r = get("POST /hdr HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n", 405, NULL);
+    cr_assert_str_eq(th_res_header(&r, "Allow"), "GET, HEAD, DELETE, PATCH, OPTIONS");
+    th_res_free(&r);
+    /* a method squall has no slot for */
+    r = get("PROPFIND /multi HTTP/1.1\r\nHost: t\r\n\r\n", 405, NULL);
+    cr_assert_str_eq(th_res_header(&r, "Allow"), "GET, HEAD, POST");
+    th_res_free(&r);
+    check("POST /multi HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n", 200, "post");
+    check(GET("/multi"), 200, "mine"); /* the route's data pointer reaches the handler */
+}
+
+Test(routes, head_falls_back_to_get_without_body, .timeout = 10)
+{
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    cr_assert_eq(th_conn_sends(&c, "HEAD /items/7 HTTP/1.1\r\nHost: t\r\n\r\n" GET("/items/8")), 0);
+    th_res_t r;
+    cr_assert_eq(th_conn_read_res(&c, &r, 5000, true), 0);
+    cr_assert_eq(r.status, 200);
+    cr_assert_str_eq(th_res_header(&r, "Content-Length"), "29");
+    cr_assert_eq(r.body_len, 0);
+    th_res_free(&r);
+    cr_assert_eq(th_conn_read_res(&c, &r, 5000, false), 0);
+    cr_assert_str_eq(r.body, "{\"item_id\":8,\"q\":null,\"rc\":0}");
+    th_res_free(&r);
+    th_conn_close(&c);
+}
+
+Test(routes, path_parameters_are_percent_decoded, .timeout = 10)
+{
+    check(GET("/users/alice"), 200,
+          "{\"name\":\"alice\",\"path\":\"/users/alice\",\"target\":\"/users/alice\",\"int\":false}");
+    check(GET("/users/J%C3%BCrgen%20X"), 200,
+          "{\"name\":\"J\xc3\xbcrgen X\",\"path\":\"/users/J\xc3\xbcrgen X\","
+          "\"target\":\"/users/J%C3%BCrgen%20X\",\"int\":false}");
+    /* an encoded slash stays inside its segment; '+' is not a space in a path */
+    check(GET("/users/a%2Fb+c"), 200,
+          "{\"name\":\"a/b+c\",\"path\":\"/users/a/b+c\",\"target\":\"/users/a%2Fb+c\",\"int\":false}");
+    /* a bad escape or an encoded NUL matches nothing */
+    check(GET("/users/%zz"), 404, NULL);
+    check(GET("/users/a%00b"), 404, NULL);
+    check(GET("/users/%4"), 404, NULL);
+    /* literal segments match their encoded form too */
+    check(GET("/caf%C3%A9"), 200, "cafe");
+    check(GET("/%63af%c3%a9"), 200, "cafe");
+}
+
+Test(routes, path_and_wildcard_parameters_take_the_rest, .timeout = 10)
+{
+    check(GET("/files/a/b/c.txt"), 200, "{\"rest\":\"a/b/c.txt\",\"star\":null}");
+    check(GET("/files/x%20y/z"), 200, "{\"rest\":\"x y/z\",\"star\":null}");
+    check(GET("/static/css/site.css?v=1"), 200, "{\"rest\":null,\"star\":\"css/site.css\"}");
+    check(GET("/static/"), 200, "{\"rest\":null,\"star\":\"\"}");
+}
+
+Test(routes, first_registered_route_wins, .timeout = 10)
+{
+    check(GET("/order/lit"), 200, "param");
+    check(GET("/order/other"), 200, "param");
+    check(GET("/"), 200, "root");
+}
+
+Test(routes, query_string_is_form_decoded, .timeout = 10)
+{
+    check(GET("/query?q=a+b%20c&empty=&noval&x=%41%e2%82%ac&bad=%zz&rep=1&rep=2&k+y=v%2Bw"), 200,
+          "{\"q\":\"a b c\",\"empty\":\"\",\"noval\":\"\",\"x\":\"A\xe2\x82\xac\",\"bad\":null,"
+          "\"missing\":null,\"rep\":\"1\",\"k y\":\"v+w\","
+          "\"raw\":\"q=a+b%20c&empty=&noval&x=%41%e2%82%ac&bad=%zz&rep=1&rep=2&k+y=v%2Bw\"}");
+    check(GET("/query"), 200,
+          "{\"q\":null,\"empty\":null,\"noval\":null,\"x\":null,\"bad\":null,\"missing\":null,"
+          "\"rep\":null,\"k y\":null,\"raw\":\"\"}");
+    check(GET("/query?&&q=1&"), 200,
+          "{\"q\":\"1\",\"empty\":null,\"noval\":null,\"x\":null,\"bad\":null,\"missing\":null,"
+          "\"rep\":null,\"k y\":null,\"raw\":\"&&q=1&\"}");
+    check(GET("/query?q=%00"), 200, NULL); /* an encoded NUL: the pair is skipped */
+}
+
+Test(routes, absolute_form_target_is_routed_by_its_path, .timeout = 10)
+{
+    check("GET http://example.com/items/3?q=z HTTP/1.1\r\nHost: example.com\r\n\r\n", 200,
+          "{\"item_id\":3,\"q\":\"z\",\"rc\":0}");
+    check("GET HTTP://example.com HTTP/1.1\r\nHost: example.com\r\n\r\n", 404, NULL);
+}
+
+Test(routes, header_lookup_is_case_insensitive_and_ordered, .timeout = 10)
+{
+    check("DELETE /hdr HTTP/1.1\r\nHost: t\r\nX-Custom: one  \r\nx-custom: two\r\n\r\n", 200,
+          "{\"custom\":\"one\",\"CUSTOM\":\"one\",\"none\":null,"
+          "\"all\":[[\"Host\",\"t\"],[\"X-Custom\",\"one\"],[\"x-custom\",\"two\"]],"
+          "\"oor\":-22,\"method\":\"DELETE\",\"minor\":1}");
+    check("OPTIONS /hdr HTTP/1.0\r\nX-CUSTOM:\t\tv\r\n\r\n", 200,
+          "{\"custom\":\"v\",\"CUSTOM\":\"v\",\"none\":null,\"all\":[[\"X-CUSTOM\",\"v\"]],"
+          "\"oor\":-22,\"method\":\"OPTIONS\",\"minor\":0}");
+}
+
+Test(routes, json_body_in_and_json_response_out, .timeout = 10)
+{
+    th_res_t r = get("POST /json HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                     "Content-Length: 24\r\n\r\n{\"a\": [1, 2], \"b\": \"\xc3\xa9\"}",
+                     201, "{\"got\":{\"a\":[1,2],\"b\":\"\xc3\xa9\"}}");
+    cr_assert_str_eq(th_res_header(&r, "Content-Type"), "application/json");
+    th_res_free(&r);
+    check("POST /json HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\n{nope", 400,
+          "{\"detail\":\"invalid JSON\"}");
+    check("POST /json HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+          "3\r\n[1,\r\n2\r\n2]\r\n0\r\n\r\n",
+          201, "{\"got\":[1,2]}");
+}
