@@ -1,0 +1,298 @@
+/* Real clients against the hello app: curl and Debian's Python http.client, as a new user
+ * would run them. build/bin/hello is started on a free port (SQUALL_BIN points at build/bin
+ * under `make test`), and stopped with SIGTERM, which must end it with status 0. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+
+#include "support/harness.h"
+
+typedef struct hello {
+    pid_t pid;
+    int port;
+} hello_t;
+
+static const char *bin_dir(void)
+{
+    const char *d = getenv("SQUALL_BIN");
+    return d && *d ? d : "build/bin";
+}
+
+/* Starts hello on a free port and waits for its "serving on" line. Retries when another
+ * process took the port in between. */
+static hello_t hello_start(const char *extra_args)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/hello", bin_dir());
+    cr_assert_eq(access(path, X_OK), 0, "%s: not built (set SQUALL_BIN)", path);
+    for (int attempt = 0; attempt < 5; attempt++) {
+        hello_t h = {.port = th_free_port()};
+        int out[2];
+        cr_assert_eq(pipe2(out, O_CLOEXEC), 0);
+        char port[16];
+        snprintf(port, sizeof(port), "%d", h.port);
+        h.pid = fork();
+        cr_assert_geq(h.pid, 0);
+        if (h.pid == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failed test must not leave it running */
+            dup2(out[1], STDOUT_FILENO);
+            char opt_port[] = "--port";
+            char *argv[8] = {path, opt_port, port, NULL};
+            if (extra_args != NULL) {
+                argv[3] = (char *)extra_args;
+                argv[4] = NULL;
+            }
+            execv(path, argv);
+            _exit(127);
+        }
+        close(out[1]);
+        char line[256] = "";
+        size_t n = 0;
+        uint64_t end = th_now_ms() + 5000;
+        while (n < sizeof(line) - 1 && strchr(line, '\n') == NULL && th_now_ms() < end) {
+            ssize_t r = read(out[0], line + n, sizeof(line) - 1 - n);
+            if (r <= 0)
+                break;
+            n += (size_t)r;
+            line[n] = '\0';
+        }
+        close(out[0]);
+        if (strstr(line, "serving on") != NULL)
+            return h;
+        kill(h.pid, SIGKILL);
+        waitpid(h.pid, NULL, 0);
+    }
+    cr_assert_fail("hello did not start");
+    return (hello_t){0};
+}
+
+/* SIGTERM: graceful shutdown, exit status 0, within a few seconds. */
+static void hello_stop(hello_t *h)
+{
+    cr_assert_eq(kill(h->pid, SIGTERM), 0);
+    int status = 0;
+    uint64_t end = th_now_ms() + 8000;
+    pid_t w;
+    while ((w = waitpid(h->pid, &status, WNOHANG)) == 0 && th_now_ms() < end)
+        th_sleep_ms(10);
+    if (w == 0) {
+        kill(h->pid, SIGKILL);
+        waitpid(h->pid, &status, 0);
+        cr_assert_fail("hello did not exit within 8 s of SIGTERM");
+    }
+    cr_assert(WIFEXITED(status), "hello died of signal %d", WTERMSIG(status));
+    cr_assert_eq(WEXITSTATUS(status), 0);
+}
+
+/* Runs a shell command and returns its standard output (malloc'd). */
+static char *run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *run(const char *fmt, ...)
+{
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    FILE *f = popen(cmd, "r");
+    cr_assert_not_null(f, "%s", cmd);
+    size_t cap = 4096, len = 0;
+    char *out = malloc(cap);
+    size_t r;
+    while ((r = fread(out + len, 1, cap - len - 1, f)) > 0) {
+        len += r;
+        if (cap - len < 1024)
+            out = realloc(out, cap *= 2);
+    }
+    out[len] = '\0';
+    int st = pclose(f);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "`%s` failed (%d): %s", cmd, st, out);
+    return out;
+}
+
+static void expect_output(const char *want, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void expect_output(const char *want, const char *fmt, ...)
+{
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    char *out = run("%s", cmd);
+    cr_assert_str_eq(out, want, "`%s`", cmd);
+    free(out);
+}
+
+/* ---- curl ---- */
+
+#define CURL "curl -s --http1.1 --max-time 5 "
+
+Test(peers, curl_gets_json_items_and_echo, .timeout = 30)
+{
+    if (access("/usr/bin/curl", X_OK) != 0)
+        cr_skip_test("no /usr/bin/curl");
+    hello_t h = hello_start(NULL);
+    expect_output("{\"Hello\":\"World\"}", CURL "http://127.0.0.1:%d/", h.port);
+    expect_output("Hello, world", CURL "http://127.0.0.1:%d/plaintext", h.port);
+    expect_output("{\"item_id\":5,\"q\":\"somequery\"}", CURL "'http://127.0.0.1:%d/items/5?q=somequery'",
+                  h.port);
+    expect_output("{\"item_id\":5,\"q\":\"a b\"}", CURL "'http://127.0.0.1:%d/items/5?q=a+b'",
+                  h.port);
+    expect_output("{\"item_id\":-3,\"q\":null}", CURL "http://127.0.0.1:%d/items/-3", h.port);
+    /* -d posts application/x-www-form-urlencoded; echo answers with the same type */
+    expect_output("a=1&b=2 application/x-www-form-urlencoded 200",
+                  CURL "-d 'a=1&b=2' -w ' %%{content_type} %%{http_code}' "
+                       "http://127.0.0.1:%d/echo",
+                  h.port);
+    expect_output("{\"x\":[1,2]} application/json",
+                  CURL "-H 'Content-Type: application/json' --data-binary '{\"x\":[1,2]}' "
+                       "-w ' %%{content_type}' http://127.0.0.1:%d/echo",
+                  h.port);
+    /* 100-continue, as curl does for large bodies */
+    expect_output("waited 200",
+                  "head -c 70000 /dev/zero | tr '\\0' w | " CURL
+                  "-H 'Expect: 100-continue' --data-binary @- -o /dev/null "
+                  "-w 'waited %%{http_code}' http://127.0.0.1:%d/echo",
+                  h.port);
+    /* chunked upload */
+    expect_output("chunked-body",
+                  "printf chunked-body | " CURL "-H 'Transfer-Encoding: chunked' "
+                  "--data-binary @- http://127.0.0.1:%d/echo",
+                  h.port);
+    hello_stop(&h);
+}
+
+Test(peers, curl_head_and_error_statuses, .timeout = 30)
+{
+    if (access("/usr/bin/curl", X_OK) != 0)
+        cr_skip_test("no /usr/bin/curl");
+    hello_t h = hello_start(NULL);
+    char *head = run(CURL "-I http://127.0.0.1:%d/", h.port);
+    cr_assert(strncmp(head, "HTTP/1.1 200 OK\r\n", 17) == 0, "%s", head);
+    cr_assert_not_null(strstr(head, "\r\nContent-Length: 17\r\n"), "%s", head);
+    cr_assert_not_null(strstr(head, "\r\nContent-Type: application/json\r\n"), "%s", head);
+    cr_assert_not_null(strstr(head, "\r\nServer: squall\r\n"), "%s", head);
+    cr_assert_not_null(strstr(head, "\r\nDate: "), "%s", head);
+    free(head);
+    expect_output("{\"detail\":\"Not Found\"} 404",
+                  CURL "-w ' %%{http_code}' http://127.0.0.1:%d/nope", h.port);
+    expect_output("405 GET, HEAD\n",
+                  CURL "-X DELETE -D - -o /dev/null http://127.0.0.1:%d/items/1 "
+                       "| tr -d '\\r' | sed -n 's/^HTTP\\/1.1 \\([0-9]*\\).*/\\1/p; "
+                       "s/^Allow: //p' | paste -sd' '",
+                  h.port);
+    char *detail = run(CURL "http://127.0.0.1:%d/items/foo", h.port);
+    cr_assert_not_null(strstr(detail, "\"loc\":[\"path\",\"item_id\"]"), "%s", detail);
+    free(detail);
+    expect_output("422", CURL "-o /dev/null -w '%%{http_code}' http://127.0.0.1:%d/items/foo",
+                  h.port);
+    /* two URLs in one curl run share the connection */
+    expect_output("1 0 ", CURL "-o /dev/null -o /dev/null -w '%%{num_connects} ' "
+                               "http://127.0.0.1:%d/ http://127.0.0.1:%d/plaintext",
+                  h.port, h.port);
+    hello_stop(&h);
+}
+
+Test(peers, curl_over_limits_gets_413_and_431, .timeout = 30)
+{
+    if (access("/usr/bin/curl", X_OK) != 0)
+        cr_skip_test("no /usr/bin/curl");
+    hello_t h = hello_start("--max-body=1000");
+    expect_output("413", "head -c 2000 /dev/zero | " CURL "--data-binary @- -o /dev/null "
+                         "-w '%%{http_code}' http://127.0.0.1:%d/echo",
+                  h.port);
+    expect_output("431", CURL "-H \"X-Big: $(head -c 20000 /dev/zero | tr '\\0' b)\" "
+                              "-o /dev/null -w '%%{http_code}' http://127.0.0.1:%d/",
+                  h.port);
+    expect_output("200", CURL "-o /dev/null -w '%%{http_code}' http://127.0.0.1:%d/", h.port);
+    hello_stop(&h);
+}
+
+/* ---- Python's http.client (Debian's /usr/bin/python3) ---- */
+
+static const char py_script[] =
+    "import http.client, json, sys\n"
+    "port = int(sys.argv[1])\n"
+    "c = http.client.HTTPConnection('127.0.0.1', port, timeout=5)\n"
+    "out = []\n"
+    "def ask(method, url, body=None, headers={}, **kw):\n"
+    "    c.request(method, url, body=body, headers=headers, **kw)\n"
+    "    r = c.getresponse()\n"
+    "    out.append([method, url, r.status, r.getheader('Content-Type'), r.read().decode()])\n"
+    "ask('GET', '/')\n"
+    "sock = c.sock\n"
+    "ask('GET', '/items/5?q=x')\n"
+    "ask('GET', '/items/abc')\n"
+    "ask('POST', '/echo', b'hello \\x00 bytes', {'Content-Type': 'application/x-test'})\n"
+    "ask('POST', '/echo', iter([b'ab', b'cd']), {'Content-Type': 'text/plain'},"
+    " encode_chunked=True)\n"
+    "ask('HEAD', '/plaintext')\n"
+    "ask('GET', '/nope')\n"
+    "out.append(['same connection', c.sock is sock])\n"
+    "print(json.dumps(out))\n";
+
+Test(peers, python_http_client_reuses_one_connection, .timeout = 30)
+{
+    if (access("/usr/bin/python3", X_OK) != 0)
+        cr_skip_test("no /usr/bin/python3");
+    hello_t h = hello_start(NULL);
+    char script[] = "/tmp/squall-peers-XXXXXX";
+    int fd = mkstemp(script);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(write(fd, py_script, sizeof(py_script) - 1), (ssize_t)sizeof(py_script) - 1);
+    close(fd);
+    char *out = run("/usr/bin/python3 %s %d", script, h.port);
+    unlink(script);
+    cr_assert_str_eq(
+        out,
+        "[[\"GET\", \"/\", 200, \"application/json\", \"{\\\"Hello\\\":\\\"World\\\"}\"], "
+        "[\"GET\", \"/items/5?q=x\", 200, \"application/json\", "
+        "\"{\\\"item_id\\\":5,\\\"q\\\":\\\"x\\\"}\"], "
+        "[\"GET\", \"/items/abc\", 422, \"application/json\", "
+        "\"{\\\"detail\\\":[{\\\"type\\\":\\\"int_parsing\\\",\\\"loc\\\":[\\\"path\\\",\\\"item_id\\\"],"
+        "\\\"msg\\\":\\\"Input should be a valid integer, unable to parse string as an integer\\\","
+        "\\\"input\\\":\\\"abc\\\"}]}\"], "
+        "[\"POST\", \"/echo\", 200, \"application/x-test\", \"hello \\u0000 bytes\"], "
+        "[\"POST\", \"/echo\", 200, \"text/plain\", \"abcd\"], "
+        "[\"HEAD\", \"/plaintext\", 200, \"text/plain\", \"\"], "
+        "[\"GET\", \"/nope\", 404, \"application/json\", \"{\\\"detail\\\":\\\"Not Found\\\"}\"], "
+        "[\"same connection\", true]]\n");
+    free(out);
+    hello_stop(&h);
+}
+
+Test(peers, hello_exits_0_on_sigterm_with_a_request_in_flight, .timeout = 30)
+{
+    hello_t h = hello_start(NULL);
+    th_conn_t c, idle;
+    cr_assert_eq(th_conn_open(&c, h.port), 0);
+    cr_assert_eq(th_conn_open(&idle, h.port), 0);
+    /* a request whose body is still coming when SIGTERM arrives */
+    cr_assert_eq(th_conn_sends(&c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 6\r\n\r\nab"),
+                 0);
+    th_sleep_ms(100);
+    cr_assert_eq(kill(h.pid, SIGTERM), 0);
+    th_sleep_ms(100);
+    cr_assert_eq(th_conn_sends(&c, "cdef"), 0);
+    th_res_t r;
+    cr_assert_eq(th_conn_read_res(&c, &r, 5000, false), 0);
+    cr_assert_eq(r.status, 200);
+    cr_assert_str_eq(r.body, "abcdef");
+    cr_assert_str_eq(th_res_header(&r, "Connection"), "close");
+    th_res_free(&r);
+    cr_assert_eq(th_conn_wait_closed(&c, 5000), 0);
+    cr_assert_eq(th_conn_wait_closed(&idle, 5000), 0);
+    th_conn_close(&c);
+    th_conn_close(&idle);
+    int status;
+    cr_assert_eq(waitpid(h.pid, &status, 0), h.pid);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
+}
