@@ -61,15 +61,43 @@ static int genmask_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, voi
     return RAND_bytes(buf, (int)len) == 1 ? 0 : -1;
 }
 
-/* Fails the connection (RFC 6455 §7.1.7): close frame with `code`, no more reading. */
+/* Fails the connection (RFC 6455 §7.1.7): close frame with `code`, no more reading. The
+ * code is what .close reports unless the peer's close frame had already arrived. */
 static void ws_fail(sq_ws_t *ws, int code, const char *why)
 {
     if (ws->flags & SQ__WS_FAILED)
         return;
-    ws->flags |= SQ__WS_FAILED;
+    ws->flags |= SQ__WS_FAILED | SQ__WS_CLOSE_QUEUED;
+    ws->close_code = code;
     sq_log(SQ_LOG_DEBUG, "websocket: failing with %d: %s", code, why);
     wslay_event_queue_close(ws->ctx, (uint16_t)code, (const uint8_t *)why, strlen(why));
     wslay_event_shutdown_read(ws->ctx);
+}
+
+static int ws_write_frame(sq_ws_t *ws, int opcode, const void *msg, size_t len, bool notify);
+
+/* wslay answers an error its frame layer finds (a control frame over 125 bytes or
+ * fragmented, a length not in its shortest form) with a close frame that has no status
+ * code, queued before squall hears of the error; RFC 6455 §7.4.1 asks for 1002. So wslay
+ * stops writing (its frame is dropped, with any pong queued in the same read) and squall
+ * writes the close frame itself (test: ws/control_frame_of_126_bytes_gets_1002). */
+static void ws_fail_unframed(sq_ws_t *ws, int code, const char *why)
+{
+    bool sent = wslay_event_get_close_sent(ws->ctx);
+    wslay_event_shutdown_read(ws->ctx);
+    wslay_event_shutdown_write(ws->ctx);
+    if (!(ws->flags & SQ__WS_FAILED))
+        ws->close_code = code;
+    ws->flags |= SQ__WS_FAILED | SQ__WS_CLOSE_QUEUED;
+    sq_log(SQ_LOG_DEBUG, "websocket: failing with %d: %s", code, why);
+    if (sent)
+        return; /* one close frame per connection */
+    uint8_t p[2 + 123];
+    size_t wl = strlen(why) < 123 ? strlen(why) : 123;
+    p[0] = (uint8_t)(code >> 8);
+    p[1] = (uint8_t)code;
+    memcpy(p + 2, why, wl);
+    ws_write_frame(ws, WSLAY_CONNECTION_CLOSE, p, 2 + wl, false);
 }
 
 static void frame_start_cb(wslay_event_context_ptr ctx,
@@ -78,6 +106,10 @@ static void frame_start_cb(wslay_event_context_ptr ctx,
     sq_ws_t *ws = ud;
     if (arg->opcode >= 0x8) {
         ws->flags |= SQ__WS_IN_CONTROL;
+        /* RFC 6455 §5.5.1: a close body, if there is one, starts with a two-byte code;
+         * wslay takes a single byte for "no code" */
+        if (arg->opcode == WSLAY_CONNECTION_CLOSE && arg->payload_length == 1)
+            ws_fail(ws, SQ_WS_PROTOCOL_ERROR, "close frame body of one byte");
         return;
     }
     ws->flags &= ~SQ__WS_IN_CONTROL;
@@ -131,7 +163,8 @@ static void msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
         size_t rl = arg->msg_length > 2 ? arg->msg_length - 2 : 0;
         if (rl >= sizeof(ws->close_reason))
             rl = sizeof(ws->close_reason) - 1;
-        memcpy(ws->close_reason, arg->msg + 2 * (arg->msg_length > 2), rl);
+        if (rl > 0) /* a close frame without a body comes with msg NULL */
+            memcpy(ws->close_reason, arg->msg + 2, rl);
         ws->close_reason[rl] = '\0';
         break;
     }
@@ -242,7 +275,9 @@ void sq__ws_transport_closed(sq_ws_t *ws)
         return;
     ws->flags |= SQ__WS_DEAD;
     uv_timer_stop(&ws->timer);
-    if (wslay_event_get_close_received(ws->ctx)) {
+    /* The peer's code when its close frame came; when squall failed the connection or
+     * closed a slow consumer and no answer came, the code squall sent says why */
+    if (!(ws->flags & SQ__WS_FAILED) && wslay_event_get_close_received(ws->ctx)) {
         uint16_t code = wslay_event_get_status_code_received(ws->ctx);
         ws->close_code = code ? code : SQ_WS_NO_STATUS;
     }
@@ -305,8 +340,12 @@ void sq__ws_feed(sq_ws_t *ws, const char *data, ssize_t n)
     ws->depth--;
     ws->rlen = 0;
     if (rc != 0 && !(ws->flags & SQ__WS_DEAD)) {
+        /* our recv callback never fails: the frame layer found an error, or memory ran out */
         ws->depth++;
-        ws_fail(ws, SQ_WS_PROTOCOL_ERROR, "protocol error");
+        if (rc == WSLAY_ERR_NOMEM)
+            ws_fail_unframed(ws, SQ_WS_INTERNAL, "out of memory");
+        else
+            ws_fail_unframed(ws, SQ_WS_PROTOCOL_ERROR, "protocol error");
         ws->depth--;
     }
     ws_after(ws);
@@ -332,16 +371,21 @@ void sq__ws_written(sq_ws_t *ws, int status)
 /* Applies the queue limit before `len` more bytes go out. 0: go ahead. */
 static int ws_admit(sq_ws_t *ws, size_t len, bool *notify)
 {
-    if (ws->flags & (SQ__WS_DEAD | SQ__WS_CLOSING | SQ__WS_FAILED) ||
-        wslay_event_get_close_sent(ws->ctx))
+    /* RFC 6455 §5.5.1: no data frame after our close frame, even one still queued */
+    if (ws->flags & (SQ__WS_DEAD | SQ__WS_CLOSING | SQ__WS_FAILED | SQ__WS_CLOSE_QUEUED) ||
+        wslay_event_get_close_sent(ws->ctx) || wslay_event_get_close_received(ws->ctx))
         return SQ_ECLOSED;
+    if (!(ws->flags & SQ__WS_OPEN))
+        return UV_ENOTCONN; /* a client still connecting */
     size_t q = ws->io->queued(ws);
     size_t max = ws->opts.max_queued_bytes;
     if (max > 0 && q + len > max) {
-        if (ws->opts.overflow != SQ_WS_OVERFLOW_DROP)
-            sq_ws_close(ws, ws->opts.overflow == SQ_WS_OVERFLOW_TRY_AGAIN ? SQ_WS_TRY_AGAIN
-                                                                          : SQ_WS_POLICY,
-                        "slow consumer");
+        if (ws->opts.overflow != SQ_WS_OVERFLOW_DROP) {
+            int code = ws->opts.overflow == SQ_WS_OVERFLOW_TRY_AGAIN ? SQ_WS_TRY_AGAIN
+                                                                     : SQ_WS_POLICY;
+            if (sq_ws_close(ws, code, "slow consumer") == 0)
+                ws->close_code = code; /* .close says why if the peer never answers */
+        }
         return UV_ENOBUFS;
     }
     *notify = max > 0 && q + len > max / 2;
@@ -350,12 +394,10 @@ static int ws_admit(sq_ws_t *ws, size_t len, bool *notify)
     return 0;
 }
 
-static int ws_send_frame(sq_ws_t *ws, int opcode, const void *msg, size_t len)
+/* Frames one message (FIN set) straight into the transport's queue: header and payload
+ * as they are on the server side; masked into scratch on the client side. */
+static int ws_write_frame(sq_ws_t *ws, int opcode, const void *msg, size_t len, bool notify)
 {
-    bool notify = false;
-    int rc = ws_admit(ws, len + 14, &notify);
-    if (rc != 0)
-        return rc;
     uint8_t hdr[14];
     if (!(ws->flags & SQ__WS_CLIENT)) {
         size_t hl = sq__ws_frame_header(hdr, opcode, len, NULL);
@@ -378,6 +420,15 @@ static int ws_send_frame(sq_ws_t *ws, int opcode, const void *msg, size_t len)
         dst[i] = src[i] ^ mask[i & 3];
     uv_buf_t b = uv_buf_init(ws->scratch.base, (unsigned)(hl + len));
     return ws->io->write(ws, &b, 1, notify);
+}
+
+static int ws_send_frame(sq_ws_t *ws, int opcode, const void *msg, size_t len)
+{
+    bool notify = false;
+    int rc = ws_admit(ws, len + 14, &notify);
+    if (rc != 0)
+        return rc;
+    return ws_write_frame(ws, opcode, msg, len, notify);
 }
 
 int sq_ws_send(sq_ws_t *ws, int binary, const void *msg, size_t len)
@@ -405,8 +456,11 @@ int sq_ws_ping(sq_ws_t *ws, const void *payload, size_t len)
 {
     if (len > 125)
         return UV_EINVAL;
-    if (ws->flags & (SQ__WS_DEAD | SQ__WS_CLOSING) || wslay_event_get_close_sent(ws->ctx))
+    if (ws->flags & (SQ__WS_DEAD | SQ__WS_CLOSING | SQ__WS_CLOSE_QUEUED) ||
+        wslay_event_get_close_sent(ws->ctx))
         return SQ_ECLOSED;
+    if (!(ws->flags & SQ__WS_OPEN))
+        return UV_ENOTCONN; /* queued now, wslay's writer would fail and stop for good */
     struct wslay_event_msg m = {.opcode = WSLAY_PING, .msg = payload, .msg_length = len};
     if (wslay_event_queue_msg(ws->ctx, &m) != 0)
         return SQ_ECLOSED;
@@ -416,13 +470,21 @@ int sq_ws_ping(sq_ws_t *ws, const void *payload, size_t len)
 
 int sq_ws_close(sq_ws_t *ws, int code, const char *reason)
 {
-    if (ws->flags & (SQ__WS_DEAD | SQ__WS_CLOSING) || wslay_event_get_close_sent(ws->ctx))
+    if (ws->flags & (SQ__WS_DEAD | SQ__WS_CLOSING | SQ__WS_CLOSE_QUEUED) ||
+        wslay_event_get_close_sent(ws->ctx))
         return SQ_ECLOSED;
+    if (!(ws->flags & SQ__WS_OPEN)) {
+        /* a client still connecting: cancel; .close reports "cancelled" before this returns
+         * (test: ws/client_closed_before_open_is_cancelled_with_one_close) */
+        ws->io->close(ws, true);
+        return 0;
+    }
     size_t rl = reason ? strlen(reason) : 0;
     if (rl > 123)
         rl = 123;
     if (wslay_event_queue_close(ws->ctx, (uint16_t)code, (const uint8_t *)reason, rl) != 0)
         return SQ_ECLOSED;
+    ws->flags |= SQ__WS_CLOSE_QUEUED;
     ws_after(ws);
     return 0;
 }

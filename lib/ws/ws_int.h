@@ -68,6 +68,7 @@ enum {
     SQ__WS_CLIENT = 1 << 7,
     SQ__WS_CLOSING = 1 << 8,    /* we sent a close frame; the close timer runs */
     SQ__WS_FAILED = 1 << 9,     /* we failed the connection (1002/1007/1009) */
+    SQ__WS_CLOSE_QUEUED = 1 << 10, /* our close frame is queued or sent: no more sends */
 };
 
 struct sq_ws_s {
@@ -89,7 +90,8 @@ struct sq_ws_s {
     const char *subprotocol;
     sq__buf_t scratch;     /* client: masked frames are built here */
     char close_reason[124];
-    int close_code;        /* what .close reports */
+    int close_code;        /* what .close reports when no close frame counts: 1006, or the
+                              code squall itself closed with (see sq__ws_transport_closed) */
 };
 
 SQ__HIDDEN int sq__ws_create(sq_ws_t **out, uv_loop_t *loop, bool client,
