@@ -1,0 +1,2061 @@
+/* WebSocket (lib/ws) over real sockets.
+ *
+ * Three kinds of tests:
+ *  - server and squall client (sq_ws_connect) on one loop in the test's thread: every
+ *    callback is counted on that thread and compared exactly, and each test ends with
+ *    sq_server_destroy, the loop run dry and uv_loop_close() == 0;
+ *  - the server on its own loop thread (tests/support/harness.h) against a raw blocking
+ *    socket that writes the handshake and the frames by hand, to produce what a
+ *    well-behaved client never sends (RFC 6455 §5, §7.4.1, §8.1); the close frame the
+ *    server sends back is parsed here, by the test's own code;
+ *  - the client against servers that fail in each way it must report.
+ */
+#include <criterion/criterion.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <squall.h>
+
+#include "support/harness.h"
+
+/* An embedding program ignores SIGPIPE (libuv's advice); so do the tests, where a peer
+ * that resets is part of the scenario. */
+static void ignore_sigpipe(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+}
+
+TestSuite(ws, .init = ignore_sigpipe);
+
+/* ======================================================================================
+ * One loop: a server and squall clients
+ * ==================================================================================== */
+
+typedef struct env {
+    uv_loop_t loop;
+    sq_app_t *app;
+    sq_server_t *srv;
+    int port;
+    int srv_closed; /* sq_server_destroy's callback */
+    bool stopping;
+} env_t;
+
+static void env_init(env_t *e)
+{
+    memset(e, 0, sizeof(*e));
+    cr_assert_eq(uv_loop_init(&e->loop), 0);
+    cr_assert_eq(sq_app_create(&e->app), 0);
+}
+
+static void env_listen(env_t *e)
+{
+    cr_assert_eq(sq_server_create(&e->srv, &e->loop, e->app, NULL), 0);
+    cr_assert_eq(sq_server_listen(e->srv, "127.0.0.1", 0), 0);
+    e->port = sq_server_port(e->srv);
+    cr_assert_gt(e->port, 0);
+}
+
+static void on_env_server_closed(sq_server_t *srv, void *data)
+{
+    env_t *e = data;
+    e->srv_closed++;
+}
+
+/* Starts the server's shutdown (once); the loop runs dry afterwards. */
+static void env_stop(env_t *e)
+{
+    if (e->stopping)
+        return;
+    e->stopping = true;
+    cr_assert_eq(sq_server_destroy(e->srv, 2000, on_env_server_closed, e), 0);
+}
+
+/* Runs the loop until nothing is left, then checks the shutdown was clean. */
+static void env_run_and_finish(env_t *e)
+{
+    uv_run(&e->loop, UV_RUN_DEFAULT);
+    cr_assert(e->stopping, "the loop ran dry before the test stopped the server");
+    cr_assert_eq(e->srv_closed, 1);
+    int rc = uv_loop_close(&e->loop);
+    if (rc != 0)
+        uv_print_all_handles(&e->loop, stderr);
+    cr_assert_eq(rc, 0, "uv_loop_close: %s", uv_err_name(rc));
+    sq_app_destroy(e->app);
+}
+
+static void env_url(const env_t *e, char *buf, size_t cap, const char *path)
+{
+    snprintf(buf, cap, "ws://127.0.0.1:%d%s", e->port, path);
+}
+
+/* What one side saw. */
+typedef struct side {
+    env_t *env;
+    int opens, messages, closes, pongs, drains;
+    int close_code;
+    char close_reason[128];
+    char pong[128];
+    size_t pong_len;
+    sq_ws_t *ws;
+    const char *subprotocol; /* at .open */
+    int stop_after_closes;   /* env_stop when this many .close have run (0: never) */
+    void *extra;
+} side_t;
+
+static void side_record_close(side_t *s, int code, const char *reason)
+{
+    s->closes++;
+    s->close_code = code;
+    snprintf(s->close_reason, sizeof(s->close_reason), "%s", reason ? reason : "");
+    if (s->stop_after_closes > 0 && s->closes == s->stop_after_closes)
+        env_stop(s->env);
+}
+
+/* ---- a plain echo route ---- */
+
+static void echo_open(sq_ws_t *ws, sq_req_t *req, void *data)
+{
+    side_t *s = data;
+    s->opens++;
+    s->ws = ws;
+    s->subprotocol = sq_ws_subprotocol(ws);
+    cr_assert_not_null(req);
+    cr_assert_not(sq_ws_is_client(ws));
+}
+
+static void echo_message(sq_ws_t *ws, int binary, const char *msg, size_t len, void *data)
+{
+    side_t *s = data;
+    s->messages++;
+    int rc = sq_ws_send(ws, binary, msg, len);
+    cr_assert_eq(rc, 0, "echo of %zu bytes: %s", len, sq_strerror(rc));
+}
+
+static void echo_close(sq_ws_t *ws, int code, const char *reason, void *data)
+{
+    side_t *s = data;
+    side_record_close(s, code, reason);
+    if (s->ws == ws)
+        s->ws = NULL;
+}
+
+static void echo_pong(sq_ws_t *ws, const char *payload, size_t len, void *data)
+{
+    side_t *s = data;
+    s->pongs++;
+    s->pong_len = len < sizeof(s->pong) ? len : sizeof(s->pong) - 1;
+    memcpy(s->pong, payload, s->pong_len);
+}
+
+static const sq_ws_handler_t echo_handler = {
+    .open = echo_open,
+    .message = echo_message,
+    .close = echo_close,
+    .pong = echo_pong,
+};
+
+/* ---- echo of every size, text and binary ---- */
+
+static const size_t sizes[] = {0, 125, 126, 65535, 65536, 1024 * 1024};
+#define NSIZES (sizeof(sizes) / sizeof(sizes[0]))
+
+/* Message i of the sequence: text first (letters), then binary (every byte value). */
+static void fill_message(size_t i, uint8_t *buf, size_t len)
+{
+    for (size_t k = 0; k < len; k++)
+        buf[k] = i < NSIZES ? (uint8_t)('a' + (k + i) % 26) : (uint8_t)(k * 7 + i);
+}
+
+typedef struct echo_client {
+    side_t side;
+    size_t next; /* the echo expected next */
+    uint8_t *expect;
+} echo_client_t;
+
+static void sizes_open(sq_ws_t *ws, sq_req_t *req, void *data)
+{
+    echo_client_t *c = data;
+    c->side.opens++;
+    cr_assert_null(req);
+    cr_assert(sq_ws_is_client(ws));
+    uint8_t *buf = malloc(1024 * 1024);
+    cr_assert_not_null(buf);
+    for (size_t i = 0; i < 2 * NSIZES; i++) {
+        size_t len = sizes[i % NSIZES];
+        fill_message(i, buf, len);
+        int rc = sq_ws_send(ws, i >= NSIZES, buf, len);
+        cr_assert_eq(rc, 0, "send %zu: %s", i, sq_strerror(rc));
+    }
+    free(buf);
+}
+
+static void sizes_message(sq_ws_t *ws, int binary, const char *msg, size_t len, void *data)
+{
+    echo_client_t *c = data;
+    size_t i = c->next++;
+    c->side.messages++;
+    cr_assert_lt(i, 2 * NSIZES);
+    cr_assert_eq(binary, i >= NSIZES, "message %zu: binary %d", i, binary);
+    cr_assert_eq(len, sizes[i % NSIZES], "message %zu: %zu bytes", i, len);
+    fill_message(i, c->expect, len);
+    cr_assert(len == 0 || memcmp(msg, c->expect, len) == 0, "message %zu differs", i);
+    if (c->next == 2 * NSIZES)
+        cr_assert_eq(sq_ws_close(ws, SQ_WS_NORMAL, "done"), 0);
+}
+
+static void client_close(sq_ws_t *ws, int code, const char *reason, void *data)
+{
+    side_record_close(data, code, reason);
+}
+
+static const sq_ws_handler_t sizes_handler = {
+    .open = sizes_open,
+    .message = sizes_message,
+    .close = client_close,
+};
+
+Test(ws, echo_of_text_and_binary_of_every_size_with_the_squall_client, .timeout = 30)
+{
+    env_t e;
+    env_init(&e);
+    side_t srv = {.env = &e};
+    cr_assert_eq(sq_app_websocket(e.app, "/echo", &echo_handler, NULL, &srv), 0);
+    env_listen(&e);
+    echo_client_t cli = {.side = {.env = &e, .stop_after_closes = 1}};
+    cli.expect = malloc(1024 * 1024);
+    char url[64];
+    env_url(&e, url, sizeof(url), "/echo");
+    cr_assert_eq(sq_ws_connect(&e.loop, url, &sizes_handler, &cli, NULL, NULL), 0);
+    env_run_and_finish(&e);
+    free(cli.expect);
+
+    cr_assert_eq(cli.side.opens, 1);
+    cr_assert_eq(cli.side.messages, 2 * NSIZES);
+    cr_assert_eq(cli.side.closes, 1);
+    cr_assert_eq(cli.side.close_code, SQ_WS_NORMAL);
+    cr_assert_str_eq(cli.side.close_reason, "done");
+    cr_assert_eq(srv.opens, 1);
+    cr_assert_eq(srv.messages, 2 * NSIZES);
+    cr_assert_eq(srv.closes, 1);
+    cr_assert_eq(srv.close_code, SQ_WS_NORMAL);
+    cr_assert_str_eq(srv.close_reason, "done");
+}
+
+/* ---- the close handshake, both ways ---- */
+
+static void bye_open(sq_ws_t *ws, sq_req_t *req, void *data)
+{
+    side_t *s = data;
+    s->opens++;
+    cr_assert_eq(sq_ws_close(ws, 4000, "client bye"), 0);
+    cr_assert_eq(sq_ws_close(ws, 4000, "twice"), SQ_ECLOSED);
+    cr_assert_eq(sq_ws_send_text(ws, "late", 4), SQ_ECLOSED);
+}
+
+static const sq_ws_handler_t client_closes_handler = {.open = bye_open, .close = client_close};
+
+Test(ws, close_handshake_started_by_the_client_carries_code_and_reason, .timeout = 10)
+{
+    env_t e;
+    env_init(&e);
+    side_t srv = {.env = &e};
+    cr_assert_eq(sq_app_websocket(e.app, "/echo", &echo_handler, NULL, &srv), 0);
+    env_listen(&e);
+    side_t cli = {.env = &e, .stop_after_closes = 1};
+    char url[64];
+    env_url(&e, url, sizeof(url), "/echo");
+    cr_assert_eq(sq_ws_connect(&e.loop, url, &client_closes_handler, &cli, NULL, NULL), 0);
+    env_run_and_finish(&e);
+
+    cr_assert_eq(srv.opens, 1);
+    cr_assert_eq(srv.closes, 1);
+    cr_assert_eq(srv.close_code, 4000);
+    cr_assert_str_eq(srv.close_reason, "client bye");
+    cr_assert_eq(cli.opens, 1);
+    cr_assert_eq(cli.closes, 1);
+    cr_assert_eq(cli.close_code, 4000, "the server echoes the code (RFC 6455 §5.5.1)");
+    cr_assert_eq(srv.messages, 0);
+}
+
+static void closer_message(sq_ws_t *ws, int binary, const char *msg, size_t len, void *data)
+{
+    side_t *s = data;
+    s->messages++;
+    cr_assert_eq(sq_ws_close(ws, 4001, "server bye"), 0);
+    cr_assert_eq(sq_ws_send_text(ws, "late", 4), SQ_ECLOSED);
+}
+
+static const sq_ws_handler_t server_closes_handler = {
+    .open = echo_open,
+    .message = closer_message,
+    .close = echo_close,
+};
+
+static void ask_open(sq_ws_t *ws, sq_req_t *req, void *data)
+{
+    side_t *s = data;
+    s->opens++;
+    cr_assert_eq(sq_ws_send_text(ws, "close, please", 13), 0);
+}
+
+static void count_message(sq_ws_t *ws, int binary, const char *msg, size_t len, void *data)
+{
+    side_t *s = data;
+    s->messages++;
+}
+
+static const sq_ws_handler_t ask_handler = {
+    .open = ask_open,
+    .message = count_message,
+    .close = client_close,
+};
+
+Test(ws, close_handshake_started_by_the_server_carries_code_and_reason, .timeout = 10)
+{
+    env_t e;
+    env_init(&e);
+    side_t srv = {.env = &e, .stop_after_closes = 1};
+    cr_assert_eq(sq_app_websocket(e.app, "/closer", &server_closes_handler, NULL, &srv), 0);
+    env_listen(&e);
+    side_t cli = {.env = &e};
+    char url[64];
+    env_url(&e, url, sizeof(url), "/closer");
+    cr_assert_eq(sq_ws_connect(&e.loop, url, &ask_handler, &cli, NULL, NULL), 0);
+    env_run_and_finish(&e);
+
+    cr_assert_eq(cli.opens, 1);
+    cr_assert_eq(cli.messages, 0);
+    cr_assert_eq(cli.closes, 1);
+    cr_assert_eq(cli.close_code, 4001);
+    cr_assert_str_eq(cli.close_reason, "server bye");
+    cr_assert_eq(srv.opens, 1);
+    cr_assert_eq(srv.messages, 1);
+    cr_assert_eq(srv.closes, 1);
+    cr_assert_eq(srv.close_code, 4001, "the client echoes the code");
+}
+
+/* ---- .open sees the upgrade request ---- */
+
+typedef struct seen_req {
+    side_t side;
+    char room[32], token[32], path[64];
+    int64_t uid;
+    int param_rc;
+} seen_req_t;
+
+static void params_open(sq_ws_t *ws, sq_req_t *req, void *data)
+{
+    seen_req_t *s = data;
+    s->side.opens++;
+    const char *room = sq_req_param(req, "room");
+    const char *token = sq_req_query(req, "token");
+    snprintf(s->room, sizeof(s->room), "%s", room ? room : "(null)");
+    snprintf(s->token, sizeof(s->token), "%s", token ? token : "(null)");
+    snprintf(s->path, sizeof(s->path), "%s", sq_req_path(req));
+    s->param_rc = sq_req_param_int(req, "uid", &s->uid);
+    cr_assert_eq(sq_ws_send_text(ws, "welcome", 7), 0);
+}
+
+static const sq_ws_handler_t params_handler = {.open = params_open, .close = echo_close};
+
+static void close_on_message(sq_ws_t *ws, int binary, const char *msg, size_t len, void *data)
+{
+    side_t *s = data;
+    s->messages++;
+    sq_ws_close(ws, SQ_WS_NORMAL, NULL);
+}
+
+static void count_open(sq_ws_t *ws, sq_req_t *req, void *data)
+{
+    side_t *s = data;
+    s->opens++;
+    s->ws = ws;
+    s->subprotocol = sq_ws_subprotocol(ws);
+}
+
+static const sq_ws_handler_t close_on_message_handler = {
+    .open = count_open,
+    .message = close_on_message,
+    .close = client_close,
+};
+
+Test(ws, open_gets_the_path_params_and_query_of_the_upgrade_request, .timeout = 10)
+{
+    env_t e;
+    env_init(&e);
+    seen_req_t srv = {.side = {.env = &e}};
+    cr_assert_eq(
+        sq_app_websocket(e.app, "/rooms/{room}/users/{uid:int}", &params_handler, NULL, &srv), 0);
+    env_listen(&e);
+    side_t cli = {.env = &e, .stop_after_closes = 1};
+    char url[128];
+    env_url(&e, url, sizeof(url), "/rooms/lob%20by/users/42?x=1&token=abc%2Fdef");
+    cr_assert_eq(sq_ws_connect(&e.loop, url, &close_on_message_handler, &cli, NULL, NULL), 0);
+    env_run_and_finish(&e);
+
+    cr_assert_eq(srv.side.opens, 1);
+    cr_assert_str_eq(srv.room, "lob by");
+    cr_assert_eq(srv.param_rc, 0);
+    cr_assert_eq(srv.uid, 42);
+    cr_assert_str_eq(srv.token, "abc/def");
+    cr_assert_str_eq(srv.path, "/rooms/lob by/users/42");
+    cr_assert_eq(srv.side.closes, 1);
+    cr_assert_eq(cli.opens, 1);
+    cr_assert_eq(cli.messages, 1);
+    cr_assert_eq(cli.closes, 1);
+    cr_assert_eq(cli.close_code, SQ_WS_NORMAL);
+}
+
+/* ---- subprotocols ---- */
+
+static const char *const server_protos[] = {"v3.chat", "v2.chat", NULL};
+
+static int override_accept(sq_req_t *req, const char **subprotocol, void *data)
+{
+    const char *want = sq_req_query(req, "want");
+    if (want != NULL && strcmp(want, "v2") == 0)
+        *subprotocol = "v2.chat";
+    return 0;
+}
+
+static const sq_ws_handler_t proto_handler = {
+    .open = echo_open,
+    .close = echo_close,
+    .accept = override_accept,
+};
+
+typedef struct proto_case {
+    const char *path;
+    const char *const *offer;
+    const char *expect;
+} proto_case_t;
+
+static void proto_client_open(sq_ws_t *ws, sq_req_t *req, void *data)
+{
+    side_t *s = data;
+    s->opens++;
+    s->subprotocol = sq_ws_subprotocol(ws);
+    sq_ws_close(ws, SQ_WS_NORMAL, NULL);
+}
+
+static const sq_ws_handler_t proto_client = {.open = proto_client_open, .close = client_close};
+
+Test(ws, subprotocol_is_the_servers_first_preference_that_the_client_offered, .timeout = 10)
+{
+    static const char *const offer_all[] = {"v1.chat", "v2.chat", "v3.chat", NULL};
+    static const char *const offer_v2[] = {"v2.chat", NULL};
+    static const char *const offer_none_known[] = {"v9.chat", NULL};
+    static const proto_case_t cases[] = {
+        {"/p", offer_all, "v3.chat"}, /* the server's order wins over the client's */
+        {"/p", offer_v2, "v2.chat"},
+        {"/p", offer_none_known, NULL},       /* no common protocol: none, and still open */
+        {"/p", NULL, NULL},                   /* nothing offered */
+        {"/p?want=v2", offer_all, "v2.chat"}, /* the accept hook changed squall's choice */
+    };
+    enum { N = sizeof(cases) / sizeof(cases[0]) };
+    env_t e;
+    env_init(&e);
+    sq_ws_opts_t so;
+    sq_ws_opts_init(&so);
+    so.subprotocols = server_protos;
+    side_t srv[N];
+    side_t cli[N];
+    /* one route per case, so each server side records into its own slot */
+    for (int i = 0; i < N; i++) {
+        char pattern[16];
+        snprintf(pattern, sizeof(pattern), "/p%d", i);
+        memset(&srv[i], 0, sizeof(srv[i]));
+        srv[i].env = &e;
+        cr_assert_eq(sq_app_websocket(e.app, pattern, &proto_handler, &so, &srv[i]), 0);
+    }
+    env_listen(&e);
+    int closes = 0;
+    for (int i = 0; i < N; i++) {
+        memset(&cli[i], 0, sizeof(cli[i]));
+        cli[i].env = &e;
+        sq_ws_opts_t co;
+        sq_ws_opts_init(&co);
+        co.subprotocols = cases[i].offer;
+        char path[32], url[80];
+        const char *q = strchr(cases[i].path, '?');
+        snprintf(path, sizeof(path), "/p%d%s", i, q ? q : "");
+        env_url(&e, url, sizeof(url), path);
+        cr_assert_eq(sq_ws_connect(&e.loop, url, &proto_client, &cli[i], &co, NULL), 0);
+    }
+    /* stop once every client has closed */
+    while (!e.stopping) {
+        uv_run(&e.loop, UV_RUN_ONCE);
+        closes = 0;
+        for (int i = 0; i < N; i++)
+            closes += cli[i].closes;
+        if (closes == N)
+            env_stop(&e);
+    }
+    env_run_and_finish(&e);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(cli[i].opens, 1, "case %d", i);
+        cr_assert_eq(cli[i].closes, 1, "case %d", i);
+        cr_assert_eq(cli[i].close_code, SQ_WS_NORMAL, "case %d", i);
+        cr_assert_eq(srv[i].opens, 1, "case %d", i);
+        if (cases[i].expect == NULL) {
+            cr_assert_null(cli[i].subprotocol, "case %d: %s", i, cli[i].subprotocol);
+            cr_assert_null(srv[i].subprotocol, "case %d: %s", i, srv[i].subprotocol);
+        } else {
+            cr_assert_not_null(cli[i].subprotocol, "case %d", i);
+            cr_assert_str_eq(cli[i].subprotocol, cases[i].expect, "case %d", i);
+            cr_assert_not_null(srv[i].subprotocol, "case %d", i);
+            cr_assert_str_eq(srv[i].subprotocol, cases[i].expect, "case %d", i);
+        }
+    }
+}
+
+/* ---- the accept hook refuses ---- */
+
+typedef struct refuser {
+    side_t side;
+    int accepts;
+    char path[32];
+} refuser_t;
+
+static int refuse_accept(sq_req_t *req, const char **subprotocol, void *data)
+{
+    refuser_t *r = data;
+    r->accepts++;
+    snprintf(r->path, sizeof(r->path), "%s", sq_req_path(req));
+    return 403;
+}
+
+static const sq_ws_handler_t refusing_handler = {
+    .open = echo_open,
+    .close = echo_close,
+    .accept = refuse_accept,
+};
+
+static const sq_ws_handler_t plain_client = {
+    .open = count_open,
+    .message = count_message,
+    .close = client_close,
+};
+
+Test(ws, accept_hook_refusing_gives_the_client_status_403, .timeout = 10)
+{
+    env_t e;
+    env_init(&e);
+    refuser_t srv = {.side = {.env = &e}};
+    cr_assert_eq(sq_app_websocket(e.app, "/private", &refusing_handler, NULL, &srv), 0);
+    env_listen(&e);
+    side_t cli = {.env = &e, .stop_after_closes = 1};
+    char url[64];
+    env_url(&e, url, sizeof(url), "/private");
+    cr_assert_eq(sq_ws_connect(&e.loop, url, &plain_client, &cli, NULL, NULL), 0);
+    env_run_and_finish(&e);
+
+    cr_assert_eq(srv.accepts, 1);
+    cr_assert_str_eq(srv.path, "/private");
+    cr_assert_eq(srv.side.opens, 0);
+    cr_assert_eq(srv.side.closes, 0);
+    cr_assert_eq(cli.opens, 0);
+    cr_assert_eq(cli.closes, 1);
+    cr_assert_eq(cli.close_code, SQ_WS_ABNORMAL);
+    cr_assert_str_eq(cli.close_reason, "upgrade refused with status 403");
+}
+
+/* ---- ping and pong ---- */
+
+static void pinger_open(sq_ws_t *ws, sq_req_t *req, void *data)
+{
+    side_t *s = data;
+    s->opens++;
+    char big[126];
+    memset(big, 'x', sizeof(big));
+    cr_assert_eq(sq_ws_ping(ws, big, sizeof(big)), UV_EINVAL, "RFC 6455 §5.5: 125 at most");
+    cr_assert_eq(sq_ws_ping(ws, req ? "from server" : "from client", req ? 11 : 11), 0);
+}
+
+static void close_on_pong(sq_ws_t *ws, const char *payload, size_t len, void *data)
+{
+    echo_pong(ws, payload, len, data);
+    if (sq_ws_is_client(ws))
+        sq_ws_close(ws, SQ_WS_NORMAL, NULL);
+}
+
+static const sq_ws_handler_t ping_server = {
+    .open = pinger_open,
+    .close = echo_close,
+    .pong = echo_pong,
+};
+static const sq_ws_handler_t ping_client = {
+    .open = pinger_open,
+    .close = client_close,
+    .pong = close_on_pong,
+};
+
+Test(ws, ping_is_answered_with_a_pong_carrying_its_payload_both_ways, .timeout = 10)
+{
+    env_t e;
+    env_init(&e);
+    side_t srv = {.env = &e};
+    cr_assert_eq(sq_app_websocket(e.app, "/ping", &ping_server, NULL, &srv), 0);
+    env_listen(&e);
+    side_t cli = {.env = &e, .stop_after_closes = 1};
+    char url[64];
+    env_url(&e, url, sizeof(url), "/ping");
+    cr_assert_eq(sq_ws_connect(&e.loop, url, &ping_client, &cli, NULL, NULL), 0);
+    env_run_and_finish(&e);
+
+    cr_assert_eq(cli.pongs, 1);
+    cr_assert_eq(cli.pong_len, 11);
+    cr_assert_str_eq(cli.pong, "from client");
+    cr_assert_eq(srv.pongs, 1);
+    cr_assert_str_eq(srv.pong, "from server");
+    cr_assert_eq(cli.closes, 1);
+    cr_assert_eq(cli.close_code, SQ_WS_NORMAL);
+    cr_assert_eq(srv.closes, 1);
+}
+
+/* ---- keepalive with a peer that answers ---- */
+
+static void keepalive_done(uv_timer_t *t)
+{
+    side_t *cli = t->data;
+    cr_assert_not_null(cli->ws, "the connection went before the test closed it");
+    cr_assert_eq(sq_ws_close(cli->ws, SQ_WS_NORMAL, "enough"), 0);
+    uv_close((uv_handle_t *)t, NULL);
+}
+
+Test(ws, keepalive_pings_keep_a_connection_whose_peer_answers, .timeout = 10)
+{
+    env_t e;
+    env_init(&e);
+    sq_ws_opts_t so;
+    sq_ws_opts_init(&so);
+    so.ping_interval_ms = 30;
+    so.pong_timeout_ms = 100;
+    side_t srv = {.env = &e};
+    cr_assert_eq(sq_app_websocket(e.app, "/ka", &echo_handler, &so, &srv), 0);
+    env_listen(&e);
+    side_t cli = {.env = &e, .stop_after_closes = 1};
+    char url[64];
+    env_url(&e, url, sizeof(url), "/ka");
+    cr_assert_eq(sq_ws_connect(&e.loop, url, &plain_client, &cli, NULL, NULL), 0);
+    uv_timer_t t;
+    uv_timer_init(&e.loop, &t);
+    t.data = &cli;
+    uv_timer_start(&t, keepalive_done, 500, 0);
+    env_run_and_finish(&e);
+
+    cr_assert_geq(srv.pongs, 5, "pongs: %d in 500 ms at one ping per 30 ms", srv.pongs);
+    cr_assert_eq(srv.pong_len, 8);
+    cr_assert_eq(srv.closes, 1);
+    cr_assert_eq(srv.close_code, SQ_WS_NORMAL, "closed by the client, not by the keepalive");
+    cr_assert_str_eq(srv.close_reason, "enough");
+    cr_assert_eq(cli.closes, 1);
+    cr_assert_eq(cli.close_code, SQ_WS_NORMAL);
+}
+
+/* ---- server shutdown with open WebSockets ---- */
+
+enum { SHUTDOWN_CLIENTS = 5 };
+
+typedef struct shutdown_state {
+    env_t *env;
+    side_t srv;
+    side_t cli[SHUTDOWN_CLIENTS];
+    uv_timer_t timer;
+    int client_closes_at_server_cb;
+    int server_closes_at_server_cb;
+    int srv_closed;
+} shutdown_state_t;
+
+static void on_shutdown_server_closed(sq_server_t *srv, void *data)
+{
+    shutdown_state_t *s = data;
+    s->srv_closed++;
+    s->env->srv_closed++;
+    s->server_closes_at_server_cb = s->srv.closes;
+    for (int i = 0; i < SHUTDOWN_CLIENTS; i++)
+        s->client_closes_at_server_cb += s->cli[i].closes;
+}
+
+static void shutdown_now(uv_timer_t *t)
+{
+    shutdown_state_t *s = t->data;
+    s->env->stopping = true;
+    cr_assert_eq(sq_server_destroy(s->env->srv, 2000, on_shutdown_server_closed, s), 0);
+    uv_close((uv_handle_t *)t, NULL);
+}
+
+static void shutdown_srv_open(sq_ws_t *ws, sq_req_t *req, void *data)
+{
+    shutdown_state_t *s = data;
+    if (++s->srv.opens == SHUTDOWN_CLIENTS) {
+        uv_timer_init(sq_ws_loop(ws), &s->timer);
+        s->timer.data = s;
+        uv_timer_start(&s->timer, shutdown_now, 0, 0);
+    }
+}
+
+static void shutdown_srv_close(sq_ws_t *ws, int code, const char *reason, void *data)
+{
+    shutdown_state_t *s = data;
+    cr_assert_eq(code, SQ_WS_GOING_AWAY, "server side %d: the client echoes 1001", s->srv.closes);
+    side_record_close(&s->srv, code, reason);
+}
+
+static const sq_ws_handler_t shutdown_handler = {
+    .open = shutdown_srv_open,
+    .message = echo_message,
+    .close = shutdown_srv_close,
+};
+
+Test(ws, valgrind_server_destroy_with_open_websockets_sends_1001_then_closes, .timeout = 20)
+{
+    env_t e;
+    env_init(&e);
+    shutdown_state_t s;
+    memset(&s, 0, sizeof(s));
+    s.env = &e;
+    cr_assert_eq(sq_app_websocket(e.app, "/stay", &shutdown_handler, NULL, &s), 0);
+    env_listen(&e);
+    char url[64];
+    env_url(&e, url, sizeof(url), "/stay");
+    for (int i = 0; i < SHUTDOWN_CLIENTS; i++) {
+        s.cli[i].env = &e;
+        cr_assert_eq(sq_ws_connect(&e.loop, url, &plain_client, &s.cli[i], NULL, NULL), 0);
+    }
+    env_run_and_finish(&e);
+
+    cr_assert_eq(s.srv_closed, 1);
+    cr_assert_eq(s.srv.opens, SHUTDOWN_CLIENTS);
+    cr_assert_eq(s.srv.closes, SHUTDOWN_CLIENTS);
+    cr_assert_eq(s.server_closes_at_server_cb, SHUTDOWN_CLIENTS,
+                 "every server-side .close runs before the server's close callback");
+    cr_assert_eq(s.client_closes_at_server_cb, SHUTDOWN_CLIENTS,
+                 "every client saw its close before the server's close callback");
+    for (int i = 0; i < SHUTDOWN_CLIENTS; i++) {
+        cr_assert_eq(s.cli[i].opens, 1, "client %d", i);
+        cr_assert_eq(s.cli[i].closes, 1, "client %d", i);
+        cr_assert_eq(s.cli[i].close_code, SQ_WS_GOING_AWAY, "client %d: %d", i,
+                     s.cli[i].close_code);
+        cr_assert_str_eq(s.cli[i].close_reason, "server shutting down");
+    }
+}
+
+/* ---- broadcast ---- */
+
+enum { BROADCAST_CLIENTS = 20 };
+
+typedef struct bcast {
+    env_t *env;
+    side_t srv;
+    sq_ws_t *conns[BROADCAST_CLIENTS];
+    side_t cli[BROADCAST_CLIENTS];
+    uint8_t *big;
+    size_t big_len;
+    size_t took_small, took_big;
+    int client_frame_rc;
+    int server_got_from_client_frame;
+} bcast_t;
+
+static void bcast_srv_open(sq_ws_t *ws, sq_req_t *req, void *data)
+{
+    bcast_t *b = data;
+    b->conns[b->srv.opens++] = ws;
+    if (b->srv.opens < BROADCAST_CLIENTS)
+        return;
+    /* everyone is here: one small text frame, one large binary frame, each framed once */
+    b->took_small = sq_ws_broadcast(b->conns, BROADCAST_CLIENTS, 0, "news", 4);
+    b->took_big = sq_ws_broadcast(b->conns, BROADCAST_CLIENTS, 1, b->big, b->big_len);
+}
+
+static void bcast_srv_message(sq_ws_t *ws, int binary, const char *msg, size_t len, void *data)
+{
+    bcast_t *b = data;
+    b->srv.messages++;
+    if (len == 9 && memcmp(msg, "via frame", 9) == 0)
+        b->server_got_from_client_frame++;
+}
+
+static void bcast_srv_close(sq_ws_t *ws, int code, const char *reason, void *data)
+{
+    bcast_t *b = data;
+    side_record_close(&b->srv, code, reason);
+    if (b->srv.closes == BROADCAST_CLIENTS)
+        env_stop(b->env);
+}
+
+static const sq_ws_handler_t bcast_server = {
+    .open = bcast_srv_open,
+    .message = bcast_srv_message,
+    .close = bcast_srv_close,
+};
+
+typedef struct bcast_cli {
+    side_t side;
+    bcast_t *b;
+    int got_small, got_big;
+} bcast_cli_t;
+
+static void bcast_cli_message(sq_ws_t *ws, int binary, const char *msg, size_t len, void *data)
+{
+    bcast_cli_t *c = data;
+    c->side.messages++;
+    if (!binary && len == 4 && memcmp(msg, "news", 4) == 0) {
+        c->got_small++;
+    } else if (binary && len == c->b->big_len && memcmp(msg, c->b->big, len) == 0) {
+        c->got_big++;
+        if (c == (bcast_cli_t *)c->b->cli[0].extra) {
+            /* a client-side connection masks, so a shared frame is copied for it */
+            sq_ws_frame_t *f;
+            cr_assert_eq(sq_ws_frame_create(&f, 0, "via frame", 9), 0);
+            c->b->client_frame_rc = sq_ws_send_frame(ws, f);
+            sq_ws_frame_release(f);
+        }
+        sq_ws_close(ws, SQ_WS_NORMAL, NULL);
+    } else {
+        cr_assert_fail("unexpected message of %zu bytes", len);
+    }
+}
+
+static const sq_ws_handler_t bcast_client = {
+    .open = count_open,
+    .message = bcast_cli_message,
+    .close = client_close,
+};
+
+Test(ws, broadcast_reaches_each_of_20_connections_exactly_once, .timeout = 20)
+{
+    env_t e;
+    env_init(&e);
+    bcast_t b;
+    memset(&b, 0, sizeof(b));
+    b.env = &e;
+    b.client_frame_rc = 1;
+    b.big_len = 300 * 1024; /* larger than a socket takes at once: partial writes */
+    b.big = malloc(b.big_len);
+    for (size_t i = 0; i < b.big_len; i++)
+        b.big[i] = (uint8_t)(i * 31 + 7);
+    cr_assert_eq(sq_app_websocket(e.app, "/room", &bcast_server, NULL, &b), 0);
+    env_listen(&e);
+    char url[64];
+    env_url(&e, url, sizeof(url), "/room");
+    bcast_cli_t cli[BROADCAST_CLIENTS];
+    memset(cli, 0, sizeof(cli));
+    for (int i = 0; i < BROADCAST_CLIENTS; i++) {
+        cli[i].b = &b;
+        cli[i].side.env = &e;
+        b.cli[i].extra = &cli[i];
+        cr_assert_eq(sq_ws_connect(&e.loop, url, &bcast_client, &cli[i], NULL, NULL), 0);
+    }
+    env_run_and_finish(&e);
+    free(b.big);
+
+    cr_assert_eq(b.took_small, BROADCAST_CLIENTS);
+    cr_assert_eq(b.took_big, BROADCAST_CLIENTS);
+    for (int i = 0; i < BROADCAST_CLIENTS; i++) {
+        cr_assert_eq(cli[i].side.opens, 1, "client %d", i);
+        cr_assert_eq(cli[i].got_small, 1, "client %d", i);
+        cr_assert_eq(cli[i].got_big, 1, "client %d", i);
+        cr_assert_eq(cli[i].side.messages, 2, "client %d", i);
+        cr_assert_eq(cli[i].side.closes, 1, "client %d", i);
+        cr_assert_eq(cli[i].side.close_code, SQ_WS_NORMAL, "client %d", i);
+    }
+    cr_assert_eq(b.client_frame_rc, 0);
+    cr_assert_eq(b.server_got_from_client_frame, 1);
+    cr_assert_eq(b.srv.messages, 1);
+    cr_assert_eq(b.srv.closes, BROADCAST_CLIENTS);
+}
+
+Test(ws, broadcast_frame_outlives_the_callers_reference_until_written, .timeout = 5)
+{
+    /* sq_ws_frame_create/release without connections: the last release frees it (ASan
+     * and valgrind see a leak or a double free otherwise). */
+    sq_ws_frame_t *f;
+    cr_assert_eq(sq_ws_frame_create(&f, 1, "x", 1), 0);
+    sq_ws_frame_release(f);
+    cr_assert_eq(sq_ws_broadcast(NULL, 0, 0, "nobody", 6), 0);
+    sq_ws_frame_release(NULL);
+}
+
+/* ======================================================================================
+ * The client's failures: each comes back as .close(SQ_WS_ABNORMAL, reason), once
+ * ==================================================================================== */
+
+typedef struct lone {
+    uv_loop_t loop;
+    side_t cli;
+    uint64_t started, closed_at;
+} lone_t;
+
+static void lone_close(sq_ws_t *ws, int code, const char *reason, void *data)
+{
+    lone_t *l = data;
+    l->closed_at = uv_now(&l->loop);
+    side_record_close(&l->cli, code, reason);
+}
+
+static const sq_ws_handler_t lone_client = {
+    .open = count_open,
+    .message = count_message,
+    .close = lone_close,
+};
+
+/* Connects to url on a fresh loop, runs it dry, checks the single .close. */
+static void expect_connect_failure(const char *url, const sq_ws_opts_t *opts,
+                                   const char *reason_prefix, lone_t *l)
+{
+    memset(l, 0, sizeof(*l));
+    cr_assert_eq(uv_loop_init(&l->loop), 0);
+    l->started = uv_now(&l->loop);
+    cr_assert_eq(sq_ws_connect(&l->loop, url, &lone_client, l, opts, NULL), 0);
+    cr_assert_eq(l->cli.closes, 0, "never called back from inside sq_ws_connect");
+    uv_run(&l->loop, UV_RUN_DEFAULT);
+    cr_assert_eq(uv_loop_close(&l->loop), 0);
+    cr_assert_eq(l->cli.opens, 0);
+    cr_assert_eq(l->cli.closes, 1);
+    cr_assert_eq(l->cli.close_code, SQ_WS_ABNORMAL);
+    cr_assert(strncmp(l->cli.close_reason, reason_prefix, strlen(reason_prefix)) == 0,
+              "reason \"%s\", expected \"%s...\"", l->cli.close_reason, reason_prefix);
+}
+
+Test(ws, client_connect_to_a_refused_port_reports_abnormal_close, .timeout = 10)
+{
+    char url[64];
+    snprintf(url, sizeof(url), "ws://127.0.0.1:%d/ws", th_free_port());
+    lone_t l;
+    expect_connect_failure(url, NULL, "connect: ", &l);
+    cr_assert(strstr(l.cli.close_reason, "refused") != NULL, "%s", l.cli.close_reason);
+}
+
+Test(ws, client_dns_failure_reports_abnormal_close, .timeout = 30)
+{
+    lone_t l;
+    sq_ws_opts_t o;
+    sq_ws_opts_init(&o);
+    o.handshake_timeout_ms = 20000; /* a resolver that is slow to fail still says DNS */
+    expect_connect_failure("ws://no-such-host.invalid:80/ws", &o, "DNS: ", &l);
+}
+
+/* A TCP listener that never accepts: the kernel completes the connection, nobody answers. */
+static int silent_listener(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    cr_assert_eq(listen(fd, 8), 0);
+    socklen_t sl = sizeof(a);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &sl), 0);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+Test(ws, client_handshake_timeout_reports_abnormal_close, .timeout = 10)
+{
+    int port;
+    int fd = silent_listener(&port);
+    char url[64];
+    snprintf(url, sizeof(url), "ws://127.0.0.1:%d/ws", port);
+    sq_ws_opts_t o;
+    sq_ws_opts_init(&o);
+    o.handshake_timeout_ms = 200;
+    lone_t l;
+    expect_connect_failure(url, &o, "handshake timed out", &l);
+    cr_assert_geq(l.closed_at - l.started, 190, "after %llu ms",
+                  (unsigned long long)(l.closed_at - l.started));
+    close(fd);
+}
+
+Test(ws, client_upgrade_refused_reports_the_status, .timeout = 10)
+{
+    env_t e;
+    env_init(&e);
+    side_t srv = {.env = &e};
+    cr_assert_eq(sq_app_websocket(e.app, "/ws", &echo_handler, NULL, &srv), 0);
+    env_listen(&e);
+    side_t cli = {.env = &e, .stop_after_closes = 1};
+    char url[64];
+    env_url(&e, url, sizeof(url), "/nowhere");
+    cr_assert_eq(sq_ws_connect(&e.loop, url, &plain_client, &cli, NULL, NULL), 0);
+    env_run_and_finish(&e);
+    cr_assert_eq(cli.opens, 0);
+    cr_assert_eq(cli.closes, 1);
+    cr_assert_eq(cli.close_code, SQ_WS_ABNORMAL);
+    cr_assert_str_eq(cli.close_reason, "upgrade refused with status 404");
+    cr_assert_eq(srv.opens, 0);
+}
+
+Test(ws, client_closed_before_open_is_cancelled_with_one_close, .timeout = 10)
+{
+    /* at once (while resolving), against a live server */
+    env_t e;
+    env_init(&e);
+    side_t srv = {.env = &e};
+    cr_assert_eq(sq_app_websocket(e.app, "/ws", &echo_handler, NULL, &srv), 0);
+    env_listen(&e);
+    side_t cli = {.env = &e, .stop_after_closes = 1};
+    char url[64];
+    env_url(&e, url, sizeof(url), "/ws");
+    sq_ws_t *ws = NULL;
+    cr_assert_eq(sq_ws_connect(&e.loop, url, &plain_client, &cli, NULL, &ws), 0);
+    cr_assert_not_null(ws);
+    cr_assert_eq(sq_ws_close(ws, SQ_WS_NORMAL, NULL), 0);
+    env_run_and_finish(&e);
+    cr_assert_eq(cli.opens, 0);
+    cr_assert_eq(cli.closes, 1);
+    cr_assert_eq(cli.close_code, SQ_WS_ABNORMAL);
+    cr_assert_str_eq(cli.close_reason, "cancelled");
+    cr_assert_eq(srv.opens, 0);
+    cr_assert_eq(srv.closes, 0);
+}
+
+static void cancel_later(uv_timer_t *t)
+{
+    sq_ws_t *ws = t->data;
+    cr_assert_eq(sq_ws_close(ws, SQ_WS_NORMAL, NULL), 0);
+    uv_close((uv_handle_t *)t, NULL);
+}
+
+Test(ws, client_closed_during_the_handshake_is_cancelled_with_one_close, .timeout = 10)
+{
+    int port;
+    int fd = silent_listener(&port);
+    lone_t l;
+    memset(&l, 0, sizeof(l));
+    cr_assert_eq(uv_loop_init(&l.loop), 0);
+    char url[64];
+    snprintf(url, sizeof(url), "ws://127.0.0.1:%d/ws", port);
+    sq_ws_t *ws = NULL;
+    cr_assert_eq(sq_ws_connect(&l.loop, url, &lone_client, &l, NULL, &ws), 0);
+    uv_timer_t t;
+    uv_timer_init(&l.loop, &t);
+    t.data = ws;
+    uv_timer_start(&t, cancel_later, 100, 0);
+    uv_run(&l.loop, UV_RUN_DEFAULT);
+    cr_assert_eq(uv_loop_close(&l.loop), 0);
+    cr_assert_eq(l.cli.opens, 0);
+    cr_assert_eq(l.cli.closes, 1);
+    cr_assert_eq(l.cli.close_code, SQ_WS_ABNORMAL);
+    cr_assert_str_eq(l.cli.close_reason, "cancelled");
+    close(fd);
+}
+
+Test(ws, client_bad_url_returns_einval_and_calls_nothing, .timeout = 5)
+{
+    static const char *const bad[] = {
+        "http://127.0.0.1/ws", "wss:/x",         "ws://",      "ws://:80/",      "ws://host:0/",
+        "ws://host:99999/",    "ws://host:abc/", "ws://[::1/", "ws://host#frag", "",
+    };
+    uv_loop_t loop;
+    cr_assert_eq(uv_loop_init(&loop), 0);
+    side_t cli;
+    memset(&cli, 0, sizeof(cli));
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        sq_ws_t *ws = (sq_ws_t *)&cli;
+        int rc = sq_ws_connect(&loop, bad[i], &plain_client, &cli, NULL, &ws);
+        cr_assert_eq(rc, UV_EINVAL, "\"%s\": %s", bad[i], sq_err_name(rc));
+        cr_assert_eq(ws, (sq_ws_t *)&cli, "\"%s\": out untouched on failure", bad[i]);
+    }
+    cr_assert_eq(sq_ws_connect(&loop, NULL, &plain_client, &cli, NULL, NULL), UV_EINVAL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    cr_assert_eq(cli.opens + cli.closes + cli.messages, 0);
+    cr_assert_eq(uv_loop_close(&loop), 0);
+}
+
+/* ======================================================================================
+ * The server against hand-built frames over a plain TCP socket
+ * ==================================================================================== */
+
+/* RFC 6455 §1.3's example: this key must be answered with this accept value. */
+#define WS_KEY "dGhlIHNhbXBsZSBub25jZQ=="
+#define WS_ACCEPT "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+enum { OP_CONT = 0x0, OP_TEXT = 0x1, OP_BIN = 0x2, OP_CLOSE = 0x8, OP_PING = 0x9, OP_PONG = 0xA };
+#define FIN 0x80
+#define RSV1 0x40
+#define RSV2 0x20
+#define RSV3 0x10
+
+/* What the server-side handler saw, read by the test thread (atomics, or after stop). */
+typedef struct raw_srv {
+    atomic_int opens, messages, closes, pongs, drains;
+    atomic_int close_code;
+    atomic_int last_len;
+} raw_srv_t;
+
+static void raw_open(sq_ws_t *ws, sq_req_t *req, void *data)
+{
+    raw_srv_t *s = data;
+    atomic_fetch_add(&s->opens, 1);
+}
+
+static void raw_message(sq_ws_t *ws, int binary, const char *msg, size_t len, void *data)
+{
+    raw_srv_t *s = data;
+    atomic_store(&s->last_len, (int)len);
+    atomic_fetch_add(&s->messages, 1);
+    sq_ws_send(ws, binary, msg, len);
+}
+
+static void raw_pong(sq_ws_t *ws, const char *payload, size_t len, void *data)
+{
+    raw_srv_t *s = data;
+    atomic_fetch_add(&s->pongs, 1);
+}
+
+static void raw_close(sq_ws_t *ws, int code, const char *reason, void *data)
+{
+    raw_srv_t *s = data;
+    atomic_store(&s->close_code, code);
+    atomic_fetch_add(&s->closes, 1);
+}
+
+static const sq_ws_handler_t raw_echo = {
+    .open = raw_open,
+    .message = raw_message,
+    .close = raw_close,
+    .pong = raw_pong,
+};
+
+enum { RAW_MAX_MESSAGE = 64 * 1024 };
+
+typedef struct raw_env {
+    sq_app_t *app;
+    th_server_t *ts;
+    int port;
+    raw_srv_t st;
+} raw_env_t;
+
+/* A server with /echo (max_message_bytes RAW_MAX_MESSAGE) on its own thread. */
+static void raw_start(raw_env_t *r)
+{
+    memset(r, 0, sizeof(*r));
+    cr_assert_eq(sq_app_create(&r->app), 0);
+    sq_ws_opts_t o;
+    sq_ws_opts_init(&o);
+    o.max_message_bytes = RAW_MAX_MESSAGE;
+    o.close_timeout_ms = 1000;
+    cr_assert_eq(sq_app_websocket(r->app, "/echo", &raw_echo, &o, &r->st), 0);
+    r->ts = th_server_start(r->app, NULL);
+    r->port = th_server_port(r->ts);
+}
+
+static void raw_stop(raw_env_t *r)
+{
+    th_server_stop(r->ts, 1000);
+    sq_app_destroy(r->app);
+}
+
+/* Builds one frame: b0 is FIN | RSV bits | opcode; the payload is masked (RFC 6455 §5.3)
+ * when `mask`. `out` has room for len + 14 bytes. Returns the frame's length. */
+static size_t frame_build(uint8_t *out, uint8_t b0, bool mask, const void *payload, size_t len)
+{
+    static const uint8_t key[4] = {0x37, 0xFA, 0x21, 0x3D};
+    const uint8_t *p = payload;
+    size_t n = 0;
+    out[n++] = b0;
+    uint8_t m = mask ? 0x80 : 0;
+    if (len < 126) {
+        out[n++] = (uint8_t)(m | len);
+    } else if (len <= 0xFFFF) {
+        out[n++] = m | 126;
+        out[n++] = (uint8_t)(len >> 8);
+        out[n++] = (uint8_t)len;
+    } else {
+        out[n++] = m | 127;
+        for (int i = 7; i >= 0; i--)
+            out[n++] = (uint8_t)((uint64_t)len >> (8 * i));
+    }
+    if (mask) {
+        memcpy(out + n, key, 4);
+        n += 4;
+    }
+    for (size_t i = 0; i < len; i++)
+        out[n + i] = mask ? p[i] ^ key[i & 3] : p[i];
+    return n + len;
+}
+
+static void frame_send(th_conn_t *c, uint8_t b0, bool mask, const void *payload, size_t len)
+{
+    uint8_t *f = malloc(len + 14);
+    cr_assert_not_null(f);
+    size_t n = frame_build(f, b0, mask, payload, len);
+    cr_assert_eq(th_conn_send(c, f, n), 0);
+    free(f);
+}
+
+/* A close frame's payload: the code, big-endian, and the reason. */
+static size_t close_payload(uint8_t *out, int code, const char *reason)
+{
+    out[0] = (uint8_t)(code >> 8);
+    out[1] = (uint8_t)code;
+    size_t rl = reason ? strlen(reason) : 0;
+    if (rl > 0)
+        memcpy(out + 2, reason, rl);
+    return 2 + rl;
+}
+
+typedef struct rframe {
+    uint8_t b0;
+    int opcode;
+    bool fin, masked;
+    uint8_t *payload; /* NUL-terminated copy */
+    size_t len;
+} rframe_t;
+
+/* Reads one whole frame the server sent. Returns 0, UV_EOF or UV_ETIMEDOUT. */
+static int frame_read(th_conn_t *c, rframe_t *f, int timeout_ms)
+{
+    uint64_t end = th_now_ms() + (uint64_t)timeout_ms;
+    memset(f, 0, sizeof(*f));
+    for (;;) {
+        if (c->len >= 2) {
+            const uint8_t *b = (const uint8_t *)c->buf;
+            uint64_t len = b[1] & 0x7F;
+            size_t hl = len == 126 ? 4 : len == 127 ? 10 : 2;
+            bool masked = (b[1] & 0x80) != 0;
+            if (masked)
+                hl += 4;
+            if (c->len >= hl) {
+                if (len == 126) {
+                    len = (uint64_t)b[2] << 8 | b[3];
+                } else if (len == 127) {
+                    len = 0;
+                    for (int i = 0; i < 8; i++)
+                        len = len << 8 | b[2 + i];
+                }
+                if (c->len >= hl + len) {
+                    f->b0 = b[0];
+                    f->opcode = b[0] & 0x0F;
+                    f->fin = (b[0] & 0x80) != 0;
+                    f->masked = masked;
+                    f->len = (size_t)len;
+                    f->payload = malloc(f->len + 1);
+                    cr_assert_not_null(f->payload);
+                    memcpy(f->payload, b + hl, f->len);
+                    f->payload[f->len] = '\0';
+                    size_t used = hl + f->len;
+                    memmove(c->buf, c->buf + used, c->len - used);
+                    c->len -= used;
+                    return 0;
+                }
+            }
+        }
+        if (c->eof)
+            return UV_EOF;
+        uint64_t now = th_now_ms();
+        if (now >= end)
+            return UV_ETIMEDOUT;
+        th_conn_read_some(c, (int)(end - now));
+    }
+}
+
+static void frame_free(rframe_t *f)
+{
+    free(f->payload);
+    f->payload = NULL;
+}
+
+/* Reads a frame and checks it is a FIN data frame with this opcode and payload. */
+static void expect_frame(th_conn_t *c, int opcode, const void *payload, size_t len)
+{
+    rframe_t f;
+    int rc = frame_read(c, &f, 5000);
+    cr_assert_eq(rc, 0, "waiting for opcode %d: %s", opcode, uv_err_name(rc));
+    cr_assert_not(f.masked, "a server never masks (RFC 6455 §5.1)");
+    cr_assert_eq(f.b0 & 0x70, 0, "no reserved bits from the server");
+    cr_assert(f.fin);
+    cr_assert_eq(f.opcode, opcode, "opcode %d, expected %d", f.opcode, opcode);
+    cr_assert_eq(f.len, len, "%zu bytes, expected %zu", f.len, len);
+    cr_assert(len == 0 || memcmp(f.payload, payload, len) == 0);
+    frame_free(&f);
+}
+
+/* Names the case being checked in expect_close's messages. */
+static const char *raw_case = "";
+
+/* The server fails the connection: a close frame with `code`, then the TCP close. */
+static void expect_close(th_conn_t *c, int code)
+{
+    rframe_t f;
+    int rc = frame_read(c, &f, 5000);
+    cr_assert_eq(rc, 0, "%s: waiting for close %d: %s", raw_case, code, uv_err_name(rc));
+    cr_assert_eq(f.opcode, OP_CLOSE, "%s: opcode %d, expected a close frame", raw_case, f.opcode);
+    cr_assert_geq(f.len, 2, "%s: a close frame without a status code; expected %d", raw_case, code);
+    int got = f.payload[0] << 8 | f.payload[1];
+    cr_assert_eq(got, code, "%s: close code %d, expected %d (reason \"%s\")", raw_case, got, code,
+                 (char *)f.payload + 2);
+    frame_free(&f);
+    cr_assert_eq(th_conn_wait_closed(c, 5000), 0, "%s: the server closes TCP after failing",
+                 raw_case);
+}
+
+static const char upgrade_request[] = "GET /echo HTTP/1.1\r\n"
+                                      "Host: test\r\n"
+                                      "Upgrade: websocket\r\n"
+                                      "Connection: Upgrade\r\n"
+                                      "Sec-WebSocket-Key: " WS_KEY "\r\n"
+                                      "Sec-WebSocket-Version: 13\r\n"
+                                      "\r\n";
+
+/* Opens a connection, sends the upgrade request followed by `extra` bytes in the same
+ * write, and checks the 101. */
+static void raw_upgrade_with(th_conn_t *c, int port, const void *extra, size_t extra_len)
+{
+    cr_assert_eq(th_conn_open(c, port), 0);
+    size_t rl = strlen(upgrade_request);
+    uint8_t *req = malloc(rl + extra_len);
+    memcpy(req, upgrade_request, rl);
+    if (extra_len)
+        memcpy(req + rl, extra, extra_len);
+    cr_assert_eq(th_conn_send(c, req, rl + extra_len), 0);
+    free(req);
+    th_res_t r;
+    cr_assert_eq(th_conn_read_res(c, &r, 5000, false), 0);
+    cr_assert_eq(r.status, 101, "status %d", r.status);
+    const char *accept = th_res_header(&r, "Sec-WebSocket-Accept");
+    cr_assert_not_null(accept);
+    cr_assert_str_eq(accept, WS_ACCEPT);
+    const char *upgrade = th_res_header(&r, "Upgrade");
+    cr_assert(upgrade != NULL && strcasecmp(upgrade, "websocket") == 0);
+    th_res_free(&r);
+}
+
+static void raw_upgrade(th_conn_t *c, int port)
+{
+    raw_upgrade_with(c, port, NULL, 0);
+}
+
+Test(ws, bytes_behind_the_upgrade_request_in_the_same_write_are_the_first_frames, .timeout = 10)
+{
+    raw_env_t r;
+    raw_start(&r);
+    uint8_t frames[64];
+    size_t n = frame_build(frames, FIN | OP_TEXT, true, "early", 5);
+    n += frame_build(frames + n, FIN | OP_BIN, true, "\x00\x01", 2);
+    th_conn_t c;
+    raw_upgrade_with(&c, r.port, frames, n);
+    expect_frame(&c, OP_TEXT, "early", 5);
+    expect_frame(&c, OP_BIN, "\x00\x01", 2);
+    th_conn_close(&c);
+    raw_stop(&r);
+    cr_assert_eq(atomic_load(&r.st.opens), 1);
+    cr_assert_eq(atomic_load(&r.st.messages), 2);
+}
+
+Test(ws, bytes_behind_the_upgrade_request_may_end_inside_a_frame, .timeout = 10)
+{
+    raw_env_t r;
+    raw_start(&r);
+    uint8_t frame[64];
+    size_t n = frame_build(frame, FIN | OP_TEXT, true, "split frame", 11);
+    th_conn_t c;
+    raw_upgrade_with(&c, r.port, frame, 5); /* header, mask, one payload byte */
+    th_sleep_ms(50);
+    cr_assert_eq(th_conn_send(&c, frame + 5, n - 5), 0);
+    expect_frame(&c, OP_TEXT, "split frame", 11);
+    th_conn_close(&c);
+    raw_stop(&r);
+}
+
+Test(ws, fragmented_message_is_reassembled, .timeout = 10)
+{
+    raw_env_t r;
+    raw_start(&r);
+    th_conn_t c;
+    raw_upgrade(&c, r.port);
+    frame_send(&c, OP_TEXT, true, "Hel", 3);
+    frame_send(&c, OP_CONT, true, "", 0);
+    frame_send(&c, OP_CONT, true, "lo, ", 4);
+    frame_send(&c, FIN | OP_CONT, true, "world", 5);
+    expect_frame(&c, OP_TEXT, "Hello, world", 12);
+    frame_send(&c, OP_BIN, true, "\x01\x02", 2);
+    frame_send(&c, FIN | OP_CONT, true, "\x03", 1);
+    expect_frame(&c, OP_BIN, "\x01\x02\x03", 3);
+    th_conn_close(&c);
+    raw_stop(&r);
+    cr_assert_eq(atomic_load(&r.st.messages), 2);
+}
+
+Test(ws, ping_between_fragments_is_answered_before_the_message_completes, .timeout = 10)
+{
+    raw_env_t r;
+    raw_start(&r);
+    th_conn_t c;
+    raw_upgrade(&c, r.port);
+    frame_send(&c, OP_TEXT, true, "first half, ", 12);
+    frame_send(&c, FIN | OP_PING, true, "mid", 3);
+    expect_frame(&c, OP_PONG, "mid", 3);
+    cr_assert_eq(atomic_load(&r.st.messages), 0);
+    frame_send(&c, FIN | OP_CONT, true, "second half", 11);
+    expect_frame(&c, OP_TEXT, "first half, second half", 23);
+    th_conn_close(&c);
+    raw_stop(&r);
+}
+
+Test(ws, unsolicited_pong_is_ignored, .timeout = 10)
+{
+    raw_env_t r;
+    raw_start(&r);
+    th_conn_t c;
+    raw_upgrade(&c, r.port);
+    frame_send(&c, FIN | OP_PONG, true, "unasked", 7);
+    frame_send(&c, FIN | OP_TEXT, true, "after", 5);
+    expect_frame(&c, OP_TEXT, "after", 5); /* the first thing back: no close, no pong */
+    th_conn_close(&c);
+    raw_stop(&r);
+    cr_assert_eq(atomic_load(&r.st.pongs), 1);
+    cr_assert_eq(atomic_load(&r.st.closes), 1);
+    cr_assert_eq(atomic_load(&r.st.close_code), SQ_WS_ABNORMAL);
+}
+
+Test(ws, client_close_is_echoed_then_the_server_closes_tcp, .timeout = 10)
+{
+    raw_env_t r;
+    raw_start(&r);
+    th_conn_t c;
+    raw_upgrade(&c, r.port);
+    uint8_t p[64];
+    size_t n = close_payload(p, 3001, "app says bye");
+    frame_send(&c, FIN | OP_CLOSE, true, p, n);
+    expect_close(&c, 3001);
+    th_conn_close(&c);
+    /* and a close frame without a code is answered by one without a code */
+    raw_upgrade(&c, r.port);
+    frame_send(&c, FIN | OP_CLOSE, true, "", 0);
+    rframe_t f;
+    cr_assert_eq(frame_read(&c, &f, 5000), 0);
+    cr_assert_eq(f.opcode, OP_CLOSE);
+    cr_assert_eq(f.len, 0);
+    frame_free(&f);
+    cr_assert_eq(th_conn_wait_closed(&c, 5000), 0);
+    th_conn_close(&c);
+    raw_stop(&r);
+    cr_assert_eq(atomic_load(&r.st.closes), 2);
+    cr_assert_eq(atomic_load(&r.st.close_code), SQ_WS_NO_STATUS);
+}
+
+/* One connection per case: `bytes` after the handshake must get close `code`. */
+static void expect_failure(raw_env_t *r, const void *bytes, size_t len, int code)
+{
+    th_conn_t c;
+    raw_upgrade(&c, r->port);
+    cr_assert_eq(th_conn_send(&c, bytes, len), 0);
+    expect_close(&c, code);
+    th_conn_close(&c);
+}
+
+static void expect_frame_failure(raw_env_t *r, uint8_t b0, bool mask, const void *payload,
+                                 size_t len, int code)
+{
+    uint8_t *f = malloc(len + 14);
+    size_t n = frame_build(f, b0, mask, payload, len);
+    expect_failure(r, f, n, code);
+    free(f);
+}
+
+Test(ws, unmasked_client_frame_gets_1002, .timeout = 10)
+{
+    raw_env_t r;
+    raw_start(&r);
+    raw_case = "unmasked text";
+    expect_frame_failure(&r, FIN | OP_TEXT, false, "plain", 5, SQ_WS_PROTOCOL_ERROR);
+    raw_case = "unmasked ping";
+    expect_frame_failure(&r, FIN | OP_PING, false, "plain", 5, SQ_WS_PROTOCOL_ERROR);
+    raw_stop(&r);
+    cr_assert_eq(atomic_load(&r.st.messages), 0);
+    cr_assert_eq(atomic_load(&r.st.closes), 2);
+}
+
+Test(ws, reserved_bits_without_an_extension_get_1002, .timeout = 10)
+{
+    raw_env_t r;
+    raw_start(&r);
+    raw_case = "RSV1";
+    expect_frame_failure(&r, FIN | RSV1 | OP_TEXT, true, "x", 1, SQ_WS_PROTOCOL_ERROR);
+    raw_case = "RSV2";
+    expect_frame_failure(&r, FIN | RSV2 | OP_BIN, true, "x", 1, SQ_WS_PROTOCOL_ERROR);
+    raw_case = "RSV3";
+    expect_frame_failure(&r, FIN | RSV3 | OP_PING, true, "x", 1, SQ_WS_PROTOCOL_ERROR);
+    raw_stop(&r);
+    cr_assert_eq(atomic_load(&r.st.messages), 0);
+}
+
+Test(ws, unknown_opcodes_get_1002, .timeout = 10)
+{
+    raw_env_t r;
+    raw_start(&r);
+    static const uint8_t ops[] = {0x3, 0x7, 0xB, 0xF};
+    for (size_t i = 0; i < sizeof(ops); i++) {
+        char label[32];
+        snprintf(label, sizeof(label), "reserved opcode 0x%X", ops[i]);
+        raw_case = label;
+        expect_frame_failure(&r, FIN | ops[i], true, "x", 1, SQ_WS_PROTOCOL_ERROR);
+    }
+    /* a continuation with no message to continue */
+    raw_case = "continuation without a message";
+    expect_frame_failure(&r, FIN | OP_CONT, true, "x", 1, SQ_WS_PROTOCOL_ERROR);
+    /* a new data frame while a fragmented message is open */
+    uint8_t two[32];
+    size_t n = frame_build(two, OP_TEXT, true, "a", 1);
+    n += frame_build(two + n, FIN | OP_TEXT, true, "b", 1);
+    raw_case = "new data frame inside a fragmented message";
+    expect_failure(&r, two, n, SQ_WS_PROTOCOL_ERROR);
+    raw_stop(&r);
+    cr_assert_eq(atomic_load(&r.st.messages), 0);
+}
+
+Test(ws, control_frame_of_126_bytes_gets_1002, .timeout = 10)
+{
+    raw_env_t r;
+    raw_start(&r);
+    uint8_t big[126];
+    memset(big, 'p', sizeof(big));
+    raw_case = "ping of 126 bytes";
+    expect_frame_failure(&r, FIN | OP_PING, true, big, sizeof(big), SQ_WS_PROTOCOL_ERROR);
+    raw_case = "pong of 126 bytes";
+    expect_frame_failure(&r, FIN | OP_PONG, true, big, sizeof(big), SQ_WS_PROTOCOL_ERROR);
+    close_payload(big, 1000, NULL);
+    raw_case = "close of 126 bytes";
+    expect_frame_failure(&r, FIN | OP_CLOSE, true, big, sizeof(big), SQ_WS_PROTOCOL_ERROR);
+    raw_stop(&r);
+}
+
+Test(ws, fragmented_control_frame_gets_1002, .timeout = 10)
+{
+    raw_env_t r;
+    raw_start(&r);
+    raw_case = "ping without FIN";
+    expect_frame_failure(&r, OP_PING, true, "no fin", 6, SQ_WS_PROTOCOL_ERROR);
+    uint8_t p[8];
+    size_t n = close_payload(p, 1000, NULL);
+    raw_case = "close without FIN";
+    expect_frame_failure(&r, OP_CLOSE, true, p, n, SQ_WS_PROTOCOL_ERROR);
+    raw_stop(&r);
+}
+
+Test(ws, invalid_close_codes_get_1002, .timeout = 20)
+{
+    raw_env_t r;
+    raw_start(&r);
+    /* RFC 6455 §7.4.1-2: 1005 and 1006 are never sent, 1004 and 1015 are reserved, under
+     * 1000 and 1016-2999 are not assigned to endpoints, 5000 and up do not exist */
+    static const int bad[] = {0, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        uint8_t p[8];
+        size_t n = close_payload(p, bad[i], NULL);
+        char label[32];
+        snprintf(label, sizeof(label), "close code %d", bad[i]);
+        raw_case = label;
+        expect_frame_failure(&r, FIN | OP_CLOSE, true, p, n, SQ_WS_PROTOCOL_ERROR);
+    }
+    /* a body of one byte cannot hold a status code (RFC 6455 §5.5.1) */
+    raw_case = "close body of one byte";
+    expect_frame_failure(&r, FIN | OP_CLOSE, true, "\x03", 1, SQ_WS_PROTOCOL_ERROR);
+    raw_stop(&r);
+}
+
+Test(ws, invalid_utf8_text_gets_1007, .timeout = 20)
+{
+    raw_env_t r;
+    raw_start(&r);
+    /* in one frame */
+    raw_case = "overlong in one frame";
+    expect_frame_failure(&r, FIN | OP_TEXT, true, "bad \xC0\xAF", 6, SQ_WS_INVALID_DATA);
+    raw_case = "surrogate in one frame";
+    expect_frame_failure(&r, FIN | OP_TEXT, true, "\xED\xA0\x80", 3, SQ_WS_INVALID_DATA);
+    /* truncated at the end of the message */
+    raw_case = "truncated at the end of the message";
+    expect_frame_failure(&r, FIN | OP_TEXT, true, "ok \xE2\x82", 5, SQ_WS_INVALID_DATA);
+    /* split across two fragments: each alone could still become valid, together not */
+    uint8_t two[64];
+    size_t n = frame_build(two, OP_TEXT, true, "euro \xE2\x82", 7);
+    n += frame_build(two + n, FIN | OP_CONT, true, "\x28 !", 3);
+    raw_case = "invalid across two fragments";
+    expect_failure(&r, two, n, SQ_WS_INVALID_DATA);
+    /* a fragment that ends inside a character, and a final fragment that does not end it */
+    n = frame_build(two, OP_TEXT, true, "\xF0\x9F", 2);
+    n += frame_build(two + n, FIN | OP_CONT, true, "\x98", 1);
+    raw_case = "fragments ending inside a character";
+    expect_failure(&r, two, n, SQ_WS_INVALID_DATA);
+    /* split across two TCP writes inside one frame */
+    {
+        th_conn_t c;
+        raw_case = "invalid across two TCP writes";
+        raw_upgrade(&c, r.port);
+        uint8_t f[64];
+        size_t fl = frame_build(f, FIN | OP_TEXT, true, "abc\xE2\x82\x41xyz", 9);
+        cr_assert_eq(th_conn_send(&c, f, fl - 4), 0); /* ends after E2 82 */
+        th_sleep_ms(50);
+        cr_assert_eq(th_conn_send(&c, f + fl - 4, 4), 0);
+        expect_close(&c, SQ_WS_INVALID_DATA);
+        th_conn_close(&c);
+    }
+    /* and a close reason that is not UTF-8 */
+    uint8_t p[16];
+    size_t pl = close_payload(p, 1000, "\xFF\xFE");
+    raw_case = "close reason not UTF-8";
+    expect_frame_failure(&r, FIN | OP_CLOSE, true, p, pl, SQ_WS_INVALID_DATA);
+    raw_stop(&r);
+    cr_assert_eq(atomic_load(&r.st.messages), 0);
+}
+
+Test(ws, valid_utf8_split_across_fragments_and_writes_is_accepted, .timeout = 10)
+{
+    raw_env_t r;
+    raw_start(&r);
+    th_conn_t c;
+    raw_upgrade(&c, r.port);
+    static const char text[] = "caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80";
+    size_t tl = sizeof(text) - 1;
+    /* a fragment boundary after every byte */
+    for (size_t i = 0; i < tl; i++)
+        frame_send(&c, (i + 1 == tl ? FIN : 0) | (i == 0 ? OP_TEXT : OP_CONT), true, text + i, 1);
+    expect_frame(&c, OP_TEXT, text, tl);
+    /* one frame, one byte per TCP write */
+    uint8_t f[64];
+    size_t fl = frame_build(f, FIN | OP_TEXT, true, text, tl);
+    cr_assert_eq(th_conn_send_split(&c, f, fl, 1, 2000), 0);
+    expect_frame(&c, OP_TEXT, text, tl);
+    th_conn_close(&c);
+    raw_stop(&r);
+    cr_assert_eq(atomic_load(&r.st.messages), 2);
+}
+
+Test(ws, message_over_max_message_bytes_gets_1009, .timeout = 20)
+{
+    raw_env_t r;
+    raw_start(&r);
+    uint8_t *big = calloc(1, RAW_MAX_MESSAGE + 1);
+    memset(big, 'm', RAW_MAX_MESSAGE + 1);
+    /* exactly the limit passes */
+    {
+        th_conn_t c;
+        raw_upgrade(&c, r.port);
+        frame_send(&c, FIN | OP_BIN, true, big, RAW_MAX_MESSAGE);
+        expect_frame(&c, OP_BIN, big, RAW_MAX_MESSAGE);
+        th_conn_close(&c);
+    }
+    /* one byte more, in one frame */
+    raw_case = "one frame one byte over the limit";
+    expect_frame_failure(&r, FIN | OP_BIN, true, big, RAW_MAX_MESSAGE + 1, SQ_WS_TOO_BIG);
+    /* or in fragments that each fit */
+    size_t half = RAW_MAX_MESSAGE / 2 + 1;
+    uint8_t *two = malloc(2 * (half + 14));
+    size_t n = frame_build(two, OP_TEXT, true, big, half);
+    n += frame_build(two + n, FIN | OP_CONT, true, big, half);
+    raw_case = "two fragments over the limit";
+    expect_failure(&r, two, n, SQ_WS_TOO_BIG);
+    free(two);
+    /* a header that announces 2^62 bytes is refused at its first payload byte */
+    uint8_t h[15] = {FIN | OP_BIN, 0x80 | 127, 0x40, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 'x'};
+    raw_case = "a header announcing 2^62 bytes";
+    expect_failure(&r, h, sizeof(h), SQ_WS_TOO_BIG);
+    free(big);
+    raw_stop(&r);
+    cr_assert_eq(atomic_load(&r.st.messages), 1);
+}
+
+Test(ws, handshake_errors_get_400_or_426, .timeout = 10)
+{
+    raw_env_t r;
+    raw_start(&r);
+    th_res_t res;
+    /* no key */
+    cr_assert_eq(th_request(r.port,
+                            "GET /echo HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
+                            "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                            &res),
+                 0);
+    cr_assert_eq(res.status, 400);
+    th_res_free(&res);
+    /* a key that is not 16 bytes of base64 */
+    cr_assert_eq(th_request(r.port,
+                            "GET /echo HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
+                            "Connection: Upgrade\r\nSec-WebSocket-Key: c2hvcnQ=\r\n"
+                            "Sec-WebSocket-Version: 13\r\n\r\n",
+                            &res),
+                 0);
+    cr_assert_eq(res.status, 400);
+    th_res_free(&res);
+    /* version 8: 426 naming the version squall speaks (RFC 6455 §4.4) */
+    cr_assert_eq(th_request(r.port,
+                            "GET /echo HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
+                            "Connection: Upgrade\r\nSec-WebSocket-Key: " WS_KEY "\r\n"
+                            "Sec-WebSocket-Version: 8\r\n\r\n",
+                            &res),
+                 0);
+    cr_assert_eq(res.status, 426);
+    const char *v = th_res_header(&res, "Sec-WebSocket-Version");
+    cr_assert_not_null(v);
+    cr_assert_str_eq(v, "13");
+    th_res_free(&res);
+    /* a plain GET */
+    cr_assert_eq(th_request(r.port, "GET /echo HTTP/1.1\r\nHost: t\r\n\r\n", &res), 0);
+    cr_assert_eq(res.status, 426);
+    v = th_res_header(&res, "Sec-WebSocket-Version");
+    cr_assert(v != NULL && strcmp(v, "13") == 0);
+    th_res_free(&res);
+    /* Upgrade without Connection: upgrade */
+    cr_assert_eq(th_request(r.port,
+                            "GET /echo HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
+                            "Sec-WebSocket-Key: " WS_KEY "\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                            &res),
+                 0);
+    cr_assert_eq(res.status, 426);
+    th_res_free(&res);
+    /* and a real one still works on the same server */
+    th_conn_t c;
+    raw_upgrade(&c, r.port);
+    frame_send(&c, FIN | OP_TEXT, true, "fine", 4);
+    expect_frame(&c, OP_TEXT, "fine", 4);
+    th_conn_close(&c);
+    raw_stop(&r);
+    cr_assert_eq(atomic_load(&r.st.opens), 1);
+}
+
+/* ---- keepalive with a raw peer that never answers a ping ---- */
+
+Test(ws, keepalive_closes_a_connection_whose_peer_does_not_answer_pings, .timeout = 10)
+{
+    raw_srv_t st;
+    memset(&st, 0, sizeof(st));
+    sq_app_t *app;
+    cr_assert_eq(sq_app_create(&app), 0);
+    sq_ws_opts_t o;
+    sq_ws_opts_init(&o);
+    o.ping_interval_ms = 50;
+    o.pong_timeout_ms = 150;
+    cr_assert_eq(sq_app_websocket(app, "/echo", &raw_echo, &o, &st), 0);
+    th_server_t *ts = th_server_start(app, NULL);
+    th_conn_t c;
+    raw_upgrade(&c, th_server_port(ts));
+    uint64_t t0 = th_now_ms();
+    int pings = 0;
+    rframe_t f;
+    int rc;
+    while ((rc = frame_read(&c, &f, 3000)) == 0) {
+        cr_assert_eq(f.opcode, OP_PING, "only pings come, got opcode %d", f.opcode);
+        cr_assert_eq(f.len, 8);
+        pings++;
+        frame_free(&f);
+    }
+    uint64_t took = th_now_ms() - t0;
+    cr_assert_eq(rc, UV_EOF, "the server closed the connection: %s", uv_err_name(rc));
+    cr_assert_geq(pings, 1);
+    cr_assert_geq(took, 150, "closed after %llu ms", (unsigned long long)took);
+    cr_assert_lt(took, 2000, "closed after %llu ms", (unsigned long long)took);
+    th_conn_close(&c);
+    th_server_stop(ts, 1000);
+    sq_app_destroy(app);
+    cr_assert_eq(atomic_load(&st.closes), 1);
+    cr_assert_eq(atomic_load(&st.close_code), SQ_WS_ABNORMAL);
+}
+
+/* ======================================================================================
+ * Slow consumers: a client that stops reading while the server sends
+ * ==================================================================================== */
+
+enum { PUMP_CHUNK = 64 * 1024, PUMP_MAX_QUEUED = 256 * 1024 };
+
+typedef struct pump_state {
+    sq_ws_overflow_t policy;
+    uint64_t close_timeout_ms;
+    int drop_stop_after; /* DROP: stop after this many refused sends */
+    atomic_int opens, closes, close_code, drains;
+    atomic_int sent, refused, refused_other; /* refused: UV_ENOBUFS; other: anything else */
+    atomic_size_t max_queued;
+    atomic_int stopped; /* the pump stopped sending */
+    atomic_int after_drain_sent;
+    atomic_ullong failed_at, closed_at; /* uv_now of the first refusal and of .close */
+    uint8_t *chunk;
+} pump_state_t;
+
+typedef struct pump {
+    uv_timer_t timer;
+    sq_ws_t *ws;
+    pump_state_t *st;
+} pump_t;
+
+static void pump_tick(uv_timer_t *t)
+{
+    pump_t *p = t->data;
+    pump_state_t *st = p->st;
+    for (int i = 0; i < 4; i++) {
+        int rc = sq_ws_send_binary(p->ws, st->chunk, PUMP_CHUNK);
+        size_t q = sq_ws_queued_bytes(p->ws);
+        if (q > atomic_load(&st->max_queued))
+            atomic_store(&st->max_queued, q);
+        if (rc == 0) {
+            atomic_fetch_add(&st->sent, 1);
+            continue;
+        }
+        if (rc == UV_ENOBUFS) {
+            if (atomic_fetch_add(&st->refused, 1) == 0)
+                atomic_store(&st->failed_at, uv_now(t->loop));
+        } else {
+            atomic_fetch_add(&st->refused_other, 1);
+        }
+        if (st->policy != SQ_WS_OVERFLOW_DROP || atomic_load(&st->refused) >= st->drop_stop_after) {
+            uv_timer_stop(t);
+            atomic_store(&st->stopped, 1);
+            return;
+        }
+    }
+}
+
+static void pump_open(sq_ws_t *ws, sq_req_t *req, void *data)
+{
+    pump_state_t *st = data;
+    pump_t *p = calloc(1, sizeof(*p));
+    cr_assert_not_null(p);
+    p->ws = ws;
+    p->st = st;
+    uv_timer_init(sq_ws_loop(ws), &p->timer);
+    p->timer.data = p;
+    uv_timer_start(&p->timer, pump_tick, 1, 1);
+    sq_ws_set_data(ws, p);
+    atomic_fetch_add(&st->opens, 1);
+}
+
+static void pump_drain(sq_ws_t *ws, void *data)
+{
+    pump_state_t *st = data;
+    atomic_fetch_add(&st->drains, 1);
+    /* the producer that paused goes on: one more message, which must get through */
+    if (atomic_load(&st->stopped) && !atomic_load(&st->after_drain_sent) &&
+        sq_ws_send_text(ws, "after drain", 11) == 0)
+        atomic_store(&st->after_drain_sent, 1);
+}
+
+static void pump_freed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void pump_close(sq_ws_t *ws, int code, const char *reason, void *data)
+{
+    pump_state_t *st = data;
+    pump_t *p = sq_ws_data(ws);
+    atomic_store(&st->closed_at, uv_now(sq_ws_loop(ws)));
+    atomic_store(&st->close_code, code);
+    atomic_fetch_add(&st->closes, 1);
+    uv_timer_stop(&p->timer);
+    uv_close((uv_handle_t *)&p->timer, pump_freed);
+}
+
+static void pump_message(sq_ws_t *ws, int binary, const char *msg, size_t len, void *data)
+{
+    sq_ws_send(ws, binary, msg, len);
+}
+
+static const sq_ws_handler_t pump_handler = {
+    .open = pump_open,
+    .message = pump_message,
+    .close = pump_close,
+    .drain = pump_drain,
+};
+
+/* Resident set size of this process (server thread and test thread together). */
+static size_t rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long size = 0, res = 0;
+    if (f != NULL) {
+        if (fscanf(f, "%lu %lu", &size, &res) != 2)
+            res = 0;
+        fclose(f);
+    }
+    return (size_t)res * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+typedef struct pump_env {
+    sq_app_t *app;
+    th_server_t *ts;
+    th_conn_t c;
+    size_t rss0, rss_max;
+} pump_env_t;
+
+static void pump_start(pump_env_t *pe, pump_state_t *st)
+{
+    memset(pe, 0, sizeof(*pe));
+    st->chunk = malloc(PUMP_CHUNK);
+    memset(st->chunk, 's', PUMP_CHUNK);
+    cr_assert_eq(sq_app_create(&pe->app), 0);
+    sq_ws_opts_t o;
+    sq_ws_opts_init(&o);
+    o.max_queued_bytes = PUMP_MAX_QUEUED;
+    o.overflow = st->policy;
+    o.close_timeout_ms = st->close_timeout_ms;
+    cr_assert_eq(sq_app_websocket(pe->app, "/echo", &pump_handler, &o, st), 0);
+    pe->ts = th_server_start(pe->app, NULL);
+    pe->rss0 = rss_bytes();
+    raw_upgrade(&pe->c, th_server_port(pe->ts));
+    /* from here on the client reads nothing */
+}
+
+/* Waits (sampling RSS) until *flag >= want. */
+static int pump_wait(pump_env_t *pe, const atomic_int *flag, int want, int timeout_ms)
+{
+    uint64_t end = th_now_ms() + (uint64_t)timeout_ms;
+    int v;
+    while ((v = atomic_load(flag)) < want && th_now_ms() < end) {
+        size_t rss = rss_bytes();
+        if (rss > pe->rss_max)
+            pe->rss_max = rss;
+        th_sleep_ms(5);
+    }
+    return v;
+}
+
+static void pump_check_bounded(pump_env_t *pe, pump_state_t *st)
+{
+    size_t maxq = atomic_load(&st->max_queued);
+    /* the limit holds for data; the close frame (at most 127 bytes) may go past it */
+    cr_assert_leq(maxq, PUMP_MAX_QUEUED + 128, "queued %zu bytes, limit %d", maxq, PUMP_MAX_QUEUED);
+    cr_assert_gt(maxq, PUMP_MAX_QUEUED / 2, "the queue did fill: %zu", maxq);
+    size_t grew = pe->rss_max > pe->rss0 ? pe->rss_max - pe->rss0 : 0;
+    size_t tried = (size_t)(atomic_load(&st->sent) + atomic_load(&st->refused)) * PUMP_CHUNK;
+    cr_assert_lt(grew, 32u << 20, "RSS grew by %zu bytes while %zu bytes were offered", grew,
+                 tried);
+}
+
+static void slow_consumer_is_closed(sq_ws_overflow_t policy, int code)
+{
+    pump_state_t st;
+    memset(&st, 0, sizeof(st));
+    st.policy = policy;
+    st.close_timeout_ms = 300;
+    pump_env_t pe;
+    pump_start(&pe, &st);
+    cr_assert_eq(pump_wait(&pe, &st.closes, 1, 20000), 1, "the server closed it");
+    cr_assert_eq(atomic_load(&st.refused), 1, "one refused send, then the close");
+    cr_assert_eq(atomic_load(&st.refused_other), 0);
+    cr_assert_eq(atomic_load(&st.close_code), code, ".close got %d", atomic_load(&st.close_code));
+    unsigned long long waited = atomic_load(&st.closed_at) - atomic_load(&st.failed_at);
+    cr_assert_geq(waited, 290, "closed %llu ms after the refusal, close_timeout 300", waited);
+    cr_assert_lt(waited, 3000, "closed %llu ms after the refusal", waited);
+    pump_check_bounded(&pe, &st);
+    th_conn_close(&pe.c);
+    th_server_stop(pe.ts, 1000);
+    sq_app_destroy(pe.app);
+    cr_assert_eq(atomic_load(&st.opens), 1);
+    cr_assert_eq(atomic_load(&st.closes), 1);
+    free(st.chunk);
+}
+
+Test(ws, slow_consumer_with_policy_close_is_closed_with_1008_and_memory_stays_bounded,
+     .timeout = 30)
+{
+    slow_consumer_is_closed(SQ_WS_OVERFLOW_CLOSE, SQ_WS_POLICY);
+}
+
+Test(ws, slow_consumer_with_policy_try_again_is_closed_with_1013, .timeout = 30)
+{
+    slow_consumer_is_closed(SQ_WS_OVERFLOW_TRY_AGAIN, SQ_WS_TRY_AGAIN);
+}
+
+/* Reads and discards frames until a text frame equal to `want` (kept small) has come.
+ * Returns 0 or UV_ETIMEDOUT / UV_EOF. */
+static int skip_frames_until_text(int fd, const char *want, int timeout_ms, size_t *frames)
+{
+    uint64_t end = th_now_ms() + (uint64_t)timeout_ms;
+    static uint8_t buf[64 * 1024];
+    uint8_t hdr[14];
+    size_t hlen = 0, need = 2;
+    uint64_t left = 0; /* payload bytes of the current frame still to come */
+    bool in_payload = false, is_text = false;
+    char text[64];
+    size_t tlen = 0;
+    while (th_now_ms() < end) {
+        struct timeval tv = {.tv_sec = 0, .tv_usec = 100000};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        ssize_t n = recv(fd, buf, sizeof(buf), 0);
+        if (n == 0)
+            return UV_EOF;
+        if (n < 0)
+            continue;
+        for (ssize_t i = 0; i < n;) {
+            if (!in_payload) {
+                hdr[hlen++] = buf[i++];
+                if (hlen == 2)
+                    need = 2 + ((hdr[1] & 0x7F) == 126 ? 2 : (hdr[1] & 0x7F) == 127 ? 8 : 0);
+                if (hlen < need)
+                    continue;
+                left = hdr[1] & 0x7F;
+                if (left == 126)
+                    left = (uint64_t)hdr[2] << 8 | hdr[3];
+                else if (left == 127)
+                    for (int k = 0, s = 0; k < 8; k++, s = 1)
+                        left = (s ? left << 8 : 0) | hdr[2 + k];
+                is_text = (hdr[0] & 0x0F) == OP_TEXT;
+                tlen = 0;
+                hlen = 0;
+                need = 2;
+                in_payload = true;
+            }
+            size_t take = (size_t)n - (size_t)i < left ? (size_t)n - (size_t)i : (size_t)left;
+            if (is_text && tlen + take < sizeof(text)) {
+                memcpy(text + tlen, buf + i, take);
+                tlen += take;
+            }
+            i += (ssize_t)take;
+            left -= take;
+            if (left == 0) {
+                in_payload = false;
+                (*frames)++;
+                if (is_text && tlen == strlen(want) && memcmp(text, want, tlen) == 0)
+                    return 0;
+            }
+        }
+    }
+    return UV_ETIMEDOUT;
+}
+
+Test(ws, slow_consumer_with_policy_drop_loses_messages_keeps_the_connection_and_drains,
+     .timeout = 40)
+{
+    pump_state_t st;
+    memset(&st, 0, sizeof(st));
+    st.policy = SQ_WS_OVERFLOW_DROP;
+    st.close_timeout_ms = 1000;
+    st.drop_stop_after = 400; /* 400 refused sends of 64 KiB: 25 MiB that must not stay */
+    pump_env_t pe;
+    pump_start(&pe, &st);
+    cr_assert_eq(pump_wait(&pe, &st.stopped, 1, 30000), 1, "the pump stopped");
+    th_sleep_ms(100);
+    cr_assert_eq(atomic_load(&st.closes), 0, "the connection stays");
+    cr_assert_eq(atomic_load(&st.refused), 400);
+    cr_assert_eq(atomic_load(&st.refused_other), 0);
+    pump_check_bounded(&pe, &st);
+    int drains_before = atomic_load(&st.drains);
+
+    /* the client reads again: everything queued arrives, then .drain, then one more */
+    size_t frames = 0;
+    int rc = skip_frames_until_text(pe.c.fd, "after drain", 20000, &frames);
+    cr_assert_eq(rc, 0, "\"after drain\" arrived: %s", uv_err_name(rc));
+    cr_assert_eq(frames, (size_t)atomic_load(&st.sent) + 1, "%zu frames, %d sent", frames,
+                 atomic_load(&st.sent));
+    cr_assert_gt(atomic_load(&st.drains), drains_before);
+    cr_assert_eq(atomic_load(&st.after_drain_sent), 1);
+
+    /* and it still talks both ways */
+    frame_send(&pe.c, FIN | OP_TEXT, true, "still here", 10);
+    expect_frame(&pe.c, OP_TEXT, "still here", 10);
+    uint8_t p[8];
+    size_t n = close_payload(p, SQ_WS_NORMAL, NULL);
+    frame_send(&pe.c, FIN | OP_CLOSE, true, p, n);
+    expect_close(&pe.c, SQ_WS_NORMAL);
+    th_conn_close(&pe.c);
+    th_server_stop(pe.ts, 1000);
+    sq_app_destroy(pe.app);
+    cr_assert_eq(atomic_load(&st.closes), 1);
+    cr_assert_eq(atomic_load(&st.close_code), SQ_WS_NORMAL);
+    free(st.chunk);
+}
