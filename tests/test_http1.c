@@ -287,6 +287,32 @@ static void qbig_get(sq_req_t *req, sq_res_t *res, void *data)
 }
 static const sq_handler_t qbig = {.get = qbig_get};
 
+/* GET /lref?ms=N: a zero-copy answer from a timer, N ms later */
+typedef struct lref {
+    uv_timer_t timer;
+    sq_res_t *res;
+} lref_t;
+
+static void lref_fire(uv_timer_t *t)
+{
+    lref_t *l = t->data;
+    atomic_store(&late_rc, sq_res_send_ref(l->res, 200, "text/plain", ref_body,
+                                           sizeof(ref_body) - 1, on_ref_free, NULL));
+    atomic_fetch_add(&n_late_done, 1);
+    uv_close((uv_handle_t *)t, late_free);
+}
+
+static void lref_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    atomic_fetch_add(&n_handler, 1);
+    lref_t *l = calloc(1, sizeof(*l));
+    l->res = res;
+    uv_timer_init(sq_req_loop(req), &l->timer);
+    l->timer.data = l;
+    uv_timer_start(&l->timer, lref_fire, (uint64_t)query_int(req, "ms", 10), 0);
+}
+static const sq_handler_t lref = {.get = lref_get, .aborted = tstream_aborted};
+
 static sq_app_t *make_app(void)
 {
     reset_counts();
@@ -303,6 +329,7 @@ static sq_app_t *make_app(void)
     cr_assert_eq(sq_app_route(app, "/big", &big, NULL), 0);
     cr_assert_eq(sq_app_route(app, "/lstream", &lstream, NULL), 0);
     cr_assert_eq(sq_app_route(app, "/qbig", &qbig, NULL), 0);
+    cr_assert_eq(sq_app_route(app, "/lref", &lref, NULL), 0);
     return app;
 }
 
@@ -1772,5 +1799,101 @@ Test(backpressure, reader_that_stalls_is_closed_after_the_idle_timeout, .timeout
     } while (st.connections_open > 0 && th_now_ms() - t0 < 10000);
     cr_assert_eq(st.connections_open, 0, "a client that reads nothing holds its connection");
     th_conn_close(&c);
+    stop(ts, app);
+}
+
+Test(async, zero_copy_answer_after_the_client_left_frees_its_body_once, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    cr_assert_eq(th_conn_sends(&c, GET("/lref?ms=200")), 0);
+    cr_assert_eq(th_wait_atomic(&n_handler, 1, 5000), 1);
+    th_conn_abort(&c);
+    cr_assert_eq(th_wait_atomic(&n_late_done, 1, 5000), 1);
+    stop(ts, app);
+    cr_assert_eq(atomic_load(&late_rc), UV_ECANCELED);
+    cr_assert_eq(atomic_load(&n_free), 1);
+    cr_assert_eq(atomic_load(&n_aborted), 1);
+}
+
+Test(backpressure, large_body_pipelined_behind_an_async_answer_waits_and_is_read, .timeout = 20)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    size_t n = 300 * 1024; /* well past max_pipeline_bytes (64 KiB): reading pauses */
+    char *req = malloc(n + 256);
+    int h = snprintf(req, 256, GET("/late?ms=200") "PUT /echo HTTP/1.1\r\nHost: t\r\n"
+                                                   "Content-Length: %zu\r\n\r\n", n);
+    memset(req + h, 'p', n);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    cr_assert_eq(th_conn_send(&c, req, (size_t)h + n), 0);
+    expect_res(&c, 200, "late");
+    th_res_t r;
+    cr_assert_eq(th_conn_read_res(&c, &r, 5000, false), 0);
+    cr_assert_eq(r.status, 200);
+    cr_assert_eq(r.body_len, n);
+    cr_assert_eq(memcmp(r.body, req + h, n), 0);
+    th_res_free(&r);
+    cr_assert_eq(th_conn_sends(&c, GET("/n/3")), 0);
+    expect_res(&c, 200, "3");
+    free(req);
+    th_conn_close(&c);
+    stop(ts, app);
+}
+
+Test(backpressure, big_answers_behind_an_async_one_wait_for_the_reader, .timeout = 20)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = start(app, NULL);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    cr_assert_eq(th_conn_sends(&c, GET("/late?ms=50") GET("/qbig?kb=4096") GET("/qbig?kb=4096")
+                                       GET("/qbig?kb=4096") GET("/qbig?kb=4096") GET("/n/5")),
+                 0);
+    th_sleep_ms(400);
+    cr_assert_lt(atomic_load(&n_handler), 6);
+    expect_res(&c, 200, "late");
+    for (int i = 0; i < 4; i++) {
+        th_res_t r;
+        cr_assert_eq(th_conn_read_res(&c, &r, 10000, false), 0);
+        cr_assert_eq(r.body_len, 4u << 20);
+        th_res_free(&r);
+    }
+    expect_res(&c, 200, "5");
+    th_conn_close(&c);
+    stop(ts, app);
+    cr_assert_leq(atomic_load(&max_queued_kb), 8192);
+}
+
+Test(smuggling, trailers_count_against_the_header_limit_and_are_not_headers, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    sq_server_opts_t o;
+    sq_server_opts_init(&o);
+    o.max_header_bytes = 1024;
+    th_server_t *ts = start(app, &o);
+    char *v = malloc(2048);
+    memset(v, 't', 2047);
+    v[2047] = '\0';
+    char req[4096];
+    int n = snprintf(req, sizeof(req), "POST /echo HTTP/1.1\r\nHost: t\r\n"
+                                       "Transfer-Encoding: chunked\r\n\r\n"
+                                       "3\r\nabc\r\n0\r\nX-Trailer: %s\r\n\r\n", v);
+    expect_rejected(th_server_port(ts), req, (size_t)n, 431);
+    /* a trailer does not reach the handler as a header (RFC 9110 §6.5.1) */
+    th_res_t r;
+    cr_assert_eq(th_request(th_server_port(ts), "POST /echo HTTP/1.1\r\nHost: t\r\n"
+                                                "Transfer-Encoding: chunked\r\n\r\n"
+                                                "3\r\nabc\r\n0\r\nContent-Type: evil/x\r\n\r\n",
+                            &r),
+                 0);
+    cr_assert_eq(r.status, 200);
+    cr_assert_str_eq(r.body, "abc");
+    cr_assert_str_eq(th_res_header(&r, "Content-Type"), "application/octet-stream");
+    th_res_free(&r);
+    free(v);
     stop(ts, app);
 }
