@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <criterion/criterion.h>
+#include <jansson.h>
 
 #include "support/harness.h"
 
@@ -383,6 +384,10 @@ static void expect_rejected(int port, const char *raw, size_t len, int status)
     cr_assert_eq(rc, 0, "reading the answer to %s: %s", raw, uv_err_name(rc));
     cr_assert_eq(r.status, status, "want %d for\n%s\ngot:\n%s", status, raw, r.raw);
     assert_header(&r, "Connection", "close");
+    assert_header(&r, "Content-Type", "application/json");
+    json_t *j = json_loads(r.body, 0, NULL);
+    cr_assert(json_is_string(json_object_get(j, "detail")), "not a JSON detail: %s", r.body);
+    json_decref(j);
     th_res_free(&r);
     rc = th_conn_wait_closed(&c, 5000);
     cr_assert_eq(rc, 0, "connection not closed after %d (%s): left %.*s", status,

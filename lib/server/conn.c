@@ -747,7 +747,7 @@ static void respond_error(sq__conn_t *c, int status, const char *detail)
     x->rh.len = 0;
     if (x->http_minor == 0 && x->method == 0)
         x->http_minor = 1;
-    sq__res_send_status(x, status, "application/json", detail, detail ? strlen(detail) : 0);
+    sq_res_send_error(&x->res, status, detail); /* {"detail": ...}, as 404 and 405 */
     x->flags &= ~SQ__XF_IN_HANDLER;
 }
 
