@@ -939,17 +939,45 @@ static void gap_scan(sq__exch_t *x, const char *p, const char *end, bool to_blan
 }
 
 /* A span starts at `at`: true when the line endings since the previous one are exactly
- * `want` ("" within a line, CRLF before a field name). Starts the next gap after it. */
-static bool gap_check(sq__exch_t *x, const char *at, size_t len, const char *want)
+ * want[0, wlen) ("" within a line, CRLF before a field name). Starts the next gap after
+ * the span. The slow path, for gaps that cross reads. */
+static bool gap_check_slow(sq__exch_t *x, const char *at, size_t len, const char *want,
+                           size_t wlen)
 {
     if (!(x->flags & SQ__XF_GAP))
         return true;
     gap_scan(x, x->gap_from ? x->gap_from : x->srv->rd_base, at, false);
-    size_t wlen = strlen(want);
     bool ok = x->gap_n == wlen && memcmp(x->gap, want, wlen) == 0;
     x->gap_from = at + len;
     x->gap_n = 0;
     return ok;
+}
+
+/* Before a field name: exactly CRLF since the previous span. The usual case, a gap wholly
+ * in this read, costs a few compares. */
+static inline bool gap_crlf(sq__exch_t *x, const char *at, size_t len)
+{
+    const char *g = x->gap_from;
+    if (SQ__LIKELY(g != NULL && x->gap_n == 0 && at - g == 2 && g[0] == '\r' && g[1] == '\n')) {
+        x->gap_from = at + len;
+        return true;
+    }
+    return gap_check_slow(x, at, len, "\r\n", 2);
+}
+
+/* Before a value, or more of a name or value: no line ending since the previous span
+ * (a line ending there is obs-fold). */
+static inline bool gap_inline(sq__exch_t *x, const char *at, size_t len)
+{
+    const char *g = x->gap_from;
+    if (SQ__LIKELY(g != NULL && x->gap_n == 0)) {
+        for (; g < at; g++)
+            if (*g == '\r' || *g == '\n')
+                return gap_check_slow(x, at, len, "", 0);
+        x->gap_from = at + len;
+        return true;
+    }
+    return gap_check_slow(x, at, len, "", 0);
 }
 
 /* The head or the trailer section has ended: true when it ended with CRLF CRLF. llhttp
@@ -958,9 +986,13 @@ static bool gap_end(sq__exch_t *x)
 {
     if (!(x->flags & SQ__XF_GAP))
         return true;
-    gap_scan(x, x->gap_from ? x->gap_from : x->srv->rd_base, x->srv->rd_end, true);
     x->flags &= ~SQ__XF_GAP;
+    const char *g = x->gap_from;
     x->gap_from = NULL;
+    if (SQ__LIKELY(g != NULL && x->gap_n == 0 && x->srv->rd_end - g >= 4 &&
+                   memcmp(g, "\r\n\r\n", 4) == 0))
+        return true;
+    gap_scan(x, g ? g : x->srv->rd_base, x->srv->rd_end, true);
     return x->gap_n == 4 && memcmp(x->gap, "\r\n\r\n", 4) == 0;
 }
 
@@ -1010,7 +1042,7 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
     sq__exch_t *x = CONN(p)->exch;
     sq_server_t *srv = x->srv;
     if (!(x->flags & SQ__XF_IN_FIELD)) {
-        if (!gap_check(x, at, len, "\r\n"))
+        if (!gap_crlf(x, at, len))
             return fail(x, 400); /* a bare LF before the field */
         x->flags |= SQ__XF_IN_FIELD;
         if (!(x->flags & SQ__XF_TRAILERS) &&
@@ -1018,7 +1050,7 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
             return fail(x, 431);
         x->cur_off = (uint32_t)x->hb.len;
         x->header_bytes += 4; /* ": " and CRLF */
-    } else if (!gap_check(x, at, len, "")) {
+    } else if (!gap_inline(x, at, len)) {
         return fail(x, 400);
     }
     x->header_bytes += len;
@@ -1045,7 +1077,7 @@ static int on_header_field_complete(llhttp_t *p)
 static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     sq__exch_t *x = CONN(p)->exch;
-    if (!gap_check(x, at, len, ""))
+    if (!gap_inline(x, at, len))
         return fail(x, 400); /* RFC 9112 §5.2: obs-fold, rejected */
     x->header_bytes += len;
     if (x->header_bytes > x->srv->opts.max_header_bytes)
