@@ -4,10 +4,12 @@
  *   curl http://127.0.0.1:8000/                   {"Hello":"World"}
  *   curl http://127.0.0.1:8000/items/5?q=somequery {"item_id":5,"q":"somequery"}
  */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 #include <squall.h>
@@ -65,10 +67,67 @@ static void ws_echo(sq_ws_t *ws, int binary, const char *msg, size_t len, void *
 }
 static const sq_ws_handler_t ws_echo_handler = {.message = ws_echo};
 
+/* ?ms=N for the sleep routes, checked as FastAPI checks `ms: int = Query(le=10000)`:
+ * returns NULL when valid, else the 422 body (a new reference). */
+static json_t *check_ms(const char *ms, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long v = ms ? strtoll(ms, &end, 10) : 0;
+    if (ms == NULL)
+        return json_pack("{s:[{s:s,s:[s,s],s:s,s:n}]}", "detail", "type", "missing", "loc",
+                         "query", "ms", "msg", "Field required", "input");
+    if (*ms == '\0' || *end != '\0' || errno != 0)
+        return json_pack("{s:[{s:s,s:[s,s],s:s,s:s}]}", "detail", "type", "int_parsing", "loc",
+                         "query", "ms", "msg",
+                         "Input should be a valid integer, unable to parse string as an integer",
+                         "input", ms);
+    if (v > 10000 || v < 0)
+        return json_pack("{s:[{s:s,s:[s,s],s:s,s:s,s:{s:i}}]}", "detail", "type",
+                         v < 0 ? "greater_than_equal" : "less_than_equal", "loc", "query", "ms",
+                         "msg",
+                         v < 0 ? "Input should be greater than or equal to 0"
+                               : "Input should be less than or equal to 10000",
+                         "input", ms, "ctx", v < 0 ? "ge" : "le", v < 0 ? 0 : 10000);
+    *out = v;
+    return NULL;
+}
+
+/* GET /sleep?ms=N — a blocking call done right: it runs on the thread pool, the loop goes
+ * on serving everyone else (FastAPI's plain `def` endpoint, asyncio's run_in_executor). */
+static void sleep_get(const sq_breq_t *req, sq_bres_t *res, void *data)
+{
+    int64_t ms;
+    json_t *err = check_ms(sq_breq_query(req, "ms"), &ms);
+    if (err != NULL) {
+        sq_bres_send_json_new(res, 422, err);
+        return;
+    }
+    usleep((useconds_t)ms * 1000);
+    sq_bres_send_json_new(res, 200, json_pack("{s:I}", "slept_ms", (json_int_t)ms));
+}
+static const sq_handler_t sleeper = {.blocking.get = sleep_get};
+
+/* GET /sleep-blocking?ms=N — the lecture's mistake: sleeping on the loop. Every other
+ * client waits meanwhile, and the watchdog (--slow-callback-ms) names the culprit. */
+static void sleep_blocking_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    int64_t ms;
+    json_t *err = check_ms(sq_req_query(req, "ms"), &ms);
+    if (err != NULL) {
+        sq_res_send_json_new(res, 422, err);
+        return;
+    }
+    usleep((useconds_t)ms * 1000);
+    sq_res_send_json_new(res, 200, json_pack("{s:I}", "slept_ms", (json_int_t)ms));
+}
+static const sq_handler_t sleeper_on_loop = {.get = sleep_blocking_get};
+
 typedef struct config {
     const char *host;
     int port;
     unsigned workers;
+    unsigned threadpool;
     sq_server_opts_t opts;
     sq_app_t *app;
 } config_t;
@@ -100,13 +159,15 @@ static int setup(uv_loop_t *loop, unsigned index, void *data, sq_server_t **out)
 static void usage(void)
 {
     fprintf(stderr, "usage: hello [--host ADDR] [--port N] [--workers N] [--max-body BYTES]\n"
-                    "             [--max-header BYTES] [--header-timeout MS] [--idle-timeout MS]\n");
+                    "             [--max-header BYTES] [--header-timeout MS] [--idle-timeout MS]\n"
+                    "             [--slow-callback-ms MS (100; 0 off)] [--threadpool N]\n");
 }
 
 int main(int argc, char **argv)
 {
     config_t cfg = {.host = "127.0.0.1", .port = 8000, .workers = 1};
     sq_server_opts_init(&cfg.opts);
+    cfg.opts.slow_callback_ms = 100;
     static const struct option longopts[] = {
         {"host", required_argument, NULL, 'h'},
         {"port", required_argument, NULL, 'p'},
@@ -115,6 +176,8 @@ int main(int argc, char **argv)
         {"max-header", required_argument, NULL, 'H'},
         {"header-timeout", required_argument, NULL, 't'},
         {"idle-timeout", required_argument, NULL, 'i'},
+        {"slow-callback-ms", required_argument, NULL, 's'},
+        {"threadpool", required_argument, NULL, 'T'},
         {"help", no_argument, NULL, '?'},
         {NULL, 0, NULL, 0},
     };
@@ -128,6 +191,8 @@ int main(int argc, char **argv)
         case 'H': cfg.opts.max_header_bytes = strtoull(optarg, NULL, 10); break;
         case 't': cfg.opts.header_timeout_ms = strtoull(optarg, NULL, 10); break;
         case 'i': cfg.opts.idle_timeout_ms = strtoull(optarg, NULL, 10); break;
+        case 's': cfg.opts.slow_callback_ms = strtoull(optarg, NULL, 10); break;
+        case 'T': cfg.threadpool = (unsigned)atoi(optarg); break;
         default: usage(); return 2;
         }
     }
@@ -136,11 +201,17 @@ int main(int argc, char **argv)
         return 2;
     }
     cfg.opts.reuseport = cfg.workers > 1;
+    if (cfg.threadpool > 0 && sq_work_threadpool_set_size(cfg.threadpool) != 0) {
+        usage();
+        return 2;
+    }
     sq_app_create(&cfg.app);
     sq_app_route(cfg.app, "/", &root, NULL);
     sq_app_route(cfg.app, "/plaintext", &plaintext, NULL);
     sq_app_route(cfg.app, "/items/{item_id:int}", &items, NULL);
     sq_app_route(cfg.app, "/echo", &echo, NULL);
+    sq_app_route(cfg.app, "/sleep", &sleeper, NULL);
+    sq_app_route(cfg.app, "/sleep-blocking", &sleeper_on_loop, NULL);
     sq_app_websocket(cfg.app, "/ws", &ws_said_handler, NULL, NULL);
     sq_app_websocket(cfg.app, "/ws/echo", &ws_echo_handler, NULL, NULL);
 

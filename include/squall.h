@@ -10,6 +10,7 @@
 #include "squall/res.h"
 #include "squall/server.h"
 #include "squall/workers.h"
+#include "squall/blocking.h"
 #include "squall/work.h"
 #include "squall/timer.h"
 #include "squall/promise.h"

@@ -129,7 +129,8 @@ typedef enum {
 
 typedef struct sq__match_result {
     const sq__route_t *route;
-    sq_handler_cb cb;
+    sq_handler_cb cb;       /* the handler's callback for the method, or NULL... */
+    sq_blocking_cb bcb;     /* ...when a blocking one serves it */
     const sq_handler_t *handler;
     void *data;
     const char *allow;      /* for 405 */
@@ -144,6 +145,9 @@ typedef struct sq__match_result {
 SQ__HIDDEN int sq__app_route_owned(sq_app_t *app, const char *pattern,
                                    const sq_handler_t *handler, void *data,
                                    void (*free_data)(void *data));
+
+/* The route's pattern as registered ("/items/{id:int}"); lives as long as the app. */
+SQ__HIDDEN const char *sq__route_pattern(const sq__route_t *r);
 
 /* Matches a decoded-per-segment raw path against the app's routes. Param values are
  * allocated in `arena`. */

@@ -32,6 +32,14 @@ typedef void (*sq_handler_cb)(sq_req_t *req, sq_res_t *res, void *data);
  * call returns UV_ECANCELED and frees it — so every owner releases exactly once. */
 typedef void (*sq_aborted_cb)(sq_req_t *req, sq_res_t *res, void *data);
 
+/* A blocking handler (FastAPI's plain `def` endpoint): it runs on libuv's thread pool
+ * (through the server's work pool, see server.h) with a read-only view of the request and
+ * a response builder — types that cannot reach the loop — and its response is sent from
+ * the loop thread when it returns. See blocking.h. */
+typedef struct sq_breq_s sq_breq_t;
+typedef struct sq_bres_s sq_bres_t;
+typedef void (*sq_blocking_cb)(const sq_breq_t *req, sq_bres_t *res, void *data);
+
 typedef struct sq_handler {
     sq_handler_cb get;
     sq_handler_cb head; /* unset: .get runs and the body is left out */
@@ -41,6 +49,16 @@ typedef struct sq_handler {
     sq_handler_cb patch;
     sq_handler_cb options;
     sq_aborted_cb aborted;
+    /* Blocking callbacks, run on the thread pool: `{ .blocking.get = sleep_get }`. A
+     * method with both kinds set uses the non-blocking one. A client that leaves cancels
+     * the job (sq_breq_is_cancelled tells the callback). */
+    struct {
+        sq_blocking_cb get; /* also serves HEAD */
+        sq_blocking_cb post;
+        sq_blocking_cb put;
+        sq_blocking_cb del;
+        sq_blocking_cb patch;
+    } blocking;
 } sq_handler_t;
 
 /* Creates an empty application. Returns 0 or UV_ENOMEM. */

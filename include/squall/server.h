@@ -18,6 +18,8 @@
 #include "router.h"
 
 typedef struct sq_server_s sq_server_t;
+typedef struct sq_work_pool_s sq_work_pool_t;
+typedef struct sq_watchdog_s sq_watchdog_t;
 
 /* Options; fill with sq_server_opts_init() and change what you need. Past each limit the
  * client gets the status named and the server goes on serving everyone else. */
@@ -37,6 +39,12 @@ typedef struct sq_server_opts {
     int backlog;                 /* listen(2) backlog; 511 */
     int reuseport;               /* 1: listeners set SO_REUSEPORT (one per worker thread) */
     const char *server_name;     /* `Server` header value, "squall"; NULL: no header */
+    uint64_t slow_callback_ms;   /* > 0: a watchdog logs every handler that holds the loop
+                                    longer than this, by route (asyncio's debug mode);
+                                    0 (default): off */
+    sq_work_pool_t *blocking_pool; /* where blocking handlers run (borrowed; must outlive
+                                    the server); NULL: the server makes one with
+                                    sq_work_pool_opts_init()'s defaults when first needed */
 } sq_server_opts_t;
 
 SQ_EXTERN void sq_server_opts_init(sq_server_opts_t *opts);
@@ -80,6 +88,8 @@ typedef struct sq_server_stats {
 } sq_server_stats_t;
 
 SQ_EXTERN void sq_server_stats(const sq_server_t *srv, sq_server_stats_t *out);
+/* The server's watchdog (opts.slow_callback_ms > 0), for sq_watchdog_stats(); else NULL. */
+SQ_EXTERN sq_watchdog_t *sq_server_watchdog(const sq_server_t *srv);
 SQ_EXTERN uv_loop_t *sq_server_loop(const sq_server_t *srv);
 
 #endif

@@ -14,6 +14,7 @@ typedef struct seg {
 
 struct sq__route {
     char *pattern;          /* owned copy; seg texts point into it */
+    char *name;             /* the pattern as given, for logs and the watchdog */
     seg_t *segs;
     unsigned nsegs;
     const sq_handler_t *handler;
@@ -42,6 +43,7 @@ void sq_app_destroy(sq_app_t *app)
         if (app->routes[i]->free_data != NULL)
             app->routes[i]->free_data(app->routes[i]->data);
         free(app->routes[i]->pattern);
+        free(app->routes[i]->name);
         free(app->routes[i]->segs);
         free(app->routes[i]);
     }
@@ -55,9 +57,12 @@ static void build_allow(sq__route_t *r)
     struct {
         bool set;
         const char *name;
-    } m[] = {{h->get != NULL, "GET"},         {h->get || h->head, "HEAD"},
-             {h->post != NULL, "POST"},       {h->put != NULL, "PUT"},
-             {h->del != NULL, "DELETE"},      {h->patch != NULL, "PATCH"},
+    } m[] = {{h->get || h->blocking.get, "GET"},
+             {h->get || h->head || h->blocking.get, "HEAD"},
+             {h->post || h->blocking.post, "POST"},
+             {h->put || h->blocking.put, "PUT"},
+             {h->del || h->blocking.del, "DELETE"},
+             {h->patch || h->blocking.patch, "PATCH"},
              {h->options != NULL, "OPTIONS"}};
     size_t o = 0;
     r->allow[0] = '\0';
@@ -140,8 +145,9 @@ int sq__app_route_owned(sq_app_t *app, const char *pattern, const sq_handler_t *
     if (r == NULL)
         goto fail_route;
     r->pattern = strdup(pattern);
-    if (r->pattern == NULL)
-        goto fail_route;
+    r->name = strdup(pattern);
+    if (r->pattern == NULL || r->name == NULL)
+        goto fail_pattern;
     r->handler = handler;
     r->data = data;
     rc = parse_pattern(r);
@@ -170,6 +176,7 @@ int sq__app_route_owned(sq_app_t *app, const char *pattern, const sq_handler_t *
 fail_pattern:
     free(r->segs);
     free(r->pattern);
+    free(r->name);
 fail_route:
     free(r);
     if (free_data != NULL)
@@ -197,6 +204,30 @@ static sq_handler_cb handler_for(const sq_handler_t *h, sq_method_t m)
     default:
         return NULL;
     }
+}
+
+static sq_blocking_cb blocking_for(const sq_handler_t *h, sq_method_t m)
+{
+    switch (m) {
+    case SQ_METHOD_GET:
+    case SQ_METHOD_HEAD:
+        return h->blocking.get;
+    case SQ_METHOD_POST:
+        return h->blocking.post;
+    case SQ_METHOD_PUT:
+        return h->blocking.put;
+    case SQ_METHOD_DELETE:
+        return h->blocking.del;
+    case SQ_METHOD_PATCH:
+        return h->blocking.patch;
+    default:
+        return NULL;
+    }
+}
+
+const char *sq__route_pattern(const sq__route_t *r)
+{
+    return r->name;
 }
 
 static bool parse_int64(const char *s, int64_t *out)
@@ -276,13 +307,15 @@ sq__match_t sq__app_match(const sq_app_t *app, sq_method_t method, const char *p
         if (m == SQ__MATCH_NONE)
             continue;
         sq_handler_cb cb = handler_for(r->handler, method);
-        if (cb == NULL) {
+        sq_blocking_cb bcb = cb ? NULL : blocking_for(r->handler, method);
+        if (cb == NULL && bcb == NULL) {
             if (shape == NULL)
                 shape = r;
             continue;
         }
         out->route = r;
         out->cb = cb;
+        out->bcb = bcb;
         out->handler = r->handler;
         out->data = r->data;
         return m;

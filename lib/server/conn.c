@@ -16,6 +16,8 @@
 #include <jansson.h>
 
 #include "server/server_int.h"
+#include "squall/watchdog.h"
+#include "squall/work.h"
 
 #define SQ__LINGER_MS 2000 /* drain reads this long after an error response */
 
@@ -235,6 +237,8 @@ void sq__conn_abort_exch(sq__conn_t *c)
     sq__exch_release(x, SQ__XF_HOLD_CONN);
     if (owned) {
         const sq_handler_t *h = x->match.handler;
+        if (x->work != NULL)
+            sq_work_cancel(x->work); /* its done callback finishes the response */
         if (h != NULL && h->aborted != NULL && !(x->flags & SQ__XF_FINISHED))
             h->aborted(x, &x->res, x->match.data);
         sq__exch_unhold(x);
@@ -1265,7 +1269,14 @@ static void dispatch(sq__conn_t *c, sq__exch_t *x)
     sq__exch_hold(x); /* this frame's: the handler may finish, take over or lose the client */
     switch (x->verdict) {
     case SQ__MATCH_OK:
-        x->match.cb(x, &x->res, x->match.data);
+        if (x->match.bcb != NULL) {
+            sq__blocking_dispatch(x);
+        } else {
+            sq_watchdog_span_t span; /* asyncio's debug mode: who held the loop */
+            sq_watchdog_span_begin(c->srv->wd, &span, sq__route_pattern(x->match.route));
+            x->match.cb(x, &x->res, x->match.data);
+            sq_watchdog_span_end(c->srv->wd, &span);
+        }
         break;
     case SQ__MATCH_NONE:
         sq_res_send_error(&x->res, 404, "Not Found");

@@ -64,6 +64,18 @@ int sq_server_create(sq_server_t **out, uv_loop_t *loop, sq_app_t *app,
         free(srv);
         return UV_ENOMEM;
     }
+    if (srv->opts.slow_callback_ms > 0) {
+        sq_watchdog_opts_t wo;
+        sq_watchdog_opts_init(&wo);
+        wo.slow_ms = srv->opts.slow_callback_ms;
+        int rc = sq_watchdog_create(&srv->wd, loop, &wo);
+        if (rc != 0) {
+            free(srv->rbuf);
+            free(srv);
+            return rc;
+        }
+    }
+    srv->pool = srv->opts.blocking_pool;
     uv_timer_init(loop, &srv->timer);
     uv_idle_init(loop, &srv->tick);
     srv->nhandles = 2;
@@ -208,9 +220,8 @@ static void free_server(sq_server_t *srv)
     free(srv);
 }
 
-static void on_handle_close(uv_handle_t *h)
+static void server_part_closed(sq_server_t *srv)
 {
-    sq_server_t *srv = h->data;
     if (--srv->nhandles > 0)
         return;
     sq_server_close_cb cb = srv->close_cb;
@@ -218,6 +229,21 @@ static void on_handle_close(uv_handle_t *h)
     if (cb != NULL)
         cb(srv, data);
     free_server(srv);
+}
+
+static void on_handle_close(uv_handle_t *h)
+{
+    server_part_closed(h->data);
+}
+
+static void on_watchdog_closed(sq_watchdog_t *wd, void *data)
+{
+    server_part_closed(data);
+}
+
+static void on_pool_closed(sq_work_pool_t *pool, void *data)
+{
+    server_part_closed(data);
 }
 
 /* Called whenever a connection, listener or exchange goes: the last one ends the server. */
@@ -228,8 +254,23 @@ void sq__server_maybe_done(sq_server_t *srv)
         return;
     srv->timer.data = srv;
     srv->tick.data = srv;
+    if (srv->wd != NULL) {
+        srv->nhandles++;
+        sq_watchdog_destroy(srv->wd, on_watchdog_closed, srv);
+        srv->wd = NULL;
+    }
+    if (srv->own_pool) {
+        srv->nhandles++;
+        sq_work_pool_destroy(srv->pool, on_pool_closed, srv);
+        srv->pool = NULL;
+    }
     uv_close((uv_handle_t *)&srv->timer, on_handle_close);
     uv_close((uv_handle_t *)&srv->tick, on_handle_close);
+}
+
+sq_watchdog_t *sq_server_watchdog(const sq_server_t *srv)
+{
+    return srv->wd;
 }
 
 int sq_server_destroy(sq_server_t *srv, uint64_t grace_ms, sq_server_close_cb cb, void *data)

@@ -149,6 +149,7 @@ struct sq_req_s {
     sq__match_t verdict;
     sq__match_result_t match;
     void *user_data;
+    sq_work_t *work;            /* a blocking handler's job in flight */
     struct sq_req_s *next_free;
     sq__arena_t arena;
     struct sq_res_s res;
@@ -201,6 +202,9 @@ struct sq_server_s {
     uint64_t grace_due;
     sq_server_close_cb close_cb;
     void *close_data;
+    sq_watchdog_t *wd;          /* opts.slow_callback_ms > 0 */
+    sq_work_pool_t *pool;       /* blocking handlers: opts.blocking_pool or own_pool */
+    bool own_pool;
     char server_line[96];       /* "Server: squall\r\n" */
     size_t server_line_len;
     sq_server_stats_t stats;
@@ -226,6 +230,10 @@ SQ__HIDDEN void sq__conn_shutdown(sq__conn_t *conn);
 SQ__HIDDEN void sq__timer_arm(sq_server_t *srv, uint64_t due);
 /* lib/server/server.c: the last connection, listener or exchange gone ends a closing server */
 SQ__HIDDEN void sq__server_maybe_done(sq_server_t *srv);
+
+/* lib/server/blocking.c: runs the matched blocking callback on the work pool; finishes
+ * the response (503 when the pool refuses) and releases the handler's hold when done. */
+SQ__HIDDEN void sq__blocking_dispatch(struct sq_req_s *x);
 
 /* lib/http/response.c */
 SQ__HIDDEN int sq__res_send_status(struct sq_req_s *x, int status, const char *ctype,

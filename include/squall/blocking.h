@@ -1,0 +1,53 @@
+/* squall — blocking handlers: a request view and a response builder for the thread pool.
+ *
+ *     static void sleep_get(const sq_breq_t *req, sq_bres_t *res, void *data)
+ *     {
+ *         usleep(300 * 1000);                      // blocks a pool thread, not the loop
+ *         sq_bres_send(res, 200, "text/plain", "done", 4);
+ *     }
+ *     static const sq_handler_t sleeper = {.blocking.get = sleep_get};
+ *
+ * Every function here may be called from the blocking callback's pool thread (and only
+ * there). The request view is read-only and stays valid until the callback returns; the
+ * strings it returns too. The builder is the callback's own; what it holds is sent from
+ * the loop thread after the callback returns: a status and body (sq_bres_send*), headers
+ * (sq_bres_header). A callback that sends nothing gets a 500. Jobs past the pool's queue
+ * get 503.
+ */
+#ifndef SQUALL_BLOCKING_H
+#define SQUALL_BLOCKING_H
+
+#include "common.h"
+#include "req.h"
+#include "router.h"
+
+SQ_EXTERN const char *sq_breq_method(const sq_breq_t *req);
+SQ_EXTERN sq_method_t sq_breq_method_id(const sq_breq_t *req);
+/* The decoded path, the raw query string. */
+SQ_EXTERN const char *sq_breq_path(const sq_breq_t *req);
+SQ_EXTERN const char *sq_breq_query_string(const sq_breq_t *req);
+/* As sq_req_query, sq_req_param, sq_req_param_int, sq_req_header, sq_req_body. */
+SQ_EXTERN const char *sq_breq_query(const sq_breq_t *req, const char *name);
+SQ_EXTERN const char *sq_breq_param(const sq_breq_t *req, const char *name);
+SQ_EXTERN int sq_breq_param_int(const sq_breq_t *req, const char *name, int64_t *out);
+SQ_EXTERN const char *sq_breq_header(const sq_breq_t *req, const char *name);
+SQ_EXTERN const char *sq_breq_body(const sq_breq_t *req, size_t *len);
+/* The body parsed as JSON: a new reference, or NULL with `error` (json_error_t*) filled. */
+SQ_EXTERN json_t *sq_breq_json(const sq_breq_t *req, void *json_error);
+/* 1 once the client left or the server is shutting down: the answer will not be read, so
+ * a long job may stop early. */
+SQ_EXTERN int sq_breq_is_cancelled(const sq_breq_t *req);
+
+/* Adds a response header (copied). Returns 0, UV_EINVAL (CR, LF or NUL; or a name with
+ * ':' or spaces) or UV_ENOMEM. */
+SQ_EXTERN int sq_bres_header(sq_bres_t *res, const char *name, const char *value);
+/* Sets the response (body copied); a later call replaces an earlier one.
+ * Returns 0 or UV_ENOMEM. */
+SQ_EXTERN int sq_bres_send(sq_bres_t *res, int status, const char *content_type,
+                           const void *body, size_t len);
+/* JSON bodies: _new steals the reference, even on failure. */
+SQ_EXTERN int sq_bres_send_json_new(sq_bres_t *res, int status, json_t *json);
+/* {"detail": detail}. */
+SQ_EXTERN int sq_bres_send_error(sq_bres_t *res, int status, const char *detail);
+
+#endif
