@@ -280,6 +280,9 @@ void sq__ws_transport_closed(sq_ws_t *ws)
     if (!(ws->flags & SQ__WS_FAILED) && wslay_event_get_close_received(ws->ctx)) {
         uint16_t code = wslay_event_get_status_code_received(ws->ctx);
         ws->close_code = code ? code : SQ_WS_NO_STATUS;
+    } else if ((ws->flags & SQ__WS_FAILED) && ws->close_code == SQ_WS_ABNORMAL &&
+               wslay_event_get_close_sent(ws->ctx)) {
+        ws->close_code = wslay_event_get_status_code_sent(ws->ctx); /* wslay failed it */
     }
     if (!(ws->flags & SQ__WS_CLOSED_CB) && (ws->flags & SQ__WS_OPEN) && ws->h->close != NULL) {
         ws->flags |= SQ__WS_CLOSED_CB;
@@ -339,6 +342,11 @@ void sq__ws_feed(sq_ws_t *ws, const char *data, ssize_t n)
     int rc = wslay_event_recv(ws->ctx);
     ws->depth--;
     ws->rlen = 0;
+    if (rc == 0 && !(ws->flags & (SQ__WS_DEAD | SQ__WS_FAILED)) &&
+        !wslay_event_get_read_enabled(ws->ctx) && !wslay_event_get_close_received(ws->ctx)) {
+        /* wslay failed the connection itself (1002, 1007, 1009): its close frame is queued */
+        ws->flags |= SQ__WS_FAILED | SQ__WS_CLOSE_QUEUED;
+    }
     if (rc != 0 && !(ws->flags & SQ__WS_DEAD)) {
         /* our recv callback never fails: the frame layer found an error, or memory ran out */
         ws->depth++;
