@@ -167,6 +167,8 @@ static sq__exch_t *exch_get(sq__conn_t *c)
     x->conn = c;
     x->flags = SQ__XF_HOLD_CONN;
     x->refs = 1;
+    llhttp_init(&x->parser, HTTP_REQUEST, &parser_settings);
+    x->parser.data = c;
     return x;
 }
 
@@ -633,21 +635,22 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     buf->len = c->srv->rbuf_cap;
 }
 
-static int status_for_error(sq__conn_t *c, llhttp_errno_t err, const char **detail)
+static int status_for_error(sq__conn_t *c, const llhttp_t *parser, llhttp_errno_t err,
+                            const char **detail)
 {
     sq__exch_t *x = c->exch;
     if (x != NULL && x->err_status != 0) {
         *detail = sq__status_reason(x->err_status);
         return x->err_status;
     }
-    *detail = llhttp_get_error_reason(&c->parser);
+    *detail = llhttp_get_error_reason(parser);
     if (*detail == NULL)
         *detail = "Bad Request";
     switch (err) {
     case HPE_INVALID_VERSION:
         /* RFC 9110 §15.6.6: 505 for a version squall does not speak; llhttp also reports
          * a good version followed by a bad line ending here ("HTTP/1.1\rX"): that is 400 */
-        return c->parser.http_major == 1 && c->parser.http_minor <= 1 ? 400 : 505;
+        return parser->http_major == 1 && parser->http_minor <= 1 ? 400 : 505;
     case HPE_INVALID_TRANSFER_ENCODING:
         /* RFC 9112 §6.1: a coding we do not understand is 501; chunked not last is 400 */
         return x != NULL && (x->flags & SQ__XF_TE_UNKNOWN) ? 501 : 400;
@@ -678,22 +681,28 @@ static void conn_process(sq__conn_t *c, const char *data, size_t len)
     sq_server_t *srv = c->srv;
     const char *end = data + len;
     llhttp_errno_t err;
+    sq__exch_t *px = c->exch; /* its parser; held, since a take-over may release it */
+    if (px == NULL && (px = c->exch = exch_get(c)) == NULL) {
+        conn_teardown(c);
+        return;
+    }
+    sq__exch_hold(px);
     for (;;) {
         srv->rd_base = data;
         srv->rd_end = end;
-        err = llhttp_execute(&c->parser, data, (size_t)(end - data));
+        err = llhttp_execute(&px->parser, data, (size_t)(end - data));
         sq__exch_t *x = c->exch;
         if (err != HPE_PAUSED || x == NULL || !(x->flags & SQ__XF_TRAILER_PAUSE) ||
             (c->flags & SQ__CF_CLOSED))
             break;
         /* Paused after the last chunk's line: the trailer section starts here, and that
          * line's CRLF (checked by llhttp) counts towards the blank line that ends it. */
-        data = llhttp_get_error_pos(&c->parser);
+        data = llhttp_get_error_pos(&px->parser);
         x->flags = (x->flags & ~SQ__XF_TRAILER_PAUSE) | SQ__XF_GAP;
         x->gap_from = data;
         memcpy(x->gap, "\r\n", 2);
         x->gap_n = 2;
-        llhttp_resume(&c->parser);
+        llhttp_resume(&px->parser);
     }
     if (SQ__LIKELY(err == HPE_OK)) {
         sq__exch_t *x = c->exch;
@@ -702,12 +711,12 @@ static void conn_process(sq__conn_t *c, const char *data, size_t len)
             gap_scan(x, x->gap_from ? x->gap_from : data, end, false);
             x->gap_from = NULL;
         }
-        return;
+        goto out;
     }
-    const char *pos = llhttp_get_error_pos(&c->parser);
+    const char *pos = llhttp_get_error_pos(&px->parser);
     size_t rest = pos ? (size_t)(end - pos) : 0;
     if (c->flags & SQ__CF_CLOSED)
-        return;
+        goto out;
     if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
         if (c->state == SQ__ST_PROTO) {
             if (rest > 0)
@@ -715,15 +724,17 @@ static void conn_process(sq__conn_t *c, const char *data, size_t len)
         } else if (!(c->flags & SQ__CF_CLOSE_AFTER)) {
             save_pending(c, pos, rest);
         }
-        return;
+        goto out;
     }
     const char *detail;
-    int status = status_for_error(c, err, &detail);
+    int status = status_for_error(c, &px->parser, err, &detail);
     if (status == 413 || status == 414 || status == 431)
         c->srv->stats.limit_errors++;
     else
         c->srv->stats.parse_errors++;
     respond_error(c, status, detail);
+out:
+    sq__exch_unhold(px);
 }
 
 /* Answers a request that could not be parsed (or timed out) and closes afterwards. */
@@ -787,7 +798,8 @@ static bool conn_drain_pause(sq__conn_t *c)
 static void conn_resume(sq__conn_t *c)
 {
     c->flags &= ~(SQ__CF_PAUSED | SQ__CF_DRAIN);
-    llhttp_resume(&c->parser);
+    if (c->exch != NULL)
+        llhttp_resume(&c->exch->parser);
     c->flags |= SQ__CF_IN_READ;
     if (c->pending.len > 0) {
         size_t n = c->pending.len;
@@ -806,7 +818,8 @@ static void conn_idle_release(sq__conn_t *c)
 {
     if (c->state != SQ__ST_IDLE || (c->flags & SQ__CF_CLOSED))
         return;
-    if (c->exch != NULL && c->pending.len == 0 && c->exch->hb.len == 0) {
+    if (c->exch != NULL && c->pending.len == 0 && c->exch->hb.len == 0 &&
+        !(c->flags & SQ__CF_PAUSED)) { /* a paused parser keeps its exchange */
         sq__exch_t *x = c->exch;
         c->exch = NULL;
         x->conn = NULL;
@@ -1417,8 +1430,6 @@ void sq__conn_accept(sq_server_t *srv, uv_stream_t *listener, bool is_pipe)
     }
     if (!is_pipe)
         uv_tcp_nodelay(&c->h.tcp, 1);
-    llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
-    c->parser.data = c;
     c->state = SQ__ST_IDLE;
     tq_put(c, SQ__TQ_IDLE);
     if (uv_read_start(&c->h.stream, on_alloc, on_read) != 0)

@@ -71,7 +71,6 @@ struct sq__conn {
     sq__list_t tnode;     /* a timeout queue */
     sq__list_t knode;     /* the tick queue */
     uint64_t deadline;    /* for the timeout queue it is in */
-    llhttp_t parser;
     struct sq_req_s *exch;/* the request being read or answered */
     sq__wq_t *wq;         /* lent while bytes are queued */
     sq__buf_t pending;    /* bytes read past a request whose answer is outstanding */
@@ -120,8 +119,10 @@ typedef struct sq__qparam {
     const char *name, *value;
 } sq__qparam_t;
 
-/* A request and its response: one allocation, pooled by the server. */
+/* A request and its response: one allocation, pooled by the server. The parser lives here,
+ * not in the connection: between requests a keep-alive connection holds no parser state. */
 struct sq_req_s {
+    llhttp_t parser;            /* data: the connection */
     sq__conn_t *conn;           /* NULL once the client has gone */
     sq_server_t *srv;
     uint32_t flags;
