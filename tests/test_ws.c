@@ -12,6 +12,7 @@
  */
 #include <criterion/criterion.h>
 #include <netinet/in.h>
+#include <openssl/evp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -674,6 +675,52 @@ Test(ws, keepalive_pings_keep_a_connection_whose_peer_answers, .timeout = 10)
     cr_assert_eq(cli.close_code, SQ_WS_NORMAL);
 }
 
+static void pace_done(uv_timer_t *t)
+{
+    side_t *cli = t->data;
+    cr_assert_eq(sq_ws_close(cli->ws, SQ_WS_NORMAL, NULL), 0);
+    uv_close((uv_handle_t *)t, NULL);
+}
+
+static void pace_open(sq_ws_t *ws, sq_req_t *req, void *data)
+{
+    side_t *s = data;
+    count_open(ws, req, data);
+    uv_timer_t *t = s->extra;
+    uv_timer_init(sq_ws_loop(ws), t);
+    t->data = s;
+    uv_timer_start(t, pace_done, 1050, 0);
+}
+
+static const sq_ws_handler_t pace_client = {
+    .open = pace_open,
+    .message = count_message,
+    .close = client_close,
+};
+
+Test(ws, keepalive_pings_at_the_ping_interval_when_the_pong_timeout_is_shorter, .timeout = 10)
+{
+    env_t e;
+    env_init(&e);
+    sq_ws_opts_t so;
+    sq_ws_opts_init(&so);
+    so.ping_interval_ms = 200;
+    so.pong_timeout_ms = 50;
+    side_t srv = {.env = &e};
+    cr_assert_eq(sq_app_websocket(e.app, "/ka", &echo_handler, &so, &srv), 0);
+    env_listen(&e);
+    uv_timer_t t;
+    side_t cli = {.env = &e, .stop_after_closes = 1, .extra = &t};
+    char url[64];
+    env_url(&e, url, sizeof(url), "/ka");
+    cr_assert_eq(sq_ws_connect(&e.loop, url, &pace_client, &cli, NULL, NULL), 0);
+    env_run_and_finish(&e);
+    /* 1050 ms at one ping per 200 ms: 5 (not one per 50 ms: 20) */
+    cr_assert_geq(srv.pongs, 3, "pongs: %d", srv.pongs);
+    cr_assert_leq(srv.pongs, 6, "pongs: %d, pinged faster than ping_interval_ms", srv.pongs);
+    cr_assert_eq(srv.close_code, SQ_WS_NORMAL);
+}
+
 /* ---- server shutdown with open WebSockets ---- */
 
 enum { SHUTDOWN_CLIENTS = 5 };
@@ -915,9 +962,21 @@ static void lone_close(sq_ws_t *ws, int code, const char *reason, void *data)
     side_record_close(&l->cli, code, reason);
 }
 
+static void lone_open(sq_ws_t *ws, sq_req_t *req, void *data)
+{
+    lone_t *l = data;
+    count_open(ws, req, &l->cli);
+}
+
+static void lone_message(sq_ws_t *ws, int binary, const char *msg, size_t len, void *data)
+{
+    lone_t *l = data;
+    count_message(ws, binary, msg, len, &l->cli);
+}
+
 static const sq_ws_handler_t lone_client = {
-    .open = count_open,
-    .message = count_message,
+    .open = lone_open,
+    .message = lone_message,
     .close = lone_close,
 };
 
@@ -1813,6 +1872,15 @@ Test(ws, handshake_errors_get_400_or_426, .timeout = 10)
                  0);
     cr_assert_eq(res.status, 426);
     th_res_free(&res);
+    /* HTTP/1.0 has no Upgrade (RFC 6455 §4.1: the handshake is HTTP/1.1 or later) */
+    cr_assert_eq(th_request(r.port,
+                            "GET /echo HTTP/1.0\r\nHost: t\r\nUpgrade: websocket\r\n"
+                            "Connection: Upgrade\r\nSec-WebSocket-Key: " WS_KEY "\r\n"
+                            "Sec-WebSocket-Version: 13\r\n\r\n",
+                            &res),
+                 0);
+    cr_assert_eq(res.status, 400);
+    th_res_free(&res);
     /* and a real one still works on the same server */
     th_conn_t c;
     raw_upgrade(&c, r.port);
@@ -1903,6 +1971,33 @@ Test(ws, server_destroy_waits_for_the_close_handshake_until_the_grace_deadline, 
     cr_assert_lt(took, 3000, "took %llu ms", (unsigned long long)took);
     cr_assert_eq(atomic_load(&r.st.closes), 1);
     cr_assert_eq(atomic_load(&r.st.close_code), SQ_WS_ABNORMAL);
+}
+
+Test(ws, handshake_tokens_are_case_insensitive_and_may_share_a_header, .timeout = 10)
+{
+    /* Firefox sends "Connection: keep-alive, Upgrade"; RFC 6455 §4.2.1 compares the
+     * tokens case-insensitively */
+    raw_env_t r;
+    raw_start(&r);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, r.port), 0);
+    cr_assert_eq(th_conn_sends(&c, "GET /echo HTTP/1.1\r\nHost: t\r\nUpgrade: WebSocket\r\n"
+                                   "Connection: keep-alive, Upgrade\r\n"
+                                   "Sec-WebSocket-Key: " WS_KEY "\r\n"
+                                   "Sec-WebSocket-Version: 13\r\n"
+                                   "Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n"),
+                 0);
+    th_res_t res;
+    cr_assert_eq(th_conn_read_res(&c, &res, 5000, false), 0);
+    cr_assert_eq(res.status, 101);
+    cr_assert_str_eq(th_res_header(&res, "Sec-WebSocket-Accept"), WS_ACCEPT);
+    cr_assert_null(th_res_header(&res, "Sec-WebSocket-Extensions"), "no extension agreed");
+    cr_assert_null(th_res_header(&res, "Sec-WebSocket-Protocol"), "no subprotocol offered");
+    th_res_free(&res);
+    frame_send(&c, FIN | OP_TEXT, true, "ff", 2);
+    expect_frame(&c, OP_TEXT, "ff", 2);
+    th_conn_close(&c);
+    raw_stop(&r);
 }
 
 /* ---- keepalive with a raw peer that never answers a ping ---- */
@@ -2283,4 +2378,190 @@ Test(ws, slow_consumer_with_policy_drop_loses_messages_keeps_the_connection_and_
     cr_assert_eq(atomic_load(&st.closes), 1);
     cr_assert_eq(atomic_load(&st.close_code), SQ_WS_NORMAL);
     free(st.chunk);
+}
+
+/* ======================================================================================
+ * The client against a hand-written server: what it must check in the handshake (RFC
+ * 6455 §4.1) and in the frames (§5.1)
+ * ==================================================================================== */
+
+typedef struct script_srv {
+    int lfd, port;
+    uv_thread_t thread;
+    const char *response; /* its "%s" is replaced by the right Sec-WebSocket-Accept */
+    const uint8_t *then;  /* bytes sent right after the response */
+    size_t then_len;
+    bool hang_up;   /* close right after sending */
+    char got[4096]; /* what the client sent after the handshake */
+    size_t got_len;
+} script_srv_t;
+
+static void script_main(void *arg)
+{
+    script_srv_t *s = arg;
+    int fd = accept(s->lfd, NULL, NULL);
+    if (fd < 0)
+        return;
+    char req[4096];
+    size_t len = 0;
+    while (len < sizeof(req) - 1 && memmem(req, len, "\r\n\r\n", 4) == NULL) {
+        ssize_t n = recv(fd, req + len, sizeof(req) - 1 - len, 0);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    req[len] = '\0';
+    /* base64(SHA-1(key + GUID)), computed here with OpenSSL, not with squall's code */
+    char key[64] = "", accept_value[64] = "";
+    const char *k = strcasestr(req, "\r\nSec-WebSocket-Key: ");
+    if (k != NULL)
+        sscanf(k + 21, "%60[^\r]", key);
+    char cat[128];
+    int cl = snprintf(cat, sizeof(cat), "%s258EAFA5-E914-47DA-95CA-C5AB0DC85B11", key);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    EVP_Digest(cat, (size_t)cl, md, &mdlen, EVP_sha1(), NULL);
+    EVP_EncodeBlock((unsigned char *)accept_value, md, (int)mdlen);
+    char res[1024];
+    const char *at = strstr(s->response, "%s");
+    int rl = at ? snprintf(res, sizeof(res), "%.*s%s%s", (int)(at - s->response), s->response,
+                           accept_value, at + 2)
+                : snprintf(res, sizeof(res), "%s", s->response);
+    send(fd, res, (size_t)rl, MSG_NOSIGNAL);
+    if (s->then_len > 0)
+        send(fd, s->then, s->then_len, MSG_NOSIGNAL);
+    if (!s->hang_up) {
+        struct timeval tv = {.tv_sec = 5};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        ssize_t n;
+        while (s->got_len < sizeof(s->got) &&
+               (n = recv(fd, s->got + s->got_len, sizeof(s->got) - s->got_len, 0)) > 0)
+            s->got_len += (size_t)n;
+    }
+    close(fd);
+}
+
+static void script_start(script_srv_t *s)
+{
+    s->lfd = silent_listener(&s->port);
+    cr_assert_eq(uv_thread_create(&s->thread, script_main, s), 0);
+}
+
+static void script_join(script_srv_t *s)
+{
+    uv_thread_join(&s->thread);
+    close(s->lfd);
+}
+
+/* Runs the squall client against a scripted server; returns what the client saw. */
+static void client_vs_script(script_srv_t *s, lone_t *l)
+{
+    script_start(s);
+    memset(l, 0, sizeof(*l));
+    cr_assert_eq(uv_loop_init(&l->loop), 0);
+    char url[64];
+    snprintf(url, sizeof(url), "ws://127.0.0.1:%d/x", s->port);
+    static const char *const offer[] = {"chat", NULL};
+    sq_ws_opts_t o;
+    sq_ws_opts_init(&o);
+    o.subprotocols = offer;
+    o.handshake_timeout_ms = 3000;
+    cr_assert_eq(sq_ws_connect(&l->loop, url, &lone_client, l, &o, NULL), 0);
+    uv_run(&l->loop, UV_RUN_DEFAULT);
+    cr_assert_eq(uv_loop_close(&l->loop), 0);
+    script_join(s);
+}
+
+#define GOOD_101                                                                                   \
+    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"            \
+    "Sec-WebSocket-Accept: %s\r\n"
+
+Test(ws, client_refuses_a_handshake_response_that_does_not_check_out, .timeout = 30)
+{
+    static const struct {
+        const char *response;
+        const char *reason;
+    } cases[] = {
+        {"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+         "Sec-WebSocket-Accept: dGhlIHNhbXBsZSBub25jZQ==%s\r\n\r\n",
+         "invalid handshake response"}, /* the wrong accept value */
+        {"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+         "Sec-WebSocket-Accept: %s\r\n\r\n",
+         "invalid handshake response"}, /* no Upgrade */
+        {"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+         "Sec-WebSocket-Accept: %s\r\n\r\n",
+         "invalid handshake response"}, /* no Connection */
+        {GOOD_101 "Sec-WebSocket-Protocol: other\r\n\r\n",
+         "invalid handshake response"}, /* a subprotocol the client did not offer */
+        {"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n%s", "upgrade refused with status 200"},
+        {"HELLO%s\r\n\r\n", "bad handshake response"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        script_srv_t s = {.response = cases[i].response};
+        lone_t l;
+        client_vs_script(&s, &l);
+        cr_assert_eq(l.cli.opens, 0, "case %zu", i);
+        cr_assert_eq(l.cli.closes, 1, "case %zu", i);
+        cr_assert_eq(l.cli.close_code, SQ_WS_ABNORMAL, "case %zu", i);
+        cr_assert_str_eq(l.cli.close_reason, cases[i].reason, "case %zu", i);
+    }
+}
+
+Test(ws, client_takes_frames_that_come_with_the_101_and_the_agreed_subprotocol, .timeout = 10)
+{
+    uint8_t frames[64];
+    size_t n = frame_build(frames, FIN | OP_TEXT, false, "first", 5);
+    uint8_t p[32];
+    size_t pl = close_payload(p, 4003, "go away");
+    n += frame_build(frames + n, FIN | OP_CLOSE, false, p, pl);
+    script_srv_t s = {
+        .response = GOOD_101 "Sec-WebSocket-Protocol: chat\r\n\r\n",
+        .then = frames,
+        .then_len = n,
+    };
+    lone_t l;
+    client_vs_script(&s, &l);
+    cr_assert_eq(l.cli.opens, 1);
+    cr_assert_str_eq(l.cli.subprotocol, "chat");
+    cr_assert_eq(l.cli.messages, 1);
+    cr_assert_eq(l.cli.closes, 1);
+    cr_assert_eq(l.cli.close_code, 4003);
+    cr_assert_str_eq(l.cli.close_reason, "go away");
+    /* the client answered with its own close frame, masked, echoing the code */
+    cr_assert_geq(s.got_len, 8, "the client sent %zu bytes", s.got_len);
+    const uint8_t *g = (const uint8_t *)s.got;
+    cr_assert_eq(g[0], FIN | OP_CLOSE);
+    cr_assert(g[1] & 0x80, "a client masks (RFC 6455 §5.3)");
+    size_t len = g[1] & 0x7F;
+    cr_assert_geq(len, 2);
+    int code = (g[6] ^ g[2]) << 8 | (g[7] ^ g[3]);
+    cr_assert_eq(code, 4003);
+}
+
+Test(ws, client_fails_a_masked_frame_from_the_server_with_1002, .timeout = 10)
+{
+    uint8_t frame[32];
+    size_t n = frame_build(frame, FIN | OP_TEXT, true, "masked", 6);
+    script_srv_t s = {.response = GOOD_101 "\r\n", .then = frame, .then_len = n};
+    lone_t l;
+    client_vs_script(&s, &l);
+    cr_assert_eq(l.cli.opens, 1);
+    cr_assert_eq(l.cli.messages, 0);
+    cr_assert_eq(l.cli.closes, 1);
+    cr_assert_eq(l.cli.close_code, SQ_WS_PROTOCOL_ERROR, ".close got %d", l.cli.close_code);
+    cr_assert_geq(s.got_len, 8);
+    const uint8_t *g = (const uint8_t *)s.got;
+    cr_assert_eq(g[0], FIN | OP_CLOSE);
+    int code = (g[6] ^ g[2]) << 8 | (g[7] ^ g[3]);
+    cr_assert_eq(code, SQ_WS_PROTOCOL_ERROR);
+}
+
+Test(ws, client_sees_abnormal_close_when_the_server_hangs_up, .timeout = 10)
+{
+    script_srv_t s = {.response = GOOD_101 "\r\n", .hang_up = true};
+    lone_t l;
+    client_vs_script(&s, &l);
+    cr_assert_eq(l.cli.opens, 1);
+    cr_assert_eq(l.cli.closes, 1);
+    cr_assert_eq(l.cli.close_code, SQ_WS_ABNORMAL);
 }
