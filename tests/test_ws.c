@@ -1046,6 +1046,48 @@ Test(ws, client_handshake_timeout_reports_abnormal_close, .timeout = 10)
     close(fd);
 }
 
+/* ---- an IPv6 literal in the URL ---- */
+
+static void v6_open(sq_ws_t *ws, sq_req_t *req, void *data)
+{
+    count_open(ws, req, data);
+    cr_assert_eq(sq_ws_send_text(ws, "over v6", 7), 0);
+}
+
+static const sq_ws_handler_t v6_client = {
+    .open = v6_open,
+    .message = close_on_message,
+    .close = client_close,
+};
+
+Test(ws, client_connects_to_an_ipv6_literal, .timeout = 10)
+{
+    env_t e;
+    env_init(&e);
+    side_t srv = {.env = &e};
+    cr_assert_eq(sq_app_websocket(e.app, "/echo", &echo_handler, NULL, &srv), 0);
+    cr_assert_eq(sq_server_create(&e.srv, &e.loop, e.app, NULL), 0);
+    int rc = sq_server_listen(e.srv, "::1", 0);
+    if (rc != 0) {
+        sq_server_destroy(e.srv, 0, NULL, NULL);
+        uv_run(&e.loop, UV_RUN_DEFAULT);
+        uv_loop_close(&e.loop);
+        sq_app_destroy(e.app);
+        cr_skip_test("no IPv6 loopback here: %s", sq_strerror(rc));
+    }
+    e.port = sq_server_port(e.srv);
+    side_t cli = {.env = &e, .stop_after_closes = 1};
+    char url[64];
+    snprintf(url, sizeof(url), "ws://[::1]:%d/echo", e.port);
+    cr_assert_eq(sq_ws_connect(&e.loop, url, &v6_client, &cli, NULL, NULL), 0);
+    env_run_and_finish(&e);
+    cr_assert_eq(cli.opens, 1);
+    cr_assert_eq(cli.messages, 1);
+    cr_assert_eq(cli.closes, 1);
+    cr_assert_eq(cli.close_code, SQ_WS_NORMAL);
+    cr_assert_eq(srv.messages, 1);
+}
+
 /* ---- the client's own limits and checks ---- */
 
 static void big_on_open(sq_ws_t *ws, sq_req_t *req, void *data)
