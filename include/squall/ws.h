@@ -70,9 +70,12 @@ typedef struct sq_ws_handler {
     /* A whole message (fragments reassembled; text checked to be UTF-8). `msg` is valid
      * during the call only. */
     void (*message)(sq_ws_t *ws, int binary, const char *msg, size_t len, void *data);
-    /* The connection is closed: `code` is the peer's close code, SQ_WS_NO_STATUS, or
-     * SQ_WS_ABNORMAL when it dropped; on the client side, also when connecting failed
-     * (then `reason` says why and .open was never called). ws is freed after this. */
+    /* The connection is closed. `code` is the peer's close code (SQ_WS_NO_STATUS when its
+     * close frame had none); or the code squall closed with when it failed the connection
+     * (1002, 1007, 1009) or closed a slow consumer (1008, 1013) and the peer never
+     * answered; or SQ_WS_ABNORMAL when it dropped without a close frame, and on the client
+     * side when connecting failed (then `reason` says why and .open was never called).
+     * ws is freed after this returns. */
     void (*close)(sq_ws_t *ws, int code, const char *reason, void *data);
     /* A pong arrived (optional). */
     void (*pong)(sq_ws_t *ws, const char *payload, size_t len, void *data);
@@ -91,16 +94,22 @@ typedef struct sq_ws_handler {
 SQ_EXTERN int sq_app_websocket(sq_app_t *app, const char *pattern, const sq_ws_handler_t *handler,
                                const sq_ws_opts_t *opts, void *data);
 
-/* Sends a text (binary = 0) or binary message; copied. Returns 0; SQ_ECLOSED once a close
- * was sent or received; UV_ENOBUFS when the overflow policy dropped it, UV_EMSGSIZE... */
+/* Sends a text (binary = 0) or binary message; copied. Returns 0; UV_EINVAL for text
+ * that is not UTF-8; UV_ENOTCONN before a client connection is open; SQ_ECLOSED once a
+ * close was queued or received; UV_ENOBUFS when max_queued_bytes would be passed (the
+ * overflow policy applied: the message is dropped, and with the close policies the
+ * connection is closing); UV_ENOMEM. */
 SQ_EXTERN int sq_ws_send(sq_ws_t *ws, int binary, const void *msg, size_t len);
 SQ_EXTERN int sq_ws_send_text(sq_ws_t *ws, const char *msg, size_t len);
 SQ_EXTERN int sq_ws_send_binary(sq_ws_t *ws, const void *msg, size_t len);
-/* Sends a ping with up to 125 bytes of payload (UV_EINVAL past that). */
+/* Sends a ping with up to 125 bytes of payload. Returns 0, UV_EINVAL past 125 bytes,
+ * UV_ENOTCONN before open, or SQ_ECLOSED. */
 SQ_EXTERN int sq_ws_ping(sq_ws_t *ws, const void *payload, size_t len);
-/* Starts the close handshake (RFC 6455 §7.1.2). `reason` (may be NULL) is cut to 123
- * bytes. .close runs once the peer answers, or after close_timeout_ms. Returns 0 or
- * SQ_ECLOSED when already closing. */
+/* Starts the close handshake (RFC 6455 §7.1.2). `code` must be one a peer may receive
+ * (1000-1003, 1007-1014, 3000-4999; RFC 6455 §7.4). `reason` (may be NULL) is cut to 123
+ * bytes. .close runs once the peer answers, or after close_timeout_ms. On a client still
+ * connecting it cancels: .close gets 1006 "cancelled". Returns 0, UV_EINVAL for a code
+ * that must not be sent, or SQ_ECLOSED when already closing. */
 SQ_EXTERN int sq_ws_close(sq_ws_t *ws, int code, const char *reason);
 
 /* Outgoing bytes queued on this connection and not yet taken by the kernel. */

@@ -480,8 +480,17 @@ int sq_ws_ping(sq_ws_t *ws, const void *payload, size_t len)
     return 0;
 }
 
+/* RFC 6455 §7.4.1-2: the codes an endpoint may put in a close frame. */
+static bool close_code_sendable(int code)
+{
+    return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
+           (code >= 3000 && code <= 4999);
+}
+
 int sq_ws_close(sq_ws_t *ws, int code, const char *reason)
 {
+    if (!close_code_sendable(code))
+        return UV_EINVAL;
     if (ws->flags & (SQ__WS_DEAD | SQ__WS_CLOSING | SQ__WS_CLOSE_QUEUED) ||
         wslay_event_get_close_sent(ws->ctx))
         return SQ_ECLOSED;
