@@ -61,8 +61,23 @@ typedef struct sq__buf {
     size_t cap;
 } sq__buf_t;
 
-SQ__HIDDEN int sq__buf_reserve(sq__buf_t *b, size_t extra);
-SQ__HIDDEN int sq__buf_append(sq__buf_t *b, const void *data, size_t len);
+SQ__HIDDEN int sq__buf_grow(sq__buf_t *b, size_t extra);
+/* Makes room for `extra` more bytes. Returns 0 or UV_ENOMEM. */
+static inline int sq__buf_reserve(sq__buf_t *b, size_t extra)
+{
+    return SQ__LIKELY(b->cap - b->len >= extra) ? 0 : sq__buf_grow(b, extra);
+}
+/* Appends a copy of data[0..len). Returns 0 or UV_ENOMEM. */
+static inline int sq__buf_append(sq__buf_t *b, const void *data, size_t len)
+{
+    if (SQ__UNLIKELY(b->cap - b->len < len) && sq__buf_grow(b, len) != 0)
+        return UV_ENOMEM;
+    if (len > 0) {
+        memcpy(b->base + b->len, data, len);
+        b->len += len;
+    }
+    return 0;
+}
 SQ__HIDDEN void sq__buf_free(sq__buf_t *b);
 static inline void sq__buf_append_unsafe(sq__buf_t *b, const void *data, size_t len)
 {

@@ -3,7 +3,7 @@
 
 #include "internal.h"
 
-int sq__buf_reserve(sq__buf_t *b, size_t extra)
+int sq__buf_grow(sq__buf_t *b, size_t extra)
 {
     if (b->cap - b->len >= extra)
         return 0;
@@ -19,14 +19,6 @@ int sq__buf_reserve(sq__buf_t *b, size_t extra)
     b->base = p;
     b->cap = cap;
     return 0;
-}
-
-int sq__buf_append(sq__buf_t *b, const void *data, size_t len)
-{
-    int rc = sq__buf_reserve(b, len);
-    if (rc == 0 && len > 0)
-        sq__buf_append_unsafe(b, data, len);
-    return rc;
 }
 
 void sq__buf_free(sq__buf_t *b)

@@ -1219,7 +1219,8 @@ static int on_headers_complete(llhttp_t *p)
      * §3.2.2) or asterisk-form "*". */
     const char *t = x->hb.base;
     size_t tlen = x->target_len;
-    if (tlen >= 7 && (strncasecmp(t, "http://", 7) == 0 || strncasecmp(t, "https://", 8) == 0)) {
+    if (t[0] != '/' && tlen >= 7 &&
+        (strncasecmp(t, "http://", 7) == 0 || strncasecmp(t, "https://", 8) == 0)) {
         const char *slash = memchr(t + 8, '/', tlen - 8 > tlen ? 0 : tlen - 8);
         size_t skip = slash ? (size_t)(slash - t) : tlen;
         t += skip;
