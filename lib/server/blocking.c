@@ -5,7 +5,15 @@
  * (nothing parses into the exchange) and the handler's hold keeps the exchange alive even
  * if the client goes; every lazily computed field (decoded path, parsed query) is computed
  * on the loop thread before the job is submitted. So the pool thread only reads memory
- * that nobody writes until the done callback, which runs on the loop thread. */
+ * that nobody writes until the done callback, which runs on the loop thread.
+ *
+ * The job holds a reference of its own on the exchange, apart from the handler's: an
+ * `.aborted` callback may finish res (as router.h asks of non-blocking handlers), which
+ * drops the handler's reference while the job still reads the request; without the job's,
+ * the exchange would be recycled under it and its done callback would answer whichever
+ * request got the exchange next (tests/test_blocking.c:
+ * aborted_that_finishes_res_does_not_free_the_exchange_under_the_job). For the same
+ * reason the view never reads x->flags, which the loop thread writes meanwhile. */
 #include <stdatomic.h>
 #include <stdlib.h>
 
@@ -63,7 +71,12 @@ const char *sq_breq_query_string(const sq_breq_t *req)
 
 const char *sq_breq_query(const sq_breq_t *req, const char *name)
 {
-    return sq_req_query(req->x, name); /* parsed before submission: a pure look-up */
+    /* parsed before submission; sq_req_query would read x->flags to know that */
+    const sq__exch_t *x = req->x;
+    for (unsigned i = 0; i < x->nqparams; i++)
+        if (strcmp(x->qparams[i].name, name) == 0)
+            return x->qparams[i].value;
+    return NULL;
 }
 
 const char *sq_breq_param(const sq_breq_t *req, const char *name)
@@ -210,6 +223,7 @@ static void job_done(sq_work_t *work, int status, void *data)
         sq_res_send(res, job->res.status, job->res.ctype, job->res.body.base, job->res.body.len);
     }
     job_free(job);
+    sq__exch_unhold(x); /* the job's reference: may free x and end a closing server */
 }
 
 static int ensure_pool(sq_server_t *srv)
@@ -238,10 +252,15 @@ void sq__blocking_dispatch(sq__exch_t *x)
         job->data = x->match.data;
         rc = sq_work_pool_submit(&x->work, srv->pool, run_job, job_done, job);
     }
-    if (rc != 0) {
-        free(job);
-        sq_res_send_error(&x->res, rc == UV_EAGAIN || rc == SQ_ECLOSED ? 503 : 500,
-                          rc == UV_EAGAIN ? "Service Unavailable: too many blocking jobs"
-                                          : "Service Unavailable");
+    if (rc == 0) {
+        sq__exch_hold(x); /* the job's own, dropped by job_done */
+        return;
     }
+    free(job);
+    if (rc == UV_EAGAIN)
+        sq_res_send_error(&x->res, 503, "Service Unavailable: too many blocking jobs");
+    else if (rc == SQ_ECLOSED)
+        sq_res_send_error(&x->res, 503, "Service Unavailable");
+    else
+        sq_res_send_error(&x->res, 500, "Internal Server Error");
 }
