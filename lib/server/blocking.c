@@ -230,8 +230,8 @@ static int ensure_pool(sq_server_t *srv)
 {
     if (srv->pool != NULL)
         return 0;
-    if (srv->closing)
-        return SQ_ECLOSED;
+    /* Even while closing: a request read during the grace period is answered, and the
+     * server destroys its own pool only after its last exchange. */
     int rc = sq_work_pool_create(&srv->pool, srv->loop, NULL);
     if (rc == 0)
         srv->own_pool = true;
