@@ -34,8 +34,9 @@ SQ_EXTERN const char *sq_breq_header(const sq_breq_t *req, const char *name);
 SQ_EXTERN const char *sq_breq_body(const sq_breq_t *req, size_t *len);
 /* The body parsed as JSON: a new reference, or NULL with `error` (json_error_t*) filled. */
 SQ_EXTERN json_t *sq_breq_json(const sq_breq_t *req, void *json_error);
-/* 1 once the client left or the server is shutting down: the answer will not be read, so
- * a long job may stop early. */
+/* 1 once the job was cancelled: the client left, the server's grace period ran out, or
+ * the work pool is being destroyed. The answer will not be read, so a long job may stop
+ * early (what it sends then is discarded). */
 SQ_EXTERN int sq_breq_is_cancelled(const sq_breq_t *req);
 
 /* Adds a response header (copied). Returns 0, UV_EINVAL (CR, LF or NUL; or a name with

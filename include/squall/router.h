@@ -29,7 +29,9 @@ typedef void (*sq_handler_cb)(sq_req_t *req, sq_res_t *res, void *data);
 
 /* Tells a handler that still owns res that the client has gone (or the server is being
  * destroyed past its grace period). The handler must still finish res — the finishing
- * call returns UV_ECANCELED and frees it — so every owner releases exactly once. */
+ * call returns UV_ECANCELED and frees it — so every owner releases exactly once. For a
+ * blocking callback squall finishes res itself when the job ends (the job is cancelled):
+ * .aborted, if set, is only told. */
 typedef void (*sq_aborted_cb)(sq_req_t *req, sq_res_t *res, void *data);
 
 /* A blocking handler (FastAPI's plain `def` endpoint): it runs on libuv's thread pool
