@@ -53,10 +53,17 @@ static const sq_handler_t echo = {.post = echo_post};
 /* WS /ws — the lecture's FastAPI example: text X is answered "Message text was: X". */
 static void ws_said(sq_ws_t *ws, int binary, const char *msg, size_t len, void *data)
 {
-    char out[256];
-    int n = snprintf(out, sizeof(out), "Message text was: %.*s", (int)(len > 200 ? 200 : len),
-                     msg);
-    sq_ws_send_text(ws, out, (size_t)n);
+    static const char prefix[] = "Message text was: ";
+    char stack[512];
+    size_t n = sizeof(prefix) - 1 + len;
+    char *out = n <= sizeof(stack) ? stack : malloc(n);
+    if (out == NULL)
+        return;
+    memcpy(out, prefix, sizeof(prefix) - 1);
+    memcpy(out + sizeof(prefix) - 1, msg, len);
+    sq_ws_send(ws, binary, out, n);
+    if (out != stack)
+        free(out);
 }
 static const sq_ws_handler_t ws_said_handler = {.message = ws_said};
 

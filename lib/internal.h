@@ -194,6 +194,8 @@ SQ__HIDDEN int sq__conn_write(sq__conn_t *conn, const uv_buf_t *bufs, unsigned n
 SQ__HIDDEN int sq__conn_write_ref(sq__conn_t *conn, const void *base, size_t len,
                                   sq_free_cb free_cb, void *free_ud, sq__write_cb cb, void *ud);
 SQ__HIDDEN size_t sq__conn_queued_bytes(const sq__conn_t *conn);
+/* Stops (on = false) or restarts reading a taken-over connection (back-pressure). */
+SQ__HIDDEN void sq__conn_read(sq__conn_t *conn, bool on);
 /* Closes after queued bytes are written (graceful) or at once (force). */
 SQ__HIDDEN void sq__conn_close(sq__conn_t *conn, bool force);
 SQ__HIDDEN uv_loop_t *sq__conn_loop(const sq__conn_t *conn);

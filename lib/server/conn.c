@@ -363,12 +363,17 @@ int sq__batch_add_ref(sq__wbatch_t *b, const void *base, size_t len, sq_free_cb 
 /* Runs the completion and free callbacks of a written (or failed) batch and empties it. */
 static void batch_complete(sq__conn_t *c, sq__wbatch_t *b, int status)
 {
-    unsigned n = b->nsegs;
-    b->nsegs = 0;
+    /* The callbacks may queue more bytes into this very batch (a drain callback that
+     * sends, a streaming write callback that writes the next chunk): walk a detached
+     * segment array, so new segments go to a fresh one. */
+    sq__wseg_t *segs = b->segs;
+    unsigned n = b->nsegs, cap = b->cap;
+    b->segs = NULL;
+    b->nsegs = b->cap = 0;
     b->buf.len = 0;
     b->bytes = 0;
     for (unsigned i = 0; i < n; i++) {
-        sq__wseg_t s = b->segs[i];
+        sq__wseg_t s = segs[i];
         if (s.free_cb != NULL)
             s.free_cb((void *)s.base, s.free_ud);
         if (s.cb != NULL)
@@ -377,6 +382,12 @@ static void batch_complete(sq__conn_t *c, sq__wbatch_t *b, int status)
             s.rcb(&s.rx->res, status, s.rcb_ud);
         if (s.rx != NULL)
             sq__exch_unhold(s.rx);
+    }
+    if (b->segs == NULL) { /* nothing was queued meanwhile: keep the array */
+        b->segs = segs;
+        b->cap = cap;
+    } else {
+        free(segs);
     }
 }
 
@@ -537,6 +548,19 @@ size_t sq__conn_queued_bytes(const sq__conn_t *c)
     if (c->wq != NULL)
         n += c->wq->b[c->wq->fill].bytes;
     return n;
+}
+
+void sq__conn_read(sq__conn_t *c, bool on)
+{
+    if (c->flags & SQ__CF_CLOSED)
+        return;
+    if (on && (c->flags & SQ__CF_READ_STOPPED)) {
+        c->flags &= ~SQ__CF_READ_STOPPED;
+        uv_read_start(&c->h.stream, on_alloc, on_read);
+    } else if (!on && !(c->flags & SQ__CF_READ_STOPPED)) {
+        c->flags |= SQ__CF_READ_STOPPED;
+        uv_read_stop(&c->h.stream);
+    }
 }
 
 uv_loop_t *sq__conn_loop(const sq__conn_t *c)

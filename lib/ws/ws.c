@@ -24,6 +24,7 @@ void sq_ws_opts_init(sq_ws_opts_t *o)
 
 static void ws_destroy(sq_ws_t *ws);
 static void ws_after(sq_ws_t *ws);
+static void ws_check_backlog(sq_ws_t *ws);
 
 /* ---- wslay callbacks ---- */
 
@@ -112,22 +113,59 @@ static void frame_start_cb(wslay_event_context_ptr ctx,
             ws_fail(ws, SQ_WS_PROTOCOL_ERROR, "close frame body of one byte");
         return;
     }
-    ws->flags &= ~SQ__WS_IN_CONTROL;
+    ws->flags &= ~(SQ__WS_IN_CONTROL | SQ__WS_FRAME_FIN);
+    if (arg->fin)
+        ws->flags |= SQ__WS_FRAME_FIN;
     if (arg->opcode == WSLAY_TEXT_FRAME) {
         ws->flags |= SQ__WS_IN_TEXT;
         sq__utf8_init(&ws->utf8);
     } else if (arg->opcode == WSLAY_BINARY_FRAME) {
         ws->flags &= ~SQ__WS_IN_TEXT;
     }
+    if (arg->opcode != WSLAY_CONTINUATION_FRAME) {
+        ws->msg_opcode = arg->opcode;
+        ws->msg.len = 0;
+    }
+    /* RFC 6455 §10.4: the whole message is limited, not only each frame; refused before a
+     * byte of it is stored */
+    if (ws->opts.max_message_bytes > 0 &&
+        arg->payload_length > ws->opts.max_message_bytes - ws->msg.len)
+        ws_fail(ws, SQ_WS_TOO_BIG, "message too big");
 }
 
 static void frame_chunk_cb(wslay_event_context_ptr ctx,
                            const struct wslay_event_on_frame_recv_chunk_arg *arg, void *ud)
 {
     sq_ws_t *ws = ud;
-    if ((ws->flags & (SQ__WS_IN_CONTROL | SQ__WS_IN_TEXT)) == SQ__WS_IN_TEXT &&
-        !sq__utf8_feed(&ws->utf8, arg->data, arg->data_length))
+    if (ws->flags & (SQ__WS_IN_CONTROL | SQ__WS_FAILED | SQ__WS_DEAD))
+        return; /* control frames are buffered by wslay (at most 125 bytes) */
+    if ((ws->flags & SQ__WS_IN_TEXT) && !sq__utf8_feed(&ws->utf8, arg->data, arg->data_length)) {
         ws_fail(ws, SQ_WS_INVALID_DATA, "invalid UTF-8 in a text message");
+        return;
+    }
+    /* squall reassembles messages itself, into one buffer per connection: wslay's own
+     * buffering keeps an allocation per fragment, which a peer sending many one-byte
+     * fragments would turn into far more memory than max_message_bytes */
+    if (sq__buf_append(&ws->msg, arg->data, arg->data_length) != 0)
+        ws_fail(ws, SQ_WS_INTERNAL, "out of memory");
+}
+
+static void frame_end_cb(wslay_event_context_ptr ctx, void *ud)
+{
+    sq_ws_t *ws = ud;
+    if (ws->flags & (SQ__WS_IN_CONTROL | SQ__WS_FAILED | SQ__WS_DEAD) ||
+        !(ws->flags & SQ__WS_FRAME_FIN))
+        return;
+    bool binary = ws->msg_opcode == WSLAY_BINARY_FRAME;
+    if (!binary && !sq__utf8_complete(&ws->utf8)) {
+        ws_fail(ws, SQ_WS_INVALID_DATA, "truncated UTF-8 in a text message");
+        return;
+    }
+    if (ws->h->message != NULL)
+        ws->h->message(ws, binary, ws->msg.len ? ws->msg.base : "", ws->msg.len, ws->data);
+    ws->msg.len = 0;
+    if (ws->msg.cap > 256 * 1024) /* a big message does not keep its memory */
+        sq__buf_free(&ws->msg);
 }
 
 static void msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
@@ -137,17 +175,6 @@ static void msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
     if (ws->flags & (SQ__WS_FAILED | SQ__WS_DEAD))
         return;
     switch (arg->opcode) {
-    case WSLAY_TEXT_FRAME:
-        if (!sq__utf8_complete(&ws->utf8)) {
-            ws_fail(ws, SQ_WS_INVALID_DATA, "truncated UTF-8 in a text message");
-            return;
-        }
-        /* fall through */
-    case WSLAY_BINARY_FRAME:
-        if (ws->h->message != NULL)
-            ws->h->message(ws, arg->opcode == WSLAY_BINARY_FRAME, (const char *)arg->msg,
-                           arg->msg_length, ws->data);
-        break;
     case WSLAY_PONG:
         ws->flags &= ~SQ__WS_AWAIT_PONG;
         if (ws->h->pong != NULL)
@@ -179,7 +206,8 @@ static const struct wslay_event_callbacks wslay_cbs = {
     .genmask_callback = genmask_cb,
     .on_frame_recv_start_callback = frame_start_cb,
     .on_frame_recv_chunk_callback = frame_chunk_cb,
-    .on_msg_recv_callback = msg_cb,
+    .on_frame_recv_end_callback = frame_end_cb,
+    .on_msg_recv_callback = msg_cb, /* control frames only: data is reassembled above */
 };
 
 /* ---- lifetime ---- */
@@ -208,6 +236,7 @@ int sq__ws_create(sq_ws_t **out, uv_loop_t *loop, bool client, const sq_ws_handl
     ws->close_code = SQ_WS_ABNORMAL;
     if (client)
         ws->flags |= SQ__WS_CLIENT;
+    wslay_event_config_set_no_buffering(ws->ctx, 1);
     wslay_event_config_set_max_recv_msg_length(ws->ctx, ws->opts.max_message_bytes);
     uv_timer_init(loop, &ws->timer);
     ws->timer.data = ws;
@@ -220,6 +249,7 @@ static void on_timer_closed(uv_handle_t *h)
     sq_ws_t *ws = h->data;
     wslay_event_context_free(ws->ctx);
     sq__buf_free(&ws->scratch);
+    sq__buf_free(&ws->msg);
     free(ws);
 }
 
@@ -324,6 +354,7 @@ static void ws_after(sq_ws_t *ws)
         ws_destroy(ws);
         return;
     }
+    ws_check_backlog(ws);
     if (wslay_event_get_close_sent(ws->ctx) && !(ws->flags & SQ__WS_CLOSING)) {
         ws->flags |= SQ__WS_CLOSING;
         uv_timer_start(&ws->timer, on_keepalive, ws->opts.close_timeout_ms, 0);
@@ -363,9 +394,33 @@ void sq__ws_feed(sq_ws_t *ws, const char *data, ssize_t n)
     ws_after(ws);
 }
 
+/* A peer that sends pings (or anything wslay answers) and never reads would grow our
+ * queue without bound, since wslay's answers do not pass the send limit: past
+ * max_queued_bytes, stop reading until the queue is back under half (sq__ws_written). */
+static void ws_check_backlog(sq_ws_t *ws)
+{
+    size_t max = ws->opts.max_queued_bytes;
+    if (max == 0 || (ws->flags & (SQ__WS_READ_PAUSED | SQ__WS_DEAD)) ||
+        ws->io->queued(ws) <= max)
+        return;
+    ws->flags |= SQ__WS_READ_PAUSED;
+    ws->io->read(ws, false);
+    ws->io->write(ws, NULL, 0, true); /* tells sq__ws_written when what is queued is out */
+}
+
 void sq__ws_written(sq_ws_t *ws, int status)
 {
-    if ((ws->flags & (SQ__WS_DRAIN | SQ__WS_DEAD)) != SQ__WS_DRAIN)
+    if (ws->flags & SQ__WS_DEAD)
+        return;
+    if (ws->flags & SQ__WS_READ_PAUSED) {
+        if (ws->io->queued(ws) <= ws->opts.max_queued_bytes / 2) {
+            ws->flags &= ~SQ__WS_READ_PAUSED;
+            ws->io->read(ws, true);
+        } else {
+            ws->io->write(ws, NULL, 0, true);
+        }
+    }
+    if (!(ws->flags & SQ__WS_DRAIN))
         return;
     if (ws->io->queued(ws) > ws->opts.max_queued_bytes / 2)
         return;
@@ -391,7 +446,9 @@ static int ws_admit(sq_ws_t *ws, size_t len, bool *notify)
         return UV_ENOTCONN; /* a client still connecting */
     size_t q = ws->io->queued(ws);
     size_t max = ws->opts.max_queued_bytes;
-    if (max > 0 && q + len > max) {
+    /* a message larger than the limit still goes out when nothing is queued before it:
+     * the limit bounds a backlog, not the size of one message */
+    if (max > 0 && q > 0 && q + len > max) {
         if (ws->opts.overflow != SQ_WS_OVERFLOW_DROP) {
             int code = ws->opts.overflow == SQ_WS_OVERFLOW_TRY_AGAIN ? SQ_WS_TRY_AGAIN
                                                                      : SQ_WS_POLICY;
@@ -552,6 +609,12 @@ struct sq_ws_frame_s {
 
 int sq_ws_frame_create(sq_ws_frame_t **out, int binary, const void *msg, size_t len)
 {
+    if (!binary) {
+        sq__utf8_t u;
+        sq__utf8_init(&u);
+        if (!sq__utf8_feed(&u, msg, len) || !sq__utf8_complete(&u))
+            return UV_EINVAL; /* RFC 6455 §8.1: text is UTF-8 */
+    }
     sq_ws_frame_t *f = malloc(sizeof(*f) + 10 + len);
     if (f == NULL)
         return UV_ENOMEM;

@@ -159,7 +159,22 @@ static void io_close(sq_ws_t *ws, bool force)
     wsc_teardown(c, NULL);
 }
 
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+static void io_read(sq_ws_t *ws, bool on)
+{
+    wsc_t *c = ws->transport;
+    if (!c->tcp_open || c->state != WSC_OPEN)
+        return;
+    if (on)
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    else
+        uv_read_stop((uv_stream_t *)&c->tcp);
+}
+
 static const sq__ws_io_t client_io = {
+    .read = io_read,
     .write = io_write,
     .write_ref = io_write_ref,
     .queued = io_queued,
@@ -456,6 +471,9 @@ static int parse_url(wsc_t *c, const char *url)
     /* RFC 6455 §3: a WebSocket URI has no fragment */
     if (strncasecmp(url, "ws://", 5) != 0 || strchr(url, '#') != NULL)
         return UV_EINVAL;
+    for (const char *q = url; *q; q++)
+        if ((unsigned char)*q <= ' ' || *q == 0x7f)
+            return UV_EINVAL; /* no header injection through the request line */
     const char *h = url + 5, *hend, *p;
     if (*h == '[') {
         hend = strchr(h, ']');

@@ -55,6 +55,8 @@ typedef struct sq__ws_io {
     size_t (*queued)(const sq_ws_t *ws);
     /* Closes the transport: after its queued bytes (graceful) or now (force). */
     void (*close)(sq_ws_t *ws, bool force);
+    /* Stops (on = false) or restarts reading from the peer. */
+    void (*read)(sq_ws_t *ws, bool on);
 } sq__ws_io_t;
 
 enum {
@@ -69,6 +71,8 @@ enum {
     SQ__WS_CLOSING = 1 << 8,    /* we sent a close frame; the close timer runs */
     SQ__WS_FAILED = 1 << 9,     /* we failed the connection (1002/1007/1009) */
     SQ__WS_CLOSE_QUEUED = 1 << 10, /* our close frame is queued or sent: no more sends */
+    SQ__WS_READ_PAUSED = 1 << 11, /* reading stopped: our answers (pongs) are not taken */
+    SQ__WS_FRAME_FIN = 1 << 12,   /* the data frame being received ends its message */
 };
 
 struct sq_ws_s {
@@ -89,6 +93,8 @@ struct sq_ws_s {
     uint64_t ping_sent_at;
     const char *subprotocol;
     sq__buf_t scratch;     /* client: masked frames are built here */
+    sq__buf_t msg;         /* the data message being reassembled (max_message_bytes) */
+    uint8_t msg_opcode;    /* its opcode: text or binary */
     char close_reason[124];
     int close_code;        /* what .close reports when no close frame counts: 1006, or the
                               code squall itself closed with (see sq__ws_transport_closed) */

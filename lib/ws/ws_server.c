@@ -41,11 +41,17 @@ static void io_close(sq_ws_t *ws, bool force)
     sq__conn_close(ws->transport, force);
 }
 
+static void io_read(sq_ws_t *ws, bool on)
+{
+    sq__conn_read(ws->transport, on);
+}
+
 static const sq__ws_io_t server_io = {
     .write = io_write,
     .write_ref = io_write_ref,
     .queued = io_queued,
     .close = io_close,
+    .read = io_read,
 };
 
 static void proto_read(sq__conn_t *c, void *ud, const char *data, ssize_t n)
@@ -109,6 +115,11 @@ static void ws_get(sq_req_t *req, sq_res_t *res, void *data)
         refuse(res, 426, "unsupported Sec-WebSocket-Version");
         return;
     }
+    if (req->srv->closing) {
+        /* the server is shutting down: a new WebSocket would only be told to go away */
+        refuse(res, 503, "server shutting down");
+        return;
+    }
     if (sq_req_version_minor(req) < 1) {
         refuse(res, 400, "WebSocket needs HTTP/1.1");
         return;
@@ -146,7 +157,9 @@ static void ws_get(sq_req_t *req, sq_res_t *res, void *data)
         sq__ws_transport_closed(ws); /* never opened: no callbacks, just freed */
         return;
     }
+    req->conn = c; /* readable in .open (sq_req_peer), though the connection is taken */
     sq__ws_open(ws, req);
+    req->conn = NULL;
     sq__exch_unhold(req);
 }
 
