@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -172,6 +173,7 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
+    signal(SIGPIPE, SIG_IGN); /* a client that leaves mid-write must not kill us */
     config_t cfg = {.host = "127.0.0.1", .port = 8000, .workers = 1};
     sq_server_opts_init(&cfg.opts);
     cfg.opts.slow_callback_ms = 100;

@@ -6,6 +6,7 @@
  * until the server sends "close cmd" or N messages have arrived, then closes cleanly.
  */
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +64,7 @@ static const sq_ws_handler_t client = {
 
 int main(int argc, char **argv)
 {
+    signal(SIGPIPE, SIG_IGN); /* a server that leaves mid-write must not kill us */
     session_t s = {.count = 10, .exit_code = 1};
     static const struct option longopts[] = {
         {"count", required_argument, NULL, 'c'},

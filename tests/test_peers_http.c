@@ -296,3 +296,36 @@ Test(peers, hello_exits_0_on_sigterm_with_a_request_in_flight, .timeout = 30)
     cr_assert_eq(waitpid(h.pid, &status, 0), h.pid);
     cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
 }
+
+/* libuv writes with write(2), not send(MSG_NOSIGNAL): a client that closes while its
+ * answer is being written raises SIGPIPE, which must not kill the server. */
+Test(peers, hello_survives_clients_that_close_during_a_big_answer, .timeout = 30)
+{
+    hello_t h = hello_start(NULL);
+    size_t len = 900 * 1024;
+    char head[128];
+    int hl = snprintf(head, sizeof(head),
+                      "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: %zu\r\n\r\n", len);
+    char *body = malloc(len);
+    cr_assert_not_null(body);
+    memset(body, 'x', len);
+    for (int i = 0; i < 5; i++) {
+        th_conn_t c;
+        cr_assert_eq(th_conn_open(&c, h.port), 0, "connection %d: is hello dead?", i);
+        cr_assert_eq(th_conn_send(&c, head, (size_t)hl), 0);
+        cr_assert_eq(th_conn_send(&c, body, len), 0);
+        th_conn_close(&c); /* nothing read: the echo is still being written */
+        th_sleep_ms(20);
+    }
+    free(body);
+    th_sleep_ms(100);
+    int status = 0;
+    cr_assert_eq(waitpid(h.pid, &status, WNOHANG), 0, "hello died of signal %d",
+                 WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    th_res_t r;
+    cr_assert_eq(th_request(h.port, "GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n", &r), 0);
+    cr_assert_eq(r.status, 200);
+    cr_assert_str_eq(r.body, "Hello, world");
+    th_res_free(&r);
+    hello_stop(&h);
+}

@@ -10,6 +10,12 @@
  * The server has no thread and no global of its own: everything hangs off `loop`, so two
  * servers on two loops in two threads are independent. All functions are for the loop's
  * thread.
+ *
+ * A program that embeds the server must ignore SIGPIPE, as with any libuv server:
+ * `signal(SIGPIPE, SIG_IGN);` in main, before the loop runs. libuv writes to sockets with
+ * write(2), so a client that closes while its answer is being written would otherwise kill
+ * the process. squall does not change the process's signal dispositions behind its back;
+ * only sq_workers_run (workers.h) does it for you.
  */
 #ifndef SQUALL_SERVER_H
 #define SQUALL_SERVER_H

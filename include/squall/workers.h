@@ -22,7 +22,8 @@ typedef void (*sq_worker_teardown_cb)(uv_loop_t *loop, unsigned index, void *dat
 
 /* Runs `nworkers` workers until SIGINT or SIGTERM, then destroys each server with
  * `grace_ms` to finish in-flight requests, joins the threads and returns 0 (or the first
- * setup error). Blocks the calling thread, which only watches for the signals. */
+ * setup error). Blocks the calling thread, which only watches for the signals. Ignores
+ * SIGPIPE for the whole process (see server.h). */
 SQ_EXTERN int sq_workers_run(unsigned nworkers, sq_worker_setup_cb setup,
                              sq_worker_teardown_cb teardown, void *data, uint64_t grace_ms);
 

@@ -1,4 +1,5 @@
 /* N loops in N threads, each with its own server; the calling thread watches signals. */
+#include <signal.h>
 #include <stdlib.h>
 
 #include "internal.h"
@@ -78,6 +79,9 @@ int sq_workers_run(unsigned n, sq_worker_setup_cb setup, sq_worker_teardown_cb t
 {
     if (n == 0 || setup == NULL)
         return UV_EINVAL;
+    /* libuv writes to sockets with write(2), not send(MSG_NOSIGNAL): without this, a
+     * client that closes while its answer is being written kills the whole process. */
+    signal(SIGPIPE, SIG_IGN);
     control_t ctl = {.n = n};
     ctl.w = calloc(n, sizeof(worker_t));
     if (ctl.w == NULL)
