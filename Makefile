@@ -11,7 +11,6 @@
 
 PREFIX  ?= /usr/local
 BUILD   ?= build
-CC      ?= cc
 LLHTTP_SRC ?= /usr/share/llhttp
 LLHTTP_INC ?= /usr/share/include/llhttp
 
@@ -19,9 +18,12 @@ OPT     ?= -O2 -g
 WARN    := -Wall -Wextra -Wshadow -Wpointer-arith -Wstrict-prototypes -Wmissing-prototypes \
            -Wformat=2 -Wno-unused-parameter -Wvla -Wcast-align -Wwrite-strings -Werror
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden -MMD -MP $(OPT) $(SAN)
+# pkg-config is asked when the Makefile is read, which on a fresh machine is before
+# scripts/deps.sh has installed it: with no answer, the plain Debian flags are used.
 CFLAGS_OURS := $(CFLAGS_BASE) $(WARN) -Iinclude -Ilib -Itests -I$(LLHTTP_INC) \
                $(shell pkg-config --cflags libuv jansson libcrypto 2>/dev/null)
-LIBS    := $(shell pkg-config --libs libuv jansson libcrypto 2>/dev/null) -lwslay -lpthread -lm
+LIBS    := $(or $(shell pkg-config --libs libuv jansson libcrypto 2>/dev/null),-luv -ljansson -lcrypto) \
+           -lwslay -lpthread -lm
 
 LIB_SRC := $(sort $(wildcard lib/*.c lib/*/*.c))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
@@ -38,6 +40,8 @@ STATIC := $(BUILD)/lib/libsquall.a
 SHARED := $(BUILD)/lib/libsquall.so
 
 .PHONY: all deps run test asan valgrind bench install format clean
+# Objects built on the way to a binary (app/, bench/) are kept: no rebuild on the next make.
+.SECONDARY:
 all: $(STATIC) $(SHARED) $(APP_BIN) $(BENCH_BIN)
 
 # Packages are checked once per build folder; delete the stamp to check again.
