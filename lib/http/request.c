@@ -33,9 +33,9 @@ void sq__exch_reset(sq__exch_t *x)
     x->user_data = NULL;
     sq__arena_reset(&x->arena);
     /* A request that needed a lot of memory does not keep it while pooled. */
-    if (x->body.cap > 256 * 1024)
+    if (x->body.cap > 64 * 1024)
         sq__buf_free(&x->body);
-    if (x->hb.cap > 64 * 1024)
+    if (x->hb.cap > 16 * 1024)
         sq__buf_free(&x->hb);
 }
 

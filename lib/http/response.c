@@ -330,6 +330,7 @@ int sq_res_write(sq_res_t *res, const void *data, size_t len, sq_res_write_cb cb
             s->rcb = cb;
             s->rcb_ud = cb_data;
             s->rx = x;
+            x->wholds++;
             sq__exch_hold(x);
         }
     }

@@ -57,7 +57,8 @@ static void tq_put(sq__conn_t *c, int which)
     if (to == 0)
         return;
     c->tq = (uint8_t)which;
-    c->deadline = uv_now(srv->loop) + to;
+    uint64_t now = uv_now(srv->loop);
+    c->deadline = to > UINT64_MAX - now ? UINT64_MAX : now + to;
     sq__list_insert_tail(&srv->tq[which], &c->tnode);
     sq__timer_arm(srv, c->deadline);
 }
@@ -123,12 +124,24 @@ static void conn_tick(sq__conn_t *c);
 static void on_tick(uv_idle_t *idle)
 {
     sq_server_t *srv = sq__container_of(idle, sq_server_t, tick);
-    while (!sq__list_empty(&srv->ticks)) {
-        sq__conn_t *c = sq__container_of(srv->ticks.next, sq__conn_t, knode);
+    /* This round's connections only: one that queues itself again (a write callback that
+     * writes the next chunk) waits for the next round, so the loop still polls between. */
+    sq__list_t round;
+    sq__list_init(&round);
+    if (!sq__list_empty(&srv->ticks)) {
+        round.next = srv->ticks.next;
+        round.prev = srv->ticks.prev;
+        round.next->prev = &round;
+        round.prev->next = &round;
+        sq__list_init(&srv->ticks);
+    }
+    while (!sq__list_empty(&round)) {
+        sq__conn_t *c = sq__container_of(round.next, sq__conn_t, knode);
         sq__list_remove(&c->knode);
         conn_tick(c);
     }
-    uv_idle_stop(idle);
+    if (sq__list_empty(&srv->ticks))
+        uv_idle_stop(idle);
 }
 
 static void tick_add(sq__conn_t *c)
@@ -177,7 +190,7 @@ static void exch_put(sq__exch_t *x)
     sq_server_t *srv = x->srv;
     srv->live_exch--;
     sq__exch_reset(x);
-    if (srv->exch_free_n < 256 && !srv->closing) {
+    if (srv->exch_free_n < SQ__POOL_MAX && !srv->closing) {
         x->next_free = srv->exch_free;
         srv->exch_free = x;
         srv->exch_free_n++;
@@ -277,8 +290,8 @@ static void wbatch_free(sq__wbatch_t *b)
 
 static void wq_put(sq_server_t *srv, sq__wq_t *q)
 {
-    if (srv->wq_free_n < 256 && !srv->closing && q->b[0].buf.cap <= 65536 &&
-        q->b[1].buf.cap <= 65536) {
+    if (srv->wq_free_n < SQ__POOL_MAX && !srv->closing && q->b[0].buf.cap <= 16384 &&
+        q->b[1].buf.cap <= 16384) {
         q->next_free = srv->wq_free;
         srv->wq_free = q;
         srv->wq_free_n++;
@@ -380,8 +393,10 @@ static void batch_complete(sq__conn_t *c, sq__wbatch_t *b, int status)
             s.cb(c, status, s.cb_ud);
         if (s.rcb != NULL)
             s.rcb(&s.rx->res, status, s.rcb_ud);
-        if (s.rx != NULL)
+        if (s.rx != NULL) {
+            s.rx->wholds--;
             sq__exch_unhold(s.rx);
+        }
     }
     if (b->segs == NULL) { /* nothing was queued meanwhile: keep the array */
         b->segs = segs;
@@ -425,6 +440,8 @@ static void drain_wake(sq__conn_t *c)
  * else uv_write for the rest. Pipelined responses of one read leave in one syscall. */
 static void conn_flush(sq__conn_t *c)
 {
+    unsigned rounds = 0;
+again:;
     sq__wq_t *q = c->wq;
     if (c->flags & SQ__CF_CLOSED)
         return;
@@ -472,7 +489,9 @@ static void conn_flush(sq__conn_t *c)
         if (c->flags & SQ__CF_CLOSED)
             return;
         if (q->b[q->fill].nsegs != 0) { /* a completion callback queued more */
-            conn_flush(c);
+            if (++rounds < 16)
+                goto again;
+            tick_add(c); /* the rest on the next tick: no recursion, no starving the loop */
             return;
         }
         goto done;
@@ -579,6 +598,7 @@ static void on_conn_close(uv_handle_t *h)
         batch_complete(c, &c->wq->b[1], UV_ECANCELED);
         wq_put(srv, c->wq);
     }
+    sq__buf_free(&c->pending);
     sq__list_remove(&c->node);
     srv->nconns--;
     srv->stats.connections_open--;
@@ -603,7 +623,7 @@ static void conn_teardown(sq__conn_t *c)
         c->proto = NULL;
         p->on_close(c, c->proto_ud);
     }
-    sq__buf_free(&c->pending);
+    c->pending.len = 0; /* freed in on_conn_close: it may be the buffer being parsed */
     c->h.handle.data = c;
     uv_close(&c->h.handle, on_conn_close);
 }
@@ -715,6 +735,14 @@ static void conn_process(sq__conn_t *c, const char *data, size_t len)
         srv->rd_base = data;
         srv->rd_end = end;
         err = llhttp_execute(&px->parser, data, (size_t)(end - data));
+        if (err == HPE_PAUSED_UPGRADE && c->state == SQ__ST_IDLE && c->exch == px &&
+            !(c->flags & (SQ__CF_CLOSED | SQ__CF_CLOSE_AFTER | SQ__CF_PAUSED))) {
+            /* RFC 9110 §7.8: the route answered without taking the connection over, so
+             * the Upgrade is ignored and HTTP/1.1 goes on (curl's h2c offer, say) */
+            data = llhttp_get_error_pos(&px->parser);
+            llhttp_resume_after_upgrade(&px->parser);
+            continue;
+        }
         sq__exch_t *x = c->exch;
         if (err != HPE_PAUSED || x == NULL || !(x->flags & SQ__XF_TRAILER_PAUSE) ||
             (c->flags & SQ__CF_CLOSED))
@@ -795,8 +823,21 @@ static void respond_error(sq__conn_t *c, int status, const char *detail)
 static bool conn_response_done(sq__conn_t *c)
 {
     sq__exch_t *x = c->exch;
-    if (!(x->flags & SQ__XF_KEEPALIVE) || (x->flags & SQ__XF_UPGRADE) || c->srv->closing) {
+    if (!(x->flags & SQ__XF_KEEPALIVE) || c->srv->closing) {
         c->flags |= SQ__CF_CLOSE_AFTER;
+        return false;
+    }
+    if (x->wholds > 0) {
+        /* Streaming write callbacks still to run get this exchange's res: the next request
+         * must not reuse it. Let it go, and parse what follows with a fresh exchange (and a
+         * fresh parser) on the next tick. */
+        c->exch = NULL;
+        x->conn = NULL;
+        sq__exch_release(x, SQ__XF_HOLD_CONN);
+        c->state = SQ__ST_IDLE;
+        c->flags |= SQ__CF_PAUSED;
+        tq_put(c, SQ__TQ_IDLE);
+        tick_add(c);
         return false;
     }
     sq__exch_reset(x);
@@ -869,6 +910,9 @@ static void conn_tick(sq__conn_t *c)
         c->flags &= ~SQ__CF_PAUSED;
         if (conn_response_done(c) && !conn_drain_pause(c))
             conn_resume(c);
+    } else if (c->state == SQ__ST_IDLE && c->exch == NULL && (c->flags & SQ__CF_PAUSED) &&
+               !(c->flags & SQ__CF_CLOSE_AFTER)) {
+        conn_resume(c); /* after an exchange kept by write callbacks: a fresh one */
     } else if ((c->flags & SQ__CF_DRAIN) && !(c->flags & SQ__CF_CLOSE_AFTER)) {
         if (sq__conn_queued_bytes(c) <= c->srv->opts.max_pipeline_bytes)
             conn_resume(c);
@@ -916,8 +960,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         on_eof(c, nread);
         return;
     }
-    if (c->state == SQ__ST_CLOSING)
-        return; /* lingering: discard */
+    if (c->state == SQ__ST_CLOSING || (c->flags & SQ__CF_CLOSE_AFTER))
+        return; /* lingering, or closing after an answer: nothing more is parsed */
     if (c->flags & SQ__CF_PAUSED) {
         /* A response is outstanding: keep what is pipelined behind it, up to a limit. */
         if (sq__buf_append(&c->pending, buf->base, (size_t)nread) != 0) {
@@ -1325,22 +1369,18 @@ static void dispatch(sq__conn_t *c, sq__exch_t *x)
         sq_res_send_error(&x->res, 405, "Method Not Allowed");
         break;
     case SQ__MATCH_BAD_PARAM: {
-        /* FastAPI's shape for a path parameter that does not convert. */
-        char body[512];
-        int n = snprintf(body, sizeof(body),
-                         "{\"detail\":[{\"type\":\"int_parsing\",\"loc\":[\"path\",\"%s\"],"
-                         "\"msg\":\"Input should be a valid integer, unable to parse string "
-                         "as an integer\",\"input\":",
-                         x->match.bad_param);
+        /* FastAPI's shape for a path parameter that does not convert; an input that is not
+         * UTF-8 (it is percent-decoded bytes) is reported as null */
+        static const char msg[] =
+            "Input should be a valid integer, unable to parse string as an integer";
         json_t *in = json_string(x->match.bad_value);
-        char *enc = in ? json_dumps(in, JSON_ENCODE_ANY) : NULL;
-        json_decref(in);
-        if (enc != NULL && n > 0 && (size_t)n + strlen(enc) + 4 < sizeof(body))
-            n += snprintf(body + n, sizeof(body) - (size_t)n, "%s}]}", enc);
+        json_t *j = json_pack("{s:[{s:s,s:[s,s],s:s,s:o}]}", "detail", "type", "int_parsing",
+                              "loc", "path", x->match.bad_param, "msg", msg, "input",
+                              in ? in : json_null());
+        if (j != NULL)
+            sq_res_send_json_new(&x->res, 422, j);
         else
-            n += snprintf(body + n, sizeof(body) - (size_t)n, "null}]}");
-        free(enc);
-        sq_res_send(&x->res, 422, "application/json", body, (size_t)n);
+            sq_res_send_error(&x->res, 422, msg);
         break;
     }
     }

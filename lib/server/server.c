@@ -294,7 +294,10 @@ int sq_server_destroy(sq_server_t *srv, uint64_t grace_ms, sq_server_close_cb cb
         sq__conn_shutdown(c);
     }
     /* The grace deadline rides on the timeout timer; 0 means abort at once. */
-    srv->grace_due = uv_now(srv->loop) + (grace_ms ? grace_ms : 1);
+    uint64_t now = uv_now(srv->loop);
+    if (grace_ms == 0)
+        grace_ms = 1;
+    srv->grace_due = grace_ms > UINT64_MAX - now ? UINT64_MAX : now + grace_ms;
     sq__timer_arm(srv, srv->grace_due);
     sq__server_maybe_done(srv);
     return 0;

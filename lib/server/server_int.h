@@ -5,6 +5,10 @@
 
 #include "internal.h"
 
+/* Exchanges and write queues kept for reuse per server; with the buffer caps in
+ * sq__exch_reset and wq_put, what a burst leaves behind stays under a few MiB. */
+#define SQ__POOL_MAX 64
+
 /* One write batch: bytes copied into `buf`, plus segments that point at borrowed memory. */
 typedef struct sq__wseg {
     const char *base;   /* NULL: the bytes are buf[off, off+len) */
@@ -127,6 +131,7 @@ struct sq_req_s {
     sq_server_t *srv;
     uint32_t flags;
     uint32_t refs;              /* conn hold + handler hold + queued write callbacks */
+    uint32_t wholds;            /* ...of which queued streaming write callbacks */
     int status;
     sq_method_t method;
     uint8_t llmethod;           /* llhttp's method number */
