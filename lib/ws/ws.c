@@ -22,6 +22,16 @@ void sq_ws_opts_init(sq_ws_opts_t *o)
     o->handshake_timeout_ms = 10000;
 }
 
+/* Runs a user callback under the server's watchdog, named by the route (asyncio's debug
+ * mode names the slow callback; a NULL watchdog measures nothing). */
+#define WS_TIMED(ws, call)                                                                 \
+    do {                                                                                   \
+        sq_watchdog_span_t span_;                                                          \
+        sq_watchdog_span_begin((ws)->wd, &span_, (ws)->name);                              \
+        call;                                                                              \
+        sq_watchdog_span_end((ws)->wd, &span_);                                            \
+    } while (0)
+
 static void ws_destroy(sq_ws_t *ws);
 static void ws_after(sq_ws_t *ws);
 static void ws_check_backlog(sq_ws_t *ws);
@@ -162,7 +172,8 @@ static void frame_end_cb(wslay_event_context_ptr ctx, void *ud)
         return;
     }
     if (ws->h->message != NULL)
-        ws->h->message(ws, binary, ws->msg.len ? ws->msg.base : "", ws->msg.len, ws->data);
+        WS_TIMED(ws, ws->h->message(ws, binary, ws->msg.len ? ws->msg.base : "", ws->msg.len,
+                                    ws->data));
     ws->msg.len = 0;
     if (ws->msg.cap > 256 * 1024) /* a big message does not keep its memory */
         sq__buf_free(&ws->msg);
@@ -178,7 +189,7 @@ static void msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
     case WSLAY_PONG:
         ws->flags &= ~SQ__WS_AWAIT_PONG;
         if (ws->h->pong != NULL)
-            ws->h->pong(ws, (const char *)arg->msg, arg->msg_length, ws->data);
+            WS_TIMED(ws, ws->h->pong(ws, (const char *)arg->msg, arg->msg_length, ws->data));
         break;
     case WSLAY_CONNECTION_CLOSE: {
         /* RFC 6455 §5.5.1: a close reason is UTF-8 */
@@ -292,7 +303,7 @@ void sq__ws_open(sq_ws_t *ws, sq_req_t *req)
     ws->flags |= SQ__WS_OPEN;
     ws->depth++;
     if (ws->h->open != NULL)
-        ws->h->open(ws, req, ws->data);
+        WS_TIMED(ws, ws->h->open(ws, req, ws->data));
     ws->depth--;
     if (ws->opts.ping_interval_ms > 0 && !(ws->flags & (SQ__WS_DEAD | SQ__WS_CLOSING))) {
         uint64_t every = ws->opts.ping_interval_ms;
@@ -321,7 +332,7 @@ void sq__ws_transport_closed(sq_ws_t *ws)
     if (!(ws->flags & SQ__WS_CLOSED_CB) && (ws->flags & SQ__WS_OPEN) && ws->h->close != NULL) {
         ws->flags |= SQ__WS_CLOSED_CB;
         ws->depth++;
-        ws->h->close(ws, ws->close_code, ws->close_reason, ws->data);
+        WS_TIMED(ws, ws->h->close(ws, ws->close_code, ws->close_reason, ws->data));
         ws->depth--;
     }
     ws->flags |= SQ__WS_CLOSED_CB;
@@ -427,7 +438,7 @@ void sq__ws_written(sq_ws_t *ws, int status)
     ws->flags &= ~SQ__WS_DRAIN;
     if (ws->h->drain != NULL) {
         ws->depth++;
-        ws->h->drain(ws, ws->data);
+        WS_TIMED(ws, ws->h->drain(ws, ws->data));
         ws->depth--;
         ws_after(ws);
     }

@@ -98,6 +98,8 @@ struct sq_ws_s {
     char close_reason[124];
     int close_code;        /* what .close reports when no close frame counts: 1006, or the
                               code squall itself closed with (see sq__ws_transport_closed) */
+    sq_watchdog_t *wd;     /* the server's: times the handler's callbacks; or NULL */
+    const char *name;      /* the route pattern, for the watchdog */
 };
 
 SQ__HIDDEN int sq__ws_create(sq_ws_t **out, uv_loop_t *loop, bool client,

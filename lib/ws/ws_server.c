@@ -146,6 +146,8 @@ static void ws_get(sq_req_t *req, sq_res_t *res, void *data)
         return;
     }
     ws->subprotocol = sub;
+    ws->wd = req->srv->wd;
+    ws->name = sq__route_pattern(req->match.route);
     sq_res_header(res, "Upgrade", "websocket");
     sq_res_header(res, "Connection", "Upgrade");
     sq_res_header(res, "Sec-WebSocket-Accept", accept);
