@@ -49,8 +49,11 @@ typedef struct sq_server_opts {
                                     longer than this, by route (asyncio's debug mode);
                                     0 (default): off */
     sq_work_pool_t *blocking_pool; /* where blocking handlers run (borrowed; must outlive
-                                    the server); NULL: the server makes one with
-                                    sq_work_pool_opts_init()'s defaults when first needed */
+                                    the server); NULL: the server makes one when first
+                                    needed, with blocking_max_in_flight */
+    unsigned blocking_max_in_flight; /* blocking jobs on libuv's threads at once for that
+                                    pool; 0: libuv's pool size - 1. libuv's pool is one per
+                                    process: N servers (workers) should each get 1/N */
 } sq_server_opts_t;
 
 SQ_EXTERN void sq_server_opts_init(sq_server_opts_t *opts);

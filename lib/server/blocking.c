@@ -123,7 +123,7 @@ static bool field_ok(const char *s, bool is_name)
 
 int sq_bres_header(sq_bres_t *res, const char *name, const char *value)
 {
-    if (!field_ok(name, true) || !field_ok(value, false))
+    if (!field_ok(name, true) || !field_ok(value, false) || sq__header_is_framing(name, value))
         return UV_EINVAL;
     bheader_t *h = malloc(sizeof(*h));
     if (h == NULL)
@@ -144,6 +144,8 @@ int sq_bres_header(sq_bres_t *res, const char *name, const char *value)
 int sq_bres_send(sq_bres_t *res, int status, const char *content_type, const void *body,
                  size_t len)
 {
+    if (!sq__status_is_final(status))
+        return UV_EINVAL; /* checked here: on the loop, sq_res_send would refuse it too late */
     char *ct = content_type ? strdup(content_type) : NULL;
     if (content_type != NULL && ct == NULL)
         return UV_ENOMEM;
@@ -232,7 +234,11 @@ static int ensure_pool(sq_server_t *srv)
         return 0;
     /* Even while closing: a request read during the grace period is answered, and the
      * server destroys its own pool only after its last exchange. */
-    int rc = sq_work_pool_create(&srv->pool, srv->loop, NULL);
+    sq_work_pool_opts_t o;
+    sq_work_pool_opts_init(&o);
+    if (srv->opts.blocking_max_in_flight > 0)
+        o.max_in_flight = srv->opts.blocking_max_in_flight;
+    int rc = sq_work_pool_create(&srv->pool, srv->loop, &o);
     if (rc == 0)
         srv->own_pool = true;
     return rc;
