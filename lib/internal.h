@@ -203,6 +203,12 @@ SQ__HIDDEN uv_loop_t *sq__conn_loop(const sq__conn_t *conn);
  * writes raw, e.g. 101). Bytes already read past the request are delivered to
  * proto->on_read before any new read. Finishes res. */
 SQ__HIDDEN int sq__res_takeover(sq_res_t *res, const sq__proto_t *proto, void *ud);
+/* 1 for a status that may end a response: 200-999 (1xx are interim; 101 is
+ * sq__res_switch's). */
+SQ__HIDDEN bool sq__status_is_final(int status);
+/* 1 for a header squall writes itself and a handler may not add: Content-Length,
+ * Transfer-Encoding, Connection (but for `Connection: upgrade`); names case-insensitive. */
+SQ__HIDDEN bool sq__header_is_framing(const char *name, const char *value);
 /* Sends `101 Switching Protocols` with the headers added by sq_res_header, then takes the
  * connection over as sq__res_takeover does. Returns 0, UV_ECANCELED (client gone; res is
  * released and proto is never called) or UV_ENOMEM. */

@@ -2,9 +2,17 @@
  *
  * A response is finished exactly once: by one of the sq_res_send* calls, by sq_res_end
  * after sq_res_start, or by a take-over (WebSocket upgrade). Every finishing call returns
- * 0 when the bytes were queued, UV_ECANCELED when the client had gone (the response is
- * released all the same: the call is a harmless no-op), or SQ_EALREADY_SENT when it was
- * already finished. After a finishing call neither req nor res may be touched.
+ *   0                 the bytes were queued; the response is released;
+ *   UV_ECANCELED      the client had gone; the response is released all the same (the
+ *                     call is a harmless no-op);
+ *   UV_ENOMEM         the bytes could not be queued; the connection is closed and the
+ *                     response released;
+ *   UV_EINVAL         a status outside 200-999 (1xx are interim answers, 101 belongs to the
+ *                     WebSocket take-over), or a NULL json: nothing was sent and the
+ *                     response is NOT finished: the handler still owns it and must finish it;
+ *   SQ_EALREADY_SENT  it was already finished (or, for sq_res_send*, its head was sent by
+ *                     sq_res_start).
+ * After a call that released the response neither req nor res may be touched.
  * Bodies are copied before the call returns, except with sq_res_send_ref.
  * `Date`, `Server`, `Content-Length` (or chunked framing) and `Connection` are written by
  * squall. Functions are for the loop thread only.
@@ -17,9 +25,12 @@
 
 typedef struct json_t json_t;
 
-/* Adds a response header; name and value are copied. Returns 0, UV_EINVAL for a name or
- * value containing CR, LF or NUL (response splitting), SQ_EALREADY_SENT after headers
- * went out, or UV_ENOMEM. */
+/* Adds a response header; name and value are copied. Returns 0; UV_EINVAL for a name or
+ * value containing CR or LF (response splitting), a name with ':' or blanks, or a framing
+ * header squall writes itself — Content-Length, Transfer-Encoding or Connection, in any
+ * case (`Connection: upgrade` is let through: RFC 9110 §7.8 pairs it with an `Upgrade`
+ * header); SQ_EALREADY_SENT after headers went out; or UV_ENOMEM. No failure finishes
+ * the response. */
 SQ_EXTERN int sq_res_header(sq_res_t *res, const char *name, const char *value);
 
 /* Sends a whole response; `body` (len bytes, may be NULL when len is 0) is copied.
@@ -31,14 +42,27 @@ SQ_EXTERN int sq_res_send(sq_res_t *res, int status, const char *content_type, c
 SQ_EXTERN int sq_res_send_ref(sq_res_t *res, int status, const char *content_type,
                               const void *body, size_t len, sq_free_cb free_cb, void *free_data);
 /* Sends `json` as application/json. _new steals the reference (even on failure), the
- * plain call borrows it. */
+ * plain call borrows it. sq_res_send_json(res, status, NULL) returns UV_EINVAL and does
+ * not finish res; sq_res_send_json_new(res, status, NULL), what a failed json_pack()
+ * gives, answers 500 instead, so `sq_res_send_json_new(res, 200, json_pack(...))` always
+ * finishes res. A value that cannot be encoded is answered 500. */
 SQ_EXTERN int sq_res_send_json_new(sq_res_t *res, int status, json_t *json);
 SQ_EXTERN int sq_res_send_json(sq_res_t *res, int status, const json_t *json);
 /* Sends {"detail": detail} as JSON (FastAPI's error shape). */
 SQ_EXTERN int sq_res_send_error(sq_res_t *res, int status, const char *detail);
 
 /* Streaming: sends the status line and headers now; the body follows with sq_res_write
- * (chunked for HTTP/1.1, close-delimited for HTTP/1.0) and ends with sq_res_end. */
+ * (chunked for HTTP/1.1, close-delimited for HTTP/1.0) and ends with sq_res_end.
+ * sq_res_start does not finish res. Returns
+ *   0                 the head is queued: write the body, then sq_res_end;
+ *   UV_EINVAL         a status outside 200-999: nothing was sent; res is as before (call
+ *                     sq_res_start again, or finish it with sq_res_send*);
+ *   UV_ECANCELED      the client has gone: nothing was sent, sq_res_write returns
+ *                     SQ_ENOTSTREAMING, and the handler must still call sq_res_end, which
+ *                     returns UV_ECANCELED and releases the response;
+ *   UV_ENOMEM         the head could not be queued: the connection is closed; the handler
+ *                     must still call sq_res_end (UV_ECANCELED, releases the response);
+ *   SQ_EALREADY_SENT  sq_res_start already succeeded (res is unchanged). */
 SQ_EXTERN int sq_res_start(sq_res_t *res, int status, const char *content_type);
 
 /* Called once the bytes of one sq_res_write have left squall for the kernel (status 0), or
@@ -47,13 +71,25 @@ typedef void (*sq_res_write_cb)(sq_res_t *res, int status, void *data);
 
 /* Queues `len` bytes (copied) of a streaming body. `cb` may be NULL. A handler that does
  * not want to buffer without bound waits for cb, or checks sq_res_queued_bytes, before
- * writing more. Returns 0, UV_ECANCELED (client gone; cb is not called), SQ_ENOTSTREAMING
- * or UV_ENOMEM. */
+ * writing more. Never finishes res. Returns
+ *   0                 queued; cb runs once, later;
+ *   UV_ECANCELED      the client has gone: cb is not called; end with sq_res_end (which
+ *                     returns UV_ECANCELED and releases the response);
+ *   UV_ENOMEM         the bytes could not be queued: the connection is closed and cb is
+ *                     not called; end with sq_res_end (UV_ECANCELED);
+ *   SQ_ENOTSTREAMING  sq_res_start has not succeeded on res. */
 SQ_EXTERN int sq_res_write(sq_res_t *res, const void *data, size_t len, sq_res_write_cb cb,
                            void *cb_data);
 /* Bytes queued by this connection and not yet handed to the kernel. */
 SQ_EXTERN size_t sq_res_queued_bytes(const sq_res_t *res);
-/* Ends a streaming response (the last chunk). Finishes res. */
+/* Ends a streaming response (the last chunk). Returns
+ *   0                 the end is queued; res is released;
+ *   UV_ECANCELED      the client has gone (also when sq_res_start or sq_res_write said so);
+ *                     res is released all the same;
+ *   UV_ENOMEM         the end could not be queued: the connection is closed, res released;
+ *   SQ_ENOTSTREAMING  sq_res_start has not succeeded and the client is still there: res
+ *                     is NOT finished (finish it with sq_res_send*);
+ *   SQ_EALREADY_SENT  res was already finished. */
 SQ_EXTERN int sq_res_end(sq_res_t *res);
 
 /* The request this response answers. */

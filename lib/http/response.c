@@ -1,6 +1,7 @@
 /* Responses: the status line and headers written straight into the connection's write
  * batch, bodies copied or referenced, streaming with chunked framing (RFC 9112 §7.1). */
 #include <stdlib.h>
+#include <strings.h>
 
 #include <jansson.h>
 
@@ -68,6 +69,21 @@ static char *put_u64(char *p, uint64_t v)
     while (i > 0)
         *p++ = tmp[--i];
     return p;
+}
+
+bool sq__status_is_final(int status)
+{
+    return status >= 200 && status <= 999;
+}
+
+/* Connection: upgrade is let through: RFC 9110 §7.8 wants it next to an Upgrade header,
+ * on a 101 (the WebSocket handshake) and on a 426; squall's own Connection line is a
+ * separate field line of the same list. */
+bool sq__header_is_framing(const char *name, const char *value)
+{
+    if (strcasecmp(name, "Content-Length") == 0 || strcasecmp(name, "Transfer-Encoding") == 0)
+        return true;
+    return strcasecmp(name, "Connection") == 0 && strcasecmp(value, "upgrade") != 0;
 }
 
 static bool status_has_body(int status)
@@ -171,16 +187,12 @@ static int end_finish(sq__exch_t *x, int rc)
     return rc;
 }
 
-int sq__res_send_status(sq__exch_t *x, int status, const char *ctype, const char *body,
-                        size_t len)
-{
-    return sq_res_send(&x->res, status, ctype, body, len);
-}
-
 int sq_res_send(sq_res_t *res, int status, const char *content_type, const void *body,
                 size_t len)
 {
     sq__exch_t *x = res->req;
+    if (!sq__status_is_final(status))
+        return UV_EINVAL;
     int rc = begin_finish(x);
     if (rc != 1)
         return rc;
@@ -196,7 +208,7 @@ int sq_res_send_ref(sq_res_t *res, int status, const char *content_type, const v
                     size_t len, sq_free_cb free_cb, void *free_data)
 {
     sq__exch_t *x = res->req;
-    int rc = begin_finish(x);
+    int rc = sq__status_is_final(status) ? begin_finish(x) : UV_EINVAL;
     if (rc != 1) {
         if (free_cb != NULL)
             free_cb((void *)body, free_data);
@@ -217,21 +229,27 @@ int sq_res_send_ref(sq_res_t *res, int status, const char *content_type, const v
 int sq_res_send_json(sq_res_t *res, int status, const json_t *json)
 {
     sq__exch_t *x = res->req;
+    if (json == NULL || !sq__status_is_final(status))
+        return UV_EINVAL;
     sq__buf_t *s = &x->srv->scratch;
-    size_t n = json ? json_dumpb(json, s->base, s->cap, JSON_COMPACT | JSON_ENCODE_ANY) : 0;
+    size_t n = json_dumpb(json, s->base, s->cap, JSON_COMPACT | JSON_ENCODE_ANY);
     if (n > s->cap) {
         s->len = 0;
         if (sq__buf_reserve(s, n) != 0)
             return sq_res_send_error(res, 500, "Internal Server Error");
         n = json_dumpb(json, s->base, s->cap, JSON_COMPACT | JSON_ENCODE_ANY);
     }
-    if (json == NULL || n == 0)
+    if (n == 0)
         return sq_res_send_error(res, 500, "Internal Server Error");
     return sq_res_send(res, status, "application/json", s->base, n);
 }
 
+/* NULL is what a failed json_pack() gives `sq_res_send_json_new(res, 200, json_pack(...))`:
+ * it is answered with a 500, so that idiom never leaves the client waiting. */
 int sq_res_send_json_new(sq_res_t *res, int status, json_t *json)
 {
+    if (json == NULL && sq__status_is_final(status))
+        return sq_res_send_error(res, 500, "Internal Server Error");
     int rc = sq_res_send_json(res, status, json);
     json_decref(json);
     return rc;
@@ -239,6 +257,8 @@ int sq_res_send_json_new(sq_res_t *res, int status, json_t *json)
 
 int sq_res_send_error(sq_res_t *res, int status, const char *detail)
 {
+    if (!sq__status_is_final(status))
+        return UV_EINVAL;
     json_t *j = json_pack("{s:s}", "detail", detail ? detail : sq__status_reason(status));
     if (j == NULL) {
         static const char oom[] = "{\"detail\":\"Internal Server Error\"}";
@@ -265,7 +285,7 @@ int sq_res_header(sq_res_t *res, const char *name, const char *value)
     sq__exch_t *x = res->req;
     if (x->flags & (SQ__XF_FINISHED | SQ__XF_HEADERS_SENT))
         return SQ_EALREADY_SENT;
-    if (!header_ok(name, true) || !header_ok(value, false))
+    if (!header_ok(name, true) || !header_ok(value, false) || sq__header_is_framing(name, value))
         return UV_EINVAL;
     size_t nl = strlen(name), vl = strlen(value);
     if (sq__buf_reserve(&x->rh, nl + vl + 4) != 0)
@@ -280,10 +300,12 @@ int sq_res_header(sq_res_t *res, const char *name, const char *value)
 int sq_res_start(sq_res_t *res, int status, const char *content_type)
 {
     sq__exch_t *x = res->req;
+    if (!sq__status_is_final(status))
+        return UV_EINVAL;
     if (x->flags & (SQ__XF_FINISHED | SQ__XF_HEADERS_SENT))
         return SQ_EALREADY_SENT;
-    if (x->conn == NULL)
-        return UV_ECANCELED;
+    if (x->conn == NULL || (x->conn->flags & SQ__CF_CLOSED))
+        return UV_ECANCELED; /* sq_res_end releases res (res.h) */
     int rc = write_head(x, status, content_type, -1);
     if (rc != 0) {
         sq__conn_close(x->conn, true);

@@ -242,8 +242,6 @@ SQ__HIDDEN void sq__server_maybe_done(sq_server_t *srv);
 SQ__HIDDEN void sq__blocking_dispatch(struct sq_req_s *x);
 
 /* lib/http/response.c */
-SQ__HIDDEN int sq__res_send_status(struct sq_req_s *x, int status, const char *ctype,
-                                   const char *body, size_t len);
 SQ__HIDDEN const char *sq__status_reason(int status);
 
 /* lib/http/request.c */

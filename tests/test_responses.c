@@ -1,0 +1,224 @@
+/* What a handler may not send: statuses that are not final answers (1xx, 101, out of
+ * range), a NULL json, and the framing headers squall writes itself. Each is refused with
+ * UV_EINVAL and leaves the response unfinished, so the handler can still answer properly
+ * (res.h). Handlers record each return code; the codes are compared once the server has
+ * stopped. */
+#include <stdatomic.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+#include <jansson.h>
+
+#include "support/harness.h"
+
+#define GET(path) "GET " path " HTTP/1.1\r\nHost: t\r\n\r\n"
+
+enum { NRC = 16 };
+static atomic_int rcs[NRC]; /* return codes, in the order each handler makes its calls */
+static atomic_int n_rcs;
+static atomic_int n_free;   /* sq_res_send_ref free callbacks */
+
+static void record(int rc)
+{
+    int i = atomic_fetch_add(&n_rcs, 1);
+    if (i < NRC)
+        atomic_store(&rcs[i], rc);
+}
+
+static void reset(void)
+{
+    atomic_store(&n_rcs, 0);
+    atomic_store(&n_free, 0);
+    for (int i = 0; i < NRC; i++)
+        atomic_store(&rcs[i], 1);
+}
+
+static void count_free(void *ptr, void *data)
+{
+    atomic_fetch_add(&n_free, 1);
+}
+
+static const int bad_statuses[] = {100, 101, 199, 0, -1, 1000};
+
+/* GET /send: every finishing call with a bad status, then a real answer */
+static void send_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    for (size_t i = 0; i < sizeof(bad_statuses) / sizeof(bad_statuses[0]); i++)
+        record(sq_res_send(res, bad_statuses[i], "text/plain", "x", 1));
+    record(sq_res_send_ref(res, 101, "text/plain", "x", 1, count_free, NULL));
+    record(sq_res_send_error(res, 100, "interim"));
+    json_t *j = json_pack("{s:i}", "a", 1);
+    record(sq_res_send_json(res, 101, j));
+    json_decref(j);
+    record(sq_res_send_json(res, 200, NULL));
+    record(sq_res_send(res, 200, "text/plain", "still mine", 10));
+}
+static const sq_handler_t sender = {.get = send_get};
+
+/* GET /start: sq_res_start refuses a 1xx; sq_res_end then finds nothing to end */
+static void start_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    record(sq_res_start(res, 101, "text/plain"));
+    record(sq_res_start(res, 100, NULL));
+    record(sq_res_end(res));
+    record(sq_res_start(res, 200, "text/plain"));
+    record(sq_res_write(res, "streamed", 8, NULL, NULL));
+    record(sq_res_end(res));
+}
+static const sq_handler_t starter = {.get = start_get};
+
+/* GET /framing: framing headers in any case are refused, look-alikes are not */
+static void framing_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    record(sq_res_header(res, "Content-Length", "5"));
+    record(sq_res_header(res, "content-length", "5"));
+    record(sq_res_header(res, "Transfer-Encoding", "chunked"));
+    record(sq_res_header(res, "TRANSFER-ENCODING", "identity"));
+    record(sq_res_header(res, "Connection", "close"));
+    record(sq_res_header(res, "connection", "keep-alive"));
+    record(sq_res_header(res, "X-Content-Length", "5"));
+    record(sq_res_send(res, 200, "text/plain", "body", 4));
+}
+static const sq_handler_t framing = {.get = framing_get};
+
+/* GET /json-null: what `sq_res_send_json_new(res, 200, json_pack(...))` does when
+ * json_pack fails */
+static void json_null_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    record(sq_res_send_json_new(res, 200, NULL));
+}
+static const sq_handler_t null_json = {.get = json_null_get};
+
+/* GET /blocking: the builder refuses the same things, on the pool thread */
+static void blocking_get(const sq_breq_t *req, sq_bres_t *res, void *data)
+{
+    record(sq_bres_send(res, 101, "text/plain", "x", 1));
+    record(sq_bres_header(res, "Content-Length", "1"));
+    record(sq_bres_header(res, "transfer-encoding", "chunked"));
+    record(sq_bres_send(res, 200, "text/plain", "from the pool", 13));
+}
+static const sq_handler_t blocking = {.blocking.get = blocking_get};
+
+static sq_app_t *make_app(void)
+{
+    reset();
+    sq_app_t *app;
+    cr_assert_eq(sq_app_create(&app), 0);
+    cr_assert_eq(sq_app_route(app, "/send", &sender, NULL), 0);
+    cr_assert_eq(sq_app_route(app, "/start", &starter, NULL), 0);
+    cr_assert_eq(sq_app_route(app, "/framing", &framing, NULL), 0);
+    cr_assert_eq(sq_app_route(app, "/json-null", &null_json, NULL), 0);
+    cr_assert_eq(sq_app_route(app, "/blocking", &blocking, NULL), 0);
+    return app;
+}
+
+/* Sends `req` twice on one connection (the answer left it usable) and returns the
+ * first response. */
+static void ask_twice(int port, const char *req, th_res_t *r)
+{
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, port), 0);
+    cr_assert_eq(th_conn_sends(&c, req), 0);
+    cr_assert_eq(th_conn_read_res(&c, r, 5000, false), 0);
+    cr_assert_eq(th_conn_sends(&c, req), 0);
+    th_res_t again;
+    cr_assert_eq(th_conn_read_res(&c, &again, 5000, false), 0);
+    cr_assert_eq(again.status, r->status);
+    th_res_free(&again);
+    th_conn_close(&c);
+}
+
+/* The first n recorded codes are want[]; `total` calls were recorded in all. */
+static void expect_rcs(const int *want, int n, int total)
+{
+    cr_assert_eq(atomic_load(&n_rcs), total);
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(atomic_load(&rcs[i]), want[i], "call %d: %s, want %s", i,
+                     sq_err_name(atomic_load(&rcs[i])), sq_err_name(want[i]));
+}
+
+Test(responses, interim_or_out_of_range_status_is_refused_and_res_stays_owned, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = th_server_start(app, NULL);
+    th_res_t r;
+    ask_twice(th_server_port(ts), GET("/send"), &r);
+    cr_assert_eq(r.status, 200, "%s", r.raw);
+    cr_assert_str_eq(r.body, "still mine");
+    th_res_free(&r);
+    th_server_stop(ts, 1000);
+    sq_app_destroy(app);
+    /* per request: 6 x sq_res_send, send_ref, send_error, send_json x 2, the answer */
+    int want[11] = {UV_EINVAL, UV_EINVAL, UV_EINVAL, UV_EINVAL, UV_EINVAL, UV_EINVAL,
+                    UV_EINVAL, UV_EINVAL, UV_EINVAL, UV_EINVAL, 0};
+    expect_rcs(want, 11, 22);
+    cr_assert_eq(atomic_load(&n_free), 2, "the refused zero-copy body is released at once");
+}
+
+Test(responses, streaming_refuses_an_interim_status_and_can_start_again, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = th_server_start(app, NULL);
+    th_res_t r;
+    cr_assert_eq(th_request(th_server_port(ts), GET("/start"), &r), 0);
+    cr_assert_eq(r.status, 200, "%s", r.raw);
+    cr_assert(r.chunked);
+    cr_assert_str_eq(r.body, "streamed");
+    cr_assert_null(strstr(r.raw, " 101 "), "%s", r.raw);
+    th_res_free(&r);
+    th_server_stop(ts, 1000);
+    sq_app_destroy(app);
+    int want[] = {UV_EINVAL, UV_EINVAL, SQ_ENOTSTREAMING, 0, 0, 0};
+    expect_rcs(want, 6, 6);
+}
+
+Test(responses, framing_headers_are_refused_in_any_case, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = th_server_start(app, NULL);
+    th_res_t r;
+    ask_twice(th_server_port(ts), GET("/framing"), &r);
+    cr_assert_eq(r.status, 200);
+    cr_assert_str_eq(r.body, "body");
+    cr_assert_str_eq(th_res_header(&r, "Content-Length"), "4");
+    cr_assert_str_eq(th_res_header(&r, "X-Content-Length"), "5");
+    cr_assert_null(th_res_header(&r, "Transfer-Encoding"), "%s", r.head);
+    cr_assert_null(th_res_header(&r, "Connection"), "%s", r.head);
+    cr_assert_null(strstr(r.head, "\nContent-Length: 5"), "%s", r.head);
+    th_res_free(&r);
+    th_server_stop(ts, 1000);
+    sq_app_destroy(app);
+    int want[] = {UV_EINVAL, UV_EINVAL, UV_EINVAL, UV_EINVAL, UV_EINVAL, UV_EINVAL, 0, 0};
+    expect_rcs(want, 8, 16);
+}
+
+Test(responses, send_json_new_of_null_answers_500, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = th_server_start(app, NULL);
+    th_res_t r;
+    cr_assert_eq(th_request(th_server_port(ts), GET("/json-null"), &r), 0);
+    cr_assert_eq(r.status, 500);
+    cr_assert_str_eq(r.body, "{\"detail\":\"Internal Server Error\"}");
+    th_res_free(&r);
+    th_server_stop(ts, 1000);
+    sq_app_destroy(app);
+    int want[] = {0};
+    expect_rcs(want, 1, 1);
+}
+
+Test(responses, blocking_builder_refuses_interim_status_and_framing_headers, .timeout = 10)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = th_server_start(app, NULL);
+    th_res_t r;
+    cr_assert_eq(th_request(th_server_port(ts), GET("/blocking"), &r), 0);
+    cr_assert_eq(r.status, 200, "%s", r.raw);
+    cr_assert_str_eq(r.body, "from the pool");
+    cr_assert_str_eq(th_res_header(&r, "Content-Length"), "13");
+    th_res_free(&r);
+    th_server_stop(ts, 1000);
+    sq_app_destroy(app);
+    int want[] = {UV_EINVAL, UV_EINVAL, UV_EINVAL, 0};
+    expect_rcs(want, 4, 4);
+}
