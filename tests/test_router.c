@@ -132,6 +132,8 @@ static void first_get(sq_req_t *req, sq_res_t *res, void *data)
     sq_res_send(res, 200, "text/plain", data, strlen(data));
 }
 static const sq_handler_t first = {.get = first_get};
+static const sq_handler_t put_only = {.put = multi_post};
+static const sq_handler_t del_only = {.del = multi_post};
 
 static th_server_t *ts;
 static sq_app_t *app;
@@ -151,6 +153,9 @@ static void router_setup(void)
     cr_assert_eq(sq_app_route(app, "/order/lit", &first, s_literal), 0);
     cr_assert_eq(sq_app_route(app, "/caf\xc3\xa9", &first, s_cafe), 0);
     cr_assert_eq(sq_app_route(app, "/", &first, s_root), 0);
+    cr_assert_eq(sq_app_route(app, "/pets/{id:int}", &first, s_param), 0);
+    cr_assert_eq(sq_app_route(app, "/pets/{name}", &put_only, NULL), 0);
+    cr_assert_eq(sq_app_route(app, "/pets/{name}/{rest:path}", &del_only, NULL), 0);
     ts = th_server_start(app, NULL);
 }
 
@@ -250,6 +255,20 @@ Test(routes, known_path_with_unset_method_gets_405_with_allow, .timeout = 10)
     th_res_free(&r);
     check("POST /multi HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n", 200, "post");
     check(GET("/multi"), 200, "mine"); /* the route's data pointer reaches the handler */
+}
+
+/* 405's Allow names the methods of every route the path fits, not only the first's */
+Test(routes, allow_lists_the_methods_of_every_route_of_the_path, .timeout = 10)
+{
+    th_res_t r = get("PATCH /pets/5 HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n", 405,
+                     NULL);
+    cr_assert_str_eq(th_res_header(&r, "Allow"), "GET, HEAD, PUT");
+    th_res_free(&r);
+    r = get("POST /pets/5/a/b HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n", 405, NULL);
+    cr_assert_str_eq(th_res_header(&r, "Allow"), "DELETE");
+    th_res_free(&r);
+    check("PUT /pets/5 HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n", 200, "post");
+    check(GET("/pets/5"), 200, "param");
 }
 
 Test(routes, head_falls_back_to_get_without_body, .timeout = 10)

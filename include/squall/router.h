@@ -9,8 +9,10 @@
  * segment, percent-decoded), `{name:int}` (a signed 64-bit integer; a segment that is
  * not one gives 422 with FastAPI's detail shape), `{name:path}` (the rest of the path,
  * slashes included; last segment only) or `*` (the same, unnamed).
- * An unknown path gets 404; a known path whose handler has no callback for the method
- * gets 405 with an `Allow` header. HEAD falls back to .get with the body left out.
+ * A route whose handler has no callback for the method is passed over, and the next
+ * route of a matching shape is tried. An unknown path gets 404; a known path that no
+ * route serves for the method gets 405, with an `Allow` header naming the methods of
+ * every route the path fits. HEAD falls back to .get with the body left out.
  */
 #ifndef SQUALL_ROUTER_H
 #define SQUALL_ROUTER_H

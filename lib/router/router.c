@@ -6,6 +6,11 @@
 
 typedef enum { SEG_LIT, SEG_STR, SEG_INT, SEG_PATH } seg_kind_t;
 
+/* The methods an Allow header can name, in the order it names them. */
+static const char *const allow_names[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH",
+                                          "OPTIONS"};
+#define ALLOW_MAX 64 /* all of allow_names, comma-separated, fits */
+
 typedef struct seg {
     seg_kind_t kind;
     const char *text; /* literal text, or the parameter's name (NULL for `*`) */
@@ -20,7 +25,8 @@ struct sq__route {
     const sq_handler_t *handler;
     void *data;
     void (*free_data)(void *data); /* routes that own their data (WebSocket routes) */
-    char allow[64];         /* the Allow header for 405 */
+    unsigned methods;       /* ALLOW_* bits of the methods the handler serves */
+    char allow[ALLOW_MAX];  /* the Allow header for 405, from `methods` */
 };
 
 struct sq_app_s {
@@ -51,27 +57,32 @@ void sq_app_destroy(sq_app_t *app)
     free(app);
 }
 
+/* Writes the Allow header value for the methods in `mask` (bits of allow_names). */
+static void format_allow(char *out, unsigned mask)
+{
+    size_t o = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < SQ__ARRAY_SIZE(allow_names); i++)
+        if (mask & (1u << i))
+            o += (size_t)snprintf(out + o, ALLOW_MAX - o, "%s%s", o ? ", " : "",
+                                  allow_names[i]);
+}
+
 static void build_allow(sq__route_t *r)
 {
     const sq_handler_t *h = r->handler;
-    struct {
-        bool set;
-        const char *name;
-    } m[] = {{h->get || h->blocking.get, "GET"},
-             {h->get || h->head || h->blocking.get, "HEAD"},
-             {h->post || h->blocking.post, "POST"},
-             {h->put || h->blocking.put, "PUT"},
-             {h->del || h->blocking.del, "DELETE"},
-             {h->patch || h->blocking.patch, "PATCH"},
-             {h->options != NULL, "OPTIONS"}};
-    size_t o = 0;
-    r->allow[0] = '\0';
-    for (size_t i = 0; i < SQ__ARRAY_SIZE(m); i++) {
-        if (!m[i].set)
-            continue;
-        o += (size_t)snprintf(r->allow + o, sizeof(r->allow) - o, "%s%s", o ? ", " : "",
-                              m[i].name);
-    }
+    bool set[] = {h->get || h->blocking.get,
+                  h->get || h->head || h->blocking.get,
+                  h->post || h->blocking.post,
+                  h->put || h->blocking.put,
+                  h->del || h->blocking.del,
+                  h->patch || h->blocking.patch,
+                  h->options != NULL};
+    _Static_assert(SQ__ARRAY_SIZE(set) == SQ__ARRAY_SIZE(allow_names), "one flag a name");
+    r->methods = 0;
+    for (size_t i = 0; i < SQ__ARRAY_SIZE(set); i++)
+        r->methods |= set[i] ? 1u << i : 0;
+    format_allow(r->allow, r->methods);
 }
 
 /* Splits the owned pattern copy in place into segments. */
@@ -301,6 +312,7 @@ sq__match_t sq__app_match(const sq_app_t *app, sq_method_t method, const char *p
                           size_t path_len, sq__arena_t *arena, sq__match_result_t *out)
 {
     const sq__route_t *shape = NULL;
+    unsigned allowed = 0; /* the methods of every route of this shape, for 405's Allow */
     for (unsigned i = 0; i < app->nroutes; i++) {
         const sq__route_t *r = app->routes[i];
         sq__match_t m = try_route(r, path, path_len, arena, out);
@@ -311,6 +323,7 @@ sq__match_t sq__app_match(const sq_app_t *app, sq_method_t method, const char *p
         if (cb == NULL && bcb == NULL) {
             if (shape == NULL)
                 shape = r;
+            allowed |= r->methods;
             continue;
         }
         out->route = r;
@@ -324,6 +337,13 @@ sq__match_t sq__app_match(const sq_app_t *app, sq_method_t method, const char *p
         out->route = shape;
         out->handler = shape->handler;
         out->allow = shape->allow;
+        if (allowed != shape->methods) {
+            char *allow = sq__arena_alloc(arena, ALLOW_MAX);
+            if (allow != NULL) { /* out of memory: the first route's methods only */
+                format_allow(allow, allowed);
+                out->allow = allow;
+            }
+        }
         return SQ__MATCH_NO_METHOD;
     }
     return SQ__MATCH_NONE;
