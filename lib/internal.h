@@ -103,7 +103,6 @@ typedef struct sq__arena {
 
 SQ__HIDDEN void sq__arena_init(sq__arena_t *a, char *inline_base, size_t inline_cap);
 SQ__HIDDEN void *sq__arena_alloc(sq__arena_t *a, size_t size);
-SQ__HIDDEN char *sq__arena_strndup(sq__arena_t *a, const char *s, size_t n);
 SQ__HIDDEN void sq__arena_reset(sq__arena_t *a);
 
 /* ---- core: the Date header, formatted at most once a second per cache ---- */

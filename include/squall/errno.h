@@ -3,7 +3,8 @@
  * Every action returns 0 or a negative code. Where libuv has a code that fits
  * (UV_ECANCELED, UV_ETIMEDOUT, UV_EOF, UV_EMSGSIZE, UV_ENOMEM, UV_EINVAL, ...) squall
  * returns it; squall's own codes live in a range of their own, below -30000, so they
- * never collide with libuv's. sq_strerror()/sq_err_name() name both kinds.
+ * never collide with libuv's. sq_strerror()/sq_err_name() name both kinds. A number,
+ * once given out, is never reused: the gaps are codes that were removed.
  */
 #ifndef SQUALL_ERRNO_H
 #define SQUALL_ERRNO_H
@@ -13,11 +14,8 @@
 #define SQ_ERRNO_MAP(XX)                                                                   \
     XX(EALREADY_SENT, -30001, "response already finished")                                 \
     XX(EPATTERN, -30002, "invalid route pattern")                                          \
-    XX(EPARSE, -30003, "malformed HTTP message")                                           \
     XX(ENOTSTREAMING, -30004, "response is not streaming")                                 \
-    XX(EHANDSHAKE, -30005, "WebSocket handshake failed")                                   \
     XX(ECLOSED, -30006, "object is closing or closed")                                     \
-    XX(EHTTPSTATUS, -30007, "unexpected HTTP status")                                      \
     XX(EBUSY, -30008, "operation already in progress")
 
 typedef enum {

@@ -57,16 +57,6 @@ void *sq__arena_alloc(sq__arena_t *a, size_t size)
     return blk->data;
 }
 
-char *sq__arena_strndup(sq__arena_t *a, const char *s, size_t n)
-{
-    char *p = sq__arena_alloc(a, n + 1);
-    if (p != NULL) {
-        memcpy(p, s, n);
-        p[n] = '\0';
-    }
-    return p;
-}
-
 void sq__arena_reset(sq__arena_t *a)
 {
     while (a->more != NULL) {
