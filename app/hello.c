@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -164,6 +165,21 @@ static int setup(uv_loop_t *loop, unsigned index, void *data, sq_server_t **out)
     return 0;
 }
 
+/* A flag's number: decimal digits only (no sign, no blanks, nothing after), at most max.
+ * Returns 0, or -1 for anything else. */
+static int parse_flag(const char *s, unsigned long long max, unsigned long long *out)
+{
+    if (*s < '0' || *s > '9') /* strtoull would take blanks, '+' and a wrapping '-' */
+        return -1;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
 static void usage(void)
 {
     fprintf(stderr, "usage: hello [--host ADDR] [--port N] [--workers N] [--max-body BYTES]\n"
@@ -190,22 +206,31 @@ int main(int argc, char **argv)
         {"help", no_argument, NULL, '?'},
         {NULL, 0, NULL, 0},
     };
-    int ch;
-    while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+    int ch, li = 0;
+    unsigned long long v = 0;
+    int bad = 0;
+    while ((ch = getopt_long(argc, argv, "", longopts, &li)) != -1) {
         switch (ch) {
         case 'h': cfg.host = optarg; break;
-        case 'p': cfg.port = atoi(optarg); break;
-        case 'w': cfg.workers = (unsigned)atoi(optarg); break;
-        case 'b': cfg.opts.max_body_bytes = strtoull(optarg, NULL, 10); break;
-        case 'H': cfg.opts.max_header_bytes = strtoull(optarg, NULL, 10); break;
-        case 't': cfg.opts.header_timeout_ms = strtoull(optarg, NULL, 10); break;
-        case 'i': cfg.opts.idle_timeout_ms = strtoull(optarg, NULL, 10); break;
-        case 's': cfg.opts.slow_callback_ms = strtoull(optarg, NULL, 10); break;
-        case 'T': cfg.threadpool = (unsigned)atoi(optarg); break;
-        default: usage(); return 2;
+        case 'p': bad = parse_flag(optarg, 65535, &v); cfg.port = (int)v; break;
+        case 'w': bad = parse_flag(optarg, UINT_MAX, &v); cfg.workers = (unsigned)v; break;
+        case 'b': bad = parse_flag(optarg, SIZE_MAX, &v); cfg.opts.max_body_bytes = v; break;
+        case 'H': bad = parse_flag(optarg, SIZE_MAX, &v); cfg.opts.max_header_bytes = v; break;
+        case 't': bad = parse_flag(optarg, UINT64_MAX, &v); cfg.opts.header_timeout_ms = v; break;
+        case 'i': bad = parse_flag(optarg, UINT64_MAX, &v); cfg.opts.idle_timeout_ms = v; break;
+        case 's': bad = parse_flag(optarg, UINT64_MAX, &v); cfg.opts.slow_callback_ms = v; break;
+        case 'T': bad = parse_flag(optarg, UINT_MAX, &v); cfg.threadpool = (unsigned)v; break;
+        default: bad = -1; break;
+        }
+        if (bad != 0) {
+            if (ch != '?')
+                fprintf(stderr, "hello: --%s: not a valid number: '%s'\n", longopts[li].name,
+                        optarg);
+            usage();
+            return 2;
         }
     }
-    if (cfg.workers == 0 || cfg.port < 0 || cfg.port > 65535) {
+    if (cfg.workers == 0) {
         usage();
         return 2;
     }

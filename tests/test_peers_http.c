@@ -329,3 +329,30 @@ Test(peers, hello_survives_clients_that_close_during_a_big_answer, .timeout = 30
     th_res_free(&r);
     hello_stop(&h);
 }
+
+/* A numeric flag that is not a whole decimal number in range prints the usage and exits
+ * 2, before listening (`timeout` turns a server that started anyway into 124). */
+Test(peers, hello_refuses_bad_numeric_flags_with_status_2, .timeout = 60)
+{
+    static const char *bad[] = {
+        "--port=80x",          "--port=-1",          "--port=65536",
+        "--port=",             "--workers=abc",      "--workers=0",
+        "--workers=-1",        "--max-body=1k",      "--max-body=-5",
+        "--max-header=",       "--header-timeout= 5", "--idle-timeout=+5",
+        "--slow-callback-ms=99999999999999999999999", "--threadpool=x",
+        "--threadpool=0x10",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char cmd[512];
+        snprintf(cmd, sizeof(cmd), "timeout 5 %s/hello --port=0 '%s' 2>&1 >/dev/null", bin_dir(),
+                 bad[i]);
+        FILE *f = popen(cmd, "r");
+        cr_assert_not_null(f);
+        char err[512] = "";
+        size_t n = fread(err, 1, sizeof(err) - 1, f);
+        err[n] = '\0';
+        int st = pclose(f);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 2, "%s: status %d", bad[i], st);
+        cr_assert_not_null(strstr(err, "usage: hello"), "%s: %s", bad[i], err);
+    }
+}
