@@ -223,6 +223,22 @@ Test(routes, non_integer_parameter_gets_422_with_fastapi_detail, .timeout = 10)
     }
 }
 
+Test(routes, int_parameter_is_a_minus_and_digits_only, .timeout = 10)
+{
+    static const char *bad[] = {"/items/%095", "/items/%0A5", "/items/%0B5", "/items/%0C5",
+                                "/items/%0D5", "/items/%2B5", "/items/+5", "/items/-",
+                                "/items/--5", "/items/-%205", "/items/5%09"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char req[128];
+        snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: t\r\n\r\n", bad[i]);
+        check(req, 422, NULL);
+    }
+    check(GET("/items/-0"), 200, "{\"item_id\":0,\"q\":null,\"rc\":0}");
+    check(GET("/items/007"), 200, "{\"item_id\":7,\"q\":null,\"rc\":0}");
+    check(GET("/items/-9223372036854775808"), 200,
+          "{\"item_id\":-9223372036854775808,\"q\":null,\"rc\":0}");
+}
+
 Test(routes, unknown_path_gets_404, .timeout = 10)
 {
     static const char *paths[] = {"/nope", "/items", "/items/", "/items/5/", "/items//5",

@@ -6,9 +6,10 @@
  *
  * Patterns are matched segment by segment, in registration order (the first route whose
  * shape matches wins, as in Starlette). A segment is a literal, `{name}` (any non-empty
- * segment, percent-decoded), `{name:int}` (a signed 64-bit integer; a segment that is
- * not one gives 422 with FastAPI's detail shape), `{name:path}` (the rest of the path,
- * slashes included; last segment only) or `*` (the same, unnamed).
+ * segment, percent-decoded), `{name:int}` (a signed 64-bit integer written as an
+ * optional '-' and decimal digits, nothing else; a segment that is not one gives 422 with
+ * FastAPI's detail shape), `{name:path}` (the rest of the path, slashes included; last
+ * segment only) or `*` (the same, unnamed).
  * A route whose handler has no callback for the method is passed over, and the next
  * route of a matching shape is tried. An unknown path gets 404; a known path that no
  * route serves for the method gets 405, with an `Allow` header naming the methods of

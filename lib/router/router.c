@@ -241,9 +241,12 @@ const char *sq__route_pattern(const sq__route_t *r)
     return r->name;
 }
 
+/* `{x:int}` takes -?[0-9]+ only: strtoll alone would also take leading blanks of any
+ * kind (a decoded %09) and a '+' (test: routes/int_parameter_is_a_minus_and_digits_only). */
 static bool parse_int64(const char *s, int64_t *out)
 {
-    if (*s == '\0' || *s == ' ')
+    const char *digits = s + (*s == '-');
+    if (*digits < '0' || *digits > '9')
         return false;
     char *end;
     errno = 0;
