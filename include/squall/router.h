@@ -73,7 +73,8 @@ SQ_EXTERN void sq_app_destroy(sq_app_t *app);
 
 /* Binds a handler struct to a path pattern. `handler` is borrowed and must outlive the
  * app (a static const struct is the usual case); `pattern` is copied.
- * Returns 0, SQ_EPATTERN for a malformed pattern, or UV_ENOMEM. */
+ * Returns 0, UV_EINVAL when app, pattern or handler is NULL, SQ_EPATTERN for a malformed
+ * pattern, or UV_ENOMEM. */
 SQ_EXTERN int sq_app_route(sq_app_t *app, const char *pattern, const sq_handler_t *handler,
                            void *data);
 

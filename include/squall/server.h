@@ -28,7 +28,8 @@ typedef struct sq_work_pool_s sq_work_pool_t;
 typedef struct sq_watchdog_s sq_watchdog_t;
 
 /* Options; fill with sq_server_opts_init() and change what you need. Past each limit the
- * client gets the status named and the server goes on serving everyone else. */
+ * client gets the status named and the server goes on serving everyone else. A timeout
+ * of 0 disables it: the server then waits on that client for as long as it takes. */
 typedef struct sq_server_opts {
     size_t max_header_bytes;     /* request line + headers; 16 KiB -> 431 */
     unsigned max_headers;        /* header fields; 100 -> 431 */
@@ -65,9 +66,16 @@ SQ_EXTERN int sq_server_create(sq_server_t **srv, uv_loop_t *loop, sq_app_t *app
 
 /* Listens on a TCP address: an IPv4 or IPv6 literal ("127.0.0.1", "::1", "0.0.0.0").
  * Port 0 picks a free port (see sq_server_port). May be called for several addresses.
- * Returns 0 or libuv's error (UV_EADDRINUSE, UV_EINVAL, ...). */
+ * Returns 0; UV_EINVAL for a host that is not an IP literal or a port outside 0..65535;
+ * SQ_ECLOSED once sq_server_destroy has been called; UV_ENOMEM; or libuv's error from
+ * bind(2)/listen(2) (UV_EADDRINUSE, UV_EACCES, UV_EADDRNOTAVAIL, ...). On failure the
+ * server has no new listener, and goes on with the ones it had. */
 SQ_EXTERN int sq_server_listen(sq_server_t *srv, const char *host, int port);
-/* Listens on a Unix domain socket at `path` (an existing socket file is not removed). */
+/* Listens on a Unix domain socket at `path` (an existing socket file is not removed).
+ * Returns 0; SQ_ECLOSED once sq_server_destroy has been called; UV_ENOMEM; or libuv's
+ * error from bind(2)/listen(2) (UV_EADDRINUSE when the file exists, UV_EACCES,
+ * UV_ENOENT for a missing directory, ...); or UV_ENAMETOOLONG for a path that does not
+ * fit in a socket address (107 bytes on Linux). */
 SQ_EXTERN int sq_server_listen_unix(sq_server_t *srv, const char *path);
 /* The port of the most recent TCP listener, or a negative code. */
 SQ_EXTERN int sq_server_port(const sq_server_t *srv);

@@ -1,6 +1,7 @@
 /* The server: listeners on the caller's loop, the registry of connections, shutdown. */
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "server/server_int.h"
@@ -99,6 +100,8 @@ int sq_server_listen(sq_server_t *srv, const char *host, int port)
     struct sockaddr_storage ss;
     if (srv->closing)
         return SQ_ECLOSED;
+    if (port < 0 || port > 65535) /* uv_ip4_addr would keep the low 16 bits */
+        return UV_EINVAL;
     if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
         uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0)
         return UV_EINVAL;
@@ -146,6 +149,8 @@ int sq_server_listen_unix(sq_server_t *srv, const char *path)
 {
     if (srv->closing)
         return SQ_ECLOSED;
+    if (strlen(path) >= sizeof(((struct sockaddr_un *)NULL)->sun_path))
+        return UV_ENAMETOOLONG; /* uv_pipe_bind would bind a truncated path */
     sq__listener_t *l = calloc(1, sizeof(*l));
     if (l == NULL)
         return UV_ENOMEM;
