@@ -77,7 +77,10 @@ cflags=(-Wall -Wextra -Wno-unused-parameter -Werror)
 # shellcheck disable=SC2046
 cc "${cflags[@]}" -o "$tmp/embed-shared" "$tmp/embed.c" $(pkg-config --cflags --libs squall) ||
     fail "compiling against the shared library"
-LD_LIBRARY_PATH=$prefix/lib ldd "$tmp/embed-shared" | grep -q "$prefix/lib/libsquall.so.0" ||
+# ldd's output is taken whole first: `ldd | grep -q` under pipefail fails whenever grep
+# quits at the match before ldd has written everything (ldd dies of SIGPIPE).
+deps=$(LD_LIBRARY_PATH=$prefix/lib ldd "$tmp/embed-shared")
+grep -q "$prefix/lib/libsquall.so.0" <<<"$deps" ||
     fail "embed-shared is not linked to $prefix/lib/libsquall.so.0"
 run_check "$tmp/embed-shared" LD_LIBRARY_PATH="$prefix/lib"
 
@@ -86,7 +89,8 @@ rm -f "$prefix"/lib/libsquall.so*
 # shellcheck disable=SC2046
 cc "${cflags[@]}" -o "$tmp/embed-static" "$tmp/embed.c" $(pkg-config --static --cflags --libs squall) ||
     fail "compiling against the static library"
-! ldd "$tmp/embed-static" | grep -q libsquall || fail "embed-static still wants libsquall.so"
+deps=$(ldd "$tmp/embed-static")
+! grep -q libsquall <<<"$deps" || fail "embed-static still wants libsquall.so"
 run_check "$tmp/embed-static"
 
 echo "test-install: OK (shared and static)"
