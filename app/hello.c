@@ -239,6 +239,12 @@ int main(int argc, char **argv)
         usage();
         return 2;
     }
+    /* libuv has one thread pool per process: each worker's blocking routes get their
+     * share of it, and one thread stays free for DNS and files */
+    unsigned threads = sq_work_threadpool_size();
+    cfg.opts.blocking_max_in_flight = threads > cfg.workers ? (threads - 1) / cfg.workers : 1;
+    if (cfg.opts.blocking_max_in_flight == 0)
+        cfg.opts.blocking_max_in_flight = 1;
     sq_app_create(&cfg.app);
     sq_app_route(cfg.app, "/", &root, NULL);
     sq_app_route(cfg.app, "/plaintext", &plaintext, NULL);
