@@ -53,6 +53,20 @@ static inline void sq__list_remove(sq__list_t *n)
     n->prev = n->next = NULL;
 }
 
+/* Moves every node of `from` to the empty head `to` and leaves `from` empty: callbacks run
+ * over `to` then see only what was queued before the turn began. */
+static inline void sq__list_take(sq__list_t *from, sq__list_t *to)
+{
+    sq__list_init(to);
+    if (sq__list_empty(from))
+        return;
+    to->next = from->next;
+    to->prev = from->prev;
+    to->next->prev = to;
+    to->prev->next = to;
+    sq__list_init(from);
+}
+
 /* ---- core: growable byte buffer ---- */
 
 typedef struct sq__buf {

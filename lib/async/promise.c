@@ -154,14 +154,7 @@ static void idle_cb(uv_idle_t *idle)
     /* Only what is scheduled now: reactions added while these run wait for the next turn,
      * so a reaction that keeps registering cannot hold the loop. */
     sq__list_t batch;
-    sq__list_init(&batch);
-    if (!sq__list_empty(&s->scheduled)) {
-        batch.next = s->scheduled.next;
-        batch.prev = s->scheduled.prev;
-        batch.next->prev = &batch;
-        batch.prev->next = &batch;
-        sq__list_init(&s->scheduled);
-    }
+    sq__list_take(&s->scheduled, &batch);
     while (!sq__list_empty(&batch)) {
         reaction_t *r = sq__container_of(batch.next, reaction_t, node);
         sq__list_remove(&r->node);

@@ -190,14 +190,7 @@ static void idle_cb(uv_idle_t *idle)
 {
     sq_queue_t *q = sq__container_of(idle, sq_queue_t, idle);
     sq__list_t batch;
-    sq__list_init(&batch);
-    if (!sq__list_empty(&q->ready)) {
-        batch.next = q->ready.next;
-        batch.prev = q->ready.prev;
-        batch.next->prev = &batch;
-        batch.prev->next = &batch;
-        sq__list_init(&q->ready);
-    }
+    sq__list_take(&q->ready, &batch);
     q->delivering = true;
     while (!sq__list_empty(&batch)) {
         sq_queue_op_t *op = sq__container_of(batch.next, sq_queue_op_t, node);

@@ -168,14 +168,7 @@ static void pool_idle_cb(uv_idle_t *idle)
 {
     sq_work_pool_t *pool = sq__container_of(idle, sq_work_pool_t, idle);
     sq__list_t batch;
-    sq__list_init(&batch);
-    if (!sq__list_empty(&pool->ready)) {
-        batch.next = pool->ready.next;
-        batch.prev = pool->ready.prev;
-        batch.next->prev = &batch;
-        batch.prev->next = &batch;
-        sq__list_init(&pool->ready);
-    }
+    sq__list_take(&pool->ready, &batch);
     while (!sq__list_empty(&batch)) {
         sq_work_t *w = sq__container_of(batch.next, sq_work_t, node);
         sq__list_remove(&w->node);

@@ -127,14 +127,7 @@ static void on_tick(uv_idle_t *idle)
     /* This round's connections only: one that queues itself again (a write callback that
      * writes the next chunk) waits for the next round, so the loop still polls between. */
     sq__list_t round;
-    sq__list_init(&round);
-    if (!sq__list_empty(&srv->ticks)) {
-        round.next = srv->ticks.next;
-        round.prev = srv->ticks.prev;
-        round.next->prev = &round;
-        round.prev->next = &round;
-        sq__list_init(&srv->ticks);
-    }
+    sq__list_take(&srv->ticks, &round);
     while (!sq__list_empty(&round)) {
         sq__conn_t *c = sq__container_of(round.next, sq__conn_t, knode);
         sq__list_remove(&c->knode);
