@@ -408,6 +408,40 @@ Test(regress, head_completed_after_its_408_runs_no_handler_and_the_connection_cl
     cr_assert_eq(atomic_load(&n_counted), 0);
 }
 
+/* A client that never reads, whose pipelined head then times out: the 408 waits behind the
+ * big answer, and the stalled reader is still closed by the idle check (it used to be
+ * dropped from every timeout queue and held its connection and answer forever). */
+Test(regress, stalled_reader_that_gets_a_408_is_still_closed_by_the_idle_check, .timeout = 30)
+{
+    atomic_store(&n_big, 0);
+    sq_app_t *app;
+    cr_assert_eq(sq_app_create(&app), 0);
+    cr_assert_eq(sq_app_route(app, "/big", &big_route, NULL), 0);
+    sq_server_opts_t o;
+    sq_server_opts_init(&o);
+    o.header_timeout_ms = 200;
+    o.idle_timeout_ms = 300;
+    o.max_pipeline_bytes = 64 * 1024 * 1024;
+    th_server_t *ts = th_server_start(app, &o);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    cr_assert_eq(th_conn_sends(&c, "GET /big HTTP/1.1\r\nHost: t\r\n\r\n"), 0);
+    cr_assert_eq(th_wait_atomic(&n_big, 1, 10000), 1);
+    cr_assert_eq(th_conn_sends(&c, "GET /big HTTP/1.1\r\nHost: t\r\n"), 0);
+    sq_server_stats_t st;
+    for (int i = 0; i < 80; i++) { /* up to 4 s */
+        th_sleep_ms(50);
+        th_server_stats(ts, &st);
+        if (st.connections_open == 0)
+            break;
+    }
+    cr_assert_eq(st.timeouts, 1, "the partial head timed out");
+    cr_assert_eq(st.connections_open, 0, "the stalled reader is closed");
+    th_conn_close(&c);
+    th_server_stop(ts, 1000);
+    sq_app_destroy(app);
+}
+
 /* ======================================================================================
  * 4. An ignored Upgrade keeps the connection (RFC 9110 §7.8)
  * ==================================================================================== */

@@ -789,7 +789,9 @@ static void respond_error(sq__conn_t *c, int status, const char *detail)
         return;
     sq__exch_t *x = c->exch;
     c->flags |= SQ__CF_CLOSE_AFTER | SQ__CF_LINGER;
-    tq_drop(c);
+    /* an earlier answer may still be in flight to a client that does not read: the
+     * idle check closes it if it takes nothing for a whole idle period */
+    tq_put(c, SQ__TQ_IDLE);
     if (x == NULL) {
         x = c->exch = exch_get(c);
         if (x == NULL) {
