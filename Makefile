@@ -11,8 +11,7 @@
 
 PREFIX  ?= /usr/local
 BUILD   ?= build
-LLHTTP_SRC ?= /usr/share/llhttp
-LLHTTP_INC ?= /usr/share/include/llhttp
+include third_party/llhttp/llhttp.mk
 
 OPT     ?= -O2 -g
 WARN    := -Wall -Wextra -Wshadow -Wpointer-arith -Wstrict-prototypes -Wmissing-prototypes \
@@ -27,8 +26,6 @@ LIBS    := $(or $(shell pkg-config --libs libuv jansson libcrypto 2>/dev/null),-
 
 LIB_SRC := $(sort $(wildcard lib/*.c lib/*/*.c))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
-LLHTTP_OBJ := $(BUILD)/third_party/llhttp/llhttp.o $(BUILD)/third_party/llhttp/api.o \
-              $(BUILD)/third_party/llhttp/http.o
 APP_SRC := $(sort $(wildcard app/*.c))
 APP_BIN := $(APP_SRC:app/%.c=$(BUILD)/bin/%)
 TEST_SRC := $(sort $(wildcard tests/*.c tests/support/*.c))
@@ -51,11 +48,6 @@ $(BUILD)/.deps: scripts/deps.sh
 	@bash scripts/deps.sh
 	@touch $@
 
-# llhttp in strict mode: without it, a CR followed by any byte ends a header block or a
-# chunk, tokens may hold spaces, and bytes after `Connection: close` are parsed.
-$(BUILD)/third_party/llhttp/%.o: $(LLHTTP_SRC)/%.c Makefile | $(BUILD)/.deps
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_BASE) -w -DLLHTTP_STRICT_MODE=1 -I$(LLHTTP_INC) -c $< -o $@
 
 $(BUILD)/%.o: %.c | $(BUILD)/.deps
 	@mkdir -p $(dir $@)

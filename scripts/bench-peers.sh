@@ -62,7 +62,7 @@ trap 'exit 130' INT TERM
 # --- servers -------------------------------------------------------------------------
 SQ_PORT=$(free_port)
 "${nice_cmd[@]}" taskset -c "$SERVER_CPU" "$root/build/bin/hello" --host 127.0.0.1 --port "$SQ_PORT" \
-    --workers 1 >"$TMPD/hello.log" 2>&1 &
+    --workers 1 --slow-callback-ms 0 >"$TMPD/hello.log" 2>&1 &
 SQ_PID=$!
 wait_http "http://127.0.0.1:$SQ_PORT/plaintext" "$SQ_PID"
 
@@ -127,7 +127,7 @@ median() {
 
 echo "bench-peers: wrk -t1 -c$CONNS -d$DURATION, $REPEAT runs per cell alternating servers;" \
     "server on CPU $SERVER_CPU, wrk on CPU $WRK_CPU${NICE:+, nice $NICE}"
-echo "  squall: build/bin/hello --workers 1 (pid $SQ_PID, port $SQ_PORT)"
+echo "  squall: build/bin/hello --workers 1 --slow-callback-ms 0 (pid $SQ_PID, port $SQ_PORT)"
 echo "  nginx:  $(nginx -v 2>&1 | sed 's/^nginx version: //'), 1 worker, return 200 (port $NGX_PORT)"
 
 load0=$(cut -d' ' -f1 /proc/loadavg)

@@ -23,7 +23,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-taskset -c 1 build/bin/hello --port $P1 --idle-timeout 60000 >/dev/null 2>&1 &
+taskset -c 1 build/bin/hello --port $P1 --idle-timeout 60000 --slow-callback-ms 0 >/dev/null 2>&1 &
 pids+=($!); squall_pid=$!
 NODE_PATH="$NODE_PATH" taskset -c 1 node bench/ws-echo-node.js $P2 >/dev/null 2>&1 &
 pids+=($!); node_pid=$!

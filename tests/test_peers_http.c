@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <criterion/criterion.h>
@@ -355,4 +356,66 @@ Test(peers, hello_refuses_bad_numeric_flags_with_status_2, .timeout = 60)
         cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 2, "%s: status %d", bad[i], st);
         cr_assert_not_null(strstr(err, "usage: hello"), "%s: %s", bad[i], err);
     }
+}
+
+/* --workers N: N loops in N threads, each with its own SO_REUSEPORT listener; every
+ * connection is answered and SIGTERM still ends the process with 0. */
+Test(peers, hello_with_two_workers_answers_every_connection, .timeout = 30)
+{
+    hello_t h = hello_start("--workers=2");
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)h.pid);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f);
+    char line[256];
+    int threads = 0;
+    while (fgets(line, sizeof(line), f) != NULL)
+        if (sscanf(line, "Threads: %d", &threads) == 1)
+            break;
+    fclose(f);
+    cr_assert_geq(threads, 3, "the watching thread and two workers, got %d", threads);
+    for (int i = 0; i < 200; i++) {
+        th_res_t r;
+        cr_assert_eq(th_request(h.port, "GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n", &r), 0);
+        cr_assert_eq(r.status, 200);
+        cr_assert_eq(r.body_len, 12);
+        th_res_free(&r);
+    }
+    hello_stop(&h);
+}
+
+/* RFC 9110 §6.6.1: every response has a Date in IMF-fixdate, of the current second (it is
+ * formatted at most once a second and reused). */
+Test(peers, date_header_is_imf_fixdate_of_the_current_second, .timeout = 20)
+{
+    hello_t h = hello_start(NULL);
+    th_res_t r;
+    cr_assert_eq(th_request(h.port, "GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n", &r), 0);
+    const char *date = th_res_header(&r, "Date");
+    cr_assert_not_null(date);
+    cr_assert_eq(strlen(date), 29, "IMF-fixdate is 29 characters: \"%s\"", date);
+    struct tm tm;
+    memset(&tm, 0, sizeof(tm));
+    const char *end = strptime(date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    cr_assert(end != NULL && *end == '\0', "not IMF-fixdate: \"%s\"", date);
+    time_t t = timegm(&tm), now = time(NULL);
+    cr_assert(t <= now && now - t <= 2, "Date %s is %ld s off", date, (long)(now - t));
+    th_res_free(&r);
+    hello_stop(&h);
+}
+
+/* RFC 9110 §9.3.7: OPTIONS * asks about the server as a whole; "*" is for OPTIONS only. */
+Test(peers, options_asterisk_lists_the_methods_and_other_methods_get_400, .timeout = 20)
+{
+    hello_t h = hello_start(NULL);
+    th_res_t r;
+    cr_assert_eq(th_request(h.port, "OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n", &r), 0);
+    cr_assert_eq(r.status, 204);
+    const char *allow = th_res_header(&r, "Allow");
+    cr_assert(allow != NULL && strstr(allow, "OPTIONS") != NULL);
+    th_res_free(&r);
+    cr_assert_eq(th_request(h.port, "GET * HTTP/1.1\r\nHost: t\r\n\r\n", &r), 0);
+    cr_assert_eq(r.status, 400);
+    th_res_free(&r);
+    hello_stop(&h);
 }

@@ -1299,7 +1299,7 @@ static int on_headers_complete(llhttp_t *p)
     path[plen] = '\0';
     x->path = path; /* raw until sq_req_path decodes it */
     if (plen == 0 || path[0] != '/')
-        x->verdict = (plen == 1 && path[0] == '*') ? SQ__MATCH_NO_METHOD : SQ__MATCH_NONE;
+        x->verdict = (plen == 1 && path[0] == '*') ? SQ__MATCH_ASTERISK : SQ__MATCH_NONE;
     else
         x->verdict = sq__app_match(srv->app, x->method, path, plen, &x->arena, &x->match);
 
@@ -1357,6 +1357,15 @@ static void dispatch(sq__conn_t *c, sq__exch_t *x)
         break;
     case SQ__MATCH_NONE:
         sq_res_send_error(&x->res, 404, "Not Found");
+        break;
+    case SQ__MATCH_ASTERISK:
+        /* RFC 9110 §9.3.7: OPTIONS * asks about the server as a whole; "*" means nothing
+         * to any other method */
+        sq_res_header(&x->res, "Allow", "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS");
+        if (x->method == SQ_METHOD_OPTIONS)
+            sq_res_send(&x->res, 204, NULL, NULL, 0);
+        else
+            sq_res_send_error(&x->res, 400, "the target * is for OPTIONS only");
         break;
     case SQ__MATCH_NO_METHOD:
         if (x->match.allow != NULL)
