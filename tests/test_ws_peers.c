@@ -424,3 +424,82 @@ Test(ws_peers, ws_client_app_against_node_ws_server)
     cr_assert_eq(status, 0, "ws_server.js exited with %d:\n%s", status, ns.buf);
     cr_assert(strstr(ns.buf, "closed 1000 bye\n") != NULL, "%s", ns.buf);
 }
+
+/* ---- squall's client sends fragmented messages to a Node `ws` server ---- */
+
+typedef struct frag_client {
+    int opens, messages, closes, close_code, bad;
+} frag_client_t;
+
+static const char frag_text[] = "h\xc3\xa9llo, fragm\xc3\xa9nts"; /* é split below */
+
+static void f_open(sq_ws_t *ws, sq_req_t *req, void *data)
+{
+    frag_client_t *c = data;
+    c->opens++;
+    /* text: "h\xc3" | "\xa9llo, " | "fragm\xc3\xa9nts", a ping between fragments */
+    cr_assert_eq(sq_ws_send_fragment(ws, 0, frag_text, 2, 0), 0);
+    cr_assert_eq(sq_ws_send_text(ws, "x", 1), SQ_EBUSY, "no other message in between");
+    cr_assert_eq(sq_ws_ping(ws, "p", 1), 0);
+    cr_assert_eq(sq_ws_send_fragment(ws, 0, frag_text + 2, 6, 0), 0);
+    cr_assert_eq(sq_ws_send_fragment(ws, 0, frag_text + 8, sizeof(frag_text) - 9, 1), 0);
+    /* binary: 0 + 70000 + 5 bytes */
+    static uint8_t big[70005];
+    for (size_t k = 0; k < sizeof(big); k++)
+        big[k] = (uint8_t)(k * 13);
+    cr_assert_eq(sq_ws_send_fragment(ws, 1, big, 0, 0), 0);
+    cr_assert_eq(sq_ws_send_fragment(ws, 0, big, 70000, 0), UV_EINVAL, "type is fixed");
+    cr_assert_eq(sq_ws_send_fragment(ws, 1, big, 70000, 0), 0);
+    cr_assert_eq(sq_ws_send_fragment(ws, 1, big + 70000, 5, 1), 0);
+    /* a text message may not end inside a character */
+    cr_assert_eq(sq_ws_send_fragment(ws, 0, "\xc3", 1, 1), UV_EINVAL);
+}
+
+static void f_message(sq_ws_t *ws, int binary, const char *msg, size_t len, void *data)
+{
+    frag_client_t *c = data;
+    c->messages++;
+    if (c->messages == 1) {
+        if (binary || len != sizeof(frag_text) - 1 || memcmp(msg, frag_text, len) != 0)
+            c->bad++;
+    } else {
+        if (!binary || len != 70005)
+            c->bad++;
+        for (size_t k = 0; k < len && !c->bad; k++)
+            if ((uint8_t)msg[k] != (uint8_t)(k * 13))
+                c->bad++;
+        sq_ws_close(ws, SQ_WS_NORMAL, "fragments done");
+    }
+}
+
+static void f_close(sq_ws_t *ws, int code, const char *reason, void *data)
+{
+    frag_client_t *c = data;
+    c->closes++;
+    c->close_code = code;
+}
+
+static const sq_ws_handler_t f_handler = {.open = f_open, .message = f_message, .close = f_close};
+
+Test(ws_peers, squall_client_sends_fragmented_messages_to_node_ws_server)
+{
+    child_t ns;
+    int port = start_node_server(&ns, 1);
+    uv_loop_t loop;
+    cr_assert_eq(uv_loop_init(&loop), 0);
+    char url[64];
+    snprintf(url, sizeof(url), "ws://127.0.0.1:%d/", port);
+    frag_client_t c = {0};
+    cr_assert_eq(sq_ws_connect(&loop, url, &f_handler, &c, NULL, NULL), 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    cr_assert_eq(uv_loop_close(&loop), 0);
+    int status = child_wait(&ns, 10000);
+    cr_assert_eq(status, 0, "ws_server.js exited with %d:\n%s", status, ns.buf);
+    cr_assert_eq(c.opens, 1);
+    cr_assert_eq(c.messages, 2);
+    cr_assert_eq(c.bad, 0);
+    cr_assert_eq(c.closes, 1);
+    cr_assert_eq(c.close_code, SQ_WS_NORMAL);
+    cr_assert(strstr(ns.buf, "closed 1000 fragments done\n") != NULL, "%s", ns.buf);
+    cr_assert(strstr(ns.buf, "error") == NULL, "%s", ns.buf);
+}

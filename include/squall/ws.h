@@ -98,10 +98,18 @@ SQ_EXTERN int sq_app_websocket(sq_app_t *app, const char *pattern, const sq_ws_h
  * that is not UTF-8; UV_ENOTCONN before a client connection is open; SQ_ECLOSED once a
  * close was queued or received; UV_ENOBUFS when max_queued_bytes would be passed (the
  * overflow policy applied: the message is dropped, and with the close policies the
- * connection is closing); UV_ENOMEM. */
+ * connection is closing); SQ_EBUSY while a fragmented message is being sent; UV_ENOMEM. */
 SQ_EXTERN int sq_ws_send(sq_ws_t *ws, int binary, const void *msg, size_t len);
 SQ_EXTERN int sq_ws_send_text(sq_ws_t *ws, const char *msg, size_t len);
 SQ_EXTERN int sq_ws_send_binary(sq_ws_t *ws, const void *msg, size_t len);
+/* Sends one fragment of a message (RFC 6455 §5.4); copied. The first fragment's `binary`
+ * sets the message's type (later fragments must repeat it); `fin` = 1 ends the message.
+ * Text may split a UTF-8 character across fragments, but must end on a boundary. Until the
+ * last fragment, sq_ws_send and sq_ws_send_frame return SQ_EBUSY (pings and close may go
+ * between fragments). Returns as sq_ws_send; on an error nothing was sent and the message
+ * stays open (a fragment refused with UV_ENOBUFS may be sent again after .drain). */
+SQ_EXTERN int sq_ws_send_fragment(sq_ws_t *ws, int binary, const void *data, size_t len,
+                                  int fin);
 /* Sends a ping with up to 125 bytes of payload. Returns 0, UV_EINVAL past 125 bytes,
  * UV_ENOTCONN before open, or SQ_ECLOSED. */
 SQ_EXTERN int sq_ws_ping(sq_ws_t *ws, const void *payload, size_t len);

@@ -513,6 +513,8 @@ static int ws_send_frame(sq_ws_t *ws, int opcode, const void *msg, size_t len)
 
 int sq_ws_send(sq_ws_t *ws, int binary, const void *msg, size_t len)
 {
+    if (ws->flags & SQ__WS_SENDING_FRAGS)
+        return SQ_EBUSY; /* RFC 6455 §5.4: data frames of two messages never interleave */
     if (!binary) {
         sq__utf8_t u;
         sq__utf8_init(&u);
@@ -520,6 +522,31 @@ int sq_ws_send(sq_ws_t *ws, int binary, const void *msg, size_t len)
             return UV_EINVAL; /* RFC 6455 §5.6: text is UTF-8 */
     }
     return ws_send_frame(ws, binary ? WSLAY_BINARY_FRAME : WSLAY_TEXT_FRAME, msg, len);
+}
+
+int sq_ws_send_fragment(sq_ws_t *ws, int binary, const void *data, size_t len, int fin)
+{
+    bool first = !(ws->flags & SQ__WS_SENDING_FRAGS);
+    if (!first && !!binary != !!(ws->flags & SQ__WS_SEND_BINARY))
+        return UV_EINVAL;
+    sq__utf8_t u = ws->send_utf8;
+    if (first)
+        sq__utf8_init(&u);
+    /* RFC 6455 §5.6: the text of the whole message is UTF-8; a character may span
+     * fragments, but the last one must end on a boundary */
+    if (!binary && (!sq__utf8_feed(&u, data, len) || (fin && !sq__utf8_complete(&u))))
+        return UV_EINVAL;
+    int opcode = !first ? WSLAY_CONTINUATION_FRAME
+                        : binary ? WSLAY_BINARY_FRAME : WSLAY_TEXT_FRAME;
+    int rc = ws_send_frame(ws, fin ? opcode : opcode | SQ__WS_NOFIN, data, len);
+    if (rc != 0)
+        return rc; /* nothing was sent: the message stays where it was */
+    ws->send_utf8 = u;
+    if (fin)
+        ws->flags &= ~(SQ__WS_SENDING_FRAGS | SQ__WS_SEND_BINARY);
+    else
+        ws->flags |= SQ__WS_SENDING_FRAGS | (binary ? SQ__WS_SEND_BINARY : 0);
+    return 0;
 }
 
 int sq_ws_send_text(sq_ws_t *ws, const char *msg, size_t len)
@@ -651,6 +678,8 @@ static void frame_unref(void *ptr, void *data)
 
 int sq_ws_send_frame(sq_ws_t *ws, sq_ws_frame_t *f)
 {
+    if (ws->flags & SQ__WS_SENDING_FRAGS)
+        return SQ_EBUSY;
     if (ws->flags & SQ__WS_CLIENT)
         return ws_send_frame(ws, f->opcode, f->bytes + f->hlen, f->len - f->hlen);
     bool notify = false;

@@ -40,8 +40,11 @@ SQ__HIDDEN bool sq__header_has_token(const char *value, const char *token);
 
 /* ---- frames ---- */
 
-/* Writes a frame header (FIN set) for `opcode` and `len` payload bytes, masked with `mask`
- * when not NULL. Returns its length (2 to 14 bytes). */
+/* Or'ed into an opcode: the frame is not the last of its message (FIN clear). */
+#define SQ__WS_NOFIN 0x100
+
+/* Writes a frame header for `opcode` (FIN set unless SQ__WS_NOFIN is or'ed in) and `len`
+ * payload bytes, masked with `mask` when not NULL. Returns its length (2 to 14 bytes). */
 SQ__HIDDEN size_t sq__ws_frame_header(uint8_t *h, int opcode, uint64_t len, const uint8_t *mask);
 
 /* ---- a WebSocket over a transport (server connection or client socket) ---- */
@@ -73,6 +76,8 @@ enum {
     SQ__WS_CLOSE_QUEUED = 1 << 10, /* our close frame is queued or sent: no more sends */
     SQ__WS_READ_PAUSED = 1 << 11, /* reading stopped: our answers (pongs) are not taken */
     SQ__WS_FRAME_FIN = 1 << 12,   /* the data frame being received ends its message */
+    SQ__WS_SENDING_FRAGS = 1 << 13, /* a fragmented message is being sent */
+    SQ__WS_SEND_BINARY = 1 << 14,   /* ...and it is binary */
 };
 
 struct sq_ws_s {
@@ -87,6 +92,7 @@ struct sq_ws_s {
     const uint8_t *rptr;   /* bytes being fed to wslay */
     size_t rlen;
     sq__utf8_t utf8;
+    sq__utf8_t send_utf8;  /* the fragmented text message being sent */
     uint32_t flags;
     unsigned depth;        /* nesting of our calls into wslay and the user */
     uv_timer_t timer;      /* keepalive pings, then the close timeout */
