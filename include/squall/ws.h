@@ -98,7 +98,8 @@ SQ_EXTERN int sq_app_websocket(sq_app_t *app, const char *pattern, const sq_ws_h
  * that is not UTF-8; UV_ENOTCONN before a client connection is open; SQ_ECLOSED once a
  * close was queued or received; UV_ENOBUFS when max_queued_bytes would be passed (the
  * overflow policy applied: the message is dropped, and with the close policies the
- * connection is closing); SQ_EBUSY while a fragmented message is being sent; UV_ENOMEM. */
+ * connection is closing); SQ_EBUSY while a fragmented message is being sent; UV_EMSGSIZE
+ * for 4 GiB or more in one frame (use fragments); UV_ENOMEM. */
 SQ_EXTERN int sq_ws_send(sq_ws_t *ws, int binary, const void *msg, size_t len);
 SQ_EXTERN int sq_ws_send_text(sq_ws_t *ws, const char *msg, size_t len);
 SQ_EXTERN int sq_ws_send_binary(sq_ws_t *ws, const void *msg, size_t len);

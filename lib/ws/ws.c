@@ -504,6 +504,8 @@ static int ws_write_frame(sq_ws_t *ws, int opcode, const void *msg, size_t len, 
 
 static int ws_send_frame(sq_ws_t *ws, int opcode, const void *msg, size_t len)
 {
+    if (len > UINT32_MAX - 14)
+        return UV_EMSGSIZE; /* libuv's buffers count 32 bits: send it in fragments */
     bool notify = false;
     int rc = ws_admit(ws, len + 14, &notify);
     if (rc != 0)
