@@ -365,14 +365,19 @@ Test(peers, hello_with_two_workers_answers_every_connection, .timeout = 30)
     hello_t h = hello_start("--workers=2");
     char path[64];
     snprintf(path, sizeof(path), "/proc/%d/status", (int)h.pid);
-    FILE *f = fopen(path, "r");
-    cr_assert_not_null(f);
-    char line[256];
     int threads = 0;
-    while (fgets(line, sizeof(line), f) != NULL)
-        if (sscanf(line, "Threads: %d", &threads) == 1)
-            break;
-    fclose(f);
+    /* worker 0 prints the URL; worker 1 may still be starting */
+    for (uint64_t end = th_now_ms() + 5000; threads < 3 && th_now_ms() < end;) {
+        FILE *f = fopen(path, "r");
+        cr_assert_not_null(f);
+        char line[256];
+        while (fgets(line, sizeof(line), f) != NULL)
+            if (sscanf(line, "Threads: %d", &threads) == 1)
+                break;
+        fclose(f);
+        if (threads < 3)
+            th_sleep_ms(20);
+    }
     cr_assert_geq(threads, 3, "the watching thread and two workers, got %d", threads);
     for (int i = 0; i < 200; i++) {
         th_res_t r;
