@@ -953,12 +953,14 @@ typedef struct lone {
     uv_loop_t loop;
     side_t cli;
     uint64_t started, closed_at;
+    int error; /* sq_ws_error() in .close */
 } lone_t;
 
 static void lone_close(sq_ws_t *ws, int code, const char *reason, void *data)
 {
     lone_t *l = data;
     l->closed_at = uv_now(&l->loop);
+    l->error = sq_ws_error(ws);
     side_record_close(&l->cli, code, reason);
 }
 
@@ -1005,6 +1007,7 @@ Test(ws, client_connect_to_a_refused_port_reports_abnormal_close, .timeout = 10)
     lone_t l;
     expect_connect_failure(url, NULL, "connect: ", &l);
     cr_assert(strstr(l.cli.close_reason, "refused") != NULL, "%s", l.cli.close_reason);
+    cr_assert_eq(l.error, UV_ECONNREFUSED, "sq_ws_error: %s", sq_err_name(l.error));
 }
 
 Test(ws, client_dns_failure_reports_abnormal_close, .timeout = 30)
@@ -1041,6 +1044,7 @@ Test(ws, client_handshake_timeout_reports_abnormal_close, .timeout = 10)
     o.handshake_timeout_ms = 200;
     lone_t l;
     expect_connect_failure(url, &o, "handshake timed out", &l);
+    cr_assert_eq(l.error, UV_ETIMEDOUT, "sq_ws_error: %s", sq_err_name(l.error));
     cr_assert_geq(l.closed_at - l.started, 190, "after %llu ms",
                   (unsigned long long)(l.closed_at - l.started));
     close(fd);
@@ -1237,6 +1241,7 @@ Test(ws, client_closed_during_the_handshake_is_cancelled_with_one_close, .timeou
     cr_assert_eq(l.cli.closes, 1);
     cr_assert_eq(l.cli.close_code, SQ_WS_ABNORMAL);
     cr_assert_str_eq(l.cli.close_reason, "cancelled");
+    cr_assert_eq(l.error, UV_ECANCELED, "sq_ws_error: %s", sq_err_name(l.error));
     close(fd);
 }
 

@@ -128,6 +128,11 @@ SQ_EXTERN const char *sq_ws_subprotocol(const sq_ws_t *ws);
 SQ_EXTERN void sq_ws_set_data(sq_ws_t *ws, void *data);
 SQ_EXTERN void *sq_ws_data(const sq_ws_t *ws);
 SQ_EXTERN uv_loop_t *sq_ws_loop(const sq_ws_t *ws);
+/* Client: why connecting failed, for a program to act on (in .close, when .open never
+ * ran): libuv's code (UV_ECONNREFUSED, UV_EAI_NONAME, UV_ETIMEDOUT for the handshake
+ * deadline, UV_ECANCELED when cancelled, ...) or UV_EPROTO for an upgrade refused or
+ * answered wrongly; 0 otherwise. */
+SQ_EXTERN int sq_ws_error(const sq_ws_t *ws);
 /* 1 for a client-side connection. */
 SQ_EXTERN int sq_ws_is_client(const sq_ws_t *ws);
 

@@ -632,6 +632,11 @@ uv_loop_t *sq_ws_loop(const sq_ws_t *ws)
     return ws->loop;
 }
 
+int sq_ws_error(const sq_ws_t *ws)
+{
+    return ws->error;
+}
+
 int sq_ws_is_client(const sq_ws_t *ws)
 {
     return (ws->flags & SQ__WS_CLIENT) != 0;

@@ -149,6 +149,8 @@ static void io_close(sq_ws_t *ws, bool force)
 {
     wsc_t *c = ws->transport;
     if (c->state != WSC_OPEN) {
+        if (c->ws != NULL)
+            c->ws->error = UV_ECANCELED;
         wsc_teardown(c, "cancelled");
         return;
     }
@@ -235,14 +237,24 @@ static void wsc_teardown(wsc_t *c, const char *reason)
 }
 
 /* Ends a connection that never opened: "what" alone, or "what: <error text>". */
-static void fail(wsc_t *c, const char *what, int err)
+/* Ends a connection that never opened: "what" alone, or "what: <error text>" for a
+ * libuv error; sq_ws_error() tells the program which (UV_EPROTO for a refused or bad
+ * handshake, UV_ETIMEDOUT for the handshake deadline). */
+static void fail_code(wsc_t *c, const char *what, int err, int code)
 {
     char reason[120];
     if (err < 0)
         snprintf(reason, sizeof(reason), "%s: %s", what, sq_strerror(err));
     else
         snprintf(reason, sizeof(reason), "%s", what);
+    if (c->ws != NULL)
+        c->ws->error = err < 0 ? err : code;
     wsc_teardown(c, reason);
+}
+
+static void fail(wsc_t *c, const char *what, int err)
+{
+    fail_code(c, what, err, UV_EPROTO);
 }
 
 /* ---- the handshake response (RFC 6455 §4.1, the client's checks) ---- */
@@ -462,7 +474,7 @@ static void on_dns_failed(uv_timer_t *t)
 
 static void on_hs_timeout(uv_timer_t *t)
 {
-    fail(t->data, "handshake timed out", 0);
+    fail_code(t->data, "handshake timed out", 0, UV_ETIMEDOUT);
 }
 
 /* Splits "ws://host[:port][/path][?query]" (host may be [v6]). */

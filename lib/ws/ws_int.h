@@ -104,6 +104,7 @@ struct sq_ws_s {
     char close_reason[124];
     int close_code;        /* what .close reports when no close frame counts: 1006, or the
                               code squall itself closed with (see sq__ws_transport_closed) */
+    int error;             /* client: why connecting failed (sq_ws_error), or 0 */
     sq_watchdog_t *wd;     /* the server's: times the handler's callbacks; or NULL */
     const char *name;      /* the route pattern, for the watchdog */
 };
