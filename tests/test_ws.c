@@ -2540,6 +2540,8 @@ Test(ws, client_refuses_a_handshake_response_that_does_not_check_out, .timeout =
          "invalid handshake response"}, /* no Connection */
         {GOOD_101 "Sec-WebSocket-Protocol: other\r\n\r\n",
          "invalid handshake response"}, /* a subprotocol the client did not offer */
+        {GOOD_101 "Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
+         "invalid handshake response"}, /* RFC 6455 §4.1: an extension never offered */
         {"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n%s", "upgrade refused with status 200"},
         {"HELLO%s\r\n\r\n", "bad handshake response"},
     };

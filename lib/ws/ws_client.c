@@ -287,6 +287,8 @@ static int hs_value_complete(llhttp_t *p)
         c->connection_ok = sq__header_has_token(v, "upgrade");
     else if (strcasecmp(f, "sec-websocket-accept") == 0)
         c->accept_ok = strcmp(v, c->accept) == 0;
+    else if (strcasecmp(f, "sec-websocket-extensions") == 0)
+        c->proto_bad = true; /* RFC 6455 §4.1: the client offered none, so any fails */
     else if (strcasecmp(f, "sec-websocket-protocol") == 0) {
         const char *const *offer = c->ws->opts.subprotocols;
         c->proto_bad = true;
