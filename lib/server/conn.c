@@ -178,6 +178,16 @@ static sq__exch_t *exch_get(sq__conn_t *c)
     return x;
 }
 
+/* Frees an exchange for good (it was reset: its arena holds nothing). */
+static void exch_free(sq__exch_t *x)
+{
+    sq__buf_free(&x->hb);
+    sq__buf_free(&x->hidx);
+    sq__buf_free(&x->body);
+    sq__buf_free(&x->rh);
+    free(x);
+}
+
 static void exch_put(sq__exch_t *x)
 {
     sq_server_t *srv = x->srv;
@@ -188,11 +198,7 @@ static void exch_put(sq__exch_t *x)
         srv->exch_free = x;
         srv->exch_free_n++;
     } else {
-        sq__buf_free(&x->hb);
-        sq__buf_free(&x->hidx);
-        sq__buf_free(&x->body);
-        sq__buf_free(&x->rh);
-        free(x);
+        exch_free(x);
     }
     if (srv->closing)
         sq__server_maybe_done(srv);
@@ -281,6 +287,14 @@ static void wbatch_free(sq__wbatch_t *b)
     b->nsegs = b->cap = 0;
 }
 
+static void wq_free(sq__wq_t *q)
+{
+    wbatch_free(&q->b[0]);
+    wbatch_free(&q->b[1]);
+    free(q->iov);
+    free(q);
+}
+
 static void wq_put(sq_server_t *srv, sq__wq_t *q)
 {
     if (srv->wq_free_n < SQ__POOL_MAX && !srv->closing && q->b[0].buf.cap <= 16384 &&
@@ -290,10 +304,22 @@ static void wq_put(sq_server_t *srv, sq__wq_t *q)
         srv->wq_free_n++;
         return;
     }
-    wbatch_free(&q->b[0]);
-    wbatch_free(&q->b[1]);
-    free(q->iov);
-    free(q);
+    wq_free(q);
+}
+
+void sq__server_pools_free(sq_server_t *srv)
+{
+    while (srv->exch_free != NULL) {
+        sq__exch_t *x = srv->exch_free;
+        srv->exch_free = x->next_free;
+        exch_free(x);
+    }
+    while (srv->wq_free != NULL) {
+        sq__wq_t *q = srv->wq_free;
+        srv->wq_free = q->next_free;
+        wq_free(q);
+    }
+    srv->exch_free_n = srv->wq_free_n = 0;
 }
 
 sq__wbatch_t *sq__conn_batch(sq__conn_t *c)

@@ -200,26 +200,7 @@ static void on_listener_close(uv_handle_t *h)
 
 static void free_server(sq_server_t *srv)
 {
-    while (srv->exch_free != NULL) {
-        sq__exch_t *x = srv->exch_free;
-        srv->exch_free = x->next_free;
-        sq__buf_free(&x->hb);
-        sq__buf_free(&x->hidx);
-        sq__buf_free(&x->body);
-        sq__buf_free(&x->rh);
-        sq__arena_reset(&x->arena);
-        free(x);
-    }
-    while (srv->wq_free != NULL) {
-        sq__wq_t *q = srv->wq_free;
-        srv->wq_free = q->next_free;
-        sq__buf_free(&q->b[0].buf);
-        sq__buf_free(&q->b[1].buf);
-        free(q->b[0].segs);
-        free(q->b[1].segs);
-        free(q->iov);
-        free(q);
-    }
+    sq__server_pools_free(srv);
     sq__buf_free(&srv->scratch);
     free(srv->rbuf);
     free(srv);

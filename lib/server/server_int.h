@@ -233,6 +233,8 @@ SQ__HIDDEN void sq__exch_unhold(struct sq_req_s *x);
 
 SQ__HIDDEN void sq__conn_accept(sq_server_t *srv, uv_stream_t *listener, bool is_pipe);
 SQ__HIDDEN void sq__conn_shutdown(sq__conn_t *conn);
+/* Frees the exchanges and write queues pooled for reuse (the server is going). */
+SQ__HIDDEN void sq__server_pools_free(sq_server_t *srv);
 SQ__HIDDEN void sq__timer_arm(sq_server_t *srv, uint64_t due);
 /* lib/server/server.c: the last connection, listener or exchange gone ends a closing server */
 SQ__HIDDEN void sq__server_maybe_done(sq_server_t *srv);
