@@ -130,10 +130,13 @@ SQ__HIDDEN const char *sq__date_get(sq__date_cache_t *dc);
 
 /* ---- http: percent-decoding ---- */
 
-/* Decodes %XX (and '+' as space when plus_is_space) of src[0..n) into dst (at least n+1
- * bytes); NUL-terminates. Returns the decoded length, or -1 for a bad escape or a decoded
- * NUL byte. */
-SQ__HIDDEN ssize_t sq__pct_decode(char *dst, const char *src, size_t n, bool plus_is_space);
+enum {
+    SQ__PCT_PLUS = 1 << 0,    /* '+' is a space (application/x-www-form-urlencoded) */
+    SQ__PCT_LENIENT = 1 << 1, /* a bad escape or %00 stays as it was instead of failing */
+};
+/* Decodes %XX of src[0..n) into dst (at least n+1 bytes); NUL-terminates. Returns the
+ * decoded length, or -1 for a bad escape or an encoded NUL (never with SQ__PCT_LENIENT). */
+SQ__HIDDEN ssize_t sq__pct_decode(char *dst, const char *src, size_t n, unsigned flags);
 
 /* ---- router ---- */
 
@@ -223,6 +226,11 @@ SQ__HIDDEN bool sq__status_is_final(int status);
 /* 1 for a header squall writes itself and a handler may not add: Content-Length,
  * Transfer-Encoding, Connection (but for `Connection: upgrade`); names case-insensitive. */
 SQ__HIDDEN bool sq__header_is_framing(const char *name, const char *value);
+/* 1 when `s` may stand as a field name (a token: RFC 9110 §5.1) or value (no CR, LF or
+ * other control but tab: §5.5). */
+SQ__HIDDEN bool sq__field_ok(const char *s, bool is_name);
+/* sq__field_ok(value, false), NULL counting as absent: content types are checked with it. */
+SQ__HIDDEN bool sq__field_value_ok(const char *value);
 /* Sends `101 Switching Protocols` with the headers added by sq_res_header, then takes the
  * connection over as sq__res_takeover does. Returns 0, UV_ECANCELED (client gone; res is
  * released and proto is never called) or UV_ENOMEM. */

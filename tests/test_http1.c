@@ -1255,7 +1255,8 @@ Test(async, answer_after_client_left_is_canceled_and_aborted_runs_once, .timeout
     cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
     cr_assert_eq(th_conn_sends(&c, GET("/late?ms=300")), 0);
     cr_assert_eq(th_wait_atomic(&n_handler, 1, 5000), 1);
-    th_conn_close(&c); /* FIN while the handler works */
+    th_conn_abort(&c); /* a reset while the handler works (a FIN alone is a half-close,
+                          which is answered: regress_http/half_close_*) */
     cr_assert_eq(th_wait_atomic(&n_aborted, 1, 5000), 1, ".aborted not called");
     cr_assert_eq(th_wait_atomic(&n_late_done, 1, 5000), 1);
     cr_assert_eq(atomic_load(&late_rc), UV_ECANCELED, "sq_res_send returned %s",
@@ -1665,7 +1666,10 @@ Test(server, destroy_with_a_streaming_response_past_grace_aborts_it, .timeout = 
     th_server_stop(ts, 100);
     th_conn_close(&c);
     sq_app_destroy(app);
-    cr_assert_eq(atomic_load(&n_aborted), 1);
+    /* .aborted comes on the loop's next turn, unless the handler finished first: its
+     * timer may fire in the same turn as the grace deadline, see the write refused and
+     * end the response before the notice */
+    cr_assert_leq(atomic_load(&n_aborted), 1);
     cr_assert_eq(atomic_load(&n_stream_done), 1);
     cr_assert_eq(atomic_load(&end_rc), UV_ECANCELED);
 }
@@ -1700,7 +1704,7 @@ Test(async, streaming_started_after_the_client_left_ends_with_ecanceled, .timeou
     cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
     cr_assert_eq(th_conn_sends(&c, GET("/lstream?ms=200")), 0);
     cr_assert_eq(th_wait_atomic(&n_handler, 1, 5000), 1);
-    th_conn_close(&c);
+    th_conn_abort(&c); /* gone: a FIN alone would be a half-close, still answered */
     cr_assert_eq(th_wait_atomic(&n_stream_done, 1, 5000), 1);
     stop(ts, app); /* fails if the response was never released */
     cr_assert_eq(atomic_load(&n_aborted), 1);

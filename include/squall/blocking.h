@@ -39,11 +39,12 @@ SQ_EXTERN json_t *sq_breq_json(const sq_breq_t *req, void *json_error);
  * early (what it sends then is discarded). */
 SQ_EXTERN int sq_breq_is_cancelled(const sq_breq_t *req);
 
-/* Adds a response header (copied). Returns 0, UV_EINVAL (CR, LF or NUL; a name with ':'
- * or spaces; or a header squall writes itself, as sq_res_header) or UV_ENOMEM. */
+/* Adds a response header (copied). Returns 0, UV_EINVAL (CR, LF or another control
+ * character; a name with ':' or spaces; or a header squall writes itself, as sq_res_header) or UV_ENOMEM. */
 SQ_EXTERN int sq_bres_header(sq_bres_t *res, const char *name, const char *value);
 /* Sets the response (body copied); a later call replaces an earlier one.
- * Returns 0, UV_EINVAL for a status outside 200-999 (nothing is set) or UV_ENOMEM. */
+ * Returns 0, UV_EINVAL for a status outside 200-999 or a content type holding CR, LF or
+ * another control character (nothing is set), or UV_ENOMEM. */
 SQ_EXTERN int sq_bres_send(sq_bres_t *res, int status, const char *content_type,
                            const void *body, size_t len);
 /* JSON bodies: _new steals the reference, even on failure. */

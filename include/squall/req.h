@@ -42,7 +42,8 @@ SQ_EXTERN int sq_req_header_at(const sq_req_t *req, size_t i, const char **name,
                                const char **value);
 
 /* The first query parameter `name`, percent- and '+'-decoded, or NULL when absent
- * ("" when present without a value). */
+ * ("" when present without a value). A malformed escape, or %00, stays as sent: `q=%zz`
+ * gives "%zz" (as Python's urllib.parse does). */
 SQ_EXTERN const char *sq_req_query(sq_req_t *req, const char *name);
 
 /* A path parameter captured by the route pattern, percent-decoded, or NULL. */

@@ -8,8 +8,10 @@
  *   UV_ENOMEM         the bytes could not be queued; the connection is closed and the
  *                     response released;
  *   UV_EINVAL         a status outside 200-999 (1xx are interim answers, 101 belongs to the
- *                     WebSocket take-over), or a NULL json: nothing was sent and the
- *                     response is NOT finished: the handler still owns it and must finish it;
+ *                     WebSocket take-over), a content type with CR, LF or another control
+ *                     character, or a NULL json: nothing was sent and the response is NOT
+ *                     finished: the handler still owns it and must finish it;
+ *   UV_EMSGSIZE       (sq_res_send, sq_res_send_ref) a length over INT64_MAX: not finished;
  *   SQ_EALREADY_SENT  it was already finished (or, for sq_res_send*, its head was sent by
  *                     sq_res_start).
  * After a call that released the response neither req nor res may be touched.
@@ -26,7 +28,7 @@
 typedef struct json_t json_t;
 
 /* Adds a response header; name and value are copied. Returns 0; UV_EINVAL for a name or
- * value containing CR or LF (response splitting), a name with ':' or blanks, or a framing
+ * value containing CR or LF (response splitting) or another control character but tab, a name with ':' or blanks, or a framing
  * header squall writes itself — Content-Length, Transfer-Encoding or Connection, in any
  * case (`Connection: upgrade` is let through: RFC 9110 §7.8 pairs it with an `Upgrade`
  * header); SQ_EALREADY_SENT after headers went out; or UV_ENOMEM. No failure finishes
@@ -34,11 +36,13 @@ typedef struct json_t json_t;
 SQ_EXTERN int sq_res_header(sq_res_t *res, const char *name, const char *value);
 
 /* Sends a whole response; `body` (len bytes, may be NULL when len is 0) is copied.
- * `content_type` may be NULL (no Content-Type header). */
+ * `content_type` may be NULL (no Content-Type header); one with CR or LF would split the
+ * response (RFC 9110 §5.5) and is refused with UV_EINVAL. Bodies of 4 GiB and more are
+ * sent whole. Returns as above. */
 SQ_EXTERN int sq_res_send(sq_res_t *res, int status, const char *content_type, const void *body,
                           size_t len);
 /* As sq_res_send, but the body is not copied: free_cb(body, free_data) runs once squall
- * is done with it (after the write, or at once on any error). */
+ * is done with it (after the write, or at once on any error, UV_EINVAL included). */
 SQ_EXTERN int sq_res_send_ref(sq_res_t *res, int status, const char *content_type,
                               const void *body, size_t len, sq_free_cb free_cb, void *free_data);
 /* Sends `json` as application/json. _new steals the reference (even on failure), the
@@ -55,7 +59,8 @@ SQ_EXTERN int sq_res_send_error(sq_res_t *res, int status, const char *detail);
  * (chunked for HTTP/1.1, close-delimited for HTTP/1.0) and ends with sq_res_end.
  * sq_res_start does not finish res. Returns
  *   0                 the head is queued: write the body, then sq_res_end;
- *   UV_EINVAL         a status outside 200-999: nothing was sent; res is as before (call
+ *   UV_EINVAL         a status outside 200-999, or a content type with a CR, LF or other
+ *                     control character: nothing was sent; res is as before (call
  *                     sq_res_start again, or finish it with sq_res_send*);
  *   UV_ECANCELED      the client has gone: nothing was sent, sq_res_write returns
  *                     SQ_ENOTSTREAMING, and the handler must still call sq_res_end, which

@@ -30,11 +30,14 @@ typedef struct sq_res_s sq_res_t;
  * client has gone. `data` is the pointer given to sq_app_route. */
 typedef void (*sq_handler_cb)(sq_req_t *req, sq_res_t *res, void *data);
 
-/* Tells a handler that still owns res that the client has gone (or the server is being
- * destroyed past its grace period). The handler must still finish res — the finishing
- * call returns UV_ECANCELED and frees it — so every owner releases exactly once. For a
- * blocking callback squall finishes res itself when the job ends (the job is cancelled):
- * .aborted, if set, is only told. */
+/* Tells a handler that still owns res that the client has gone — reset the connection,
+ * or a write to it failed (a FIN alone is a half-close: the client still reads, and gets
+ * its answer) — or that the server is being destroyed past its grace period. Runs on the
+ * loop thread, on a later turn of the loop, never from inside a squall call, and not at
+ * all if the handler finished res first. The handler must still finish res — the
+ * finishing call returns UV_ECANCELED and frees it — so every owner releases exactly
+ * once. For a blocking callback squall finishes res itself when the job ends (the job is
+ * cancelled at once): .aborted, if set, is only told. */
 typedef void (*sq_aborted_cb)(sq_req_t *req, sq_res_t *res, void *data);
 
 /* A blocking handler (FastAPI's plain `def` endpoint): it runs on libuv's thread pool

@@ -31,12 +31,15 @@ typedef struct sq_watchdog_s sq_watchdog_t;
  * client gets the status named and the server goes on serving everyone else. A timeout
  * of 0 disables it: the server then waits on that client for as long as it takes. */
 typedef struct sq_server_opts {
-    size_t max_header_bytes;     /* request line + headers; 16 KiB -> 431 */
+    size_t max_header_bytes;     /* request line + headers; 16 KiB -> 431 (chunk
+                                    extensions and trailers count too: 413 past it) */
     unsigned max_headers;        /* header fields; 100 -> 431 */
     size_t max_uri_bytes;        /* request target; 8 KiB -> 414 */
     size_t max_body_bytes;       /* request body; 1 MiB -> 413 */
     uint64_t header_timeout_ms;  /* first byte of a request to end of headers; 10 s -> 408 */
-    uint64_t body_timeout_ms;    /* longest silence while reading a body; 30 s -> 408 */
+    uint64_t body_timeout_ms;    /* the whole body, from the end of the head; 30 s -> 408
+                                    (a deadline, not a silence: a body that trickles in
+                                    must still end in time; raise it with max_body_bytes) */
     uint64_t idle_timeout_ms;    /* keep-alive idle between requests; 5 s -> quiet close.
                                     An answer still being written keeps the connection
                                     as long as the client takes some of it within this */

@@ -62,7 +62,7 @@ const char *sq_req_path(sq_req_t *req)
         char *p = (char *)req->path;
         size_t n = strlen(p);
         char *tmp = strchr(p, '%') ? sq__arena_alloc(&req->arena, n + 1) : NULL;
-        if (tmp != NULL && sq__pct_decode(tmp, p, n, false) >= 0)
+        if (tmp != NULL && sq__pct_decode(tmp, p, n, 0) >= 0)
             req->path = tmp;
     }
     return req->path;
@@ -129,12 +129,13 @@ static void parse_query(sq_req_t *req)
             char *v = sq__arena_alloc(&req->arena, vlen + 1);
             if (k == NULL || v == NULL)
                 return;
-            if (sq__pct_decode(k, p, klen, true) >= 0 &&
-                sq__pct_decode(v, eq ? eq + 1 : "", vlen, true) >= 0) {
-                req->qparams[req->nqparams].name = k;
-                req->qparams[req->nqparams].value = v;
-                req->nqparams++;
-            }
+            /* leniently: a pair with a bad escape is still the first of its name, so
+             * `q=%zz&q=ok` gives "%zz", not "ok" (test: regress_http/query_bad_escape_*) */
+            sq__pct_decode(k, p, klen, SQ__PCT_PLUS | SQ__PCT_LENIENT);
+            sq__pct_decode(v, eq ? eq + 1 : "", vlen, SQ__PCT_PLUS | SQ__PCT_LENIENT);
+            req->qparams[req->nqparams].name = k;
+            req->qparams[req->nqparams].value = v;
+            req->nqparams++;
         }
         if (amp == NULL)
             break;

@@ -1,5 +1,6 @@
 /* Responses: the status line and headers written straight into the connection's write
  * batch, bodies copied or referenced, streaming with chunked framing (RFC 9112 §7.1). */
+#include <assert.h>
 #include <stdlib.h>
 #include <strings.h>
 
@@ -91,6 +92,15 @@ static bool status_has_body(int status)
     return !(status < 200 || status == 204 || status == 304);
 }
 
+/* The most bytes write_head writes besides the reason phrase, the Server line, the
+ * Content-Type value and the handler's headers: each literal below, and 20 digits of a
+ * Content-Length. */
+#define HEAD_FIXED                                                                         \
+    (sizeof("HTTP/1.1 999 \r\n") - 1 + sizeof("Date: \r\n") - 1 + 29 +                       \
+     sizeof("Content-Type: \r\n") - 1 + sizeof("Content-Length: \r\n") - 1 + 20 +            \
+     sizeof("Transfer-Encoding: chunked\r\n") - 1 + sizeof("Connection: keep-alive\r\n") - 1 + \
+     2)
+
 /* Writes the status line and headers. clen >= 0 is a Content-Length; -1 is a streaming
  * body (chunked for HTTP/1.1, close-delimited for HTTP/1.0). */
 static int write_head(sq__exch_t *x, int status, const char *ctype, int64_t clen)
@@ -98,11 +108,13 @@ static int write_head(sq__exch_t *x, int status, const char *ctype, int64_t clen
     sq__conn_t *c = x->conn;
     sq_server_t *srv = c->srv;
     sq__wbatch_t *b = sq__conn_batch(c);
-    size_t ctlen = ctype ? strlen(ctype) : 0;
-    if (b == NULL || sq__buf_reserve(&b->buf, 160 + srv->server_line_len + ctlen + x->rh.len) != 0)
-        return UV_ENOMEM;
     if (status < 100 || status > 999)
         status = 500;
+    const char *reason = sq__status_reason(status);
+    size_t ctlen = ctype ? strlen(ctype) : 0, rlen = strlen(reason);
+    size_t need = HEAD_FIXED + rlen + srv->server_line_len + ctlen + x->rh.len;
+    if (b == NULL || sq__buf_reserve(&b->buf, need) != 0)
+        return UV_ENOMEM;
     x->status = status;
     if (status >= 500)
         srv->stats.responses_5xx++;
@@ -126,8 +138,7 @@ static int write_head(sq__exch_t *x, int status, const char *ctype, int64_t clen
     *p++ = (char)('0' + status / 10 % 10);
     *p++ = (char)('0' + status % 10);
     *p++ = ' ';
-    const char *reason = sq__status_reason(status);
-    p = put(p, reason, strlen(reason));
+    p = put(p, reason, rlen);
     p = PUTS(p, "\r\n");
     p = put(p, srv->server_line, srv->server_line_len);
     p = PUTS(p, "Date: ");
@@ -157,6 +168,7 @@ static int write_head(sq__exch_t *x, int status, const char *ctype, int64_t clen
         p = put(p, x->rh.base, x->rh.len);
     p = PUTS(p, "\r\n");
     size_t n = (size_t)(p - start);
+    assert(n <= need);
     b->buf.len += n;
     int rc = sq__batch_commit(b, n);
     x->flags |= SQ__XF_HEADERS_SENT;
@@ -175,15 +187,19 @@ static int begin_finish(sq__exch_t *x)
     return 1;
 }
 
+/* The exchange is held across the end of the call: closing the connection on a failed
+ * write lets go of the connection's reference before the handler's is dropped. */
 static int end_finish(sq__exch_t *x, int rc)
 {
     sq__conn_t *c = x->conn;
+    sq__exch_hold(x);
     if (rc != 0)
         sq__conn_close(c, true);
     else if (!(x->flags & SQ__XF_KEEPALIVE))
         c->flags |= SQ__CF_CLOSE_AFTER;
     sq__conn_want_flush(c);
     sq__exch_finished(x);
+    sq__exch_unhold(x);
     return rc;
 }
 
@@ -191,8 +207,10 @@ int sq_res_send(sq_res_t *res, int status, const char *content_type, const void 
                 size_t len)
 {
     sq__exch_t *x = res->req;
-    if (!sq__status_is_final(status))
+    if (!sq__status_is_final(status) || !sq__field_value_ok(content_type))
         return UV_EINVAL;
+    if (len > (size_t)INT64_MAX)
+        return UV_EMSGSIZE;
     int rc = begin_finish(x);
     if (rc != 1)
         return rc;
@@ -208,7 +226,9 @@ int sq_res_send_ref(sq_res_t *res, int status, const char *content_type, const v
                     size_t len, sq_free_cb free_cb, void *free_data)
 {
     sq__exch_t *x = res->req;
-    int rc = sq__status_is_final(status) ? begin_finish(x) : UV_EINVAL;
+    int rc = !sq__status_is_final(status) || !sq__field_value_ok(content_type) ? UV_EINVAL
+             : len > (size_t)INT64_MAX                                         ? UV_EMSGSIZE
+                                                                              : begin_finish(x);
     if (rc != 1) {
         if (free_cb != NULL)
             free_cb((void *)body, free_data);
@@ -267,17 +287,26 @@ int sq_res_send_error(sq_res_t *res, int status, const char *detail)
     return sq_res_send_json_new(res, status, j);
 }
 
-static bool header_ok(const char *s, bool is_name)
+/* RFC 9110 §5.5: a field value is visible characters, spaces and tabs (obs-text too);
+ * CR and LF would end the field and start another (response splitting), and the other
+ * controls are invalid. A name is a token (§5.1): no separators either. */
+bool sq__field_ok(const char *s, bool is_name)
 {
     if (*s == '\0' && is_name)
         return false;
     for (; *s; s++) {
-        if (*s == '\r' || *s == '\n')
+        unsigned char ch = (unsigned char)*s;
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
             return false;
-        if (is_name && (*s == ':' || *s == ' ' || *s == '\t'))
+        if (is_name && (ch == ':' || ch == ' ' || ch == '\t'))
             return false;
     }
     return true;
+}
+
+bool sq__field_value_ok(const char *value)
+{
+    return value == NULL || sq__field_ok(value, false);
 }
 
 int sq_res_header(sq_res_t *res, const char *name, const char *value)
@@ -285,7 +314,7 @@ int sq_res_header(sq_res_t *res, const char *name, const char *value)
     sq__exch_t *x = res->req;
     if (x->flags & (SQ__XF_FINISHED | SQ__XF_HEADERS_SENT))
         return SQ_EALREADY_SENT;
-    if (!header_ok(name, true) || !header_ok(value, false) || sq__header_is_framing(name, value))
+    if (!sq__field_ok(name, true) || !sq__field_ok(value, false) || sq__header_is_framing(name, value))
         return UV_EINVAL;
     size_t nl = strlen(name), vl = strlen(value);
     if (sq__buf_reserve(&x->rh, nl + vl + 4) != 0)
@@ -300,7 +329,7 @@ int sq_res_header(sq_res_t *res, const char *name, const char *value)
 int sq_res_start(sq_res_t *res, int status, const char *content_type)
 {
     sq__exch_t *x = res->req;
-    if (!sq__status_is_final(status))
+    if (!sq__status_is_final(status) || !sq__field_value_ok(content_type))
         return UV_EINVAL;
     if (x->flags & (SQ__XF_FINISHED | SQ__XF_HEADERS_SENT))
         return SQ_EALREADY_SENT;

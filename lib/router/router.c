@@ -278,7 +278,7 @@ static sq__match_t try_route(const sq__route_t *r, const char *path, size_t len,
                 if (memchr(p, '%', slen) == NULL)
                     return SQ__MATCH_NONE;
                 char tmp[256];
-                if (slen >= sizeof(tmp) || sq__pct_decode(tmp, p, slen, false) != (ssize_t)s->len ||
+                if (slen >= sizeof(tmp) || sq__pct_decode(tmp, p, slen, 0) != (ssize_t)s->len ||
                     memcmp(tmp, s->text, s->len) != 0)
                     return SQ__MATCH_NONE;
             }
@@ -288,7 +288,7 @@ static sq__match_t try_route(const sq__route_t *r, const char *path, size_t len,
             char *v = sq__arena_alloc(arena, slen + 1);
             if (v == NULL)
                 return SQ__MATCH_NONE;
-            if (sq__pct_decode(v, p, slen, false) < 0)
+            if (sq__pct_decode(v, p, slen, 0) < 0)
                 return SQ__MATCH_NONE;
             sq__param_t *pp = &out->params[np++];
             pp->name = s->text ? s->text : "*";

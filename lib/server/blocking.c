@@ -111,19 +111,9 @@ int sq_breq_is_cancelled(const sq_breq_t *req)
 
 /* ---- the response builder (pool thread) ---- */
 
-static bool field_ok(const char *s, bool is_name)
-{
-    if (is_name && *s == '\0')
-        return false;
-    for (; *s; s++)
-        if (*s == '\r' || *s == '\n' || (is_name && (*s == ':' || *s == ' ' || *s == '\t')))
-            return false;
-    return true;
-}
-
 int sq_bres_header(sq_bres_t *res, const char *name, const char *value)
 {
-    if (!field_ok(name, true) || !field_ok(value, false) || sq__header_is_framing(name, value))
+    if (!sq__field_ok(name, true) || !sq__field_ok(value, false) || sq__header_is_framing(name, value))
         return UV_EINVAL;
     bheader_t *h = malloc(sizeof(*h));
     if (h == NULL)
@@ -144,7 +134,7 @@ int sq_bres_header(sq_bres_t *res, const char *name, const char *value)
 int sq_bres_send(sq_bres_t *res, int status, const char *content_type, const void *body,
                  size_t len)
 {
-    if (!sq__status_is_final(status))
+    if (!sq__status_is_final(status) || !sq__field_value_ok(content_type))
         return UV_EINVAL; /* checked here: on the loop, sq_res_send would refuse it too late */
     char *ct = content_type ? strdup(content_type) : NULL;
     if (content_type != NULL && ct == NULL)

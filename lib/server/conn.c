@@ -64,6 +64,7 @@ static void tq_put(sq__conn_t *c, int which)
 }
 
 static void respond_error(sq__conn_t *c, int status, const char *detail);
+static void dispatch(sq__conn_t *c, sq__exch_t *x);
 
 static void on_timer(uv_timer_t *t)
 {
@@ -120,10 +121,14 @@ static void on_timer(uv_timer_t *t)
 /* ---- the tick: work deferred out of user calls, run before the loop polls again ---- */
 
 static void conn_tick(sq__conn_t *c);
+static void deliver_aborts(sq_server_t *srv);
+static void eof_check(sq__conn_t *c);
 
 static void on_tick(uv_idle_t *idle)
 {
     sq_server_t *srv = sq__container_of(idle, sq_server_t, tick);
+    if (!sq__list_empty(&srv->aborts))
+        deliver_aborts(srv);
     /* This round's connections only: one that queues itself again (a write callback that
      * writes the next chunk) waits for the next round, so the loop still polls between. */
     sq__list_t round;
@@ -133,7 +138,7 @@ static void on_tick(uv_idle_t *idle)
         sq__list_remove(&c->knode);
         conn_tick(c);
     }
-    if (sq__list_empty(&srv->ticks))
+    if (sq__list_empty(&srv->ticks) && sq__list_empty(&srv->aborts))
         uv_idle_stop(idle);
 }
 
@@ -141,7 +146,7 @@ static void tick_add(sq__conn_t *c)
 {
     if (sq__list_linked(&c->knode) || (c->flags & SQ__CF_CLOSED))
         return;
-    if (sq__list_empty(&c->srv->ticks))
+    if (sq__list_empty(&c->srv->ticks) && sq__list_empty(&c->srv->aborts))
         uv_idle_start(&c->srv->tick, on_tick);
     sq__list_insert_tail(&c->srv->ticks, &c->knode);
 }
@@ -234,25 +239,42 @@ void sq__exch_finished(sq__exch_t *x)
     sq__exch_release(x, SQ__XF_HOLD_HANDLER);
 }
 
-/* The connection lets go of its exchange; a handler still owning it is told. */
+/* The connection lets go of its exchange; a handler still owning it is told, on the next
+ * tick. Never from here: this runs inside API calls (a finishing call whose write fails
+ * closes the connection), and a handler told inside its own sq_res_send could finish the
+ * response there and free the exchange under the call (test:
+ * regress_http/aborted_never_runs_inside_a_finishing_call). */
 void sq__conn_abort_exch(sq__conn_t *c)
 {
     sq__exch_t *x = c->exch;
     if (x == NULL)
         return;
+    sq_server_t *srv = c->srv;
     c->exch = NULL;
     x->conn = NULL;
     bool owned = (x->flags & SQ__XF_HOLD_HANDLER) && !(x->flags & SQ__XF_FINISHED);
     if (owned) {
         x->flags |= SQ__XF_ABORTED;
-        c->srv->stats.aborted++;
-        sq__exch_hold(x); /* keep it alive across the user's callback */
-    }
-    sq__exch_release(x, SQ__XF_HOLD_CONN);
-    if (owned) {
-        const sq_handler_t *h = x->match.handler;
+        srv->stats.aborted++;
+        sq__exch_hold(x); /* the notice's reference, dropped once it is delivered */
+        if (sq__list_empty(&srv->ticks) && sq__list_empty(&srv->aborts))
+            uv_idle_start(&srv->tick, on_tick);
+        sq__list_insert_tail(&srv->aborts, &x->anode);
         if (x->work != NULL)
             sq_work_cancel(x->work); /* its done callback finishes the response */
+    }
+    sq__exch_release(x, SQ__XF_HOLD_CONN);
+}
+
+/* Tells each handler whose client went since the last tick, unless it finished first. */
+static void deliver_aborts(sq_server_t *srv)
+{
+    sq__list_t round;
+    sq__list_take(&srv->aborts, &round);
+    while (!sq__list_empty(&round)) {
+        sq__exch_t *x = sq__container_of(round.next, sq__exch_t, anode);
+        sq__list_remove(&x->anode);
+        const sq_handler_t *h = x->match.handler;
         if (h != NULL && h->aborted != NULL && !(x->flags & SQ__XF_FINISHED))
             h->aborted(x, &x->res, x->match.data);
         sq__exch_unhold(x);
@@ -484,8 +506,10 @@ again:;
         sq__wseg_t *s = &b->segs[i];
         if (s->len == 0)
             continue;
-        q->iov[n++] = uv_buf_init((char *)(s->base ? s->base : b->buf.base + s->off),
-                                  (unsigned)s->len);
+        /* not uv_buf_init, whose length is an unsigned int: a body of 4 GiB or more
+         * would go out cut to its low 32 bits while its Content-Length says the whole */
+        q->iov[n].base = (char *)(s->base ? s->base : b->buf.base + s->off);
+        q->iov[n++].len = s->len;
     }
     unsigned first = 0;
     if (n > 0 && c->h.stream.write_queue_size == 0) {
@@ -590,7 +614,7 @@ size_t sq__conn_queued_bytes(const sq__conn_t *c)
 
 void sq__conn_read(sq__conn_t *c, bool on)
 {
-    if (c->flags & SQ__CF_CLOSED)
+    if (c->flags & (SQ__CF_CLOSED | SQ__CF_EOF))
         return;
     if (on && (c->flags & SQ__CF_READ_STOPPED)) {
         c->flags &= ~SQ__CF_READ_STOPPED;
@@ -665,7 +689,8 @@ void sq__conn_close(sq__conn_t *c, bool force)
             sq__conn_want_flush(c);
             return; /* conn_flush comes back here once everything is written */
         }
-        if ((c->flags & SQ__CF_LINGER) && c->state != SQ__ST_CLOSING) {
+        if ((c->flags & (SQ__CF_LINGER | SQ__CF_EOF)) == SQ__CF_LINGER &&
+            c->state != SQ__ST_CLOSING) {
             /* After an error response the client may still be sending: closing now could
              * reset the connection and destroy the response in flight. Shut down our side
              * and drain reads for a while (lingering close). */
@@ -893,7 +918,8 @@ static void conn_resume(sq__conn_t *c)
         conn_process(c, c->pending.base, n);
     }
     c->flags &= ~SQ__CF_IN_READ;
-    if ((c->flags & SQ__CF_READ_STOPPED) && !(c->flags & (SQ__CF_CLOSED | SQ__CF_PAUSED))) {
+    if ((c->flags & (SQ__CF_READ_STOPPED | SQ__CF_CLOSED | SQ__CF_PAUSED | SQ__CF_EOF)) ==
+        SQ__CF_READ_STOPPED) {
         c->flags &= ~SQ__CF_READ_STOPPED;
         uv_read_start(&c->h.stream, on_alloc, on_read);
     }
@@ -946,23 +972,39 @@ static void conn_tick(sq__conn_t *c)
         if (!(c->flags & SQ__CF_CLOSED) && c->pending.len == 0)
             sq__buf_free(&c->pending);
     }
+    eof_check(c);
     conn_flush(c);
 }
 
+/* After a half-close: once nothing more can be answered — no handler owns a response,
+ * nothing pipelined waits, or a request was cut short — close after the queued writes. */
+static void eof_check(sq__conn_t *c)
+{
+    if ((c->flags & (SQ__CF_EOF | SQ__CF_CLOSED | SQ__CF_CLOSE_AFTER | SQ__CF_PAUSED)) !=
+            SQ__CF_EOF ||
+        c->state == SQ__ST_HANDLER || c->state == SQ__ST_PROTO)
+        return;
+    sq__conn_close(c, false);
+}
+
+/* The client closed its side, or the connection failed. A FIN is a half-close
+ * (shutdown(SHUT_WR), `nc -N`): the client may still be reading (RFC 9112 §9.6 only
+ * says it sends nothing more), so what it sent is answered — the request a handler is
+ * working on and the pipelined ones behind it — and the connection closes once those
+ * answers are written, as Node's allowHalfOpen servers do (tests:
+ * regress_http/half_close_*). A reset or another error closes at once, and a handler
+ * still answering is told (.aborted). */
 static void on_eof(sq__conn_t *c, ssize_t err)
 {
-    /* The client closed (or reset). A handler still answering is told at once (.aborted);
-     * a response already queued is still written out before closing. */
-    if (err == UV_EOF && c->state != SQ__ST_CLOSING && c->wq != NULL &&
-        (c->wq->inflight || c->wq->b[c->wq->fill].nsegs) &&
-        (c->exch == NULL || (c->exch->flags & SQ__XF_FINISHED) ||
-         !(c->exch->flags & SQ__XF_HOLD_HANDLER))) {
-        uv_read_stop(&c->h.stream);
-        c->flags &= ~SQ__CF_LINGER;
-        sq__conn_close(c, false);
+    if (err != UV_EOF || c->state == SQ__ST_CLOSING) {
+        conn_teardown(c);
         return;
     }
-    conn_teardown(c);
+    uv_read_stop(&c->h.stream);
+    c->flags |= SQ__CF_EOF | SQ__CF_READ_STOPPED;
+    c->flags &= ~SQ__CF_LINGER; /* nothing more will come to drain */
+    eof_check(c);
+    tick_add(c); /* flushes, and closes if CLOSE_AFTER is set */
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
@@ -1242,8 +1284,8 @@ static int on_header_value_complete(llhttp_t *p)
         return fail(x, 400); /* RFC 9110 §5.5: NUL in a field value */
     switch (h->name_len) {
     case 4:
-        if (name_is(name, 4, "host", 4))
-            x->host_count++;
+        if (name_is(name, 4, "host", 4) && x->host_count < 2)
+            x->host_count++; /* saturates: 257 Host lines must not wrap to one */
         break;
     case 6:
         if (name_is(name, 6, "expect", 6)) {
@@ -1329,10 +1371,23 @@ static int on_headers_complete(llhttp_t *p)
     else
         x->verdict = sq__app_match(srv->app, x->method, path, plen, &x->arena, &x->match);
 
-    /* RFC 9110 §10.1.1: tell a client that waits for it to send the body. */
+    /* RFC 9110 §10.1.1: tell a client that waits for it to send the body — unless the
+     * answer is already known to be final (404, 405, 422, a bad `*`): then that answer
+     * goes now instead, and the connection closes, since the body was never read (test:
+     * regress_http/expect_100_*). */
     if ((x->flags & SQ__XF_EXPECT) && p->http_minor == 1 &&
         ((p->flags & F_CONTENT_LENGTH && p->content_length > 0) || (p->flags & F_CHUNKED))) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        if (x->verdict != SQ__MATCH_OK) {
+            tq_drop(c);
+            c->state = SQ__ST_HANDLER;
+            c->flags |= SQ__CF_CLOSE_AFTER | SQ__CF_LINGER;
+            srv->stats.requests++;
+            if (x->method == SQ_METHOD_HEAD)
+                x->flags |= SQ__XF_HEAD;
+            dispatch(c, x);
+            return HPE_PAUSED;
+        }
         uv_buf_t b = uv_buf_init((char *)cont, sizeof(cont) - 1);
         if (sq__conn_write(c, &b, 1, NULL, NULL) != 0)
             return fail(x, 500);
@@ -1350,8 +1405,20 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
         return fail(x, 413);
     if (sq__buf_append(&x->body, at, len) != 0)
         return fail(x, 500);
-    tq_put(c, SQ__TQ_BODY);
+    /* No fresh deadline per piece: body_timeout_ms bounds the whole body, so a client
+     * that trickles a byte just inside it cannot hold the buffer forever (test:
+     * regress_http/body_trickle_*). */
     return 0;
+}
+
+/* Chunk extensions (RFC 9112 §7.1.1): squall knows none, so they are skipped, but not
+ * without bound: their bytes count against max_header_bytes with the head and the
+ * trailers, past which the request is answered 413 (test: regress_http/chunk_ext_*). */
+static int on_chunk_extension(llhttp_t *p, const char *at, size_t len)
+{
+    sq__exch_t *x = CONN(p)->exch;
+    x->header_bytes += len;
+    return x->header_bytes > x->srv->opts.max_header_bytes ? fail(x, 413) : 0;
 }
 
 /* The last chunk's line is read: pause, so conn_process learns where the trailer section
@@ -1459,6 +1526,8 @@ static const llhttp_settings_t parser_settings = {
     .on_headers_complete = on_headers_complete,
     .on_body = on_body,
     .on_chunk_header = on_chunk_header,
+    .on_chunk_extension_name = on_chunk_extension,
+    .on_chunk_extension_value = on_chunk_extension,
     .on_message_complete = on_message_complete,
 };
 
@@ -1488,7 +1557,8 @@ int sq__res_takeover(sq_res_t *res, const sq__proto_t *proto, void *ud)
     if (c->pending.len > 0)
         tick_add(c);
     if (c->flags & SQ__CF_READ_STOPPED) {
-        c->flags &= ~SQ__CF_READ_STOPPED;
+        /* after a half-close too: reading again delivers the EOF to the protocol */
+        c->flags &= ~(SQ__CF_READ_STOPPED | SQ__CF_EOF);
         uv_read_start(&c->h.stream, on_alloc, on_read);
     }
     return 0;

@@ -53,6 +53,7 @@ int sq_server_create(sq_server_t **out, uv_loop_t *loop, sq_app_t *app,
     sq__list_init(&srv->listeners);
     sq__list_init(&srv->conns);
     sq__list_init(&srv->ticks);
+    sq__list_init(&srv->aborts);
     for (int i = 0; i < SQ__TQ_COUNT; i++)
         sq__list_init(&srv->tq[i]);
     srv->tq_timeout[SQ__TQ_HEAD] = srv->opts.header_timeout_ms;

@@ -61,6 +61,7 @@ enum {
     SQ__CF_PIPE = 1 << 6,        /* a Unix domain socket */
     SQ__CF_TICK = 1 << 7,        /* queued for the next tick */
     SQ__CF_DRAIN = 1 << 8,       /* parser paused until queued answers drain (back-pressure) */
+    SQ__CF_EOF = 1 << 9,         /* the client half-closed: answer what came, then close */
 };
 
 struct sq__conn {
@@ -156,6 +157,7 @@ struct sq_req_s {
     sq__match_result_t match;
     void *user_data;
     sq_work_t *work;            /* a blocking handler's job in flight */
+    sq__list_t anode;           /* srv->aborts: .aborted to deliver on the next tick */
     struct sq_req_s *next_free;
     sq__arena_t arena;
     struct sq_res_s res;
@@ -186,6 +188,7 @@ struct sq_server_s {
     sq__list_t tq[SQ__TQ_COUNT]; /* timeout queues; each FIFO, so deadlines ascend */
     uint64_t tq_timeout[SQ__TQ_COUNT];
     sq__list_t ticks;           /* connections with work for the next tick */
+    sq__list_t aborts;          /* exchanges whose handler is to be told .aborted */
     sq__buf_t scratch;          /* JSON serialization */
     uv_timer_t timer;
     uint64_t timer_due;         /* 0: not armed */

@@ -6,6 +6,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <stdatomic.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,6 +107,9 @@ static void server_main(void *arg)
 
 th_server_t *th_server_start_cfg(const th_server_cfg_t *cfg)
 {
+    /* as every program that embeds a server must (server.h): a write to a client that
+     * has gone must not kill the process */
+    signal(SIGPIPE, SIG_IGN);
     th_server_t *ts = calloc(1, sizeof(*ts));
     cr_assert_not_null(ts);
     cr_assert_eq(uv_loop_init(&ts->loop), 0);
