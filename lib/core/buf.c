@@ -1,4 +1,5 @@
 /* Growable byte buffers and a bump arena whose pointers never move. */
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "internal.h"
@@ -12,7 +13,7 @@ int sq__buf_grow(sq__buf_t *b, size_t extra)
         return UV_ENOMEM;
     size_t cap = b->cap ? b->cap : 256;
     while (cap < need)
-        cap *= 2;
+        cap = cap > SIZE_MAX / 2 ? need : cap * 2; /* doubling must not wrap to 0 */
     char *p = realloc(b->base, cap);
     if (p == NULL)
         return UV_ENOMEM;

@@ -65,6 +65,7 @@ static void tq_put(sq__conn_t *c, int which)
 
 static void respond_error(sq__conn_t *c, int status, const char *detail);
 static void dispatch(sq__conn_t *c, sq__exch_t *x);
+static void tick_add(sq__conn_t *c);
 
 static void on_timer(uv_timer_t *t)
 {
@@ -89,6 +90,13 @@ static void on_timer(uv_timer_t *t)
                  * for a whole idle period is closed (tests: backpressure/slow_reader_*,
                  * backpressure/reader_that_stalls_*). */
                 c->wq->mark = c->h.stream.write_queue_size;
+                tq_put(c, SQ__TQ_IDLE);
+            } else if (q == SQ__TQ_IDLE && c->pending.len > 0 &&
+                       !(c->flags & SQ__CF_CLOSE_AFTER)) {
+                /* Pipelined requests wait for the answers before them to drain: not idle.
+                 * The drain that wakes them may have finished just now, its tick not run
+                 * yet (test: regress_http/a_body_of_4_gib_and_more_is_sent_whole). */
+                tick_add(c);
                 tq_put(c, SQ__TQ_IDLE);
             } else {
                 conn_teardown(c);
