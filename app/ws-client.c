@@ -213,8 +213,11 @@ int main(int argc, char **argv)
     setvbuf(stdout, NULL, _IOLBF, 0);
     uv_loop_t loop;
     int rc = uv_loop_init(&loop);
-    if (rc == 0)
+    if (rc == 0) {
         rc = sq_ws_connect(&loop, url ? url : arg, &client, &s, &opts, NULL);
+        if (rc != 0)
+            uv_loop_close(&loop); /* nothing was started on it */
+    }
     if (rc != 0) {
         if (rc == UV_EPROTONOSUPPORT)
             fprintf(stderr, "ws-client: %s: wss:// needs TLS, which this build does not have "
