@@ -38,12 +38,12 @@
 #include <squall.h>
 
 typedef struct session {
-    const char *url;       /* as given, for messages */
-    unsigned long count;   /* text messages to take before closing; 0: no limit */
+    const char *url;     /* as given, for messages */
+    unsigned long count; /* text messages to take before closing; 0: no limit */
     unsigned long received;
-    int opened;            /* .open ran */
-    int closing;           /* we decided to close: nothing more is printed or answered */
-    int failed;            /* a failure was already reported */
+    int opened;  /* .open ran */
+    int closing; /* we decided to close: nothing more is printed or answered */
+    int failed;  /* a failure was already reported */
     int exit_code;
 } session_t;
 
@@ -220,11 +220,15 @@ int main(int argc, char **argv)
     }
     if (rc != 0) {
         if (rc == UV_EPROTONOSUPPORT)
-            fprintf(stderr, "ws-client: %s: wss:// needs TLS, which this build does not have "
-                            "yet\n", arg);
+            fprintf(stderr,
+                    "ws-client: %s: wss:// needs TLS, which this build does not have "
+                    "yet\n",
+                    arg);
         else if (rc == UV_EINVAL)
-            fprintf(stderr, "ws-client: %s: not a ws:// URL this client can use "
-                            "(ws://host[:port][/path][?query])\n", arg);
+            fprintf(stderr,
+                    "ws-client: %s: not a ws:// URL this client can use "
+                    "(ws://host[:port][/path][?query])\n",
+                    arg);
         else
             fprintf(stderr, "ws-client: %s: %s\n", arg, sq_strerror(rc));
         free(url);

@@ -37,7 +37,7 @@ typedef struct raw_srv {
     const char *response; /* its "%s" is replaced by the right Sec-WebSocket-Accept */
     char *req;            /* the client's request head, NUL-terminated (malloc'd) */
     size_t req_len;
-    bool accepted;        /* a client connected */
+    bool accepted; /* a client connected */
 } raw_srv_t;
 
 static void raw_main(void *arg)
@@ -184,8 +184,8 @@ static void cli_run(cli_t *c, raw_srv_t *s, const char *path, const char *const 
     cr_assert_eq(c->closes, 1);
 }
 
-#define GOOD_101                                                                           \
-    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"    \
+#define GOOD_101                                                                                   \
+    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"            \
     "Sec-WebSocket-Accept: %s\r\n"
 
 /* ======================================================================================
@@ -222,8 +222,8 @@ Test(ws_client, subprotocol_offer_of_any_length_is_sent_whole)
     cli_run(&c, &s, "/long", offer);
     cr_assert_eq(c.opens, 1, "closed: %d %s", c.close_code, c.close_reason);
     cr_assert_str_eq(c.subprotocol, names[N - 1]);
-    cr_assert(strstr(s.req, expect) != NULL, "the request was %zu bytes:\n%.400s...",
-              s.req_len, s.req);
+    cr_assert(strstr(s.req, expect) != NULL, "the request was %zu bytes:\n%.400s...", s.req_len,
+              s.req);
     cr_assert(strncmp(s.req, "GET /long HTTP/1.1\r\n", 20) == 0, "%.80s", s.req);
     free(expect);
     raw_free(&s);
@@ -432,14 +432,13 @@ Test(ws_client, handshake_answer_checks_do_not_depend_on_header_order)
          "HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Protocol: other\r\n"
          "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
          NULL},
-        {"subprotocol when none was offered", NULL,
-         GOOD_101 "Sec-WebSocket-Protocol: chat\r\n\r\n", NULL},
+        {"subprotocol when none was offered", NULL, GOOD_101 "Sec-WebSocket-Protocol: chat\r\n\r\n",
+         NULL},
         {"subprotocol first, then the rest", offer_chat,
          "HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Protocol: superchat\r\n"
          "Sec-WebSocket-Accept: %s\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
          "superchat"},
-        {"subprotocol last", offer_chat, GOOD_101 "Sec-WebSocket-Protocol: chat\r\n\r\n",
-         "chat"},
+        {"subprotocol last", offer_chat, GOOD_101 "Sec-WebSocket-Protocol: chat\r\n\r\n", "chat"},
         {"no subprotocol chosen", offer_chat, GOOD_101 "\r\n", ""},
     };
     run_answer_cases(cases, sizeof(cases) / sizeof(cases[0]));
@@ -454,18 +453,15 @@ Test(ws_client, repeated_headers_in_the_handshake_answer_are_handled)
         {"subprotocol twice, same value", offer_chat,
          GOOD_101 "Sec-WebSocket-Protocol: chat\r\nSec-WebSocket-Protocol: chat\r\n\r\n", NULL},
         {"subprotocol twice, an offered one last", offer_chat,
-         GOOD_101 "Sec-WebSocket-Protocol: other\r\nSec-WebSocket-Protocol: chat\r\n\r\n",
-         NULL},
+         GOOD_101 "Sec-WebSocket-Protocol: other\r\nSec-WebSocket-Protocol: chat\r\n\r\n", NULL},
         {"two subprotocols in one header", offer_chat,
          GOOD_101 "Sec-WebSocket-Protocol: chat, superchat\r\n\r\n", NULL},
-        {"an empty subprotocol", offer_chat, GOOD_101 "Sec-WebSocket-Protocol: \r\n\r\n",
-         NULL},
+        {"an empty subprotocol", offer_chat, GOOD_101 "Sec-WebSocket-Protocol: \r\n\r\n", NULL},
         {"a wrong accept, then the right one", offer_chat,
          "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
          "Sec-WebSocket-Accept: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Accept: %s\r\n\r\n",
          NULL},
-        {"the right accept twice", offer_chat, GOOD_101 "Sec-WebSocket-Accept: %s\r\n\r\n",
-         NULL},
+        {"the right accept twice", offer_chat, GOOD_101 "Sec-WebSocket-Accept: %s\r\n\r\n", NULL},
         {"an extension header twice", offer_chat,
          GOOD_101 "Sec-WebSocket-Extensions: a\r\nSec-WebSocket-Extensions: b\r\n\r\n", NULL},
         {"Connection split over two lines", offer_chat,
