@@ -3,7 +3,10 @@
  *    (tests/peers/ws_client.py, run with Debian's /usr/bin/python3) against an in-process
  *    squall server on port 0, and against build/bin/hello;
  *  - squall's client (sq_ws_connect in-process, and build/bin/ws-client) against a Node
- *    `ws` echo server (tests/peers/ws_server.js).
+ *    `ws` echo server (tests/peers/ws_server.js);
+ *  - build/bin/ws-client against a scripted Node server (tests/peers/ws_script_server.js)
+ *    that echoes, floods, refuses, answers wrongly, resets, breaks the protocol or stays
+ *    silent: its stdout, stderr and exit status, and what the server got back.
  * Each peer checks what it received itself and says "ok"; the test checks the exit
  * status, the server side's callbacks and the close codes both sides saw.
  */
@@ -22,6 +25,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <jansson.h>
 #include <squall.h>
 
 #include "support/harness.h"
@@ -37,12 +41,20 @@ TestSuite(ws_peers, .init = ignore_sigpipe, .timeout = 60);
 
 /* ---- child processes ---- */
 
+/* What a child printed: grows as it comes (messages of 100 KB and more go through). */
+typedef struct out_buf {
+    int fd;     /* the read end of the pipe; -1 once it is closed */
+    char *buf;  /* NUL-terminated, never NULL once the child started */
+    size_t len, cap;
+} out_buf_t;
+
 typedef struct child {
     pid_t pid;
-    int out;         /* the read end of its stdout and stderr */
-    char buf[16384]; /* everything it printed so far */
-    size_t len;
-    size_t line_at; /* where the next unread line starts */
+    out_buf_t out;  /* its stdout, with its stderr unless split */
+    out_buf_t err;  /* its stderr when split (fd -1 otherwise) */
+    char *buf;      /* = out.buf, for the messages of the assertions */
+    size_t line_at; /* where the next unread line of out starts */
+    char *line;     /* the last line child_line returned */
 } child_t;
 
 /* The repository's root: SQUALL_BIN is <root>/<build>/bin; else the current directory. */
@@ -71,52 +83,98 @@ static const char *bin_dir(void)
     return bin ? bin : "build/bin";
 }
 
-static void child_start(child_t *ch, char *const argv[])
+static void out_init(out_buf_t *o, int fd)
+{
+    o->fd = fd;
+    o->cap = 16384;
+    o->len = 0;
+    o->buf = malloc(o->cap);
+    cr_assert_not_null(o->buf);
+    o->buf[0] = '\0';
+}
+
+/* Starts argv; `split`: its stderr goes to ch->err instead of joining its stdout. */
+static void child_start_split(child_t *ch, char *const argv[], bool split)
 {
     memset(ch, 0, sizeof(*ch));
-    int p[2];
+    int p[2], e[2] = {-1, -1};
     cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+    if (split)
+        cr_assert_eq(pipe2(e, O_CLOEXEC), 0);
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, p[1], 1);
-    posix_spawn_file_actions_adddup2(&fa, p[1], 2);
+    posix_spawn_file_actions_adddup2(&fa, split ? e[1] : p[1], 2);
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
     int rc = posix_spawnp(&ch->pid, argv[0], &fa, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
     close(p[1]);
+    if (split)
+        close(e[1]);
     cr_assert_eq(rc, 0, "spawn %s: %s", argv[0], strerror(rc));
-    ch->out = p[0];
+    out_init(&ch->out, p[0]);
+    out_init(&ch->err, e[0]);
+    ch->buf = ch->out.buf;
 }
 
-/* Reads what the child printed, for up to timeout_ms. Returns false at EOF. */
-static bool child_pump(child_t *ch, int timeout_ms)
+static void child_start(child_t *ch, char *const argv[])
 {
-    struct pollfd pfd = {.fd = ch->out, .events = POLLIN};
-    if (poll(&pfd, 1, timeout_ms) <= 0)
-        return true;
-    if (ch->len + 1 >= sizeof(ch->buf)) {
-        char sink[4096];
-        return read(ch->out, sink, sizeof(sink)) > 0;
+    child_start_split(ch, argv, false);
+}
+
+/* Reads one chunk into o. Returns false at EOF (the pipe is then closed). */
+static bool out_read(out_buf_t *o)
+{
+    if (o->cap - o->len < 4096) {
+        char *b = realloc(o->buf, o->cap * 2);
+        cr_assert_not_null(b);
+        o->buf = b;
+        o->cap *= 2;
     }
-    ssize_t n = read(ch->out, ch->buf + ch->len, sizeof(ch->buf) - 1 - ch->len);
-    if (n <= 0)
+    ssize_t n = read(o->fd, o->buf + o->len, o->cap - 1 - o->len);
+    if (n <= 0) {
+        close(o->fd);
+        o->fd = -1;
         return false;
-    ch->len += (size_t)n;
-    ch->buf[ch->len] = '\0';
+    }
+    o->len += (size_t)n;
+    o->buf[o->len] = '\0';
     return true;
 }
 
-/* The next whole line the child prints, within timeout_ms; NULL on timeout or EOF. */
-static const char *child_line(child_t *ch, int timeout_ms, char *line, size_t cap)
+/* Reads what the child printed, for up to timeout_ms. Returns false once its stdout is at
+ * EOF. */
+static bool child_pump(child_t *ch, int timeout_ms)
+{
+    struct pollfd pfd[2] = {{.fd = ch->out.fd, .events = POLLIN},
+                            {.fd = ch->err.fd, .events = POLLIN}};
+    if (ch->out.fd < 0 && ch->err.fd < 0)
+        return false;
+    if (poll(pfd, 2, timeout_ms) <= 0)
+        return ch->out.fd >= 0;
+    if (pfd[1].revents != 0)
+        out_read(&ch->err);
+    if (pfd[0].revents != 0)
+        out_read(&ch->out);
+    ch->buf = ch->out.buf;
+    return ch->out.fd >= 0;
+}
+
+/* The next whole line the child prints on stdout, within timeout_ms; NULL on timeout or
+ * EOF. Valid until the next call. */
+static const char *child_line(child_t *ch, int timeout_ms)
 {
     uint64_t end = th_now_ms() + (uint64_t)timeout_ms;
     for (;;) {
-        char *nl = memchr(ch->buf + ch->line_at, '\n', ch->len - ch->line_at);
+        char *at = ch->out.buf + ch->line_at;
+        char *nl = memchr(at, '\n', ch->out.len - ch->line_at);
         if (nl != NULL) {
-            size_t n = (size_t)(nl - (ch->buf + ch->line_at));
-            snprintf(line, cap, "%.*s", (int)n, ch->buf + ch->line_at);
+            size_t n = (size_t)(nl - at);
+            free(ch->line);
+            ch->line = strndup(at, n);
+            cr_assert_not_null(ch->line);
             ch->line_at += n + 1;
-            return line;
+            return ch->line;
         }
         uint64_t now = th_now_ms();
         if (now >= end || !child_pump(ch, (int)(end - now)))
@@ -124,9 +182,11 @@ static const char *child_line(child_t *ch, int timeout_ms, char *line, size_t ca
     }
 }
 
-/* Waits for the child to exit (killing it after timeout_ms). Returns its exit status, or
- * -1 when it had to be killed. */
-static int child_wait(child_t *ch, int timeout_ms)
+/* Waits for the child to exit (killing it after timeout_ms) and reads the rest of what it
+ * printed; meanwhile reads what `other` prints (when not NULL), so that a peer writing
+ * much to its pipe is never blocked by it. Returns the exit status, or -1 when the child
+ * had to be killed. */
+static int child_wait_pumping(child_t *ch, int timeout_ms, child_t *other)
 {
     uint64_t end = th_now_ms() + (uint64_t)timeout_ms;
     int status;
@@ -140,14 +200,46 @@ static int child_wait(child_t *ch, int timeout_ms)
             status = -1;
             break;
         }
-        child_pump(ch, 20);
+        if (!child_pump(ch, 10) && ch->err.fd < 0)
+            th_sleep_ms(5);
+        if (other != NULL)
+            child_pump(other, 0);
     }
-    while (child_pump(ch, 0) && ch->len + 1 < sizeof(ch->buf))
-        ;
-    close(ch->out);
+    /* the pipes may outlive the child in a grandchild it left behind: read what is there */
+    while ((ch->out.fd >= 0 || ch->err.fd >= 0) && th_now_ms() < end + 2000) {
+        struct pollfd pfd[2] = {{.fd = ch->out.fd, .events = POLLIN},
+                                {.fd = ch->err.fd, .events = POLLIN}};
+        if (poll(pfd, 2, 100) <= 0)
+            break;
+        if (pfd[0].revents != 0)
+            out_read(&ch->out);
+        if (pfd[1].revents != 0)
+            out_read(&ch->err);
+    }
+    for (int i = 0; i < 2; i++) {
+        out_buf_t *o = i ? &ch->err : &ch->out;
+        if (o->fd >= 0)
+            close(o->fd);
+        o->fd = -1;
+    }
+    ch->buf = ch->out.buf;
     if (status == -1)
         return -1;
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static int child_wait(child_t *ch, int timeout_ms)
+{
+    return child_wait_pumping(ch, timeout_ms, NULL);
+}
+
+/* Frees what child_start allocated (after child_wait). */
+static void child_free(child_t *ch)
+{
+    free(ch->out.buf);
+    free(ch->err.buf);
+    free(ch->line);
+    memset(ch, 0, sizeof(*ch));
 }
 
 /* Runs a peer script to the end; asserts it exited 0 after printing "ok". */
@@ -159,6 +251,7 @@ static void run_peer(char *const argv[])
     cr_assert_eq(status, 0, "%s %s exited with %d; it printed:\n%s", argv[0], argv[1], status,
                  ch.buf);
     cr_assert(strstr(ch.buf, "ok\n") != NULL, "%s printed:\n%s", argv[1], ch.buf);
+    child_free(&ch);
 }
 
 /* ---- an in-process squall server: /echo and /closer ---- */
@@ -266,8 +359,7 @@ static void hello_with_peer(const char *prog, const char *script, const char *mo
     char *hargv[] = {hello, (char *)"--port", port, NULL};
     child_t h;
     child_start(&h, hargv);
-    char line[256];
-    const char *l = child_line(&h, 10000, line, sizeof(line));
+    const char *l = child_line(&h, 10000);
     cr_assert(l != NULL && strstr(l, "serving on") != NULL, "hello printed:\n%s", h.buf);
     peer_path(path, sizeof(path), script);
     char *argv[] = {(char *)prog, path, port, (char *)mode, NULL};
@@ -279,6 +371,8 @@ static void hello_with_peer(const char *prog, const char *script, const char *mo
     cr_assert_eq(status, 0, "%s exited with %d; it printed:\n%s", script, status, ch.buf);
     cr_assert(strstr(ch.buf, "ok\n") != NULL, "%s printed:\n%s", script, ch.buf);
     cr_assert_neq(hs, -1, "hello did not stop on SIGTERM:\n%s", h.buf);
+    child_free(&ch);
+    child_free(&h);
 }
 
 Test(ws_peers, node_ws_client_against_hello_ws_echo_and_ws)
@@ -359,8 +453,7 @@ static int start_node_server(child_t *ns, int connections)
     snprintf(n, sizeof(n), "%d", connections);
     char *argv[] = {(char *)"node", path, (char *)"0", n, NULL};
     child_start(ns, argv);
-    char line[128];
-    const char *l = child_line(ns, 15000, line, sizeof(line));
+    const char *l = child_line(ns, 15000);
     int port = 0;
     cr_assert(l != NULL && sscanf(l, "listening %d", &port) == 1 && port > 0,
               "ws_server.js printed:\n%s", ns->buf);
@@ -402,27 +495,315 @@ Test(ws_peers, squall_client_against_node_ws_server_echoes_every_size_and_closes
     cr_assert(strstr(ns.buf, "closed 1000 squall done\n") != NULL, "%s", ns.buf);
     cr_assert(strstr(ns.buf, "closed 4001 node bye\n") != NULL, "%s", ns.buf);
     cr_assert(strstr(ns.buf, "error") == NULL, "%s", ns.buf);
+    child_free(&ns);
 }
 
+/* ---- build/bin/ws-client (the lecture's aiohttp client) against real servers ---- */
+
+/* One run of build/bin/ws-client: stdout and stderr apart, the exit status, how long. */
+typedef struct app_run {
+    child_t wc;
+    int status;
+    uint64_t ms;
+} app_run_t;
+
+/* Runs ws-client with `args` (NULL-terminated, at most 6); killed after 15 s. `server`
+ * (may be NULL): the peer's output is read meanwhile. */
+static void app_run(app_run_t *r, const char *const *args, child_t *server)
+{
+    char prog[PATH_MAX];
+    int n = snprintf(prog, sizeof(prog), "%s/ws-client", bin_dir());
+    cr_assert(n > 0 && (size_t)n < sizeof(prog));
+    char *argv[8] = {prog};
+    for (int i = 0; args[i] != NULL; i++) {
+        cr_assert_lt(i, 6);
+        argv[i + 1] = (char *)args[i];
+    }
+    uint64_t t0 = th_now_ms();
+    child_start_split(&r->wc, argv, true);
+    r->status = child_wait_pumping(&r->wc, 15000, server);
+    r->ms = th_now_ms() - t0;
+    cr_assert_neq(r->status, -1, "ws-client did not exit within 15 s; it printed:\n%s\n%s",
+                  r->wc.out.buf, r->wc.err.buf);
+}
+
+/* Starts tests/peers/ws_script_server.js MODE ARG; returns its port. */
+static int script_start(child_t *ns, const char *mode, const char *arg)
+{
+    char path[PATH_MAX];
+    peer_path(path, sizeof(path), "ws_script_server.js");
+    char *argv[] = {(char *)"node", path, (char *)mode, (char *)arg, NULL};
+    child_start(ns, argv);
+    const char *l = child_line(ns, 15000);
+    int port = 0;
+    cr_assert(l != NULL && sscanf(l, "listening %d", &port) == 1 && port > 0,
+              "ws_script_server.js printed:\n%s", ns->buf);
+    return port;
+}
+
+/* What the script server saw: the texts it sent and received, and how it ended. */
+typedef struct script_log {
+    json_t *sent, *recv; /* arrays of strings */
+    char closed[256];    /* its "closed ..." line, without "closed " */
+    bool done;
+} script_log_t;
+
+/* Waits for the script server to end and reads its lines. */
+static void script_finish(child_t *ns, script_log_t *log)
+{
+    int status = child_wait(ns, 20000);
+    cr_assert_eq(status, 0, "ws_script_server.js exited with %d:\n%.2000s", status, ns->buf);
+    log->sent = json_array();
+    log->recv = json_array();
+    log->closed[0] = '\0';
+    log->done = false;
+    const char *l;
+    while ((l = child_line(ns, 0)) != NULL) {
+        bool is_sent = strncmp(l, "sent ", 5) == 0;
+        if (is_sent || strncmp(l, "recv ", 5) == 0) {
+            json_error_t e;
+            json_t *v = json_loads(l + 5, JSON_DECODE_ANY, &e);
+            cr_assert(json_is_string(v), "not a JSON string: %.200s", l);
+            json_array_append_new(is_sent ? log->sent : log->recv, v);
+        } else if (strncmp(l, "closed ", 7) == 0) {
+            snprintf(log->closed, sizeof(log->closed), "%s", l + 7);
+        } else if (strcmp(l, "done") == 0) {
+            log->done = true;
+        } else {
+            cr_assert_fail("ws_script_server.js said: %.500s", l);
+        }
+    }
+    cr_assert(log->done, "ws_script_server.js printed:\n%.2000s", ns->buf);
+}
+
+static void script_log_free(script_log_t *log)
+{
+    json_decref(log->sent);
+    json_decref(log->recv);
+}
+
+/* The lines `from` to `to` (excluded) of a JSON array of strings, each followed by "\n":
+ * what the client must have printed. */
+static char *joined_lines(json_t *texts, size_t from, size_t to)
+{
+    size_t len = 0;
+    for (size_t i = from; i < to; i++)
+        len += json_string_length(json_array_get(texts, i)) + 1;
+    char *out = malloc(len + 1), *p = out;
+    cr_assert_not_null(out);
+    for (size_t i = from; i < to; i++) {
+        json_t *t = json_array_get(texts, i);
+        memcpy(p, json_string_value(t), json_string_length(t));
+        p += json_string_length(t);
+        *p++ = '\n';
+    }
+    *p = '\0';
+    return out;
+}
+
+/* recv must be "hi", then exactly sent[0, n): what the client answered, unchanged. */
+static void assert_echoed(const script_log_t *log, size_t n)
+{
+    cr_assert_eq(json_array_size(log->recv), n + 1, "the server received %zu texts, not %zu",
+                 json_array_size(log->recv), n + 1);
+    cr_assert_str_eq(json_string_value(json_array_get(log->recv, 0)), "hi");
+    for (size_t i = 0; i < n; i++)
+        cr_assert(json_equal(json_array_get(log->recv, i + 1), json_array_get(log->sent, i)),
+                  "echo %zu differs from what was sent", i);
+}
+
+static void app_run_free(app_run_t *r)
+{
+    child_free(&r->wc);
+}
+
+/* A plain echo server (Node `ws`): "hi" comes back each time; after --count 4 the client
+ * closes with 1000 and no reason, as aiohttp's ws.close() does. */
 Test(ws_peers, ws_client_app_against_node_ws_server)
 {
     child_t ns;
     int port = start_node_server(&ns, 1);
-    char prog[PATH_MAX], url[64];
-    int n = snprintf(prog, sizeof(prog), "%s/ws-client", bin_dir());
-    cr_assert(n > 0 && (size_t)n < sizeof(prog));
+    char url[64];
     snprintf(url, sizeof(url), "ws://127.0.0.1:%d/ws", port);
-    char *argv[] = {prog, (char *)"--count", (char *)"4", url, NULL};
-    child_t wc;
-    child_start(&wc, argv);
-    int status = child_wait(&wc, 20000);
-    cr_assert_eq(status, 0, "ws-client exited with %d:\n%s", status, wc.buf);
-    /* "hi", then each echo answered with "/answer" appended, until 4 came back */
-    cr_assert_str_eq(wc.buf, "connected\nhi\nhi/answer\nhi/answer/answer\n"
-                             "hi/answer/answer/answer\nclosed: 1000 bye\n");
-    status = child_wait(&ns, 10000);
+    app_run_t r;
+    app_run(&r, (const char *const[]){"--count", "4", url, NULL}, &ns);
+    cr_assert_eq(r.status, 0, "ws-client exited with %d:\n%s", r.status, r.wc.err.buf);
+    cr_assert_str_eq(r.wc.out.buf, "hi\nhi\nhi\nhi\n");
+    cr_assert_str_eq(r.wc.err.buf, "");
+    int status = child_wait(&ns, 10000);
     cr_assert_eq(status, 0, "ws_server.js exited with %d:\n%s", status, ns.buf);
-    cr_assert(strstr(ns.buf, "closed 1000 bye\n") != NULL, "%s", ns.buf);
+    cr_assert(strstr(ns.buf, "closed 1000 \n") != NULL, "%s", ns.buf);
+    app_run_free(&r);
+    child_free(&ns);
+}
+
+/* The lecture's loop: every text printed on its own line exactly (empty, blanks, tabs,
+ * non-ASCII, 110 KB, "close cmd " and "Close cmd", which are not the command) and sent
+ * back unchanged; "close cmd" ends it with 1000, unprinted. An http:// URL works as it
+ * does for aiohttp. */
+Test(ws_peers, ws_client_app_echoes_each_text_unchanged_until_close_cmd)
+{
+    static const char *const schemes[] = {"ws", "http"};
+    for (size_t k = 0; k < 2; k++) {
+        child_t ns;
+        int port = script_start(&ns, "echo", "10");
+        char url[64];
+        snprintf(url, sizeof(url), "%s://127.0.0.1:%d/ws", schemes[k], port);
+        app_run_t r;
+        app_run(&r, (const char *const[]){"--count", "0", url, NULL}, &ns);
+        script_log_t log;
+        script_finish(&ns, &log);
+        cr_assert_eq(r.status, 0, "%s: exit %d: %s", url, r.status, r.wc.err.buf);
+        cr_assert_str_eq(r.wc.err.buf, "");
+        cr_assert_eq(json_array_size(log.sent), 11);
+        cr_assert_str_eq(json_string_value(json_array_get(log.sent, 10)), "close cmd");
+        char *expect = joined_lines(log.sent, 0, 10);
+        cr_assert(strcmp(r.wc.out.buf, expect) == 0,
+                  "%s: stdout (%zu bytes) is not the 10 messages (%zu bytes)", url,
+                  r.wc.out.len, strlen(expect));
+        free(expect);
+        assert_echoed(&log, 10);
+        cr_assert_str_eq(log.closed, "1000 \"\"");
+        script_log_free(&log);
+        app_run_free(&r);
+        child_free(&ns);
+    }
+}
+
+/* --count 3 against 8 messages sent at once: 3 printed and answered, then close 1000;
+ * the 5 that arrive while closing are neither printed nor answered. */
+Test(ws_peers, ws_client_app_stops_at_count_and_ignores_what_comes_while_closing)
+{
+    child_t ns;
+    int port = script_start(&ns, "send", "8");
+    char url[64];
+    snprintf(url, sizeof(url), "ws://127.0.0.1:%d/ws", port);
+    app_run_t r;
+    app_run(&r, (const char *const[]){"--count", "3", url, NULL}, &ns);
+    script_log_t log;
+    script_finish(&ns, &log);
+    cr_assert_eq(r.status, 0, "exit %d: %s", r.status, r.wc.err.buf);
+    cr_assert_str_eq(r.wc.err.buf, "");
+    cr_assert_eq(json_array_size(log.sent), 8);
+    char *expect = joined_lines(log.sent, 0, 3);
+    cr_assert_str_eq(r.wc.out.buf, expect);
+    free(expect);
+    assert_echoed(&log, 3);
+    cr_assert_str_eq(log.closed, "1000 \"\"");
+    script_log_free(&log);
+    app_run_free(&r);
+    child_free(&ns);
+}
+
+/* The server closing with 1000 ends the client with 0, as `async for` ends. */
+Test(ws_peers, ws_client_app_exits_0_when_the_server_closes_normally)
+{
+    child_t ns;
+    int port = script_start(&ns, "server-close", "1000");
+    char url[64];
+    snprintf(url, sizeof(url), "ws://127.0.0.1:%d/ws", port);
+    app_run_t r;
+    app_run(&r, (const char *const[]){url, NULL}, &ns);
+    script_log_t log;
+    script_finish(&ns, &log);
+    cr_assert_eq(r.status, 0, "exit %d: %s", r.status, r.wc.err.buf);
+    cr_assert_str_eq(r.wc.out.buf, "bye soon\n");
+    cr_assert_str_eq(r.wc.err.buf, "");
+    assert_echoed(&log, 1);
+    cr_assert_str_eq(log.closed, "1000 \"server closes\"", "the client echoed the close");
+    script_log_free(&log);
+    app_run_free(&r);
+    child_free(&ns);
+}
+
+/* Every failure: exit 1, one line on stderr saying why, what came before it on stdout,
+ * and an end within bounds (a silent server within --timeout). */
+Test(ws_peers, ws_client_app_failures_are_one_line_on_stderr_and_exit_1)
+{
+    static const struct {
+        const char *mode, *arg;
+        const char *out;     /* stdout */
+        const char *why;     /* stderr after "ws-client: <url>: " */
+        const char *closed;  /* how the server's "closed" line begins; NULL: unchecked */
+    } cases[] = {
+        {"refuse", "", "", "upgrade refused with status 404\n", NULL},
+        {"ok200", "", "", "upgrade refused with status 200\n", NULL},
+        {"bad-accept", "", "", "invalid handshake response\n", NULL},
+        {"reset", "", "before reset\n",
+         "connection closed with 1006 (connection lost without a close frame)\n", "none"},
+        {"eof", "", "before eof\n",
+         "connection closed with 1006 (connection lost without a close frame)\n", "none"},
+        {"protocol-error", "", "before error\n",
+         "connection closed with 1002 (protocol error)\n", "1002 "},
+        {"server-close", "4001", "bye soon\n", "connection closed with 4001: server closes\n",
+         "4001 \"server closes\""},
+        {"silent", "", "", "handshake timed out\n", "none"},
+        {NULL, "", "", "connect: connection refused\n", NULL}, /* nobody listening */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        child_t ns;
+        int port = cases[i].mode ? script_start(&ns, cases[i].mode, cases[i].arg)
+                                 : th_free_port();
+        char url[64];
+        snprintf(url, sizeof(url), "ws://127.0.0.1:%d/ws", port);
+        app_run_t r;
+        app_run(&r, (const char *const[]){"--timeout", "500", url, NULL},
+                cases[i].mode ? &ns : NULL);
+        const char *what = cases[i].mode ? cases[i].mode : "no server";
+        cr_assert_eq(r.status, 1, "%s: exit %d", what, r.status);
+        cr_assert_str_eq(r.wc.out.buf, cases[i].out, "%s", what);
+        char err[256];
+        snprintf(err, sizeof(err), "ws-client: %s: %s", url, cases[i].why);
+        cr_assert_str_eq(r.wc.err.buf, err, "%s", what);
+        /* bounded: the handshake deadline is 500 ms, the rest is immediate */
+        cr_assert_lt(r.ms, 5000, "%s: took %llu ms", what, (unsigned long long)r.ms);
+        if (cases[i].mode != NULL && strcmp(cases[i].mode, "silent") == 0)
+            cr_assert_geq(r.ms, 450, "gave up after %llu ms", (unsigned long long)r.ms);
+        if (cases[i].mode != NULL) {
+            script_log_t log;
+            script_finish(&ns, &log);
+            if (cases[i].closed != NULL)
+                cr_assert(strncmp(log.closed, cases[i].closed, strlen(cases[i].closed)) == 0,
+                          "%s: the server saw \"closed %s\"", what, log.closed);
+            if (*cases[i].out != '\0')
+                assert_echoed(&log, 1); /* what came before the failure went back */
+            script_log_free(&log);
+            child_free(&ns);
+        }
+        app_run_free(&r);
+    }
+}
+
+/* wss:// (and https://, as aiohttp takes it) needs TLS: said so, not "invalid argument".
+ * A URL that cannot be used and bad flags are usage errors too: exit 2, one line. */
+Test(ws_peers, ws_client_app_says_wss_needs_tls)
+{
+    static const struct {
+        const char *args[4];
+        const char *err;
+    } cases[] = {
+        {{"wss://127.0.0.1:9/ws", NULL},
+         "ws-client: wss://127.0.0.1:9/ws: wss:// needs TLS, which this build does not have "
+         "yet\n"},
+        {{"--count", "2", "https://example.com/ws", NULL},
+         "ws-client: https://example.com/ws: wss:// needs TLS, which this build does not "
+         "have yet\n"},
+        {{"ws://127.0.0.1/a b", NULL},
+         "ws-client: ws://127.0.0.1/a b: not a ws:// URL this client can use "
+         "(ws://host[:port][/path][?query])\n"},
+        {{"--count", "many", "ws://127.0.0.1:9/ws", NULL},
+         "usage: ws-client [--count N] [--timeout MS] [ws://host:port/path]\n"},
+        {{"--timeout", "0", "ws://127.0.0.1:9/ws", NULL},
+         "usage: ws-client [--count N] [--timeout MS] [ws://host:port/path]\n"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        app_run_t r;
+        app_run(&r, cases[i].args, NULL);
+        cr_assert_eq(r.status, 2, "case %zu: exit %d: %s", i, r.status, r.wc.err.buf);
+        cr_assert_str_eq(r.wc.out.buf, "", "case %zu", i);
+        cr_assert_str_eq(r.wc.err.buf, cases[i].err, "case %zu", i);
+        app_run_free(&r);
+    }
 }
 
 /* ---- squall's client sends fragmented messages to a Node `ws` server ---- */
@@ -502,4 +883,5 @@ Test(ws_peers, squall_client_sends_fragmented_messages_to_node_ws_server)
     cr_assert_eq(c.close_code, SQ_WS_NORMAL);
     cr_assert(strstr(ns.buf, "closed 1000 fragments done\n") != NULL, "%s", ns.buf);
     cr_assert(strstr(ns.buf, "error") == NULL, "%s", ns.buf);
+    child_free(&ns);
 }

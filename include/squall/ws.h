@@ -152,12 +152,30 @@ SQ_EXTERN size_t sq_ws_broadcast(sq_ws_t *const *ws, size_t n, int binary, const
 
 /* Client: connects to a ws:// URL ("ws://host:port/path?query"): DNS, TCP, the client
  * handshake with a random key (the server's Accept is checked), then frames are masked.
- * `handler` and `data` as for the server; `opts` copied (NULL: defaults). Every outcome
- * is reported to the handler: .open on success, else .close with SQ_WS_ABNORMAL and a
- * reason (DNS failure, refused, timeout, upgrade refused with status N). If `out` is not
- * NULL it receives the WebSocket at once (valid until .close returns), so the caller may
- * sq_ws_close it before it opens (cancel). Returns 0, or UV_EINVAL for a bad URL (no
- * callback then), or UV_ENOMEM. */
+ * `handler` and `data` as for the server; `opts` copied (NULL: defaults), and with it the
+ * array of opts->subprotocols, whose strings are borrowed: they must live until .close
+ * returns (sq_ws_subprotocol returns one of them). Every outcome is reported to the
+ * handler: .open on success, else .close with SQ_WS_ABNORMAL and a reason (DNS failure,
+ * refused, timeout, upgrade refused with status N, invalid handshake response). If `out`
+ * is not NULL it receives the WebSocket at once (valid until .close returns), so the
+ * caller may sq_ws_close it before it opens (cancel).
+ *
+ * Everything that goes into the request is checked first, so nothing a caller passes can
+ * end a header line: the host is an IPv6 literal in brackets or RFC 3986 reg-name
+ * characters (no user info), the port 1-65535 in digits, the path and query RFC 3986
+ * characters with well-formed %HH escapes (no space, control, non-ASCII byte or
+ * fragment); each offered subprotocol a non-empty token (RFC 9110 §5.6.2), none twice
+ * (RFC 6455 §4.1). The request is built whole whatever its length.
+ *
+ * The server's answer is checked whatever the order of its headers (RFC 6455 §4.1):
+ * status 101, Upgrade: websocket, Connection: Upgrade (each may be split over several
+ * lines), exactly one right Sec-WebSocket-Accept, at most one Sec-WebSocket-Protocol
+ * naming one of the offers, and no Sec-WebSocket-Extensions (none is offered). A header
+ * name or value over 8 KiB is refused.
+ *
+ * Returns 0; UV_EINVAL for a bad URL or a bad offer (no callback then);
+ * UV_EPROTONOSUPPORT for a well-formed wss:// URL (TLS is not in this build yet); or
+ * UV_ENOMEM. */
 SQ_EXTERN int sq_ws_connect(uv_loop_t *loop, const char *url, const sq_ws_handler_t *handler,
                             void *data, const sq_ws_opts_t *opts, sq_ws_t **out);
 

@@ -31,10 +31,14 @@ typedef struct wsc {
     llhttp_t parser;
     sq__buf_t field;         /* the handshake response's header being read */
     sq__buf_t value;
-    bool in_value;
-    bool upgrade_ok, connection_ok, accept_ok, proto_bad;
+    bool upgrade_ok, connection_ok, accept_ok;
+    bool seen_accept, seen_proto; /* headers the answer may carry once (RFC 6455 §11.3) */
+    const char *hs_bad;           /* why the answer is refused, whatever comes after */
+    const char *proto;            /* the offer the answer named, set at open */
     char accept[29];
     char *host, *hostport, *path;
+    const char **offers;          /* opts.subprotocols' array copied (NULL-terminated), its
+                                     strings borrowed; or NULL */
     char port[8];
     char rbuf[64 * 1024];
 } wsc_t;
@@ -185,15 +189,21 @@ static const sq__ws_io_t client_io = {
 
 /* ---- teardown ---- */
 
+static void wsc_free_strings(wsc_t *c)
+{
+    free(c->host);
+    free(c->hostport);
+    free(c->path);
+    free(c->offers);
+}
+
 static void wsc_free(wsc_t *c)
 {
     if (c->addrs != NULL)
         uv_freeaddrinfo(c->addrs);
     sq__buf_free(&c->field);
     sq__buf_free(&c->value);
-    free(c->host);
-    free(c->hostport);
-    free(c->path);
+    wsc_free_strings(c);
     free(c);
 }
 
@@ -275,28 +285,41 @@ static int hs_value(llhttp_t *p, const char *at, size_t len)
     return sq__buf_append(&c->value, at, len) ? -1 : 0;
 }
 
+/* One header of the answer. Each check is sticky (hs_bad is never cleared, the tokens
+ * of a list header are or'ed), so the verdict does not depend on the order of the
+ * headers (test: ws_client/handshake_answer_checks_do_not_depend_on_header_order). */
 static int hs_value_complete(llhttp_t *p)
 {
     wsc_t *c = p->data;
+    /* RFC 9110 §5.5: the value has no trailing whitespace (llhttp drops the leading) */
+    while (c->value.len > 0 &&
+           (c->value.base[c->value.len - 1] == ' ' || c->value.base[c->value.len - 1] == '\t'))
+        c->value.len--;
     if (sq__buf_append(&c->field, "", 1) || sq__buf_append(&c->value, "", 1))
         return -1;
     const char *f = c->field.base, *v = c->value.base;
-    if (strcasecmp(f, "upgrade") == 0)
-        c->upgrade_ok = sq__header_has_token(v, "websocket");
-    else if (strcasecmp(f, "connection") == 0)
-        c->connection_ok = sq__header_has_token(v, "upgrade");
-    else if (strcasecmp(f, "sec-websocket-accept") == 0)
+    if (strcasecmp(f, "upgrade") == 0) {
+        c->upgrade_ok |= sq__header_has_token(v, "websocket"); /* RFC 9110 §5.3: a list */
+    } else if (strcasecmp(f, "connection") == 0) {
+        c->connection_ok |= sq__header_has_token(v, "upgrade");
+    } else if (strcasecmp(f, "sec-websocket-accept") == 0) {
+        if (c->seen_accept)
+            c->hs_bad = "Sec-WebSocket-Accept repeated"; /* RFC 6455 §11.3.3 */
+        c->seen_accept = true;
         c->accept_ok = strcmp(v, c->accept) == 0;
-    else if (strcasecmp(f, "sec-websocket-extensions") == 0)
-        c->proto_bad = true; /* RFC 6455 §4.1: the client offered none, so any fails */
-    else if (strcasecmp(f, "sec-websocket-protocol") == 0) {
-        const char *const *offer = c->ws->opts.subprotocols;
-        c->proto_bad = true;
-        for (; offer != NULL && *offer != NULL; offer++)
-            if (strcmp(*offer, v) == 0) {
-                c->ws->subprotocol = *offer;
-                c->proto_bad = false;
-            }
+    } else if (strcasecmp(f, "sec-websocket-extensions") == 0) {
+        /* RFC 6455 §4.1: the client offered none, so any named fails */
+        c->hs_bad = "an extension that was never offered";
+    } else if (strcasecmp(f, "sec-websocket-protocol") == 0) {
+        if (c->seen_proto)
+            c->hs_bad = "Sec-WebSocket-Protocol repeated"; /* RFC 6455 §11.3.4 */
+        c->seen_proto = true;
+        c->proto = NULL;
+        for (const char **o = c->offers; o != NULL && *o != NULL; o++)
+            if (strcmp(*o, v) == 0)
+                c->proto = *o;
+        if (c->proto == NULL)
+            c->hs_bad = "a subprotocol that was never offered"; /* RFC 6455 §4.1 */
     }
     c->field.len = c->value.len = 0;
     return 0;
@@ -332,8 +355,14 @@ static void hs_read(wsc_t *c, const char *data, size_t n)
         fail(c, why, 0);
         return;
     }
-    if ((err != HPE_OK && err != HPE_PAUSED_UPGRADE) || !c->upgrade_ok || !c->connection_ok ||
-        !c->accept_ok || c->proto_bad) {
+    if (c->hs_bad == NULL && (err != HPE_OK && err != HPE_PAUSED_UPGRADE))
+        c->hs_bad = "malformed";
+    if (c->hs_bad == NULL && (!c->upgrade_ok || !c->connection_ok))
+        c->hs_bad = "no Upgrade: websocket and Connection: Upgrade";
+    if (c->hs_bad == NULL && !c->accept_ok)
+        c->hs_bad = "a wrong or missing Sec-WebSocket-Accept";
+    if (c->hs_bad != NULL) {
+        sq_log(SQ_LOG_DEBUG, "websocket client: handshake answer refused: %s", c->hs_bad);
         fail(c, "invalid handshake response", 0);
         return;
     }
@@ -342,6 +371,7 @@ static void hs_read(wsc_t *c, const char *data, size_t n)
     uv_timer_stop(&c->timer);
     c->state = WSC_OPEN;
     sq_ws_t *ws = c->ws;
+    ws->subprotocol = c->proto; /* the caller's string (borrowed, see sq_ws_connect) */
     sq__ws_open(ws, NULL);
     if (rest > 0 && c->ws == ws && c->state == WSC_OPEN)
         sq__ws_feed(ws, pos, (ssize_t)rest);
@@ -371,6 +401,28 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 }
 
 /* ---- connecting ---- */
+
+static int buf_puts(sq__buf_t *b, const char *s)
+{
+    return sq__buf_append(b, s, strlen(s));
+}
+
+/* The opening handshake (RFC 6455 §4.1), whatever its length: every string in it was
+ * checked by sq_ws_connect (parse_url, copy_offers), so none can end a line. */
+static int build_request(const wsc_t *c, const char *key, sq__buf_t *b)
+{
+    if (buf_puts(b, "GET ") || buf_puts(b, c->path) || buf_puts(b, " HTTP/1.1\r\nHost: ") ||
+        buf_puts(b, c->hostport) ||
+        buf_puts(b, "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ") ||
+        buf_puts(b, key) || buf_puts(b, "\r\nSec-WebSocket-Version: 13\r\n"))
+        return UV_ENOMEM;
+    for (const char **o = c->offers; o != NULL && *o != NULL; o++)
+        if (buf_puts(b, o == c->offers ? "Sec-WebSocket-Protocol: " : ", ") || buf_puts(b, *o))
+            return UV_ENOMEM;
+    if (c->offers != NULL && c->offers[0] != NULL && buf_puts(b, "\r\n"))
+        return UV_ENOMEM;
+    return buf_puts(b, "\r\n");
+}
 
 static void connect_next(wsc_t *c);
 
@@ -404,27 +456,20 @@ static void on_connect(uv_connect_t *req, int status)
     RAND_bytes(raw, sizeof(raw));
     EVP_EncodeBlock((unsigned char *)key, raw, sizeof(raw));
     sq__ws_accept_key(key, 24, c->accept);
-    char protos[512] = "";
-    const char *const *offer = c->ws->opts.subprotocols;
-    for (size_t o = 0; offer != NULL && *offer != NULL; offer++)
-        o += (size_t)snprintf(protos + o, sizeof(protos) - (o < sizeof(protos) ? o : 0), "%s%s",
-                              o ? ", " : "Sec-WebSocket-Protocol: ", *offer);
-    if (protos[0] != '\0')
-        strncat(protos, "\r\n", sizeof(protos) - strlen(protos) - 1);
-    size_t cap = strlen(c->path) + strlen(c->hostport) + strlen(protos) + 200;
-    wsc_write_t *w = calloc(1, sizeof(*w) + cap);
+    sq__buf_t head = {0};
+    int rc = build_request(c, key, &head);
+    wsc_write_t *w = rc == 0 ? calloc(1, sizeof(*w) + head.len) : NULL;
     if (w == NULL) {
+        sq__buf_free(&head);
         fail(c, "out of memory", 0);
         return;
     }
-    w->len = (size_t)snprintf(w->data, cap,
-                              "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\n"
-                              "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                              "Sec-WebSocket-Version: 13\r\n%s\r\n",
-                              c->path, c->hostport, key, protos);
+    memcpy(w->data, head.base, head.len);
+    w->len = head.len;
+    sq__buf_free(&head);
     llhttp_init(&c->parser, HTTP_RESPONSE, &hs_settings);
     c->parser.data = c;
-    int rc = wsc_send(c, w, uv_buf_init(w->data, (unsigned)w->len));
+    rc = wsc_send(c, w, uv_buf_init(w->data, (unsigned)w->len));
     if (rc == 0)
         rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     if (rc != 0)
@@ -479,42 +524,140 @@ static void on_hs_timeout(uv_timer_t *t)
     fail_code(t->data, "handshake timed out", 0, UV_ETIMEDOUT);
 }
 
-/* Splits "ws://host[:port][/path][?query]" (host may be [v6]). */
+/* ---- what may go into the request (RFC 3986 §2-3, RFC 9110 §5.6.2) ---- */
+
+static bool is_alnum(unsigned char ch)
+{
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z');
+}
+
+static bool is_hex(unsigned char ch)
+{
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
+}
+
+/* RFC 3986 §2.3 unreserved and §2.2 sub-delims: what a host name may hold */
+static bool is_host_char(unsigned char ch)
+{
+    return is_alnum(ch) || (ch != '\0' && strchr("-._~!$&'()*+,;=", ch) != NULL);
+}
+
+/* RFC 3986 §3.3-3.4: a path or query character (pchar, "/" and "?"); "%" is checked
+ * apart, since it must start a percent-encoded byte */
+static bool is_path_char(unsigned char ch)
+{
+    return is_host_char(ch) || ch == ':' || ch == '@' || ch == '/' || ch == '?';
+}
+
+/* True when s[0, len) is made of `ok` characters and well-formed "%HH" escapes. */
+static bool span_ok(const char *s, size_t len, bool (*ok)(unsigned char))
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == '%') {
+            if (i + 2 >= len || !is_hex((unsigned char)s[i + 1]) ||
+                !is_hex((unsigned char)s[i + 2]))
+                return false;
+            i += 2;
+        } else if (!ok(ch)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* RFC 9110 §5.6.2: tchar */
+static bool is_tchar(unsigned char ch)
+{
+    return is_alnum(ch) || (ch != '\0' && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
+}
+
+/* RFC 6455 §4.1: each offered subprotocol is a non-empty token, and all are different;
+ * anything else could end the header line or be misread by the server. The array is
+ * copied into c (the caller's may go once sq_ws_connect returns); the strings are
+ * borrowed, so that sq_ws_subprotocol gives back the caller's own pointer. */
+static int copy_offers(wsc_t *c, const char *const *offers)
+{
+    if (offers == NULL)
+        return 0;
+    size_t n = 0;
+    for (; offers[n] != NULL; n++) {
+        const char *o = offers[n];
+        if (*o == '\0')
+            return UV_EINVAL;
+        for (const char *q = o; *q; q++)
+            if (!is_tchar((unsigned char)*q))
+                return UV_EINVAL;
+        for (size_t k = 0; k < n; k++)
+            if (strcmp(offers[k], o) == 0)
+                return UV_EINVAL;
+    }
+    c->offers = calloc(n + 1, sizeof(*c->offers));
+    if (c->offers == NULL)
+        return UV_ENOMEM;
+    memcpy(c->offers, offers, n * sizeof(*c->offers));
+    return 0;
+}
+
+/* Splits "ws://host[:port][/path][?query]" (RFC 6455 §3; host may be an [IPv6] literal)
+ * and checks every byte that will go into the request line and the Host header.
+ * Returns 0, UV_EINVAL, UV_EPROTONOSUPPORT for a well-formed wss:// URL (no TLS in this
+ * build), or UV_ENOMEM. */
 static int parse_url(wsc_t *c, const char *url)
 {
-    /* RFC 6455 §3: a WebSocket URI has no fragment */
-    if (strncasecmp(url, "ws://", 5) != 0 || strchr(url, '#') != NULL)
+    bool tls;
+    const char *h;
+    if (strncasecmp(url, "ws://", 5) == 0) {
+        tls = false;
+        h = url + 5;
+    } else if (strncasecmp(url, "wss://", 6) == 0) {
+        tls = true;
+        h = url + 6;
+    } else {
         return UV_EINVAL;
-    for (const char *q = url; *q; q++)
-        if ((unsigned char)*q <= ' ' || *q == 0x7f)
-            return UV_EINVAL; /* no header injection through the request line */
-    const char *h = url + 5, *hend, *p;
+    }
+    const char *p; /* past the host */
     if (*h == '[') {
-        hend = strchr(h, ']');
-        if (hend == NULL)
+        /* RFC 3986 §3.2.2: an IPv6 address between brackets (no zone, no IPvFuture) */
+        const char *hend = strchr(h, ']');
+        if (hend == NULL || hend == h + 1 || (size_t)(hend - h - 1) >= 46)
             return UV_EINVAL;
-        c->host = strndup(h + 1, (size_t)(hend - h - 1));
+        char addr[46];
+        unsigned char bin[16];
+        memcpy(addr, h + 1, (size_t)(hend - h - 1));
+        addr[hend - h - 1] = '\0';
+        if (strspn(addr, "0123456789abcdefABCDEF:.") != strlen(addr) ||
+            uv_inet_pton(AF_INET6, addr, bin) != 0)
+            return UV_EINVAL;
+        c->host = strdup(addr);
         p = hend + 1;
     } else {
-        hend = h + strcspn(h, ":/?");
-        c->host = strndup(h, (size_t)(hend - h));
-        p = hend;
+        p = h + strcspn(h, ":/?#");
+        if (p == h || !span_ok(h, (size_t)(p - h), is_host_char))
+            return UV_EINVAL; /* empty, user info ("@"), a space, a control or non-ASCII */
+        c->host = strndup(h, (size_t)(p - h));
     }
-    if (c->host == NULL || c->host[0] == '\0')
-        return UV_EINVAL;
-    long port = 80;
+    if (c->host == NULL)
+        return UV_ENOMEM;
+    long port = tls ? 443 : 80;
     if (*p == ':') {
-        char *end;
-        port = strtol(p + 1, &end, 10);
-        if (end == p + 1 || port <= 0 || port > 65535)
+        size_t nd = strspn(p + 1, "0123456789");
+        if (nd == 0 || nd > 5)
             return UV_EINVAL;
-        p = end;
+        port = strtol(p + 1, NULL, 10);
+        if (port <= 0 || port > 65535)
+            return UV_EINVAL;
+        p += 1 + nd;
     }
     if (*p != '\0' && *p != '/' && *p != '?')
         return UV_EINVAL;
+    /* RFC 6455 §3: no fragment; the rest goes into the request line as it is */
+    if (!span_ok(p, strlen(p), is_path_char))
+        return UV_EINVAL;
+    if (tls)
+        return UV_EPROTONOSUPPORT;
     snprintf(c->port, sizeof(c->port), "%ld", port);
-    size_t hl = (size_t)(p - h);
-    c->hostport = strndup(h, hl);
+    c->hostport = strndup(h, (size_t)(p - h));
     if (*p == '?') {
         c->path = malloc(strlen(p) + 2);
         if (c->path != NULL)
@@ -535,11 +678,15 @@ int sq_ws_connect(uv_loop_t *loop, const char *url, const sq_ws_handler_t *handl
         return UV_ENOMEM;
     c->loop = loop;
     int rc = parse_url(c, url);
+    if (rc == 0)
+        rc = copy_offers(c, opts != NULL ? opts->subprotocols : NULL);
     if (rc != 0)
-        goto fail_url;
+        goto fail_args;
     rc = sq__ws_create(&c->ws, loop, true, handler, data, opts, &client_io, c);
     if (rc != 0)
-        goto fail_url;
+        goto fail_args;
+    /* the copy is what counts: the caller's array may go once this returns */
+    c->ws->opts.subprotocols = c->offers;
     uv_timer_init(loop, &c->timer);
     c->timer.data = c;
     c->handles = 1;
@@ -565,10 +712,8 @@ int sq_ws_connect(uv_loop_t *loop, const char *url, const sq_ws_handler_t *handl
         *out = c->ws;
     return 0;
 
-fail_url:
-    free(c->host);
-    free(c->hostport);
-    free(c->path);
+fail_args:
+    wsc_free_strings(c);
     free(c);
     return rc;
 }
