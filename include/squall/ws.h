@@ -43,16 +43,49 @@ typedef enum {
     SQ_WS_OVERFLOW_DROP,        /* drop this message (UV_ENOBUFS); the connection stays */
 } sq_ws_overflow_t;
 
+/* Options of a route (sq_app_websocket) or a client (sq_ws_connect), filled with the
+ * defaults by sq_ws_opts_init. For every size and every time, 0 means no limit: the check
+ * is off. A connection taken over from HTTP leaves the server's own timeouts (header,
+ * body, idle), so these deadlines are the only ones a WebSocket has. */
 typedef struct sq_ws_opts {
-    size_t max_message_bytes;   /* a received message past this closes with 1009; 16 MiB */
-    size_t max_queued_bytes;    /* outgoing bytes not yet taken by the kernel; 4 MiB */
-    sq_ws_overflow_t overflow;  /* SQ_WS_OVERFLOW_CLOSE */
-    uint64_t ping_interval_ms;  /* send a ping this often; 0 (default) never */
-    uint64_t pong_timeout_ms;   /* close (1006 reported) if no pong comes back; 10 s */
-    uint64_t close_timeout_ms;  /* wait this long for the peer's close frame; 5 s */
-    uint64_t handshake_timeout_ms; /* client: DNS + connect + handshake; 10 s */
+    /* A received message (all its fragments) past this closes with 1009 (RFC 6455 §10.4).
+     * 16 MiB; 0: no limit. */
+    size_t max_message_bytes;
+    /* Outgoing bytes not yet taken by the kernel; a send past it applies `overflow`, and
+     * past it squall stops reading a peer whose answers (pongs) pile up. 4 MiB; 0: no
+     * limit. */
+    size_t max_queued_bytes;
+    /* What a send past max_queued_bytes does. SQ_WS_OVERFLOW_CLOSE (which is 0). */
+    sq_ws_overflow_t overflow;
+    /* Send a ping this often (RFC 6455 §5.5.2); the peer's pongs keep it from being idle.
+     * 20 s; 0: no pings. */
+    uint64_t ping_interval_ms;
+    /* After a keepalive ping, drop the connection (.close gets 1006, "pong timeout") if no
+     * pong comes back within this. 20 s; 0: pings are sent without waiting for pongs. */
+    uint64_t pong_timeout_ms;
+    /* After our close frame went out, wait this long for the peer's (RFC 6455 §7.1.1),
+     * then drop TCP. 5 s; 0: no limit of its own (idle_timeout_ms, restarted when the
+     * close frame went, still ends a peer that sends nothing). */
+    uint64_t close_timeout_ms;
+    /* Client: DNS + connect + handshake. 10 s; 0: no limit. */
+    uint64_t handshake_timeout_ms;
     const char *const *subprotocols; /* NULL-terminated, in preference order; NULL: none */
+    /* No frame received for this long: close with 1001 (going away, RFC 6455 §7.4.1),
+     * reason "idle timeout". Also: outgoing bytes that have not moved for this long (a
+     * peer that does not read) drop the connection (.close gets 1006, "send stalled");
+     * both are checked at this pace, so the stall may take up to twice as long. While
+     * squall has stopped reading a peer whose answers pile up, only the stall counts.
+     * 60 s; 0: off. */
+    uint64_t idle_timeout_ms;
+    /* A data message must be received whole — from its first frame's header to its last
+     * byte, across fragments — within this, else close with 1008 (policy violation: a
+     * message trickled in holds up to max_message_bytes of memory). 60 s; 0: off. */
+    uint64_t message_timeout_ms;
 } sq_ws_opts_t;
+
+/* The largest message one send takes: libuv's buffers count 32 bits, and a frame header
+ * adds up to 14 bytes. Larger messages go in fragments (sq_ws_send_fragment). */
+#define SQ_WS_MAX_SEND_BYTES ((size_t)UINT32_MAX - 14)
 
 SQ_EXTERN void sq_ws_opts_init(sq_ws_opts_t *opts);
 
