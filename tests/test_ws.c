@@ -2513,7 +2513,7 @@ Test(ws, list_headers_split_over_several_lines_are_combined, .timeout = 10)
     } cases[] = {
         {"Upgrade: websocket\r\nConnection: keep-alive\r\nConnection: Upgrade\r\n", 101, NULL},
         {"Connection: Upgrade\r\nUpgrade: h2c\r\nUpgrade: websocket\r\n", 101, NULL},
-        {"Upgrade: websocket\r\nConnection: keep-alive\r\nConnection: \r\n"
+        {"Upgrade: websocket\r\nConnection: keep-alive\r\nConnection: TE\r\n"
          "Connection: x, upgrade\r\n",
          101, NULL},
         {"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Protocol: v1.chat\r\n"

@@ -482,11 +482,13 @@ static void ws_check_deadlines(sq_ws_t *ws, uint64_t now)
         /* RFC 6455 §7.4.1: 1001, the endpoint is going away; 1008 is for a message that
          * violates a policy, and no message came. The close handshake runs as usual: a
          * live peer answers, a gone one is dropped at the close timeout. */
-        if (sq_ws_close(ws, SQ_WS_GOING_AWAY, "idle timeout") == 0) {
-            ws->close_code = SQ_WS_GOING_AWAY;
-            ws->why = "idle timeout";
-        }
         ws_drop_partial(ws);
+        if (sq_ws_close(ws, SQ_WS_GOING_AWAY, "idle timeout") != 0) {
+            ws_drop(ws, "idle timeout"); /* no close frame can go: do not wait for one */
+            return;
+        }
+        ws->close_code = SQ_WS_GOING_AWAY;
+        ws->why = "idle timeout";
         return;
     }
     if (o->ping_interval_ms == 0 || (ws->flags & SQ__WS_CLOSE_QUEUED))
