@@ -74,8 +74,8 @@ typedef struct sq_ws_opts {
      * reason "idle timeout". Also: outgoing bytes that have not moved for this long (a
      * peer that does not read) drop the connection (.close gets 1006, "send stalled");
      * both are checked at this pace, so the stall may take up to twice as long. While
-     * squall has stopped reading a peer whose answers pile up, only the stall counts.
-     * 60 s; 0: off. */
+     * squall has stopped reading a peer whose answers pile up, only the stall counts
+     * (the idle clock and the pong wait stand). 60 s; 0: off. */
     uint64_t idle_timeout_ms;
     /* A data message must be received whole — from its first frame's header to its last
      * byte, across fragments — within this, else close with 1008 (policy violation: a

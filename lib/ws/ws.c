@@ -417,10 +417,10 @@ static uint64_t ws_next_deadline(const sq_ws_t *ws)
     if (o->message_timeout_ms > 0 && (ws->flags & SQ__WS_IN_MSG) && !ws_dropping_data(ws))
         d = earliest(d, ws->msg_since + o->message_timeout_ms);
     if (o->ping_interval_ms > 0 && !(ws->flags & SQ__WS_CLOSE_QUEUED)) {
-        if (ws->flags & SQ__WS_AWAIT_PONG)
-            d = earliest(d, ws->ping_sent_at + o->pong_timeout_ms);
-        else
+        if (!(ws->flags & SQ__WS_AWAIT_PONG))
             d = earliest(d, ws->ping_sent_at + o->ping_interval_ms);
+        else if (!(ws->flags & SQ__WS_READ_PAUSED)) /* unread, a pong cannot arrive */
+            d = earliest(d, ws->ping_sent_at + o->pong_timeout_ms);
     }
     return d;
 }
@@ -494,7 +494,7 @@ static void ws_check_deadlines(sq_ws_t *ws, uint64_t now)
     if (o->ping_interval_ms == 0 || (ws->flags & SQ__WS_CLOSE_QUEUED))
         return;
     if (ws->flags & SQ__WS_AWAIT_PONG) {
-        if (now - ws->ping_sent_at >= o->pong_timeout_ms) {
+        if (!(ws->flags & SQ__WS_READ_PAUSED) && now - ws->ping_sent_at >= o->pong_timeout_ms) {
             sq_log(SQ_LOG_DEBUG, "websocket: no pong in %llu ms",
                    (unsigned long long)o->pong_timeout_ms);
             ws_drop(ws, "pong timeout");
@@ -656,7 +656,10 @@ void sq__ws_written(sq_ws_t *ws, int status)
     if (ws->flags & SQ__WS_READ_PAUSED) {
         if (ws->io->queued(ws) <= ws->opts.max_queued_bytes / 2) {
             ws->flags &= ~SQ__WS_READ_PAUSED;
-            ws->last_rx = uv_now(ws->loop); /* the idle clock stood while we did not read */
+            /* the idle clock and the pong wait stood while we did not read */
+            ws->last_rx = uv_now(ws->loop);
+            if (ws->flags & SQ__WS_AWAIT_PONG)
+                ws->ping_sent_at = ws->last_rx;
             ws->io->read(ws, true);
             ws_rearm(ws);
         } else {
