@@ -2546,8 +2546,8 @@ Test(ws, list_headers_split_over_several_lines_are_combined, .timeout = 10)
         if (cases[i].protocol == NULL)
             cr_assert_null(p, "case %zu: protocol %s", i, p);
         else
-            cr_assert(p != NULL && strcmp(p, cases[i].protocol) == 0, "case %zu: protocol %s",
-                      i, p);
+            cr_assert(p != NULL && strcmp(p, cases[i].protocol) == 0, "case %zu: protocol %s", i,
+                      p);
         cr_assert_null(th_res_header(&res, "Sec-WebSocket-Extensions"), "case %zu", i);
         th_res_free(&res);
         if (cases[i].status == 101) {
@@ -2653,8 +2653,7 @@ Test(ws, data_after_the_applications_close_is_not_delivered, .timeout = 10)
     cr_assert_eq(th_conn_send(&c, frames, n), 0);
     rframe_t f;
     cr_assert_eq(frame_read(&c, &f, 5000), 0);
-    cr_assert_eq(f.opcode, OP_CLOSE, "the close frame comes first and alone: opcode %d",
-                 f.opcode);
+    cr_assert_eq(f.opcode, OP_CLOSE, "the close frame comes first and alone: opcode %d", f.opcode);
     frame_free(&f);
     frame_send(&c, FIN | OP_TEXT, true, "later", 5);
     frame_send(&c, OP_TEXT, true, "and a fragment", 14);
@@ -2735,14 +2734,20 @@ Test(ws, sends_of_4_gib_or_more_are_refused_with_emsgsize, .timeout = 30)
     sq_app_destroy(app);
     cr_assert(h.mapped, "mmap of 4 GiB + 1 (MAP_NORESERVE)");
     static const char *const names[HUGE_CALLS] = {
-        "sq_ws_send_binary",     "sq_ws_send_text",       "sq_ws_send at the limit + 1",
-        "sq_ws_send_fragment",   "sq_ws_send_fragment at the limit + 1",
-        "sq_ws_frame_create",    "sq_ws_send_frame (no frame: not reached)",
-        "sq_ws_frame_create at the limit + 1", "sq_ws_ping",
+        "sq_ws_send_binary",
+        "sq_ws_send_text",
+        "sq_ws_send at the limit + 1",
+        "sq_ws_send_fragment",
+        "sq_ws_send_fragment at the limit + 1",
+        "sq_ws_frame_create",
+        "sq_ws_send_frame (no frame: not reached)",
+        "sq_ws_frame_create at the limit + 1",
+        "sq_ws_ping",
     };
     for (int i = 0; i < HUGE_CALLS; i++) {
         int want = i == 6 ? 1 : i == 8 ? UV_EINVAL : UV_EMSGSIZE;
-        cr_assert_eq(h.rc[i], want, "%s: %s", names[i], h.rc[i] == 1 ? "not called" : sq_strerror(h.rc[i]));
+        cr_assert_eq(h.rc[i], want, "%s: %s", names[i],
+                     h.rc[i] == 1 ? "not called" : sq_strerror(h.rc[i]));
     }
     cr_assert_eq(h.taken, 0, "sq_ws_broadcast");
 }

@@ -174,8 +174,7 @@ Test(ws_timeouts, half_a_fragmented_message_then_silence_is_closed_with_1008, .t
     raw_case = "half a fragmented message";
     expect_close(&c, SQ_WS_POLICY);
     uint64_t took = th_now_ms() - t0;
-    cr_assert_geq(took, 250, "closed after %llu ms; the deadline is 300",
-                  (unsigned long long)took);
+    cr_assert_geq(took, 250, "closed after %llu ms; the deadline is 300", (unsigned long long)took);
     th_conn_close(&c);
     wait_no_connections(&t, 5000);
     expect_heap_back(&t, HELD);

@@ -56,7 +56,6 @@ size_t close_payload(uint8_t *out, int code, const char *reason)
     return 2 + rl;
 }
 
-
 /* Reads one whole frame the server sent. Returns 0, UV_EOF or UV_ETIMEDOUT. */
 int frame_read(th_conn_t *c, rframe_t *f, int timeout_ms)
 {
