@@ -19,12 +19,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <squall.h>
 
 #include "support/harness.h"
+#include "support/ws_raw.h"
 
 /* An embedding program ignores SIGPIPE (libuv's advice); so do the tests, where a peer
  * that resets is part of the scenario. */
@@ -1271,16 +1273,6 @@ Test(ws, client_bad_url_returns_einval_and_calls_nothing, .timeout = 5)
  * The server against hand-built frames over a plain TCP socket
  * ==================================================================================== */
 
-/* RFC 6455 §1.3's example: this key must be answered with this accept value. */
-#define WS_KEY "dGhlIHNhbXBsZSBub25jZQ=="
-#define WS_ACCEPT "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-
-enum { OP_CONT = 0x0, OP_TEXT = 0x1, OP_BIN = 0x2, OP_CLOSE = 0x8, OP_PING = 0x9, OP_PONG = 0xA };
-#define FIN 0x80
-#define RSV1 0x40
-#define RSV2 0x20
-#define RSV3 0x10
-
 /* What the server-side handler saw, read by the test thread (atomics, or after stop). */
 typedef struct raw_srv {
     atomic_int opens, messages, closes, pongs, drains;
@@ -1322,6 +1314,25 @@ static const sq_ws_handler_t raw_echo = {
     .pong = raw_pong,
 };
 
+/* raw_echo, but the text "bye" starts the close handshake (4000) instead. */
+static void bye_message(sq_ws_t *ws, int binary, const char *msg, size_t len, void *data)
+{
+    if (!binary && len == 3 && memcmp(msg, "bye", 3) == 0) {
+        raw_srv_t *s = data;
+        atomic_fetch_add(&s->messages, 1);
+        sq_ws_close(ws, 4000, "bye");
+        return;
+    }
+    raw_message(ws, binary, msg, len, data);
+}
+
+static const sq_ws_handler_t bye_on_message = {
+    .open = raw_open,
+    .message = bye_message,
+    .close = raw_close,
+    .pong = raw_pong,
+};
+
 enum { RAW_MAX_MESSAGE = 64 * 1024 };
 
 typedef struct raw_env {
@@ -1349,186 +1360,6 @@ static void raw_stop(raw_env_t *r)
 {
     th_server_stop(r->ts, 1000);
     sq_app_destroy(r->app);
-}
-
-/* Builds one frame: b0 is FIN | RSV bits | opcode; the payload is masked (RFC 6455 §5.3)
- * when `mask`. `out` has room for len + 14 bytes. Returns the frame's length. */
-static size_t frame_build(uint8_t *out, uint8_t b0, bool mask, const void *payload, size_t len)
-{
-    static const uint8_t key[4] = {0x37, 0xFA, 0x21, 0x3D};
-    const uint8_t *p = payload;
-    size_t n = 0;
-    out[n++] = b0;
-    uint8_t m = mask ? 0x80 : 0;
-    if (len < 126) {
-        out[n++] = (uint8_t)(m | len);
-    } else if (len <= 0xFFFF) {
-        out[n++] = m | 126;
-        out[n++] = (uint8_t)(len >> 8);
-        out[n++] = (uint8_t)len;
-    } else {
-        out[n++] = m | 127;
-        for (int i = 7; i >= 0; i--)
-            out[n++] = (uint8_t)((uint64_t)len >> (8 * i));
-    }
-    if (mask) {
-        memcpy(out + n, key, 4);
-        n += 4;
-    }
-    for (size_t i = 0; i < len; i++)
-        out[n + i] = mask ? p[i] ^ key[i & 3] : p[i];
-    return n + len;
-}
-
-static void frame_send(th_conn_t *c, uint8_t b0, bool mask, const void *payload, size_t len)
-{
-    uint8_t *f = malloc(len + 14);
-    cr_assert_not_null(f);
-    size_t n = frame_build(f, b0, mask, payload, len);
-    cr_assert_eq(th_conn_send(c, f, n), 0);
-    free(f);
-}
-
-/* A close frame's payload: the code, big-endian, and the reason. */
-static size_t close_payload(uint8_t *out, int code, const char *reason)
-{
-    out[0] = (uint8_t)(code >> 8);
-    out[1] = (uint8_t)code;
-    size_t rl = reason ? strlen(reason) : 0;
-    if (rl > 0)
-        memcpy(out + 2, reason, rl);
-    return 2 + rl;
-}
-
-typedef struct rframe {
-    uint8_t b0;
-    int opcode;
-    bool fin, masked;
-    uint8_t *payload; /* NUL-terminated copy */
-    size_t len;
-} rframe_t;
-
-/* Reads one whole frame the server sent. Returns 0, UV_EOF or UV_ETIMEDOUT. */
-static int frame_read(th_conn_t *c, rframe_t *f, int timeout_ms)
-{
-    uint64_t end = th_now_ms() + (uint64_t)timeout_ms;
-    memset(f, 0, sizeof(*f));
-    for (;;) {
-        if (c->len >= 2) {
-            const uint8_t *b = (const uint8_t *)c->buf;
-            uint64_t len = b[1] & 0x7F;
-            size_t hl = len == 126 ? 4 : len == 127 ? 10 : 2;
-            bool masked = (b[1] & 0x80) != 0;
-            if (masked)
-                hl += 4;
-            if (c->len >= hl) {
-                if (len == 126) {
-                    len = (uint64_t)b[2] << 8 | b[3];
-                } else if (len == 127) {
-                    len = 0;
-                    for (int i = 0; i < 8; i++)
-                        len = len << 8 | b[2 + i];
-                }
-                if (c->len >= hl + len) {
-                    f->b0 = b[0];
-                    f->opcode = b[0] & 0x0F;
-                    f->fin = (b[0] & 0x80) != 0;
-                    f->masked = masked;
-                    f->len = (size_t)len;
-                    f->payload = malloc(f->len + 1);
-                    cr_assert_not_null(f->payload);
-                    memcpy(f->payload, b + hl, f->len);
-                    f->payload[f->len] = '\0';
-                    size_t used = hl + f->len;
-                    memmove(c->buf, c->buf + used, c->len - used);
-                    c->len -= used;
-                    return 0;
-                }
-            }
-        }
-        if (c->eof)
-            return UV_EOF;
-        uint64_t now = th_now_ms();
-        if (now >= end)
-            return UV_ETIMEDOUT;
-        th_conn_read_some(c, (int)(end - now));
-    }
-}
-
-static void frame_free(rframe_t *f)
-{
-    free(f->payload);
-    f->payload = NULL;
-}
-
-/* Reads a frame and checks it is a FIN data frame with this opcode and payload. */
-static void expect_frame(th_conn_t *c, int opcode, const void *payload, size_t len)
-{
-    rframe_t f;
-    int rc = frame_read(c, &f, 5000);
-    cr_assert_eq(rc, 0, "waiting for opcode %d: %s", opcode, uv_err_name(rc));
-    cr_assert_not(f.masked, "a server never masks (RFC 6455 §5.1)");
-    cr_assert_eq(f.b0 & 0x70, 0, "no reserved bits from the server");
-    cr_assert(f.fin);
-    cr_assert_eq(f.opcode, opcode, "opcode %d, expected %d", f.opcode, opcode);
-    cr_assert_eq(f.len, len, "%zu bytes, expected %zu", f.len, len);
-    cr_assert(len == 0 || memcmp(f.payload, payload, len) == 0);
-    frame_free(&f);
-}
-
-/* Names the case being checked in expect_close's messages. */
-static const char *raw_case = "";
-
-/* The server fails the connection: a close frame with `code`, then the TCP close. */
-static void expect_close(th_conn_t *c, int code)
-{
-    rframe_t f;
-    int rc = frame_read(c, &f, 5000);
-    cr_assert_eq(rc, 0, "%s: waiting for close %d: %s", raw_case, code, uv_err_name(rc));
-    cr_assert_eq(f.opcode, OP_CLOSE, "%s: opcode %d, expected a close frame", raw_case, f.opcode);
-    cr_assert_geq(f.len, 2, "%s: a close frame without a status code; expected %d", raw_case, code);
-    int got = f.payload[0] << 8 | f.payload[1];
-    cr_assert_eq(got, code, "%s: close code %d, expected %d (reason \"%s\")", raw_case, got, code,
-                 (char *)f.payload + 2);
-    frame_free(&f);
-    cr_assert_eq(th_conn_wait_closed(c, 5000), 0, "%s: the server closes TCP after failing",
-                 raw_case);
-}
-
-static const char upgrade_request[] = "GET /echo HTTP/1.1\r\n"
-                                      "Host: test\r\n"
-                                      "Upgrade: websocket\r\n"
-                                      "Connection: Upgrade\r\n"
-                                      "Sec-WebSocket-Key: " WS_KEY "\r\n"
-                                      "Sec-WebSocket-Version: 13\r\n"
-                                      "\r\n";
-
-/* Opens a connection, sends the upgrade request followed by `extra` bytes in the same
- * write, and checks the 101. */
-static void raw_upgrade_with(th_conn_t *c, int port, const void *extra, size_t extra_len)
-{
-    cr_assert_eq(th_conn_open(c, port), 0);
-    size_t rl = strlen(upgrade_request);
-    uint8_t *req = malloc(rl + extra_len);
-    memcpy(req, upgrade_request, rl);
-    if (extra_len)
-        memcpy(req + rl, extra, extra_len);
-    cr_assert_eq(th_conn_send(c, req, rl + extra_len), 0);
-    free(req);
-    th_res_t r;
-    cr_assert_eq(th_conn_read_res(c, &r, 5000, false), 0);
-    cr_assert_eq(r.status, 101, "status %d", r.status);
-    const char *accept = th_res_header(&r, "Sec-WebSocket-Accept");
-    cr_assert_not_null(accept);
-    cr_assert_str_eq(accept, WS_ACCEPT);
-    const char *upgrade = th_res_header(&r, "Upgrade");
-    cr_assert(upgrade != NULL && strcasecmp(upgrade, "websocket") == 0);
-    th_res_free(&r);
-}
-
-static void raw_upgrade(th_conn_t *c, int port)
-{
-    raw_upgrade_with(c, port, NULL, 0);
 }
 
 Test(ws, bytes_behind_the_upgrade_request_in_the_same_write_are_the_first_frames, .timeout = 10)
@@ -2613,4 +2444,310 @@ Test(ws, client_sees_abnormal_close_when_the_server_hangs_up, .timeout = 10)
     cr_assert_eq(l.cli.opens, 1);
     cr_assert_eq(l.cli.closes, 1);
     cr_assert_eq(l.cli.close_code, SQ_WS_ABNORMAL);
+}
+
+/* ======================================================================================
+ * The handshake's method and list headers; what 0 means; data after a close; 4 GiB
+ * ==================================================================================== */
+
+/* RFC 6455 §4.1: the handshake is a GET. HEAD reaches a GET handler in the router (RFC
+ * 9110 §9.3.2), so the WebSocket route itself refuses it: 400, as §4.2.1 asks for a
+ * request that is not a valid handshake; other methods get the router's 405. */
+Test(ws, head_or_post_with_a_valid_handshake_is_not_upgraded, .timeout = 10)
+{
+    raw_env_t r;
+    raw_start(&r);
+    static const struct {
+        const char *method;
+        int status;
+    } cases[] = {{"HEAD", 400}, {"POST", 405}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char req[512];
+        snprintf(req, sizeof(req),
+                 "%s /echo HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
+                 "Connection: Upgrade\r\nSec-WebSocket-Key: " WS_KEY "\r\n"
+                 "Sec-WebSocket-Version: 13\r\nContent-Length: 0\r\n\r\n",
+                 cases[i].method);
+        th_res_t res;
+        cr_assert_eq(th_request(r.port, req, &res), 0, "%s", cases[i].method);
+        cr_assert_eq(res.status, cases[i].status, "%s: status %d", cases[i].method, res.status);
+        cr_assert_null(th_res_header(&res, "Sec-WebSocket-Accept"), "%s", cases[i].method);
+        if (res.status == 405) {
+            const char *allow = th_res_header(&res, "Allow");
+            cr_assert(allow != NULL && strstr(allow, "GET") != NULL, "Allow: %s", allow);
+        }
+        th_res_free(&res);
+    }
+    /* a HEAD without the upgrade headers is answered as the GET would be: 426 */
+    th_res_t res;
+    cr_assert_eq(th_request(r.port, "HEAD /echo HTTP/1.1\r\nHost: t\r\n\r\n", &res), 0);
+    cr_assert_eq(res.status, 426);
+    th_res_free(&res);
+    th_conn_t c;
+    raw_upgrade(&c, r.port);
+    th_conn_close(&c);
+    raw_stop(&r);
+    cr_assert_eq(atomic_load(&r.st.opens), 1, "only the GET was upgraded");
+}
+
+static const char *const split_protos[] = {"v3.chat", "v2.chat", NULL};
+
+/* RFC 9110 §5.3: a list header may come as several lines, which mean their values joined
+ * by commas; Connection, Upgrade, Sec-WebSocket-Protocol and Sec-WebSocket-Extensions
+ * are lists. RFC 6455 §11.3.1: one Sec-WebSocket-Key only. */
+Test(ws, list_headers_split_over_several_lines_are_combined, .timeout = 10)
+{
+    raw_srv_t st;
+    memset(&st, 0, sizeof(st));
+    sq_app_t *app;
+    cr_assert_eq(sq_app_create(&app), 0);
+    sq_ws_opts_t o;
+    sq_ws_opts_init(&o);
+    o.subprotocols = split_protos;
+    cr_assert_eq(sq_app_websocket(app, "/echo", &raw_echo, &o, &st), 0);
+    th_server_t *ts = th_server_start(app, NULL);
+    static const struct {
+        const char *headers;
+        int status;
+        const char *protocol; /* agreed, or NULL */
+    } cases[] = {
+        {"Upgrade: websocket\r\nConnection: keep-alive\r\nConnection: Upgrade\r\n", 101, NULL},
+        {"Connection: Upgrade\r\nUpgrade: h2c\r\nUpgrade: websocket\r\n", 101, NULL},
+        {"Upgrade: websocket\r\nConnection: keep-alive\r\nConnection: TE\r\n"
+         "Connection: x, upgrade\r\n",
+         101, NULL},
+        {"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Protocol: v1.chat\r\n"
+         "Sec-WebSocket-Protocol: v2.chat\r\n",
+         101, "v2.chat"},
+        {"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Protocol: v2.chat\r\n"
+         "Sec-WebSocket-Protocol: x, v3.chat\r\n",
+         101, "v3.chat"},
+        {"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+         "Sec-WebSocket-Extensions: permessage-deflate\r\nSec-WebSocket-Extensions: x\r\n",
+         101, NULL},
+        {"Upgrade: websocket\r\nConnection: keep-alive\r\nConnection: close\r\n", 426, NULL},
+        {"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+         "Sec-WebSocket-Key: AQIDBAUGBwgJCgsMDQ4PEA==\r\n",
+         400, NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char req[1024];
+        snprintf(req, sizeof(req),
+                 "GET /echo HTTP/1.1\r\nHost: t\r\n%sSec-WebSocket-Key: " WS_KEY "\r\n"
+                 "Sec-WebSocket-Version: 13\r\n\r\n",
+                 cases[i].headers);
+        th_conn_t c;
+        cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+        cr_assert_eq(th_conn_sends(&c, req), 0);
+        th_res_t res;
+        cr_assert_eq(th_conn_read_res(&c, &res, 5000, false), 0, "case %zu", i);
+        cr_assert_eq(res.status, cases[i].status, "case %zu: status %d", i, res.status);
+        const char *p = th_res_header(&res, "Sec-WebSocket-Protocol");
+        if (cases[i].protocol == NULL)
+            cr_assert_null(p, "case %zu: protocol %s", i, p);
+        else
+            cr_assert(p != NULL && strcmp(p, cases[i].protocol) == 0, "case %zu: protocol %s", i,
+                      p);
+        cr_assert_null(th_res_header(&res, "Sec-WebSocket-Extensions"), "case %zu", i);
+        th_res_free(&res);
+        if (cases[i].status == 101) {
+            frame_send(&c, FIN | OP_TEXT, true, "hi", 2);
+            expect_frame(&c, OP_TEXT, "hi", 2);
+        }
+        th_conn_close(&c);
+    }
+    th_server_stop(ts, 1000);
+    sq_app_destroy(app);
+    cr_assert_eq(atomic_load(&st.opens), 6);
+}
+
+/* 0 means "no limit" for every option: max_message_bytes (wslay took it as a limit of
+ * zero bytes), pong_timeout_ms (it closed at the first tick after a ping) and
+ * close_timeout_ms (it dropped TCP as soon as the close frame went). */
+Test(ws, zero_means_no_limit_for_every_option, .timeout = 20)
+{
+    raw_srv_t st;
+    memset(&st, 0, sizeof(st));
+    sq_app_t *app;
+    cr_assert_eq(sq_app_create(&app), 0);
+    sq_ws_opts_t o;
+    sq_ws_opts_init(&o);
+    o.max_message_bytes = 0;
+    o.max_queued_bytes = 0;
+    o.ping_interval_ms = 50;
+    o.pong_timeout_ms = 0;
+    o.close_timeout_ms = 0;
+    o.idle_timeout_ms = 0;
+    o.message_timeout_ms = 0;
+    cr_assert_eq(sq_app_websocket(app, "/echo", &bye_on_message, &o, &st), 0);
+    th_server_t *ts = th_server_start(app, NULL);
+    th_conn_t c;
+    raw_upgrade(&c, th_server_port(ts));
+    enum { BIG = 256 * 1024 };
+    uint8_t *big = malloc(BIG);
+    memset(big, 'z', BIG);
+    frame_send(&c, FIN | OP_BIN, true, big, BIG);
+    /* pings keep coming, unanswered, and the connection stays */
+    int pings = 0;
+    bool echoed = false;
+    uint64_t end = th_now_ms() + 600;
+    while (th_now_ms() < end) {
+        rframe_t f;
+        int rc = frame_read(&c, &f, 50);
+        if (rc == UV_ETIMEDOUT)
+            continue;
+        cr_assert_eq(rc, 0, "%s", uv_err_name(rc));
+        if (f.opcode == OP_PING) {
+            pings++;
+        } else {
+            cr_assert_eq(f.opcode, OP_BIN, "opcode %d", f.opcode);
+            cr_assert_eq(f.len, BIG);
+            echoed = true;
+        }
+        frame_free(&f);
+    }
+    free(big);
+    cr_assert(echoed, "a %d-byte message with max_message_bytes = 0", BIG);
+    cr_assert_geq(pings, 3, "%d pings", pings);
+    cr_assert_eq(atomic_load(&st.closes), 0);
+    /* close_timeout_ms = 0: the server waits for the answer to its close (here 300 ms) */
+    frame_send(&c, FIN | OP_TEXT, true, "bye", 3);
+    rframe_t f;
+    do {
+        cr_assert_eq(frame_read(&c, &f, 5000), 0);
+        if (f.opcode == OP_PING)
+            frame_free(&f);
+    } while (f.opcode == OP_PING);
+    cr_assert_eq(f.opcode, OP_CLOSE);
+    cr_assert_eq(f.payload[0] << 8 | f.payload[1], 4000);
+    frame_free(&f);
+    cr_assert_eq(th_conn_wait_closed(&c, 300), UV_ETIMEDOUT, "the server did not wait");
+    uint8_t p[8];
+    frame_send(&c, FIN | OP_CLOSE, true, p, close_payload(p, 4001, NULL));
+    cr_assert_eq(th_conn_wait_closed(&c, 5000), 0);
+    th_conn_close(&c);
+    th_server_stop(ts, 1000);
+    sq_app_destroy(app);
+    cr_assert_eq(atomic_load(&st.closes), 1);
+    cr_assert_eq(atomic_load(&st.close_code), 4001, "the peer's answer was heard");
+}
+
+/* RFC 6455 §7.1.4 (the CLOSING state): once the application has called sq_ws_close, data
+ * messages that still arrive are dropped, as browsers do, whether they came in the same
+ * read as the message that made it close or later, before the peer's close frame. */
+Test(ws, data_after_the_applications_close_is_not_delivered, .timeout = 10)
+{
+    raw_srv_t st;
+    memset(&st, 0, sizeof(st));
+    sq_app_t *app;
+    cr_assert_eq(sq_app_create(&app), 0);
+    cr_assert_eq(sq_app_websocket(app, "/echo", &bye_on_message, NULL, &st), 0);
+    th_server_t *ts = th_server_start(app, NULL);
+    th_conn_t c;
+    raw_upgrade(&c, th_server_port(ts));
+    uint8_t frames[256];
+    size_t n = frame_build(frames, FIN | OP_TEXT, true, "bye", 3);
+    n += frame_build(frames + n, FIN | OP_TEXT, true, "same read", 9);
+    n += frame_build(frames + n, OP_BIN, true, "frag", 4);
+    n += frame_build(frames + n, FIN | OP_CONT, true, "ment", 4);
+    cr_assert_eq(th_conn_send(&c, frames, n), 0);
+    rframe_t f;
+    cr_assert_eq(frame_read(&c, &f, 5000), 0);
+    cr_assert_eq(f.opcode, OP_CLOSE, "the close frame comes first and alone: opcode %d", f.opcode);
+    frame_free(&f);
+    frame_send(&c, FIN | OP_TEXT, true, "later", 5);
+    frame_send(&c, OP_TEXT, true, "and a fragment", 14);
+    uint8_t p[8];
+    frame_send(&c, FIN | OP_CLOSE, true, p, close_payload(p, SQ_WS_NORMAL, NULL));
+    cr_assert_eq(th_conn_wait_closed(&c, 5000), 0);
+    th_conn_close(&c);
+    th_server_stop(ts, 1000);
+    sq_app_destroy(app);
+    cr_assert_eq(atomic_load(&st.messages), 1, "%d messages after the close",
+                 atomic_load(&st.messages) - 1);
+    cr_assert_eq(atomic_load(&st.close_code), SQ_WS_NORMAL);
+}
+
+/* ---- sends of 4 GiB or more ---- */
+
+enum { HUGE_CALLS = 9 };
+
+typedef struct huge {
+    atomic_int done;
+    int mapped;
+    int rc[HUGE_CALLS];
+    size_t taken;
+} huge_t;
+
+/* Every send entry point, given 4 GiB + 1 bytes (a sparse read-only mapping: nothing is
+ * touched unless a send copies it), and the first size over the limit: each refuses with
+ * UV_EMSGSIZE, and what goes out afterwards is framed right. */
+static void huge_open(sq_ws_t *ws, sq_req_t *req, void *data)
+{
+    huge_t *h = data;
+    size_t len = ((size_t)4 << 30) + 1;
+    void *p = mmap(NULL, len, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    h->mapped = p != MAP_FAILED;
+    if (h->mapped) {
+        int k = 0;
+        h->rc[k++] = sq_ws_send_binary(ws, p, len);
+        h->rc[k++] = sq_ws_send_text(ws, p, len);
+        h->rc[k++] = sq_ws_send(ws, 1, p, SQ_WS_MAX_SEND_BYTES + 1);
+        h->rc[k++] = sq_ws_send_fragment(ws, 1, p, len, 0);
+        h->rc[k++] = sq_ws_send_fragment(ws, 0, p, SQ_WS_MAX_SEND_BYTES + 1, 1);
+        sq_ws_frame_t *f = NULL;
+        h->rc[k++] = sq_ws_frame_create(&f, 1, p, len);
+        if (f != NULL) {
+            h->rc[k] = sq_ws_send_frame(ws, f);
+            sq_ws_frame_release(f);
+            f = NULL;
+        }
+        k++;
+        h->rc[k++] = sq_ws_frame_create(&f, 0, p, SQ_WS_MAX_SEND_BYTES + 1);
+        sq_ws_frame_release(f);
+        h->rc[k++] = sq_ws_ping(ws, p, len);
+        h->taken = sq_ws_broadcast(&ws, 1, 1, p, len);
+        munmap(p, len);
+    }
+    sq_ws_send_text(ws, "still framed", 12);
+    atomic_store(&h->done, 1);
+}
+
+static const sq_ws_handler_t huge_handler = {.open = huge_open};
+
+Test(ws, sends_of_4_gib_or_more_are_refused_with_emsgsize, .timeout = 30)
+{
+    huge_t h;
+    memset(&h, 0, sizeof(h));
+    for (int i = 0; i < HUGE_CALLS; i++)
+        h.rc[i] = 1;
+    sq_app_t *app;
+    cr_assert_eq(sq_app_create(&app), 0);
+    cr_assert_eq(sq_app_websocket(app, "/echo", &huge_handler, NULL, &h), 0);
+    th_server_t *ts = th_server_start(app, NULL);
+    th_conn_t c;
+    raw_upgrade(&c, th_server_port(ts));
+    cr_assert_eq(th_wait_atomic(&h.done, 1, 20000), 1);
+    expect_frame(&c, OP_TEXT, "still framed", 12);
+    th_conn_close(&c);
+    th_server_stop(ts, 1000);
+    sq_app_destroy(app);
+    cr_assert(h.mapped, "mmap of 4 GiB + 1 (MAP_NORESERVE)");
+    static const char *const names[HUGE_CALLS] = {
+        "sq_ws_send_binary",
+        "sq_ws_send_text",
+        "sq_ws_send at the limit + 1",
+        "sq_ws_send_fragment",
+        "sq_ws_send_fragment at the limit + 1",
+        "sq_ws_frame_create",
+        "sq_ws_send_frame (no frame: not reached)",
+        "sq_ws_frame_create at the limit + 1",
+        "sq_ws_ping",
+    };
+    for (int i = 0; i < HUGE_CALLS; i++) {
+        int want = i == 6 ? 1 : i == 8 ? UV_EINVAL : UV_EMSGSIZE;
+        cr_assert_eq(h.rc[i], want, "%s: %s", names[i],
+                     h.rc[i] == 1 ? "not called" : sq_strerror(h.rc[i]));
+    }
+    cr_assert_eq(h.taken, 0, "sq_ws_broadcast");
 }

@@ -43,16 +43,49 @@ typedef enum {
     SQ_WS_OVERFLOW_DROP,        /* drop this message (UV_ENOBUFS); the connection stays */
 } sq_ws_overflow_t;
 
+/* Options of a route (sq_app_websocket) or a client (sq_ws_connect), filled with the
+ * defaults by sq_ws_opts_init. For every size and every time, 0 means no limit: the check
+ * is off. A connection taken over from HTTP leaves the server's own timeouts (header,
+ * body, idle), so these deadlines are the only ones a WebSocket has. */
 typedef struct sq_ws_opts {
-    size_t max_message_bytes;   /* a received message past this closes with 1009; 16 MiB */
-    size_t max_queued_bytes;    /* outgoing bytes not yet taken by the kernel; 4 MiB */
-    sq_ws_overflow_t overflow;  /* SQ_WS_OVERFLOW_CLOSE */
-    uint64_t ping_interval_ms;  /* send a ping this often; 0 (default) never */
-    uint64_t pong_timeout_ms;   /* close (1006 reported) if no pong comes back; 10 s */
-    uint64_t close_timeout_ms;  /* wait this long for the peer's close frame; 5 s */
-    uint64_t handshake_timeout_ms; /* client: DNS + connect + handshake; 10 s */
+    /* A received message (all its fragments) past this closes with 1009 (RFC 6455 §10.4).
+     * 16 MiB; 0: no limit. */
+    size_t max_message_bytes;
+    /* Outgoing bytes not yet taken by the kernel; a send past it applies `overflow`, and
+     * past it squall stops reading a peer whose answers (pongs) pile up. 4 MiB; 0: no
+     * limit. */
+    size_t max_queued_bytes;
+    /* What a send past max_queued_bytes does. SQ_WS_OVERFLOW_CLOSE (which is 0). */
+    sq_ws_overflow_t overflow;
+    /* Send a ping this often (RFC 6455 §5.5.2); the peer's pongs keep it from being idle.
+     * 20 s; 0: no pings. */
+    uint64_t ping_interval_ms;
+    /* After a keepalive ping, drop the connection (.close gets 1006, "pong timeout") if no
+     * pong comes back within this. 20 s; 0: pings are sent without waiting for pongs. */
+    uint64_t pong_timeout_ms;
+    /* After our close frame went out, wait this long for the peer's (RFC 6455 §7.1.1),
+     * then drop TCP. 5 s; 0: no limit of its own (idle_timeout_ms, restarted when the
+     * close frame went, still ends a peer that sends nothing). */
+    uint64_t close_timeout_ms;
+    /* Client: DNS + connect + handshake. 10 s; 0: no limit. */
+    uint64_t handshake_timeout_ms;
     const char *const *subprotocols; /* NULL-terminated, in preference order; NULL: none */
+    /* No frame received for this long: close with 1001 (going away, RFC 6455 §7.4.1),
+     * reason "idle timeout". Also: outgoing bytes that have not moved for this long (a
+     * peer that does not read) drop the connection (.close gets 1006, "send stalled");
+     * both are checked at this pace, so the stall may take up to twice as long. While
+     * squall has stopped reading a peer whose answers pile up, only the stall counts
+     * (the idle clock and the pong wait stand). 60 s; 0: off. */
+    uint64_t idle_timeout_ms;
+    /* A data message must be received whole — from its first frame's header to its last
+     * byte, across fragments — within this, else close with 1008 (policy violation: a
+     * message trickled in holds up to max_message_bytes of memory). 60 s; 0: off. */
+    uint64_t message_timeout_ms;
 } sq_ws_opts_t;
+
+/* The largest message one send takes: libuv's buffers count 32 bits, and a frame header
+ * adds up to 14 bytes. Larger messages go in fragments (sq_ws_send_fragment). */
+#define SQ_WS_MAX_SEND_BYTES ((size_t)UINT32_MAX - 14)
 
 SQ_EXTERN void sq_ws_opts_init(sq_ws_opts_t *opts);
 
@@ -68,14 +101,19 @@ typedef struct sq_ws_handler {
      * this call (path params, query, headers). Client side: req is NULL. */
     void (*open)(sq_ws_t *ws, sq_req_t *req, void *data);
     /* A whole message (fragments reassembled; text checked to be UTF-8). `msg` is valid
-     * during the call only. */
+     * during the call only. Never called once this side's close frame is queued (after
+     * sq_ws_close, or a failure): data still arriving is read and dropped, RFC 6455
+     * §7.1.4's CLOSING state. */
     void (*message)(sq_ws_t *ws, int binary, const char *msg, size_t len, void *data);
     /* The connection is closed. `code` is the peer's close code (SQ_WS_NO_STATUS when its
      * close frame had none); or the code squall closed with when it failed the connection
-     * (1002, 1007, 1009) or closed a slow consumer (1008, 1013) and the peer never
-     * answered; or SQ_WS_ABNORMAL when it dropped without a close frame, and on the client
-     * side when connecting failed (then `reason` says why and .open was never called).
-     * ws is freed after this returns. */
+     * (1002, 1007, 1009), a message missed message_timeout_ms (1008), the peer was idle
+     * (1001) or a slow consumer (1008, 1013) and the peer never answered; or
+     * SQ_WS_ABNORMAL when it dropped without a close frame (and when squall dropped it:
+     * "pong timeout", "send stalled"), and on the client side when connecting failed
+     * (then `reason` says why and .open was never called). `reason` is the peer's, or,
+     * when the code is squall's own, why squall closed ("idle timeout", "message too
+     * big", ...). ws is freed after this returns. */
     void (*close)(sq_ws_t *ws, int code, const char *reason, void *data);
     /* A pong arrived (optional). */
     void (*pong)(sq_ws_t *ws, const char *payload, size_t len, void *data);
@@ -87,10 +125,13 @@ typedef struct sq_ws_handler {
 } sq_ws_handler_t;
 
 /* Binds a WebSocket handler to a path pattern (same patterns as sq_app_route): a GET with
- * a valid RFC 6455 §4.2.1 handshake is upgraded; a GET without one gets 426 (missing or
- * wrong Sec-WebSocket-Version; the response names version 13) or 400 (bad key). `handler`
- * is borrowed (usually a static const struct); `opts` is copied (NULL: defaults).
- * Returns 0, SQ_EPATTERN or UV_ENOMEM. */
+ * a valid RFC 6455 §4.2.1 handshake is upgraded; a GET without one gets 426 (no upgrade
+ * tokens, or a missing or wrong Sec-WebSocket-Version; the response names version 13) or
+ * 400 (bad or repeated key, HTTP/1.0). Connection, Upgrade and Sec-WebSocket-Protocol
+ * may be split over several header lines (RFC 9110 §5.3). Only a GET is upgraded (RFC
+ * 6455 §4.1): a HEAD with the upgrade headers gets 400, other methods the router's 405.
+ * `handler` is borrowed (usually a static const struct); `opts` is copied (NULL:
+ * defaults). Returns 0, SQ_EPATTERN or UV_ENOMEM. */
 SQ_EXTERN int sq_app_websocket(sq_app_t *app, const char *pattern, const sq_ws_handler_t *handler,
                                const sq_ws_opts_t *opts, void *data);
 
@@ -99,7 +140,8 @@ SQ_EXTERN int sq_app_websocket(sq_app_t *app, const char *pattern, const sq_ws_h
  * close was queued or received; UV_ENOBUFS when max_queued_bytes would be passed (the
  * overflow policy applied: the message is dropped, and with the close policies the
  * connection is closing); SQ_EBUSY while a fragmented message is being sent; UV_EMSGSIZE
- * for 4 GiB or more in one frame (use fragments); UV_ENOMEM. */
+ * for more than SQ_WS_MAX_SEND_BYTES (4 GiB - 15) in one frame, before a byte of `msg`
+ * is read (send it in fragments); UV_ENOMEM. */
 SQ_EXTERN int sq_ws_send(sq_ws_t *ws, int binary, const void *msg, size_t len);
 SQ_EXTERN int sq_ws_send_text(sq_ws_t *ws, const char *msg, size_t len);
 SQ_EXTERN int sq_ws_send_binary(sq_ws_t *ws, const void *msg, size_t len);
@@ -116,7 +158,8 @@ SQ_EXTERN int sq_ws_send_fragment(sq_ws_t *ws, int binary, const void *data, siz
 SQ_EXTERN int sq_ws_ping(sq_ws_t *ws, const void *payload, size_t len);
 /* Starts the close handshake (RFC 6455 §7.1.2). `code` must be one a peer may receive
  * (1000-1003, 1007-1014, 3000-4999; RFC 6455 §7.4). `reason` (may be NULL) is cut to 123
- * bytes. .close runs once the peer answers, or after close_timeout_ms. On a client still
+ * bytes. .close runs once the peer answers, or after close_timeout_ms; meanwhile data
+ * messages from the peer are dropped (no more .message). On a client still
  * connecting it cancels: .close gets 1006 "cancelled". Returns 0, UV_EINVAL for a code
  * that must not be sent, or SQ_ECLOSED when already closing. */
 SQ_EXTERN int sq_ws_close(sq_ws_t *ws, int code, const char *reason);
@@ -140,13 +183,16 @@ SQ_EXTERN int sq_ws_is_client(const sq_ws_t *ws);
  * to (reference-counted, zero-copy). */
 typedef struct sq_ws_frame_s sq_ws_frame_t;
 
-/* Frames `msg` (copied). Returns 0 or UV_ENOMEM. The caller holds one reference. */
+/* Frames `msg` (copied). Returns 0 (the caller holds one reference), UV_EINVAL for text
+ * that is not UTF-8, UV_EMSGSIZE for more than SQ_WS_MAX_SEND_BYTES (refused before a byte
+ * is read), or UV_ENOMEM; on an error *frame is NULL. */
 SQ_EXTERN int sq_ws_frame_create(sq_ws_frame_t **frame, int binary, const void *msg, size_t len);
 SQ_EXTERN void sq_ws_frame_release(sq_ws_frame_t *frame);
 /* Sends a prepared frame (takes its own reference). A client-side connection (which must
  * mask) copies it instead. Same returns as sq_ws_send. */
 SQ_EXTERN int sq_ws_send_frame(sq_ws_t *ws, sq_ws_frame_t *frame);
-/* Frames `msg` once and sends it to each of `n` connections. Returns how many took it. */
+/* Frames `msg` once and sends it to each of `n` connections. Returns how many took it: 0
+ * when it cannot be framed (as sq_ws_frame_create refuses it). */
 SQ_EXTERN size_t sq_ws_broadcast(sq_ws_t *const *ws, size_t n, int binary, const void *msg,
                                  size_t len);
 

@@ -16,10 +16,14 @@ void sq_ws_opts_init(sq_ws_opts_t *o)
     o->max_message_bytes = 16u * 1024 * 1024;
     o->max_queued_bytes = 4u * 1024 * 1024;
     o->overflow = SQ_WS_OVERFLOW_CLOSE;
-    o->ping_interval_ms = 0;
-    o->pong_timeout_ms = 10000;
+    /* Keepalive is on: with an idle timeout, a peer that only listens would otherwise be
+     * closed; its pongs keep it (docs/websocket.md, "Deadlines") */
+    o->ping_interval_ms = 20000;
+    o->pong_timeout_ms = 20000;
     o->close_timeout_ms = 5000;
     o->handshake_timeout_ms = 10000;
+    o->idle_timeout_ms = 60000;
+    o->message_timeout_ms = 60000;
 }
 
 /* Runs a user callback under the server's watchdog, named by the route (asyncio's debug
@@ -35,6 +39,56 @@ void sq_ws_opts_init(sq_ws_opts_t *o)
 static void ws_destroy(sq_ws_t *ws);
 static void ws_after(sq_ws_t *ws);
 static void ws_check_backlog(sq_ws_t *ws);
+static void ws_arm(sq_ws_t *ws, uint64_t deadline);
+
+/* ---- writing to the transport ---- */
+
+/* Starts watching the outgoing queue for a stall (idle_timeout_ms), unless it is already
+ * watched: bytes are about to be queued. */
+static void ws_watch_queue(sq_ws_t *ws)
+{
+    if (ws->opts.idle_timeout_ms == 0 || ws->stall_since != 0 || (ws->flags & SQ__WS_DEAD))
+        return;
+    uint64_t now = uv_now(ws->loop);
+    ws->stall_since = now ? now : 1;
+    ws->stall_out = ws->added - ws->io->queued(ws);
+    ws_arm(ws, now + ws->opts.idle_timeout_ms);
+}
+
+/* The server's write batch joins consecutive copies into one iovec, and libuv's iovecs
+ * count 32 bits (uv_buf_init): before a run of queued bytes could pass that, a
+ * completion marker (a write with notify and no bytes) starts a new one. */
+static void ws_split_run(sq_ws_t *ws, size_t len)
+{
+    if (!(ws->flags & SQ__WS_CLIENT) && len > 0 &&
+        (uint64_t)ws->io->queued(ws) + len > UINT32_MAX)
+        ws->io->write(ws, NULL, 0, true);
+}
+
+/* Every byte squall queues goes through these two: they count what went in, so the
+ * stall check can tell bytes that left (added - queued grew) from bytes that sit. */
+static int ws_io_write(sq_ws_t *ws, const uv_buf_t *bufs, unsigned n, bool notify)
+{
+    size_t len = 0;
+    for (unsigned i = 0; i < n; i++)
+        len += bufs[i].len;
+    ws_watch_queue(ws);
+    ws_split_run(ws, len);
+    int rc = ws->io->write(ws, bufs, n, notify);
+    if (rc == 0)
+        ws->added += len;
+    return rc;
+}
+
+static int ws_io_write_ref(sq_ws_t *ws, const void *base, size_t len, sq_free_cb free_cb,
+                           void *free_ud, bool notify)
+{
+    ws_watch_queue(ws);
+    int rc = ws->io->write_ref(ws, base, len, free_cb, free_ud, notify);
+    if (rc == 0)
+        ws->added += len;
+    return rc;
+}
 
 /* ---- wslay callbacks ---- */
 
@@ -58,8 +112,8 @@ static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
                        void *ud)
 {
     sq_ws_t *ws = ud;
-    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
-    if (ws->flags & SQ__WS_DEAD || ws->io->write(ws, &b, 1, false) != 0) {
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len); /* at most 125 + 4 bytes */
+    if (ws->flags & SQ__WS_DEAD || ws_io_write(ws, &b, 1, false) != 0) {
         wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
         return -1;
     }
@@ -80,6 +134,7 @@ static void ws_fail(sq_ws_t *ws, int code, const char *why)
         return;
     ws->flags |= SQ__WS_FAILED | SQ__WS_CLOSE_QUEUED;
     ws->close_code = code;
+    ws->why = why;
     sq_log(SQ_LOG_DEBUG, "websocket: failing with %d: %s", code, why);
     wslay_event_queue_close(ws->ctx, (uint16_t)code, (const uint8_t *)why, strlen(why));
     wslay_event_shutdown_read(ws->ctx);
@@ -97,8 +152,10 @@ static void ws_fail_unframed(sq_ws_t *ws, int code, const char *why)
     bool sent = wslay_event_get_close_sent(ws->ctx);
     wslay_event_shutdown_read(ws->ctx);
     wslay_event_shutdown_write(ws->ctx);
-    if (!(ws->flags & SQ__WS_FAILED))
+    if (!(ws->flags & SQ__WS_FAILED)) {
         ws->close_code = code;
+        ws->why = why;
+    }
     ws->flags |= SQ__WS_FAILED | SQ__WS_CLOSE_QUEUED;
     sq_log(SQ_LOG_DEBUG, "websocket: failing with %d: %s", code, why);
     if (sent)
@@ -109,6 +166,23 @@ static void ws_fail_unframed(sq_ws_t *ws, int code, const char *why)
     p[1] = (uint8_t)code;
     memcpy(p + 2, why, wl);
     ws_write_frame(ws, WSLAY_CONNECTION_CLOSE, p, 2 + wl, false);
+}
+
+/* The data message being reassembled is given up (a deadline, a close): its memory goes
+ * now, not when the connection does. Never called while .message holds ws->msg. */
+static void ws_drop_partial(sq_ws_t *ws)
+{
+    ws->flags &= ~SQ__WS_IN_MSG;
+    sq__buf_free(&ws->msg);
+}
+
+/* RFC 6455 §7.1.4: once our close frame is queued (the application's sq_ws_close, or a
+ * failure), data frames that still arrive are read, to reach the peer's close frame,
+ * but dropped, as browsers do in the CLOSING state: no .message after a close (test:
+ * ws/data_after_the_applications_close_is_not_delivered). */
+static bool ws_dropping_data(const sq_ws_t *ws)
+{
+    return (ws->flags & (SQ__WS_CLOSE_QUEUED | SQ__WS_FAILED | SQ__WS_DEAD)) != 0;
 }
 
 static void frame_start_cb(wslay_event_context_ptr ctx,
@@ -126,6 +200,17 @@ static void frame_start_cb(wslay_event_context_ptr ctx,
     ws->flags &= ~(SQ__WS_IN_CONTROL | SQ__WS_FRAME_FIN);
     if (arg->fin)
         ws->flags |= SQ__WS_FRAME_FIN;
+    if (!(ws->flags & SQ__WS_IN_MSG)) {
+        /* the message-assembly deadline runs from its first frame's header to its end */
+        ws->flags |= SQ__WS_IN_MSG;
+        ws->msg_since = uv_now(ws->loop);
+    }
+    if (ws_dropping_data(ws)) {
+        if (ws->msg.cap > 0)
+            ws_drop_partial(ws);
+        ws->flags |= SQ__WS_IN_MSG; /* ...until its last frame, but nothing is kept */
+        return;
+    }
     if (arg->opcode == WSLAY_TEXT_FRAME) {
         ws->flags |= SQ__WS_IN_TEXT;
         sq__utf8_init(&ws->utf8);
@@ -147,8 +232,11 @@ static void frame_chunk_cb(wslay_event_context_ptr ctx,
                            const struct wslay_event_on_frame_recv_chunk_arg *arg, void *ud)
 {
     sq_ws_t *ws = ud;
-    if (ws->flags & (SQ__WS_IN_CONTROL | SQ__WS_FAILED | SQ__WS_DEAD))
+    if (ws->flags & SQ__WS_IN_CONTROL)
         return; /* control frames are buffered by wslay (at most 125 bytes) */
+    ws->last_rx = uv_now(ws->loop); /* data moving: not idle (the message deadline bounds it) */
+    if (ws_dropping_data(ws))
+        return;
     if ((ws->flags & SQ__WS_IN_TEXT) && !sq__utf8_feed(&ws->utf8, arg->data, arg->data_length)) {
         ws_fail(ws, SQ_WS_INVALID_DATA, "invalid UTF-8 in a text message");
         return;
@@ -163,9 +251,17 @@ static void frame_chunk_cb(wslay_event_context_ptr ctx,
 static void frame_end_cb(wslay_event_context_ptr ctx, void *ud)
 {
     sq_ws_t *ws = ud;
-    if (ws->flags & (SQ__WS_IN_CONTROL | SQ__WS_FAILED | SQ__WS_DEAD) ||
-        !(ws->flags & SQ__WS_FRAME_FIN))
+    /* a frame received whole, control or data: the idle clock starts again (a control
+     * frame trickled in byte by byte does not hold it off) */
+    ws->last_rx = uv_now(ws->loop);
+    if (ws->flags & SQ__WS_IN_CONTROL || !(ws->flags & SQ__WS_FRAME_FIN))
         return;
+    ws->flags &= ~SQ__WS_IN_MSG;
+    if (ws_dropping_data(ws)) {
+        if (ws->msg.cap > 0)
+            ws_drop_partial(ws);
+        return;
+    }
     bool binary = ws->msg_opcode == WSLAY_BINARY_FRAME;
     if (!binary && !sq__utf8_complete(&ws->utf8)) {
         ws_fail(ws, SQ_WS_INVALID_DATA, "truncated UTF-8 in a text message");
@@ -175,7 +271,8 @@ static void frame_end_cb(wslay_event_context_ptr ctx, void *ud)
         WS_TIMED(ws, ws->h->message(ws, binary, ws->msg.len ? ws->msg.base : "", ws->msg.len,
                                     ws->data));
     ws->msg.len = 0;
-    if (ws->msg.cap > 256 * 1024) /* a big message does not keep its memory */
+    /* a big message does not keep its memory, nor does one that closed the connection */
+    if (ws->msg.cap > 256 * 1024 || ws_dropping_data(ws))
         sq__buf_free(&ws->msg);
 }
 
@@ -248,7 +345,9 @@ int sq__ws_create(sq_ws_t **out, uv_loop_t *loop, bool client, const sq_ws_handl
     if (client)
         ws->flags |= SQ__WS_CLIENT;
     wslay_event_config_set_no_buffering(ws->ctx, 1);
-    wslay_event_config_set_max_recv_msg_length(ws->ctx, ws->opts.max_message_bytes);
+    /* 0 is no limit to squall, but a limit of zero bytes to wslay */
+    wslay_event_config_set_max_recv_msg_length(
+        ws->ctx, ws->opts.max_message_bytes ? (uint64_t)ws->opts.max_message_bytes : UINT64_MAX);
     uv_timer_init(loop, &ws->timer);
     ws->timer.data = ws;
     *out = ws;
@@ -269,48 +368,174 @@ static void ws_destroy(sq_ws_t *ws)
     uv_close((uv_handle_t *)&ws->timer, on_timer_closed);
 }
 
-static void on_keepalive(uv_timer_t *t)
+/* ---- deadlines: one timer per connection, armed for the earliest ----
+ *
+ * A connection taken over from HTTP leaves the server's timeout lists (their timeouts
+ * are the server's, not the route's), so each WebSocket keeps its own deadlines: idle
+ * (nothing received), stall (queued bytes not moving), message assembly, keepalive ping
+ * and pong, and the close handshake. Events only move a deadline later (a frame
+ * arrives), which costs nothing: the timer fires at the old one, finds it moved, and is
+ * armed again. Only an earlier deadline restarts it (ws_arm). */
+
+static void on_timer(uv_timer_t *t);
+
+static void ws_arm(sq_ws_t *ws, uint64_t deadline)
 {
-    sq_ws_t *ws = t->data;
+    if ((ws->flags & SQ__WS_DEAD) || (ws->due != 0 && ws->due <= deadline))
+        return;
+    uint64_t now = uv_now(ws->loop);
+    ws->due = deadline;
+    uv_timer_start(&ws->timer, on_timer, deadline > now ? deadline - now : 0, 0);
+}
+
+static uint64_t earliest(uint64_t a, uint64_t b)
+{
+    return a < b ? a : b;
+}
+
+/* The earliest deadline in force, or UINT64_MAX. */
+static uint64_t ws_next_deadline(const sq_ws_t *ws)
+{
+    const sq_ws_opts_t *o = &ws->opts;
+    uint64_t d = UINT64_MAX;
+    if (ws->flags & SQ__WS_CLOSING) {
+        if (o->close_timeout_ms > 0)
+            d = ws->close_since + o->close_timeout_ms;
+        else if (o->idle_timeout_ms > 0)
+            d = (ws->last_rx > ws->close_since ? ws->last_rx : ws->close_since) +
+                o->idle_timeout_ms;
+        return d;
+    }
+    if (!(ws->flags & SQ__WS_OPEN))
+        return d; /* a client still connecting: its handshake deadline is the client's */
+    if (o->idle_timeout_ms > 0) {
+        if (ws->stall_since != 0)
+            d = earliest(d, ws->stall_since + o->idle_timeout_ms);
+        if (!(ws->flags & (SQ__WS_READ_PAUSED | SQ__WS_CLOSE_QUEUED)))
+            d = earliest(d, ws->last_rx + o->idle_timeout_ms);
+    }
+    if (o->message_timeout_ms > 0 && (ws->flags & SQ__WS_IN_MSG) && !ws_dropping_data(ws))
+        d = earliest(d, ws->msg_since + o->message_timeout_ms);
+    if (o->ping_interval_ms > 0 && !(ws->flags & SQ__WS_CLOSE_QUEUED)) {
+        if (!(ws->flags & SQ__WS_AWAIT_PONG))
+            d = earliest(d, ws->ping_sent_at + o->ping_interval_ms);
+        else if (!(ws->flags & SQ__WS_READ_PAUSED)) /* unread, a pong cannot arrive */
+            d = earliest(d, ws->ping_sent_at + o->pong_timeout_ms);
+    }
+    return d;
+}
+
+static void ws_rearm(sq_ws_t *ws)
+{
+    uint64_t d = ws_next_deadline(ws);
+    if (d != UINT64_MAX)
+        ws_arm(ws, d);
+}
+
+/* Drops TCP without a close handshake: the peer cannot take a close frame (it reads
+ * nothing) or did not answer a ping. .close gets 1006 and `why`. */
+static void ws_drop(sq_ws_t *ws, const char *why)
+{
+    sq_log(SQ_LOG_DEBUG, "websocket: dropping the connection: %s", why);
+    if (!(ws->flags & SQ__WS_FAILED))
+        ws->why = why;
+    ws->io->close(ws, true);
+}
+
+/* Acts on every deadline that has passed; at most one ends the connection. */
+static void ws_check_deadlines(sq_ws_t *ws, uint64_t now)
+{
+    const sq_ws_opts_t *o = &ws->opts;
     if (ws->flags & SQ__WS_CLOSING) {
         /* the peer never answered our close frame (RFC 6455 §7.1.1) */
-        ws->io->close(ws, true);
+        if (ws_next_deadline(ws) <= now)
+            ws->io->close(ws, true);
         return;
     }
+    if (!(ws->flags & SQ__WS_OPEN))
+        return;
+    if (o->idle_timeout_ms > 0) {
+        /* the send side: bytes queued that have not moved for the idle timeout (a peer
+         * that reads nothing, be it flooding pings or talking); a close frame would sit
+         * behind them, so TCP goes now (test: ws_timeouts/a_talking_peer_whose_...) */
+        size_t q = ws->io->queued(ws);
+        uint64_t out = ws->added - q;
+        if (q == 0) {
+            ws->stall_since = 0;
+        } else if (ws->stall_since == 0 || out != ws->stall_out) {
+            ws->stall_since = now ? now : 1;
+            ws->stall_out = out;
+        } else if (now - ws->stall_since >= o->idle_timeout_ms) {
+            ws_drop(ws, "send stalled");
+            return;
+        }
+    }
+    if (o->message_timeout_ms > 0 && (ws->flags & SQ__WS_IN_MSG) && !ws_dropping_data(ws) &&
+        now - ws->msg_since >= o->message_timeout_ms) {
+        /* RFC 6455 §7.4.1: 1008, a policy violation (1009 is for size, not time) */
+        ws_fail(ws, SQ_WS_POLICY, "message not received in time");
+        ws_drop_partial(ws);
+        return;
+    }
+    if (o->idle_timeout_ms > 0 && !(ws->flags & (SQ__WS_READ_PAUSED | SQ__WS_CLOSE_QUEUED)) &&
+        now - ws->last_rx >= o->idle_timeout_ms) {
+        /* RFC 6455 §7.4.1: 1001, the endpoint is going away; 1008 is for a message that
+         * violates a policy, and no message came. The close handshake runs as usual: a
+         * live peer answers, a gone one is dropped at the close timeout. */
+        ws_drop_partial(ws);
+        if (sq_ws_close(ws, SQ_WS_GOING_AWAY, "idle timeout") != 0) {
+            ws_drop(ws, "idle timeout"); /* no close frame can go: do not wait for one */
+            return;
+        }
+        ws->close_code = SQ_WS_GOING_AWAY;
+        ws->why = "idle timeout";
+        return;
+    }
+    if (o->ping_interval_ms == 0 || (ws->flags & SQ__WS_CLOSE_QUEUED))
+        return;
     if (ws->flags & SQ__WS_AWAIT_PONG) {
-        if (uv_now(ws->loop) - ws->ping_sent_at >= ws->opts.pong_timeout_ms) {
+        if (!(ws->flags & SQ__WS_READ_PAUSED) && now - ws->ping_sent_at >= o->pong_timeout_ms) {
             sq_log(SQ_LOG_DEBUG, "websocket: no pong in %llu ms",
-                   (unsigned long long)ws->opts.pong_timeout_ms);
-            ws->io->close(ws, true);
+                   (unsigned long long)o->pong_timeout_ms);
+            ws_drop(ws, "pong timeout");
         }
         return;
     }
-    uint64_t now = uv_now(ws->loop);
-    /* the timer ticks at the pong timeout's pace when that is the shorter one: pings still
-     * go out at ping_interval_ms (test: ws/keepalive_pings_at_the_ping_interval_when_...) */
-    if (ws->ping_sent_at != 0 && now - ws->ping_sent_at < ws->opts.ping_interval_ms)
+    /* pings go out at ping_interval_ms, whatever the pong timeout (test:
+     * ws/keepalive_pings_at_the_ping_interval_when_the_pong_timeout_is_shorter) */
+    if (now - ws->ping_sent_at < o->ping_interval_ms)
         return;
     ws->ping_sent_at = now;
-    ws->flags |= SQ__WS_AWAIT_PONG;
+    if (o->pong_timeout_ms > 0)
+        ws->flags |= SQ__WS_AWAIT_PONG;
     uint8_t payload[8];
     for (int i = 0; i < 8; i++)
         payload[i] = (uint8_t)(now >> (56 - 8 * i));
     sq_ws_ping(ws, payload, sizeof(payload));
 }
 
+static void on_timer(uv_timer_t *t)
+{
+    sq_ws_t *ws = t->data;
+    ws->due = 0;
+    if (ws->flags & SQ__WS_DEAD)
+        return;
+    ws->depth++;
+    ws_check_deadlines(ws, uv_now(ws->loop));
+    ws->depth--;
+    ws_after(ws); /* sends what was queued, arms the next deadline, or frees */
+}
+
 void sq__ws_open(sq_ws_t *ws, sq_req_t *req)
 {
     ws->flags |= SQ__WS_OPEN;
+    uint64_t now = uv_now(ws->loop);
+    ws->last_rx = now;
+    ws->ping_sent_at = now; /* the first ping goes one interval after the open */
     ws->depth++;
     if (ws->h->open != NULL)
         WS_TIMED(ws, ws->h->open(ws, req, ws->data));
     ws->depth--;
-    if (ws->opts.ping_interval_ms > 0 && !(ws->flags & (SQ__WS_DEAD | SQ__WS_CLOSING))) {
-        uint64_t every = ws->opts.ping_interval_ms;
-        if (ws->opts.pong_timeout_ms > 0 && ws->opts.pong_timeout_ms < every)
-            every = ws->opts.pong_timeout_ms;
-        uv_timer_start(&ws->timer, on_keepalive, ws->opts.ping_interval_ms, every);
-    }
     ws_after(ws);
 }
 
@@ -320,14 +545,18 @@ void sq__ws_transport_closed(sq_ws_t *ws)
         return;
     ws->flags |= SQ__WS_DEAD;
     uv_timer_stop(&ws->timer);
+    ws->due = 0;
     /* The peer's code when its close frame came; when squall failed the connection or
      * closed a slow consumer and no answer came, the code squall sent says why */
     if (!(ws->flags & SQ__WS_FAILED) && wslay_event_get_close_received(ws->ctx)) {
         uint16_t code = wslay_event_get_status_code_received(ws->ctx);
         ws->close_code = code ? code : SQ_WS_NO_STATUS;
-    } else if ((ws->flags & SQ__WS_FAILED) && ws->close_code == SQ_WS_ABNORMAL &&
-               wslay_event_get_close_sent(ws->ctx)) {
-        ws->close_code = wslay_event_get_status_code_sent(ws->ctx); /* wslay failed it */
+    } else {
+        if ((ws->flags & SQ__WS_FAILED) && ws->close_code == SQ_WS_ABNORMAL &&
+            wslay_event_get_close_sent(ws->ctx))
+            ws->close_code = wslay_event_get_status_code_sent(ws->ctx); /* wslay failed it */
+        if (ws->why != NULL) /* and the reason is squall's own */
+            snprintf(ws->close_reason, sizeof(ws->close_reason), "%s", ws->why);
     }
     if (!(ws->flags & SQ__WS_CLOSED_CB) && (ws->flags & SQ__WS_OPEN) && ws->h->close != NULL) {
         ws->flags |= SQ__WS_CLOSED_CB;
@@ -367,9 +596,10 @@ static void ws_after(sq_ws_t *ws)
     }
     ws_check_backlog(ws);
     if (wslay_event_get_close_sent(ws->ctx) && !(ws->flags & SQ__WS_CLOSING)) {
-        ws->flags |= SQ__WS_CLOSING;
-        uv_timer_start(&ws->timer, on_keepalive, ws->opts.close_timeout_ms, 0);
+        ws->flags |= SQ__WS_CLOSING; /* the close timeout runs from here */
+        ws->close_since = uv_now(ws->loop);
     }
+    ws_rearm(ws);
     if (!wslay_event_want_read(ws->ctx) && !wslay_event_want_write(ws->ctx))
         ws->io->close(ws, false); /* RFC 6455 §7.1.1: the server closes TCP first */
 }
@@ -416,7 +646,7 @@ static void ws_check_backlog(sq_ws_t *ws)
         return;
     ws->flags |= SQ__WS_READ_PAUSED;
     ws->io->read(ws, false);
-    ws->io->write(ws, NULL, 0, true); /* tells sq__ws_written when what is queued is out */
+    ws_io_write(ws, NULL, 0, true); /* tells sq__ws_written when what is queued is out */
 }
 
 void sq__ws_written(sq_ws_t *ws, int status)
@@ -426,9 +656,14 @@ void sq__ws_written(sq_ws_t *ws, int status)
     if (ws->flags & SQ__WS_READ_PAUSED) {
         if (ws->io->queued(ws) <= ws->opts.max_queued_bytes / 2) {
             ws->flags &= ~SQ__WS_READ_PAUSED;
+            /* the idle clock and the pong wait stood while we did not read */
+            ws->last_rx = uv_now(ws->loop);
+            if (ws->flags & SQ__WS_AWAIT_PONG)
+                ws->ping_sent_at = ws->last_rx;
             ws->io->read(ws, true);
+            ws_rearm(ws);
         } else {
-            ws->io->write(ws, NULL, 0, true);
+            ws_io_write(ws, NULL, 0, true);
         }
     }
     if (!(ws->flags & SQ__WS_DRAIN))
@@ -463,8 +698,10 @@ static int ws_admit(sq_ws_t *ws, size_t len, bool *notify)
         if (ws->opts.overflow != SQ_WS_OVERFLOW_DROP) {
             int code = ws->opts.overflow == SQ_WS_OVERFLOW_TRY_AGAIN ? SQ_WS_TRY_AGAIN
                                                                      : SQ_WS_POLICY;
-            if (sq_ws_close(ws, code, "slow consumer") == 0)
+            if (sq_ws_close(ws, code, "slow consumer") == 0) {
                 ws->close_code = code; /* .close says why if the peer never answers */
+                ws->why = "slow consumer";
+            }
         }
         return UV_ENOBUFS;
     }
@@ -483,7 +720,7 @@ static int ws_write_frame(sq_ws_t *ws, int opcode, const void *msg, size_t len, 
         size_t hl = sq__ws_frame_header(hdr, opcode, len, NULL);
         uv_buf_t b[2] = {uv_buf_init((char *)hdr, (unsigned)hl),
                          uv_buf_init((char *)msg, (unsigned)len)};
-        return ws->io->write(ws, b, len ? 2 : 1, notify);
+        return ws_io_write(ws, b, len ? 2 : 1, notify);
     }
     /* RFC 6455 §5.3: a client masks every frame with a fresh key */
     uint8_t mask[4];
@@ -499,13 +736,13 @@ static int ws_write_frame(sq_ws_t *ws, int opcode, const void *msg, size_t len, 
     for (size_t i = 0; i < len; i++)
         dst[i] = src[i] ^ mask[i & 3];
     uv_buf_t b = uv_buf_init(ws->scratch.base, (unsigned)(hl + len));
-    return ws->io->write(ws, &b, 1, notify);
+    return ws_io_write(ws, &b, 1, notify);
 }
 
+/* Callers have refused len > SQ_WS_MAX_SEND_BYTES (UV_EMSGSIZE) before looking at the
+ * bytes: libuv's buffers count 32 bits (uv_buf_init), header included. */
 static int ws_send_frame(sq_ws_t *ws, int opcode, const void *msg, size_t len)
 {
-    if (len > UINT32_MAX - 14)
-        return UV_EMSGSIZE; /* libuv's buffers count 32 bits: send it in fragments */
     bool notify = false;
     int rc = ws_admit(ws, len + 14, &notify);
     if (rc != 0)
@@ -515,6 +752,8 @@ static int ws_send_frame(sq_ws_t *ws, int opcode, const void *msg, size_t len)
 
 int sq_ws_send(sq_ws_t *ws, int binary, const void *msg, size_t len)
 {
+    if (len > SQ_WS_MAX_SEND_BYTES)
+        return UV_EMSGSIZE; /* send it in fragments */
     if (ws->flags & SQ__WS_SENDING_FRAGS)
         return SQ_EBUSY; /* RFC 6455 §5.4: data frames of two messages never interleave */
     if (!binary) {
@@ -528,6 +767,8 @@ int sq_ws_send(sq_ws_t *ws, int binary, const void *msg, size_t len)
 
 int sq_ws_send_fragment(sq_ws_t *ws, int binary, const void *data, size_t len, int fin)
 {
+    if (len > SQ_WS_MAX_SEND_BYTES)
+        return UV_EMSGSIZE;
     bool first = !(ws->flags & SQ__WS_SENDING_FRAGS);
     if (!first && !!binary != !!(ws->flags & SQ__WS_SEND_BINARY))
         return UV_EINVAL;
@@ -654,6 +895,9 @@ struct sq_ws_frame_s {
 
 int sq_ws_frame_create(sq_ws_frame_t **out, int binary, const void *msg, size_t len)
 {
+    *out = NULL;
+    if (len > SQ_WS_MAX_SEND_BYTES)
+        return UV_EMSGSIZE; /* before a byte is copied or checked */
     if (!binary) {
         sq__utf8_t u;
         sq__utf8_init(&u);
@@ -694,7 +938,7 @@ int sq_ws_send_frame(sq_ws_t *ws, sq_ws_frame_t *f)
     if (rc != 0)
         return rc;
     f->refs++;
-    return ws->io->write_ref(ws, f->bytes, f->len, frame_unref, f, notify);
+    return ws_io_write_ref(ws, f->bytes, f->len, frame_unref, f, notify);
 }
 
 size_t sq_ws_broadcast(sq_ws_t *const *list, size_t n, int binary, const void *msg, size_t len)

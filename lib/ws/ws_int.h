@@ -78,6 +78,7 @@ enum {
     SQ__WS_FRAME_FIN = 1 << 12,   /* the data frame being received ends its message */
     SQ__WS_SENDING_FRAGS = 1 << 13, /* a fragmented message is being sent */
     SQ__WS_SEND_BINARY = 1 << 14,   /* ...and it is binary */
+    SQ__WS_IN_MSG = 1 << 15,        /* a data message is being received (msg_since) */
 };
 
 struct sq_ws_s {
@@ -95,8 +96,16 @@ struct sq_ws_s {
     sq__utf8_t send_utf8;  /* the fragmented text message being sent */
     uint32_t flags;
     unsigned depth;        /* nesting of our calls into wslay and the user */
-    uv_timer_t timer;      /* keepalive pings, then the close timeout */
-    uint64_t ping_sent_at;
+    uv_timer_t timer;      /* every deadline below; fires at `due` */
+    uint64_t due;          /* loop time the timer is armed for; 0: not armed */
+    uint64_t last_rx;      /* a frame (or data of one) last arrived: the idle clock */
+    uint64_t msg_since;    /* the data message being received began (SQ__WS_IN_MSG) */
+    uint64_t close_since;  /* our close frame went out (SQ__WS_CLOSING) */
+    uint64_t ping_sent_at; /* the last keepalive ping (0: none yet) */
+    uint64_t added;        /* bytes handed to the transport, ever */
+    uint64_t stall_since;  /* queued bytes last moved (or began to wait); 0: none queued */
+    uint64_t stall_out;    /* ...and how many had gone out then (added - queued) */
+    const char *why;       /* the reason squall closed with itself, for .close */
     const char *subprotocol;
     sq__buf_t scratch;     /* client: masked frames are built here */
     sq__buf_t msg;         /* the data message being reassembled (max_message_bytes) */

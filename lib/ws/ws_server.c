@@ -1,6 +1,7 @@
 /* WebSocket routes: the server side of the opening handshake (RFC 6455 §4.2) and the glue
  * that hands an HTTP connection over to the WebSocket core. */
 #include <stdlib.h>
+#include <strings.h>
 
 #include "server/server_int.h"
 #include "ws/ws_int.h"
@@ -88,13 +89,42 @@ static int refuse(sq_res_t *res, int status, const char *detail)
     return sq_res_send_error(res, status, detail);
 }
 
-/* The first of the route's subprotocols that the client offered (server's preference). */
-static const char *pick_subprotocol(const ws_route_t *r, const char *offered)
+/* True when any `name` header line of the request holds `token`. RFC 9110 §5.3: a list
+ * header sent as several lines means their values joined by commas, so "Connection:
+ * keep-alive" then "Connection: Upgrade" asks for the upgrade (test:
+ * ws/list_headers_split_over_several_lines_are_combined). */
+static bool req_has_token(const sq_req_t *req, const char *name, const char *token)
 {
-    if (r->opts.subprotocols == NULL || offered == NULL)
+    size_t n = sq_req_header_count(req);
+    for (size_t i = 0; i < n; i++) {
+        const char *hn, *hv;
+        if (sq_req_header_at(req, i, &hn, &hv) == 0 && strcasecmp(hn, name) == 0 &&
+            sq__header_has_token(hv, token))
+            return true;
+    }
+    return false;
+}
+
+static size_t req_header_lines(const sq_req_t *req, const char *name)
+{
+    size_t n = sq_req_header_count(req), lines = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *hn, *hv;
+        if (sq_req_header_at(req, i, &hn, &hv) == 0 && strcasecmp(hn, name) == 0)
+            lines++;
+    }
+    return lines;
+}
+
+/* The first of the route's subprotocols that the client offered (server's preference),
+ * in any of its Sec-WebSocket-Protocol lines (a list, RFC 6455 §11.3.4). Extensions are
+ * a list too, but squall agrees to none, whatever is offered. */
+static const char *pick_subprotocol(const ws_route_t *r, const sq_req_t *req)
+{
+    if (r->opts.subprotocols == NULL)
         return NULL;
     for (const char *const *p = r->opts.subprotocols; *p != NULL; p++)
-        if (sq__header_has_token(offered, *p))
+        if (req_has_token(req, "Sec-WebSocket-Protocol", *p))
             return *p;
     return NULL;
 }
@@ -102,13 +132,18 @@ static const char *pick_subprotocol(const ws_route_t *r, const char *offered)
 static void ws_get(sq_req_t *req, sq_res_t *res, void *data)
 {
     ws_route_t *r = data;
-    const char *upgrade = sq_req_header(req, "Upgrade");
-    const char *connection = sq_req_header(req, "Connection");
     const char *version = sq_req_header(req, "Sec-WebSocket-Version");
     const char *key = sq_req_header(req, "Sec-WebSocket-Key");
-    if (upgrade == NULL || !sq__header_has_token(upgrade, "websocket") || connection == NULL ||
-        !sq__header_has_token(connection, "upgrade")) {
-        refuse(res, 426, "WebSocket upgrade required");
+    if (!req_has_token(req, "Upgrade", "websocket") ||
+        !req_has_token(req, "Connection", "upgrade")) {
+        refuse(res, 426, "WebSocket upgrade required"); /* a HEAD too, as its GET would */
+        return;
+    }
+    if (sq_req_method_id(req) != SQ_METHOD_GET) {
+        /* RFC 6455 §4.1: the handshake is a GET; the router hands HEAD to .get (RFC 9110
+         * §9.3.2), and a HEAD must never switch protocols. §4.2.1: a request that is not
+         * a valid handshake gets 400 (test: ws/head_or_post_with_a_valid_handshake_...) */
+        refuse(res, 400, "WebSocket handshake must be a GET");
         return;
     }
     if (version == NULL || strcmp(version, "13") != 0) {
@@ -124,11 +159,12 @@ static void ws_get(sq_req_t *req, sq_res_t *res, void *data)
         refuse(res, 400, "WebSocket needs HTTP/1.1");
         return;
     }
-    if (key == NULL || !sq__ws_key_valid(key)) {
+    /* RFC 6455 §11.3.1: one Sec-WebSocket-Key only */
+    if (key == NULL || !sq__ws_key_valid(key) || req_header_lines(req, "Sec-WebSocket-Key") > 1) {
         refuse(res, 400, "missing or invalid Sec-WebSocket-Key");
         return;
     }
-    const char *sub = pick_subprotocol(r, sq_req_header(req, "Sec-WebSocket-Protocol"));
+    const char *sub = pick_subprotocol(r, req);
     if (r->h->accept != NULL) {
         int status = r->h->accept(req, &sub, r->data);
         if (status != 0) {
