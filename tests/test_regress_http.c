@@ -600,3 +600,44 @@ Test(regress_http, half_close_after_a_blocking_request_gets_the_answer)
     cr_assert_eq(atomic_load(&rc_b), 0);
     cr_assert_eq(atomic_load(&n_aborted), 0);
 }
+
+/* RFC 9110 §5.5: a field value may be empty; an obs-fold after one is still refused. */
+static void hdr_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    const char *a = sq_req_header(req, "X-A"), *b = sq_req_header(req, "X-B");
+    char out[64];
+    int n = snprintf(out, sizeof(out), "[%s][%s]", a ? a : "null", b ? b : "null");
+    sq_res_send(res, 200, "text/plain", out, (size_t)n);
+}
+static const sq_handler_t hdr = {.get = hdr_get};
+
+Test(regress_http, empty_header_values_are_accepted)
+{
+    sq_app_t *app = make_app();
+    cr_assert_eq(sq_app_route(app, "/hdr", &hdr, NULL), 0);
+    th_server_t *ts = th_server_start(app, NULL);
+    static const char *cases[][2] = {
+        {"GET /hdr HTTP/1.1\r\nHost: t\r\nX-A:\r\n\r\n", "[][null]"},
+        {"GET /hdr HTTP/1.1\r\nX-A: \r\nHost: t\r\nX-B:\t\r\n\r\n", "[][]"},
+        {"GET /hdr HTTP/1.1\r\nHost: t\r\nX-A:\r\nX-B: b\r\n\r\n", "[][b]"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        th_res_t r;
+        cr_assert_eq(th_request(th_server_port(ts), cases[i][0], &r), 0);
+        cr_assert_eq(r.status, 200, "case %zu:\n%s", i, r.raw);
+        cr_assert_str_eq(r.body, cases[i][1]);
+        th_res_free(&r);
+    }
+    static const char *folds[] = {
+        "GET /hdr HTTP/1.1\r\nHost: t\r\nX-A:\r\n folded\r\n\r\n",
+        "GET /hdr HTTP/1.1\r\nHost: t\r\nX-A:\r\n\tfolded\r\n\r\n",
+    };
+    for (size_t i = 0; i < sizeof(folds) / sizeof(folds[0]); i++) {
+        th_res_t r;
+        cr_assert_eq(th_request(th_server_port(ts), folds[i], &r), 0);
+        cr_assert_eq(r.status, 400, "fold %zu:\n%s", i, r.raw);
+        th_res_free(&r);
+    }
+    th_server_stop(ts, 1000);
+    sq_app_destroy(app);
+}
