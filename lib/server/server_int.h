@@ -219,10 +219,17 @@ struct sq_server_s {
     sq_server_stats_t stats;
 };
 
-/* lib/server/conn.c */
-SQ__HIDDEN void sq__conn_want_flush(sq__conn_t *conn);
-SQ__HIDDEN void sq__exch_release(struct sq_req_s *x, uint32_t which);
-SQ__HIDDEN void sq__exch_finished(struct sq_req_s *x);
+/* lib/server/conn.c: the transport */
+SQ__HIDDEN void sq__conn_accept(sq_server_t *srv, uv_stream_t *listener, bool is_pipe);
+SQ__HIDDEN void sq__conn_shutdown(sq__conn_t *conn);
+/* Closes now: queued bytes are dropped, the protocol and a handler still answering are
+ * told. */
+SQ__HIDDEN void sq__conn_teardown(sq__conn_t *conn);
+/* uv_read_start with the transport's callbacks. */
+SQ__HIDDEN int sq__conn_read_start(sq__conn_t *conn);
+SQ__HIDDEN void sq__conn_abort_exch(sq__conn_t *conn);
+
+/* lib/server/writeq.c */
 SQ__HIDDEN sq__wbatch_t *sq__conn_batch(sq__conn_t *conn);
 SQ__HIDDEN int sq__batch_add_copy(sq__wbatch_t *b, const void *data, size_t len);
 /* Makes the last `len` bytes already appended to b->buf a segment. */
@@ -230,19 +237,33 @@ SQ__HIDDEN int sq__batch_commit(sq__wbatch_t *b, size_t len);
 SQ__HIDDEN int sq__batch_add_ref(sq__wbatch_t *b, const void *base, size_t len,
                                  sq_free_cb free_cb, void *free_ud);
 SQ__HIDDEN sq__wseg_t *sq__batch_last(sq__wbatch_t *b);
-SQ__HIDDEN void sq__conn_abort_exch(sq__conn_t *conn);
-SQ__HIDDEN void sq__exch_hold(struct sq_req_s *x);
-SQ__HIDDEN void sq__exch_unhold(struct sq_req_s *x);
-
-SQ__HIDDEN void sq__conn_accept(sq_server_t *srv, uv_stream_t *listener, bool is_pipe);
-SQ__HIDDEN void sq__conn_shutdown(sq__conn_t *conn);
+/* Runs the completion and free callbacks of a written (or failed) batch and empties it. */
+SQ__HIDDEN void sq__batch_complete(sq__conn_t *conn, sq__wbatch_t *b, int status);
+/* Sends the filling batch (one writev when the socket takes it all). */
+SQ__HIDDEN void sq__conn_flush(sq__conn_t *conn);
+SQ__HIDDEN void sq__wq_put(sq_server_t *srv, sq__wq_t *q);
 /* Frees the exchanges and write queues pooled for reuse (the server is going). */
 SQ__HIDDEN void sq__server_pools_free(sq_server_t *srv);
+
+/* lib/server/timeouts.c */
 SQ__HIDDEN void sq__timer_arm(sq_server_t *srv, uint64_t due);
+/* Puts the connection at the tail of timeout list `which` (SQ__TQ_*), or takes it out. */
+SQ__HIDDEN void sq__tq_put(sq__conn_t *conn, int which);
+SQ__HIDDEN void sq__tq_drop(sq__conn_t *conn);
+/* Queues the connection for the next tick; sq__tick_wake starts the tick. */
+SQ__HIDDEN void sq__tick_add(sq__conn_t *conn);
+SQ__HIDDEN void sq__tick_wake(sq_server_t *srv);
+SQ__HIDDEN void sq__conn_want_flush(sq__conn_t *conn);
+
+/* lib/http/exchange.c */
+SQ__HIDDEN void sq__exch_release(struct sq_req_s *x, uint32_t which);
+SQ__HIDDEN void sq__exch_finished(struct sq_req_s *x);
+SQ__HIDDEN void sq__exch_hold(struct sq_req_s *x);
+SQ__HIDDEN void sq__exch_unhold(struct sq_req_s *x);
 /* lib/server/server.c: the last connection, listener or exchange gone ends a closing server */
 SQ__HIDDEN void sq__server_maybe_done(sq_server_t *srv);
 
-/* lib/server/blocking.c: runs the matched blocking callback on the work pool; finishes
+/* lib/http/blocking.c: runs the matched blocking callback on the work pool; finishes
  * the response (503 when the pool refuses) and releases the handler's hold when done. */
 SQ__HIDDEN void sq__blocking_dispatch(struct sq_req_s *x);
 

@@ -1,0 +1,413 @@
+/* HTTP/1 on a connection: parsing what is read (h1_parse.c holds the llhttp callbacks),
+ * pipelining in order by pausing the parser, error answers, back-pressure, half-close,
+ * dispatch to the router's handler, and the take-over that ends HTTP/1 on a connection.
+ *
+ * An exchange (request + response, exchange.c) is shared by the connection and the
+ * handler and is reference-counted: the connection holds it while it is its current
+ * exchange, the handler from dispatch until it finishes the response, and every queued
+ * streaming write whose callback has not run yet. When the client goes, the connection
+ * lets go and the handler is told (.aborted, on the next tick); the handler's finishing
+ * call then returns UV_ECANCELED and the last release returns the exchange to the pool.
+ */
+#include <stdlib.h>
+
+#include <jansson.h>
+
+#include "http/h1_int.h"
+#include "server/server_int.h"
+#include "squall/watchdog.h"
+#include "squall/work.h"
+
+static void eof_check(sq__conn_t *c);
+static void conn_resume(sq__conn_t *c);
+
+static int status_for_error(sq__conn_t *c, const llhttp_t *parser, llhttp_errno_t err,
+                            const char **detail)
+{
+    sq__exch_t *x = c->exch;
+    if (x != NULL && x->err_status != 0) {
+        *detail = sq__status_reason(x->err_status);
+        return x->err_status;
+    }
+    *detail = llhttp_get_error_reason(parser);
+    if (*detail == NULL)
+        *detail = "Bad Request";
+    switch (err) {
+    case HPE_INVALID_VERSION:
+        /* RFC 9110 §15.6.6: 505 for a version squall does not speak; llhttp also reports
+         * a good version followed by a bad line ending here ("HTTP/1.1\rX"): that is 400 */
+        return parser->http_major == 1 && parser->http_minor <= 1 ? 400 : 505;
+    case HPE_INVALID_TRANSFER_ENCODING:
+        /* RFC 9112 §6.1: a coding we do not understand is 501; chunked not last is 400 */
+        return x != NULL && (x->flags & SQ__XF_TE_UNKNOWN) ? 501 : 400;
+    default:
+        return 400;
+    }
+}
+
+static void save_pending(sq__conn_t *c, const char *pos, size_t rest)
+{
+    if (rest == 0)
+        return;
+    if (c->pending.base != NULL && pos >= c->pending.base &&
+        pos < c->pending.base + c->pending.cap) {
+        memmove(c->pending.base, pos, rest);
+        c->pending.len = rest;
+    } else if (sq__buf_append(&c->pending, pos, rest) != 0) {
+        sq__conn_teardown(c);
+    }
+}
+
+void sq__h1_process(sq__conn_t *c, const char *data, size_t len)
+{
+    sq_server_t *srv = c->srv;
+    const char *end = data + len;
+    llhttp_errno_t err;
+    sq__exch_t *px = c->exch; /* its parser; held, since a take-over may release it */
+    if (px == NULL && (px = c->exch = sq__exch_get(c)) == NULL) {
+        sq__conn_teardown(c);
+        return;
+    }
+    sq__exch_hold(px);
+    for (;;) {
+        srv->rd_base = data;
+        srv->rd_end = end;
+        err = llhttp_execute(&px->parser, data, (size_t)(end - data));
+        if (err == HPE_PAUSED_UPGRADE && c->state == SQ__ST_IDLE && c->exch == px &&
+            !(c->flags & (SQ__CF_CLOSED | SQ__CF_CLOSE_AFTER | SQ__CF_PAUSED))) {
+            /* RFC 9110 §7.8: the route answered without taking the connection over, so
+             * the Upgrade is ignored and HTTP/1.1 goes on (curl's h2c offer, say) */
+            data = llhttp_get_error_pos(&px->parser);
+            llhttp_resume_after_upgrade(&px->parser);
+            continue;
+        }
+        sq__exch_t *x = c->exch;
+        if (err != HPE_PAUSED || x == NULL || !(x->flags & SQ__XF_TRAILER_PAUSE) ||
+            (c->flags & SQ__CF_CLOSED))
+            break;
+        /* Paused after the last chunk's line: the trailer section starts here, and that
+         * line's CRLF (checked by llhttp) counts towards the blank line that ends it. */
+        data = llhttp_get_error_pos(&px->parser);
+        x->flags = (x->flags & ~SQ__XF_TRAILER_PAUSE) | SQ__XF_GAP;
+        x->gap_from = data;
+        memcpy(x->gap, "\r\n", 2);
+        x->gap_n = 2;
+        llhttp_resume(&px->parser);
+    }
+    if (SQ__LIKELY(err == HPE_OK)) {
+        sq__exch_t *x = c->exch;
+        if (x != NULL && (x->flags & SQ__XF_GAP)) {
+            /* the head goes on in the next read: keep its pending line endings */
+            sq__h1_gap_scan(x, x->gap_from ? x->gap_from : data, end, false);
+            x->gap_from = NULL;
+        }
+        goto out;
+    }
+    const char *pos = llhttp_get_error_pos(&px->parser);
+    size_t rest = pos ? (size_t)(end - pos) : 0;
+    if (c->flags & SQ__CF_CLOSED)
+        goto out;
+    if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
+        if (c->state == SQ__ST_PROTO) {
+            if (rest > 0)
+                c->proto->on_read(c, c->proto_ud, pos, (ssize_t)rest);
+        } else if (!(c->flags & SQ__CF_CLOSE_AFTER)) {
+            save_pending(c, pos, rest);
+        }
+        goto out;
+    }
+    const char *detail;
+    int status = status_for_error(c, &px->parser, err, &detail);
+    if (status == 413 || status == 414 || status == 431)
+        c->srv->stats.limit_errors++;
+    else
+        c->srv->stats.parse_errors++;
+    sq__h1_respond_error(c, status, detail);
+out:
+    sq__exch_unhold(px);
+}
+
+/* Answers a request that could not be parsed (or timed out) and closes afterwards. */
+void sq__h1_respond_error(sq__conn_t *c, int status, const char *detail)
+{
+    if (c->flags & SQ__CF_CLOSED)
+        return;
+    sq__exch_t *x = c->exch;
+    c->flags |= SQ__CF_CLOSE_AFTER | SQ__CF_LINGER;
+    /* an earlier answer may still be in flight to a client that does not read: the
+     * idle check closes it if it takes nothing for a whole idle period */
+    sq__tq_put(c, SQ__TQ_IDLE);
+    if (x == NULL) {
+        x = c->exch = sq__exch_get(c);
+        if (x == NULL) {
+            sq__conn_teardown(c);
+            return;
+        }
+    }
+    if (x->flags & (SQ__XF_HOLD_HANDLER | SQ__XF_HEADERS_SENT)) {
+        sq__conn_teardown(c); /* a handler owns the response already: nothing sane to send */
+        return;
+    }
+    c->state = SQ__ST_HANDLER;
+    x->flags &= ~SQ__XF_KEEPALIVE;
+    x->flags |= SQ__XF_HOLD_HANDLER | SQ__XF_IN_HANDLER;
+    x->rh.len = 0;
+    if (x->http_minor == 0 && x->method == 0)
+        x->http_minor = 1;
+    sq_res_send_error(&x->res, status, detail); /* {"detail": ...}, as 404 and 405 */
+    x->flags &= ~SQ__XF_IN_HANDLER;
+}
+
+/* The current response is finished and queued: reset for the next request, or close.
+ * Returns true when the connection goes on parsing. */
+bool sq__h1_response_done(sq__conn_t *c)
+{
+    sq__exch_t *x = c->exch;
+    if (!(x->flags & SQ__XF_KEEPALIVE) || c->srv->closing) {
+        c->flags |= SQ__CF_CLOSE_AFTER;
+        return false;
+    }
+    if (x->wholds > 0) {
+        /* Streaming write callbacks still to run get this exchange's res: the next request
+         * must not reuse it. Let it go, and parse what follows with a fresh exchange (and a
+         * fresh parser) on the next tick. */
+        c->exch = NULL;
+        x->conn = NULL;
+        sq__exch_release(x, SQ__XF_HOLD_CONN);
+        c->state = SQ__ST_IDLE;
+        c->flags |= SQ__CF_PAUSED;
+        sq__tq_put(c, SQ__TQ_IDLE);
+        sq__tick_add(c);
+        return false;
+    }
+    sq__exch_reset(x);
+    c->state = SQ__ST_IDLE;
+    sq__tq_put(c, SQ__TQ_IDLE);
+    return true;
+}
+
+/* Back-pressure on pipelining: a client that sends requests without reading the answers
+ * would have squall buffer answers without bound. Past max_pipeline_bytes of queued
+ * answers, parsing pauses (the bytes read meanwhile wait in c->pending, and reading stops
+ * when that is full) until sq__conn_flush sees the queue drain (test:
+ * backpressure/pipelined_answers_wait_*). Returns true when it paused. */
+bool sq__h1_drain_pause(sq__conn_t *c)
+{
+    if (sq__conn_queued_bytes(c) <= c->srv->opts.max_pipeline_bytes)
+        return false;
+    c->flags |= SQ__CF_PAUSED | SQ__CF_DRAIN;
+    return true;
+}
+
+/* Parses what was read while the parser was paused, and reads again. */
+static void conn_resume(sq__conn_t *c)
+{
+    c->flags &= ~(SQ__CF_PAUSED | SQ__CF_DRAIN);
+    if (c->exch != NULL)
+        llhttp_resume(&c->exch->parser);
+    c->flags |= SQ__CF_IN_READ;
+    if (c->pending.len > 0) {
+        size_t n = c->pending.len;
+        c->pending.len = 0;
+        sq__h1_process(c, c->pending.base, n);
+    }
+    c->flags &= ~SQ__CF_IN_READ;
+    if ((c->flags & (SQ__CF_READ_STOPPED | SQ__CF_CLOSED | SQ__CF_PAUSED | SQ__CF_EOF)) ==
+        SQ__CF_READ_STOPPED) {
+        c->flags &= ~SQ__CF_READ_STOPPED;
+        sq__conn_read_start(c);
+    }
+}
+
+/* Between requests with nothing buffered, give the exchange and write state back. */
+void sq__h1_idle_release(sq__conn_t *c)
+{
+    if (c->state != SQ__ST_IDLE || (c->flags & SQ__CF_CLOSED))
+        return;
+    if (c->exch != NULL && c->pending.len == 0 && c->exch->hb.len == 0 &&
+        !(c->flags & SQ__CF_PAUSED)) { /* a paused parser keeps its exchange */
+        sq__exch_t *x = c->exch;
+        c->exch = NULL;
+        x->conn = NULL;
+        sq__exch_release(x, SQ__XF_HOLD_CONN);
+    }
+    sq__wq_t *q = c->wq;
+    if (q != NULL && !q->inflight && q->b[0].nsegs == 0 && q->b[1].nsegs == 0) {
+        c->wq = NULL;
+        sq__wq_put(c->srv, q);
+    }
+    if (c->pending.len == 0 && c->pending.cap != 0)
+        sq__buf_free(&c->pending);
+}
+
+void sq__h1_tick(sq__conn_t *c)
+{
+    if (c->flags & SQ__CF_CLOSED)
+        return;
+    if (c->state == SQ__ST_HANDLER && c->exch != NULL && (c->exch->flags & SQ__XF_FINISHED) &&
+        !(c->flags & SQ__CF_CLOSE_AFTER)) {
+        /* answered later: go on with the pipelined requests, unless the answers queued
+         * so far must drain first */
+        c->flags &= ~SQ__CF_PAUSED;
+        if (sq__h1_response_done(c) && !sq__h1_drain_pause(c))
+            conn_resume(c);
+    } else if (c->state == SQ__ST_IDLE && c->exch == NULL && (c->flags & SQ__CF_PAUSED) &&
+               !(c->flags & SQ__CF_CLOSE_AFTER)) {
+        conn_resume(c); /* after an exchange kept by write callbacks: a fresh one */
+    } else if ((c->flags & SQ__CF_DRAIN) && !(c->flags & SQ__CF_CLOSE_AFTER)) {
+        if (sq__conn_queued_bytes(c) <= c->srv->opts.max_pipeline_bytes)
+            conn_resume(c);
+    } else if (c->state == SQ__ST_PROTO && c->pending.len > 0) {
+        size_t n = c->pending.len;
+        c->pending.len = 0;
+        c->flags |= SQ__CF_IN_READ;
+        c->proto->on_read(c, c->proto_ud, c->pending.base, (ssize_t)n);
+        c->flags &= ~SQ__CF_IN_READ;
+        if (!(c->flags & SQ__CF_CLOSED) && c->pending.len == 0)
+            sq__buf_free(&c->pending);
+    }
+    eof_check(c);
+    sq__conn_flush(c);
+}
+
+/* After a half-close: once nothing more can be answered — no handler owns a response,
+ * nothing pipelined waits, or a request was cut short — close after the queued writes. */
+static void eof_check(sq__conn_t *c)
+{
+    if ((c->flags & (SQ__CF_EOF | SQ__CF_CLOSED | SQ__CF_CLOSE_AFTER | SQ__CF_PAUSED)) !=
+            SQ__CF_EOF ||
+        c->state == SQ__ST_HANDLER || c->state == SQ__ST_PROTO)
+        return;
+    sq__conn_close(c, false);
+}
+
+/* The client closed its side, or the connection failed. A FIN is a half-close
+ * (shutdown(SHUT_WR), `nc -N`): the client may still be reading (RFC 9112 §9.6 only
+ * says it sends nothing more), so what it sent is answered — the request a handler is
+ * working on and the pipelined ones behind it — and the connection closes once those
+ * answers are written, as Node's allowHalfOpen servers do (tests:
+ * regress_http/half_close_*). A reset or another error closes at once, and a handler
+ * still answering is told (.aborted). */
+void sq__h1_on_eof(sq__conn_t *c, ssize_t err)
+{
+    if (err != UV_EOF || c->state == SQ__ST_CLOSING) {
+        sq__conn_teardown(c);
+        return;
+    }
+    uv_read_stop(&c->h.stream);
+    c->flags |= SQ__CF_EOF | SQ__CF_READ_STOPPED;
+    c->flags &= ~SQ__CF_LINGER; /* nothing more will come to drain */
+    eof_check(c);
+    sq__tick_add(c); /* flushes, and closes if CLOSE_AFTER is set */
+}
+
+void sq__h1_dispatch(sq__conn_t *c, sq__exch_t *x)
+{
+    x->flags |= SQ__XF_HOLD_HANDLER | SQ__XF_IN_HANDLER;
+    x->refs++;        /* the handler's reference, dropped when it finishes the response */
+    sq__exch_hold(x); /* this frame's: the handler may finish, take over or lose the client */
+    switch (x->verdict) {
+    case SQ__MATCH_OK:
+        if (x->match.bcb != NULL) {
+            sq__blocking_dispatch(x);
+        } else {
+            sq_watchdog_span_t span; /* asyncio's debug mode: who held the loop */
+            sq_watchdog_span_begin(c->srv->wd, &span, sq__route_pattern(x->match.route));
+            x->match.cb(x, &x->res, x->match.data);
+            sq_watchdog_span_end(c->srv->wd, &span);
+        }
+        break;
+    case SQ__MATCH_NONE:
+        sq_res_send_error(&x->res, 404, "Not Found");
+        break;
+    case SQ__MATCH_ASTERISK:
+        /* RFC 9110 §9.3.7: OPTIONS * asks about the server as a whole; "*" means nothing
+         * to any other method */
+        sq_res_header(&x->res, "Allow", "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS");
+        if (x->method == SQ_METHOD_OPTIONS)
+            sq_res_send(&x->res, 204, NULL, NULL, 0);
+        else
+            sq_res_send_error(&x->res, 400, "the target * is for OPTIONS only");
+        break;
+    case SQ__MATCH_NO_METHOD:
+        if (x->match.allow != NULL)
+            sq_res_header(&x->res, "Allow", x->match.allow);
+        sq_res_send_error(&x->res, 405, "Method Not Allowed");
+        break;
+    case SQ__MATCH_BAD_PARAM: {
+        /* FastAPI's shape for a path parameter that does not convert; an input that is not
+         * UTF-8 (it is percent-decoded bytes) is reported as null */
+        static const char msg[] =
+            "Input should be a valid integer, unable to parse string as an integer";
+        json_t *in = json_string(x->match.bad_value);
+        json_t *j = json_pack("{s:[{s:s,s:[s,s],s:s,s:o}]}", "detail", "type", "int_parsing",
+                              "loc", "path", x->match.bad_param, "msg", msg, "input",
+                              in ? in : json_null());
+        if (j != NULL)
+            sq_res_send_json_new(&x->res, 422, j);
+        else
+            sq_res_send_error(&x->res, 422, msg);
+        break;
+    }
+    }
+    x->flags &= ~SQ__XF_IN_HANDLER;
+    sq__exch_unhold(x);
+}
+
+int sq__res_takeover(sq_res_t *res, const sq__proto_t *proto, void *ud)
+{
+    sq__exch_t *x = res->req;
+    sq__conn_t *c = x->conn;
+    if (x->flags & SQ__XF_FINISHED)
+        return SQ_EALREADY_SENT;
+    if (c == NULL) {
+        x->flags |= SQ__XF_FINISHED;
+        sq__exch_release(x, SQ__XF_HOLD_HANDLER);
+        return UV_ECANCELED;
+    }
+    c->proto = proto;
+    c->proto_ud = ud;
+    c->state = SQ__ST_PROTO;
+    c->flags &= ~SQ__CF_PAUSED;
+    sq__tq_drop(c);
+    x->flags |= SQ__XF_FINISHED;
+    c->exch = NULL;
+    x->conn = NULL;
+    sq__exch_release(x, SQ__XF_HOLD_CONN);
+    sq__exch_release(x, SQ__XF_HOLD_HANDLER);
+    if (c->pending.len > 0)
+        sq__tick_add(c);
+    if (c->flags & SQ__CF_READ_STOPPED) {
+        /* after a half-close too: reading again delivers the EOF to the protocol */
+        c->flags &= ~(SQ__CF_READ_STOPPED | SQ__CF_EOF);
+        sq__conn_read_start(c);
+    }
+    return 0;
+}
+
+/* Reads while no protocol has taken the connection over. */
+void sq__h1_on_read(sq__conn_t *c, const char *data, ssize_t nread)
+{
+    if (nread < 0) {
+        sq__h1_on_eof(c, nread);
+        return;
+    }
+    if (c->state == SQ__ST_CLOSING || (c->flags & SQ__CF_CLOSE_AFTER))
+        return; /* lingering, or closing after an answer: nothing more is parsed */
+    if (c->flags & SQ__CF_PAUSED) {
+        /* A response is outstanding: keep what is pipelined behind it, up to a limit. */
+        if (sq__buf_append(&c->pending, data, (size_t)nread) != 0) {
+            sq__conn_teardown(c);
+            return;
+        }
+        if (c->pending.len >= c->srv->opts.max_pipeline_bytes) {
+            uv_read_stop(&c->h.stream);
+            c->flags |= SQ__CF_READ_STOPPED;
+        }
+        return;
+    }
+    c->flags |= SQ__CF_IN_READ;
+    sq__h1_process(c, data, (size_t)nread);
+    c->flags &= ~SQ__CF_IN_READ;
+    sq__conn_flush(c);
+}

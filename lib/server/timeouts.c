@@ -1,0 +1,139 @@
+/* Time on a server: the timeout lists (one FIFO per kind — head, body, idle, lingering
+ * close — under one uv_timer_t, since every connection in a list got the same timeout),
+ * the grace deadline of a shutdown, and the tick that runs work deferred out of user
+ * calls before the loop polls again. */
+#include "http/h1_int.h"
+#include "server/server_int.h"
+
+static void on_timer(uv_timer_t *t);
+static void on_tick(uv_idle_t *idle);
+
+void sq__timer_arm(sq_server_t *srv, uint64_t due)
+{
+    if (srv->timer_due != 0 && srv->timer_due <= due)
+        return;
+    uint64_t now = uv_now(srv->loop);
+    srv->timer_due = due;
+    uv_timer_start(&srv->timer, on_timer, due > now ? due - now : 0, 0);
+}
+
+void sq__tq_drop(sq__conn_t *c)
+{
+    sq__list_remove(&c->tnode);
+    c->tq = SQ__TQ_NONE;
+}
+
+/* Puts the connection at the tail of queue `which` with a fresh deadline. Since every
+ * connection in a queue got the same timeout, the tail always has the latest deadline. */
+void sq__tq_put(sq__conn_t *c, int which)
+{
+    sq_server_t *srv = c->srv;
+    uint64_t to = srv->tq_timeout[which];
+    sq__list_remove(&c->tnode);
+    c->tq = SQ__TQ_NONE;
+    if (to == 0)
+        return;
+    c->tq = (uint8_t)which;
+    uint64_t now = uv_now(srv->loop);
+    c->deadline = to > UINT64_MAX - now ? UINT64_MAX : now + to;
+    sq__list_insert_tail(&srv->tq[which], &c->tnode);
+    sq__timer_arm(srv, c->deadline);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    sq_server_t *srv = sq__container_of(t, sq_server_t, timer);
+    uint64_t now = uv_now(srv->loop);
+    srv->timer_due = 0;
+    for (int q = SQ__TQ_HEAD; q < SQ__TQ_COUNT; q++) {
+        while (!sq__list_empty(&srv->tq[q])) {
+            sq__conn_t *c = sq__container_of(srv->tq[q].next, sq__conn_t, tnode);
+            if (c->deadline > now)
+                break;
+            sq__tq_drop(c);
+            if (q == SQ__TQ_HEAD || q == SQ__TQ_BODY) {
+                /* RFC 9110 §15.5.9: 408, then close (slowloris, stalled bodies). */
+                srv->stats.timeouts++;
+                sq__h1_respond_error(c, 408, "Request Timeout");
+                sq__conn_flush(c);
+            } else if (q == SQ__TQ_IDLE && c->wq != NULL && c->wq->inflight &&
+                       c->h.stream.write_queue_size < c->wq->mark) {
+                /* No request, but an answer is still being written: the client took some
+                 * of it since the last look, so it is not idle. One that takes nothing
+                 * for a whole idle period is closed (tests: backpressure/slow_reader_*,
+                 * backpressure/reader_that_stalls_*). */
+                c->wq->mark = c->h.stream.write_queue_size;
+                sq__tq_put(c, SQ__TQ_IDLE);
+            } else if (q == SQ__TQ_IDLE && c->pending.len > 0 &&
+                       !(c->flags & SQ__CF_CLOSE_AFTER)) {
+                /* Pipelined requests wait for the answers before them to drain: not idle.
+                 * The drain that wakes them may have finished just now, its tick not run
+                 * yet (test: regress_http/a_body_of_4_gib_and_more_is_sent_whole). */
+                sq__tick_add(c);
+                sq__tq_put(c, SQ__TQ_IDLE);
+            } else {
+                sq__conn_teardown(c);
+            }
+        }
+    }
+    if (srv->closing && srv->grace_due != 0 && srv->grace_due <= now) {
+        srv->grace_due = 0;
+        sq__list_t *n = srv->conns.next;
+        while (n != &srv->conns) {
+            sq__conn_t *c = sq__container_of(n, sq__conn_t, node);
+            n = n->next;
+            sq__conn_teardown(c);
+        }
+    }
+    uint64_t due = 0;
+    for (int q = SQ__TQ_HEAD; q < SQ__TQ_COUNT; q++) {
+        if (sq__list_empty(&srv->tq[q]))
+            continue;
+        sq__conn_t *c = sq__container_of(srv->tq[q].next, sq__conn_t, tnode);
+        if (due == 0 || c->deadline < due)
+            due = c->deadline;
+    }
+    if (srv->closing && srv->grace_due != 0 && (due == 0 || srv->grace_due < due))
+        due = srv->grace_due;
+    if (due != 0)
+        sq__timer_arm(srv, due);
+}
+
+static void on_tick(uv_idle_t *idle)
+{
+    sq_server_t *srv = sq__container_of(idle, sq_server_t, tick);
+    if (!sq__list_empty(&srv->aborts))
+        sq__exch_deliver_aborts(srv);
+    /* This round's connections only: one that queues itself again (a write callback that
+     * writes the next chunk) waits for the next round, so the loop still polls between. */
+    sq__list_t round;
+    sq__list_take(&srv->ticks, &round);
+    while (!sq__list_empty(&round)) {
+        sq__conn_t *c = sq__container_of(round.next, sq__conn_t, knode);
+        sq__list_remove(&c->knode);
+        sq__h1_tick(c);
+    }
+    if (sq__list_empty(&srv->ticks) && sq__list_empty(&srv->aborts))
+        uv_idle_stop(idle);
+}
+
+/* Starts the tick if nothing had started it yet. */
+void sq__tick_wake(sq_server_t *srv)
+{
+    if (sq__list_empty(&srv->ticks) && sq__list_empty(&srv->aborts))
+        uv_idle_start(&srv->tick, on_tick);
+}
+
+void sq__tick_add(sq__conn_t *c)
+{
+    if (sq__list_linked(&c->knode) || (c->flags & SQ__CF_CLOSED))
+        return;
+    sq__tick_wake(c->srv);
+    sq__list_insert_tail(&c->srv->ticks, &c->knode);
+}
+
+void sq__conn_want_flush(sq__conn_t *c)
+{
+    if (!(c->flags & SQ__CF_IN_READ))
+        sq__tick_add(c);
+}

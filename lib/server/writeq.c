@@ -1,0 +1,331 @@
+/* The write queue: what a connection sends is gathered into a batch (bytes copied into
+ * one buffer, or segments that borrow memory) and leaves in one writev; while it is in
+ * flight the next batch fills. Completions and free callbacks run when the bytes have
+ * left or failed. Lent to a connection from the server's pool while it has bytes to send. */
+#include <stdlib.h>
+
+#include "http/h1_int.h"
+#include "server/server_int.h"
+
+static sq__wq_t *wq_get(sq__conn_t *c)
+{
+    if (c->wq != NULL)
+        return c->wq;
+    sq_server_t *srv = c->srv;
+    sq__wq_t *q = srv->wq_free;
+    if (q != NULL) {
+        srv->wq_free = q->next_free;
+        srv->wq_free_n--;
+    } else {
+        q = calloc(1, sizeof(*q));
+        if (q == NULL)
+            return NULL;
+    }
+    c->wq = q;
+    return q;
+}
+
+static void wbatch_free(sq__wbatch_t *b)
+{
+    sq__buf_free(&b->buf);
+    free(b->segs);
+    b->segs = NULL;
+    b->nsegs = b->cap = 0;
+}
+
+static void wq_free(sq__wq_t *q)
+{
+    wbatch_free(&q->b[0]);
+    wbatch_free(&q->b[1]);
+    free(q->iov);
+    free(q);
+}
+
+void sq__wq_put(sq_server_t *srv, sq__wq_t *q)
+{
+    if (srv->wq_free_n < SQ__POOL_MAX && !srv->closing && q->b[0].buf.cap <= 16384 &&
+        q->b[1].buf.cap <= 16384) {
+        q->next_free = srv->wq_free;
+        srv->wq_free = q;
+        srv->wq_free_n++;
+        return;
+    }
+    wq_free(q);
+}
+
+void sq__server_pools_free(sq_server_t *srv)
+{
+    sq__exch_pool_free(srv);
+    while (srv->wq_free != NULL) {
+        sq__wq_t *q = srv->wq_free;
+        srv->wq_free = q->next_free;
+        wq_free(q);
+    }
+    srv->wq_free_n = 0;
+}
+
+sq__wbatch_t *sq__conn_batch(sq__conn_t *c)
+{
+    sq__wq_t *q = wq_get(c);
+    return q ? &q->b[q->fill] : NULL;
+}
+
+static sq__wseg_t *batch_new_seg(sq__wbatch_t *b)
+{
+    if (b->nsegs == b->cap) {
+        unsigned cap = b->cap ? b->cap * 2 : 8;
+        sq__wseg_t *segs = realloc(b->segs, cap * sizeof(*segs));
+        if (segs == NULL)
+            return NULL;
+        b->segs = segs;
+        b->cap = cap;
+    }
+    sq__wseg_t *s = &b->segs[b->nsegs++];
+    memset(s, 0, sizeof(*s));
+    return s;
+}
+
+sq__wseg_t *sq__batch_last(sq__wbatch_t *b)
+{
+    if (b->nsegs == 0 && batch_new_seg(b) == NULL)
+        return NULL;
+    return &b->segs[b->nsegs - 1];
+}
+
+static bool seg_has_cb(const sq__wseg_t *s)
+{
+    return s->cb != NULL || s->rcb != NULL || s->free_cb != NULL;
+}
+
+int sq__batch_add_copy(sq__wbatch_t *b, const void *data, size_t len)
+{
+    if (sq__buf_append(&b->buf, data, len) != 0)
+        return UV_ENOMEM;
+    return sq__batch_commit(b, len);
+}
+
+int sq__batch_commit(sq__wbatch_t *b, size_t len)
+{
+    b->bytes += len;
+    sq__wseg_t *s = b->nsegs ? &b->segs[b->nsegs - 1] : NULL;
+    if (s != NULL && s->base == NULL && !seg_has_cb(s) && s->off + s->len == b->buf.len - len) {
+        s->len += len;
+        return 0;
+    }
+    s = batch_new_seg(b);
+    if (s == NULL)
+        return UV_ENOMEM;
+    s->off = b->buf.len - len;
+    s->len = len;
+    return 0;
+}
+
+int sq__batch_add_ref(sq__wbatch_t *b, const void *base, size_t len, sq_free_cb free_cb,
+                      void *free_ud)
+{
+    sq__wseg_t *s = batch_new_seg(b);
+    if (s == NULL)
+        return UV_ENOMEM;
+    s->base = base;
+    s->len = len;
+    s->free_cb = free_cb;
+    s->free_ud = free_ud;
+    b->bytes += len;
+    return 0;
+}
+
+/* Runs the completion and free callbacks of a written (or failed) batch and empties it. */
+void sq__batch_complete(sq__conn_t *c, sq__wbatch_t *b, int status)
+{
+    /* The callbacks may queue more bytes into this very batch (a drain callback that
+     * sends, a streaming write callback that writes the next chunk): walk a detached
+     * segment array, so new segments go to a fresh one. */
+    sq__wseg_t *segs = b->segs;
+    unsigned n = b->nsegs, cap = b->cap;
+    b->segs = NULL;
+    b->nsegs = b->cap = 0;
+    b->buf.len = 0;
+    b->bytes = 0;
+    for (unsigned i = 0; i < n; i++) {
+        sq__wseg_t s = segs[i];
+        if (s.free_cb != NULL)
+            s.free_cb((void *)s.base, s.free_ud);
+        if (s.cb != NULL)
+            s.cb(c, status, s.cb_ud);
+        if (s.rcb != NULL)
+            s.rcb(&s.rx->res, status, s.rcb_ud);
+        if (s.rx != NULL) {
+            s.rx->wholds--;
+            sq__exch_unhold(s.rx);
+        }
+    }
+    if (b->segs == NULL) { /* nothing was queued meanwhile: keep the array */
+        b->segs = segs;
+        b->cap = cap;
+    } else {
+        free(segs);
+    }
+}
+
+static void after_write(sq__conn_t *c, int status)
+{
+    if (status < 0) {
+        if (!(c->flags & SQ__CF_CLOSED))
+            sq__conn_teardown(c);
+        return;
+    }
+    sq__conn_flush(c);
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    sq__wq_t *q = sq__container_of(req, sq__wq_t, req);
+    sq__conn_t *c = req->handle->data;
+    q->inflight = false;
+    sq__batch_complete(c, &q->b[q->fill ^ 1], status);
+    after_write(c, status);
+}
+
+/* The parser waits for queued answers to drain (sq__h1_drain_pause): once they have, the
+ * tick parses what waits. */
+static void drain_wake(sq__conn_t *c)
+{
+    if ((c->flags & (SQ__CF_DRAIN | SQ__CF_CLOSE_AFTER)) == SQ__CF_DRAIN &&
+        sq__conn_queued_bytes(c) <= c->srv->opts.max_pipeline_bytes)
+        sq__tick_add(c);
+}
+
+/* Sends the filling batch: one writev when the socket takes it all (the usual case),
+ * else uv_write for the rest. Pipelined responses of one read leave in one syscall. */
+void sq__conn_flush(sq__conn_t *c)
+{
+    unsigned rounds = 0;
+again:;
+    sq__wq_t *q = c->wq;
+    if (c->flags & SQ__CF_CLOSED)
+        return;
+    if (q == NULL || q->inflight)
+        goto done;
+    sq__wbatch_t *b = &q->b[q->fill];
+    if (b->nsegs == 0)
+        goto done;
+    if (q->iov_cap < b->nsegs) {
+        uv_buf_t *iov = realloc(q->iov, b->nsegs * sizeof(*iov));
+        if (iov == NULL) {
+            sq__batch_complete(c, b, UV_ENOMEM);
+            sq__conn_teardown(c);
+            return;
+        }
+        q->iov = iov;
+        q->iov_cap = b->nsegs;
+    }
+    unsigned n = 0;
+    for (unsigned i = 0; i < b->nsegs; i++) {
+        sq__wseg_t *s = &b->segs[i];
+        if (s->len == 0)
+            continue;
+        /* not uv_buf_init, whose length is an unsigned int: a body of 4 GiB or more
+         * would go out cut to its low 32 bits while its Content-Length says the whole */
+        q->iov[n].base = (char *)(s->base ? s->base : b->buf.base + s->off);
+        q->iov[n++].len = s->len;
+    }
+    unsigned first = 0;
+    if (n > 0 && c->h.stream.write_queue_size == 0) {
+        int w = uv_try_write(&c->h.stream, q->iov, n);
+        if (w < 0 && w != UV_EAGAIN) {
+            sq__batch_complete(c, b, w);
+            sq__conn_teardown(c);
+            return;
+        }
+        size_t left = w > 0 ? (size_t)w : 0;
+        while (first < n && left >= q->iov[first].len)
+            left -= q->iov[first++].len;
+        if (first < n) {
+            q->iov[first].base += left;
+            q->iov[first].len -= left;
+        }
+    }
+    if (first == n) {
+        sq__batch_complete(c, b, 0);
+        if (c->flags & SQ__CF_CLOSED)
+            return;
+        if (q->b[q->fill].nsegs != 0) { /* a completion callback queued more */
+            if (++rounds < 16)
+                goto again;
+            sq__tick_add(c); /* the rest on the next tick: no recursion, no starving the loop */
+            return;
+        }
+        goto done;
+    }
+    q->fill ^= 1;
+    q->inflight = true;
+    q->mark = SIZE_MAX;
+    c->h.handle.data = c;
+    int rc = uv_write(&q->req, &c->h.stream, q->iov + first, n - first, on_write);
+    if (rc != 0) {
+        q->inflight = false;
+        q->fill ^= 1;
+        sq__batch_complete(c, b, rc);
+        sq__conn_teardown(c);
+        return;
+    }
+    drain_wake(c);
+    return;
+done:
+    if ((c->flags & SQ__CF_CLOSE_AFTER) && (q == NULL || !q->inflight)) {
+        sq__conn_close(c, false);
+        return;
+    }
+    drain_wake(c);
+    sq__h1_idle_release(c);
+}
+
+int sq__conn_write(sq__conn_t *c, const uv_buf_t *bufs, unsigned nbufs, sq__write_cb cb,
+                   void *ud)
+{
+    if (c->flags & (SQ__CF_CLOSED | SQ__CF_CLOSE_AFTER))
+        return UV_ECANCELED;
+    sq__wbatch_t *b = sq__conn_batch(c);
+    if (b == NULL)
+        return UV_ENOMEM;
+    for (unsigned i = 0; i < nbufs; i++)
+        if (sq__batch_add_copy(b, bufs[i].base, bufs[i].len) != 0)
+            return UV_ENOMEM;
+    if (cb != NULL) {
+        sq__wseg_t *s = batch_new_seg(b);
+        if (s == NULL)
+            return UV_ENOMEM;
+        s->cb = cb;
+        s->cb_ud = ud;
+    }
+    sq__conn_want_flush(c);
+    return 0;
+}
+
+int sq__conn_write_ref(sq__conn_t *c, const void *base, size_t len, sq_free_cb free_cb,
+                       void *free_ud, sq__write_cb cb, void *ud)
+{
+    if (c->flags & (SQ__CF_CLOSED | SQ__CF_CLOSE_AFTER)) {
+        if (free_cb)
+            free_cb((void *)base, free_ud);
+        return UV_ECANCELED;
+    }
+    sq__wbatch_t *b = sq__conn_batch(c);
+    if (b == NULL || sq__batch_add_ref(b, base, len, free_cb, free_ud) != 0) {
+        if (free_cb)
+            free_cb((void *)base, free_ud);
+        return UV_ENOMEM;
+    }
+    b->segs[b->nsegs - 1].cb = cb;
+    b->segs[b->nsegs - 1].cb_ud = ud;
+    sq__conn_want_flush(c);
+    return 0;
+}
+
+size_t sq__conn_queued_bytes(const sq__conn_t *c)
+{
+    size_t n = c->h.stream.write_queue_size;
+    if (c->wq != NULL)
+        n += c->wq->b[c->wq->fill].bytes;
+    return n;
+}
