@@ -345,6 +345,16 @@ int sq_res_start(sq_res_t *res, int status, const char *content_type)
     return 0;
 }
 
+/* A streaming write's completion (the write queue's): the handler's callback, then the
+ * exchange's hold is dropped. */
+static void write_done(sq__conn_t *c, int status, void (*fn)(void), void *ud, void *ud2)
+{
+    sq__exch_t *x = ud;
+    ((sq_res_write_cb)fn)(&x->res, status, ud2);
+    x->wholds--;
+    sq__exch_unhold(x);
+}
+
 int sq_res_write(sq_res_t *res, const void *data, size_t len, sq_res_write_cb cb, void *cb_data)
 {
     sq__exch_t *x = res->req;
@@ -369,19 +379,9 @@ int sq_res_write(sq_res_t *res, const void *data, size_t len, sq_res_write_cb cb
         }
     }
     if (rc == 0 && cb != NULL) {
-        sq__wseg_t *s = sq__batch_last(b);
-        if (s == NULL || s->cb || s->rcb || s->free_cb) {
-            /* a fresh empty segment carries the callback */
-            rc = sq__batch_add_copy(b, "", 0);
-            s = rc == 0 ? sq__batch_last(b) : NULL;
-        }
-        if (s != NULL && (s->cb || s->rcb || s->free_cb))
-            rc = UV_ENOMEM;
-        if (rc == 0 && s != NULL) {
-            s->rcb = cb;
-            s->rcb_ud = cb_data;
-            s->rx = x;
-            x->wholds++;
+        rc = sq__batch_on_done(b, write_done, (void (*)(void))cb, x, cb_data);
+        if (rc == 0) {
+            x->wholds++; /* the completion holds the exchange: it gets this res */
             sq__exch_hold(x);
         }
     }

@@ -9,6 +9,12 @@
  * sq__exch_reset and wq_put, what a burst leaves behind stays under a few MiB. */
 #define SQ__POOL_MAX 64
 
+/* A segment's completion, run once with the write's status (0, or negative when the bytes
+ * were not sent). `fn` is the writer's own callback, passed through untyped and cast back
+ * by `done`, which knows its type: the write queue knows nothing of what it carries. */
+typedef void (*sq__wdone_cb)(sq__conn_t *conn, int status, void (*fn)(void), void *ud,
+                             void *ud2);
+
 /* One write batch: bytes copied into `buf`, plus segments that point at borrowed memory. */
 typedef struct sq__wseg {
     const char *base;   /* NULL: the bytes are buf[off, off+len) */
@@ -16,11 +22,10 @@ typedef struct sq__wseg {
     size_t len;
     sq_free_cb free_cb; /* zero-copy segments: release `base` */
     void *free_ud;
-    sq__write_cb cb;    /* raw connection write completion, or NULL */
-    void *cb_ud;
-    sq_res_write_cb rcb;/* streaming response write completion, or NULL */
-    struct sq_req_s *rx;/* ...its exchange, which the segment holds a reference to */
-    void *rcb_ud;
+    sq__wdone_cb done;  /* completion, or NULL */
+    void (*fn)(void);
+    void *ud;
+    void *ud2;
 } sq__wseg_t;
 
 typedef struct sq__wbatch {
@@ -236,7 +241,10 @@ SQ__HIDDEN int sq__batch_add_copy(sq__wbatch_t *b, const void *data, size_t len)
 SQ__HIDDEN int sq__batch_commit(sq__wbatch_t *b, size_t len);
 SQ__HIDDEN int sq__batch_add_ref(sq__wbatch_t *b, const void *base, size_t len,
                                  sq_free_cb free_cb, void *free_ud);
-SQ__HIDDEN sq__wseg_t *sq__batch_last(sq__wbatch_t *b);
+/* Gives the bytes queued so far in b a completion: done(conn, status, fn, ud, ud2) runs
+ * once they have left (or failed). Returns 0 or UV_ENOMEM. */
+SQ__HIDDEN int sq__batch_on_done(sq__wbatch_t *b, sq__wdone_cb done, void (*fn)(void),
+                                 void *ud, void *ud2);
 /* Runs the completion and free callbacks of a written (or failed) batch and empties it. */
 SQ__HIDDEN void sq__batch_complete(sq__conn_t *conn, sq__wbatch_t *b, int status);
 /* Sends the filling batch (one writev when the socket takes it all). */

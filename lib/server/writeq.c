@@ -85,16 +85,26 @@ static sq__wseg_t *batch_new_seg(sq__wbatch_t *b)
     return s;
 }
 
-sq__wseg_t *sq__batch_last(sq__wbatch_t *b)
-{
-    if (b->nsegs == 0 && batch_new_seg(b) == NULL)
-        return NULL;
-    return &b->segs[b->nsegs - 1];
-}
-
 static bool seg_has_cb(const sq__wseg_t *s)
 {
-    return s->cb != NULL || s->rcb != NULL || s->free_cb != NULL;
+    return s->done != NULL || s->free_cb != NULL;
+}
+
+int sq__batch_on_done(sq__wbatch_t *b, sq__wdone_cb done, void (*fn)(void), void *ud,
+                      void *ud2)
+{
+    sq__wseg_t *s = b->nsegs ? &b->segs[b->nsegs - 1] : NULL;
+    if (s == NULL || seg_has_cb(s)) {
+        s = batch_new_seg(b); /* a fresh empty segment carries the completion */
+        if (s == NULL)
+            return UV_ENOMEM;
+        s->off = b->buf.len;
+    }
+    s->done = done;
+    s->fn = fn;
+    s->ud = ud;
+    s->ud2 = ud2;
+    return 0;
 }
 
 int sq__batch_add_copy(sq__wbatch_t *b, const void *data, size_t len)
@@ -150,14 +160,8 @@ void sq__batch_complete(sq__conn_t *c, sq__wbatch_t *b, int status)
         sq__wseg_t s = segs[i];
         if (s.free_cb != NULL)
             s.free_cb((void *)s.base, s.free_ud);
-        if (s.cb != NULL)
-            s.cb(c, status, s.cb_ud);
-        if (s.rcb != NULL)
-            s.rcb(&s.rx->res, status, s.rcb_ud);
-        if (s.rx != NULL) {
-            s.rx->wholds--;
-            sq__exch_unhold(s.rx);
-        }
+        if (s.done != NULL)
+            s.done(c, status, s.fn, s.ud, s.ud2);
     }
     if (b->segs == NULL) { /* nothing was queued meanwhile: keep the array */
         b->segs = segs;
@@ -280,6 +284,12 @@ done:
     sq__h1_idle_release(c);
 }
 
+/* The completion of raw connection writes (sq__conn_write*). */
+static void raw_done(sq__conn_t *c, int status, void (*fn)(void), void *ud, void *ud2)
+{
+    ((sq__write_cb)fn)(c, status, ud);
+}
+
 int sq__conn_write(sq__conn_t *c, const uv_buf_t *bufs, unsigned nbufs, sq__write_cb cb,
                    void *ud)
 {
@@ -291,13 +301,8 @@ int sq__conn_write(sq__conn_t *c, const uv_buf_t *bufs, unsigned nbufs, sq__writ
     for (unsigned i = 0; i < nbufs; i++)
         if (sq__batch_add_copy(b, bufs[i].base, bufs[i].len) != 0)
             return UV_ENOMEM;
-    if (cb != NULL) {
-        sq__wseg_t *s = batch_new_seg(b);
-        if (s == NULL)
-            return UV_ENOMEM;
-        s->cb = cb;
-        s->cb_ud = ud;
-    }
+    if (cb != NULL && sq__batch_on_done(b, raw_done, (void (*)(void))cb, ud, NULL) != 0)
+        return UV_ENOMEM;
     sq__conn_want_flush(c);
     return 0;
 }
@@ -316,8 +321,8 @@ int sq__conn_write_ref(sq__conn_t *c, const void *base, size_t len, sq_free_cb f
             free_cb((void *)base, free_ud);
         return UV_ENOMEM;
     }
-    b->segs[b->nsegs - 1].cb = cb;
-    b->segs[b->nsegs - 1].cb_ud = ud;
+    if (cb != NULL)
+        sq__batch_on_done(b, raw_done, (void (*)(void))cb, ud, NULL); /* on the ref's seg */
     sq__conn_want_flush(c);
     return 0;
 }

@@ -591,8 +591,8 @@ const char *__lsan_default_suppressions(void)
 /* Out of memory is reported, not aborted on (tests feed lengths no allocator can give:
  * regress_http/aborted_never_runs_inside_a_finishing_call): let malloc say NULL under
  * ASan too, as it does without it. */
-const char *__asan_default_options(void);
-const char *__asan_default_options(void)
+__attribute__((visibility("default"))) const char *__asan_default_options(void);
+__attribute__((visibility("default"))) const char *__asan_default_options(void)
 {
     return "allocator_may_return_null=1";
 }
