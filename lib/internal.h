@@ -192,15 +192,25 @@ SQ__HIDDEN sq__match_t sq__app_match(const sq_app_t *app, sq_method_t method,
 typedef struct sq__conn sq__conn_t;
 typedef struct sq_req_s sq__exch_t;
 
-/* A protocol that took a connection over after its HTTP headers (WebSocket). The
- * connection keeps its stream, timers and registry entry; bytes go to these callbacks. */
+/* The protocol a connection speaks: the transport (lib/server) calls up only through
+ * this table. HTTP/1 (lib/http/h1_conn.c) is every connection's first; a take-over
+ * (WebSocket) installs another. The three optional entries may be NULL. */
 typedef struct sq__proto {
-    /* Bytes read (nread > 0), or the end of the stream (nread < 0, a libuv code). */
+    /* Bytes read (nread > 0), or the end of the stream (nread < 0, a libuv code; after
+     * UV_EOF the transport reads no more unless told to). */
     void (*on_read)(sq__conn_t *conn, void *ud, const char *data, ssize_t nread);
     /* The server is shutting down: say goodbye (WebSocket 1001) and close soon. */
     void (*on_shutdown)(sq__conn_t *conn, void *ud);
-    /* The connection is closing; after this returns nothing of it may be used. */
+    /* The connection is closing (or lingering before it): the protocol lets go of it;
+     * the transport calls nothing of it again. */
     void (*on_close)(sq__conn_t *conn, void *ud);
+    /* Work the protocol queued with sq__tick_add, run before the loop polls again. */
+    void (*on_tick)(sq__conn_t *conn, void *ud);
+    /* The deadline of timeout list `which` (SQ__TQ_*) passed; the connection is out of
+     * the list. NULL: the transport closes the connection. */
+    void (*on_timeout)(sq__conn_t *conn, void *ud, int which);
+    /* A flush handed what it could to the kernel; `idle`: nothing is in flight. */
+    void (*on_flushed)(sq__conn_t *conn, void *ud, bool idle);
 } sq__proto_t;
 
 /* Write-completion for raw connection writes (status 0, or negative when not sent). */

@@ -95,11 +95,11 @@ void sq__exch_finished(sq__exch_t *x)
  * regress_http/aborted_never_runs_inside_a_finishing_call). */
 void sq__conn_abort_exch(sq__conn_t *c)
 {
-    sq__exch_t *x = c->exch;
+    sq__exch_t *x = sq__h1(c)->exch;
     if (x == NULL)
         return;
     sq_server_t *srv = c->srv;
-    c->exch = NULL;
+    sq__h1(c)->exch = NULL;
     x->conn = NULL;
     bool owned = (x->flags & SQ__XF_HOLD_HANDLER) && !(x->flags & SQ__XF_FINISHED);
     if (owned) {
@@ -114,8 +114,9 @@ void sq__conn_abort_exch(sq__conn_t *c)
     sq__exch_release(x, SQ__XF_HOLD_CONN);
 }
 
-/* Tells each handler whose client went since the last tick, unless it finished first. */
-void sq__exch_deliver_aborts(sq_server_t *srv)
+/* Tells each handler whose client went since the last tick, unless it finished first.
+ * The server's tick hook: true when more were queued meanwhile. */
+bool sq__exch_deliver_aborts(sq_server_t *srv)
 {
     sq__list_t round;
     sq__list_take(&srv->aborts, &round);
@@ -127,6 +128,7 @@ void sq__exch_deliver_aborts(sq_server_t *srv)
             h->aborted(x, &x->res, x->match.data);
         sq__exch_unhold(x);
     }
+    return !sq__list_empty(&srv->aborts); /* told while telling: the next round */
 }
 
 /* Frees the exchanges pooled for reuse (the server is going). */

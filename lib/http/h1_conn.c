@@ -20,11 +20,12 @@
 
 static void eof_check(sq__conn_t *c);
 static void conn_resume(sq__conn_t *c);
+static void respond_error(sq__conn_t *c, int status, const char *detail);
 
 static int status_for_error(sq__conn_t *c, const llhttp_t *parser, llhttp_errno_t err,
                             const char **detail)
 {
-    sq__exch_t *x = c->exch;
+    sq__exch_t *x = sq__h1(c)->exch;
     if (x != NULL && x->err_status != 0) {
         *detail = sq__status_reason(x->err_status);
         return x->err_status;
@@ -63,8 +64,8 @@ void sq__h1_process(sq__conn_t *c, const char *data, size_t len)
     sq_server_t *srv = c->srv;
     const char *end = data + len;
     llhttp_errno_t err;
-    sq__exch_t *px = c->exch; /* its parser; held, since a take-over may release it */
-    if (px == NULL && (px = c->exch = sq__exch_get(c)) == NULL) {
+    sq__exch_t *px = sq__h1(c)->exch; /* its parser; held, since a take-over may release it */
+    if (px == NULL && (px = sq__h1(c)->exch = sq__exch_get(c)) == NULL) {
         sq__conn_teardown(c);
         return;
     }
@@ -73,15 +74,16 @@ void sq__h1_process(sq__conn_t *c, const char *data, size_t len)
         srv->rd_base = data;
         srv->rd_end = end;
         err = llhttp_execute(&px->parser, data, (size_t)(end - data));
-        if (err == HPE_PAUSED_UPGRADE && c->state == SQ__ST_IDLE && c->exch == px &&
-            !(c->flags & (SQ__CF_CLOSED | SQ__CF_CLOSE_AFTER | SQ__CF_PAUSED))) {
+        if (err == HPE_PAUSED_UPGRADE && sq__h1(c)->state == SQ__H1_IDLE && sq__h1(c)->exch == px &&
+            !(c->flags & (SQ__CF_CLOSED | SQ__CF_CLOSE_AFTER)) &&
+            !(sq__h1(c)->flags & SQ__HF_PAUSED)) {
             /* RFC 9110 §7.8: the route answered without taking the connection over, so
              * the Upgrade is ignored and HTTP/1.1 goes on (curl's h2c offer, say) */
             data = llhttp_get_error_pos(&px->parser);
             llhttp_resume_after_upgrade(&px->parser);
             continue;
         }
-        sq__exch_t *x = c->exch;
+        sq__exch_t *x = sq__h1(c)->exch;
         if (err != HPE_PAUSED || x == NULL || !(x->flags & SQ__XF_TRAILER_PAUSE) ||
             (c->flags & SQ__CF_CLOSED))
             break;
@@ -95,7 +97,7 @@ void sq__h1_process(sq__conn_t *c, const char *data, size_t len)
         llhttp_resume(&px->parser);
     }
     if (SQ__LIKELY(err == HPE_OK)) {
-        sq__exch_t *x = c->exch;
+        sq__exch_t *x = sq__h1(c)->exch;
         if (x != NULL && (x->flags & SQ__XF_GAP)) {
             /* the head goes on in the next read: keep its pending line endings */
             sq__h1_gap_scan(x, x->gap_from ? x->gap_from : data, end, false);
@@ -108,7 +110,7 @@ void sq__h1_process(sq__conn_t *c, const char *data, size_t len)
     if (c->flags & SQ__CF_CLOSED)
         goto out;
     if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
-        if (c->state == SQ__ST_PROTO) {
+        if (sq__h1(c)->state == SQ__H1_TAKEN) {
             if (rest > 0)
                 c->proto->on_read(c, c->proto_ud, pos, (ssize_t)rest);
         } else if (!(c->flags & SQ__CF_CLOSE_AFTER)) {
@@ -122,23 +124,23 @@ void sq__h1_process(sq__conn_t *c, const char *data, size_t len)
         c->srv->stats.limit_errors++;
     else
         c->srv->stats.parse_errors++;
-    sq__h1_respond_error(c, status, detail);
+    respond_error(c, status, detail);
 out:
     sq__exch_unhold(px);
 }
 
 /* Answers a request that could not be parsed (or timed out) and closes afterwards. */
-void sq__h1_respond_error(sq__conn_t *c, int status, const char *detail)
+static void respond_error(sq__conn_t *c, int status, const char *detail)
 {
     if (c->flags & SQ__CF_CLOSED)
         return;
-    sq__exch_t *x = c->exch;
+    sq__exch_t *x = sq__h1(c)->exch;
     c->flags |= SQ__CF_CLOSE_AFTER | SQ__CF_LINGER;
     /* an earlier answer may still be in flight to a client that does not read: the
      * idle check closes it if it takes nothing for a whole idle period */
     sq__tq_put(c, SQ__TQ_IDLE);
     if (x == NULL) {
-        x = c->exch = sq__exch_get(c);
+        x = sq__h1(c)->exch = sq__exch_get(c);
         if (x == NULL) {
             sq__conn_teardown(c);
             return;
@@ -148,7 +150,7 @@ void sq__h1_respond_error(sq__conn_t *c, int status, const char *detail)
         sq__conn_teardown(c); /* a handler owns the response already: nothing sane to send */
         return;
     }
-    c->state = SQ__ST_HANDLER;
+    sq__h1(c)->state = SQ__H1_HANDLER;
     x->flags &= ~SQ__XF_KEEPALIVE;
     x->flags |= SQ__XF_HOLD_HANDLER | SQ__XF_IN_HANDLER;
     x->rh.len = 0;
@@ -162,7 +164,7 @@ void sq__h1_respond_error(sq__conn_t *c, int status, const char *detail)
  * Returns true when the connection goes on parsing. */
 bool sq__h1_response_done(sq__conn_t *c)
 {
-    sq__exch_t *x = c->exch;
+    sq__exch_t *x = sq__h1(c)->exch;
     if (!(x->flags & SQ__XF_KEEPALIVE) || c->srv->closing) {
         c->flags |= SQ__CF_CLOSE_AFTER;
         return false;
@@ -171,17 +173,17 @@ bool sq__h1_response_done(sq__conn_t *c)
         /* Streaming write callbacks still to run get this exchange's res: the next request
          * must not reuse it. Let it go, and parse what follows with a fresh exchange (and a
          * fresh parser) on the next tick. */
-        c->exch = NULL;
+        sq__h1(c)->exch = NULL;
         x->conn = NULL;
         sq__exch_release(x, SQ__XF_HOLD_CONN);
-        c->state = SQ__ST_IDLE;
-        c->flags |= SQ__CF_PAUSED;
+        sq__h1(c)->state = SQ__H1_IDLE;
+        sq__h1(c)->flags |= SQ__HF_PAUSED;
         sq__tq_put(c, SQ__TQ_IDLE);
         sq__tick_add(c);
         return false;
     }
     sq__exch_reset(x);
-    c->state = SQ__ST_IDLE;
+    sq__h1(c)->state = SQ__H1_IDLE;
     sq__tq_put(c, SQ__TQ_IDLE);
     return true;
 }
@@ -195,16 +197,16 @@ bool sq__h1_drain_pause(sq__conn_t *c)
 {
     if (sq__conn_queued_bytes(c) <= c->srv->opts.max_pipeline_bytes)
         return false;
-    c->flags |= SQ__CF_PAUSED | SQ__CF_DRAIN;
+    sq__h1(c)->flags |= SQ__HF_PAUSED | SQ__HF_DRAIN;
     return true;
 }
 
 /* Parses what was read while the parser was paused, and reads again. */
 static void conn_resume(sq__conn_t *c)
 {
-    c->flags &= ~(SQ__CF_PAUSED | SQ__CF_DRAIN);
-    if (c->exch != NULL)
-        llhttp_resume(&c->exch->parser);
+    sq__h1(c)->flags &= ~(SQ__HF_PAUSED | SQ__HF_DRAIN);
+    if (sq__h1(c)->exch != NULL)
+        llhttp_resume(&sq__h1(c)->exch->parser);
     c->flags |= SQ__CF_IN_READ;
     if (c->pending.len > 0) {
         size_t n = c->pending.len;
@@ -212,71 +214,58 @@ static void conn_resume(sq__conn_t *c)
         sq__h1_process(c, c->pending.base, n);
     }
     c->flags &= ~SQ__CF_IN_READ;
-    if ((c->flags & (SQ__CF_READ_STOPPED | SQ__CF_CLOSED | SQ__CF_PAUSED | SQ__CF_EOF)) ==
-        SQ__CF_READ_STOPPED) {
+    if ((c->flags & (SQ__CF_READ_STOPPED | SQ__CF_CLOSED | SQ__CF_EOF)) == SQ__CF_READ_STOPPED &&
+        !(sq__h1(c)->flags & SQ__HF_PAUSED)) {
         c->flags &= ~SQ__CF_READ_STOPPED;
         sq__conn_read_start(c);
     }
 }
 
-/* Between requests with nothing buffered, give the exchange and write state back. */
-void sq__h1_idle_release(sq__conn_t *c)
+/* Between requests with nothing buffered, give the exchange and the read-ahead back. */
+static void idle_release(sq__conn_t *c)
 {
-    if (c->state != SQ__ST_IDLE || (c->flags & SQ__CF_CLOSED))
+    if (sq__h1(c)->state != SQ__H1_IDLE || (c->flags & SQ__CF_CLOSED))
         return;
-    if (c->exch != NULL && c->pending.len == 0 && c->exch->hb.len == 0 &&
-        !(c->flags & SQ__CF_PAUSED)) { /* a paused parser keeps its exchange */
-        sq__exch_t *x = c->exch;
-        c->exch = NULL;
+    if (sq__h1(c)->exch != NULL && c->pending.len == 0 && sq__h1(c)->exch->hb.len == 0 &&
+        !(sq__h1(c)->flags & SQ__HF_PAUSED)) { /* a paused parser keeps its exchange */
+        sq__exch_t *x = sq__h1(c)->exch;
+        sq__h1(c)->exch = NULL;
         x->conn = NULL;
         sq__exch_release(x, SQ__XF_HOLD_CONN);
-    }
-    sq__wq_t *q = c->wq;
-    if (q != NULL && !q->inflight && q->b[0].nsegs == 0 && q->b[1].nsegs == 0) {
-        c->wq = NULL;
-        sq__wq_put(c->srv, q);
     }
     if (c->pending.len == 0 && c->pending.cap != 0)
         sq__buf_free(&c->pending);
 }
 
-void sq__h1_tick(sq__conn_t *c)
+/* Work deferred to the tick: going on after an answer given later, after a drain, or
+ * with a fresh exchange; and closing once a half-closed client has its answers. */
+static void h1_on_tick(sq__conn_t *c, void *ud)
 {
-    if (c->flags & SQ__CF_CLOSED)
-        return;
-    if (c->state == SQ__ST_HANDLER && c->exch != NULL && (c->exch->flags & SQ__XF_FINISHED) &&
+    sq__h1conn_t *h = sq__h1(c);
+    if (h->state == SQ__H1_HANDLER && h->exch != NULL && (h->exch->flags & SQ__XF_FINISHED) &&
         !(c->flags & SQ__CF_CLOSE_AFTER)) {
         /* answered later: go on with the pipelined requests, unless the answers queued
          * so far must drain first */
-        c->flags &= ~SQ__CF_PAUSED;
+        h->flags &= ~SQ__HF_PAUSED;
         if (sq__h1_response_done(c) && !sq__h1_drain_pause(c))
             conn_resume(c);
-    } else if (c->state == SQ__ST_IDLE && c->exch == NULL && (c->flags & SQ__CF_PAUSED) &&
+    } else if (h->state == SQ__H1_IDLE && h->exch == NULL && (h->flags & SQ__HF_PAUSED) &&
                !(c->flags & SQ__CF_CLOSE_AFTER)) {
         conn_resume(c); /* after an exchange kept by write callbacks: a fresh one */
-    } else if ((c->flags & SQ__CF_DRAIN) && !(c->flags & SQ__CF_CLOSE_AFTER)) {
+    } else if ((h->flags & SQ__HF_DRAIN) && !(c->flags & SQ__CF_CLOSE_AFTER)) {
         if (sq__conn_queued_bytes(c) <= c->srv->opts.max_pipeline_bytes)
             conn_resume(c);
-    } else if (c->state == SQ__ST_PROTO && c->pending.len > 0) {
-        size_t n = c->pending.len;
-        c->pending.len = 0;
-        c->flags |= SQ__CF_IN_READ;
-        c->proto->on_read(c, c->proto_ud, c->pending.base, (ssize_t)n);
-        c->flags &= ~SQ__CF_IN_READ;
-        if (!(c->flags & SQ__CF_CLOSED) && c->pending.len == 0)
-            sq__buf_free(&c->pending);
     }
-    eof_check(c);
-    sq__conn_flush(c);
+    if (!(c->flags & SQ__CF_CLOSED))
+        eof_check(c);
 }
 
 /* After a half-close: once nothing more can be answered — no handler owns a response,
  * nothing pipelined waits, or a request was cut short — close after the queued writes. */
 static void eof_check(sq__conn_t *c)
 {
-    if ((c->flags & (SQ__CF_EOF | SQ__CF_CLOSED | SQ__CF_CLOSE_AFTER | SQ__CF_PAUSED)) !=
-            SQ__CF_EOF ||
-        c->state == SQ__ST_HANDLER || c->state == SQ__ST_PROTO)
+    if ((c->flags & (SQ__CF_EOF | SQ__CF_CLOSED | SQ__CF_CLOSE_AFTER)) != SQ__CF_EOF ||
+        sq__h1(c)->state == SQ__H1_HANDLER || (sq__h1(c)->flags & SQ__HF_PAUSED))
         return;
     sq__conn_close(c, false);
 }
@@ -288,14 +277,12 @@ static void eof_check(sq__conn_t *c)
  * answers are written, as Node's allowHalfOpen servers do (tests:
  * regress_http/half_close_*). A reset or another error closes at once, and a handler
  * still answering is told (.aborted). */
-void sq__h1_on_eof(sq__conn_t *c, ssize_t err)
+static void on_eof(sq__conn_t *c, ssize_t err)
 {
-    if (err != UV_EOF || c->state == SQ__ST_CLOSING) {
+    if (err != UV_EOF) {
         sq__conn_teardown(c);
         return;
     }
-    uv_read_stop(&c->h.stream);
-    c->flags |= SQ__CF_EOF | SQ__CF_READ_STOPPED;
     c->flags &= ~SQ__CF_LINGER; /* nothing more will come to drain */
     eof_check(c);
     sq__tick_add(c); /* flushes, and closes if CLOSE_AFTER is set */
@@ -367,16 +354,18 @@ int sq__res_takeover(sq_res_t *res, const sq__proto_t *proto, void *ud)
     }
     c->proto = proto;
     c->proto_ud = ud;
-    c->state = SQ__ST_PROTO;
-    c->flags &= ~SQ__CF_PAUSED;
+    sq__h1(c)->state = SQ__H1_TAKEN;
+    sq__h1(c)->flags &= ~SQ__HF_PAUSED;
     sq__tq_drop(c);
     x->flags |= SQ__XF_FINISHED;
-    c->exch = NULL;
+    sq__h1(c)->exch = NULL;
     x->conn = NULL;
     sq__exch_release(x, SQ__XF_HOLD_CONN);
     sq__exch_release(x, SQ__XF_HOLD_HANDLER);
-    if (c->pending.len > 0)
+    if (c->pending.len > 0) { /* read behind the upgrade: the new protocol's */
+        c->flags |= SQ__CF_REDELIVER;
         sq__tick_add(c);
+    }
     if (c->flags & SQ__CF_READ_STOPPED) {
         /* after a half-close too: reading again delivers the EOF to the protocol */
         c->flags &= ~(SQ__CF_READ_STOPPED | SQ__CF_EOF);
@@ -385,29 +374,93 @@ int sq__res_takeover(sq_res_t *res, const sq__proto_t *proto, void *ud)
     return 0;
 }
 
-/* Reads while no protocol has taken the connection over. */
-void sq__h1_on_read(sq__conn_t *c, const char *data, ssize_t nread)
+/* ---- HTTP/1 as the connection's protocol ---- */
+
+static void h1_on_read(sq__conn_t *c, void *ud, const char *data, ssize_t nread)
 {
     if (nread < 0) {
-        sq__h1_on_eof(c, nread);
+        on_eof(c, nread);
         return;
     }
-    if (c->state == SQ__ST_CLOSING || (c->flags & SQ__CF_CLOSE_AFTER))
-        return; /* lingering, or closing after an answer: nothing more is parsed */
-    if (c->flags & SQ__CF_PAUSED) {
+    if (c->flags & SQ__CF_CLOSE_AFTER)
+        return; /* closing after an answer: nothing more is parsed */
+    if (sq__h1(c)->flags & SQ__HF_PAUSED) {
         /* A response is outstanding: keep what is pipelined behind it, up to a limit. */
         if (sq__buf_append(&c->pending, data, (size_t)nread) != 0) {
             sq__conn_teardown(c);
             return;
         }
-        if (c->pending.len >= c->srv->opts.max_pipeline_bytes) {
-            uv_read_stop(&c->h.stream);
-            c->flags |= SQ__CF_READ_STOPPED;
-        }
+        if (c->pending.len >= c->srv->opts.max_pipeline_bytes)
+            sq__conn_read(c, false);
         return;
     }
-    c->flags |= SQ__CF_IN_READ;
     sq__h1_process(c, data, (size_t)nread);
-    c->flags &= ~SQ__CF_IN_READ;
-    sq__conn_flush(c);
 }
+
+/* Server shutdown: idle connections close now, busy ones after their response. */
+static void h1_on_shutdown(sq__conn_t *c, void *ud)
+{
+    sq__h1conn_t *h = sq__h1(c);
+    switch (h->state) {
+    case SQ__H1_IDLE:
+        if (c->pending.len == 0 && (c->wq == NULL || !c->wq->inflight)) {
+            sq__conn_teardown(c);
+            return;
+        }
+        c->flags |= SQ__CF_CLOSE_AFTER;
+        break;
+    case SQ__H1_HANDLER:
+        if (h->exch != NULL)
+            h->exch->flags &= ~SQ__XF_KEEPALIVE;
+        if (h->exch != NULL && (h->exch->flags & SQ__XF_FINISHED))
+            sq__conn_close(c, false);
+        break;
+    default:
+        break; /* a request being read: it is answered, then the connection closes */
+    }
+}
+
+/* The connection closes (or lingers): a handler still answering is told. */
+static void h1_on_close(sq__conn_t *c, void *ud)
+{
+    sq__conn_abort_exch(c);
+}
+
+static void h1_on_timeout(sq__conn_t *c, void *ud, int which)
+{
+    if (which == SQ__TQ_HEAD || which == SQ__TQ_BODY) {
+        /* RFC 9110 §15.5.9: 408, then close (slowloris, stalled bodies). */
+        c->srv->stats.timeouts++;
+        respond_error(c, 408, "Request Timeout");
+        sq__conn_flush(c);
+    } else if (which == SQ__TQ_IDLE && c->pending.len > 0 &&
+               !(c->flags & SQ__CF_CLOSE_AFTER)) {
+        /* Pipelined requests wait for the answers before them to drain: not idle. The
+         * drain that wakes them may have finished just now, its tick not run yet (test:
+         * regress_http/a_body_of_4_gib_and_more_is_sent_whole). */
+        sq__tick_add(c);
+        sq__tq_put(c, SQ__TQ_IDLE);
+    } else {
+        sq__conn_teardown(c);
+    }
+}
+
+/* The parser waits for queued answers to drain (sq__h1_drain_pause): once they have, the
+ * tick parses what waits. Between requests, the exchange goes back to the pool. */
+static void h1_on_flushed(sq__conn_t *c, void *ud, bool idle)
+{
+    if ((sq__h1(c)->flags & SQ__HF_DRAIN) && !(c->flags & SQ__CF_CLOSE_AFTER) &&
+        sq__conn_queued_bytes(c) <= c->srv->opts.max_pipeline_bytes)
+        sq__tick_add(c);
+    if (idle)
+        idle_release(c);
+}
+
+const sq__proto_t sq__h1_proto = {
+    .on_read = h1_on_read,
+    .on_shutdown = h1_on_shutdown,
+    .on_close = h1_on_close,
+    .on_tick = h1_on_tick,
+    .on_timeout = h1_on_timeout,
+    .on_flushed = h1_on_flushed,
+};

@@ -108,7 +108,7 @@ static bool gap_end(sq__exch_t *x)
 
 static int on_version(llhttp_t *p, const char *at, size_t len)
 {
-    sq__exch_t *x = CONN(p)->exch;
+    sq__exch_t *x = sq__h1(CONN(p))->exch;
     x->flags |= SQ__XF_GAP;
     x->gap_from = at + len;
     x->gap_n = 0;
@@ -118,16 +118,16 @@ static int on_version(llhttp_t *p, const char *at, size_t len)
 static int on_message_begin(llhttp_t *p)
 {
     sq__conn_t *c = CONN(p);
-    if (c->exch == NULL && (c->exch = sq__exch_get(c)) == NULL)
+    if (sq__h1(c)->exch == NULL && (sq__h1(c)->exch = sq__exch_get(c)) == NULL)
         return -1;
-    c->state = SQ__ST_HEAD;
+    sq__h1(c)->state = SQ__H1_HEAD;
     sq__tq_put(c, SQ__TQ_HEAD);
     return 0;
 }
 
 static int on_url(llhttp_t *p, const char *at, size_t len)
 {
-    sq__exch_t *x = CONN(p)->exch;
+    sq__exch_t *x = sq__h1(CONN(p))->exch;
     sq_server_t *srv = x->srv;
     x->target_len += (uint32_t)len;
     if (x->target_len > srv->opts.max_uri_bytes)
@@ -140,7 +140,7 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
 
 static int on_url_complete(llhttp_t *p)
 {
-    sq__exch_t *x = CONN(p)->exch;
+    sq__exch_t *x = sq__h1(CONN(p))->exch;
     return sq__buf_append(&x->hb, "", 1) ? fail(x, 500) : 0;
 }
 
@@ -149,7 +149,7 @@ static int on_url_complete(llhttp_t *p)
  * into the header section the handler reads, and squall has no use for them. */
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
-    sq__exch_t *x = CONN(p)->exch;
+    sq__exch_t *x = sq__h1(CONN(p))->exch;
     sq_server_t *srv = x->srv;
     if (!(x->flags & SQ__XF_IN_FIELD)) {
         if (!gap_crlf(x, at, len))
@@ -173,7 +173,7 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
 
 static int on_header_field_complete(llhttp_t *p)
 {
-    sq__exch_t *x = CONN(p)->exch;
+    sq__exch_t *x = sq__h1(CONN(p))->exch;
     sq__hdr_t h = {.name_off = x->cur_off, .name_len = (uint32_t)x->hb.len - x->cur_off};
     x->flags &= ~SQ__XF_IN_FIELD;
     if (x->flags & SQ__XF_TRAILERS)
@@ -186,7 +186,7 @@ static int on_header_field_complete(llhttp_t *p)
 
 static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
-    sq__exch_t *x = CONN(p)->exch;
+    sq__exch_t *x = sq__h1(CONN(p))->exch;
     /* An empty value (RFC 9110 §5.5 allows it) comes as an empty span placed after its
      * line's CRLF: no bytes to check, and that CRLF is checked before the next field or
      * at the end of the head (test: regress_http/empty_header_values_are_accepted). */
@@ -233,7 +233,7 @@ static void check_transfer_encoding(sq__exch_t *x, const char *v, size_t n)
 
 static int on_header_value_complete(llhttp_t *p)
 {
-    sq__exch_t *x = CONN(p)->exch;
+    sq__exch_t *x = sq__h1(CONN(p))->exch;
     if (x->flags & SQ__XF_TRAILERS)
         return 0;
     sq__hdr_t *h = (sq__hdr_t *)(x->hidx.base + x->hidx.len) - 1;
@@ -293,7 +293,7 @@ static sq_method_t method_id(uint8_t m)
 static int on_headers_complete(llhttp_t *p)
 {
     sq__conn_t *c = CONN(p);
-    sq__exch_t *x = c->exch;
+    sq__exch_t *x = sq__h1(c)->exch;
     sq_server_t *srv = c->srv;
     x->llmethod = p->method;
     x->method = method_id(p->method);
@@ -347,7 +347,7 @@ static int on_headers_complete(llhttp_t *p)
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         if (x->verdict != SQ__MATCH_OK) {
             sq__tq_drop(c);
-            c->state = SQ__ST_HANDLER;
+            sq__h1(c)->state = SQ__H1_HANDLER;
             c->flags |= SQ__CF_CLOSE_AFTER | SQ__CF_LINGER;
             srv->stats.requests++;
             if (x->method == SQ_METHOD_HEAD)
@@ -359,7 +359,7 @@ static int on_headers_complete(llhttp_t *p)
         if (sq__conn_write(c, &b, 1, NULL, NULL) != 0)
             return fail(x, 500);
     }
-    c->state = SQ__ST_BODY;
+    sq__h1(c)->state = SQ__H1_BODY;
     sq__tq_put(c, SQ__TQ_BODY);
     return 0;
 }
@@ -367,7 +367,7 @@ static int on_headers_complete(llhttp_t *p)
 static int on_body(llhttp_t *p, const char *at, size_t len)
 {
     sq__conn_t *c = CONN(p);
-    sq__exch_t *x = c->exch;
+    sq__exch_t *x = sq__h1(c)->exch;
     if (x->body.len + len > c->srv->opts.max_body_bytes)
         return fail(x, 413);
     if (sq__buf_append(&x->body, at, len) != 0)
@@ -383,7 +383,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
  * trailers, past which the request is answered 413 (test: regress_http/chunk_ext_*). */
 static int on_chunk_extension(llhttp_t *p, const char *at, size_t len)
 {
-    sq__exch_t *x = CONN(p)->exch;
+    sq__exch_t *x = sq__h1(CONN(p))->exch;
     x->header_bytes += len;
     return x->header_bytes > x->srv->opts.max_header_bytes ? fail(x, 413) : 0;
 }
@@ -392,7 +392,7 @@ static int on_chunk_extension(llhttp_t *p, const char *at, size_t len)
  * starts and can check how it ends (see gap_check). Chunked requests only. */
 static int on_chunk_header(llhttp_t *p)
 {
-    sq__exch_t *x = CONN(p)->exch;
+    sq__exch_t *x = sq__h1(CONN(p))->exch;
     if (p->content_length != 0 || (x->flags & SQ__XF_TRAILERS))
         return 0;
     x->flags |= SQ__XF_TRAILERS | SQ__XF_TRAILER_PAUSE;
@@ -402,11 +402,11 @@ static int on_chunk_header(llhttp_t *p)
 static int on_message_complete(llhttp_t *p)
 {
     sq__conn_t *c = CONN(p);
-    sq__exch_t *x = c->exch;
+    sq__exch_t *x = sq__h1(c)->exch;
     if (!gap_end(x))
         return fail(x, 400); /* a bare LF ends the trailer section */
     sq__tq_drop(c);
-    c->state = SQ__ST_HANDLER;
+    sq__h1(c)->state = SQ__H1_HANDLER;
     c->srv->stats.requests++;
     if (llhttp_should_keep_alive(p) && !c->srv->closing)
         x->flags |= SQ__XF_KEEPALIVE;
@@ -417,10 +417,10 @@ static int on_message_complete(llhttp_t *p)
     if (sq__buf_reserve(&x->body, 1) == 0)
         x->body.base[x->body.len] = '\0';
     sq__h1_dispatch(c, x);
-    if (c->flags & SQ__CF_CLOSED || c->state == SQ__ST_PROTO)
+    if (c->flags & SQ__CF_CLOSED || sq__h1(c)->state == SQ__H1_TAKEN)
         return HPE_PAUSED;
     if (!(x->flags & SQ__XF_FINISHED)) {
-        c->flags |= SQ__CF_PAUSED; /* answered later; pipelined bytes wait in order */
+        sq__h1(c)->flags |= SQ__HF_PAUSED; /* answered later; pipelined bytes wait in order */
         return HPE_PAUSED;
     }
     if (!sq__h1_response_done(c))

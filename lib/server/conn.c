@@ -8,7 +8,6 @@
  */
 #include <stdlib.h>
 
-#include "http/h1_int.h"
 #include "server/server_int.h"
 
 void sq__conn_read(sq__conn_t *c, bool on)
@@ -46,23 +45,29 @@ static void on_conn_close(uv_handle_t *h)
     sq__server_maybe_done(srv);
 }
 
-/* Closes now: queued bytes are dropped, a handler still answering is told (.aborted). */
-void sq__conn_teardown(sq__conn_t *c)
+/* The protocol lets go of the connection, once. */
+static void proto_close(sq__conn_t *c)
 {
-    if (c->flags & SQ__CF_CLOSED)
-        return;
-    c->flags |= SQ__CF_CLOSED;
-    c->state = SQ__ST_CLOSING;
-    sq__tq_drop(c);
-    sq__list_remove(&c->knode);
-    if (c->wq != NULL && c->wq->b[c->wq->fill].nsegs)
-        sq__batch_complete(c, &c->wq->b[c->wq->fill], UV_ECANCELED);
-    sq__conn_abort_exch(c);
     if (c->proto != NULL) {
         const sq__proto_t *p = c->proto;
         c->proto = NULL;
         p->on_close(c, c->proto_ud);
     }
+}
+
+/* Closes now: queued bytes are dropped, the protocol is told (and, through it, a handler
+ * still answering: .aborted). */
+void sq__conn_teardown(sq__conn_t *c)
+{
+    if (c->flags & SQ__CF_CLOSED)
+        return;
+    c->flags |= SQ__CF_CLOSED;
+    c->state = SQ__CS_CLOSING;
+    sq__tq_drop(c);
+    sq__list_remove(&c->knode);
+    if (c->wq != NULL && c->wq->b[c->wq->fill].nsegs)
+        sq__batch_complete(c, &c->wq->b[c->wq->fill], UV_ECANCELED);
+    proto_close(c);
     c->pending.len = 0; /* freed in on_conn_close: it may be the buffer being parsed */
     c->h.handle.data = c;
     uv_close(&c->h.handle, on_conn_close);
@@ -87,15 +92,15 @@ void sq__conn_close(sq__conn_t *c, bool force)
             return; /* sq__conn_flush comes back here once everything is written */
         }
         if ((c->flags & (SQ__CF_LINGER | SQ__CF_EOF)) == SQ__CF_LINGER &&
-            c->state != SQ__ST_CLOSING) {
+            c->state != SQ__CS_CLOSING) {
             /* After an error response the client may still be sending: closing now could
              * reset the connection and destroy the response in flight. Shut down our side
              * and drain reads for a while (lingering close). */
             uv_shutdown_t *req = malloc(sizeof(*req));
             c->h.handle.data = c;
             if (req != NULL && uv_shutdown(req, &c->h.stream, on_shutdown) == 0) {
-                c->state = SQ__ST_CLOSING;
-                sq__conn_abort_exch(c);
+                c->state = SQ__CS_CLOSING;
+                proto_close(c);
                 if (c->flags & SQ__CF_READ_STOPPED) {
                     c->flags &= ~SQ__CF_READ_STOPPED;
                     sq__conn_read_start(c); /* to drain */
@@ -126,14 +131,18 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     sq__conn_t *c = s->data;
     if (nread == 0)
         return;
-    if (c->state == SQ__ST_PROTO) {
-        c->flags |= SQ__CF_IN_READ;
-        c->proto->on_read(c, c->proto_ud, buf->base, nread);
-        c->flags &= ~SQ__CF_IN_READ;
-        sq__conn_flush(c);
+    if (nread == UV_EOF) /* libuv has stopped reading */
+        c->flags |= SQ__CF_EOF | SQ__CF_READ_STOPPED;
+    if (c->state == SQ__CS_CLOSING) {
+        /* lingering: reads are drained and dropped; the end of them ends the wait */
+        if (nread < 0)
+            sq__conn_teardown(c);
         return;
     }
-    sq__h1_on_read(c, buf->base, nread);
+    c->flags |= SQ__CF_IN_READ;
+    c->proto->on_read(c, c->proto_ud, buf->base, nread);
+    c->flags &= ~SQ__CF_IN_READ;
+    sq__conn_flush(c);
 }
 
 int sq__conn_read_start(sq__conn_t *c)
@@ -143,7 +152,7 @@ int sq__conn_read_start(sq__conn_t *c)
 
 void sq__conn_accept(sq_server_t *srv, uv_stream_t *listener, bool is_pipe)
 {
-    sq__conn_t *c = calloc(1, sizeof(*c));
+    sq__conn_t *c = calloc(1, srv->conn_size);
     if (c == NULL)
         return;
     int rc = is_pipe ? uv_pipe_init(srv->loop, &c->h.pipe, 0) : uv_tcp_init(srv->loop, &c->h.tcp);
@@ -152,6 +161,7 @@ void sq__conn_accept(sq_server_t *srv, uv_stream_t *listener, bool is_pipe)
         return;
     }
     c->srv = srv;
+    c->proto = srv->proto0;
     c->h.handle.data = c;
     if (is_pipe)
         c->flags |= SQ__CF_PIPE;
@@ -170,34 +180,15 @@ void sq__conn_accept(sq_server_t *srv, uv_stream_t *listener, bool is_pipe)
     }
     if (!is_pipe)
         uv_tcp_nodelay(&c->h.tcp, 1);
-    c->state = SQ__ST_IDLE;
-    sq__tq_put(c, SQ__TQ_IDLE);
+    sq__tq_put(c, SQ__TQ_IDLE); /* a client that says nothing is closed in time */
     if (sq__conn_read_start(c) != 0)
         sq__conn_teardown(c);
 }
 
-/* Server shutdown: idle connections close now, busy ones after their response, taken-over
- * ones are asked to say goodbye. */
+/* Server shutdown: the protocol decides (HTTP/1 closes idle connections now and busy
+ * ones after their answer; WebSocket says goodbye). */
 void sq__conn_shutdown(sq__conn_t *c)
 {
-    switch (c->state) {
-    case SQ__ST_IDLE:
-        if (c->pending.len == 0 && (c->wq == NULL || !c->wq->inflight)) {
-            sq__conn_teardown(c);
-            return;
-        }
-        c->flags |= SQ__CF_CLOSE_AFTER;
-        break;
-    case SQ__ST_PROTO:
+    if (c->proto != NULL)
         c->proto->on_shutdown(c, c->proto_ud);
-        break;
-    case SQ__ST_HANDLER:
-        if (c->exch != NULL)
-            c->exch->flags &= ~SQ__XF_KEEPALIVE;
-        if (c->exch != NULL && (c->exch->flags & SQ__XF_FINISHED))
-            sq__conn_close(c, false);
-        break;
-    default:
-        break; /* a request being read: it is answered, then the connection closes */
-    }
 }

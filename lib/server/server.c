@@ -4,6 +4,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "http/h1_int.h"
 #include "server/server_int.h"
 
 void sq_server_opts_init(sq_server_opts_t *o)
@@ -80,6 +81,9 @@ int sq_server_create(sq_server_t **out, uv_loop_t *loop, sq_app_t *app,
     srv->pool = srv->opts.blocking_pool;
     uv_timer_init(loop, &srv->timer);
     uv_idle_init(loop, &srv->tick);
+    srv->conn_size = sizeof(sq__h1conn_t); /* every connection starts as HTTP/1 */
+    srv->proto0 = &sq__h1_proto;
+    srv->on_tick = sq__exch_deliver_aborts;
     srv->nhandles = 2;
     srv->port = UV_EINVAL;
     *out = srv;
@@ -201,7 +205,8 @@ static void on_listener_close(uv_handle_t *h)
 
 static void free_server(sq_server_t *srv)
 {
-    sq__server_pools_free(srv);
+    sq__exch_pool_free(srv);
+    sq__wq_pool_free(srv);
     sq__buf_free(&srv->scratch);
     free(srv->rbuf);
     free(srv);

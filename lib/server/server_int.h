@@ -47,28 +47,26 @@ typedef struct sq__wq {
     struct sq__wq *next_free;
 } sq__wq_t;
 
-typedef enum {
-    SQ__ST_IDLE,    /* between requests (idle queue) */
-    SQ__ST_HEAD,    /* reading a request's headers (header queue) */
-    SQ__ST_BODY,    /* reading a request body (body queue) */
-    SQ__ST_HANDLER, /* the request is complete; a handler owns the response */
-    SQ__ST_PROTO,   /* taken over by another protocol (WebSocket) */
-    SQ__ST_CLOSING, /* uv_close called or lingering before it */
-} sq__conn_state_t;
-
+/* The transport's state of a connection; the protocol keeps its own. */
 enum {
-    SQ__CF_PAUSED = 1 << 0,      /* parser paused while a response is outstanding */
-    SQ__CF_READ_STOPPED = 1 << 1,/* reading paused: pipeline buffer full */
-    SQ__CF_CLOSE_AFTER = 1 << 2, /* close once the queued bytes are written */
-    SQ__CF_LINGER = 1 << 3,      /* on that close, shut down writes and drain reads first */
-    SQ__CF_IN_READ = 1 << 4,     /* inside on_read: the flush happens at its end */
-    SQ__CF_CLOSED = 1 << 5,      /* uv_close was called */
-    SQ__CF_PIPE = 1 << 6,        /* a Unix domain socket */
-    SQ__CF_TICK = 1 << 7,        /* queued for the next tick */
-    SQ__CF_DRAIN = 1 << 8,       /* parser paused until queued answers drain (back-pressure) */
-    SQ__CF_EOF = 1 << 9,         /* the client half-closed: answer what came, then close */
+    SQ__CS_OPEN,    /* reading and writing for its protocol */
+    SQ__CS_CLOSING, /* lingering before the close (reads drained), or uv_close called */
 };
 
+enum {
+    SQ__CF_READ_STOPPED = 1 << 1,/* reading paused (back-pressure, or after EOF) */
+    SQ__CF_CLOSE_AFTER = 1 << 2, /* close once the queued bytes are written */
+    SQ__CF_LINGER = 1 << 3,      /* on that close, shut down writes and drain reads first */
+    SQ__CF_IN_READ = 1 << 4,     /* inside a read callback: the flush happens at its end */
+    SQ__CF_CLOSED = 1 << 5,      /* uv_close was called */
+    SQ__CF_PIPE = 1 << 6,        /* a Unix domain socket */
+    SQ__CF_EOF = 1 << 9,         /* the peer half-closed: nothing more will be read */
+    SQ__CF_REDELIVER = 1 << 10,  /* the tick hands `pending` to the protocol's on_read */
+};
+
+/* A connection: a stream, its write queue and timeouts, and the protocol reading it. The
+ * first protocol's own state follows it in the same allocation (srv->conn_size bytes:
+ * HTTP/1's sq__h1conn_t starts with this struct). */
 struct sq__conn {
     union {
         uv_handle_t handle;
@@ -81,13 +79,12 @@ struct sq__conn {
     sq__list_t tnode;     /* a timeout queue */
     sq__list_t knode;     /* the tick queue */
     uint64_t deadline;    /* for the timeout queue it is in */
-    struct sq_req_s *exch;/* the request being read or answered */
     sq__wq_t *wq;         /* lent while bytes are queued */
-    sq__buf_t pending;    /* bytes read past a request whose answer is outstanding */
+    sq__buf_t pending;    /* bytes read that the protocol has not consumed yet */
     const sq__proto_t *proto;
     void *proto_ud;
-    uint16_t flags;
-    uint8_t state;
+    uint16_t flags;       /* SQ__CF_* */
+    uint8_t state;        /* SQ__CS_* */
     uint8_t tq;           /* which timeout queue tnode is in */
 };
 
@@ -193,6 +190,10 @@ struct sq_server_s {
     sq__list_t tq[SQ__TQ_COUNT]; /* timeout queues; each FIFO, so deadlines ascend */
     uint64_t tq_timeout[SQ__TQ_COUNT];
     sq__list_t ticks;           /* connections with work for the next tick */
+    size_t conn_size;           /* bytes of a connection with its first protocol's state */
+    bool (*on_tick)(sq_server_t *srv); /* the server's own tick work (.aborted notices);
+                                    true: more is queued */
+    const sq__proto_t *proto0;  /* every connection's first protocol (HTTP/1) */
     sq__list_t aborts;          /* exchanges whose handler is to be told .aborted */
     sq__buf_t scratch;          /* JSON serialization */
     uv_timer_t timer;
@@ -232,7 +233,6 @@ SQ__HIDDEN void sq__conn_shutdown(sq__conn_t *conn);
 SQ__HIDDEN void sq__conn_teardown(sq__conn_t *conn);
 /* uv_read_start with the transport's callbacks. */
 SQ__HIDDEN int sq__conn_read_start(sq__conn_t *conn);
-SQ__HIDDEN void sq__conn_abort_exch(sq__conn_t *conn);
 
 /* lib/server/writeq.c */
 SQ__HIDDEN sq__wbatch_t *sq__conn_batch(sq__conn_t *conn);
@@ -250,8 +250,8 @@ SQ__HIDDEN void sq__batch_complete(sq__conn_t *conn, sq__wbatch_t *b, int status
 /* Sends the filling batch (one writev when the socket takes it all). */
 SQ__HIDDEN void sq__conn_flush(sq__conn_t *conn);
 SQ__HIDDEN void sq__wq_put(sq_server_t *srv, sq__wq_t *q);
-/* Frees the exchanges and write queues pooled for reuse (the server is going). */
-SQ__HIDDEN void sq__server_pools_free(sq_server_t *srv);
+/* Frees the write queues pooled for reuse (the server is going). */
+SQ__HIDDEN void sq__wq_pool_free(sq_server_t *srv);
 
 /* lib/server/timeouts.c */
 SQ__HIDDEN void sq__timer_arm(sq_server_t *srv, uint64_t due);

@@ -2,7 +2,6 @@
  * close — under one uv_timer_t, since every connection in a list got the same timeout),
  * the grace deadline of a shutdown, and the tick that runs work deferred out of user
  * calls before the loop polls again. */
-#include "http/h1_int.h"
 #include "server/server_int.h"
 
 static void on_timer(uv_timer_t *t);
@@ -51,26 +50,16 @@ static void on_timer(uv_timer_t *t)
             if (c->deadline > now)
                 break;
             sq__tq_drop(c);
-            if (q == SQ__TQ_HEAD || q == SQ__TQ_BODY) {
-                /* RFC 9110 §15.5.9: 408, then close (slowloris, stalled bodies). */
-                srv->stats.timeouts++;
-                sq__h1_respond_error(c, 408, "Request Timeout");
-                sq__conn_flush(c);
-            } else if (q == SQ__TQ_IDLE && c->wq != NULL && c->wq->inflight &&
-                       c->h.stream.write_queue_size < c->wq->mark) {
+            if (q == SQ__TQ_IDLE && c->wq != NULL && c->wq->inflight &&
+                c->h.stream.write_queue_size < c->wq->mark) {
                 /* No request, but an answer is still being written: the client took some
                  * of it since the last look, so it is not idle. One that takes nothing
                  * for a whole idle period is closed (tests: backpressure/slow_reader_*,
                  * backpressure/reader_that_stalls_*). */
                 c->wq->mark = c->h.stream.write_queue_size;
                 sq__tq_put(c, SQ__TQ_IDLE);
-            } else if (q == SQ__TQ_IDLE && c->pending.len > 0 &&
-                       !(c->flags & SQ__CF_CLOSE_AFTER)) {
-                /* Pipelined requests wait for the answers before them to drain: not idle.
-                 * The drain that wakes them may have finished just now, its tick not run
-                 * yet (test: regress_http/a_body_of_4_gib_and_more_is_sent_whole). */
-                sq__tick_add(c);
-                sq__tq_put(c, SQ__TQ_IDLE);
+            } else if (q != SQ__TQ_LINGER && c->proto != NULL && c->proto->on_timeout) {
+                c->proto->on_timeout(c, c->proto_ud, q); /* HTTP/1: 408 for a slow head */
             } else {
                 sq__conn_teardown(c);
             }
@@ -99,11 +88,30 @@ static void on_timer(uv_timer_t *t)
         sq__timer_arm(srv, due);
 }
 
+/* A connection's turn at the tick: bytes read before a take-over go to the protocol that
+ * took it, then the protocol's own deferred work, then what they wrote leaves. */
+static void conn_tick(sq__conn_t *c)
+{
+    if (c->flags & SQ__CF_CLOSED)
+        return;
+    if ((c->flags & SQ__CF_REDELIVER) && c->pending.len > 0) {
+        size_t n = c->pending.len;
+        c->flags &= ~SQ__CF_REDELIVER;
+        c->pending.len = 0;
+        c->flags |= SQ__CF_IN_READ;
+        c->proto->on_read(c, c->proto_ud, c->pending.base, (ssize_t)n);
+        c->flags &= ~SQ__CF_IN_READ;
+        if (!(c->flags & SQ__CF_CLOSED) && c->pending.len == 0)
+            sq__buf_free(&c->pending);
+    }
+    if (!(c->flags & SQ__CF_CLOSED) && c->proto != NULL && c->proto->on_tick != NULL)
+        c->proto->on_tick(c, c->proto_ud);
+    sq__conn_flush(c);
+}
+
 static void on_tick(uv_idle_t *idle)
 {
     sq_server_t *srv = sq__container_of(idle, sq_server_t, tick);
-    if (!sq__list_empty(&srv->aborts))
-        sq__exch_deliver_aborts(srv);
     /* This round's connections only: one that queues itself again (a write callback that
      * writes the next chunk) waits for the next round, so the loop still polls between. */
     sq__list_t round;
@@ -111,17 +119,19 @@ static void on_tick(uv_idle_t *idle)
     while (!sq__list_empty(&round)) {
         sq__conn_t *c = sq__container_of(round.next, sq__conn_t, knode);
         sq__list_remove(&c->knode);
-        sq__h1_tick(c);
+        conn_tick(c);
     }
-    if (sq__list_empty(&srv->ticks) && sq__list_empty(&srv->aborts))
+    /* the server's own work last, so what the connections queued (.aborted notices of
+     * the ones that closed) goes in this round */
+    bool more = srv->on_tick != NULL && srv->on_tick(srv);
+    if (sq__list_empty(&srv->ticks) && !more)
         uv_idle_stop(idle);
 }
 
-/* Starts the tick if nothing had started it yet. */
+/* Starts the tick (it stops itself when a round finds nothing queued). */
 void sq__tick_wake(sq_server_t *srv)
 {
-    if (sq__list_empty(&srv->ticks) && sq__list_empty(&srv->aborts))
-        uv_idle_start(&srv->tick, on_tick);
+    uv_idle_start(&srv->tick, on_tick);
 }
 
 void sq__tick_add(sq__conn_t *c)

@@ -4,7 +4,6 @@
  * left or failed. Lent to a connection from the server's pool while it has bytes to send. */
 #include <stdlib.h>
 
-#include "http/h1_int.h"
 #include "server/server_int.h"
 
 static sq__wq_t *wq_get(sq__conn_t *c)
@@ -53,9 +52,8 @@ void sq__wq_put(sq_server_t *srv, sq__wq_t *q)
     wq_free(q);
 }
 
-void sq__server_pools_free(sq_server_t *srv)
+void sq__wq_pool_free(sq_server_t *srv)
 {
-    sq__exch_pool_free(srv);
     while (srv->wq_free != NULL) {
         sq__wq_t *q = srv->wq_free;
         srv->wq_free = q->next_free;
@@ -190,13 +188,24 @@ static void on_write(uv_write_t *req, int status)
     after_write(c, status);
 }
 
-/* The parser waits for queued answers to drain (sq__h1_drain_pause): once they have, the
- * tick parses what waits. */
-static void drain_wake(sq__conn_t *c)
+/* Tells the protocol what a flush left: it may wait for queued bytes to drain
+ * (HTTP/1's back-pressure on pipelining). */
+static void flushed(sq__conn_t *c, bool idle)
 {
-    if ((c->flags & (SQ__CF_DRAIN | SQ__CF_CLOSE_AFTER)) == SQ__CF_DRAIN &&
-        sq__conn_queued_bytes(c) <= c->srv->opts.max_pipeline_bytes)
-        sq__tick_add(c);
+    if (c->proto != NULL && c->proto->on_flushed != NULL && !(c->flags & SQ__CF_CLOSED))
+        c->proto->on_flushed(c, c->proto_ud, idle);
+}
+
+/* Nothing queued and nothing in flight: the write state goes back to the server's pool,
+ * so an idle connection holds none. */
+static void wq_release(sq__conn_t *c)
+{
+    sq__wq_t *q = c->wq;
+    if (q != NULL && !q->inflight && q->b[0].nsegs == 0 && q->b[1].nsegs == 0 &&
+        !(c->flags & SQ__CF_CLOSED)) {
+        c->wq = NULL;
+        sq__wq_put(c->srv, q);
+    }
 }
 
 /* Sends the filling batch: one writev when the socket takes it all (the usual case),
@@ -273,15 +282,15 @@ again:;
         sq__conn_teardown(c);
         return;
     }
-    drain_wake(c);
+    flushed(c, false);
     return;
 done:
     if ((c->flags & SQ__CF_CLOSE_AFTER) && (q == NULL || !q->inflight)) {
         sq__conn_close(c, false);
         return;
     }
-    drain_wake(c);
-    sq__h1_idle_release(c);
+    flushed(c, true);
+    wq_release(c);
 }
 
 /* The completion of raw connection writes (sq__conn_write*). */
