@@ -80,11 +80,11 @@ int sq_server_create(sq_server_t **out, uv_loop_t *loop, sq_app_t *app,
     }
     srv->pool = srv->opts.blocking_pool;
     uv_timer_init(loop, &srv->timer);
-    uv_idle_init(loop, &srv->tick);
+    sq__tick_init(srv);
     srv->conn_size = sizeof(sq__h1conn_t); /* every connection starts as HTTP/1 */
     srv->proto0 = &sq__h1_proto;
     srv->on_tick = sq__exch_deliver_aborts;
-    srv->nhandles = 2;
+    srv->nhandles = 4; /* the timer and the tick's three */
     srv->port = UV_EINVAL;
     *out = srv;
     return 0;
@@ -245,7 +245,6 @@ void sq__server_maybe_done(sq_server_t *srv)
         uv_is_closing((uv_handle_t *)&srv->timer))
         return;
     srv->timer.data = srv;
-    srv->tick.data = srv;
     if (srv->wd != NULL) {
         srv->nhandles++;
         sq_watchdog_destroy(srv->wd, on_watchdog_closed, srv);
@@ -257,7 +256,7 @@ void sq__server_maybe_done(sq_server_t *srv)
         srv->pool = NULL;
     }
     uv_close((uv_handle_t *)&srv->timer, on_handle_close);
-    uv_close((uv_handle_t *)&srv->tick, on_handle_close);
+    sq__tick_close(srv, on_handle_close);
 }
 
 sq_watchdog_t *sq_server_watchdog(const sq_server_t *srv)

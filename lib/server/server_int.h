@@ -198,7 +198,11 @@ struct sq_server_s {
     sq__buf_t scratch;          /* JSON serialization */
     uv_timer_t timer;
     uint64_t timer_due;         /* 0: not armed */
-    uv_idle_t tick;
+    /* The tick: runs before the loop polls (prepare) and after it (check); the idle handle
+     * is started only while work is left that the poll must not wait on. */
+    uv_prepare_t tick_prepare;
+    uv_check_t tick_check;
+    uv_idle_t tick_idle;
     sq__date_cache_t date;
     const char *rd_base;        /* the bytes llhttp is parsing now (conn_process) */
     const char *rd_end;
@@ -211,7 +215,7 @@ struct sq_server_s {
     uint64_t live_exch;
     unsigned nconns;
     unsigned nlisteners_open;
-    unsigned nhandles;          /* timer, tick: closed last */
+    unsigned nhandles;          /* timer, the tick's three: closed last */
     int port;
     bool closing;
     uint64_t grace_due;
@@ -261,6 +265,9 @@ SQ__HIDDEN void sq__tq_drop(sq__conn_t *conn);
 /* Queues the connection for the next tick; sq__tick_wake starts the tick. */
 SQ__HIDDEN void sq__tick_add(sq__conn_t *conn);
 SQ__HIDDEN void sq__tick_wake(sq_server_t *srv);
+/* The tick's handles: init with the server, closed with it (close_cb once per handle). */
+SQ__HIDDEN void sq__tick_init(sq_server_t *srv);
+SQ__HIDDEN void sq__tick_close(sq_server_t *srv, uv_close_cb close_cb);
 SQ__HIDDEN void sq__conn_want_flush(sq__conn_t *conn);
 
 /* lib/http/exchange.c */

@@ -5,7 +5,7 @@
 #include "server/server_int.h"
 
 static void on_timer(uv_timer_t *t);
-static void on_tick(uv_idle_t *idle);
+static void on_tick_idle(uv_idle_t *h);
 
 void sq__timer_arm(sq_server_t *srv, uint64_t due)
 {
@@ -109,11 +109,11 @@ static void conn_tick(sq__conn_t *c)
     sq__conn_flush(c);
 }
 
-static void on_tick(uv_idle_t *idle)
+/* One round of deferred work. Connections queued during the round wait for the next, so
+ * one that queues itself again (a write callback that writes the next chunk) lets the
+ * loop poll in between. */
+static void tick_run(sq_server_t *srv)
 {
-    sq_server_t *srv = sq__container_of(idle, sq_server_t, tick);
-    /* This round's connections only: one that queues itself again (a write callback that
-     * writes the next chunk) waits for the next round, so the loop still polls between. */
     sq__list_t round;
     sq__list_take(&srv->ticks, &round);
     while (!sq__list_empty(&round)) {
@@ -124,14 +124,53 @@ static void on_tick(uv_idle_t *idle)
     /* the server's own work last, so what the connections queued (.aborted notices of
      * the ones that closed) goes in this round */
     bool more = srv->on_tick != NULL && srv->on_tick(srv);
-    if (sq__list_empty(&srv->ticks) && !more)
-        uv_idle_stop(idle);
+    if (!sq__list_empty(&srv->ticks) || more) {
+        uv_idle_start(&srv->tick_idle, on_tick_idle); /* the poll must not block on it */
+        return;
+    }
+    uv_prepare_stop(&srv->tick_prepare);
+    uv_check_stop(&srv->tick_check);
+    uv_idle_stop(&srv->tick_idle);
 }
 
-/* Starts the tick (it stops itself when a round finds nothing queued). */
+/* Work queued by timers and the like runs before the poll; work queued by I/O callbacks
+ * runs right after it, in the same turn. Neither makes the poll return at once, as an
+ * idle handle would: that is only for work left over from a round. */
+static void on_tick_prepare(uv_prepare_t *h)
+{
+    tick_run(sq__container_of(h, sq_server_t, tick_prepare));
+}
+
+static void on_tick_check(uv_check_t *h)
+{
+    tick_run(sq__container_of(h, sq_server_t, tick_check));
+}
+
+static void on_tick_idle(uv_idle_t *h)
+{
+    /* nothing: being active makes the poll return at once; prepare and check do the work */
+}
+
+void sq__tick_init(sq_server_t *srv)
+{
+    uv_prepare_init(srv->loop, &srv->tick_prepare);
+    uv_check_init(srv->loop, &srv->tick_check);
+    uv_idle_init(srv->loop, &srv->tick_idle);
+    srv->tick_prepare.data = srv->tick_check.data = srv->tick_idle.data = srv;
+}
+
+void sq__tick_close(sq_server_t *srv, uv_close_cb close_cb)
+{
+    uv_close((uv_handle_t *)&srv->tick_prepare, close_cb);
+    uv_close((uv_handle_t *)&srv->tick_check, close_cb);
+    uv_close((uv_handle_t *)&srv->tick_idle, close_cb);
+}
+
+/* Starts the tick (it stops itself when a round leaves nothing queued). */
 void sq__tick_wake(sq_server_t *srv)
 {
-    uv_idle_start(&srv->tick, on_tick);
+    uv_prepare_start(&srv->tick_prepare, on_tick_prepare);
+    uv_check_start(&srv->tick_check, on_tick_check);
 }
 
 void sq__tick_add(sq__conn_t *c)
