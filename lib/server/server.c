@@ -85,6 +85,18 @@ int sq_server_create(sq_server_t **out, uv_loop_t *loop, sq_app_t *app,
     return 0;
 }
 
+/* A listener is freed here, whether the server is closing or its listen failed: the
+ * handle is inside the allocation, so uv_close's callback cannot be plain free(). Counted
+ * in nlisteners_open until then, so a server destroyed meanwhile waits for it. */
+static void on_listener_close(uv_handle_t *h)
+{
+    sq__listener_t *l = h->data;
+    sq_server_t *srv = l->srv;
+    free(l);
+    srv->nlisteners_open--;
+    sq__server_maybe_done(srv);
+}
+
 static void on_connection(uv_stream_t *s, int status)
 {
     sq__listener_t *l = s->data;
@@ -140,8 +152,7 @@ int sq_server_listen(sq_server_t *srv, const char *host, int port)
     return 0;
 fail:
     sq__list_remove(&l->node);
-    srv->nlisteners_open--;
-    uv_close(&l->h.handle, (uv_close_cb)free);
+    uv_close(&l->h.handle, on_listener_close);
     return rc;
 }
 
@@ -168,8 +179,7 @@ int sq_server_listen_unix(sq_server_t *srv, const char *path)
         rc = uv_listen(&l->h.stream, srv->opts.backlog, on_connection);
     if (rc != 0) {
         sq__list_remove(&l->node);
-        srv->nlisteners_open--;
-        uv_close(&l->h.handle, (uv_close_cb)free);
+        uv_close(&l->h.handle, on_listener_close);
     }
     return rc;
 }
@@ -187,15 +197,6 @@ uv_loop_t *sq_server_loop(const sq_server_t *srv)
 void sq_server_stats(const sq_server_t *srv, sq_server_stats_t *out)
 {
     *out = srv->stats;
-}
-
-static void on_listener_close(uv_handle_t *h)
-{
-    sq__listener_t *l = h->data;
-    sq_server_t *srv = l->srv;
-    free(l);
-    srv->nlisteners_open--;
-    sq__server_maybe_done(srv);
 }
 
 static void free_server(sq_server_t *srv)
