@@ -238,6 +238,9 @@ SQ__HIDDEN void sq__server_pools_free(sq_server_t *srv);
 SQ__HIDDEN void sq__timer_arm(sq_server_t *srv, uint64_t due);
 /* lib/server/server.c: the last connection, listener or exchange gone ends a closing server */
 SQ__HIDDEN void sq__server_maybe_done(sq_server_t *srv);
+/* Listens on every address of an addrinfo list (what sq_server_listen resolved). */
+struct addrinfo;
+SQ__HIDDEN int sq__server_listen_ai(sq_server_t *srv, const struct addrinfo *list, int port);
 
 /* lib/server/blocking.c: runs the matched blocking callback on the work pool; finishes
  * the response (503 when the pool refuses) and releases the handler's hold when done. */
