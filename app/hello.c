@@ -1,4 +1,7 @@
-/* hello — the lecture's FastAPI/aiohttp examples, written with squall.
+/* hello — the examples of a lecture on asynchronous Python (asyncio, aiohttp, Tornado,
+ * FastAPI), written with squall: FastAPI's first app (`@app.get("/")` returning
+ * {"Hello": "World"}, `/items/{item_id}` with a query `q`), its WebSocket echo, and a
+ * blocking sleep done right (on the thread pool) and wrong (on the loop).
  *
  *   build/bin/hello --port 8000
  *   curl http://127.0.0.1:8000/                   {"Hello":"World"}
@@ -44,7 +47,9 @@ static void item_get(sq_req_t *req, sq_res_t *res, void *data)
 }
 static const sq_handler_t items = {.get = item_get};
 
-/* POST /echo — the body back, byte for byte, with the same Content-Type. */
+/* POST /echo — a byte echo: the body back, byte for byte, with 200 and the request's own
+ * Content-Type (application/octet-stream when it had none). Nothing is parsed: a body
+ * sent as application/json comes back as application/json whether it is JSON or not. */
 static void echo_post(sq_req_t *req, sq_res_t *res, void *data)
 {
     size_t len;
@@ -54,7 +59,8 @@ static void echo_post(sq_req_t *req, sq_res_t *res, void *data)
 }
 static const sq_handler_t echo = {.post = echo_post};
 
-/* WS /ws — the lecture's FastAPI example: text X is answered "Message text was: X". */
+/* WS /ws — the lecture's FastAPI example (`await websocket.send_text(f"Message text was:
+ * {data}")`): text X is answered "Message text was: X". */
 static void ws_said(sq_ws_t *ws, int binary, const char *msg, size_t len, void *data)
 {
     static const char prefix[] = "Message text was: ";
@@ -119,8 +125,9 @@ static void sleep_get(const sq_breq_t *req, sq_bres_t *res, void *data)
 }
 static const sq_handler_t sleeper = {.blocking.get = sleep_get};
 
-/* GET /sleep-blocking?ms=N — the lecture's mistake: sleeping on the loop. Every other
- * client waits meanwhile, and the watchdog (--slow-callback-ms) names the culprit. */
+/* GET /sleep-blocking?ms=N — the lecture's mistake (time.sleep in an `async def`):
+ * sleeping on the loop. Every other client waits meanwhile, and the watchdog
+ * (--slow-callback-ms) names the culprit. */
 static void sleep_blocking_get(sq_req_t *req, sq_res_t *res, void *data)
 {
     int64_t ms;
