@@ -81,6 +81,15 @@ Test(peers, curl_gets_json_items_and_echo, .timeout = 30)
                   CURL "-H 'Content-Type: application/json' --data-binary '{\"x\":[1,2]}' "
                        "-w ' %%{content_type}' http://127.0.0.1:%d/echo",
                   h.port);
+    /* a byte echo: no Content-Type in, application/octet-stream out; JSON is not checked */
+    expect_output("not json application/octet-stream",
+                  CURL "-H 'Content-Type:' --data-binary 'not json' "
+                       "-w ' %%{content_type}' http://127.0.0.1:%d/echo",
+                  h.port);
+    expect_output("{oops application/json 200",
+                  CURL "-H 'Content-Type: application/json' --data-binary '{oops' "
+                       "-w ' %%{content_type} %%{http_code}' http://127.0.0.1:%d/echo",
+                  h.port);
     /* 100-continue, as curl does for large bodies */
     expect_output("waited 200",
                   "head -c 70000 /dev/zero | tr '\\0' w | " CURL
