@@ -1,6 +1,6 @@
 # squall — one Makefile. `make run` and `make test` are the whole set-up on Debian.
 #
-#   make            build build/lib/libsquall.{a,so} and build/bin/*
+#   make            install missing packages, build build/lib/libsquall.{a,so}, build/bin/*
 #   make run        install missing packages, build, start the hello demo
 #   make test       install missing packages, build, run the whole Criterion suite
 #   make asan       the suite under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/)
@@ -11,6 +11,9 @@
 
 PREFIX  ?= /usr/local
 BUILD   ?= build
+# What installs the packages (CI's first-run check swaps in a command that also copies
+# llhttp's sources to a folder that does not exist when make starts).
+DEPS    ?= bash scripts/deps.sh
 include third_party/llhttp/llhttp.mk
 
 OPT     ?= -O2 -g
@@ -36,17 +39,38 @@ BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bin/bench-%)
 STATIC := $(BUILD)/lib/libsquall.a
 SHARED := $(BUILD)/lib/libsquall.so
 
-.PHONY: all deps run test asan valgrind bench install format clean
+.PHONY: all deps run test asan valgrind bench install format clean \
+        build-all build-test build-run build-valgrind
 # Objects built on the way to a binary (app/, bench/) are kept: no rebuild on the next make.
 .SECONDARY:
-all: $(STATIC) $(SHARED) $(APP_BIN) $(BENCH_BIN)
+
+# make reads the folders it looks in (llhttp's sources) and asks pkg-config once, when it
+# starts, and never looks again: on a fresh machine that is before scripts/deps.sh has
+# installed anything. So the targets a user types install first, then build in a second
+# make that starts after the packages are there (.ci/run checks it).
+all: deps
+	+@$(MAKE) --no-print-directory build-all
+test: deps
+	+@$(MAKE) --no-print-directory build-test
+run: deps
+	+@$(MAKE) --no-print-directory build-run
+valgrind: deps
+	+@$(MAKE) --no-print-directory build-valgrind
+
+build-all: $(STATIC) $(SHARED) $(APP_BIN) $(BENCH_BIN)
 
 # Packages are checked once per build folder; delete the stamp to check again.
 deps: $(BUILD)/.deps
 $(BUILD)/.deps: scripts/deps.sh
 	@mkdir -p $(BUILD)
-	@bash scripts/deps.sh
+	@$(DEPS)
 	@touch $@
+
+# Reached only when the sources are still missing after the packages step.
+$(LLHTTP_SRC)/%.c:
+	@echo "make: llhttp's C sources are not in $(LLHTTP_SRC) (Debian's node-llhttp;" \
+	    "scripts/deps.sh installs it)" >&2
+	@exit 1
 
 
 $(BUILD)/%.o: %.c | $(BUILD)/.deps
@@ -75,10 +99,10 @@ $(BUILD)/bin/squall-tests: $(TEST_OBJ) $(STATIC)
 
 # The suite: Criterion runs each test in its own process; --jobs 2 fits this machine.
 TEST_ARGS ?= --jobs 2
-test: all $(BUILD)/bin/squall-tests
+build-test: build-all $(BUILD)/bin/squall-tests
 	SQUALL_BIN=$(abspath $(BUILD)/bin) $(BUILD)/bin/squall-tests $(TEST_ARGS)
 
-run: all
+build-run: build-all
 	@echo "hello: http://127.0.0.1:8000/  (Ctrl-C stops it)"
 	$(BUILD)/bin/hello --host 127.0.0.1 --port 8000
 
@@ -89,7 +113,7 @@ asan:
 # hello shut down under valgrind with connections, WebSockets and blocking work open, then
 # the suites in VALGRIND_FILTER (Criterion forks a process per test: valgrind follows it).
 VALGRIND_FILTER ?= @(promise|work|timer|queue|watchdog)/*
-valgrind: all $(BUILD)/bin/squall-tests
+build-valgrind: build-all $(BUILD)/bin/squall-tests
 	bash scripts/valgrind-shutdown.sh
 	SQUALL_BIN=$(abspath $(BUILD)/bin) valgrind --quiet --trace-children=yes --error-exitcode=9 \
 	    --leak-check=full --errors-for-leak-kinds=definite,indirect \

@@ -1,4 +1,7 @@
-/* hello — the lecture's FastAPI/aiohttp examples, written with squall.
+/* hello — the examples of a lecture on asynchronous Python (asyncio, aiohttp, Tornado,
+ * FastAPI), written with squall: FastAPI's first app (`@app.get("/")` returning
+ * {"Hello": "World"}, `/items/{item_id}` with a query `q`), its WebSocket echo, and a
+ * blocking sleep done right (on the thread pool) and wrong (on the loop).
  *
  *   build/bin/hello --port 8000
  *   curl http://127.0.0.1:8000/                   {"Hello":"World"}
@@ -8,6 +11,8 @@
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,7 +47,9 @@ static void item_get(sq_req_t *req, sq_res_t *res, void *data)
 }
 static const sq_handler_t items = {.get = item_get};
 
-/* POST /echo — the body back, byte for byte, with the same Content-Type. */
+/* POST /echo — a byte echo: the body back, byte for byte, with 200 and the request's own
+ * Content-Type (application/octet-stream when it had none). Nothing is parsed: a body
+ * sent as application/json comes back as application/json whether it is JSON or not. */
 static void echo_post(sq_req_t *req, sq_res_t *res, void *data)
 {
     size_t len;
@@ -52,7 +59,8 @@ static void echo_post(sq_req_t *req, sq_res_t *res, void *data)
 }
 static const sq_handler_t echo = {.post = echo_post};
 
-/* WS /ws — the lecture's FastAPI example: text X is answered "Message text was: X". */
+/* WS /ws — the lecture's FastAPI example (`await websocket.send_text(f"Message text was:
+ * {data}")`): text X is answered "Message text was: X". */
 static void ws_said(sq_ws_t *ws, int binary, const char *msg, size_t len, void *data)
 {
     static const char prefix[] = "Message text was: ";
@@ -117,8 +125,9 @@ static void sleep_get(const sq_breq_t *req, sq_bres_t *res, void *data)
 }
 static const sq_handler_t sleeper = {.blocking.get = sleep_get};
 
-/* GET /sleep-blocking?ms=N — the lecture's mistake: sleeping on the loop. Every other
- * client waits meanwhile, and the watchdog (--slow-callback-ms) names the culprit. */
+/* GET /sleep-blocking?ms=N — the lecture's mistake (time.sleep in an `async def`):
+ * sleeping on the loop. Every other client waits meanwhile, and the watchdog
+ * (--slow-callback-ms) names the culprit. */
 static void sleep_blocking_get(sq_req_t *req, sq_res_t *res, void *data)
 {
     int64_t ms;
@@ -141,6 +150,8 @@ typedef struct config {
     sq_app_t *app;
 } config_t;
 
+/* Each worker's server. A failure is reported once, by main, from sq_workers_run's
+ * result; the worker's loop finishes closing the server. */
 static int setup(uv_loop_t *loop, unsigned index, void *data, sq_server_t **out)
 {
     config_t *cfg = data;
@@ -148,11 +159,9 @@ static int setup(uv_loop_t *loop, unsigned index, void *data, sq_server_t **out)
     int rc = sq_server_create(&srv, loop, cfg->app, &cfg->opts);
     if (rc != 0)
         return rc;
-    rc = sq_server_listen(srv, cfg->host, cfg->port);
+    rc = sq_server_listen(srv, cfg->host, cfg->port); /* a host name is resolved here */
     if (rc != 0) {
-        fprintf(stderr, "hello: listen %s:%d: %s\n", cfg->host, cfg->port, sq_strerror(rc));
         sq_server_destroy(srv, 0, NULL, NULL);
-        uv_run(loop, UV_RUN_DEFAULT);
         return rc;
     }
     if (index == 0) {
@@ -180,11 +189,28 @@ static int parse_flag(const char *s, unsigned long long max, unsigned long long 
     return 0;
 }
 
-static void usage(void)
+#define MAX_WORKERS 64      /* threads, each with its own loop and listener */
+#define MAX_THREADPOOL 1024 /* libuv's limit for UV_THREADPOOL_SIZE */
+
+static void usage(FILE *f)
 {
-    fprintf(stderr, "usage: hello [--host ADDR] [--port N] [--workers N] [--max-body BYTES]\n"
-                    "             [--max-header BYTES] [--header-timeout MS] [--idle-timeout MS]\n"
-                    "             [--slow-callback-ms MS (100; 0 off)] [--threadpool N]\n");
+    fprintf(f, "usage: hello [--host ADDR|NAME] [--port N] [--workers N] [--max-body BYTES]\n"
+               "             [--max-header BYTES] [--header-timeout MS] [--idle-timeout MS]\n"
+               "             [--slow-callback-ms MS (100; 0 off)] [--threadpool N] [--help]\n");
+}
+
+/* What is wrong, on one line, then the usage; status 2. */
+static int bad_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int bad_usage(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("hello: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    usage(stderr);
+    return 2;
 }
 
 int main(int argc, char **argv)
@@ -203,13 +229,14 @@ int main(int argc, char **argv)
         {"idle-timeout", required_argument, NULL, 'i'},
         {"slow-callback-ms", required_argument, NULL, 's'},
         {"threadpool", required_argument, NULL, 'T'},
-        {"help", no_argument, NULL, '?'},
+        {"help", no_argument, NULL, 'u'},
         {NULL, 0, NULL, 0},
     };
     int ch, li = 0;
     unsigned long long v = 0;
-    int bad = 0;
-    while ((ch = getopt_long(argc, argv, "", longopts, &li)) != -1) {
+    opterr = 0; /* getopt's own messages would name argv[0]: hello words its own */
+    while ((ch = getopt_long(argc, argv, ":", longopts, &li)) != -1) {
+        int bad = 0;
         switch (ch) {
         case 'h': cfg.host = optarg; break;
         case 'p': bad = parse_flag(optarg, 65535, &v); cfg.port = (int)v; break;
@@ -220,25 +247,28 @@ int main(int argc, char **argv)
         case 'i': bad = parse_flag(optarg, UINT64_MAX, &v); cfg.opts.idle_timeout_ms = v; break;
         case 's': bad = parse_flag(optarg, UINT64_MAX, &v); cfg.opts.slow_callback_ms = v; break;
         case 'T': bad = parse_flag(optarg, UINT_MAX, &v); cfg.threadpool = (unsigned)v; break;
-        default: bad = -1; break;
+        case 'u':
+            usage(stdout);
+            return 0;
+        case ':':
+            return bad_usage("%s needs a value", argv[optind - 1]);
+        default:
+            if (optopt != 0)
+                return bad_usage("unknown option '-%c'", optopt);
+            return bad_usage("unknown option '%s'", argv[optind - 1]);
         }
-        if (bad != 0) {
-            if (ch != '?')
-                fprintf(stderr, "hello: --%s: not a valid number: '%s'\n", longopts[li].name,
-                        optarg);
-            usage();
-            return 2;
-        }
+        if (bad != 0)
+            return bad_usage("--%s: not a valid number: '%s'", longopts[li].name, optarg);
+        if (ch == 'w' && (cfg.workers == 0 || cfg.workers > MAX_WORKERS))
+            return bad_usage("--workers must be 1..%d", MAX_WORKERS);
+        if (ch == 'T' && (cfg.threadpool == 0 || cfg.threadpool > MAX_THREADPOOL))
+            return bad_usage("--threadpool must be 1..%d", MAX_THREADPOOL);
     }
-    if (cfg.workers == 0) {
-        usage();
-        return 2;
-    }
+    if (optind < argc)
+        return bad_usage("unexpected argument '%s'", argv[optind]);
     cfg.opts.reuseport = cfg.workers > 1;
-    if (cfg.threadpool > 0 && sq_work_threadpool_set_size(cfg.threadpool) != 0) {
-        usage();
-        return 2;
-    }
+    if (cfg.threadpool > 0 && sq_work_threadpool_set_size(cfg.threadpool) != 0)
+        return bad_usage("--threadpool must be 1..%d", MAX_THREADPOOL);
     /* libuv has one thread pool per process: each worker's blocking routes get their
      * share of it, and one thread stays free for DNS and files */
     unsigned threads = sq_work_threadpool_size();
@@ -258,7 +288,9 @@ int main(int argc, char **argv)
     int rc = sq_workers_run(cfg.workers, setup, NULL, &cfg, 5000);
     sq_app_destroy(cfg.app);
     if (rc != 0) {
-        fprintf(stderr, "hello: %s\n", sq_strerror(rc));
+        bool v6 = strchr(cfg.host, ':') != NULL;
+        fprintf(stderr, "hello: listen %s%s%s:%d: %s\n", v6 ? "[" : "", cfg.host, v6 ? "]" : "",
+                cfg.port, sq_strerror(rc));
         return 1;
     }
     return 0;

@@ -1,6 +1,7 @@
 /* Real clients against the hello app: curl and Debian's Python http.client, as a new user
  * would run them. build/bin/hello is started on a free port (SQUALL_BIN points at build/bin
- * under `make test`), and stopped with SIGTERM, which must end it with status 0. */
+ * under `make test`), and stopped with SIGTERM, which must end it with status 0
+ * (tests/support/hello.h). */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -8,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -16,83 +16,7 @@
 #include <criterion/criterion.h>
 
 #include "support/harness.h"
-
-typedef struct hello {
-    pid_t pid;
-    int port;
-} hello_t;
-
-static const char *bin_dir(void)
-{
-    const char *d = getenv("SQUALL_BIN");
-    return d && *d ? d : "build/bin";
-}
-
-/* Starts hello on a free port and waits for its "serving on" line. Retries when another
- * process took the port in between. */
-static hello_t hello_start(const char *extra_args)
-{
-    char path[512];
-    snprintf(path, sizeof(path), "%s/hello", bin_dir());
-    cr_assert_eq(access(path, X_OK), 0, "%s: not built (set SQUALL_BIN)", path);
-    for (int attempt = 0; attempt < 5; attempt++) {
-        hello_t h = {.port = th_free_port()};
-        int out[2];
-        cr_assert_eq(pipe2(out, O_CLOEXEC), 0);
-        char port[16];
-        snprintf(port, sizeof(port), "%d", h.port);
-        h.pid = fork();
-        cr_assert_geq(h.pid, 0);
-        if (h.pid == 0) {
-            prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failed test must not leave it running */
-            dup2(out[1], STDOUT_FILENO);
-            char opt_port[] = "--port";
-            char *argv[8] = {path, opt_port, port, NULL};
-            if (extra_args != NULL) {
-                argv[3] = (char *)extra_args;
-                argv[4] = NULL;
-            }
-            execv(path, argv);
-            _exit(127);
-        }
-        close(out[1]);
-        char line[256] = "";
-        size_t n = 0;
-        uint64_t end = th_now_ms() + 5000;
-        while (n < sizeof(line) - 1 && strchr(line, '\n') == NULL && th_now_ms() < end) {
-            ssize_t r = read(out[0], line + n, sizeof(line) - 1 - n);
-            if (r <= 0)
-                break;
-            n += (size_t)r;
-            line[n] = '\0';
-        }
-        close(out[0]);
-        if (strstr(line, "serving on") != NULL)
-            return h;
-        kill(h.pid, SIGKILL);
-        waitpid(h.pid, NULL, 0);
-    }
-    cr_assert_fail("hello did not start");
-    return (hello_t){0};
-}
-
-/* SIGTERM: graceful shutdown, exit status 0, within a few seconds. */
-static void hello_stop(hello_t *h)
-{
-    cr_assert_eq(kill(h->pid, SIGTERM), 0);
-    int status = 0;
-    uint64_t end = th_now_ms() + 8000;
-    pid_t w;
-    while ((w = waitpid(h->pid, &status, WNOHANG)) == 0 && th_now_ms() < end)
-        th_sleep_ms(10);
-    if (w == 0) {
-        kill(h->pid, SIGKILL);
-        waitpid(h->pid, &status, 0);
-        cr_assert_fail("hello did not exit within 8 s of SIGTERM");
-    }
-    cr_assert(WIFEXITED(status), "hello died of signal %d", WTERMSIG(status));
-    cr_assert_eq(WEXITSTATUS(status), 0);
-}
+#include "support/hello.h"
 
 /* Runs a shell command and returns its standard output (malloc'd). */
 static char *run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -140,7 +64,7 @@ Test(peers, curl_gets_json_items_and_echo, .timeout = 30)
 {
     if (access("/usr/bin/curl", X_OK) != 0)
         cr_skip_test("no /usr/bin/curl");
-    hello_t h = hello_start(NULL);
+    th_hello_t h = th_hello_start(NULL);
     expect_output("{\"Hello\":\"World\"}", CURL "http://127.0.0.1:%d/", h.port);
     expect_output("Hello, world", CURL "http://127.0.0.1:%d/plaintext", h.port);
     expect_output("{\"item_id\":5,\"q\":\"somequery\"}", CURL "'http://127.0.0.1:%d/items/5?q=somequery'",
@@ -157,6 +81,15 @@ Test(peers, curl_gets_json_items_and_echo, .timeout = 30)
                   CURL "-H 'Content-Type: application/json' --data-binary '{\"x\":[1,2]}' "
                        "-w ' %%{content_type}' http://127.0.0.1:%d/echo",
                   h.port);
+    /* a byte echo: no Content-Type in, application/octet-stream out; JSON is not checked */
+    expect_output("not json application/octet-stream",
+                  CURL "-H 'Content-Type:' --data-binary 'not json' "
+                       "-w ' %%{content_type}' http://127.0.0.1:%d/echo",
+                  h.port);
+    expect_output("{oops application/json 200",
+                  CURL "-H 'Content-Type: application/json' --data-binary '{oops' "
+                       "-w ' %%{content_type} %%{http_code}' http://127.0.0.1:%d/echo",
+                  h.port);
     /* 100-continue, as curl does for large bodies */
     expect_output("waited 200",
                   "head -c 70000 /dev/zero | tr '\\0' w | " CURL
@@ -168,14 +101,14 @@ Test(peers, curl_gets_json_items_and_echo, .timeout = 30)
                   "printf chunked-body | " CURL "-H 'Transfer-Encoding: chunked' "
                   "--data-binary @- http://127.0.0.1:%d/echo",
                   h.port);
-    hello_stop(&h);
+    th_hello_stop(&h);
 }
 
 Test(peers, curl_head_and_error_statuses, .timeout = 30)
 {
     if (access("/usr/bin/curl", X_OK) != 0)
         cr_skip_test("no /usr/bin/curl");
-    hello_t h = hello_start(NULL);
+    th_hello_t h = th_hello_start(NULL);
     char *head = run(CURL "-I http://127.0.0.1:%d/", h.port);
     cr_assert(strncmp(head, "HTTP/1.1 200 OK\r\n", 17) == 0, "%s", head);
     cr_assert_not_null(strstr(head, "\r\nContent-Length: 17\r\n"), "%s", head);
@@ -199,14 +132,14 @@ Test(peers, curl_head_and_error_statuses, .timeout = 30)
     expect_output("1 0 ", CURL "-o /dev/null -o /dev/null -w '%%{num_connects} ' "
                                "http://127.0.0.1:%d/ http://127.0.0.1:%d/plaintext",
                   h.port, h.port);
-    hello_stop(&h);
+    th_hello_stop(&h);
 }
 
 Test(peers, curl_over_limits_gets_413_and_431, .timeout = 30)
 {
     if (access("/usr/bin/curl", X_OK) != 0)
         cr_skip_test("no /usr/bin/curl");
-    hello_t h = hello_start("--max-body=1000");
+    th_hello_t h = th_hello_start("--max-body=1000", NULL);
     expect_output("413", "head -c 2000 /dev/zero | " CURL "--data-binary @- -o /dev/null "
                          "-w '%%{http_code}' http://127.0.0.1:%d/echo",
                   h.port);
@@ -214,7 +147,7 @@ Test(peers, curl_over_limits_gets_413_and_431, .timeout = 30)
                               "-o /dev/null -w '%%{http_code}' http://127.0.0.1:%d/",
                   h.port);
     expect_output("200", CURL "-o /dev/null -w '%%{http_code}' http://127.0.0.1:%d/", h.port);
-    hello_stop(&h);
+    th_hello_stop(&h);
 }
 
 /* ---- Python's http.client (Debian's /usr/bin/python3) ---- */
@@ -244,7 +177,7 @@ Test(peers, python_http_client_reuses_one_connection, .timeout = 30)
 {
     if (access("/usr/bin/python3", X_OK) != 0)
         cr_skip_test("no /usr/bin/python3");
-    hello_t h = hello_start(NULL);
+    th_hello_t h = th_hello_start(NULL);
     char script[] = "/tmp/squall-peers-XXXXXX";
     int fd = mkstemp(script);
     cr_assert_geq(fd, 0);
@@ -267,12 +200,12 @@ Test(peers, python_http_client_reuses_one_connection, .timeout = 30)
         "[\"GET\", \"/nope\", 404, \"application/json\", \"{\\\"detail\\\":\\\"Not Found\\\"}\"], "
         "[\"same connection\", true]]\n");
     free(out);
-    hello_stop(&h);
+    th_hello_stop(&h);
 }
 
 Test(peers, hello_exits_0_on_sigterm_with_a_request_in_flight, .timeout = 30)
 {
-    hello_t h = hello_start(NULL);
+    th_hello_t h = th_hello_start(NULL);
     th_conn_t c, idle;
     cr_assert_eq(th_conn_open(&c, h.port), 0);
     cr_assert_eq(th_conn_open(&idle, h.port), 0);
@@ -302,7 +235,7 @@ Test(peers, hello_exits_0_on_sigterm_with_a_request_in_flight, .timeout = 30)
  * answer is being written raises SIGPIPE, which must not kill the server. */
 Test(peers, hello_survives_clients_that_close_during_a_big_answer, .timeout = 30)
 {
-    hello_t h = hello_start(NULL);
+    th_hello_t h = th_hello_start(NULL);
     size_t len = 900 * 1024;
     char head[128];
     int hl = snprintf(head, sizeof(head),
@@ -328,7 +261,7 @@ Test(peers, hello_survives_clients_that_close_during_a_big_answer, .timeout = 30
     cr_assert_eq(r.status, 200);
     cr_assert_str_eq(r.body, "Hello, world");
     th_res_free(&r);
-    hello_stop(&h);
+    th_hello_stop(&h);
 }
 
 /* A numeric flag that is not a whole decimal number in range prints the usage and exits
@@ -345,7 +278,7 @@ Test(peers, hello_refuses_bad_numeric_flags_with_status_2, .timeout = 60)
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char cmd[512];
-        snprintf(cmd, sizeof(cmd), "timeout 5 %s/hello --port=0 '%s' 2>&1 >/dev/null", bin_dir(),
+        snprintf(cmd, sizeof(cmd), "timeout 5 %s --port=0 '%s' 2>&1 >/dev/null", th_hello_path(),
                  bad[i]);
         FILE *f = popen(cmd, "r");
         cr_assert_not_null(f);
@@ -362,7 +295,7 @@ Test(peers, hello_refuses_bad_numeric_flags_with_status_2, .timeout = 60)
  * connection is answered and SIGTERM still ends the process with 0. */
 Test(peers, hello_with_two_workers_answers_every_connection, .timeout = 30)
 {
-    hello_t h = hello_start("--workers=2");
+    th_hello_t h = th_hello_start("--workers=2", NULL);
     char path[64];
     snprintf(path, sizeof(path), "/proc/%d/status", (int)h.pid);
     int threads = 0;
@@ -386,14 +319,14 @@ Test(peers, hello_with_two_workers_answers_every_connection, .timeout = 30)
         cr_assert_eq(r.body_len, 12);
         th_res_free(&r);
     }
-    hello_stop(&h);
+    th_hello_stop(&h);
 }
 
 /* RFC 9110 §6.6.1: every response has a Date in IMF-fixdate, of the current second (it is
  * formatted at most once a second and reused). */
 Test(peers, date_header_is_imf_fixdate_of_the_current_second, .timeout = 20)
 {
-    hello_t h = hello_start(NULL);
+    th_hello_t h = th_hello_start(NULL);
     th_res_t r;
     cr_assert_eq(th_request(h.port, "GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n", &r), 0);
     const char *date = th_res_header(&r, "Date");
@@ -406,13 +339,13 @@ Test(peers, date_header_is_imf_fixdate_of_the_current_second, .timeout = 20)
     time_t t = timegm(&tm), now = time(NULL);
     cr_assert(t <= now && now - t <= 2, "Date %s is %ld s off", date, (long)(now - t));
     th_res_free(&r);
-    hello_stop(&h);
+    th_hello_stop(&h);
 }
 
 /* RFC 9110 §9.3.7: OPTIONS * asks about the server as a whole; "*" is for OPTIONS only. */
 Test(peers, options_asterisk_lists_the_methods_and_other_methods_get_400, .timeout = 20)
 {
-    hello_t h = hello_start(NULL);
+    th_hello_t h = th_hello_start(NULL);
     th_res_t r;
     cr_assert_eq(th_request(h.port, "OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n", &r), 0);
     cr_assert_eq(r.status, 204);
@@ -422,5 +355,5 @@ Test(peers, options_asterisk_lists_the_methods_and_other_methods_get_400, .timeo
     cr_assert_eq(th_request(h.port, "GET * HTTP/1.1\r\nHost: t\r\n\r\n", &r), 0);
     cr_assert_eq(r.status, 400);
     th_res_free(&r);
-    hello_stop(&h);
+    th_hello_stop(&h);
 }

@@ -27,7 +27,7 @@ Test(server, listen_refuses_bad_addresses_and_a_closing_server, .timeout = 10)
     cr_assert_eq(sq_server_listen(srv, "127.0.0.1", 65536 + 8000), UV_EINVAL);
     cr_assert_eq(sq_server_listen(srv, "127.0.0.1", -1), UV_EINVAL);
     cr_assert_eq(sq_server_listen(srv, "::1", 70000), UV_EINVAL);
-    cr_assert_eq(sq_server_listen(srv, "localhost", 0), UV_EINVAL);
+    cr_assert_eq(sq_server_listen(srv, "", 0), UV_EINVAL); /* a name resolves: test_startup.c */
     char path[200];
     memset(path, 'p', sizeof(path) - 1);
     path[0] = '/';

@@ -25,9 +25,11 @@ typedef enum {
     SQ_ERRNO_MAX = -30000
 } sq_errno_t;
 
-/* A human-readable message for err (squall's or libuv's). Never NULL; static storage. */
+/* A human-readable message for err (squall's or libuv's; "success" for 0). Never NULL;
+ * static storage. */
 SQ_EXTERN const char *sq_strerror(int err);
-/* The symbolic name ("SQ_EPATTERN", "ECANCELED", ...). Never NULL; static storage. */
+/* The symbolic name ("SQ_EPATTERN", "ECANCELED", ...; "OK" for 0). Never NULL; static
+ * storage. */
 SQ_EXTERN const char *sq_err_name(int err);
 
 #endif

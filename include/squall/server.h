@@ -50,7 +50,8 @@ typedef struct sq_server_opts {
     int reuseport;               /* 1: listeners set SO_REUSEPORT (one per worker thread) */
     const char *server_name;     /* `Server` header value, "squall"; NULL: no header */
     uint64_t slow_callback_ms;   /* > 0: a watchdog logs every handler that holds the loop
-                                    longer than this, by route (asyncio's debug mode);
+                                    longer than this, by route (asyncio's debug mode),
+                                    measuring from the first successful listen;
                                     0 (default): off */
     sq_work_pool_t *blocking_pool; /* where blocking handlers run (borrowed; must outlive
                                     the server); NULL: the server makes one when first
@@ -67,18 +68,31 @@ SQ_EXTERN void sq_server_opts_init(sq_server_opts_t *opts);
 SQ_EXTERN int sq_server_create(sq_server_t **srv, uv_loop_t *loop, sq_app_t *app,
                                const sq_server_opts_t *opts);
 
-/* Listens on a TCP address: an IPv4 or IPv6 literal ("127.0.0.1", "::1", "0.0.0.0").
- * Port 0 picks a free port (see sq_server_port). May be called for several addresses.
- * Returns 0; UV_EINVAL for a host that is not an IP literal or a port outside 0..65535;
- * SQ_ECLOSED once sq_server_destroy has been called; UV_ENOMEM; or libuv's error from
- * bind(2)/listen(2) (UV_EADDRINUSE, UV_EACCES, UV_EADDRNOTAVAIL, ...). On failure the
- * server has no new listener, and goes on with the ones it had. */
+/* Listens on TCP `host`:`port`. `host` is an IPv4 or IPv6 literal ("127.0.0.1", "::1",
+ * "0.0.0.0", "::" — which takes IPv4 too, as the kernel allows), bound as written with no
+ * lookup; or a host name ("localhost"), which is resolved with getaddrinfo(3)
+ * (AI_PASSIVE, TCP) and BLOCKS the calling thread for the lookup: call it at start-up,
+ * before the loop serves anyone, as servers do. Every address a name resolves to is bound
+ * (localhost: 127.0.0.1, and ::1 where /etc/hosts names it), as Python's asyncio
+ * create_server does: port 0 picks one free port, which every address gets; an IPv6
+ * socket is then IPv6-only. An address the machine lacks (UV_EAFNOSUPPORT,
+ * UV_EADDRNOTAVAIL: ::1 on a host without IPv6) is skipped if another binds. Port 0
+ * picks a free port (see sq_server_port). May be called for several addresses.
+ * Returns 0; UV_EINVAL for an empty or NULL host or a port outside 0..65535;
+ * getaddrinfo's error as libuv names it (UV_EAI_NONAME for an unknown host, UV_EAI_AGAIN
+ * when DNS does not answer, ...); SQ_ECLOSED once sq_server_destroy has been called;
+ * UV_ENOMEM; or libuv's error from socket(2)/bind(2)/listen(2) (UV_EADDRINUSE, UV_EACCES,
+ * UV_EADDRNOTAVAIL, ...) for the first address that failed. On failure the server has no
+ * new listener (the addresses of a name bound before one failed are let go), and goes on
+ * with the ones it had. The first successful listen (TCP or Unix) starts the server's
+ * watchdog (opts.slow_callback_ms). */
 SQ_EXTERN int sq_server_listen(sq_server_t *srv, const char *host, int port);
 /* Listens on a Unix domain socket at `path` (an existing socket file is not removed).
  * Returns 0; SQ_ECLOSED once sq_server_destroy has been called; UV_ENOMEM; or libuv's
  * error from bind(2)/listen(2) (UV_EADDRINUSE when the file exists, UV_EACCES,
  * UV_ENOENT for a missing directory, ...); or UV_ENAMETOOLONG for a path that does not
- * fit in a socket address (107 bytes on Linux). */
+ * fit in a socket address (107 bytes on Linux). On failure the server goes on with the
+ * listeners it had. */
 SQ_EXTERN int sq_server_listen_unix(sq_server_t *srv, const char *path);
 /* The port of the most recent TCP listener, or a negative code. */
 SQ_EXTERN int sq_server_port(const sq_server_t *srv);

@@ -43,10 +43,21 @@ typedef struct sq_watchdog_opts {
 
 SQ_EXTERN void sq_watchdog_opts_init(sq_watchdog_opts_t *opts);
 
-/* Starts watching `loop`. opts is copied (NULL: defaults). Returns 0, UV_EINVAL (probe_ms
- * 0) or UV_ENOMEM. */
+/* Starts watching `loop` (as sq_watchdog_start does). opts is copied (NULL: defaults).
+ * Returns 0, UV_EINVAL (probe_ms 0) or UV_ENOMEM. */
 SQ_EXTERN int sq_watchdog_create(sq_watchdog_t **wd, uv_loop_t *loop,
                                  const sq_watchdog_opts_t *opts);
+
+/* Stops the lag probe (Node's histogram.disable()): while stopped, nothing is sampled and
+ * no stall is reported; spans are still measured. Counters are kept. Returns 0, or
+ * SQ_ECLOSED after sq_watchdog_destroy. */
+SQ_EXTERN int sq_watchdog_stop(sq_watchdog_t *wd);
+/* (Re)starts the lag probe. Measuring begins when the loop next turns (its next timer
+ * phase, at once for a loop not yet run): what held the thread until then — a set-up
+ * before uv_run, a stopped period — is not counted as lag. Counters are kept. A server
+ * with opts.slow_callback_ms calls it at its first successful listen. Returns 0, or
+ * SQ_ECLOSED after sq_watchdog_destroy. */
+SQ_EXTERN int sq_watchdog_start(sq_watchdog_t *wd);
 
 typedef void (*sq_watchdog_close_cb)(sq_watchdog_t *wd, void *data);
 

@@ -12,7 +12,10 @@
 
 /* Builds worker `index`'s server on `loop` (on that worker's thread) and stores it in *srv.
  * Returns 0 or a negative code, which stops every worker and is returned by
- * sq_workers_run. */
+ * sq_workers_run. On failure it leaves no server behind: it calls
+ * sq_server_destroy(srv, 0, NULL, NULL) on one it made and returns, without running the
+ * loop (the worker runs it to finish the closing). Workers set up at the same time, each
+ * on its own thread, so `data` is shared read-only. */
 typedef int (*sq_worker_setup_cb)(uv_loop_t *loop, unsigned index, void *data,
                                   sq_server_t **srv);
 
@@ -21,9 +24,13 @@ typedef int (*sq_worker_setup_cb)(uv_loop_t *loop, unsigned index, void *data,
 typedef void (*sq_worker_teardown_cb)(uv_loop_t *loop, unsigned index, void *data);
 
 /* Runs `nworkers` workers until SIGINT or SIGTERM, then destroys each server with
- * `grace_ms` to finish in-flight requests, joins the threads and returns 0 (or the first
- * setup error). Blocks the calling thread, which only watches for the signals. Ignores
- * SIGPIPE for the whole process (see server.h). */
+ * `grace_ms` to finish in-flight requests, joins the threads and returns 0. Blocks the
+ * calling thread, which only watches for the signals — from before the first worker
+ * starts, so a signal during start-up stops every worker as soon as its setup returns.
+ * A setup that fails stops every worker at once, and its code is returned (the first one
+ * seen, when several fail); UV_EINVAL for 0 workers or no setup; UV_ENOMEM, or libuv's
+ * error when a loop or a thread cannot be made. Ignores SIGPIPE for the whole process
+ * (see server.h). */
 SQ_EXTERN int sq_workers_run(unsigned nworkers, sq_worker_setup_cb setup,
                              sq_worker_teardown_cb teardown, void *data, uint64_t grace_ms);
 

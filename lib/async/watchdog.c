@@ -126,10 +126,36 @@ int sq_watchdog_create(sq_watchdog_t **out, uv_loop_t *loop, const sq_watchdog_o
     }
     wd->loop = loop;
     uv_timer_init(loop, &wd->probe);
-    uv_timer_start(&wd->probe, probe_cb, wd->opts.probe_ms, wd->opts.probe_ms);
     uv_unref((uv_handle_t *)&wd->probe); /* watching never keeps the loop alive */
-    wd->last_tick_ns = uv_hrtime();
+    sq_watchdog_start(wd);
     *out = wd;
+    return 0;
+}
+
+/* The first tick after a start only notes the time: the probe's period begins when the
+ * loop next turns, so what held the thread before (a set-up before uv_run, a host name
+ * lookup) is not lag. uv_timer_start measures from the loop's cached time, which before
+ * uv_run can be far in the past. */
+static void first_tick_cb(uv_timer_t *t)
+{
+    sq_watchdog_t *wd = sq__container_of(t, sq_watchdog_t, probe);
+    wd->last_tick_ns = uv_hrtime();
+    uv_timer_start(&wd->probe, probe_cb, wd->opts.probe_ms, wd->opts.probe_ms);
+}
+
+int sq_watchdog_start(sq_watchdog_t *wd)
+{
+    if (wd->destroying)
+        return SQ_ECLOSED;
+    uv_timer_start(&wd->probe, first_tick_cb, 0, 0);
+    return 0;
+}
+
+int sq_watchdog_stop(sq_watchdog_t *wd)
+{
+    if (wd->destroying)
+        return SQ_ECLOSED;
+    uv_timer_stop(&wd->probe);
     return 0;
 }
 

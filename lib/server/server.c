@@ -1,4 +1,5 @@
 /* The server: listeners on the caller's loop, the registry of connections, shutdown. */
+#include <netdb.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -77,6 +78,7 @@ int sq_server_create(sq_server_t **out, uv_loop_t *loop, sq_app_t *app,
             free(srv);
             return rc;
         }
+        sq_watchdog_stop(srv->wd); /* until the first listen: see listening() */
     }
     srv->pool = srv->opts.blocking_pool;
     uv_timer_init(loop, &srv->timer);
@@ -90,6 +92,18 @@ int sq_server_create(sq_server_t **out, uv_loop_t *loop, sq_app_t *app,
     return 0;
 }
 
+/* A listener is freed here, whether the server is closing or its listen failed: the
+ * handle is inside the allocation, so uv_close's callback cannot be plain free(). Counted
+ * in nlisteners_open until then, so a server destroyed meanwhile waits for it. */
+static void on_listener_close(uv_handle_t *h)
+{
+    sq__listener_t *l = h->data;
+    sq_server_t *srv = l->srv;
+    free(l);
+    srv->nlisteners_open--;
+    sq__server_maybe_done(srv);
+}
+
 static void on_connection(uv_stream_t *s, int status)
 {
     sq__listener_t *l = s->data;
@@ -100,22 +114,16 @@ static void on_connection(uv_stream_t *s, int status)
     sq__conn_accept(l->srv, s, l->h.handle.type == UV_NAMED_PIPE);
 }
 
-int sq_server_listen(sq_server_t *srv, const char *host, int port)
+/* Binds and listens on one TCP address; on success *out is in srv->listeners. */
+static int listen_tcp(sq_server_t *srv, const struct sockaddr *sa, unsigned flags,
+                      sq__listener_t **out)
 {
-    struct sockaddr_storage ss;
-    if (srv->closing)
-        return SQ_ECLOSED;
-    if (port < 0 || port > 65535) /* uv_ip4_addr would keep the low 16 bits */
-        return UV_EINVAL;
-    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
-        uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0)
-        return UV_EINVAL;
     sq__listener_t *l = calloc(1, sizeof(*l));
     if (l == NULL)
         return UV_ENOMEM;
     l->srv = srv;
-    int rc = uv_tcp_init_ex(srv->loop, &l->h.tcp, ss.ss_family);
-    if (rc != 0) {
+    int rc = uv_tcp_init_ex(srv->loop, &l->h.tcp, sa->sa_family);
+    if (rc != 0) { /* UV_EAFNOSUPPORT: a kernel without that family */
         free(l);
         return rc;
     }
@@ -132,21 +140,130 @@ int sq_server_listen(sq_server_t *srv, const char *host, int port)
         if (rc != 0)
             goto fail;
     }
-    rc = uv_tcp_bind(&l->h.tcp, (struct sockaddr *)&ss, 0);
+    rc = uv_tcp_bind(&l->h.tcp, sa, flags);
     if (rc == 0)
         rc = uv_listen(&l->h.stream, srv->opts.backlog, on_connection);
     if (rc != 0)
         goto fail;
+    struct sockaddr_storage ss;
     int len = sizeof(ss);
     if (uv_tcp_getsockname(&l->h.tcp, (struct sockaddr *)&ss, &len) == 0)
         l->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                                  : ((struct sockaddr_in *)&ss)->sin_port);
-    srv->port = l->port;
+    *out = l;
     return 0;
 fail:
     sq__list_remove(&l->node);
-    srv->nlisteners_open--;
-    uv_close(&l->h.handle, (uv_close_cb)free);
+    uv_close(&l->h.handle, on_listener_close);
+    return rc;
+}
+
+/* The first listener: the server starts serving, and its watchdog starts measuring (what
+ * held the loop before, a slow set-up or a host name lookup, is no stall). */
+static void listening(sq_server_t *srv, bool first)
+{
+    if (first && srv->wd != NULL)
+        sq_watchdog_start(srv->wd);
+}
+
+static bool same_addr(const struct addrinfo *a, const struct addrinfo *b)
+{
+    return a->ai_addrlen == b->ai_addrlen && memcmp(a->ai_addr, b->ai_addr, a->ai_addrlen) == 0;
+}
+
+/* Every IPv4 and IPv6 address of `list` on `port`, as asyncio's create_server binds the
+ * addresses a host name resolves to: port 0 is chosen by the first bind and reused for
+ * the others; with several addresses, an IPv6 socket is IPv6-only (IPV6_V6ONLY), so it
+ * leaves the IPv4 ones to their own sockets. An address the machine lacks (its family is
+ * not supported, or no interface has it: ::1 on a host without IPv6) is skipped when
+ * another binds; any other error fails the call, closing what it had bound.
+ * tests/test_startup.c (suite listen) calls it with lists of its own. */
+int sq__server_listen_ai(sq_server_t *srv, const struct addrinfo *list, int port)
+{
+    if (srv->closing)
+        return SQ_ECLOSED;
+    bool first = sq__list_empty(&srv->listeners);
+    sq__list_t *mark = srv->listeners.prev; /* listeners after it are this call's */
+    unsigned naddrs = 0;
+    for (const struct addrinfo *ai = list; ai != NULL; ai = ai->ai_next)
+        naddrs += ai->ai_family == AF_INET || ai->ai_family == AF_INET6;
+    int rc = UV_EAI_ADDRFAMILY, skipped = 0, bound = 0;
+    for (const struct addrinfo *ai = list; ai != NULL; ai = ai->ai_next) {
+        if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
+            continue;
+        const struct addrinfo *prev = list;
+        while (prev != ai && !same_addr(prev, ai)) /* /etc/hosts may name one twice */
+            prev = prev->ai_next;
+        if (prev != ai)
+            continue;
+        struct sockaddr_storage ss;
+        memset(&ss, 0, sizeof(ss));
+        memcpy(&ss, ai->ai_addr, ai->ai_addrlen < sizeof(ss) ? ai->ai_addrlen : sizeof(ss));
+        if (ai->ai_family == AF_INET6)
+            ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)port);
+        else
+            ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)port);
+        sq__listener_t *l;
+        unsigned flags = naddrs > 1 && ai->ai_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0;
+        int err = listen_tcp(srv, (struct sockaddr *)&ss, flags, &l);
+        if (err == 0) {
+            bound++;
+            port = l->port;
+            continue;
+        }
+        if (err != UV_EAFNOSUPPORT && err != UV_EADDRNOTAVAIL) {
+            rc = err;
+            goto fail;
+        }
+        char name[64] = "?";
+        uv_ip_name((struct sockaddr *)&ss, name, sizeof(name));
+        sq_log(SQ_LOG_INFO, "listen: %s skipped: %s", name, uv_strerror(err));
+        if (skipped++ == 0)
+            rc = err;
+    }
+    if (bound == 0)
+        goto fail;
+    srv->port = port;
+    listening(srv, first);
+    return 0;
+fail:
+    while (mark->next != &srv->listeners) {
+        sq__listener_t *l = sq__container_of(mark->next, sq__listener_t, node);
+        sq__list_remove(&l->node);
+        uv_close(&l->h.handle, on_listener_close);
+    }
+    return rc;
+}
+
+int sq_server_listen(sq_server_t *srv, const char *host, int port)
+{
+    if (srv->closing)
+        return SQ_ECLOSED;
+    if (host == NULL || *host == '\0' || port < 0 || port > 65535)
+        return UV_EINVAL; /* uv_ip4_addr would keep the low 16 bits of a port */
+    /* A numeric address needs no lookup, and binds as written ("::" takes IPv4 too). */
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    struct addrinfo one = {.ai_socktype = SOCK_STREAM, .ai_addr = (struct sockaddr *)&ss};
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) == 0) {
+        one.ai_family = AF_INET;
+        one.ai_addrlen = sizeof(struct sockaddr_in);
+        return sq__server_listen_ai(srv, &one, port);
+    }
+    if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) == 0) {
+        one.ai_family = AF_INET6;
+        one.ai_addrlen = sizeof(struct sockaddr_in6);
+        return sq__server_listen_ai(srv, &one, port);
+    }
+    /* A name: getaddrinfo(3) at start-up, blocking this thread, as every server does. */
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE};
+    uv_getaddrinfo_t req;
+    int rc = uv_getaddrinfo(srv->loop, &req, NULL, host, NULL, &hints);
+    if (rc != 0)
+        return rc;
+    rc = sq__server_listen_ai(srv, req.addrinfo, port);
+    uv_freeaddrinfo(req.addrinfo);
     return rc;
 }
 
@@ -166,6 +283,7 @@ int sq_server_listen_unix(sq_server_t *srv, const char *path)
         return rc;
     }
     l->h.handle.data = l;
+    bool first = sq__list_empty(&srv->listeners);
     sq__list_insert_tail(&srv->listeners, &l->node);
     srv->nlisteners_open++;
     rc = uv_pipe_bind(&l->h.pipe, path);
@@ -173,10 +291,11 @@ int sq_server_listen_unix(sq_server_t *srv, const char *path)
         rc = uv_listen(&l->h.stream, srv->opts.backlog, on_connection);
     if (rc != 0) {
         sq__list_remove(&l->node);
-        srv->nlisteners_open--;
-        uv_close(&l->h.handle, (uv_close_cb)free);
+        uv_close(&l->h.handle, on_listener_close);
+        return rc;
     }
-    return rc;
+    listening(srv, first);
+    return 0;
 }
 
 int sq_server_port(const sq_server_t *srv)
@@ -192,15 +311,6 @@ uv_loop_t *sq_server_loop(const sq_server_t *srv)
 void sq_server_stats(const sq_server_t *srv, sq_server_stats_t *out)
 {
     *out = srv->stats;
-}
-
-static void on_listener_close(uv_handle_t *h)
-{
-    sq__listener_t *l = h->data;
-    sq_server_t *srv = l->srv;
-    free(l);
-    srv->nlisteners_open--;
-    sq__server_maybe_done(srv);
 }
 
 static void free_server(sq_server_t *srv)

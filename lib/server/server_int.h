@@ -277,6 +277,9 @@ SQ__HIDDEN void sq__exch_hold(struct sq_req_s *x);
 SQ__HIDDEN void sq__exch_unhold(struct sq_req_s *x);
 /* lib/server/server.c: the last connection, listener or exchange gone ends a closing server */
 SQ__HIDDEN void sq__server_maybe_done(sq_server_t *srv);
+/* Listens on every address of an addrinfo list (what sq_server_listen resolved). */
+struct addrinfo;
+SQ__HIDDEN int sq__server_listen_ai(sq_server_t *srv, const struct addrinfo *list, int port);
 
 /* lib/http/blocking.c: runs the matched blocking callback on the work pool; finishes
  * the response (503 when the pool refuses) and releases the handler's hold when done. */
