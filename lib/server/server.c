@@ -1,61 +1,21 @@
-/* The server: listeners on the caller's loop, the registry of connections, shutdown. */
+/* The server's transport: listeners on the caller's loop, the registry of connections,
+ * shutdown. sq_server_create and the options are HTTP's (lib/http/server.c). */
 #include <netdb.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "http/h1_int.h"
 #include "server/server_int.h"
 
-void sq_server_opts_init(sq_server_opts_t *o)
+/* The transport's part of a new server: registries, timeout lists, the read buffer, the
+ * timer and the tick. Called by sq_server_create (lib/http/server.c) once srv->loop and
+ * srv->opts are set. Returns 0 or UV_ENOMEM (nothing to undo then). */
+int sq__server_init(sq_server_t *srv)
 {
-    memset(o, 0, sizeof(*o));
-    o->max_header_bytes = 16 * 1024;
-    o->max_headers = 100;
-    o->max_uri_bytes = 8 * 1024;
-    o->max_body_bytes = 1024 * 1024;
-    o->header_timeout_ms = 10000;
-    o->body_timeout_ms = 30000;
-    o->idle_timeout_ms = 5000;
-    o->max_connections = 16384;
-    o->max_pipeline_bytes = 64 * 1024;
-    o->backlog = 511;
-    o->reuseport = 0;
-    o->server_name = "squall";
-}
-
-int sq_server_create(sq_server_t **out, uv_loop_t *loop, sq_app_t *app,
-                     const sq_server_opts_t *opts)
-{
-    if (out == NULL || loop == NULL || app == NULL)
-        return UV_EINVAL;
-    sq_server_t *srv = calloc(1, sizeof(*srv));
-    if (srv == NULL)
-        return UV_ENOMEM;
-    srv->loop = loop;
-    srv->app = app;
-    if (opts != NULL)
-        srv->opts = *opts;
-    else
-        sq_server_opts_init(&srv->opts);
-    if (srv->opts.max_pipeline_bytes == 0)
-        srv->opts.max_pipeline_bytes = 64 * 1024;
-    if (srv->opts.server_name != NULL) {
-        int n = snprintf(srv->server_line, sizeof(srv->server_line), "Server: %s\r\n",
-                         srv->opts.server_name);
-        if (n < 0 || (size_t)n >= sizeof(srv->server_line) ||
-            strpbrk(srv->opts.server_name, "\r\n") != NULL) {
-            free(srv);
-            return UV_EINVAL;
-        }
-        srv->server_line_len = (size_t)n;
-    }
-    srv->opts.server_name = NULL; /* not kept: the caller's string may go */
     sq__list_init(&srv->listeners);
     sq__list_init(&srv->conns);
     sq__list_init(&srv->ticks);
-    sq__list_init(&srv->aborts);
     for (int i = 0; i < SQ__TQ_COUNT; i++)
         sq__list_init(&srv->tq[i]);
     srv->tq_timeout[SQ__TQ_HEAD] = srv->opts.header_timeout_ms;
@@ -64,31 +24,12 @@ int sq_server_create(sq_server_t **out, uv_loop_t *loop, sq_app_t *app,
     srv->tq_timeout[SQ__TQ_LINGER] = 2000;
     srv->rbuf_cap = 64 * 1024;
     srv->rbuf = malloc(srv->rbuf_cap);
-    if (srv->rbuf == NULL) {
-        free(srv);
+    if (srv->rbuf == NULL)
         return UV_ENOMEM;
-    }
-    if (srv->opts.slow_callback_ms > 0) {
-        sq_watchdog_opts_t wo;
-        sq_watchdog_opts_init(&wo);
-        wo.slow_ms = srv->opts.slow_callback_ms;
-        int rc = sq_watchdog_create(&srv->wd, loop, &wo);
-        if (rc != 0) {
-            free(srv->rbuf);
-            free(srv);
-            return rc;
-        }
-        sq_watchdog_stop(srv->wd); /* until the first listen: see listening() */
-    }
-    srv->pool = srv->opts.blocking_pool;
-    uv_timer_init(loop, &srv->timer);
+    uv_timer_init(srv->loop, &srv->timer);
     sq__tick_init(srv);
-    srv->conn_size = sizeof(sq__h1conn_t); /* every connection starts as HTTP/1 */
-    srv->proto0 = &sq__h1_proto;
-    srv->on_tick = sq__exch_deliver_aborts;
     srv->nhandles = 4; /* the timer and the tick's three */
     srv->port = UV_EINVAL;
-    *out = srv;
     return 0;
 }
 
@@ -315,9 +256,9 @@ void sq_server_stats(const sq_server_t *srv, sq_server_stats_t *out)
 
 static void free_server(sq_server_t *srv)
 {
-    sq__exch_pool_free(srv);
+    if (srv->on_free != NULL)
+        srv->on_free(srv); /* what the protocols pooled */
     sq__wq_pool_free(srv);
-    sq__buf_free(&srv->scratch);
     free(srv->rbuf);
     free(srv);
 }

@@ -193,6 +193,7 @@ struct sq_server_s {
     size_t conn_size;           /* bytes of a connection with its first protocol's state */
     bool (*on_tick)(sq_server_t *srv); /* the server's own tick work (.aborted notices);
                                     true: more is queued */
+    void (*on_free)(sq_server_t *srv); /* frees what the protocols keep per server */
     const sq__proto_t *proto0;  /* every connection's first protocol (HTTP/1) */
     sq__list_t aborts;          /* exchanges whose handler is to be told .aborted */
     sq__buf_t scratch;          /* JSON serialization */
@@ -275,6 +276,8 @@ SQ__HIDDEN void sq__exch_release(struct sq_req_s *x, uint32_t which);
 SQ__HIDDEN void sq__exch_finished(struct sq_req_s *x);
 SQ__HIDDEN void sq__exch_hold(struct sq_req_s *x);
 SQ__HIDDEN void sq__exch_unhold(struct sq_req_s *x);
+/* lib/server/server.c: the transport's part of sq_server_create */
+SQ__HIDDEN int sq__server_init(sq_server_t *srv);
 /* lib/server/server.c: the last connection, listener or exchange gone ends a closing server */
 SQ__HIDDEN void sq__server_maybe_done(sq_server_t *srv);
 /* Listens on every address of an addrinfo list (what sq_server_listen resolved). */

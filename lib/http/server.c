@@ -1,0 +1,85 @@
+/* The HTTP server: its options, and sq_server_create, which sets a transport up
+ * (lib/server/server.c) with HTTP/1 as every connection's first protocol. */
+#include <stdlib.h>
+
+#include "http/h1_int.h"
+#include "server/server_int.h"
+
+/* What HTTP keeps per server, freed with it (the transport's on_free hook). */
+static void server_free(sq_server_t *srv)
+{
+    sq__exch_pool_free(srv);
+    sq__buf_free(&srv->scratch);
+}
+
+void sq_server_opts_init(sq_server_opts_t *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->max_header_bytes = 16 * 1024;
+    o->max_headers = 100;
+    o->max_uri_bytes = 8 * 1024;
+    o->max_body_bytes = 1024 * 1024;
+    o->header_timeout_ms = 10000;
+    o->body_timeout_ms = 30000;
+    o->idle_timeout_ms = 5000;
+    o->max_connections = 16384;
+    o->max_pipeline_bytes = 64 * 1024;
+    o->backlog = 511;
+    o->reuseport = 0;
+    o->server_name = "squall";
+}
+
+int sq_server_create(sq_server_t **out, uv_loop_t *loop, sq_app_t *app,
+                     const sq_server_opts_t *opts)
+{
+    if (out == NULL || loop == NULL || app == NULL)
+        return UV_EINVAL;
+    sq_server_t *srv = calloc(1, sizeof(*srv));
+    if (srv == NULL)
+        return UV_ENOMEM;
+    srv->loop = loop;
+    srv->app = app;
+    if (opts != NULL)
+        srv->opts = *opts;
+    else
+        sq_server_opts_init(&srv->opts);
+    if (srv->opts.max_pipeline_bytes == 0)
+        srv->opts.max_pipeline_bytes = 64 * 1024;
+    if (srv->opts.server_name != NULL) {
+        int n = snprintf(srv->server_line, sizeof(srv->server_line), "Server: %s\r\n",
+                         srv->opts.server_name);
+        if (n < 0 || (size_t)n >= sizeof(srv->server_line) ||
+            strpbrk(srv->opts.server_name, "\r\n") != NULL) {
+            free(srv);
+            return UV_EINVAL;
+        }
+        srv->server_line_len = (size_t)n;
+    }
+    srv->opts.server_name = NULL; /* not kept: the caller's string may go */
+    sq__list_init(&srv->aborts);
+    if (srv->opts.slow_callback_ms > 0) {
+        sq_watchdog_opts_t wo;
+        sq_watchdog_opts_init(&wo);
+        wo.slow_ms = srv->opts.slow_callback_ms;
+        int rc = sq_watchdog_create(&srv->wd, loop, &wo);
+        if (rc != 0) {
+            free(srv);
+            return rc;
+        }
+        sq_watchdog_stop(srv->wd); /* until the first listen: see listening() */
+    }
+    if (sq__server_init(srv) != 0) { /* before it fails, it has set up no handle */
+        if (srv->wd != NULL)
+            sq_watchdog_destroy(srv->wd, NULL, NULL); /* frees itself; srv is not its */
+        free(srv);
+        return UV_ENOMEM;
+    }
+    srv->pool = srv->opts.blocking_pool;
+    srv->conn_size = sizeof(sq__h1conn_t); /* every connection starts as HTTP/1 */
+    srv->proto0 = &sq__h1_proto;
+    srv->on_tick = sq__exch_deliver_aborts;
+    srv->on_free = server_free;
+    *out = srv;
+    return 0;
+}
+
