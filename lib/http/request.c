@@ -193,8 +193,8 @@ int sq_req_peer(const sq_req_t *req, char *buf, size_t len)
 {
     if (req->conn == NULL)
         return UV_ECANCELED;
-    if (req->conn->flags & SQ__CF_PIPE) {
-        snprintf(buf, len, "unix");
+    if (req->conn->flags & (SQ__CF_PIPE | SQ__CF_MEM)) {
+        snprintf(buf, len, (req->conn->flags & SQ__CF_PIPE) ? "unix" : "memory");
         return 0;
     }
     struct sockaddr_storage ss;

@@ -19,7 +19,7 @@ void sq__conn_read(sq__conn_t *c, bool on)
         sq__conn_read_start(c);
     } else if (!on && !(c->flags & SQ__CF_READ_STOPPED)) {
         c->flags |= SQ__CF_READ_STOPPED;
-        uv_read_stop(&c->h.stream);
+        c->io->read_stop(c);
     }
 }
 
@@ -41,6 +41,8 @@ static void on_conn_close(uv_handle_t *h)
     sq__list_remove(&c->node);
     srv->nconns--;
     srv->stats.connections_open--;
+    if (c->io != NULL && c->io->freed != NULL)
+        c->io->freed(c);
     free(c);
     sq__server_maybe_done(srv);
 }
@@ -98,7 +100,7 @@ void sq__conn_close(sq__conn_t *c, bool force)
              * and drain reads for a while (lingering close). */
             uv_shutdown_t *req = malloc(sizeof(*req));
             c->h.handle.data = c;
-            if (req != NULL && uv_shutdown(req, &c->h.stream, on_shutdown) == 0) {
+            if (req != NULL && c->io->shutdown(c, req, on_shutdown) == 0) {
                 c->state = SQ__CS_CLOSING;
                 proto_close(c);
                 if (c->flags & SQ__CF_READ_STOPPED) {
@@ -114,21 +116,8 @@ void sq__conn_close(sq__conn_t *c, bool force)
     sq__conn_teardown(c);
 }
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+void sq__conn_on_read(sq__conn_t *c, const char *data, ssize_t nread)
 {
-    sq__conn_t *c = h->data;
-    /* One buffer per server: every byte read is parsed (or copied) before on_read returns,
-     * so an idle connection holds no read memory at all. */
-    buf->base = c->srv->rbuf;
-    buf->len = c->srv->rbuf_cap;
-}
-
-/* Every read goes to the connection's protocol: HTTP/1 until a take-over, then the one
- * that took it (WebSocket). Bytes are parsed or copied before this returns, so the
- * server's one read buffer serves every connection. */
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
-{
-    sq__conn_t *c = s->data;
     if (nread == 0)
         return;
     if (nread == UV_EOF) /* libuv has stopped reading */
@@ -140,14 +129,14 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     c->flags |= SQ__CF_IN_READ;
-    c->proto->on_read(c, c->proto_ud, buf->base, nread);
+    c->proto->on_read(c, c->proto_ud, data, nread);
     c->flags &= ~SQ__CF_IN_READ;
     sq__conn_flush(c);
 }
 
 int sq__conn_read_start(sq__conn_t *c)
 {
-    return uv_read_start(&c->h.stream, on_alloc, on_read);
+    return c->io->read_start(c);
 }
 
 void sq__conn_accept(sq_server_t *srv, uv_stream_t *listener, bool is_pipe)
@@ -160,29 +149,46 @@ void sq__conn_accept(sq_server_t *srv, uv_stream_t *listener, bool is_pipe)
         free(c);
         return;
     }
+    c->io = &sq__io_stream;
+    if (is_pipe)
+        c->flags |= SQ__CF_PIPE;
+    c->h.handle.data = c;
+    rc = uv_accept(listener, &c->h.stream);
+    if (rc == 0 && !is_pipe)
+        uv_tcp_nodelay(&c->h.tcp, 1);
+    if (rc != 0) {
+        c->srv = srv;
+        sq__list_insert_tail(&srv->conns, &c->node);
+        srv->nconns++;
+        srv->stats.connections_open++;
+        srv->stats.connections_total++;
+        sq__conn_teardown(c);
+        return;
+    }
+    sq__conn_start(srv, c);
+}
+
+/* Registers a new connection (its handle and io set) and starts reading for the server's
+ * first protocol. Returns 0, or an error once the connection is closing. */
+int sq__conn_start(sq_server_t *srv, sq__conn_t *c)
+{
     c->srv = srv;
     c->proto = srv->proto0;
     c->h.handle.data = c;
-    if (is_pipe)
-        c->flags |= SQ__CF_PIPE;
     sq__list_insert_tail(&srv->conns, &c->node);
     srv->nconns++;
     srv->stats.connections_open++;
     srv->stats.connections_total++;
-    if (uv_accept(listener, &c->h.stream) != 0) {
-        sq__conn_teardown(c);
-        return;
-    }
     if (srv->closing || srv->nconns > srv->opts.max_connections) {
         srv->stats.connections_rejected++;
         sq__conn_teardown(c);
-        return;
+        return SQ_ECLOSED;
     }
-    if (!is_pipe)
-        uv_tcp_nodelay(&c->h.tcp, 1);
     sq__tq_put(c, SQ__TQ_IDLE); /* a client that says nothing is closed in time */
-    if (sq__conn_read_start(c) != 0)
+    int rc = sq__conn_read_start(c);
+    if (rc != 0)
         sq__conn_teardown(c);
+    return rc;
 }
 
 /* Server shutdown: the protocol decides (HTTP/1 closes idle connections now and busy

@@ -47,6 +47,26 @@ typedef struct sq__wq {
     struct sq__wq *next_free;
 } sq__wq_t;
 
+/* How a connection's bytes move: a libuv stream (TCP, a Unix socket), or memory (a
+ * test sink: sq__mem_*). TLS would be a third, over the first. */
+typedef struct sq__io {
+    int (*read_start)(sq__conn_t *c);
+    void (*read_stop)(sq__conn_t *c);
+    /* Bytes taken at once (0 or more), or a negative libuv code (UV_EAGAIN: none). */
+    int (*try_write)(sq__conn_t *c, const uv_buf_t *bufs, unsigned n);
+    /* The rest, taken whole; cb(req, status) runs later on the loop. */
+    int (*write)(sq__conn_t *c, uv_write_t *req, const uv_buf_t *bufs, unsigned n,
+                 uv_write_cb cb);
+    /* Bytes taken by write() and not yet handed to the kernel. */
+    size_t (*queued)(const sq__conn_t *c);
+    /* Shuts our side down once the queued bytes are out (a lingering close). */
+    int (*shutdown)(sq__conn_t *c, uv_shutdown_t *req, uv_shutdown_cb cb);
+    /* The connection is freed (after its handle's close callback). */
+    void (*freed)(sq__conn_t *c);
+} sq__io_t;
+
+SQ__HIDDEN extern const sq__io_t sq__io_stream;
+
 /* The transport's state of a connection; the protocol keeps its own. */
 enum {
     SQ__CS_OPEN,    /* reading and writing for its protocol */
@@ -62,6 +82,7 @@ enum {
     SQ__CF_PIPE = 1 << 6,        /* a Unix domain socket */
     SQ__CF_EOF = 1 << 9,         /* the peer half-closed: nothing more will be read */
     SQ__CF_REDELIVER = 1 << 10,  /* the tick hands `pending` to the protocol's on_read */
+    SQ__CF_MEM = 1 << 11,        /* bytes move through memory (sq__mem_*): no socket */
 };
 
 /* A connection: a stream, its write queue and timeouts, and the protocol reading it. The
@@ -73,7 +94,10 @@ struct sq__conn {
         uv_stream_t stream;
         uv_tcp_t tcp;
         uv_pipe_t pipe;
+        uv_idle_t idle;   /* a memory connection's handle: only closed */
     } h;
+    const sq__io_t *io;
+    void *io_ud;          /* a memory connection's sink */
     sq_server_t *srv;
     sq__list_t node;      /* srv->conns */
     sq__list_t tnode;     /* a timeout queue */
@@ -232,12 +256,30 @@ struct sq_server_s {
 
 /* lib/server/conn.c: the transport */
 SQ__HIDDEN void sq__conn_accept(sq_server_t *srv, uv_stream_t *listener, bool is_pipe);
+SQ__HIDDEN int sq__conn_start(sq_server_t *srv, sq__conn_t *c);
 SQ__HIDDEN void sq__conn_shutdown(sq__conn_t *conn);
 /* Closes now: queued bytes are dropped, the protocol and a handler still answering are
  * told. */
 SQ__HIDDEN void sq__conn_teardown(sq__conn_t *conn);
 /* uv_read_start with the transport's callbacks. */
 SQ__HIDDEN int sq__conn_read_start(sq__conn_t *conn);
+
+/* Reads what arrived (nread > 0), or the end (nread < 0): the transport's read path,
+ * for a transport that is not a libuv stream. */
+SQ__HIDDEN void sq__conn_on_read(sq__conn_t *c, const char *data, ssize_t nread);
+
+/* lib/server/io.c: a connection with no socket. What the server writes is appended to
+ * sink->out; what sq__mem_feed gives is read. The sink is the caller's and must outlive
+ * the connection: sink->conn is NULL and sink->closed true once it is freed. */
+typedef struct sq__memsink {
+    sq__buf_t out;       /* what the server wrote */
+    sq__conn_t *conn;
+    bool closed;         /* the connection was freed */
+    bool write_shut;     /* the server shut its side down (lingering close) */
+} sq__memsink_t;
+SQ__HIDDEN int sq__mem_accept(sq_server_t *srv, sq__memsink_t *sink);
+/* Delivers bytes (len > 0) or the client's half-close (len == 0) to the connection. */
+SQ__HIDDEN void sq__mem_feed(sq__memsink_t *sink, const void *data, size_t len);
 
 /* lib/server/writeq.c */
 SQ__HIDDEN sq__wbatch_t *sq__conn_batch(sq__conn_t *conn);

@@ -51,12 +51,12 @@ static void on_timer(uv_timer_t *t)
                 break;
             sq__tq_drop(c);
             if (q == SQ__TQ_IDLE && c->wq != NULL && c->wq->inflight &&
-                c->h.stream.write_queue_size < c->wq->mark) {
+                c->io->queued(c) < c->wq->mark) {
                 /* No request, but an answer is still being written: the client took some
                  * of it since the last look, so it is not idle. One that takes nothing
                  * for a whole idle period is closed (tests: backpressure/slow_reader_*,
                  * backpressure/reader_that_stalls_*). */
-                c->wq->mark = c->h.stream.write_queue_size;
+                c->wq->mark = c->io->queued(c);
                 sq__tq_put(c, SQ__TQ_IDLE);
             } else if (q != SQ__TQ_LINGER && c->proto != NULL && c->proto->on_timeout) {
                 c->proto->on_timeout(c, c->proto_ud, q); /* HTTP/1: 408 for a slow head */

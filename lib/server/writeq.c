@@ -243,8 +243,8 @@ again:;
         q->iov[n++].len = s->len;
     }
     unsigned first = 0;
-    if (n > 0 && c->h.stream.write_queue_size == 0) {
-        int w = uv_try_write(&c->h.stream, q->iov, n);
+    if (n > 0 && c->io->queued(c) == 0) {
+        int w = c->io->try_write(c, q->iov, n);
         if (w < 0 && w != UV_EAGAIN) {
             sq__batch_complete(c, b, w);
             sq__conn_teardown(c);
@@ -274,7 +274,7 @@ again:;
     q->inflight = true;
     q->mark = SIZE_MAX;
     c->h.handle.data = c;
-    int rc = uv_write(&q->req, &c->h.stream, q->iov + first, n - first, on_write);
+    int rc = c->io->write(c, &q->req, q->iov + first, n - first, on_write);
     if (rc != 0) {
         q->inflight = false;
         q->fill ^= 1;
@@ -338,7 +338,7 @@ int sq__conn_write_ref(sq__conn_t *c, const void *base, size_t len, sq_free_cb f
 
 size_t sq__conn_queued_bytes(const sq__conn_t *c)
 {
-    size_t n = c->h.stream.write_queue_size;
+    size_t n = c->io->queued(c);
     if (c->wq != NULL)
         n += c->wq->b[c->wq->fill].bytes;
     return n;

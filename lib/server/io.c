@@ -1,0 +1,184 @@
+/* How a connection's bytes move. The transport (conn.c, writeq.c) calls these and nothing
+ * of libuv's stream API itself, so a connection may be a libuv stream (TCP, a Unix socket)
+ * or memory: a sink with no socket, which tests use to run the whole HTTP/1 path in
+ * process, and which a TLS layer or an in-process test client can stand in for later. */
+#include <stdlib.h>
+
+#include "server/server_int.h"
+
+/* ---- a libuv stream ---- */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    sq__conn_t *c = h->data;
+    /* One buffer per server: every byte read is parsed (or copied) before on_read returns,
+     * so an idle connection holds no read memory at all. */
+    buf->base = c->srv->rbuf;
+    buf->len = c->srv->rbuf_cap;
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    sq__conn_on_read(s->data, buf->base, nread);
+}
+
+static int stream_read_start(sq__conn_t *c)
+{
+    return uv_read_start(&c->h.stream, on_alloc, on_read);
+}
+
+static void stream_read_stop(sq__conn_t *c)
+{
+    uv_read_stop(&c->h.stream);
+}
+
+static int stream_try_write(sq__conn_t *c, const uv_buf_t *bufs, unsigned n)
+{
+    return uv_try_write(&c->h.stream, bufs, n);
+}
+
+static int stream_write(sq__conn_t *c, uv_write_t *req, const uv_buf_t *bufs, unsigned n,
+                        uv_write_cb cb)
+{
+    return uv_write(req, &c->h.stream, bufs, n, cb);
+}
+
+static size_t stream_queued(const sq__conn_t *c)
+{
+    return c->h.stream.write_queue_size;
+}
+
+static int stream_shutdown(sq__conn_t *c, uv_shutdown_t *req, uv_shutdown_cb cb)
+{
+    return uv_shutdown(req, &c->h.stream, cb);
+}
+
+const sq__io_t sq__io_stream = {
+    .read_start = stream_read_start,
+    .read_stop = stream_read_stop,
+    .try_write = stream_try_write,
+    .write = stream_write,
+    .queued = stream_queued,
+    .shutdown = stream_shutdown,
+};
+
+/* ---- memory ---- */
+
+static int mem_read_start(sq__conn_t *c)
+{
+    return 0; /* reads come from sq__mem_feed; READ_STOPPED says whether they are wanted */
+}
+
+static void mem_read_stop(sq__conn_t *c)
+{
+}
+
+/* Everything is taken at once: the sink grows. */
+static int mem_try_write(sq__conn_t *c, const uv_buf_t *bufs, unsigned n)
+{
+    sq__memsink_t *sink = c->io_ud;
+    size_t total = 0;
+    for (unsigned i = 0; i < n; i++) {
+        if (sq__buf_append(&sink->out, bufs[i].base, bufs[i].len) != 0)
+            return UV_ENOMEM;
+        total += bufs[i].len;
+    }
+    return total > INT32_MAX ? UV_E2BIG : (int)total;
+}
+
+static int mem_write(sq__conn_t *c, uv_write_t *req, const uv_buf_t *bufs, unsigned n,
+                     uv_write_cb cb)
+{
+    return UV_ENOTSUP; /* never reached: mem_try_write takes everything */
+}
+
+static size_t mem_queued(const sq__conn_t *c)
+{
+    return 0;
+}
+
+/* The shutdown completes on the next turn of the loop, as a socket's would. */
+typedef struct mem_shut {
+    uv_idle_t idle;
+    uv_shutdown_t *req;
+    uv_shutdown_cb cb;
+} mem_shut_t;
+
+static void mem_shut_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void mem_shut_run(uv_idle_t *idle)
+{
+    mem_shut_t *s = idle->data;
+    uv_idle_stop(idle);
+    s->cb(s->req, 0);
+    uv_close((uv_handle_t *)idle, mem_shut_closed);
+}
+
+static int mem_shutdown(sq__conn_t *c, uv_shutdown_t *req, uv_shutdown_cb cb)
+{
+    sq__memsink_t *sink = c->io_ud;
+    mem_shut_t *s = malloc(sizeof(*s));
+    if (s == NULL)
+        return UV_ENOMEM;
+    sink->write_shut = true;
+    req->handle = &c->h.stream; /* what a shutdown callback reads to find the connection */
+    s->req = req;
+    s->cb = cb;
+    uv_idle_init(c->srv->loop, &s->idle);
+    s->idle.data = s;
+    uv_idle_start(&s->idle, mem_shut_run);
+    return 0;
+}
+
+static void mem_freed(sq__conn_t *c)
+{
+    sq__memsink_t *sink = c->io_ud;
+    sink->conn = NULL;
+    sink->closed = true;
+}
+
+static const sq__io_t io_mem = {
+    .read_start = mem_read_start,
+    .read_stop = mem_read_stop,
+    .try_write = mem_try_write,
+    .write = mem_write,
+    .queued = mem_queued,
+    .shutdown = mem_shutdown,
+    .freed = mem_freed,
+};
+
+int sq__mem_accept(sq_server_t *srv, sq__memsink_t *sink)
+{
+    memset(sink, 0, sizeof(*sink));
+    sq__conn_t *c = calloc(1, srv->conn_size);
+    if (c == NULL)
+        return UV_ENOMEM;
+    uv_idle_init(srv->loop, &c->h.idle);
+    c->io = &io_mem;
+    c->io_ud = sink;
+    c->flags |= SQ__CF_MEM;
+    sink->conn = c;
+    return sq__conn_start(srv, c);
+}
+
+void sq__mem_feed(sq__memsink_t *sink, const void *data, size_t len)
+{
+    sq__conn_t *c = sink->conn;
+    if (c == NULL || (c->flags & SQ__CF_CLOSED))
+        return;
+    if (len == 0) {
+        sq__conn_on_read(c, NULL, UV_EOF);
+        return;
+    }
+    /* the server's read buffer, as a socket's read would use */
+    while (len > 0 && sink->conn != NULL && !(c->flags & SQ__CF_CLOSED)) {
+        size_t n = len < c->srv->rbuf_cap ? len : c->srv->rbuf_cap;
+        memcpy(c->srv->rbuf, data, n);
+        sq__conn_on_read(c, c->srv->rbuf, (ssize_t)n);
+        data = (const char *)data + n;
+        len -= n;
+    }
+}
