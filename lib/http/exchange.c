@@ -8,9 +8,8 @@
 #include "server/server_int.h"
 #include "squall/work.h"
 
-sq__exch_t *sq__exch_get(sq__conn_t *c)
+sq__exch_t *sq__exch_get(sq_server_t *srv, const sq__exch_ops_t *ops, sq__conn_t *c)
 {
-    sq_server_t *srv = c->srv;
     sq__exch_t *x = srv->exch_free;
     if (x != NULL) {
         srv->exch_free = x->next_free;
@@ -24,11 +23,10 @@ sq__exch_t *sq__exch_get(sq__conn_t *c)
         sq__arena_init(&x->arena, x->arena_inline, sizeof(x->arena_inline));
     }
     srv->live_exch++;
+    x->ops = ops;
     x->conn = c;
     x->flags = SQ__XF_HOLD_CONN;
     x->refs = 1;
-    llhttp_init(&x->parser, HTTP_REQUEST, &sq__h1_settings);
-    x->parser.data = c;
     return x;
 }
 
@@ -81,25 +79,20 @@ void sq__exch_release(sq__exch_t *x, uint32_t which)
 /* The handler finished the response (its bytes are queued). */
 void sq__exch_finished(sq__exch_t *x)
 {
-    sq__conn_t *c = x->conn;
     x->flags |= SQ__XF_FINISHED;
-    if (c != NULL && !(x->flags & SQ__XF_IN_HANDLER))
-        sq__tick_add(c); /* answered later: the tick moves the connection on */
+    if (x->conn != NULL)
+        x->ops->finished(x);
     sq__exch_release(x, SQ__XF_HOLD_HANDLER);
 }
 
-/* The connection lets go of its exchange; a handler still owning it is told, on the next
- * tick. Never from here: this runs inside API calls (a finishing call whose write fails
- * closes the connection), and a handler told inside its own sq_res_send could finish the
- * response there and free the exchange under the call (test:
+/* The owner lets go of x; a handler still owning it is told, on the next tick. Never
+ * from here: this runs inside API calls (a finishing call whose write fails closes the
+ * connection), and a handler told inside its own sq_res_send could finish the response
+ * there and free the exchange under the call (test:
  * regress_http/aborted_never_runs_inside_a_finishing_call). */
-void sq__conn_abort_exch(sq__conn_t *c)
+void sq__exch_abort(sq__exch_t *x)
 {
-    sq__exch_t *x = sq__h1(c)->exch;
-    if (x == NULL)
-        return;
-    sq_server_t *srv = c->srv;
-    sq__h1(c)->exch = NULL;
+    sq_server_t *srv = x->srv;
     x->conn = NULL;
     bool owned = (x->flags & SQ__XF_HOLD_HANDLER) && !(x->flags & SQ__XF_FINISHED);
     if (owned) {

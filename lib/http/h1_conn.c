@@ -65,7 +65,7 @@ void sq__h1_process(sq__conn_t *c, const char *data, size_t len)
     const char *end = data + len;
     llhttp_errno_t err;
     sq__exch_t *px = sq__h1(c)->exch; /* its parser; held, since a take-over may release it */
-    if (px == NULL && (px = sq__h1(c)->exch = sq__exch_get(c)) == NULL) {
+    if (px == NULL && (px = sq__h1(c)->exch = sq__h1_new_exch(c)) == NULL) {
         sq__conn_teardown(c);
         return;
     }
@@ -140,7 +140,7 @@ static void respond_error(sq__conn_t *c, int status, const char *detail)
      * idle check closes it if it takes nothing for a whole idle period */
     sq__tq_put(c, SQ__TQ_IDLE);
     if (x == NULL) {
-        x = sq__h1(c)->exch = sq__exch_get(c);
+        x = sq__h1(c)->exch = sq__h1_new_exch(c);
         if (x == NULL) {
             sq__conn_teardown(c);
             return;
@@ -374,6 +374,71 @@ int sq__res_takeover(sq_res_t *res, const sq__proto_t *proto, void *ud)
     return 0;
 }
 
+/* ---- the exchange's output stream: the connection ---- */
+
+static sq__wbatch_t *x_batch(sq__exch_t *x)
+{
+    return sq__conn_batch(x->conn);
+}
+
+static void x_flush(sq__exch_t *x)
+{
+    sq__conn_want_flush(x->conn);
+}
+
+static bool x_open(const sq__exch_t *x)
+{
+    return x->conn != NULL && !(x->conn->flags & SQ__CF_CLOSED);
+}
+
+static bool x_last(const sq__exch_t *x)
+{
+    return (x->conn->flags & SQ__CF_CLOSE_AFTER) != 0;
+}
+
+static void x_close_after(sq__exch_t *x)
+{
+    x->conn->flags |= SQ__CF_CLOSE_AFTER;
+}
+
+static void x_fail(sq__exch_t *x)
+{
+    sq__conn_close(x->conn, true);
+}
+
+static size_t x_queued(const sq__exch_t *x)
+{
+    return sq__conn_queued_bytes(x->conn);
+}
+
+/* Answered later (not inside the handler's own call): the tick moves the connection on. */
+static void x_finished(sq__exch_t *x)
+{
+    if (!(x->flags & SQ__XF_IN_HANDLER))
+        sq__tick_add(x->conn);
+}
+
+static const sq__exch_ops_t h1_exch_ops = {
+    .batch = x_batch,
+    .flush = x_flush,
+    .open = x_open,
+    .last = x_last,
+    .close_after = x_close_after,
+    .fail = x_fail,
+    .queued = x_queued,
+    .finished = x_finished,
+};
+
+sq__exch_t *sq__h1_new_exch(sq__conn_t *c)
+{
+    sq__exch_t *x = sq__exch_get(c->srv, &h1_exch_ops, c);
+    if (x != NULL) {
+        llhttp_init(&x->parser, HTTP_REQUEST, &sq__h1_settings);
+        x->parser.data = c;
+    }
+    return x;
+}
+
 /* ---- HTTP/1 as the connection's protocol ---- */
 
 static void h1_on_read(sq__conn_t *c, void *ud, const char *data, ssize_t nread)
@@ -423,7 +488,11 @@ static void h1_on_shutdown(sq__conn_t *c, void *ud)
 /* The connection closes (or lingers): a handler still answering is told. */
 static void h1_on_close(sq__conn_t *c, void *ud)
 {
-    sq__conn_abort_exch(c);
+    sq__exch_t *x = sq__h1(c)->exch;
+    if (x != NULL) {
+        sq__h1(c)->exch = NULL;
+        sq__exch_abort(x);
+    }
 }
 
 static void h1_on_timeout(sq__conn_t *c, void *ud, int which)

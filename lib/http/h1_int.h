@@ -5,6 +5,28 @@
 
 #include "server/server_int.h"
 
+/* What an exchange needs of the protocol that owns it: where the serializer
+ * (response.c) writes, and whom exchange.c tells when the response is finished. The
+ * serializer and the exchange call nothing else of the connection. */
+typedef struct sq__exch_ops {
+    /* The batch to append the response's bytes to; NULL when out of memory. */
+    sq__wbatch_t *(*batch)(sq__exch_t *x);
+    /* Appended bytes should leave (at the end of the read, or on the tick). */
+    void (*flush)(sq__exch_t *x);
+    /* true while the client can still be answered. */
+    bool (*open)(const sq__exch_t *x);
+    /* true when the connection ends after this response (Connection: close). */
+    bool (*last)(const sq__exch_t *x);
+    /* The response goes out whole, then the connection closes. */
+    void (*close_after)(sq__exch_t *x);
+    /* The bytes could not be queued: the connection closes now. */
+    void (*fail)(sq__exch_t *x);
+    /* Bytes queued and not yet handed to the kernel. */
+    size_t (*queued)(const sq__exch_t *x);
+    /* The handler finished the response (called once, by sq__exch_finished). */
+    void (*finished)(sq__exch_t *x);
+} sq__exch_ops_t;
+
 /* HTTP/1's state of a connection (the transport keeps its own). */
 enum {
     SQ__H1_IDLE,    /* between requests (idle queue) */
@@ -53,12 +75,17 @@ SQ__HIDDEN bool sq__h1_drain_pause(sq__conn_t *c);
 SQ__HIDDEN void sq__h1_dispatch(sq__conn_t *c, sq__exch_t *x);
 
 /* lib/http/exchange.c */
-/* A fresh exchange for the connection, from the pool or new; NULL when out of memory. */
-SQ__HIDDEN sq__exch_t *sq__exch_get(sq__conn_t *c);
+/* A fresh exchange owned through `ops` by connection c, from the pool or new; NULL when
+ * out of memory. The connection holds the first reference (SQ__XF_HOLD_CONN). */
+SQ__HIDDEN sq__exch_t *sq__exch_get(sq_server_t *srv, const sq__exch_ops_t *ops,
+                                    sq__conn_t *c);
+/* The owner lets go: a handler still owning the response is told .aborted on the next
+ * tick, and a blocking job is cancelled. */
+SQ__HIDDEN void sq__exch_abort(sq__exch_t *x);
 /* Tells each handler whose client went since the last tick, unless it finished first. */
 SQ__HIDDEN bool sq__exch_deliver_aborts(sq_server_t *srv);
-/* The connection lets go of its exchange; a handler still owning it is told. */
-SQ__HIDDEN void sq__conn_abort_exch(sq__conn_t *conn);
+/* lib/http/h1_conn.c: a fresh exchange for the connection's next request. */
+SQ__HIDDEN sq__exch_t *sq__h1_new_exch(sq__conn_t *c);
 /* Frees the exchanges pooled for reuse (the server is going). */
 SQ__HIDDEN void sq__exch_pool_free(sq_server_t *srv);
 

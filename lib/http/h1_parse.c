@@ -118,7 +118,7 @@ static int on_version(llhttp_t *p, const char *at, size_t len)
 static int on_message_begin(llhttp_t *p)
 {
     sq__conn_t *c = CONN(p);
-    if (sq__h1(c)->exch == NULL && (sq__h1(c)->exch = sq__exch_get(c)) == NULL)
+    if (sq__h1(c)->exch == NULL && (sq__h1(c)->exch = sq__h1_new_exch(c)) == NULL)
         return -1;
     sq__h1(c)->state = SQ__H1_HEAD;
     sq__tq_put(c, SQ__TQ_HEAD);

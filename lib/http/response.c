@@ -6,6 +6,7 @@
 
 #include <jansson.h>
 
+#include "http/h1_int.h"
 #include "server/server_int.h"
 
 const char *sq__status_reason(int status)
@@ -105,9 +106,8 @@ static bool status_has_body(int status)
  * body (chunked for HTTP/1.1, close-delimited for HTTP/1.0). */
 static int write_head(sq__exch_t *x, int status, const char *ctype, int64_t clen)
 {
-    sq__conn_t *c = x->conn;
-    sq_server_t *srv = c->srv;
-    sq__wbatch_t *b = sq__conn_batch(c);
+    sq_server_t *srv = x->srv;
+    sq__wbatch_t *b = x->ops->batch(x);
     if (status < 100 || status > 999)
         status = 500;
     const char *reason = sq__status_reason(status);
@@ -129,7 +129,7 @@ static int write_head(sq__exch_t *x, int status, const char *ctype, int64_t clen
         x->flags |= SQ__XF_HEAD; /* RFC 9112 §6.3: 1xx, 204, 304 end at the head; writes
                                     of a streamed body are dropped like HEAD's */
     }
-    if (c->flags & SQ__CF_CLOSE_AFTER || srv->closing)
+    if (x->ops->last(x) || srv->closing)
         x->flags &= ~SQ__XF_KEEPALIVE;
 
     char *start = b->buf.base + b->buf.len, *p = start;
@@ -180,7 +180,7 @@ static int begin_finish(sq__exch_t *x)
 {
     if (x->flags & (SQ__XF_FINISHED | SQ__XF_HEADERS_SENT))
         return SQ_EALREADY_SENT;
-    if (x->conn == NULL || (x->conn->flags & SQ__CF_CLOSED)) {
+    if (!x->ops->open(x)) {
         sq__exch_finished(x);
         return UV_ECANCELED;
     }
@@ -191,13 +191,14 @@ static int begin_finish(sq__exch_t *x)
  * write lets go of the connection's reference before the handler's is dropped. */
 static int end_finish(sq__exch_t *x, int rc)
 {
-    sq__conn_t *c = x->conn;
     sq__exch_hold(x);
-    if (rc != 0)
-        sq__conn_close(c, true);
-    else if (!(x->flags & SQ__XF_KEEPALIVE))
-        c->flags |= SQ__CF_CLOSE_AFTER;
-    sq__conn_want_flush(c);
+    if (rc != 0) {
+        x->ops->fail(x);
+    } else {
+        if (!(x->flags & SQ__XF_KEEPALIVE))
+            x->ops->close_after(x);
+        x->ops->flush(x);
+    }
     sq__exch_finished(x);
     sq__exch_unhold(x);
     return rc;
@@ -218,7 +219,7 @@ int sq_res_send(sq_res_t *res, int status, const char *content_type, const void 
         len = 0;
     rc = write_head(x, status, content_type, (int64_t)len);
     if (rc == 0 && len > 0 && !(x->flags & SQ__XF_HEAD))
-        rc = sq__batch_add_copy(sq__conn_batch(x->conn), body, len);
+        rc = sq__batch_add_copy(x->ops->batch(x), body, len);
     return end_finish(x, rc);
 }
 
@@ -238,7 +239,7 @@ int sq_res_send_ref(sq_res_t *res, int status, const char *content_type, const v
         len = 0;
     rc = write_head(x, status, content_type, (int64_t)len);
     if (rc == 0 && len > 0 && !(x->flags & SQ__XF_HEAD)) {
-        rc = sq__batch_add_ref(sq__conn_batch(x->conn), body, len, free_cb, free_data);
+        rc = sq__batch_add_ref(x->ops->batch(x), body, len, free_cb, free_data);
         free_cb = NULL; /* the batch owns it now, or freed it on failure below */
     }
     if (free_cb != NULL)
@@ -333,15 +334,15 @@ int sq_res_start(sq_res_t *res, int status, const char *content_type)
         return UV_EINVAL;
     if (x->flags & (SQ__XF_FINISHED | SQ__XF_HEADERS_SENT))
         return SQ_EALREADY_SENT;
-    if (x->conn == NULL || (x->conn->flags & SQ__CF_CLOSED))
+    if (!x->ops->open(x))
         return UV_ECANCELED; /* sq_res_end releases res (res.h) */
     int rc = write_head(x, status, content_type, -1);
     if (rc != 0) {
-        sq__conn_close(x->conn, true);
+        x->ops->fail(x);
         return rc;
     }
     x->flags |= SQ__XF_STREAMING;
-    sq__conn_want_flush(x->conn);
+    x->ops->flush(x);
     return 0;
 }
 
@@ -360,10 +361,9 @@ int sq_res_write(sq_res_t *res, const void *data, size_t len, sq_res_write_cb cb
     sq__exch_t *x = res->req;
     if (!(x->flags & SQ__XF_STREAMING) || (x->flags & SQ__XF_FINISHED))
         return SQ_ENOTSTREAMING;
-    sq__conn_t *c = x->conn;
-    if (c == NULL || (c->flags & SQ__CF_CLOSED))
+    if (!x->ops->open(x))
         return UV_ECANCELED;
-    sq__wbatch_t *b = sq__conn_batch(c);
+    sq__wbatch_t *b = x->ops->batch(x);
     int rc = b ? 0 : UV_ENOMEM;
     if (rc == 0 && len > 0 && !(x->flags & SQ__XF_HEAD)) {
         if (x->flags & SQ__XF_CHUNKED) {
@@ -386,17 +386,17 @@ int sq_res_write(sq_res_t *res, const void *data, size_t len, sq_res_write_cb cb
         }
     }
     if (rc != 0) {
-        sq__conn_close(c, true);
+        x->ops->fail(x);
         return rc;
     }
-    sq__conn_want_flush(c);
+    x->ops->flush(x);
     return 0;
 }
 
 size_t sq_res_queued_bytes(const sq_res_t *res)
 {
     const sq__exch_t *x = res->req;
-    return x->conn ? sq__conn_queued_bytes(x->conn) : 0;
+    return x->ops->open(x) ? x->ops->queued(x) : 0;
 }
 
 int sq_res_end(sq_res_t *res)
@@ -404,8 +404,7 @@ int sq_res_end(sq_res_t *res)
     sq__exch_t *x = res->req;
     if (x->flags & SQ__XF_FINISHED)
         return SQ_EALREADY_SENT;
-    sq__conn_t *c = x->conn;
-    if (c == NULL || (c->flags & SQ__CF_CLOSED)) {
+    if (!x->ops->open(x)) {
         /* also when sq_res_start itself found the client gone: the handler's sq_res_end
          * must still release the response (test: async/streaming_started_after_*) */
         sq__exch_finished(x);
@@ -415,7 +414,7 @@ int sq_res_end(sq_res_t *res)
         return SQ_ENOTSTREAMING;
     int rc = 0;
     if ((x->flags & SQ__XF_CHUNKED) && !(x->flags & SQ__XF_HEAD))
-        rc = sq__batch_add_copy(sq__conn_batch(c), "0\r\n\r\n", 5);
+        rc = sq__batch_add_copy(x->ops->batch(x), "0\r\n\r\n", 5);
     return end_finish(x, rc);
 }
 
@@ -429,11 +428,11 @@ int sq__res_switch(sq_res_t *res, const sq__proto_t *proto, void *ud)
     sq__exch_t *x = res->req;
     if (x->flags & (SQ__XF_FINISHED | SQ__XF_HEADERS_SENT))
         return SQ_EALREADY_SENT;
-    if (x->conn == NULL || (x->conn->flags & SQ__CF_CLOSED))
+    if (!x->ops->open(x))
         return sq__res_takeover(res, proto, ud); /* releases res, UV_ECANCELED */
     int rc = write_head(x, 101, NULL, 0);
     if (rc != 0) {
-        sq__conn_close(x->conn, true);
+        x->ops->fail(x);
         sq__exch_finished(x);
         return rc;
     }

@@ -154,7 +154,8 @@ typedef struct sq__qparam {
  * not in the connection: between requests a keep-alive connection holds no parser state. */
 struct sq_req_s {
     llhttp_t parser;            /* data: the connection */
-    sq__conn_t *conn;           /* NULL once the client has gone */
+    const struct sq__exch_ops *ops; /* the protocol that owns it: its output stream */
+    sq__conn_t *conn;           /* the owner's connection; NULL once the client has gone */
     sq_server_t *srv;
     uint32_t flags;
     uint32_t refs;              /* conn hold + handler hold + queued write callbacks */
