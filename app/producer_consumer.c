@@ -1,4 +1,5 @@
-/* producer_consumer — the lecture's asyncio.Queue example, in C on squall.
+/* producer_consumer — the asyncio.Queue example of a lecture on asynchronous Python
+ * (asyncio, aiohttp, Tornado, FastAPI), in C on squall. The Python it mirrors:
  *
  *     async def producer(q, name, n):             async def consumer(q, name):
  *         for i in range(n):                          while True:
