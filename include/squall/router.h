@@ -48,6 +48,9 @@ typedef struct sq_breq_s sq_breq_t;
 typedef struct sq_bres_s sq_bres_t;
 typedef void (*sq_blocking_cb)(const sq_breq_t *req, sq_bres_t *res, void *data);
 
+/* A handler table, usually a `static const` one. It grows by squall's rule (common.h,
+ * "Structs that grow"): sq_app_route passes its size and squall copies it, so a table
+ * from an older header leaves the callbacks it lacks unset. */
 typedef struct sq_handler {
     sq_handler_cb get;
     sq_handler_cb head; /* unset: .get runs and the body is left out */
@@ -74,11 +77,20 @@ SQ_EXTERN int sq_app_create(sq_app_t **app);
 /* Frees the app and its routes. No server may still use it. */
 SQ_EXTERN void sq_app_destroy(sq_app_t *app);
 
-/* Binds a handler struct to a path pattern. `handler` is borrowed and must outlive the
- * app (a static const struct is the usual case); `pattern` is copied.
- * Returns 0, UV_EINVAL when app, pattern or handler is NULL, SQ_EPATTERN for a malformed
- * pattern, or UV_ENOMEM. */
-SQ_EXTERN int sq_app_route(sq_app_t *app, const char *pattern, const sq_handler_t *handler,
-                           void *data);
+/* What sq_app_route calls, with sizeof the caller's table. Call sq_app_route. */
+SQ_EXTERN int sq_app_route_sized(sq_app_t *app, const char *pattern,
+                                 const sq_handler_t *handler, size_t handler_size,
+                                 void *data);
+/* Binds a handler table to a path pattern. `handler` and `pattern` are copied; `data` is
+ * borrowed (squall never frees it) and handed to every callback of the route.
+ * Returns 0; UV_EINVAL when app, pattern or handler is NULL; SQ_EPATTERN for a malformed
+ * pattern (or one with more than 16 path parameters); UV_ENOTSUP for a table
+ * from a newer header that sets a callback this library lacks; or UV_ENOMEM. On an error
+ * the app is as it was. */
+static inline int sq_app_route(sq_app_t *app, const char *pattern, const sq_handler_t *handler,
+                               void *data)
+{
+    return sq_app_route_sized(app, pattern, handler, sizeof(*handler), data);
+}
 
 #endif

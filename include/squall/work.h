@@ -71,15 +71,25 @@ SQ_EXTERN int sq_work_is_cancelled(const sq_work_t *work);
 
 /* ---- the per-loop limiter ---- */
 
-/* Options of a work pool; fill with sq_work_pool_opts_init() and change what you need. */
+/* Options of a work pool; fill with sq_work_pool_opts_init() and change what you need.
+ * The struct grows by squall's rule (common.h, "Structs that grow"): `size` first, set by
+ * sq_work_pool_opts_init; fields missing from an older header take their defaults. */
 typedef struct sq_work_pool_opts {
+    size_t size;            /* sizeof the caller's struct: set by sq_work_pool_opts_init */
     unsigned max_in_flight; /* jobs on libuv's threads at once; sq_work_threadpool_size()-1,
                                at least 1 */
     size_t max_queued;      /* jobs waiting in the FIFO; 4096, past it submit gives
                                UV_EAGAIN (a server answers 503) */
 } sq_work_pool_opts_t;
 
-SQ_EXTERN void sq_work_pool_opts_init(sq_work_pool_opts_t *opts);
+/* What sq_work_pool_opts_init calls: fills the `size` bytes of opts with the defaults and
+ * sets opts->size. Call sq_work_pool_opts_init. */
+SQ_EXTERN void sq_work_pool_opts_init_sized(sq_work_pool_opts_t *opts, size_t size);
+/* Fills opts with the defaults above and sets opts->size. */
+static inline void sq_work_pool_opts_init(sq_work_pool_opts_t *opts)
+{
+    sq_work_pool_opts_init_sized(opts, sizeof(*opts));
+}
 
 /* Creates a limiter on `loop`: at most opts->max_in_flight of its jobs run at once, the
  * others wait in FIFO order on the loop. opts is copied; NULL means defaults. The pool
@@ -103,7 +113,10 @@ typedef void (*sq_work_pool_close_cb)(sq_work_pool_t *pool, void *data);
 SQ_EXTERN int sq_work_pool_destroy(sq_work_pool_t *pool, sq_work_pool_close_cb cb,
                                    void *data);
 
+/* A work pool's counters. Grows by squall's rule (common.h): `size` first, set by
+ * sq_work_pool_stats to the bytes filled. */
 typedef struct sq_work_pool_stats {
+    size_t size;          /* bytes filled: set by sq_work_pool_stats */
     unsigned in_flight;   /* jobs handed to libuv and not yet done */
     unsigned peak_in_flight;
     size_t queued;        /* jobs waiting in the FIFO */
@@ -113,7 +126,14 @@ typedef struct sq_work_pool_stats {
     uint64_t rejected;    /* refused with UV_EAGAIN */
 } sq_work_pool_stats_t;
 
-SQ_EXTERN void sq_work_pool_stats(const sq_work_pool_t *pool, sq_work_pool_stats_t *out);
+/* What sq_work_pool_stats calls: fills the `size` bytes of out. Call sq_work_pool_stats. */
+SQ_EXTERN void sq_work_pool_stats_sized(const sq_work_pool_t *pool, sq_work_pool_stats_t *out,
+                                        size_t size);
+/* Copies the pool's counters into *out (a snapshot; out->size is set). */
+static inline void sq_work_pool_stats(const sq_work_pool_t *pool, sq_work_pool_stats_t *out)
+{
+    sq_work_pool_stats_sized(pool, out, sizeof(*out));
+}
 
 /* ---- libuv's pool size (process-wide) ---- */
 

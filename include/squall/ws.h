@@ -48,6 +48,8 @@ typedef enum {
  * is off. A connection taken over from HTTP leaves the server's own timeouts (header,
  * body, idle), so these deadlines are the only ones a WebSocket has. */
 typedef struct sq_ws_opts {
+    size_t size; /* sizeof the caller's struct: set by sq_ws_opts_init (common.h, "Structs
+                    that grow": fields missing from an older header take their defaults) */
     /* A received message (all its fragments) past this closes with 1009 (RFC 6455 §10.4).
      * 16 MiB; 0: no limit. */
     size_t max_message_bytes;
@@ -87,7 +89,14 @@ typedef struct sq_ws_opts {
  * adds up to 14 bytes. Larger messages go in fragments (sq_ws_send_fragment). */
 #define SQ_WS_MAX_SEND_BYTES ((size_t)UINT32_MAX - 14)
 
-SQ_EXTERN void sq_ws_opts_init(sq_ws_opts_t *opts);
+/* What sq_ws_opts_init calls: fills the `size` bytes of opts with the defaults and sets
+ * opts->size. Call sq_ws_opts_init. */
+SQ_EXTERN void sq_ws_opts_init_sized(sq_ws_opts_t *opts, size_t size);
+/* Fills opts with the defaults above and sets opts->size. */
+static inline void sq_ws_opts_init(sq_ws_opts_t *opts)
+{
+    sq_ws_opts_init_sized(opts, sizeof(*opts));
+}
 
 /* Handshake decision for a server route, called before the upgrade with the request (its
  * Origin, path params, query...). Return 0 to accept, or an HTTP status (e.g. 403) to
@@ -124,16 +133,30 @@ typedef struct sq_ws_handler {
     sq_ws_accept_cb accept;
 } sq_ws_handler_t;
 
+/* What sq_app_websocket calls, with sizeof the caller's handler table. Call
+ * sq_app_websocket. */
+SQ_EXTERN int sq_app_websocket_sized(sq_app_t *app, const char *pattern,
+                                     const sq_ws_handler_t *handler, size_t handler_size,
+                                     const sq_ws_opts_t *opts, void *data);
 /* Binds a WebSocket handler to a path pattern (same patterns as sq_app_route): a GET with
  * a valid RFC 6455 §4.2.1 handshake is upgraded; a GET without one gets 426 (no upgrade
  * tokens, or a missing or wrong Sec-WebSocket-Version; the response names version 13) or
  * 400 (bad or repeated key, HTTP/1.0). Connection, Upgrade and Sec-WebSocket-Protocol
  * may be split over several header lines (RFC 9110 §5.3). Only a GET is upgraded (RFC
  * 6455 §4.1): a HEAD with the upgrade headers gets 400, other methods the router's 405.
- * `handler` is borrowed (usually a static const struct); `opts` is copied (NULL:
- * defaults). Returns 0, SQ_EPATTERN or UV_ENOMEM. */
-SQ_EXTERN int sq_app_websocket(sq_app_t *app, const char *pattern, const sq_ws_handler_t *handler,
-                               const sq_ws_opts_t *opts, void *data);
+ * `handler` and `opts` are copied (opts NULL: defaults); the strings of
+ * opts->subprotocols are borrowed and must live as long as the app; `data` is borrowed
+ * and handed to every callback of the route's connections.
+ * Returns 0; UV_EINVAL when app, pattern or handler is NULL or opts->size is 0 (opts
+ * never initialised); SQ_EPATTERN for a malformed pattern (as sq_app_route); UV_ENOTSUP
+ * for a handler table or options from a newer header that set something this library
+ * lacks; or UV_ENOMEM. On an error the app is as it was. */
+static inline int sq_app_websocket(sq_app_t *app, const char *pattern,
+                                   const sq_ws_handler_t *handler, const sq_ws_opts_t *opts,
+                                   void *data)
+{
+    return sq_app_websocket_sized(app, pattern, handler, sizeof(*handler), opts, data);
+}
 
 /* Sends a text (binary = 0) or binary message; copied. Returns 0; UV_EINVAL for text
  * that is not UTF-8; UV_ENOTCONN before a client connection is open; SQ_ECLOSED once a
@@ -196,6 +219,10 @@ SQ_EXTERN int sq_ws_send_frame(sq_ws_t *ws, sq_ws_frame_t *frame);
 SQ_EXTERN size_t sq_ws_broadcast(sq_ws_t *const *ws, size_t n, int binary, const void *msg,
                                  size_t len);
 
+/* What sq_ws_connect calls, with sizeof the caller's handler table. Call sq_ws_connect. */
+SQ_EXTERN int sq_ws_connect_sized(uv_loop_t *loop, const char *url,
+                                  const sq_ws_handler_t *handler, size_t handler_size,
+                                  void *data, const sq_ws_opts_t *opts, sq_ws_t **out);
 /* Client: connects to a ws:// URL ("ws://host:port/path?query"): DNS, TCP, the client
  * handshake with a random key (the server's Accept is checked), then frames are masked.
  * `handler` and `data` as for the server; `opts` copied (NULL: defaults), and with it the
@@ -222,7 +249,11 @@ SQ_EXTERN size_t sq_ws_broadcast(sq_ws_t *const *ws, size_t n, int binary, const
  * Returns 0; UV_EINVAL for a bad URL or a bad offer (no callback then);
  * UV_EPROTONOSUPPORT for a well-formed wss:// URL (TLS is not in this build yet); or
  * UV_ENOMEM. */
-SQ_EXTERN int sq_ws_connect(uv_loop_t *loop, const char *url, const sq_ws_handler_t *handler,
-                            void *data, const sq_ws_opts_t *opts, sq_ws_t **out);
+static inline int sq_ws_connect(uv_loop_t *loop, const char *url,
+                                const sq_ws_handler_t *handler, void *data,
+                                const sq_ws_opts_t *opts, sq_ws_t **out)
+{
+    return sq_ws_connect_sized(loop, url, handler, sizeof(*handler), data, opts, out);
+}
 
 #endif
