@@ -46,10 +46,22 @@
  * structs changes without a new SQ_VERSION_ABI (version.h).
  */
 
-/* Called with a pointer squall is done with (zero-copy sends). Runs on the loop thread of
- * the object it was given to: after the write that used the pointer completed, or when
- * that object closes — or, when the call that was given the pointer fails, before that
- * call returns (the call's header says so). */
+/* ---- Callbacks ----
+ *
+ * Every callback type says on which thread it runs: the loop thread of the object it
+ * belongs to (the server's, the WebSocket's, the queue's, ...), or, for a blocking
+ * handler and a work function, a thread of libuv's pool. squall's rule is that a callback
+ * runs later, from the loop, never from inside the squall call that registered or caused
+ * it, so a caller never finds its own state changed under it; where a callback is an
+ * exception, its type says so (a free callback, a promise's cancel hook, a watchdog
+ * report from sq_watchdog_span_end, a WebSocket client cancelled while connecting).
+ */
+
+/* Called with a pointer squall is done with: a zero-copy body (sq_res_send_ref), a queue's
+ * items (sq_queue_create). Runs once, on the loop thread of the object it was given to;
+ * each call that takes one says when. Freeing is not an event, so it may run inside a
+ * squall call: the one given the pointer when that call does not keep it, or one that
+ * closes the connection or destroys the queue holding it. */
 typedef void (*sq_free_cb)(void *ptr, void *data);
 
 #endif

@@ -110,16 +110,21 @@ SQ_EXTERN int sq_server_listen(sq_server_t *srv, const char *host, int port);
  * fit in a socket address (107 bytes on Linux). On failure the server goes on with the
  * listeners it had. */
 SQ_EXTERN int sq_server_listen_unix(sq_server_t *srv, const char *path);
-/* The port of the most recent TCP listener, or a negative code. */
+/* The port of the most recent TCP listener, or UV_EINVAL before any TCP listen worked. */
 SQ_EXTERN int sq_server_port(const sq_server_t *srv);
 
+/* The server is closed: runs once, on the loop thread, from the loop's close phase —
+ * never from inside sq_server_destroy. srv is freed when it returns. */
 typedef void (*sq_server_close_cb)(sq_server_t *srv, void *data);
 
 /* Graceful shutdown: stops accepting, closes idle connections, lets in-flight requests
  * finish for up to `grace_ms` (taken-over connections are told to go away), then aborts
  * the rest. When every handle is closed and every response released, `cb` runs (may be
- * NULL) and the server is freed: do not touch srv after cb. Calling it twice returns
- * SQ_ECLOSED. */
+ * NULL; `data` is borrowed) and the server is freed: do not touch srv after cb. Returns 0,
+ * or SQ_ECLOSED when called twice. Idle connections close at once, so a callback that
+ * reports the end of a write (sq_res_write_cb, sq_res_send_ref's free callback) may run
+ * inside this call, with UV_ECANCELED; handlers are told (.aborted) later, from the
+ * loop. */
 SQ_EXTERN int sq_server_destroy(sq_server_t *srv, uint64_t grace_ms, sq_server_close_cb cb,
                                 void *data);
 
@@ -147,7 +152,8 @@ static inline void sq_server_stats(const sq_server_t *srv, sq_server_stats_t *ou
 {
     sq_server_stats_sized(srv, out, sizeof(*out));
 }
-/* The server's watchdog (opts.slow_callback_ms > 0), for sq_watchdog_stats(); else NULL. */
+/* The server's watchdog (opts.slow_callback_ms > 0), for sq_watchdog_stats(); else NULL.
+ * Owned by the server: valid until sq_server_destroy's callback. */
 SQ_EXTERN sq_watchdog_t *sq_server_watchdog(const sq_server_t *srv);
 SQ_EXTERN uv_loop_t *sq_server_loop(const sq_server_t *srv);
 

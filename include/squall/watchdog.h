@@ -29,7 +29,9 @@ typedef struct sq_watchdog_s sq_watchdog_t;
 
 /* A slow callback or a stall: `name` is the span's (NULL for a stall nobody claimed; see
  * `last` then: the name of the span that ended last, or NULL), `blocked_us` how long the
- * loop was held. Runs on the loop thread, from span_end or from the probe timer. */
+ * loop was held. Both names are borrowed (they live as long as the watchdog). Runs on the
+ * loop thread: for a slow span inside the sq_watchdog_span_end that measured it (the
+ * caller asked for the measure), for a stall from the probe timer. */
 typedef void (*sq_watchdog_slow_cb)(sq_watchdog_t *wd, const char *name, const char *last,
                                     uint64_t blocked_us, void *data);
 
@@ -54,8 +56,10 @@ static inline void sq_watchdog_opts_init(sq_watchdog_opts_t *opts)
     sq_watchdog_opts_init_sized(opts, sizeof(*opts));
 }
 
-/* Starts watching `loop` (as sq_watchdog_start does). opts is copied (NULL: defaults).
- * Returns 0, UV_EINVAL (probe_ms 0) or UV_ENOMEM. */
+/* Starts watching `loop` (as sq_watchdog_start does). opts is copied (NULL: defaults;
+ * opts->data is borrowed, handed to on_slow). Returns 0, UV_EINVAL (probe_ms 0, or
+ * opts->size 0: opts never initialised), UV_ENOTSUP (opts from a newer header setting a
+ * field this library lacks) or UV_ENOMEM. */
 SQ_EXTERN int sq_watchdog_create(sq_watchdog_t **wd, uv_loop_t *loop,
                                  const sq_watchdog_opts_t *opts);
 
@@ -70,6 +74,8 @@ SQ_EXTERN int sq_watchdog_stop(sq_watchdog_t *wd);
  * SQ_ECLOSED after sq_watchdog_destroy. */
 SQ_EXTERN int sq_watchdog_start(sq_watchdog_t *wd);
 
+/* The watchdog is closed: runs once, on the loop thread, from the loop's close phase —
+ * never from inside sq_watchdog_destroy. wd is freed when it returns. */
 typedef void (*sq_watchdog_close_cb)(sq_watchdog_t *wd, void *data);
 
 /* Stops watching; cb (may be NULL) runs from the loop's close phase, then wd is freed.
@@ -112,7 +118,8 @@ typedef struct sq_watchdog_stats {
     uint64_t slow_spans;      /* spans longer than slow_ms */
     uint64_t span_max_us;
     uint64_t span_p99_us;
-    const char *slowest_span; /* its name (borrowed), NULL before the first span */
+    const char *slowest_span; /* its name (borrowed: a span's name, which lives as long
+                                 as the watchdog), NULL before the first span */
 } sq_watchdog_stats_t;
 
 /* What sq_watchdog_stats calls: fills the `size` bytes of out. Call sq_watchdog_stats. */

@@ -38,22 +38,24 @@
 typedef struct sq_work_s sq_work_t;
 typedef struct sq_work_pool_s sq_work_pool_t;
 
-/* Runs on a thread of libuv's pool. It must not touch the loop or any squall object other
- * than `work` (for sq_work_is_cancelled); `data` is the pointer given at submission, which
- * nothing else uses until the done callback. Returns 0 or a negative code; the value is
- * handed to the done callback as its status (unless the job was cancelled). */
+/* Runs on a thread of libuv's pool, never on the loop thread; it may start before the
+ * submitting call returns (on that other thread). It must not touch the loop or any squall
+ * object other than `work` (for sq_work_is_cancelled); `data` is the pointer given at
+ * submission, which nothing else uses until the done callback. Returns 0 or a negative
+ * code; the value is handed to the done callback as its status (unless the job was
+ * cancelled). */
 typedef int (*sq_work_fn)(sq_work_t *work, void *data);
 
-/* Runs on the loop thread once the job is over, exactly once per accepted job. status is
+/* Runs on the loop thread once the job is over, exactly once per accepted job, from the
+ * loop — never from inside sq_work_submit, sq_work_pool_submit or sq_work_cancel. status is
  * what the work function returned, or UV_ECANCELED when the job was cancelled (it may then
  * have run, fully or in part: its effects on `data` are for this callback to undo or free).
  * `work` is valid until this callback returns, then freed by squall. */
 typedef void (*sq_work_done_cb)(sq_work_t *work, int status, void *data);
 
 /* Submits a job straight to libuv's pool, with no limit of its own. *out (may be NULL)
- * receives the handle, valid until the done callback returns. `work` and `done` must not be
- * NULL. Returns 0 (done will run exactly once), or UV_ENOMEM / UV_EINVAL (nothing will run).
- */
+ * receives the handle, valid until the done callback returns. Returns 0 (done will run
+ * exactly once), or UV_EINVAL (loop, work or done NULL) / UV_ENOMEM (nothing will run). */
 SQ_EXTERN int sq_work_submit(sq_work_t **out, uv_loop_t *loop, sq_work_fn work,
                              sq_work_done_cb done, void *data);
 
@@ -94,15 +96,21 @@ static inline void sq_work_pool_opts_init(sq_work_pool_opts_t *opts)
 /* Creates a limiter on `loop`: at most opts->max_in_flight of its jobs run at once, the
  * others wait in FIFO order on the loop. opts is copied; NULL means defaults. The pool
  * holds no thread of its own and does not keep the loop alive while idle.
- * Returns 0, UV_EINVAL (max_in_flight 0) or UV_ENOMEM. */
+ * Returns 0, UV_EINVAL (max_in_flight 0, or opts->size 0: opts never initialised),
+ * UV_ENOTSUP (opts from a newer header setting a field this library lacks) or
+ * UV_ENOMEM. */
 SQ_EXTERN int sq_work_pool_create(sq_work_pool_t **pool, uv_loop_t *loop,
                                   const sq_work_pool_opts_t *opts);
 
-/* As sq_work_submit, through the pool. Returns 0, UV_EAGAIN (the FIFO is full),
- * SQ_ECLOSED (the pool is being destroyed) or UV_ENOMEM; on an error nothing will run. */
+/* As sq_work_submit, through the pool. Returns 0, UV_EINVAL (work or done NULL),
+ * SQ_ECLOSED (the pool is being destroyed), UV_EAGAIN (the FIFO is full) or UV_ENOMEM; on
+ * an error nothing will run. */
 SQ_EXTERN int sq_work_pool_submit(sq_work_t **out, sq_work_pool_t *pool, sq_work_fn work,
                                   sq_work_done_cb done, void *data);
 
+/* The pool is destroyed: runs once, on the loop thread, from the loop's close phase after
+ * the last done callback — never from inside sq_work_pool_destroy. pool is freed when it
+ * returns. */
 typedef void (*sq_work_pool_close_cb)(sq_work_pool_t *pool, void *data);
 
 /* Cancels every job of the pool (waiting ones never run, running ones are discarded: each
