@@ -21,7 +21,7 @@
  * without breaking a program compiled against an older header. squall is always told how
  * big the caller's struct is, as the caller's header declared it:
  *
- * - Options and counters start with `size_t size`. The call that fills one
+ * - Options, counters and spans start with `size_t size`. The call that fills one
  *   (sq_*_opts_init, sq_*_stats, sq_watchdog_span_begin) is a static inline function of
  *   the header that passes sizeof the caller's struct to the exported `*_sized` function;
  *   that function sets `size`. Options then carry their size to the call that reads them
@@ -53,8 +53,10 @@
  * handler and a work function, a thread of libuv's pool. squall's rule is that a callback
  * runs later, from the loop, never from inside the squall call that registered or caused
  * it, so a caller never finds its own state changed under it; where a callback is an
- * exception, its type says so (a free callback, a promise's cancel hook, a watchdog
- * report from sq_watchdog_span_end, a WebSocket client cancelled while connecting).
+ * exception, its type says so: a free callback; a promise's cancel hook; a watchdog
+ * report from sq_watchdog_span_end; .close of a WebSocket client cancelled while
+ * connecting; and a write's completion (sq_res_write_cb), run with UV_ECANCELED inside a
+ * squall call that closes the connection (sq_server_destroy, a write out of memory).
  */
 
 /* Called with a pointer squall is done with: a zero-copy body (sq_res_send_ref), a queue's
