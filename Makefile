@@ -6,7 +6,8 @@
 #   make asan       the suite under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/)
 #   make valgrind   the suite's shutdown tests under valgrind
 #   make bench      side-by-side benchmarks against peers (scripts/bench-peers.sh)
-#   make install PREFIX=/usr/local
+#   make install PREFIX=/usr/local   (libsquall.so.N, N = SQ_VERSION_ABI of version.h)
+#   make version    the version and library name, as read from include/squall/version.h
 #   make format | clean
 
 PREFIX  ?= /usr/local
@@ -36,10 +37,20 @@ TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 BENCH_SRC := $(sort $(wildcard bench/*.c))
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bin/bench-%)
 
+# The version lives in include/squall/version.h alone: the library's name and squall.pc
+# are made from it here, so a header, a library and a .pc installed together agree.
+version_num = $(shell sed -n 's/^\#define SQ_VERSION_$(1) \([0-9][0-9]*\)$$/\1/p' include/squall/version.h)
+VERSION := $(call version_num,MAJOR).$(call version_num,MINOR).$(call version_num,PATCH)
+SOVERSION := $(call version_num,ABI)
+SONAME := libsquall.so.$(SOVERSION)
+ifneq ($(words $(subst ., ,$(VERSION)) $(SOVERSION)),4)
+$(error include/squall/version.h: no SQ_VERSION_MAJOR/MINOR/PATCH/ABI numbers found)
+endif
+
 STATIC := $(BUILD)/lib/libsquall.a
 SHARED := $(BUILD)/lib/libsquall.so
 
-.PHONY: all deps run test asan valgrind bench install format clean \
+.PHONY: all deps run test asan valgrind bench install format clean version \
         build-all build-test build-run build-valgrind
 # Objects built on the way to a binary (app/, bench/) are kept: no rebuild on the next make.
 .SECONDARY:
@@ -83,7 +94,7 @@ $(STATIC): $(LIB_OBJ) $(LLHTTP_OBJ)
 
 $(SHARED): $(LIB_OBJ) $(LLHTTP_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) -shared -Wl,-soname,libsquall.so.0 $(SAN) -o $@ $^ $(LIBS)
+	$(CC) -shared -Wl,-soname,$(SONAME) $(SAN) -o $@ $^ $(LIBS)
 
 $(BUILD)/bin/%: $(BUILD)/app/%.o $(STATIC)
 	@mkdir -p $(dir $@)
@@ -127,9 +138,14 @@ install: all
 	install -m 644 include/squall.h $(DESTDIR)$(PREFIX)/include/
 	install -m 644 include/squall/*.h $(DESTDIR)$(PREFIX)/include/squall/
 	install -m 644 $(STATIC) $(DESTDIR)$(PREFIX)/lib/
-	install -m 755 $(SHARED) $(DESTDIR)$(PREFIX)/lib/libsquall.so.0
-	ln -sf libsquall.so.0 $(DESTDIR)$(PREFIX)/lib/libsquall.so
-	sed -e 's|@PREFIX@|$(PREFIX)|g' squall.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/squall.pc
+	install -m 755 $(SHARED) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libsquall.so
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' squall.pc.in \
+	    > $(DESTDIR)$(PREFIX)/lib/pkgconfig/squall.pc
+
+# `make version`: what the Makefile read from include/squall/version.h.
+version:
+	@echo "squall $(VERSION), $(SONAME)"
 
 format:
 	clang-format -i include/*.h include/squall/*.h lib/*.h lib/*/*.c lib/*/*.h app/*.c tests/*.c 2>/dev/null || true

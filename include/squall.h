@@ -3,6 +3,7 @@
 #define SQUALL_H
 
 #include "squall/common.h"
+#include "squall/version.h"
 #include "squall/errno.h"
 #include "squall/log.h"
 #include "squall/router.h"

@@ -513,7 +513,7 @@ Test(promise, cancel_reaches_a_work_job_waiting_in_a_pool, .init = setup, .timeo
 {
     uv_loop_t loop;
     uv_loop_init(&loop);
-    sq_work_pool_opts_t o = {.max_in_flight = 1, .max_queued = 8};
+    sq_work_pool_opts_t o = {.size = sizeof(o), .max_in_flight = 1, .max_queued = 8};
     sq_work_pool_t *pool;
     sq_work_pool_create(&pool, &loop, &o);
     gate_t g1 = {0}, g2 = {0};
@@ -555,7 +555,7 @@ Test(promise, destroying_the_pool_rejects_its_work_promises, .init = setup, .tim
 {
     uv_loop_t loop;
     uv_loop_init(&loop);
-    sq_work_pool_opts_t o = {.max_in_flight = 1, .max_queued = 8};
+    sq_work_pool_opts_t o = {.size = sizeof(o), .max_in_flight = 1, .max_queued = 8};
     sq_work_pool_t *pool;
     sq_work_pool_create(&pool, &loop, &o);
     sq_promise_t *a, *b;

@@ -355,7 +355,7 @@ Test(work, pool_fifo_full_gives_eagain, .timeout = 10)
 {
     uv_loop_t loop;
     uv_loop_init(&loop);
-    sq_work_pool_opts_t o = {.max_in_flight = 1, .max_queued = 2};
+    sq_work_pool_opts_t o = {.size = sizeof(o), .max_in_flight = 1, .max_queued = 2};
     sq_work_pool_t *pool;
     cr_assert_eq(sq_work_pool_create(&pool, &loop, &o), 0);
     gate_job_t a, b, c, d;
@@ -389,7 +389,7 @@ Test(work, cancel_in_pool_fifo_never_runs_and_frees_the_slot_order, .timeout = 1
     uv_loop_t loop;
     uv_loop_init(&loop);
     done_seq = 0;
-    sq_work_pool_opts_t o = {.max_in_flight = 1, .max_queued = 10};
+    sq_work_pool_opts_t o = {.size = sizeof(o), .max_in_flight = 1, .max_queued = 10};
     sq_work_pool_t *pool;
     cr_assert_eq(sq_work_pool_create(&pool, &loop, &o), 0);
     gate_job_t a, b, c;
@@ -453,7 +453,7 @@ Test(work, pool_destroy_cancels_every_job_then_closes_last, .timeout = 10)
 {
     uv_loop_t loop;
     uv_loop_init(&loop);
-    sq_work_pool_opts_t o = {.max_in_flight = 1, .max_queued = 10};
+    sq_work_pool_opts_t o = {.size = sizeof(o), .max_in_flight = 1, .max_queued = 10};
     sq_work_pool_t *pool;
     cr_assert_eq(sq_work_pool_create(&pool, &loop, &o), 0);
     gate_job_t jobs[3];
@@ -508,7 +508,7 @@ Test(work, pool_destroy_from_a_done_callback, .timeout = 10)
     uv_loop_t loop;
     uv_loop_init(&loop);
     self_destroy_t s = {0};
-    sq_work_pool_opts_t o = {.max_in_flight = 1, .max_queued = 10};
+    sq_work_pool_opts_t o = {.size = sizeof(o), .max_in_flight = 1, .max_queued = 10};
     cr_assert_eq(sq_work_pool_create(&s.pool, &loop, &o), 0);
     for (int i = 0; i < 3; i++)
         cr_assert_eq(sq_work_pool_submit(NULL, s.pool, quick_work, destroy_from_done, &s), 0);

@@ -8,11 +8,12 @@
  *     static const sq_handler_t sleeper = {.blocking.get = sleep_get};
  *
  * Every function here may be called from the blocking callback's pool thread (and only
- * there). The request view is read-only and stays valid until the callback returns; the
- * strings it returns too. The builder is the callback's own; what it holds is sent from
- * the loop thread after the callback returns: a status and body (sq_bres_send*), headers
- * (sq_bres_header). A callback that sends nothing gets a 500. Jobs past the pool's queue
- * get 503.
+ * there), during the callback. The request view is read-only and borrowed until the
+ * callback returns; so is every string it returns (copy what you keep). The builder is
+ * lent to the callback too; everything given to it is copied, and what it holds is sent
+ * from the loop thread after the callback returns: a status and body (sq_bres_send*),
+ * headers (sq_bres_header). A callback that sends nothing gets a 500. Jobs past the
+ * pool's queue get 503.
  */
 #ifndef SQUALL_BLOCKING_H
 #define SQUALL_BLOCKING_H
@@ -26,7 +27,8 @@ SQ_EXTERN sq_method_t sq_breq_method_id(const sq_breq_t *req);
 /* The decoded path, the raw query string. */
 SQ_EXTERN const char *sq_breq_path(const sq_breq_t *req);
 SQ_EXTERN const char *sq_breq_query_string(const sq_breq_t *req);
-/* As sq_req_query, sq_req_param, sq_req_param_int, sq_req_header, sq_req_body. */
+/* As sq_req_query, sq_req_param, sq_req_param_int (0 or UV_ENOENT), sq_req_header,
+ * sq_req_body; borrowed until the callback returns. */
 SQ_EXTERN const char *sq_breq_query(const sq_breq_t *req, const char *name);
 SQ_EXTERN const char *sq_breq_param(const sq_breq_t *req, const char *name);
 SQ_EXTERN int sq_breq_param_int(const sq_breq_t *req, const char *name, int64_t *out);
@@ -39,17 +41,21 @@ SQ_EXTERN json_t *sq_breq_json(const sq_breq_t *req, void *json_error);
  * early (what it sends then is discarded). */
 SQ_EXTERN int sq_breq_is_cancelled(const sq_breq_t *req);
 
-/* Adds a response header (copied). Returns 0, UV_EINVAL (CR, LF or another control
- * character; a name with ':' or spaces; or a header squall writes itself, as sq_res_header) or UV_ENOMEM. */
+/* Adds a response header (copied). Returns 0, UV_EINVAL (an empty name; CR, LF or another
+ * control character; a name with ':' or blanks; or a header squall writes itself, as
+ * sq_res_header) or UV_ENOMEM. */
 SQ_EXTERN int sq_bres_header(sq_bres_t *res, const char *name, const char *value);
 /* Sets the response (body copied); a later call replaces an earlier one.
  * Returns 0, UV_EINVAL for a status outside 200-999 or a content type holding CR, LF or
  * another control character (nothing is set), or UV_ENOMEM. */
 SQ_EXTERN int sq_bres_send(sq_bres_t *res, int status, const char *content_type,
                            const void *body, size_t len);
-/* JSON bodies: _new steals the reference, even on failure. */
+/* Sets a JSON body (application/json): _new steals the reference, even on failure.
+ * Returns 0; UV_EINVAL for a status outside 200-999 (nothing is set); or UV_ENOMEM, also
+ * for a NULL json (what a failed json_pack() gives) or one that cannot be encoded. */
 SQ_EXTERN int sq_bres_send_json_new(sq_bres_t *res, int status, json_t *json);
-/* {"detail": detail}. */
+/* Sets {"detail": detail} (detail copied; NULL gives "error"). Returns as
+ * sq_bres_send_json_new. */
 SQ_EXTERN int sq_bres_send_error(sq_bres_t *res, int status, const char *detail);
 
 #endif

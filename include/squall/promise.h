@@ -65,7 +65,11 @@
 
 typedef struct sq_promise_s sq_promise_t;
 
-/* Frees a settled value; `free` fits. Called once, on the loop thread. */
+/* Frees a settled value; `free` fits. Called once, on the promise's loop thread: when
+ * the promise is freed — inside sq_promise_release of its last reference, or from the
+ * loop after its reactions ran — or inside the call it was given to when that call does
+ * not keep the value (sq_promise_resolve/reject on a settled promise, a
+ * sq_promise_work that fails). */
 typedef void (*sq_value_free_cb)(void *value);
 
 typedef enum {
@@ -78,13 +82,19 @@ typedef enum {
  * `status` is 0 (fulfilled; `value` is the value) or the rejection code (`value` is the
  * detail, maybe NULL). `next` is the promise this reaction must settle — with
  * sq_promise_resolve/reject now, with sq_promise_follow (it will settle as another promise
- * does), or later after sq_promise_ref(next) — or NULL for sq_promise_await. */
+ * does), or later after sq_promise_ref(next) — or NULL for sq_promise_await. Runs on the
+ * promise's loop thread, from the loop after `p` settled (its idle phase) — never from
+ * inside the call that settled p or registered the reaction. */
 typedef void (*sq_promise_cb)(sq_promise_t *p, int status, void *value, sq_promise_t *next,
                               void *data);
 
 /* Tells the operation under a promise that the promise was cancelled (at most once, on
  * the loop thread, while the operation still holds its reference). The operation should
- * stop; when it ends, its resolve/reject return UV_EALREADY and free the value. */
+ * stop; when it ends, its resolve/reject return UV_EALREADY and free the value. Unlike a
+ * reaction it runs inside the call that cancelled the promise (sq_promise_cancel;
+ * sq_promise_release of the last reference to a promise something waits on), or from the
+ * loop when a settled combinator or timeout cancels the inputs it no longer waits on:
+ * it is how the operation hears of it, at once. */
 typedef void (*sq_promise_cancel_cb)(sq_promise_t *p, void *data);
 
 /* ---- making and settling ---- */
@@ -181,7 +191,7 @@ SQ_EXTERN int sq_promise_with_timeout(sq_promise_t **out, sq_promise_t *p, uint6
 /* ---- operations as promises ---- */
 
 /* A promise fulfilled with NULL after `ms` milliseconds (a sq_sleep underneath; cancelling
- * the promise cancels the sleep). Returns 0 or UV_ENOMEM. */
+ * the promise cancels the sleep). Returns 0, UV_EINVAL (loop NULL) or UV_ENOMEM. */
 SQ_EXTERN int sq_promise_sleep(sq_promise_t **out, uv_loop_t *loop, uint64_t ms);
 
 /* A promise for a thread-pool job (work.h): `work(w, data)` runs on a pool thread (through
@@ -190,8 +200,10 @@ SQ_EXTERN int sq_promise_sleep(sq_promise_t **out, uv_loop_t *loop, uint64_t ms)
  * and `data` as detail; either way the promise then owns data (dtor). Cancelling the
  * promise rejects it at once and cancels the job; data then stays with the job, which
  * frees it with dtor when it ends. data is stolen even on failure.
- * Returns 0, UV_ENOMEM, UV_EINVAL, or what sq_work_pool_submit returns (UV_EAGAIN,
- * SQ_ECLOSED). */
+ * `work` runs on a pool thread as a sq_work_fn does (work.h); the promise settles on the
+ * loop thread. Returns 0; UV_EINVAL (work or loop NULL, or a pool of another loop);
+ * UV_ENOMEM; or what sq_work_pool_submit returns (UV_EAGAIN, SQ_ECLOSED). On an error
+ * dtor(data) has run, and *out is not set. */
 SQ_EXTERN int sq_promise_work(sq_promise_t **out, uv_loop_t *loop, sq_work_pool_t *pool,
                               sq_work_fn work, void *data, sq_value_free_cb dtor);
 

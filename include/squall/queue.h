@@ -35,17 +35,23 @@
 typedef struct sq_queue_s sq_queue_t;
 typedef struct sq_queue_op_s sq_queue_op_t;
 
-/* The end of a put, get or join. status: 0; SQ_ECLOSED (the queue was closed: for a get,
- * closed and drained); UV_ECANCELED (sq_queue_cancel, or the queue destroyed).
+/* The end of a put, get or join. Runs once per operation, on the queue's loop thread,
+ * from the loop (an idle turn) — never from inside the call that registered it or
+ * completed it. status: 0; SQ_ECLOSED (the queue was closed: for a get, closed and
+ * drained); UV_ECANCELED (sq_queue_cancel, or the queue destroyed).
  * item: for a get with status 0, the item (now the caller's); for a put, the item it was
  * given (the caller's again unless status is 0); NULL for join. The op handle, if one was
  * asked for, is freed after this returns. */
 typedef void (*sq_queue_cb)(sq_queue_t *q, int status, void *item, void *data);
 
+/* The queue is destroyed: runs once, on the loop thread, from the loop's close phase after
+ * the last operation's callback — never from inside sq_queue_destroy. q is freed when it
+ * returns. */
 typedef void (*sq_queue_close_cb)(sq_queue_t *q, void *data);
 
 /* Creates a queue on `loop` holding at most `capacity` items (SIZE_MAX: no bound).
- * item_free (may be NULL) frees items left at destroy, as item_free(item, free_data).
+ * item_free (may be NULL) frees items left at destroy, as item_free(item, free_data), on
+ * the loop thread, inside sq_queue_destroy; free_data is borrowed.
  * Returns 0, UV_EINVAL (capacity 0) or UV_ENOMEM. */
 SQ_EXTERN int sq_queue_create(sq_queue_t **q, uv_loop_t *loop, size_t capacity,
                               sq_free_cb item_free, void *free_data);
@@ -61,9 +67,9 @@ SQ_EXTERN int sq_queue_put(sq_queue_t *q, void *item, sq_queue_cb cb, void *data
  * (closed and drained, or being destroyed: cb never runs) or UV_ENOMEM. */
 SQ_EXTERN int sq_queue_get(sq_queue_t *q, sq_queue_cb cb, void *data, sq_queue_op_t **op);
 
-/* Without waiting: queues item now and returns 0, or returns UV_EAGAIN (full) or
- * SQ_ECLOSED; on an error the item stays the caller's. A waiting getter, if any, is handed
- * the item (its callback runs later). */
+/* Without waiting: queues item now and returns 0, or returns UV_EAGAIN (full, or putters
+ * are waiting), SQ_ECLOSED or UV_ENOMEM; on an error the item stays the caller's. A
+ * waiting getter, if any, is handed the item (its callback runs later). */
 SQ_EXTERN int sq_queue_try_put(sq_queue_t *q, void *item);
 
 /* Without waiting: takes the head item into *item and returns 0, or returns UV_EAGAIN
@@ -87,9 +93,10 @@ SQ_EXTERN int sq_queue_join(sq_queue_t *q, sq_queue_cb cb, void *data, sq_queue_
 SQ_EXTERN int sq_queue_close(sq_queue_t *q);
 
 /* Closes the queue if needed, cancels every waiter (UV_ECANCELED; operations already
- * completed still get their own status), frees the items still queued with item_free, and
- * after the last of those callbacks calls cb (may be NULL) and frees the queue. Do not use
- * q after cb. Returns 0, or SQ_ECLOSED when called twice. */
+ * completed still get their own status), frees the items still queued with item_free
+ * (before this returns), and after the last of those callbacks calls cb (may be NULL;
+ * `data` borrowed) and frees the queue. Do not use q after cb. Returns 0, or SQ_ECLOSED
+ * when called twice. */
 SQ_EXTERN int sq_queue_destroy(sq_queue_t *q, sq_queue_close_cb cb, void *data);
 
 SQ_EXTERN size_t sq_queue_size(const sq_queue_t *q);       /* items queued now */

@@ -1,7 +1,14 @@
 /* squall — the request a handler receives.
  *
- * Every pointer returned here is borrowed: it stays valid until the response is finished.
- * Strings are NUL-terminated. Functions are for the loop thread only.
+ * The request belongs to squall. A handler borrows it, with its response, from the call
+ * of the handler until the handler finishes the response (res.h: the finishing call, or
+ * a take-over) — even if the client has gone meanwhile. Every pointer returned here is
+ * borrowed from the request the same way: it stays valid until the response is finished,
+ * then the request's memory is reused for the next request; copy what you keep longer.
+ * The caller never frees one. Exceptions are named: sq_req_json's new reference, the
+ * caller's own buffer of sq_req_peer, the pointer of sq_req_set_data (the caller's), and
+ * sq_req_loop's loop. A WebSocket upgrade request lends itself for the .accept and .open
+ * calls only (ws.h). Strings are NUL-terminated. Functions are for the loop thread only.
  */
 #ifndef SQUALL_REQ_H
 #define SQUALL_REQ_H
@@ -22,53 +29,66 @@ typedef enum {
     SQ_METHOD_OPTIONS,
 } sq_method_t;
 
-/* "GET", "POST", ... as received. */
+/* "GET", "POST", ... as received. Static storage: valid for as long as the program runs. */
 SQ_EXTERN const char *sq_req_method(const sq_req_t *req);
 SQ_EXTERN sq_method_t sq_req_method_id(const sq_req_t *req);
-/* The request target as received ("/items/5?q=x"). */
+/* The request target as received ("/items/5?q=x"). Borrowed (see the top). */
 SQ_EXTERN const char *sq_req_target(const sq_req_t *req);
-/* The path, percent-decoded, without the query ("/items/5"). */
+/* The path, percent-decoded, without the query ("/items/5"). Borrowed (see the top). The
+ * first call decodes it into the request's memory (a malformed escape stays as sent; out
+ * of memory, the path is given undecoded); later calls return the same pointer. */
 SQ_EXTERN const char *sq_req_path(sq_req_t *req);
-/* The raw query string after '?', or "" when there is none. */
+/* The raw query string after '?', or "" when there is none. Borrowed (see the top). */
 SQ_EXTERN const char *sq_req_query_string(const sq_req_t *req);
 /* 0 for HTTP/1.0, 1 for HTTP/1.1. */
 SQ_EXTERN int sq_req_version_minor(const sq_req_t *req);
 
-/* The first header named `name` (case-insensitive), or NULL. */
+/* The value of the first header named `name` (case-insensitive; `name` is only read), or
+ * NULL. Borrowed (see the top): the value's bytes as received, without the blanks around
+ * them. */
 SQ_EXTERN const char *sq_req_header(const sq_req_t *req, const char *name);
 SQ_EXTERN size_t sq_req_header_count(const sq_req_t *req);
-/* The i-th header in arrival order; returns UV_EINVAL when i is out of range. */
+/* The i-th header in arrival order: *name and *value are borrowed (see the top). Returns
+ * 0, or UV_EINVAL when i is out of range (nothing is set). */
 SQ_EXTERN int sq_req_header_at(const sq_req_t *req, size_t i, const char **name,
                                const char **value);
 
 /* The first query parameter `name`, percent- and '+'-decoded, or NULL when absent
  * ("" when present without a value). A malformed escape, or %00, stays as sent: `q=%zz`
- * gives "%zz" (as Python's urllib.parse does). */
+ * gives "%zz" (as Python's urllib.parse does). Borrowed (see the top): the first call
+ * decodes every parameter into the request's memory (out of memory: NULL, as if
+ * absent). */
 SQ_EXTERN const char *sq_req_query(sq_req_t *req, const char *name);
 
-/* A path parameter captured by the route pattern, percent-decoded, or NULL. */
+/* A path parameter captured by the route pattern, percent-decoded, or NULL. Borrowed (see
+ * the top). */
 SQ_EXTERN const char *sq_req_param(const sq_req_t *req, const char *name);
-/* An {x:int} parameter's value. Returns 0, or UV_ENOENT when there is no such parameter. */
+/* An {x:int} parameter's value into *out. Returns 0, or UV_ENOENT when there is no such
+ * parameter or it is not an {x:int} one (*out is not set). */
 SQ_EXTERN int sq_req_param_int(const sq_req_t *req, const char *name, int64_t *out);
 
-/* The request body (de-chunked), and its length. Never NULL; "" when empty. */
+/* The request body (de-chunked), and its length in *len (len may be NULL). Never NULL; ""
+ * when empty. Borrowed (see the top). The body may hold NUL bytes: *len counts it. */
 SQ_EXTERN const char *sq_req_body(const sq_req_t *req, size_t *len);
-/* The body parsed as JSON: a new reference the caller must json_decref, or NULL with
- * `error` (may be NULL) filled in. */
+/* The body parsed as JSON: a new reference, the caller's, which it must json_decref (it
+ * outlives the request), or NULL with `error` (may be NULL) filled in. */
 SQ_EXTERN json_t *sq_req_json(const sq_req_t *req, void *json_error /* json_error_t* */);
 
-/* The peer's address, written to `buf` as text ("127.0.0.1:53211", "[::1]:4000", "unix").
- * Returns 0, or a negative code when the client has gone. */
+/* The peer's address, written to the caller's `buf` as text, NUL-terminated and cut to
+ * `len` bytes ("127.0.0.1:53211", "[::1]:4000", "unix"; 64 bytes always suffice).
+ * Returns 0; UV_ECANCELED when the client has gone (the connection was let go); or
+ * libuv's error from getpeername(2) (UV_ENOTCONN, ...). On an error buf is not written. */
 SQ_EXTERN int sq_req_peer(const sq_req_t *req, char *buf, size_t len);
 
 /* 1 once the client has gone; the response can no longer reach it. */
 SQ_EXTERN int sq_req_is_aborted(const sq_req_t *req);
 
-/* One pointer of the handler's own, e.g. its context for a later answer or .aborted. */
+/* One pointer of the handler's own, e.g. its context for a later answer or .aborted;
+ * squall only keeps it (never frees it). Cleared for every new request. */
 SQ_EXTERN void sq_req_set_data(sq_req_t *req, void *data);
 SQ_EXTERN void *sq_req_data(const sq_req_t *req);
 
-/* The loop this request is served on. */
+/* The loop this request is served on (the server's). */
 SQ_EXTERN uv_loop_t *sq_req_loop(const sq_req_t *req);
 
 #endif

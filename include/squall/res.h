@@ -15,7 +15,10 @@
  *   SQ_EALREADY_SENT  it was already finished (or, for sq_res_send*, its head was sent by
  *                     sq_res_start).
  * After a call that released the response neither req nor res may be touched.
- * Bodies are copied before the call returns, except with sq_res_send_ref.
+ * The response belongs to squall and is lent to the handler with its request (req.h)
+ * until a finishing call releases it. Everything a call here is given — bodies, header
+ * names and values, content types, a borrowed json — is copied or encoded before the call
+ * returns, except the body of sq_res_send_ref.
  * `Date`, `Server`, `Content-Length` (or chunked framing) and `Connection` are written by
  * squall. Functions are for the loop thread only.
  */
@@ -27,12 +30,13 @@
 
 typedef struct json_t json_t;
 
-/* Adds a response header; name and value are copied. Returns 0; UV_EINVAL for a name or
- * value containing CR or LF (response splitting) or another control character but tab, a name with ':' or blanks, or a framing
- * header squall writes itself — Content-Length, Transfer-Encoding or Connection, in any
- * case (`Connection: upgrade` is let through: RFC 9110 §7.8 pairs it with an `Upgrade`
- * header); SQ_EALREADY_SENT after headers went out; or UV_ENOMEM. No failure finishes
- * the response. */
+/* Adds a response header; name and value are copied. Returns 0; SQ_EALREADY_SENT after
+ * the head went out (sq_res_start) or the response was finished; UV_EINVAL for an empty
+ * name, a name or value containing CR or LF (response splitting) or another control
+ * character but tab, a name with ':' or blanks, or a framing header squall writes itself
+ * — Content-Length, Transfer-Encoding or Connection, in any case (`Connection: upgrade`
+ * is let through: RFC 9110 §7.8 pairs it with an `Upgrade` header); or UV_ENOMEM. No
+ * failure finishes the response. */
 SQ_EXTERN int sq_res_header(sq_res_t *res, const char *name, const char *value);
 
 /* Sends a whole response; `body` (len bytes, may be NULL when len is 0) is copied.
@@ -41,8 +45,13 @@ SQ_EXTERN int sq_res_header(sq_res_t *res, const char *name, const char *value);
  * sent whole. Returns as above. */
 SQ_EXTERN int sq_res_send(sq_res_t *res, int status, const char *content_type, const void *body,
                           size_t len);
-/* As sq_res_send, but the body is not copied: free_cb(body, free_data) runs once squall
- * is done with it (after the write, or at once on any error, UV_EINVAL included). */
+/* As sq_res_send, but the body is not copied: it is borrowed until free_cb(body,
+ * free_data) (may be NULL) runs, exactly once, on the loop thread: after the write
+ * completed, or when the connection closed first — from the loop, or inside the squall
+ * call that closed it (sq_server_destroy, or a later call on the connection that failed
+ * for want of memory); or before this call returns when nothing of the body is sent:
+ * any error (UV_EINVAL and SQ_EALREADY_SENT included), a HEAD request, a 204 or 304
+ * status, or len 0. */
 SQ_EXTERN int sq_res_send_ref(sq_res_t *res, int status, const char *content_type,
                               const void *body, size_t len, sq_free_cb free_cb, void *free_data);
 /* Sends `json` as application/json. _new steals the reference (even on failure), the
@@ -52,7 +61,9 @@ SQ_EXTERN int sq_res_send_ref(sq_res_t *res, int status, const char *content_typ
  * finishes res. A value that cannot be encoded is answered 500. */
 SQ_EXTERN int sq_res_send_json_new(sq_res_t *res, int status, json_t *json);
 SQ_EXTERN int sq_res_send_json(sq_res_t *res, int status, const json_t *json);
-/* Sends {"detail": detail} as JSON (FastAPI's error shape). */
+/* Sends {"detail": detail} as JSON (FastAPI's error shape); detail is copied, NULL gives
+ * the status's reason phrase. Out of memory, sends a 500 with detail "Internal Server
+ * Error" instead. Returns as above (UV_EINVAL for a status outside 200-999). */
 SQ_EXTERN int sq_res_send_error(sq_res_t *res, int status, const char *detail);
 
 /* Streaming: sends the status line and headers now; the body follows with sq_res_write
@@ -71,10 +82,17 @@ SQ_EXTERN int sq_res_send_error(sq_res_t *res, int status, const char *detail);
 SQ_EXTERN int sq_res_start(sq_res_t *res, int status, const char *content_type);
 
 /* Called once the bytes of one sq_res_write have left squall for the kernel (status 0), or
- * could not (negative status, e.g. UV_ECANCELED when the client went). */
+ * could not (negative status: UV_ECANCELED when the connection closed first, or libuv's
+ * write error). Runs once, on the loop thread, after sq_res_write returned: from the
+ * loop, or — with UV_ECANCELED — inside a later squall call that closed the connection
+ * (sq_server_destroy, or a later sq_res_write or sq_res_end on the same response that
+ * failed for want of memory). `res` is still valid during the call even if the response
+ * was finished meanwhile (the write holds it); do not finish it from here unless the
+ * handler still owns it. */
 typedef void (*sq_res_write_cb)(sq_res_t *res, int status, void *data);
 
-/* Queues `len` bytes (copied) of a streaming body. `cb` may be NULL. A handler that does
+/* Queues `len` bytes (copied) of a streaming body. `cb` (may be NULL) gets `cb_data`
+ * (borrowed, never freed). A handler that does
  * not want to buffer without bound waits for cb, or checks sq_res_queued_bytes, before
  * writing more. Never finishes res. Returns
  *   0                 queued; cb runs once, later;
@@ -85,7 +103,8 @@ typedef void (*sq_res_write_cb)(sq_res_t *res, int status, void *data);
  *   SQ_ENOTSTREAMING  sq_res_start has not succeeded on res. */
 SQ_EXTERN int sq_res_write(sq_res_t *res, const void *data, size_t len, sq_res_write_cb cb,
                            void *cb_data);
-/* Bytes queued by this connection and not yet handed to the kernel. */
+/* Bytes queued by this connection and not yet handed to the kernel; 0 once the client
+ * has gone. */
 SQ_EXTERN size_t sq_res_queued_bytes(const sq_res_t *res);
 /* Ends a streaming response (the last chunk). Returns
  *   0                 the end is queued; res is released;
@@ -97,7 +116,7 @@ SQ_EXTERN size_t sq_res_queued_bytes(const sq_res_t *res);
  *   SQ_EALREADY_SENT  res was already finished. */
 SQ_EXTERN int sq_res_end(sq_res_t *res);
 
-/* The request this response answers. */
+/* The request this response answers, borrowed as the response is (req.h). */
 SQ_EXTERN sq_req_t *sq_res_req(sq_res_t *res);
 
 #endif

@@ -24,10 +24,13 @@ typedef struct sq_app_s sq_app_t;
 typedef struct sq_req_s sq_req_t;
 typedef struct sq_res_s sq_res_t;
 
-/* A request handler. Runs on the loop thread. The handler owns res until it finishes it
- * (sq_res_send*, sq_res_end, or a take-over): it may do so before returning or later,
- * from any callback on the same loop. req and res stay valid until then, even if the
- * client has gone. `data` is the pointer given to sq_app_route. */
+/* A request handler. Runs on the loop thread of the server that read the request, from
+ * the loop (when the request has been read, or, for a pipelined one, once the response
+ * before it was finished), never from inside a squall call. The handler owns res until it
+ * finishes it (sq_res_send*, sq_res_end, or a take-over): it may do so before returning
+ * or later, from any callback on the same loop. req and res, and every pointer they give
+ * (req.h), are borrowed until then, even if the client has gone. `data` is the pointer
+ * given to sq_app_route (borrowed: squall never frees it). */
 typedef void (*sq_handler_cb)(sq_req_t *req, sq_res_t *res, void *data);
 
 /* Tells a handler that still owns res that the client has gone — reset the connection,
@@ -40,14 +43,20 @@ typedef void (*sq_handler_cb)(sq_req_t *req, sq_res_t *res, void *data);
  * cancelled at once): .aborted, if set, is only told. */
 typedef void (*sq_aborted_cb)(sq_req_t *req, sq_res_t *res, void *data);
 
-/* A blocking handler (FastAPI's plain `def` endpoint): it runs on libuv's thread pool
- * (through the server's work pool, see server.h) with a read-only view of the request and
- * a response builder — types that cannot reach the loop — and its response is sent from
- * the loop thread when it returns. See blocking.h. */
+/* A blocking handler (FastAPI's plain `def` endpoint): it runs on a thread of libuv's
+ * thread pool (through the server's work pool, see server.h), never on the loop thread,
+ * with a read-only view of the request and a response builder — types that cannot reach
+ * the loop — both borrowed until it returns; its response is sent from the loop thread
+ * when it returns. It may run at the same time as other handlers of the same server (on
+ * the loop and on other pool threads), so what it shares with them needs its own
+ * locking. See blocking.h. */
 typedef struct sq_breq_s sq_breq_t;
 typedef struct sq_bres_s sq_bres_t;
 typedef void (*sq_blocking_cb)(const sq_breq_t *req, sq_bres_t *res, void *data);
 
+/* A handler table, usually a `static const` one. It grows by squall's rule (common.h,
+ * "Structs that grow"): sq_app_route passes its size and squall copies it, so a table
+ * from an older header leaves the callbacks it lacks unset. */
 typedef struct sq_handler {
     sq_handler_cb get;
     sq_handler_cb head; /* unset: .get runs and the body is left out */
@@ -74,11 +83,20 @@ SQ_EXTERN int sq_app_create(sq_app_t **app);
 /* Frees the app and its routes. No server may still use it. */
 SQ_EXTERN void sq_app_destroy(sq_app_t *app);
 
-/* Binds a handler struct to a path pattern. `handler` is borrowed and must outlive the
- * app (a static const struct is the usual case); `pattern` is copied.
- * Returns 0, UV_EINVAL when app, pattern or handler is NULL, SQ_EPATTERN for a malformed
- * pattern, or UV_ENOMEM. */
-SQ_EXTERN int sq_app_route(sq_app_t *app, const char *pattern, const sq_handler_t *handler,
-                           void *data);
+/* What sq_app_route calls, with sizeof the caller's table. Call sq_app_route. */
+SQ_EXTERN int sq_app_route_sized(sq_app_t *app, const char *pattern,
+                                 const sq_handler_t *handler, size_t handler_size,
+                                 void *data);
+/* Binds a handler table to a path pattern. `handler` and `pattern` are copied; `data` is
+ * borrowed (squall never frees it) and handed to every callback of the route.
+ * Returns 0; UV_EINVAL when app, pattern or handler is NULL; SQ_EPATTERN for a malformed
+ * pattern (or one with more than 16 path parameters); UV_ENOTSUP for a table
+ * from a newer header that sets a callback this library lacks; or UV_ENOMEM. On an error
+ * the app is as it was. */
+static inline int sq_app_route(sq_app_t *app, const char *pattern, const sq_handler_t *handler,
+                               void *data)
+{
+    return sq_app_route_sized(app, pattern, handler, sizeof(*handler), data);
+}
 
 #endif

@@ -29,8 +29,11 @@ typedef struct sq_watchdog_s sq_watchdog_t;
 
 /* Options; fill with sq_server_opts_init() and change what you need. Past each limit the
  * client gets the status named and the server goes on serving everyone else. A timeout
- * of 0 disables it: the server then waits on that client for as long as it takes. */
+ * of 0 disables it: the server then waits on that client for as long as it takes.
+ * The struct grows by squall's rule (common.h, "Structs that grow"): `size` first, set
+ * by sq_server_opts_init; fields missing from an older header take their defaults. */
 typedef struct sq_server_opts {
+    size_t size;                 /* sizeof the caller's struct: set by sq_server_opts_init */
     size_t max_header_bytes;     /* request line + headers; 16 KiB -> 431 (chunk
                                     extensions and trailers count too: 413 past it) */
     unsigned max_headers;        /* header fields; 100 -> 431 */
@@ -61,10 +64,23 @@ typedef struct sq_server_opts {
                                     process: N servers (workers) should each get 1/N */
 } sq_server_opts_t;
 
-SQ_EXTERN void sq_server_opts_init(sq_server_opts_t *opts);
+/* What sq_server_opts_init calls: fills the `size` bytes of opts with the defaults (zeros
+ * past the fields this library knows) and sets opts->size. Call sq_server_opts_init. */
+SQ_EXTERN void sq_server_opts_init_sized(sq_server_opts_t *opts, size_t size);
+/* Fills opts with the defaults above and sets opts->size. */
+static inline void sq_server_opts_init(sq_server_opts_t *opts)
+{
+    sq_server_opts_init_sized(opts, sizeof(*opts));
+}
 
 /* Creates a server on `loop` serving `app` (borrowed: it must outlive the server).
- * `opts` is copied; NULL means defaults. Returns 0, UV_EINVAL or UV_ENOMEM. */
+ * `opts` is copied (server_name too); NULL means defaults. Returns
+ *   0            *srv is the server;
+ *   UV_EINVAL    srv, loop or app is NULL; opts->size is 0 (opts never initialised); or
+ *                opts->server_name holds CR or LF or is longer than 85 bytes;
+ *   UV_ENOTSUP   opts comes from a newer header and sets a field this library lacks;
+ *   UV_ENOMEM.
+ * On an error nothing was made and *srv is unchanged. */
 SQ_EXTERN int sq_server_create(sq_server_t **srv, uv_loop_t *loop, sq_app_t *app,
                                const sq_server_opts_t *opts);
 
@@ -94,21 +110,28 @@ SQ_EXTERN int sq_server_listen(sq_server_t *srv, const char *host, int port);
  * fit in a socket address (107 bytes on Linux). On failure the server goes on with the
  * listeners it had. */
 SQ_EXTERN int sq_server_listen_unix(sq_server_t *srv, const char *path);
-/* The port of the most recent TCP listener, or a negative code. */
+/* The port of the most recent TCP listener, or UV_EINVAL before any TCP listen worked. */
 SQ_EXTERN int sq_server_port(const sq_server_t *srv);
 
+/* The server is closed: runs once, on the loop thread, from the loop's close phase —
+ * never from inside sq_server_destroy. srv is freed when it returns. */
 typedef void (*sq_server_close_cb)(sq_server_t *srv, void *data);
 
 /* Graceful shutdown: stops accepting, closes idle connections, lets in-flight requests
  * finish for up to `grace_ms` (taken-over connections are told to go away), then aborts
  * the rest. When every handle is closed and every response released, `cb` runs (may be
- * NULL) and the server is freed: do not touch srv after cb. Calling it twice returns
- * SQ_ECLOSED. */
+ * NULL; `data` is borrowed) and the server is freed: do not touch srv after cb. Returns 0,
+ * or SQ_ECLOSED when called twice. Idle connections close at once, so a callback that
+ * reports the end of a write (sq_res_write_cb, sq_res_send_ref's free callback) may run
+ * inside this call, with UV_ECANCELED; handlers are told (.aborted) later, from the
+ * loop. */
 SQ_EXTERN int sq_server_destroy(sq_server_t *srv, uint64_t grace_ms, sq_server_close_cb cb,
                                 void *data);
 
-/* Counters since creation. Bad input is counted by the status it got. */
+/* Counters since creation. Bad input is counted by the status it got. The struct grows
+ * by squall's rule (common.h): `size` first, set by sq_server_stats to the bytes filled. */
 typedef struct sq_server_stats {
+    size_t size;                   /* bytes filled: set by sq_server_stats */
     uint64_t connections_open;
     uint64_t connections_total;
     uint64_t connections_rejected; /* over max_connections */
@@ -121,8 +144,16 @@ typedef struct sq_server_stats {
     uint64_t aborted;              /* responses whose client left before they finished */
 } sq_server_stats_t;
 
-SQ_EXTERN void sq_server_stats(const sq_server_t *srv, sq_server_stats_t *out);
-/* The server's watchdog (opts.slow_callback_ms > 0), for sq_watchdog_stats(); else NULL. */
+/* What sq_server_stats calls: fills the `size` bytes of out. Call sq_server_stats. */
+SQ_EXTERN void sq_server_stats_sized(const sq_server_t *srv, sq_server_stats_t *out,
+                                     size_t size);
+/* Copies the counters into *out (a snapshot; out->size is set). */
+static inline void sq_server_stats(const sq_server_t *srv, sq_server_stats_t *out)
+{
+    sq_server_stats_sized(srv, out, sizeof(*out));
+}
+/* The server's watchdog (opts.slow_callback_ms > 0), for sq_watchdog_stats(); else NULL.
+ * Owned by the server: valid until sq_server_destroy's callback. */
 SQ_EXTERN sq_watchdog_t *sq_server_watchdog(const sq_server_t *srv);
 SQ_EXTERN uv_loop_t *sq_server_loop(const sq_server_t *srv);
 

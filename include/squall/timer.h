@@ -17,14 +17,16 @@
 
 typedef struct sq_sleep_s sq_sleep_t;
 
-/* Runs once: status 0 when `ms` have passed, UV_ECANCELED when cancelled. `s` is valid
- * until this returns, then freed by squall. */
+/* Runs once, on the loop thread, from the loop — never from inside sq_sleep or
+ * sq_sleep_cancel: status 0 when `ms` have passed (timer phase), UV_ECANCELED when
+ * cancelled (close phase). `s` is valid until this returns, then freed by squall. */
 typedef void (*sq_sleep_cb)(sq_sleep_t *s, int status, void *data);
 
 /* Calls cb after `ms` milliseconds of loop time (0: on the next turn of the loop, never
  * from inside this call). The pending sleep keeps the loop alive, as any libuv timer does.
  * *out (may be NULL) receives the handle, valid until cb returns.
- * Returns 0 (cb will run exactly once), UV_EINVAL (cb NULL) or UV_ENOMEM (it will not). */
+ * Returns 0 (cb will run exactly once), UV_EINVAL (loop or cb NULL) or UV_ENOMEM (it will
+ * not). */
 SQ_EXTERN int sq_sleep(sq_sleep_t **out, uv_loop_t *loop, uint64_t ms, sq_sleep_cb cb,
                        void *data);
 
@@ -51,13 +53,14 @@ SQ_EXTERN int sq_sleep_cancel(sq_sleep_t *s);
  */
 typedef struct sq_timeout_s sq_timeout_t;
 
-/* Runs at most once, when the time is up and sq_timeout_finish has not been called: it
- * should cancel the operation. `t` stays valid (until sq_timeout_finish). */
+/* Runs at most once, on the loop thread, from the loop's timer phase (never from inside a
+ * squall call), when the time is up and sq_timeout_finish has not been called: it should
+ * cancel the operation. `t` stays valid (until sq_timeout_finish). */
 typedef void (*sq_timeout_cb)(sq_timeout_t *t, void *data);
 
 /* Arms a timeout of `ms` milliseconds. *out receives it; the caller owns it and must end it
  * with exactly one sq_timeout_finish, normally from the operation's callback.
- * Returns 0, UV_EINVAL (cb or out NULL) or UV_ENOMEM. */
+ * Returns 0, UV_EINVAL (out, loop or cb NULL) or UV_ENOMEM. */
 SQ_EXTERN int sq_timeout_start(sq_timeout_t **out, uv_loop_t *loop, uint64_t ms,
                                sq_timeout_cb cb, void *data);
 

@@ -38,22 +38,24 @@
 typedef struct sq_work_s sq_work_t;
 typedef struct sq_work_pool_s sq_work_pool_t;
 
-/* Runs on a thread of libuv's pool. It must not touch the loop or any squall object other
- * than `work` (for sq_work_is_cancelled); `data` is the pointer given at submission, which
- * nothing else uses until the done callback. Returns 0 or a negative code; the value is
- * handed to the done callback as its status (unless the job was cancelled). */
+/* Runs on a thread of libuv's pool, never on the loop thread; it may start before the
+ * submitting call returns (on that other thread). It must not touch the loop or any squall
+ * object other than `work` (for sq_work_is_cancelled); `data` is the pointer given at
+ * submission, which nothing else uses until the done callback. Returns 0 or a negative
+ * code; the value is handed to the done callback as its status (unless the job was
+ * cancelled). */
 typedef int (*sq_work_fn)(sq_work_t *work, void *data);
 
-/* Runs on the loop thread once the job is over, exactly once per accepted job. status is
+/* Runs on the loop thread once the job is over, exactly once per accepted job, from the
+ * loop — never from inside sq_work_submit, sq_work_pool_submit or sq_work_cancel. status is
  * what the work function returned, or UV_ECANCELED when the job was cancelled (it may then
  * have run, fully or in part: its effects on `data` are for this callback to undo or free).
  * `work` is valid until this callback returns, then freed by squall. */
 typedef void (*sq_work_done_cb)(sq_work_t *work, int status, void *data);
 
 /* Submits a job straight to libuv's pool, with no limit of its own. *out (may be NULL)
- * receives the handle, valid until the done callback returns. `work` and `done` must not be
- * NULL. Returns 0 (done will run exactly once), or UV_ENOMEM / UV_EINVAL (nothing will run).
- */
+ * receives the handle, valid until the done callback returns. Returns 0 (done will run
+ * exactly once), or UV_EINVAL (loop, work or done NULL) / UV_ENOMEM (nothing will run). */
 SQ_EXTERN int sq_work_submit(sq_work_t **out, uv_loop_t *loop, sq_work_fn work,
                              sq_work_done_cb done, void *data);
 
@@ -71,28 +73,44 @@ SQ_EXTERN int sq_work_is_cancelled(const sq_work_t *work);
 
 /* ---- the per-loop limiter ---- */
 
-/* Options of a work pool; fill with sq_work_pool_opts_init() and change what you need. */
+/* Options of a work pool; fill with sq_work_pool_opts_init() and change what you need.
+ * The struct grows by squall's rule (common.h, "Structs that grow"): `size` first, set by
+ * sq_work_pool_opts_init; fields missing from an older header take their defaults. */
 typedef struct sq_work_pool_opts {
+    size_t size;            /* sizeof the caller's struct: set by sq_work_pool_opts_init */
     unsigned max_in_flight; /* jobs on libuv's threads at once; sq_work_threadpool_size()-1,
                                at least 1 */
     size_t max_queued;      /* jobs waiting in the FIFO; 4096, past it submit gives
                                UV_EAGAIN (a server answers 503) */
 } sq_work_pool_opts_t;
 
-SQ_EXTERN void sq_work_pool_opts_init(sq_work_pool_opts_t *opts);
+/* What sq_work_pool_opts_init calls: fills the `size` bytes of opts with the defaults and
+ * sets opts->size. Call sq_work_pool_opts_init. */
+SQ_EXTERN void sq_work_pool_opts_init_sized(sq_work_pool_opts_t *opts, size_t size);
+/* Fills opts with the defaults above and sets opts->size. */
+static inline void sq_work_pool_opts_init(sq_work_pool_opts_t *opts)
+{
+    sq_work_pool_opts_init_sized(opts, sizeof(*opts));
+}
 
 /* Creates a limiter on `loop`: at most opts->max_in_flight of its jobs run at once, the
  * others wait in FIFO order on the loop. opts is copied; NULL means defaults. The pool
  * holds no thread of its own and does not keep the loop alive while idle.
- * Returns 0, UV_EINVAL (max_in_flight 0) or UV_ENOMEM. */
+ * Returns 0, UV_EINVAL (max_in_flight 0, or opts->size 0: opts never initialised),
+ * UV_ENOTSUP (opts from a newer header setting a field this library lacks) or
+ * UV_ENOMEM. */
 SQ_EXTERN int sq_work_pool_create(sq_work_pool_t **pool, uv_loop_t *loop,
                                   const sq_work_pool_opts_t *opts);
 
-/* As sq_work_submit, through the pool. Returns 0, UV_EAGAIN (the FIFO is full),
- * SQ_ECLOSED (the pool is being destroyed) or UV_ENOMEM; on an error nothing will run. */
+/* As sq_work_submit, through the pool. Returns 0, UV_EINVAL (work or done NULL),
+ * SQ_ECLOSED (the pool is being destroyed), UV_EAGAIN (the FIFO is full) or UV_ENOMEM; on
+ * an error nothing will run. */
 SQ_EXTERN int sq_work_pool_submit(sq_work_t **out, sq_work_pool_t *pool, sq_work_fn work,
                                   sq_work_done_cb done, void *data);
 
+/* The pool is destroyed: runs once, on the loop thread, from the loop's close phase after
+ * the last done callback — never from inside sq_work_pool_destroy. pool is freed when it
+ * returns. */
 typedef void (*sq_work_pool_close_cb)(sq_work_pool_t *pool, void *data);
 
 /* Cancels every job of the pool (waiting ones never run, running ones are discarded: each
@@ -103,7 +121,10 @@ typedef void (*sq_work_pool_close_cb)(sq_work_pool_t *pool, void *data);
 SQ_EXTERN int sq_work_pool_destroy(sq_work_pool_t *pool, sq_work_pool_close_cb cb,
                                    void *data);
 
+/* A work pool's counters. Grows by squall's rule (common.h): `size` first, set by
+ * sq_work_pool_stats to the bytes filled. */
 typedef struct sq_work_pool_stats {
+    size_t size;          /* bytes filled: set by sq_work_pool_stats */
     unsigned in_flight;   /* jobs handed to libuv and not yet done */
     unsigned peak_in_flight;
     size_t queued;        /* jobs waiting in the FIFO */
@@ -113,7 +134,14 @@ typedef struct sq_work_pool_stats {
     uint64_t rejected;    /* refused with UV_EAGAIN */
 } sq_work_pool_stats_t;
 
-SQ_EXTERN void sq_work_pool_stats(const sq_work_pool_t *pool, sq_work_pool_stats_t *out);
+/* What sq_work_pool_stats calls: fills the `size` bytes of out. Call sq_work_pool_stats. */
+SQ_EXTERN void sq_work_pool_stats_sized(const sq_work_pool_t *pool, sq_work_pool_stats_t *out,
+                                        size_t size);
+/* Copies the pool's counters into *out (a snapshot; out->size is set). */
+static inline void sq_work_pool_stats(const sq_work_pool_t *pool, sq_work_pool_stats_t *out)
+{
+    sq_work_pool_stats_sized(pool, out, sizeof(*out));
+}
 
 /* ---- libuv's pool size (process-wide) ---- */
 

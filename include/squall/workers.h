@@ -10,7 +10,9 @@
 #include "common.h"
 #include "server.h"
 
-/* Builds worker `index`'s server on `loop` (on that worker's thread) and stores it in *srv.
+/* Builds worker `index`'s server on `loop` (on that worker's thread, before its loop runs:
+ * called from inside sq_workers_run, but on that thread, not the caller's) and stores it
+ * in *srv.
  * Returns 0 or a negative code, which stops every worker and is returned by
  * sq_workers_run. On failure it leaves no server behind: it calls
  * sq_server_destroy(srv, 0, NULL, NULL) on one it made and returns, without running the
@@ -19,8 +21,8 @@
 typedef int (*sq_worker_setup_cb)(uv_loop_t *loop, unsigned index, void *data,
                                   sq_server_t **srv);
 
-/* Called on the worker's thread after its server closed, before its loop is closed; may
- * be NULL. Frees what setup made besides the server. */
+/* Called on the worker's thread after its server closed (or its setup failed), before its
+ * loop is closed; may be NULL. Frees what setup made besides the server. */
 typedef void (*sq_worker_teardown_cb)(uv_loop_t *loop, unsigned index, void *data);
 
 /* Runs `nworkers` workers until SIGINT or SIGTERM, then destroys each server with

@@ -8,8 +8,15 @@
  *     sq_app_websocket(app, "/ws/echo", &echo, NULL, NULL);
  *
  * A WebSocket is valid from .open until .close returns; squall frees it then. All calls are
- * for the loop thread. Outgoing bytes are copied before a send returns (except with
- * sq_ws_send_frame, which shares one prepared frame among many connections).
+ * for the loop thread (the thread running the loop of the server, or of sq_ws_connect,
+ * the WebSocket belongs to), and every callback of sq_ws_handler_t runs there, from the
+ * loop — never from inside the squall call that caused it, with the one exception said
+ * at sq_ws_close (a client cancelled while connecting). Outgoing bytes are copied before
+ * a send returns (except with sq_ws_send_frame, which shares one prepared frame among
+ * many connections of one loop).
+ *
+ * Pointers handed to a callback (`msg`, `payload`, `reason`, the upgrade request) are
+ * borrowed: valid until the callback returns; copy what you keep.
  */
 #ifndef SQUALL_WS_H
 #define SQUALL_WS_H
@@ -48,6 +55,8 @@ typedef enum {
  * is off. A connection taken over from HTTP leaves the server's own timeouts (header,
  * body, idle), so these deadlines are the only ones a WebSocket has. */
 typedef struct sq_ws_opts {
+    size_t size; /* sizeof the caller's struct: set by sq_ws_opts_init (common.h, "Structs
+                    that grow": fields missing from an older header take their defaults) */
     /* A received message (all its fragments) past this closes with 1009 (RFC 6455 §10.4).
      * 16 MiB; 0: no limit. */
     size_t max_message_bytes;
@@ -87,18 +96,34 @@ typedef struct sq_ws_opts {
  * adds up to 14 bytes. Larger messages go in fragments (sq_ws_send_fragment). */
 #define SQ_WS_MAX_SEND_BYTES ((size_t)UINT32_MAX - 14)
 
-SQ_EXTERN void sq_ws_opts_init(sq_ws_opts_t *opts);
+/* What sq_ws_opts_init calls: fills the `size` bytes of opts with the defaults and sets
+ * opts->size. Call sq_ws_opts_init. */
+SQ_EXTERN void sq_ws_opts_init_sized(sq_ws_opts_t *opts, size_t size);
+/* Fills opts with the defaults above and sets opts->size. */
+static inline void sq_ws_opts_init(sq_ws_opts_t *opts)
+{
+    sq_ws_opts_init_sized(opts, sizeof(*opts));
+}
 
 /* Handshake decision for a server route, called before the upgrade with the request (its
- * Origin, path params, query...). Return 0 to accept, or an HTTP status (e.g. 403) to
- * refuse. `*subprotocol` holds squall's choice (the first of opts.subprotocols the client
+ * Origin, path params, query...; borrowed, valid during the call). Return 0 to accept, or
+ * an HTTP status 400-599 (e.g. 403) to refuse (any other value refuses with 403).
+ * `*subprotocol` holds squall's choice (the first of opts.subprotocols the client
  * offered, or NULL); the hook may change it to one of the client's offers (a string that
- * lives as long as the route). */
+ * lives as long as the route). Runs on the server's loop thread, while the upgrade
+ * request is dispatched, as a handler does. */
 typedef int (*sq_ws_accept_cb)(sq_req_t *req, const char **subprotocol, void *data);
 
+/* A WebSocket handler table, usually a `static const` one. It grows by squall's rule
+ * (common.h, "Structs that grow"): sq_app_websocket and sq_ws_connect pass its size and
+ * squall copies it, so a table from an older header leaves the callbacks it lacks unset.
+ * Every callback runs on the WebSocket's loop thread, from the loop (see the top of this
+ * header), and gets the `data` given to sq_app_websocket or sq_ws_connect. */
 typedef struct sq_ws_handler {
     /* The connection is open. Server side: `req` is the upgrade request, valid only during
-     * this call (path params, query, headers). Client side: req is NULL. */
+     * this call (path params, query, headers). Client side: req is NULL. Runs when the
+     * handshake completes: server side while the upgrade request is dispatched; client
+     * side when the server's answer has been read. */
     void (*open)(sq_ws_t *ws, sq_req_t *req, void *data);
     /* A whole message (fragments reassembled; text checked to be UTF-8). `msg` is valid
      * during the call only. Never called once this side's close frame is queued (after
@@ -113,35 +138,62 @@ typedef struct sq_ws_handler {
      * "pong timeout", "send stalled"), and on the client side when connecting failed
      * (then `reason` says why and .open was never called). `reason` is the peer's, or,
      * when the code is squall's own, why squall closed ("idle timeout", "message too
-     * big", ...). ws is freed after this returns. */
+     * big", ...); valid during the call. ws is freed after this returns. Runs once for
+     * every WebSocket, from the loop, except for a client still connecting that
+     * sq_ws_close cancels: then it runs inside that call. */
     void (*close)(sq_ws_t *ws, int code, const char *reason, void *data);
-    /* A pong arrived (optional). */
+    /* A pong arrived (optional). `payload` is valid during the call. */
     void (*pong)(sq_ws_t *ws, const char *payload, size_t len, void *data);
     /* Queued outgoing bytes fell back below half of max_queued_bytes after having been
-     * above it (optional): a producer that paused may go on. */
+     * above it (optional): a producer that paused may go on. Runs when a write completes,
+     * from the loop, never inside a send. */
     void (*drain)(sq_ws_t *ws, void *data);
     /* Server: accept or refuse the handshake (optional; default accepts). */
     sq_ws_accept_cb accept;
 } sq_ws_handler_t;
 
+/* What sq_app_websocket calls, with sizeof the caller's handler table. Call
+ * sq_app_websocket. */
+SQ_EXTERN int sq_app_websocket_sized(sq_app_t *app, const char *pattern,
+                                     const sq_ws_handler_t *handler, size_t handler_size,
+                                     const sq_ws_opts_t *opts, void *data);
 /* Binds a WebSocket handler to a path pattern (same patterns as sq_app_route): a GET with
  * a valid RFC 6455 §4.2.1 handshake is upgraded; a GET without one gets 426 (no upgrade
  * tokens, or a missing or wrong Sec-WebSocket-Version; the response names version 13) or
  * 400 (bad or repeated key, HTTP/1.0). Connection, Upgrade and Sec-WebSocket-Protocol
  * may be split over several header lines (RFC 9110 §5.3). Only a GET is upgraded (RFC
  * 6455 §4.1): a HEAD with the upgrade headers gets 400, other methods the router's 405.
- * `handler` is borrowed (usually a static const struct); `opts` is copied (NULL:
- * defaults). Returns 0, SQ_EPATTERN or UV_ENOMEM. */
-SQ_EXTERN int sq_app_websocket(sq_app_t *app, const char *pattern, const sq_ws_handler_t *handler,
-                               const sq_ws_opts_t *opts, void *data);
+ * `handler` and `opts` are copied (opts NULL: defaults), but not opts->subprotocols: the
+ * array and its strings are borrowed and must live as long as the app; `data` is borrowed
+ * and handed to every callback of the route's connections.
+ * Returns 0; UV_EINVAL when app, pattern or handler is NULL or opts->size is 0 (opts
+ * never initialised); SQ_EPATTERN for a malformed pattern (as sq_app_route); UV_ENOTSUP
+ * for a handler table or options from a newer header that set something this library
+ * lacks; or UV_ENOMEM. On an error the app is as it was. */
+static inline int sq_app_websocket(sq_app_t *app, const char *pattern,
+                                   const sq_ws_handler_t *handler, const sq_ws_opts_t *opts,
+                                   void *data)
+{
+    return sq_app_websocket_sized(app, pattern, handler, sizeof(*handler), opts, data);
+}
 
-/* Sends a text (binary = 0) or binary message; copied. Returns 0; UV_EINVAL for text
- * that is not UTF-8; UV_ENOTCONN before a client connection is open; SQ_ECLOSED once a
- * close was queued or received; UV_ENOBUFS when max_queued_bytes would be passed (the
- * overflow policy applied: the message is dropped, and with the close policies the
- * connection is closing); SQ_EBUSY while a fragmented message is being sent; UV_EMSGSIZE
- * for more than SQ_WS_MAX_SEND_BYTES (4 GiB - 15) in one frame, before a byte of `msg`
- * is read (send it in fragments); UV_ENOMEM. */
+/* Sends a text (binary = 0) or binary message; copied. Returns
+ *   0              queued;
+ *   UV_EMSGSIZE    more than SQ_WS_MAX_SEND_BYTES (4 GiB - 15) in one frame, refused
+ *                  before a byte of `msg` is read (send it in fragments);
+ *   SQ_EBUSY       a fragmented message is being sent (sq_ws_send_fragment);
+ *   UV_EINVAL      text that is not UTF-8;
+ *   SQ_ECLOSED     a close was queued, sent or received, or the connection is gone;
+ *   UV_ENOTCONN    a client connection not open yet;
+ *   UV_ENOBUFS     max_queued_bytes would be passed: the overflow policy applied (the
+ *                  message is dropped, and with the close policies the connection is
+ *                  closing);
+ *   UV_ECANCELED   the connection is closing underneath (the peer or the server went);
+ *   UV_ENOMEM;
+ *   client side only: UV_EIO (no random bytes for the mask), or libuv's error from
+ *                  writing to the socket (UV_EPIPE, UV_ECONNRESET, ...).
+ * On an error nothing of the message is queued, except that a server connection out of
+ * memory may have queued part of it (its connection is then failing). */
 SQ_EXTERN int sq_ws_send(sq_ws_t *ws, int binary, const void *msg, size_t len);
 SQ_EXTERN int sq_ws_send_text(sq_ws_t *ws, const char *msg, size_t len);
 SQ_EXTERN int sq_ws_send_binary(sq_ws_t *ws, const void *msg, size_t len);
@@ -149,24 +201,30 @@ SQ_EXTERN int sq_ws_send_binary(sq_ws_t *ws, const void *msg, size_t len);
  * sets the message's type (later fragments must repeat it); `fin` = 1 ends the message.
  * Text may split a UTF-8 character across fragments, but must end on a boundary. Until the
  * last fragment, sq_ws_send and sq_ws_send_frame return SQ_EBUSY (pings and close may go
- * between fragments). Returns as sq_ws_send; on an error nothing was sent and the message
- * stays open (a fragment refused with UV_ENOBUFS may be sent again after .drain). */
+ * between fragments). Returns as sq_ws_send but never SQ_EBUSY, and UV_EINVAL also for a
+ * later fragment whose `binary` differs from the first's; on an error nothing was sent
+ * and the message stays open (a fragment refused with UV_ENOBUFS may be sent again after
+ * .drain). */
 SQ_EXTERN int sq_ws_send_fragment(sq_ws_t *ws, int binary, const void *data, size_t len,
                                   int fin);
-/* Sends a ping with up to 125 bytes of payload. Returns 0, UV_EINVAL past 125 bytes,
- * UV_ENOTCONN before open, or SQ_ECLOSED. */
+/* Sends a ping with up to 125 bytes of payload (copied). Returns 0, UV_EINVAL past 125
+ * bytes, SQ_ECLOSED once a close was queued or sent, or UV_ENOTCONN before a client
+ * connection is open. */
 SQ_EXTERN int sq_ws_ping(sq_ws_t *ws, const void *payload, size_t len);
 /* Starts the close handshake (RFC 6455 §7.1.2). `code` must be one a peer may receive
- * (1000-1003, 1007-1014, 3000-4999; RFC 6455 §7.4). `reason` (may be NULL) is cut to 123
- * bytes. .close runs once the peer answers, or after close_timeout_ms; meanwhile data
- * messages from the peer are dropped (no more .message). On a client still
- * connecting it cancels: .close gets 1006 "cancelled". Returns 0, UV_EINVAL for a code
- * that must not be sent, or SQ_ECLOSED when already closing. */
+ * (1000-1003, 1007-1014, 3000-4999; RFC 6455 §7.4). `reason` (may be NULL) is copied, cut
+ * to 123 bytes. .close runs once the peer answers, or after close_timeout_ms, from the
+ * loop; meanwhile data messages from the peer are dropped (no more .message). On a
+ * client still connecting it cancels, and — the one callback squall runs inside the call
+ * that caused it — .close runs with 1006 "cancelled" before this returns; ws is freed
+ * after it. Returns 0, UV_EINVAL for a code that must not be sent, or SQ_ECLOSED when a
+ * close was already queued or sent, or the connection is gone. */
 SQ_EXTERN int sq_ws_close(sq_ws_t *ws, int code, const char *reason);
 
 /* Outgoing bytes queued on this connection and not yet taken by the kernel. */
 SQ_EXTERN size_t sq_ws_queued_bytes(const sq_ws_t *ws);
-/* The subprotocol agreed in the handshake, or NULL. */
+/* The subprotocol agreed in the handshake, or NULL: one of the strings of
+ * opts.subprotocols (or the accept hook's), borrowed from the caller. */
 SQ_EXTERN const char *sq_ws_subprotocol(const sq_ws_t *ws);
 SQ_EXTERN void sq_ws_set_data(sq_ws_t *ws, void *data);
 SQ_EXTERN void *sq_ws_data(const sq_ws_t *ws);
@@ -180,22 +238,52 @@ SQ_EXTERN int sq_ws_error(const sq_ws_t *ws);
 SQ_EXTERN int sq_ws_is_client(const sq_ws_t *ws);
 
 /* Broadcast: a message framed once and shared by every server-side connection it is sent
- * to (reference-counted, zero-copy). */
+ * to (reference-counted, zero-copy).
+ *
+ * A frame belongs to one loop. Its reference count is not atomic: once created, it is
+ * sent to connections of one loop only and released on that loop's thread (each send
+ * holds a reference until its write completes, on that loop). To broadcast to
+ * connections of several loops (sq_workers_run), make one frame per loop, on its thread.
+ */
 typedef struct sq_ws_frame_s sq_ws_frame_t;
 
-/* Frames `msg` (copied). Returns 0 (the caller holds one reference), UV_EINVAL for text
- * that is not UTF-8, UV_EMSGSIZE for more than SQ_WS_MAX_SEND_BYTES (refused before a byte
- * is read), or UV_ENOMEM; on an error *frame is NULL. */
+/* Frames `msg` (copied) as one text (binary = 0) or binary message. Returns
+ *   0            *frame is the frame, and the caller holds its one reference
+ *                (sq_ws_frame_release drops it);
+ *   UV_EMSGSIZE  more than SQ_WS_MAX_SEND_BYTES, refused before a byte is read;
+ *   UV_EINVAL    text that is not UTF-8;
+ *   UV_ENOMEM.
+ * On an error *frame is NULL. Any thread; the frame then belongs to the loop it is first
+ * sent on. */
 SQ_EXTERN int sq_ws_frame_create(sq_ws_frame_t **frame, int binary, const void *msg, size_t len);
+/* Drops the caller's reference (NULL: nothing); the frame is freed once no send still
+ * holds one. On the frame's loop thread. */
 SQ_EXTERN void sq_ws_frame_release(sq_ws_frame_t *frame);
-/* Sends a prepared frame (takes its own reference). A client-side connection (which must
- * mask) copies it instead. Same returns as sq_ws_send. */
+/* Sends a prepared frame, on the frame's loop: a server connection takes a reference of
+ * its own until the write completes (the caller keeps its reference); a client
+ * connection (which must mask) copies the bytes instead. The message is never checked
+ * again (sq_ws_frame_create did). Returns
+ *   0              queued;
+ *   SQ_EBUSY       a fragmented message is being sent (sq_ws_send_fragment);
+ *   SQ_ECLOSED     a close was queued, sent or received, or the connection is gone;
+ *   UV_ENOTCONN    a client connection not open yet;
+ *   UV_ENOBUFS     max_queued_bytes would be passed: the overflow policy applied, as
+ *                  for sq_ws_send;
+ *   UV_ECANCELED   the connection is closing underneath;
+ *   UV_ENOMEM;
+ *   client side only: UV_EIO, or libuv's error from writing, as for sq_ws_send.
+ * On an error the connection holds no reference to the frame. */
 SQ_EXTERN int sq_ws_send_frame(sq_ws_t *ws, sq_ws_frame_t *frame);
-/* Frames `msg` once and sends it to each of `n` connections. Returns how many took it: 0
- * when it cannot be framed (as sq_ws_frame_create refuses it). */
+/* Frames `msg` once and sends it to each of `n` connections (all of one loop, on its
+ * thread). Returns how many took it (sq_ws_send_frame returned 0): 0 when it cannot be
+ * framed (as sq_ws_frame_create refuses it) or n is 0. */
 SQ_EXTERN size_t sq_ws_broadcast(sq_ws_t *const *ws, size_t n, int binary, const void *msg,
                                  size_t len);
 
+/* What sq_ws_connect calls, with sizeof the caller's handler table. Call sq_ws_connect. */
+SQ_EXTERN int sq_ws_connect_sized(uv_loop_t *loop, const char *url,
+                                  const sq_ws_handler_t *handler, size_t handler_size,
+                                  void *data, const sq_ws_opts_t *opts, sq_ws_t **out);
 /* Client: connects to a ws:// URL ("ws://host:port/path?query"): DNS, TCP, the client
  * handshake with a random key (the server's Accept is checked), then frames are masked.
  * `handler` and `data` as for the server; `opts` copied (NULL: defaults), and with it the
@@ -219,10 +307,20 @@ SQ_EXTERN size_t sq_ws_broadcast(sq_ws_t *const *ws, size_t n, int binary, const
  * naming one of the offers, and no Sec-WebSocket-Extensions (none is offered). A header
  * name or value over 8 KiB is refused.
  *
- * Returns 0; UV_EINVAL for a bad URL or a bad offer (no callback then);
- * UV_EPROTONOSUPPORT for a well-formed wss:// URL (TLS is not in this build yet); or
- * UV_ENOMEM. */
-SQ_EXTERN int sq_ws_connect(uv_loop_t *loop, const char *url, const sq_ws_handler_t *handler,
-                            void *data, const sq_ws_opts_t *opts, sq_ws_t **out);
+ * `url` is copied. .open, and every other callback, runs later, on `loop`'s thread, from
+ * the loop — even when the name does not resolve — except .close for a connection that
+ * sq_ws_close cancels while connecting (see there).
+ *
+ * Returns 0; UV_EINVAL for a NULL loop, url or handler, opts->size 0 (opts never
+ * initialised), a bad URL or a bad offer; UV_EPROTONOSUPPORT for a well-formed wss:// URL
+ * (TLS is not in this build yet); UV_ENOTSUP for a handler table or options from a newer
+ * header that set something this library lacks; or UV_ENOMEM. On an error no callback
+ * runs and *out is not set. */
+static inline int sq_ws_connect(uv_loop_t *loop, const char *url,
+                                const sq_ws_handler_t *handler, void *data,
+                                const sq_ws_opts_t *opts, sq_ws_t **out)
+{
+    return sq_ws_connect_sized(loop, url, handler, sizeof(*handler), data, opts, out);
+}
 
 #endif

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include "async/async_int.h"
+#include "core/abi.h"
 
 /* ---- histogram: exact below 16, then 8 sub-buckets per power of two (12.5%) ---- */
 
@@ -73,13 +74,22 @@ struct sq_watchdog_s {
     void *close_data;
 };
 
-void sq_watchdog_opts_init(sq_watchdog_opts_t *opts)
+static void watchdog_opts_defaults(sq_watchdog_opts_t *o)
 {
-    opts->slow_ms = 100;
-    opts->probe_ms = 20;
-    opts->log = 1;
-    opts->on_slow = NULL;
-    opts->data = NULL;
+    memset(o, 0, sizeof(*o));
+    o->size = sizeof(*o);
+    o->slow_ms = 100;
+    o->probe_ms = 20;
+    o->log = 1;
+    o->on_slow = NULL;
+    o->data = NULL;
+}
+
+void sq_watchdog_opts_init_sized(sq_watchdog_opts_t *opts, size_t size)
+{
+    sq_watchdog_opts_t d;
+    watchdog_opts_defaults(&d);
+    SQ__OPTS_INIT(opts, size, &d);
 }
 
 static void report(sq_watchdog_t *wd, const char *name, const char *last, uint64_t us)
@@ -113,17 +123,19 @@ static void probe_cb(uv_timer_t *t)
 
 int sq_watchdog_create(sq_watchdog_t **out, uv_loop_t *loop, const sq_watchdog_opts_t *opts)
 {
+    sq_watchdog_opts_t o;
+    watchdog_opts_defaults(&o);
+    if (opts != NULL) {
+        int rc = SQ__OPTS_IN(&o, opts); /* only what the caller's header has */
+        if (rc != 0)
+            return rc;
+    }
+    if (o.probe_ms == 0)
+        return UV_EINVAL;
     sq_watchdog_t *wd = calloc(1, sizeof(*wd));
     if (wd == NULL)
         return UV_ENOMEM;
-    if (opts)
-        wd->opts = *opts;
-    else
-        sq_watchdog_opts_init(&wd->opts);
-    if (wd->opts.probe_ms == 0) {
-        free(wd);
-        return UV_EINVAL;
-    }
+    wd->opts = o;
     wd->loop = loop;
     uv_timer_init(loop, &wd->probe);
     uv_unref((uv_handle_t *)&wd->probe); /* watching never keeps the loop alive */
@@ -179,40 +191,56 @@ int sq_watchdog_destroy(sq_watchdog_t *wd, sq_watchdog_close_cb cb, void *data)
     return 0;
 }
 
-void sq_watchdog_span_begin(sq_watchdog_t *wd, sq_watchdog_span_t *span, const char *name)
+/* Spans are on the hot path (every handler call under a server's watchdog): a span of
+ * this library's size is written and read in place; only one from another header goes
+ * through the copies of the growth rule. */
+void sq_watchdog_span_begin_sized(sq_watchdog_t *wd, sq_watchdog_span_t *span, size_t size,
+                                  const char *name)
 {
-    span->name = name;
-    span->start_ns = wd ? uv_hrtime() : 0;
+    sq_watchdog_span_t s = {.size = sizeof(s), .start_ns = wd ? uv_hrtime() : 0, .name = name};
+    if (SQ__LIKELY(size == sizeof(s)))
+        *span = s;
+    else
+        sq__abi_out(span, size, &s, sizeof(s));
 }
 
 uint64_t sq_watchdog_span_end(sq_watchdog_t *wd, sq_watchdog_span_t *span)
 {
     if (wd == NULL)
         return 0;
+    sq_watchdog_span_t s = {.size = sizeof(s), .start_ns = 0, .name = NULL};
+    if (SQ__LIKELY(span->size == sizeof(s)))
+        s = *span;
+    else if (span->size >= sizeof(size_t)) /* set by begin: a size this library wrote */
+        memcpy(&s, span, span->size < sizeof(s) ? span->size : sizeof(s));
     uint64_t now = uv_hrtime();
-    uint64_t us = (now - span->start_ns) / 1000u;
+    uint64_t us = (now - s.start_ns) / 1000u;
     if (us >= wd->span.max || wd->slowest == NULL)
-        wd->slowest = span->name;
+        wd->slowest = s.name;
     sq__hist_add(&wd->span, us);
-    wd->last_span = span->name;
+    wd->last_span = s.name;
     if (us > wd->opts.slow_ms * 1000u) {
         wd->slow_spans++;
         wd->last_slow_report_ns = now;
-        report(wd, span->name, NULL, us);
+        report(wd, s.name, NULL, us);
     }
     return us;
 }
 
-void sq_watchdog_stats(const sq_watchdog_t *wd, sq_watchdog_stats_t *out)
+void sq_watchdog_stats_sized(const sq_watchdog_t *wd, sq_watchdog_stats_t *out, size_t size)
 {
-    out->samples = wd->lag.count;
-    out->lag_max_us = wd->lag.max;
-    out->lag_mean_us = wd->lag.count ? wd->lag.sum / wd->lag.count : 0;
-    out->lag_p99_us = sq__hist_quantile(&wd->lag, 0.99);
-    out->stalls = wd->stalls;
-    out->spans = wd->span.count;
-    out->slow_spans = wd->slow_spans;
-    out->span_max_us = wd->span.max;
-    out->span_p99_us = sq__hist_quantile(&wd->span, 0.99);
-    out->slowest_span = wd->slowest;
+    sq_watchdog_stats_t st;
+    memset(&st, 0, sizeof(st));
+    st.size = sizeof(st);
+    st.samples = wd->lag.count;
+    st.lag_max_us = wd->lag.max;
+    st.lag_mean_us = wd->lag.count ? wd->lag.sum / wd->lag.count : 0;
+    st.lag_p99_us = sq__hist_quantile(&wd->lag, 0.99);
+    st.stalls = wd->stalls;
+    st.spans = wd->span.count;
+    st.slow_spans = wd->slow_spans;
+    st.span_max_us = wd->span.max;
+    st.span_p99_us = sq__hist_quantile(&wd->span, 0.99);
+    st.slowest_span = wd->slowest;
+    SQ__STATS_OUT(out, size, &st); /* only what the caller's header has room for */
 }

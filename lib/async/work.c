@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "async/async_int.h"
+#include "core/abi.h"
 
 #define SQ__THREADPOOL_DEFAULT 4
 #define SQ__THREADPOOL_MAX 1024 /* libuv >= 1.30 */
@@ -154,11 +155,20 @@ int sq_work_threadpool_set_size(unsigned n)
     return 0;
 }
 
-void sq_work_pool_opts_init(sq_work_pool_opts_t *opts)
+static void pool_opts_defaults(sq_work_pool_opts_t *o)
 {
+    memset(o, 0, sizeof(*o));
+    o->size = sizeof(*o);
     unsigned n = sq_work_threadpool_size();
-    opts->max_in_flight = n > 1 ? n - 1 : 1;
-    opts->max_queued = 4096;
+    o->max_in_flight = n > 1 ? n - 1 : 1;
+    o->max_queued = 4096;
+}
+
+void sq_work_pool_opts_init_sized(sq_work_pool_opts_t *opts, size_t size)
+{
+    sq_work_pool_opts_t d;
+    pool_opts_defaults(&d);
+    SQ__OPTS_INIT(opts, size, &d);
 }
 
 /* Delivers the done callbacks of jobs cancelled before they reached libuv. Only those
@@ -223,17 +233,19 @@ static void pool_dispatch(sq_work_pool_t *pool)
 
 int sq_work_pool_create(sq_work_pool_t **out, uv_loop_t *loop, const sq_work_pool_opts_t *opts)
 {
+    sq_work_pool_opts_t o;
+    pool_opts_defaults(&o);
+    if (opts != NULL) {
+        int rc = SQ__OPTS_IN(&o, opts); /* only what the caller's header has */
+        if (rc != 0)
+            return rc;
+    }
+    if (o.max_in_flight == 0)
+        return UV_EINVAL;
     sq_work_pool_t *pool = calloc(1, sizeof(*pool));
     if (pool == NULL)
         return UV_ENOMEM;
-    if (opts)
-        pool->opts = *opts;
-    else
-        sq_work_pool_opts_init(&pool->opts);
-    if (pool->opts.max_in_flight == 0) {
-        free(pool);
-        return UV_EINVAL;
-    }
+    pool->opts = o;
     pool->loop = loop;
     sq__list_init(&pool->fifo);
     sq__list_init(&pool->active);
@@ -283,7 +295,10 @@ int sq_work_pool_destroy(sq_work_pool_t *pool, sq_work_pool_close_cb cb, void *d
     return 0;
 }
 
-void sq_work_pool_stats(const sq_work_pool_t *pool, sq_work_pool_stats_t *out)
+void sq_work_pool_stats_sized(const sq_work_pool_t *pool, sq_work_pool_stats_t *out,
+                              size_t size)
 {
-    *out = pool->stats;
+    sq_work_pool_stats_t st = pool->stats;
+    st.size = sizeof(st);
+    SQ__STATS_OUT(out, size, &st); /* only what the caller's header has room for */
 }

@@ -2,6 +2,7 @@
  * (lib/server/server.c) with HTTP/1 as every connection's first protocol. */
 #include <stdlib.h>
 
+#include "core/abi.h"
 #include "http/h1_int.h"
 #include "server/server_int.h"
 
@@ -12,9 +13,10 @@ static void server_free(sq_server_t *srv)
     sq__buf_free(&srv->scratch);
 }
 
-void sq_server_opts_init(sq_server_opts_t *o)
+static void server_opts_defaults(sq_server_opts_t *o)
 {
     memset(o, 0, sizeof(*o));
+    o->size = sizeof(*o);
     o->max_header_bytes = 16 * 1024;
     o->max_headers = 100;
     o->max_uri_bytes = 8 * 1024;
@@ -29,20 +31,31 @@ void sq_server_opts_init(sq_server_opts_t *o)
     o->server_name = "squall";
 }
 
+void sq_server_opts_init_sized(sq_server_opts_t *opts, size_t size)
+{
+    sq_server_opts_t d;
+    server_opts_defaults(&d);
+    SQ__OPTS_INIT(opts, size, &d);
+}
+
 int sq_server_create(sq_server_t **out, uv_loop_t *loop, sq_app_t *app,
                      const sq_server_opts_t *opts)
 {
     if (out == NULL || loop == NULL || app == NULL)
         return UV_EINVAL;
+    sq_server_opts_t o;
+    server_opts_defaults(&o);
+    if (opts != NULL) {
+        int rc = SQ__OPTS_IN(&o, opts); /* only what the caller's header has */
+        if (rc != 0)
+            return rc;
+    }
     sq_server_t *srv = calloc(1, sizeof(*srv));
     if (srv == NULL)
         return UV_ENOMEM;
     srv->loop = loop;
     srv->app = app;
-    if (opts != NULL)
-        srv->opts = *opts;
-    else
-        sq_server_opts_init(&srv->opts);
+    srv->opts = o;
     if (srv->opts.max_pipeline_bytes == 0)
         srv->opts.max_pipeline_bytes = 64 * 1024;
     if (srv->opts.server_name != NULL) {

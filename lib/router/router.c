@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
+#include "core/abi.h"
 #include "internal.h"
 
 typedef enum { SEG_LIT, SEG_STR, SEG_INT, SEG_PATH } seg_kind_t;
@@ -22,7 +23,8 @@ struct sq__route {
     char *name;             /* the pattern as given, for logs and the watchdog */
     seg_t *segs;
     unsigned nsegs;
-    const sq_handler_t *handler;
+    const sq_handler_t *handler; /* &table */
+    sq_handler_t table;     /* a copy: the caller's may be of an older, smaller header */
     void *data;
     void (*free_data)(void *data); /* routes that own their data (WebSocket routes) */
     unsigned methods;       /* ALLOW_* bits of the methods the handler serves */
@@ -139,9 +141,17 @@ static int parse_pattern(sq__route_t *r)
     return 0;
 }
 
-int sq_app_route(sq_app_t *app, const char *pattern, const sq_handler_t *handler, void *data)
+int sq_app_route_sized(sq_app_t *app, const char *pattern, const sq_handler_t *handler,
+                       size_t handler_size, void *data)
 {
-    return sq__app_route_owned(app, pattern, handler, data, NULL);
+    if (handler == NULL)
+        return UV_EINVAL;
+    sq_handler_t h;
+    memset(&h, 0, sizeof(h)); /* callbacks an older header lacks are unset */
+    int rc = sq__abi_table_in(&h, sizeof(h), handler, handler_size);
+    if (rc != 0)
+        return rc;
+    return sq__app_route_owned(app, pattern, &h, data, NULL);
 }
 
 int sq__app_route_owned(sq_app_t *app, const char *pattern, const sq_handler_t *handler,
@@ -159,7 +169,8 @@ int sq__app_route_owned(sq_app_t *app, const char *pattern, const sq_handler_t *
     r->name = strdup(pattern);
     if (r->pattern == NULL || r->name == NULL)
         goto fail_pattern;
-    r->handler = handler;
+    r->table = *handler;
+    r->handler = &r->table;
     r->data = data;
     rc = parse_pattern(r);
     if (rc != 0)

@@ -6,6 +6,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "core/abi.h"
 #include "server/server_int.h"
 
 /* The transport's part of a new server: registries, timeout lists, the read buffer, the
@@ -249,9 +250,11 @@ uv_loop_t *sq_server_loop(const sq_server_t *srv)
     return srv->loop;
 }
 
-void sq_server_stats(const sq_server_t *srv, sq_server_stats_t *out)
+void sq_server_stats_sized(const sq_server_t *srv, sq_server_stats_t *out, size_t size)
 {
-    *out = srv->stats;
+    sq_server_stats_t st = srv->stats;
+    st.size = sizeof(st);
+    SQ__STATS_OUT(out, size, &st); /* only what the caller's header has room for */
 }
 
 static void free_server(sq_server_t *srv)

@@ -8,11 +8,13 @@
 #include <openssl/rand.h>
 #include <stdlib.h>
 
+#include "core/abi.h"
 #include "ws/ws_int.h"
 
-void sq_ws_opts_init(sq_ws_opts_t *o)
+void sq__ws_opts_defaults(sq_ws_opts_t *o)
 {
     memset(o, 0, sizeof(*o));
+    o->size = sizeof(*o);
     o->max_message_bytes = 16u * 1024 * 1024;
     o->max_queued_bytes = 4u * 1024 * 1024;
     o->overflow = SQ_WS_OVERFLOW_CLOSE;
@@ -24,6 +26,25 @@ void sq_ws_opts_init(sq_ws_opts_t *o)
     o->handshake_timeout_ms = 10000;
     o->idle_timeout_ms = 60000;
     o->message_timeout_ms = 60000;
+}
+
+void sq_ws_opts_init_sized(sq_ws_opts_t *opts, size_t size)
+{
+    sq_ws_opts_t d;
+    sq__ws_opts_defaults(&d);
+    SQ__OPTS_INIT(opts, size, &d);
+}
+
+int sq__ws_opts_in(sq_ws_opts_t *o, const sq_ws_opts_t *opts)
+{
+    sq__ws_opts_defaults(o);
+    return opts != NULL ? SQ__OPTS_IN(o, opts) : 0;
+}
+
+int sq__ws_handler_in(sq_ws_handler_t *h, const sq_ws_handler_t *handler, size_t size)
+{
+    memset(h, 0, sizeof(*h)); /* callbacks an older header lacks are unset */
+    return sq__abi_table_in(h, sizeof(*h), handler, size);
 }
 
 /* Runs a user callback under the server's watchdog, named by the route (asyncio's debug
@@ -335,10 +356,7 @@ int sq__ws_create(sq_ws_t **out, uv_loop_t *loop, bool client, const sq_ws_handl
     ws->loop = loop;
     ws->h = h;
     ws->data = data;
-    if (opts != NULL)
-        ws->opts = *opts;
-    else
-        sq_ws_opts_init(&ws->opts);
+    ws->opts = *opts;
     ws->io = io;
     ws->transport = transport;
     ws->close_code = SQ_WS_ABNORMAL;

@@ -14,6 +14,7 @@ enum { WSC_RESOLVING, WSC_CONNECTING, WSC_HANDSHAKE, WSC_OPEN, WSC_CLOSED };
 typedef struct wsc {
     uv_loop_t *loop;
     sq_ws_t *ws;
+    sq_ws_handler_t h;       /* a copy: the caller's may be of an older, smaller header */
     uv_getaddrinfo_t gai;
     struct addrinfo *addrs, *next_addr;
     uv_connect_t connect;
@@ -668,21 +669,28 @@ static int parse_url(wsc_t *c, const char *url)
     return c->hostport && c->path ? 0 : UV_ENOMEM;
 }
 
-int sq_ws_connect(uv_loop_t *loop, const char *url, const sq_ws_handler_t *handler, void *data,
-                  const sq_ws_opts_t *opts, sq_ws_t **out)
+int sq_ws_connect_sized(uv_loop_t *loop, const char *url, const sq_ws_handler_t *handler,
+                        size_t handler_size, void *data, const sq_ws_opts_t *opts,
+                        sq_ws_t **out)
 {
     if (loop == NULL || url == NULL || handler == NULL)
         return UV_EINVAL;
+    sq_ws_opts_t o; /* only what the caller's header has; defaults for the rest */
+    int rc = sq__ws_opts_in(&o, opts);
+    if (rc != 0)
+        return rc;
     wsc_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return UV_ENOMEM;
     c->loop = loop;
-    int rc = parse_url(c, url);
+    rc = sq__ws_handler_in(&c->h, handler, handler_size);
     if (rc == 0)
-        rc = copy_offers(c, opts != NULL ? opts->subprotocols : NULL);
+        rc = parse_url(c, url);
+    if (rc == 0)
+        rc = copy_offers(c, o.subprotocols);
     if (rc != 0)
         goto fail_args;
-    rc = sq__ws_create(&c->ws, loop, true, handler, data, opts, &client_io, c);
+    rc = sq__ws_create(&c->ws, loop, true, &c->h, data, &o, &client_io, c);
     if (rc != 0)
         goto fail_args;
     /* the copy is what counts: the caller's array may go once this returns */

@@ -118,6 +118,15 @@ struct sq_ws_s {
     const char *name;      /* the route pattern, for the watchdog */
 };
 
+/* Options and handler tables from the caller, whose header decided their size
+ * (common.h, "Structs that grow"): each fills the library's full struct, defaults for
+ * what the caller's lacks. opts may be NULL (defaults). Return 0, UV_EINVAL (opts->size
+ * is 0) or UV_ENOTSUP (a newer header's field is set). */
+SQ__HIDDEN void sq__ws_opts_defaults(sq_ws_opts_t *o);
+SQ__HIDDEN int sq__ws_opts_in(sq_ws_opts_t *o, const sq_ws_opts_t *opts);
+SQ__HIDDEN int sq__ws_handler_in(sq_ws_handler_t *h, const sq_ws_handler_t *handler,
+                                 size_t size);
+/* `h` is borrowed until .close returns; `opts` (full, see above) is copied. */
 SQ__HIDDEN int sq__ws_create(sq_ws_t **out, uv_loop_t *loop, bool client,
                              const sq_ws_handler_t *h, void *data, const sq_ws_opts_t *opts,
                              const sq__ws_io_t *io, void *transport);

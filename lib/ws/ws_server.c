@@ -7,7 +7,7 @@
 #include "ws/ws_int.h"
 
 typedef struct ws_route {
-    const sq_ws_handler_t *h;
+    sq_ws_handler_t h;   /* a copy: the caller's may be of an older, smaller header */
     sq_ws_opts_t opts;
     void *data;
 } ws_route_t;
@@ -165,8 +165,8 @@ static void ws_get(sq_req_t *req, sq_res_t *res, void *data)
         return;
     }
     const char *sub = pick_subprotocol(r, req);
-    if (r->h->accept != NULL) {
-        int status = r->h->accept(req, &sub, r->data);
+    if (r->h.accept != NULL) {
+        int status = r->h.accept(req, &sub, r->data);
         if (status != 0) {
             refuse(res, status >= 400 && status <= 599 ? status : 403, "WebSocket refused");
             return;
@@ -177,7 +177,7 @@ static void ws_get(sq_req_t *req, sq_res_t *res, void *data)
     sq__conn_t *c = req->conn;
     sq_ws_t *ws;
     if (c == NULL ||
-        sq__ws_create(&ws, sq_req_loop(req), false, r->h, r->data, &r->opts, &server_io, c)) {
+        sq__ws_create(&ws, sq_req_loop(req), false, &r->h, r->data, &r->opts, &server_io, c)) {
         refuse(res, 500, "Internal Server Error");
         return;
     }
@@ -203,19 +203,21 @@ static void ws_get(sq_req_t *req, sq_res_t *res, void *data)
 
 static const sq_handler_t ws_route_handler = {.get = ws_get};
 
-int sq_app_websocket(sq_app_t *app, const char *pattern, const sq_ws_handler_t *handler,
-                     const sq_ws_opts_t *opts, void *data)
+int sq_app_websocket_sized(sq_app_t *app, const char *pattern, const sq_ws_handler_t *handler,
+                           size_t handler_size, const sq_ws_opts_t *opts, void *data)
 {
     if (app == NULL || handler == NULL)
         return UV_EINVAL;
     ws_route_t *r = calloc(1, sizeof(*r));
     if (r == NULL)
         return UV_ENOMEM;
-    r->h = handler;
+    int rc = sq__ws_handler_in(&r->h, handler, handler_size);
+    if (rc == 0)
+        rc = sq__ws_opts_in(&r->opts, opts);
+    if (rc != 0) {
+        free(r);
+        return rc;
+    }
     r->data = data;
-    if (opts != NULL)
-        r->opts = *opts;
-    else
-        sq_ws_opts_init(&r->opts);
     return sq__app_route_owned(app, pattern, &ws_route_handler, r, free);
 }
