@@ -1107,15 +1107,8 @@ static uint64_t refusal_count(const sq_server_stats_t *st, int status)
     }
 }
 
-/* Checks one fact about the row; on failure marks the test failed, naming the row, and
- * leaves the row (the next one still runs). */
-#define ROW_CHECK(cond, fmt, ...)                                                                  \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            cr_expect_fail("[%s] " fmt, row->name, ##__VA_ARGS__);                                 \
-            goto out;                                                                              \
-        }                                                                                          \
-    } while (0)
+/* TH_ROW_CHECK for the row at hand */
+#define ROW_CHECK(cond, fmt, ...) TH_ROW_CHECK(row->name, cond, fmt, ##__VA_ARGS__)
 
 /* Reads one answer on c and checks its status and body; on failure marks the test failed,
  * naming the row and `what`, and returns false. */

@@ -135,6 +135,19 @@ void th_conn_close(th_conn_t *c);
 /* Closes with a reset (SO_LINGER 0) instead of a FIN. */
 void th_conn_abort(th_conn_t *c);
 
+/* ---- table tests ---- */
+
+/* Checks one fact about a row of a table test (`name` names the row): on failure marks the
+ * test failed with the row's name and message and jumps to the label `out`, the row's
+ * clean-up, so that the next row still runs. On the test's thread only. */
+#define TH_ROW_CHECK(name, cond, fmt, ...)                                                         \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            cr_expect_fail("[%s] " fmt, (name), ##__VA_ARGS__);                                    \
+            goto out;                                                                              \
+        }                                                                                          \
+    } while (0)
+
 /* ---- one-shot helpers ---- */
 
 /* Opens a connection, sends `raw`, reads one response into r and closes. Returns as
