@@ -1921,8 +1921,8 @@ Test(ws, keepalive_closes_a_connection_whose_peer_does_not_answer_pings, .timeou
     cr_assert_eq(sq_app_websocket(app, "/echo", &raw_echo, &o, &st), 0);
     th_server_t *ts = th_server_start(app, NULL);
     th_conn_t c;
+    uint64_t t0 = th_now_ms(); /* before the upgrade: the keepalive starts with it */
     raw_upgrade(&c, th_server_port(ts));
-    uint64_t t0 = th_now_ms();
     int pings = 0;
     rframe_t f;
     int rc;
