@@ -127,7 +127,8 @@ Test(blocking, hello_sleep_blocking_holds_the_loop_and_the_watchdog_names_it, .t
     cr_assert_str_eq(r.body, "{\"slept_ms\":" SLEEP_MS_S "}");
     th_res_free(&r);
     th_conn_close(&c);
-    char *err = th_hello_wait_stderr(&h, "slow callback /sleep-blocking blocked the loop for", 5000);
+    char *err =
+        th_hello_wait_stderr(&h, "slow callback /sleep-blocking blocked the loop for", 5000);
     cr_assert_not_null(strstr(err, "slow callback /sleep-blocking blocked the loop for"),
                        "hello's stderr:\n%s", err);
     free(err);
@@ -180,8 +181,8 @@ static int64_t ms_of(const char *s)
     return s ? strtoll(s, NULL, 10) : 0;
 }
 
-static atomic_int pool_sleeping;               /* pool sleeps begun */
-static _Atomic uint64_t loop_sleep_began;      /* th_now_ms() when the loop sleep began */
+static atomic_int pool_sleeping;          /* pool sleeps begun */
+static _Atomic uint64_t loop_sleep_began; /* th_now_ms() when the loop sleep began */
 
 static void pool_sleep(const sq_breq_t *req, sq_bres_t *res, void *data)
 {
