@@ -1597,7 +1597,7 @@ static uint8_t *spec_payload(const frame_spec_t *f, size_t *len)
     size_t head = f->close ? 2 + (f->reason ? strlen(f->reason) : 0) : 0;
     size_t n = f->fill > 0 ? (f->fill > head ? f->fill : head) : head + f->len;
     uint8_t *p = malloc(n + 1);
-    cr_assert_not_null(p);
+    cr_assert_not_null(p, "out of memory");
     if (f->close)
         close_payload(p, f->code, f->reason);
     if (f->fill > 0)
@@ -1618,7 +1618,7 @@ static void run_ws_row(raw_env_t *r, const ws_row_t *row)
     size_t n = 0, msg_len = 0;
     if (row->raw != NULL) {
         bytes = malloc(row->raw_len);
-        cr_assert_not_null(bytes);
+        cr_assert_not_null(bytes, "[%s] out of memory", row->name);
         memcpy(bytes, row->raw, row->raw_len);
         n = row->raw_len;
     }
@@ -1628,7 +1628,7 @@ static void run_ws_row(raw_env_t *r, const ws_row_t *row)
         uint8_t *p = spec_payload(f, &pl);
         uint8_t *b = realloc(bytes, n + pl + 14);
         uint8_t *m = realloc(msg, msg_len + pl + 1);
-        cr_assert(b != NULL && m != NULL);
+        cr_assert(b != NULL && m != NULL, "[%s] out of memory", row->name);
         bytes = b;
         msg = m;
         n += frame_build(bytes + n, f->b0, !f->unmasked, p, pl);
@@ -1640,11 +1640,12 @@ static void run_ws_row(raw_env_t *r, const ws_row_t *row)
     int closes0 = atomic_load(&r->st.closes), messages0 = atomic_load(&r->st.messages);
     th_conn_t c = {.fd = -1};
     rframe_t f = {0};
+    raw_case = row->name; /* raw_upgrade's messages name the row */
     raw_upgrade(&c, r->port);
     size_t first = n - row->split;
     if (row->split > 0) {
         uint8_t *w = malloc(first + 32);
-        cr_assert_not_null(w);
+        cr_assert_not_null(w, "[%s] out of memory", row->name);
         size_t wl = frame_build(w, FIN | OP_PING, true, "sync", 4);
         memcpy(w + wl, bytes, first);
         int rc = th_conn_send(&c, w, wl + first);
@@ -1700,6 +1701,7 @@ Test(ws, every_row_of_the_close_code_table, .timeout = 60)
     for (size_t i = 0; i < sizeof(ws_rows) / sizeof(ws_rows[0]); i++)
         run_ws_row(&r, &ws_rows[i]);
     /* and the server still serves */
+    raw_case = "after the table";
     th_conn_t c;
     raw_upgrade(&c, r.port);
     frame_send(&c, FIN | OP_TEXT, true, "still here", 10);
