@@ -3,129 +3,17 @@
  * request view and the response builder, a client that leaves, a full pool, shutdown with a
  * job in flight, HEAD and 405. Against build/bin/hello where the contract is hello's (the
  * /sleep routes), in-process otherwise. */
-#include <fcntl.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <criterion/criterion.h>
 #include <jansson.h>
 
 #include "support/harness.h"
-
-/* ---- build/bin/hello as a child process, its stderr kept in a file ---- */
-
-typedef struct hello {
-    pid_t pid;
-    int port;
-    char errpath[64]; /* hello's stderr */
-} hello_t;
-
-static const char *bin_dir(void)
-{
-    const char *d = getenv("SQUALL_BIN");
-    return d && *d ? d : "build/bin";
-}
-
-/* Starts hello on a free port with up to two extra arguments and waits for its "serving on"
- * line. Retries when another process took the port in between. */
-static hello_t hello_start(const char *arg1, const char *arg2)
-{
-    char path[512];
-    snprintf(path, sizeof(path), "%s/hello", bin_dir());
-    cr_assert_eq(access(path, X_OK), 0, "%s: not built (set SQUALL_BIN)", path);
-    for (int attempt = 0; attempt < 5; attempt++) {
-        hello_t h = {.port = th_free_port()};
-        snprintf(h.errpath, sizeof(h.errpath), "/tmp/squall-blocking-XXXXXX");
-        int errfd = mkstemp(h.errpath);
-        cr_assert_geq(errfd, 0);
-        int out[2];
-        cr_assert_eq(pipe2(out, O_CLOEXEC), 0);
-        char port[16];
-        snprintf(port, sizeof(port), "%d", h.port);
-        h.pid = fork();
-        cr_assert_geq(h.pid, 0);
-        if (h.pid == 0) {
-            prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failed test must not leave it running */
-            dup2(out[1], STDOUT_FILENO);
-            dup2(errfd, STDERR_FILENO);
-            char opt_port[] = "--port";
-            char *argv[6] = {path, opt_port, port, (char *)arg1, arg1 ? (char *)arg2 : NULL, NULL};
-            execv(path, argv);
-            _exit(127);
-        }
-        close(errfd);
-        close(out[1]);
-        char line[256] = "";
-        size_t n = 0;
-        uint64_t end = th_now_ms() + 5000;
-        while (n < sizeof(line) - 1 && strchr(line, '\n') == NULL && th_now_ms() < end) {
-            ssize_t r = read(out[0], line + n, sizeof(line) - 1 - n);
-            if (r <= 0)
-                break;
-            n += (size_t)r;
-            line[n] = '\0';
-        }
-        close(out[0]);
-        if (strstr(line, "serving on") != NULL)
-            return h;
-        kill(h.pid, SIGKILL);
-        waitpid(h.pid, NULL, 0);
-        unlink(h.errpath);
-    }
-    cr_assert_fail("hello did not start");
-    return (hello_t){0};
-}
-
-/* SIGTERM: hello shuts down gracefully and exits 0. */
-static void hello_stop(hello_t *h)
-{
-    cr_assert_eq(kill(h->pid, SIGTERM), 0);
-    int status = 0;
-    uint64_t end = th_now_ms() + 8000;
-    pid_t w;
-    while ((w = waitpid(h->pid, &status, WNOHANG)) == 0 && th_now_ms() < end)
-        th_sleep_ms(10);
-    if (w == 0) {
-        kill(h->pid, SIGKILL);
-        waitpid(h->pid, &status, 0);
-        cr_assert_fail("hello did not exit within 8 s of SIGTERM");
-    }
-    unlink(h->errpath);
-    cr_assert(WIFEXITED(status), "hello died of signal %d", WTERMSIG(status));
-    cr_assert_eq(WEXITSTATUS(status), 0);
-}
-
-/* hello's stderr so far (malloc'd, NUL-terminated). */
-static char *hello_stderr(const hello_t *h)
-{
-    FILE *f = fopen(h->errpath, "r");
-    cr_assert_not_null(f);
-    char *s = calloc(1, 65536);
-    cr_assert_not_null(s);
-    size_t n = fread(s, 1, 65535, f);
-    s[n] = '\0';
-    fclose(f);
-    return s;
-}
-
-/* Waits up to timeout_ms for `needle` in hello's stderr. Returns the text (malloc'd). */
-static char *hello_wait_stderr(const hello_t *h, const char *needle, int timeout_ms)
-{
-    uint64_t end = th_now_ms() + (uint64_t)timeout_ms;
-    for (;;) {
-        char *s = hello_stderr(h);
-        if (strstr(s, needle) != NULL || th_now_ms() >= end)
-            return s;
-        free(s);
-        th_sleep_ms(10);
-    }
-}
+#include "support/hello.h"
 
 /* ---- small client helpers ---- */
 
@@ -152,8 +40,9 @@ static void send_all(th_conn_t *c, int n, int port, const char *target)
     }
 }
 
-/* Sends GET /plaintext on a new connection; returns how long the answer took (ms). */
-static uint64_t plaintext_latency(int port)
+/* Sends GET /plaintext on a new connection; returns how long the answer took (ms), and
+ * when it came (th_now_ms) in *answered_at when not NULL. */
+static uint64_t plaintext_latency_at(int port, uint64_t *answered_at)
 {
     th_conn_t c;
     cr_assert_eq(th_conn_open(&c, port), 0);
@@ -161,68 +50,94 @@ static uint64_t plaintext_latency(int port)
     cr_assert_eq(th_conn_sends(&c, "GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n"), 0);
     th_res_t r;
     cr_assert_eq(th_conn_read_res(&c, &r, 5000, false), 0);
-    uint64_t took = th_now_ms() - t0;
+    uint64_t now = th_now_ms();
     cr_assert_eq(r.status, 200);
     cr_assert_str_eq(r.body, "Hello, world");
     th_res_free(&r);
     th_conn_close(&c);
-    return took;
+    if (answered_at != NULL)
+        *answered_at = now;
+    return now - t0;
 }
+
+static uint64_t plaintext_latency(int port)
+{
+    return plaintext_latency_at(port, NULL);
+}
+
+/* How long each sleep of these tests lasts. What they check is a contrast: an answer not
+ * held behind a pool sleep comes long before SLEEP_MS / 2, even on a loaded machine; one
+ * held behind a loop sleep comes no earlier than the sleep's end, and eight sleeps run
+ * one after another would take 8 * SLEEP_MS. */
+#define SLEEP_MS 600
+#define SLEEP_MS_S "600"
 
 /* ---- hello: /sleep on the pool, /sleep-blocking on the loop ---- */
 
 Test(blocking, hello_sleep_runs_on_the_pool_and_plaintext_stays_prompt, .timeout = 30)
 {
-    hello_t h = hello_start("--threadpool", "9"); /* 8 blocking jobs in flight at once */
+    /* 8 blocking jobs in flight at once */
+    th_hello_t h = th_hello_start_logged("--threadpool", "9", NULL);
     th_conn_t c[8];
     uint64_t t0 = th_now_ms();
-    send_all(c, 8, h.port, "/sleep?ms=300");
-    th_sleep_ms(50); /* the eight are sleeping now */
+    send_all(c, 8, h.port, "/sleep?ms=" SLEEP_MS_S);
+    /* a head start for the eight (hello shows no sign of a job starting): the checks below
+     * hold whether or not they have all begun, they only test less if not */
+    th_sleep_ms(100);
     uint64_t lat = plaintext_latency(h.port);
-    cr_assert_lt(lat, 100, "/plaintext took %llu ms behind 8 pool sleeps", (unsigned long long)lat);
+    cr_assert_lt(lat, SLEEP_MS / 2, "/plaintext took %llu ms behind 8 pool sleeps of %d ms",
+                 (unsigned long long)lat, SLEEP_MS);
     for (int i = 0; i < 8; i++) {
         th_res_t r;
-        cr_assert_eq(th_conn_read_res(&c[i], &r, 5000, false), 0);
+        cr_assert_eq(th_conn_read_res(&c[i], &r, 10000, false), 0);
         cr_assert_eq(r.status, 200);
-        cr_assert_str_eq(r.body, "{\"slept_ms\":300}");
+        cr_assert_str_eq(r.body, "{\"slept_ms\":" SLEEP_MS_S "}");
         cr_assert_str_eq(th_res_header(&r, "Content-Type"), "application/json");
         th_res_free(&r);
         th_conn_close(&c[i]);
     }
     uint64_t total = th_now_ms() - t0;
-    cr_assert_geq(total, 290);
-    cr_assert_lt(total, 8 * 300 / 2, "8 x /sleep?ms=300 took %llu ms", (unsigned long long)total);
-    char *err = hello_stderr(&h);
-    cr_assert_null(strstr(err, "slow callback"), "the pool's sleeps were blamed:\n%s", err);
+    cr_assert_geq(total, SLEEP_MS - 10);
+    cr_assert_lt(total, 5 * SLEEP_MS, "8 x /sleep?ms=%d took %llu ms (one after another: %d)",
+                 SLEEP_MS, (unsigned long long)total, 8 * SLEEP_MS);
+    /* the pool's route is never blamed ("/sleep-blocking" would read "/sleep-") */
+    char *err = th_hello_stderr(&h);
+    cr_assert_null(strstr(err, "slow callback /sleep "), "the pool's sleeps were blamed:\n%s", err);
     free(err);
-    hello_stop(&h);
+    th_hello_stop(&h);
 }
 
 Test(blocking, hello_sleep_blocking_holds_the_loop_and_the_watchdog_names_it, .timeout = 30)
 {
-    hello_t h = hello_start(NULL, NULL); /* --slow-callback-ms defaults to 100 */
+    th_hello_t h = th_hello_start_logged(NULL); /* --slow-callback-ms defaults to 100 */
     th_conn_t c;
-    send_all(&c, 1, h.port, "/sleep-blocking?ms=300");
-    th_sleep_ms(50);
-    uint64_t lat = plaintext_latency(h.port);
-    cr_assert_geq(lat, 150, "/plaintext took only %llu ms behind a loop sleep",
-                  (unsigned long long)lat);
+    uint64_t t0 = th_now_ms();
+    send_all(&c, 1, h.port, "/sleep-blocking?ms=" SLEEP_MS_S);
+    /* a head start for hello to read the request and begin sleeping (it shows no sign of
+     * it): /plaintext, asked after, must then wait for the sleep's end */
+    th_sleep_ms(150);
+    uint64_t answered;
+    plaintext_latency_at(h.port, &answered);
+    cr_assert_geq(answered - t0, SLEEP_MS - 10,
+                  "/plaintext answered %llu ms after a loop sleep of %d ms began",
+                  (unsigned long long)(answered - t0), SLEEP_MS);
     th_res_t r;
     cr_assert_eq(th_conn_read_res(&c, &r, 5000, false), 0);
     cr_assert_eq(r.status, 200);
-    cr_assert_str_eq(r.body, "{\"slept_ms\":300}");
+    cr_assert_str_eq(r.body, "{\"slept_ms\":" SLEEP_MS_S "}");
     th_res_free(&r);
     th_conn_close(&c);
-    char *err = hello_wait_stderr(&h, "slow callback /sleep-blocking blocked the loop for", 2000);
+    char *err =
+        th_hello_wait_stderr(&h, "slow callback /sleep-blocking blocked the loop for", 5000);
     cr_assert_not_null(strstr(err, "slow callback /sleep-blocking blocked the loop for"),
                        "hello's stderr:\n%s", err);
     free(err);
-    hello_stop(&h);
+    th_hello_stop(&h);
 }
 
 Test(blocking, hello_sleep_validation_answers_422_with_fastapi_details, .timeout = 30)
 {
-    hello_t h = hello_start(NULL, NULL);
+    th_hello_t h = th_hello_start(NULL);
     static const struct {
         const char *target, *body;
     } cases[] = {
@@ -256,7 +171,7 @@ Test(blocking, hello_sleep_validation_answers_422_with_fastapi_details, .timeout
     }
     get_ok(h.port, "/sleep?ms=0", 200, "{\"slept_ms\":0}");
     get_ok(h.port, "/sleep-blocking?ms=abc", 422, NULL);
-    hello_stop(&h);
+    th_hello_stop(&h);
 }
 
 /* ---- in-process: the same two kinds of sleep, and the watchdog's counters ---- */
@@ -266,9 +181,13 @@ static int64_t ms_of(const char *s)
     return s ? strtoll(s, NULL, 10) : 0;
 }
 
+static atomic_int pool_sleeping;          /* pool sleeps begun */
+static _Atomic uint64_t loop_sleep_began; /* th_now_ms() when the loop sleep began */
+
 static void pool_sleep(const sq_breq_t *req, sq_bres_t *res, void *data)
 {
     int64_t ms = ms_of(sq_breq_query(req, "ms"));
+    atomic_fetch_add(&pool_sleeping, 1);
     usleep((useconds_t)ms * 1000);
     sq_bres_send_json_new(res, 200, json_pack("{s:I}", "slept_ms", (json_int_t)ms));
 }
@@ -277,6 +196,7 @@ static const sq_handler_t pool_sleeper = {.blocking.get = pool_sleep};
 static void loop_sleep(sq_req_t *req, sq_res_t *res, void *data)
 {
     int64_t ms = ms_of(sq_req_query(req, "ms"));
+    atomic_store(&loop_sleep_began, th_now_ms());
     usleep((useconds_t)ms * 1000);
     sq_res_send_json_new(res, 200, json_pack("{s:I}", "slept_ms", (json_int_t)ms));
 }
@@ -288,11 +208,27 @@ static void plaintext_get(sq_req_t *req, sq_res_t *res, void *data)
 }
 static const sq_handler_t plaintext = {.get = plaintext_get};
 
+/* The server's watchdog counters, copied on the loop thread (asserted on the test's). */
+typedef struct wd_probe {
+    bool found;
+    sq_watchdog_stats_t st;
+} wd_probe_t;
+
 static void copy_wd_stats(sq_server_t *srv, void *data)
 {
+    wd_probe_t *p = data;
     sq_watchdog_t *wd = sq_server_watchdog(srv);
-    cr_assert_not_null(wd);
-    sq_watchdog_stats(wd, data);
+    p->found = wd != NULL;
+    if (wd != NULL)
+        sq_watchdog_stats(wd, &p->st);
+}
+
+static sq_watchdog_stats_t wd_stats(th_server_t *ts)
+{
+    wd_probe_t p = {0};
+    th_server_call(ts, copy_wd_stats, &p);
+    cr_assert(p.found, "the server has no watchdog");
+    return p.st;
 }
 
 Test(blocking, pool_sleeps_run_in_parallel_and_only_a_loop_sleep_is_a_slow_span, .timeout = 30)
@@ -305,46 +241,56 @@ Test(blocking, pool_sleeps_run_in_parallel_and_only_a_loop_sleep_is_a_slow_span,
     cr_assert_eq(sq_app_route(app, "/plaintext", &plaintext, NULL), 0);
     sq_server_opts_t o;
     sq_server_opts_init(&o);
-    o.slow_callback_ms = 100;
+    /* far below the loop sleep, far above what a loaded machine adds to a quick callback */
+    o.slow_callback_ms = SLEEP_MS / 3;
     sq_log_set_level(SQ_LOG_OFF); /* the counters are checked, not the log */
     th_server_t *ts = th_server_start(app, &o);
     int port = th_server_port(ts);
 
     th_conn_t c[8];
     uint64_t t0 = th_now_ms();
-    send_all(c, 8, port, "/sleep?ms=300");
-    th_sleep_ms(50);
+    send_all(c, 8, port, "/sleep?ms=" SLEEP_MS_S);
+    cr_assert_eq(th_wait_atomic(&pool_sleeping, 8, 5000), 8, "the eight pool sleeps began");
     uint64_t lat = plaintext_latency(port);
-    cr_assert_lt(lat, 100, "/plaintext took %llu ms", (unsigned long long)lat);
+    cr_assert_lt(lat, SLEEP_MS / 2, "/plaintext took %llu ms behind 8 pool sleeps of %d ms",
+                 (unsigned long long)lat, SLEEP_MS);
     for (int i = 0; i < 8; i++) {
         th_res_t r;
-        cr_assert_eq(th_conn_read_res(&c[i], &r, 5000, false), 0);
+        cr_assert_eq(th_conn_read_res(&c[i], &r, 10000, false), 0);
         cr_assert_eq(r.status, 200);
-        cr_assert_str_eq(r.body, "{\"slept_ms\":300}");
+        cr_assert_str_eq(r.body, "{\"slept_ms\":" SLEEP_MS_S "}");
         th_res_free(&r);
         th_conn_close(&c[i]);
     }
     uint64_t total = th_now_ms() - t0;
-    cr_assert_lt(total, 8 * 300 / 2, "took %llu ms", (unsigned long long)total);
-    sq_watchdog_stats_t st;
-    th_server_call(ts, copy_wd_stats, &st);
-    cr_assert_eq(st.slow_spans, 0, "a pool sleep was blamed on the loop");
+    cr_assert_lt(total, 5 * SLEEP_MS, "8 x /sleep?ms=%d took %llu ms (one after another: %d)",
+                 SLEEP_MS, (unsigned long long)total, 8 * SLEEP_MS);
+    sq_watchdog_stats_t st = wd_stats(ts);
+    cr_assert_eq(st.slow_spans, 0, "a pool sleep was blamed on the loop (%s)",
+                 st.slowest_span ? st.slowest_span : "?");
 
-    send_all(c, 1, port, "/sleep-blocking?ms=300");
-    th_sleep_ms(50);
-    lat = plaintext_latency(port);
-    cr_assert_geq(lat, 150, "/plaintext took only %llu ms", (unsigned long long)lat);
+    send_all(c, 1, port, "/sleep-blocking?ms=" SLEEP_MS_S);
+    uint64_t end = th_now_ms() + 5000;
+    while (atomic_load(&loop_sleep_began) == 0 && th_now_ms() < end)
+        th_sleep_ms(2);
+    uint64_t began = atomic_load(&loop_sleep_began);
+    cr_assert_neq(began, 0, "the loop sleep began");
+    uint64_t answered;
+    plaintext_latency_at(port, &answered);
+    cr_assert_geq(answered - began, SLEEP_MS - 10,
+                  "/plaintext answered %llu ms after a loop sleep of %d ms began",
+                  (unsigned long long)(answered - began), SLEEP_MS);
     th_res_t r;
     cr_assert_eq(th_conn_read_res(&c[0], &r, 5000, false), 0);
-    cr_assert_str_eq(r.body, "{\"slept_ms\":300}");
+    cr_assert_str_eq(r.body, "{\"slept_ms\":" SLEEP_MS_S "}");
     th_res_free(&r);
     th_conn_close(&c[0]);
-    th_server_call(ts, copy_wd_stats, &st);
+    st = wd_stats(ts);
     cr_assert_eq(st.slow_spans, 1);
     cr_assert_not_null(st.slowest_span);
     cr_assert_str_eq(st.slowest_span, "/sleep-blocking");
-    cr_assert_geq(st.span_max_us, 290000);
-    cr_assert_geq(st.lag_max_us, 150000, "the lag probe saw %llu us",
+    cr_assert_geq(st.span_max_us, (SLEEP_MS - 10) * 1000u);
+    cr_assert_geq(st.lag_max_us, SLEEP_MS / 2 * 1000u, "the lag probe saw %llu us",
                   (unsigned long long)st.lag_max_us);
     th_server_stop(ts, 1000);
     sq_app_destroy(app);
@@ -661,6 +607,9 @@ static atomic_int second_started;
 static void second_job(const sq_breq_t *req, sq_bres_t *res, void *data)
 {
     atomic_fetch_add(&second_started, 1);
+    /* a window in which the first job's done callback runs while this job runs (it shows
+     * no sign of running); should a loaded machine miss it, the test checks less, never
+     * wrongly */
     th_sleep_ms(200);
     sq_bres_send(res, 200, "text/plain", "second", 6);
 }
@@ -680,13 +629,13 @@ Test(blocking, a_client_that_leaves_cancels_the_job_and_aborted_runs_once, .time
     th_conn_abort(&c); /* gone: a FIN alone is a half-close, and the job would be answered */
     cr_assert_eq(th_wait_atomic(&job_returned, 1, 3000), 1, "the job never saw the cancel");
     cr_assert_eq(atomic_load(&job_saw_cancel), 1);
-    th_sleep_ms(50); /* the done callback: finishing for a client that left is a no-op */
     cr_assert_lt(plaintext_latency(port), 1000); /* the server goes on */
+    /* counted at the server's close, after the job's done callback has surely run: its
+     * 503 for a client that left was a no-op, and reached nobody */
     sq_server_stats_t st;
-    th_server_stats(ts, &st);
+    th_server_stop_stats(ts, 1000, &st);
     cr_assert_eq(st.aborted, 1);
-    cr_assert_eq(st.responses_5xx, 0); /* the cancelled job's 503 reached nobody */
-    th_server_stop(ts, 1000);
+    cr_assert_eq(st.responses_5xx, 0, "the cancelled job's 503 was counted as sent");
     cr_assert_eq(atomic_load(&aborted_calls), 1);
     cr_assert_eq(atomic_load(&aborted_saw_aborted), 1);
     cr_assert_eq(atomic_load(&job_started), 1);
@@ -739,6 +688,9 @@ typedef struct own {
     uint64_t grace_ms;
     int port;
     atomic_int server_closed, pool_closed;
+    atomic_int destroying;      /* sq_server_destroy has been called (own_stop) */
+    atomic_int destroy_rc;      /* ...and returned this */
+    atomic_int pool_destroy_rc; /* sq_work_pool_destroy's, in the server's close callback */
     _Atomic uint64_t closed_at; /* th_now_ms() in the server's close callback */
     int loop_rc;
 } own_t;
@@ -758,14 +710,16 @@ static void own_server_closed(sq_server_t *srv, void *data)
     atomic_fetch_add(&o->server_closed, 1);
     if (o->pool != NULL) { /* it must outlive the server: destroyed after it */
         sq_work_pool_stats(o->pool, &o->final);
-        cr_assert_eq(sq_work_pool_destroy(o->pool, own_pool_closed, o), 0);
+        atomic_store(&o->pool_destroy_rc, sq_work_pool_destroy(o->pool, own_pool_closed, o));
     }
 }
 
+/* On the loop thread: what goes wrong is recorded, and checked by own_join. */
 static void own_on_stop(uv_async_t *a)
 {
     own_t *o = a->data;
-    cr_assert_eq(sq_server_destroy(o->srv, o->grace_ms, own_server_closed, o), 0);
+    atomic_store(&o->destroy_rc, sq_server_destroy(o->srv, o->grace_ms, own_server_closed, o));
+    atomic_store(&o->destroying, 1);
     uv_close((uv_handle_t *)a, NULL);
 }
 
@@ -810,7 +764,14 @@ static void own_stop(own_t *o, uint64_t grace_ms)
  * pool's counters at the server's close. Frees o; returns when the close callback ran. */
 static uint64_t own_join(own_t *o, sq_work_pool_stats_t *final)
 {
+    cr_assert_eq(th_wait_atomic(&o->destroying, 1, 5000), 1, "own_stop was not called");
+    int rc = atomic_load(&o->destroy_rc);
+    cr_assert_eq(rc, 0, "sq_server_destroy: %s", sq_strerror(rc));
+    cr_assert_eq(th_wait_atomic(&o->server_closed, 1, (int)o->grace_ms + 5000), 1,
+                 "the server did not close within grace + 5 s");
     uv_thread_join(&o->thread);
+    rc = atomic_load(&o->pool_destroy_rc);
+    cr_assert_eq(rc, 0, "sq_work_pool_destroy: %s", sq_strerror(rc));
     uint64_t closed_at = atomic_load(&o->closed_at);
     if (final != NULL)
         *final = o->final;
@@ -906,11 +867,12 @@ Test(blocking, a_full_pool_answers_503_and_the_accepted_jobs_answer, .timeout = 
 /* ---- shutdown with a job in flight ---- */
 
 static atomic_int slow_started, slow_saw_cancel;
-static _Atomic uint64_t slow_returned_at;
+static _Atomic uint64_t slow_started_at, slow_returned_at;
 
 /* Sleeps `data` ms in small steps, stopping early when cancelled. */
 static void slow_polling(const sq_breq_t *req, sq_bres_t *res, void *data)
 {
+    atomic_store(&slow_started_at, th_now_ms());
     atomic_fetch_add(&slow_started, 1);
     uint64_t end = th_now_ms() + (uint64_t)(uintptr_t)data;
     while (!sq_breq_is_cancelled(req) && th_now_ms() < end)
@@ -961,8 +923,9 @@ Test(blocking, destroy_lets_a_job_finish_within_grace_and_sends_its_answer, .tim
      * is what must come first. The answer arrived whole, so it was written before the
      * connection closed, and the server closes after its last connection. */
     cr_assert_leq(atomic_load(&slow_returned_at), closed_at);
-    cr_assert_geq(answered - t0, 200, "answered after %llu ms",
-                  (unsigned long long)(answered - t0));
+    uint64_t started = atomic_load(&slow_started_at);
+    cr_assert_geq(answered - started, 290, "answered %llu ms after the 300 ms job began",
+                  (unsigned long long)(answered - started));
     cr_assert_lt(closed_at - t0, 2000, "shutdown waited for the whole grace period");
     own_join(o, NULL);
     cr_assert_eq(atomic_load(&slow_saw_cancel), 0);
@@ -997,15 +960,22 @@ Test(blocking, a_request_completed_during_grace_still_runs_its_job, .timeout = 1
     sq_app_t *app;
     cr_assert_eq(sq_app_create(&app), 0);
     cr_assert_eq(sq_app_route(app, "/slow", &slow_polling_h, (void *)(uintptr_t)50), 0);
+    cr_assert_eq(sq_app_route(app, "/plaintext", &plaintext, NULL), 0);
     own_t *o = own_start(app, NULL);
     th_conn_t c;
     cr_assert_eq(th_conn_open(&c, o->port), 0);
-    cr_assert_eq(th_conn_sends(&c, "GET /slow HTTP/1.1\r\nHost: t\r\n"), 0);
-    th_sleep_ms(50); /* the server has read the head's first lines */
-    own_stop(o, 3000);
-    th_sleep_ms(50);
-    cr_assert_eq(th_conn_sends(&c, "\r\n"), 0);
+    /* a request on the loop, and the head's first lines behind it in the same write: the
+     * answer to the first says the server has read them too */
+    cr_assert_eq(th_conn_sends(&c, "GET /plaintext HTTP/1.1\r\nHost: t\r\n\r\n"
+                                   "GET /slow HTTP/1.1\r\nHost: t\r\n"),
+                 0);
     th_res_t r;
+    cr_assert_eq(th_conn_read_res(&c, &r, 3000, false), 0);
+    cr_assert_str_eq(r.body, "Hello, world");
+    th_res_free(&r);
+    own_stop(o, 3000);
+    cr_assert_eq(th_wait_atomic(&o->destroying, 1, 5000), 1, "the destroy began");
+    cr_assert_eq(th_conn_sends(&c, "\r\n"), 0);
     cr_assert_eq(th_conn_read_res(&c, &r, 3000, false), 0);
     cr_assert_eq(r.status, 200, "%s", r.raw);
     cr_assert_str_eq(r.body, "finished");

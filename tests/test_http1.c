@@ -30,6 +30,7 @@ static atomic_int n_stream_done;
 static atomic_int inject_rc[4];
 static atomic_int lstream_rc[3]; /* sq_res_start, _write, _end from a timer */
 static atomic_int max_queued_kb; /* most response bytes queued when a handler ran */
+static _Atomic uint64_t late_started_at; /* th_now_ms() when /late last began */
 
 static void reset_counts(void)
 {
@@ -48,6 +49,7 @@ static void reset_counts(void)
     for (int i = 0; i < 3; i++)
         atomic_store(&lstream_rc[i], 1);
     atomic_store(&max_queued_kb, 0);
+    atomic_store(&late_started_at, 0);
 }
 
 static int query_int(sq_req_t *req, const char *name, int def)
@@ -117,6 +119,7 @@ static void late_fire(uv_timer_t *t)
 
 static void late_get(sq_req_t *req, sq_res_t *res, void *data)
 {
+    atomic_store(&late_started_at, th_now_ms());
     atomic_fetch_add(&n_handler, 1);
     late_t *l = calloc(1, sizeof(*l));
     uv_timer_init(sq_req_loop(req), &l->timer);
@@ -372,31 +375,6 @@ static void expect_healthy(int port)
     th_conn_close(&c);
 }
 
-/* Sends raw on a new connection, expects `status`, `Connection: close` and the connection
- * closed with nothing more on it, then a healthy request on a new connection. */
-static void expect_rejected(int port, const char *raw, size_t len, int status)
-{
-    th_conn_t c;
-    cr_assert_eq(th_conn_open(&c, port), 0);
-    cr_assert_eq(th_conn_send(&c, raw, len), 0);
-    th_res_t r;
-    int rc = th_conn_read_res(&c, &r, 5000, false);
-    cr_assert_eq(rc, 0, "reading the answer to %s: %s", raw, uv_err_name(rc));
-    cr_assert_eq(r.status, status, "want %d for\n%s\ngot:\n%s", status, raw, r.raw);
-    assert_header(&r, "Connection", "close");
-    assert_header(&r, "Content-Type", "application/json");
-    json_t *j = json_loads(r.body, 0, NULL);
-    cr_assert(json_is_string(json_object_get(j, "detail")), "not a JSON detail: %s", r.body);
-    json_decref(j);
-    th_res_free(&r);
-    rc = th_conn_wait_closed(&c, 5000);
-    cr_assert_eq(rc, 0, "connection not closed after %d (%s): left %.*s", status,
-                 uv_err_name(rc), (int)c.len, c.buf ? c.buf : "");
-    th_conn_close(&c);
-    expect_healthy(port);
-}
-#define EXPECT_REJECTED(port, lit, status) expect_rejected((port), (lit), sizeof(lit) - 1, (status))
-
 static th_server_t *start(sq_app_t *app, const sq_server_opts_t *opts)
 {
     return th_server_start(app, opts);
@@ -636,6 +614,8 @@ static void every_split_point(const char *req, size_t len)
     cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
     for (size_t k = 1; k < len; k++) {
         cr_assert_eq(th_conn_send(&c, req, k), 0);
+        /* a moment for the first part to be read on its own: the server shows no sign of
+         * it, and nothing here depends on it (two parts read at once are fine too) */
         th_sleep_ms(1);
         cr_assert_eq(th_conn_send(&c, req + k, len - k), 0);
         expect_echo(&c);
@@ -723,387 +703,546 @@ Test(http1, expect_100_continue_is_answered_before_the_body, .timeout = 10)
     stop(ts, app);
 }
 
-/* ---- limits: the right status, the connection closed, the server goes on ---- */
+/* ---- the bad-request table: malformed input, request-smuggling shapes, limits and
+ * deadlines ----
+ *
+ * One row per input, in the style of picohttpparser's and llhttp's tables: the bytes a
+ * client sends on a fresh connection, the status they must get and what must happen
+ * after. A refused request (`CLOSED`) gets its status with `Connection: close` and a JSON
+ * `detail`, the connection closed with nothing more on it, no handler run for it, one
+ * more in the counter its status belongs to (parse_errors for 400/501/505, limit_errors
+ * for 413/414/431, timeouts for 408), and the server goes on serving a new connection.
+ * An accepted one (`KEPT`) gets its answer, and the connection serves the next request.
+ * Every row runs even when one before it failed; each failure names its row. */
 
-static th_server_t *start_limited(sq_app_t *app)
+typedef enum {
+    PROFILE_DEFAULT,        /* sq_server_opts_init's */
+    PROFILE_LIMITS,         /* max_body_bytes 1024, max_uri_bytes 256, max_headers 10,
+                               max_header_bytes 2048 */
+    PROFILE_TRAILER_LIMIT,  /* max_header_bytes 1024 */
+    PROFILE_HEADER_TIMEOUT, /* header_timeout_ms 300; the body and idle ones 30 s */
+    PROFILE_BODY_TIMEOUT,   /* body_timeout_ms 300; the header and idle ones 30 s */
+} profile_t;
+
+typedef enum {
+    CLOSED, /* refused: answered with Connection: close, then closed */
+    KEPT,   /* accepted: answered, and the connection goes on */
+} after_t;
+
+typedef enum {
+    SEND_WHOLE,        /* one write */
+    SEND_BYTE_BY_BYTE, /* one byte per write, 300 us apart: the server sees many reads */
+} send_t;
+
+/* Bytes to send, appended to a growing buffer (for the rows too long to write out). */
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+} sbuf_t;
+
+typedef struct bad_request {
+    const char *name;
+    profile_t profile;
+    const char *in; /* the bytes (may hold NULs: len counts them) ... */
+    size_t len;
+    void (*build)(sbuf_t *b); /* ... or these */
+    send_t send;
+    const char *first; /* a good request sent in front: its answer's body comes first */
+    int status;
+    after_t after;
+    /* KEPT rows: the answer's body (or its length when body is NULL), and a header */
+    const char *body;
+    size_t body_len;
+    const char *header, *value;
+    /* deadline rows: the answer comes no earlier than this (and within DEADLINE_MAX_MS) */
+    uint64_t min_ms;
+} bad_request_t;
+
+/* A deadline of 300 ms must have fired within this, loaded machine or not. */
+#define DEADLINE_MAX_MS 2000
+
+/* .in and .len of a string literal (NULs inside included) */
+#define IN(lit) .in = (lit), .len = sizeof(lit) - 1
+
+static void sb_put_n(sbuf_t *b, const char *s, size_t n)
 {
-    sq_server_opts_t o;
-    sq_server_opts_init(&o);
-    o.max_body_bytes = 1024;
-    o.max_uri_bytes = 256;
-    o.max_headers = 10;
-    o.max_header_bytes = 2048;
-    return start(app, &o);
+    if (b->cap - b->len < n + 1) {
+        size_t cap = (b->len + n + 1) * 2;
+        char *p = realloc(b->p, cap);
+        cr_assert_not_null(p);
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
 }
 
-static char *repeat(char ch, size_t n)
+static void sb_put(sbuf_t *b, const char *s)
 {
-    char *s = malloc(n + 1);
-    memset(s, ch, n);
-    s[n] = '\0';
-    return s;
+    sb_put_n(b, s, strlen(s));
 }
 
-Test(http1, body_over_limit_by_content_length_gets_413, .timeout = 10)
+static void sb_repeat(sbuf_t *b, char ch, size_t n)
 {
-    sq_app_t *app = make_app();
-    th_server_t *ts = start_limited(app);
-    char *body = repeat('b', 1025);
-    char req[2048];
-    int n = snprintf(req, sizeof(req), "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1025"
-                                       "\r\n\r\n%s", body);
-    expect_rejected(th_server_port(ts), req, (size_t)n, 413);
-    /* exactly at the limit is fine */
-    n = snprintf(req, sizeof(req), "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1024"
-                                   "\r\n\r\n%.1024s", body);
-    th_res_t r;
-    cr_assert_eq(th_request(th_server_port(ts), req, &r), 0);
-    cr_assert_eq(r.status, 200);
-    cr_assert_eq(r.body_len, 1024);
-    th_res_free(&r);
-    sq_server_stats_t st;
-    th_server_stats(ts, &st);
-    cr_assert_eq(st.limit_errors, 1);
-    cr_assert_eq(st.responses_4xx, 1);
-    free(body);
-    stop(ts, app);
+    for (size_t i = 0; i < n; i++)
+        sb_put_n(b, &ch, 1);
 }
 
-Test(http1, body_over_limit_by_chunks_gets_413, .timeout = 10)
+/* "X-H0: 0\r\n" ... for i in [0, n) */
+static void sb_numbered_headers(sbuf_t *b, int n)
 {
-    sq_app_t *app = make_app();
-    th_server_t *ts = start_limited(app);
-    char *body = repeat('b', 600);
-    char req[2048];
-    int n = snprintf(req, sizeof(req), "POST /echo HTTP/1.1\r\nHost: t\r\n"
-                                       "Transfer-Encoding: chunked\r\n\r\n"
-                                       "258\r\n%s\r\n258\r\n%s\r\n0\r\n\r\n", body, body);
-    expect_rejected(th_server_port(ts), req, (size_t)n, 413);
-    sq_server_stats_t st;
-    th_server_stats(ts, &st);
-    cr_assert_eq(st.limit_errors, 1);
-    free(body);
-    stop(ts, app);
-    cr_assert_eq(atomic_load(&n_handler), 1); /* expect_healthy's only */
+    for (int i = 0; i < n; i++) {
+        char line[32];
+        snprintf(line, sizeof(line), "X-H%d: %d\r\n", i, i);
+        sb_put(b, line);
+    }
 }
 
-Test(http1, uri_over_limit_gets_414, .timeout = 10)
+static void body_of(sbuf_t *b, size_t n)
 {
-    sq_app_t *app = make_app();
-    th_server_t *ts = start_limited(app);
-    char *path = repeat('p', 300);
-    char req[1024];
-    int n = snprintf(req, sizeof(req), "GET /%s HTTP/1.1\r\nHost: t\r\n\r\n", path);
-    expect_rejected(th_server_port(ts), req, (size_t)n, 414);
-    free(path);
-    stop(ts, app);
+    char head[128];
+    snprintf(head, sizeof(head), "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: %zu\r\n\r\n",
+             n);
+    sb_put(b, head);
+    sb_repeat(b, 'b', n);
 }
 
-Test(http1, too_many_headers_get_431, .timeout = 10)
+static void body_1025(sbuf_t *b)
 {
-    sq_app_t *app = make_app();
-    th_server_t *ts = start_limited(app);
-    char req[2048];
-    int n = snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: t\r\n");
-    for (int i = 0; i < 10; i++)
-        n += snprintf(req + n, sizeof(req) - (size_t)n, "X-H%d: %d\r\n", i, i);
-    n += snprintf(req + n, sizeof(req) - (size_t)n, "\r\n");
-    expect_rejected(th_server_port(ts), req, (size_t)n, 431);
-    /* ten headers (Host and nine more) are fine */
-    n = snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: t\r\n");
-    for (int i = 0; i < 9; i++)
-        n += snprintf(req + n, sizeof(req) - (size_t)n, "X-H%d: %d\r\n", i, i);
-    snprintf(req + n, sizeof(req) - (size_t)n, "\r\n");
-    th_res_t r;
-    cr_assert_eq(th_request(th_server_port(ts), req, &r), 0);
-    cr_assert_eq(r.status, 200);
-    th_res_free(&r);
-    stop(ts, app);
+    body_of(b, 1025);
 }
 
-Test(http1, header_bytes_over_limit_get_431, .timeout = 10)
+static void body_1024(sbuf_t *b)
 {
-    sq_app_t *app = make_app();
-    th_server_t *ts = start_limited(app);
-    char *v = repeat('v', 2100);
-    char req[4096];
-    int n = snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: t\r\nX-Big: %s\r\n\r\n", v);
-    expect_rejected(th_server_port(ts), req, (size_t)n, 431);
-    /* a long header name counts too */
-    n = snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: t\r\nX-%s: 1\r\n\r\n", v);
-    expect_rejected(th_server_port(ts), req, (size_t)n, 431);
-    /* and so do many small ones that add up */
-    n = snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: t\r\n");
-    for (int i = 0; i < 8; i++)
-        n += snprintf(req + n, sizeof(req) - (size_t)n, "X-%d: %.250s\r\n", i, v);
-    n += snprintf(req + n, sizeof(req) - (size_t)n, "\r\n");
-    expect_rejected(th_server_port(ts), req, (size_t)n, 431);
-    sq_server_stats_t st;
-    th_server_stats(ts, &st);
-    cr_assert_eq(st.limit_errors, 3);
-    free(v);
-    stop(ts, app);
+    body_of(b, 1024);
 }
 
-/* ---- malformed input and request-smuggling shapes: status, close, server goes on ---- */
-
-Test(smuggling, content_length_with_transfer_encoding_gets_400, .timeout = 10)
+static void chunks_of_600_twice(sbuf_t *b)
 {
-    sq_app_t *app = make_app();
-    th_server_t *ts = start(app, NULL);
-    int port = th_server_port(ts);
-    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
-                          "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /n/1 HTTP/1.1\r\n\r\n", 400);
-    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
-                          "Content-Length: 5\r\n\r\n0\r\n\r\n", 400);
-    stop(ts, app);
-    cr_assert_eq(atomic_load(&n_handler), 2);
+    sb_put(b, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n258\r\n");
+    sb_repeat(b, 'b', 600);
+    sb_put(b, "\r\n258\r\n");
+    sb_repeat(b, 'b', 600);
+    sb_put(b, "\r\n0\r\n\r\n");
 }
 
-Test(smuggling, duplicate_content_length_gets_400, .timeout = 10)
+static void uri_of_300(sbuf_t *b)
 {
-    sq_app_t *app = make_app();
-    th_server_t *ts = start(app, NULL);
-    int port = th_server_port(ts);
-    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n"
-                          "Content-Length: 8\r\n\r\nabcdefgh", 400);
-    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n"
-                          "Content-Length: 3\r\n\r\nabc", 400);
-    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3, 3\r\n\r\nabc",
-                    400);
-    stop(ts, app);
+    sb_put(b, "GET /");
+    sb_repeat(b, 'p', 300);
+    sb_put(b, " HTTP/1.1\r\nHost: t\r\n\r\n");
 }
 
-Test(smuggling, invalid_content_length_gets_400, .timeout = 10)
+static void headers_11(sbuf_t *b)
 {
-    sq_app_t *app = make_app();
-    th_server_t *ts = start(app, NULL);
-    int port = th_server_port(ts);
-    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3x\r\n\r\nabc", 400);
-    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\nabc", 400);
-    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: +3\r\n\r\nabc", 400);
-    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 0x3\r\n\r\nabc", 400);
-    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: \r\n\r\nabc", 400);
-    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\n"
-                          "Content-Length: 99999999999999999999999\r\n\r\nabc", 400);
-    stop(ts, app);
+    sb_put(b, "GET / HTTP/1.1\r\nHost: t\r\n");
+    sb_numbered_headers(b, 10);
+    sb_put(b, "\r\n");
 }
 
-Test(smuggling, bad_chunk_size_gets_400, .timeout = 10)
+static void headers_10(sbuf_t *b)
 {
-    sq_app_t *app = make_app();
-    th_server_t *ts = start(app, NULL);
-    int port = th_server_port(ts);
-    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-                          "zz\r\nabc\r\n0\r\n\r\n", 400);
-    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-                          "-3\r\nabc\r\n0\r\n\r\n", 400);
-    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-                          "10000000000000000\r\nabc\r\n0\r\n\r\n", 400);
-    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-                          "3 \r\nabc\r\n0\r\n\r\n", 400);
-    /* chunk data longer than its size line says */
-    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-                          "3\r\nabcdef\r\n0\r\n\r\n", 400);
+    sb_put(b, "GET / HTTP/1.1\r\nHost: t\r\n");
+    sb_numbered_headers(b, 9);
+    sb_put(b, "\r\n");
+}
+
+static void header_value_of_2100(sbuf_t *b)
+{
+    sb_put(b, "GET / HTTP/1.1\r\nHost: t\r\nX-Big: ");
+    sb_repeat(b, 'v', 2100);
+    sb_put(b, "\r\n\r\n");
+}
+
+static void header_name_of_2102(sbuf_t *b)
+{
+    sb_put(b, "GET / HTTP/1.1\r\nHost: t\r\nX-");
+    sb_repeat(b, 'v', 2100);
+    sb_put(b, ": 1\r\n\r\n");
+}
+
+static void header_lines_of_250_times_8(sbuf_t *b)
+{
+    sb_put(b, "GET / HTTP/1.1\r\nHost: t\r\n");
+    for (int i = 0; i < 8; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "X-%d: ", i);
+        sb_put(b, name);
+        sb_repeat(b, 'v', 250);
+        sb_put(b, "\r\n");
+    }
+    sb_put(b, "\r\n");
+}
+
+static void trailer_of_2047(sbuf_t *b)
+{
+    sb_put(b, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+              "3\r\nabc\r\n0\r\nX-Trailer: ");
+    sb_repeat(b, 't', 2047);
+    sb_put(b, "\r\n\r\n");
+}
+
+#define CHUNKED_POST "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+static const bad_request_t bad_requests[] = {
+    /* RFC 9112 §6.3: Content-Length with Transfer-Encoding is how requests are smuggled */
+    {"CL+TE: a request smuggled behind",
+     IN("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        "GET /n/1 HTTP/1.1\r\n\r\n"),
+     .status = 400},
+    {"TE+CL",
+     IN("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+        "Content-Length: 5\r\n\r\n0\r\n\r\n"),
+     .status = 400},
+    /* duplicate or invalid Content-Length */
+    {"duplicate CL: 3 and 8",
+     IN("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n"
+        "Content-Length: 8\r\n\r\nabcdefgh"),
+     .status = 400},
+    {"duplicate CL: 3 and 3",
+     IN("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n"
+        "Content-Length: 3\r\n\r\nabc"),
+     .status = 400},
+    {"duplicate CL: a list",
+     IN("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3, 3\r\n\r\nabc"), .status = 400},
+    {"invalid CL: 3x", IN("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3x\r\n\r\nabc"),
+     .status = 400},
+    {"invalid CL: -1", IN("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\nabc"),
+     .status = 400},
+    {"invalid CL: +3", IN("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: +3\r\n\r\nabc"),
+     .status = 400},
+    {"invalid CL: 0x3", IN("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 0x3\r\n\r\nabc"),
+     .status = 400},
+    {"invalid CL: empty", IN("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: \r\n\r\nabc"),
+     .status = 400},
+    {"invalid CL: 23 digits",
+     IN("POST /echo HTTP/1.1\r\nHost: t\r\n"
+        "Content-Length: 99999999999999999999999\r\n\r\nabc"),
+     .status = 400},
+    /* chunk sizes */
+    {"chunk size: zz", IN(CHUNKED_POST "zz\r\nabc\r\n0\r\n\r\n"), .status = 400},
+    {"chunk size: -3", IN(CHUNKED_POST "-3\r\nabc\r\n0\r\n\r\n"), .status = 400},
+    {"chunk size: 2^64", IN(CHUNKED_POST "10000000000000000\r\nabc\r\n0\r\n\r\n"), .status = 400},
+    {"chunk size: a space after", IN(CHUNKED_POST "3 \r\nabc\r\n0\r\n\r\n"), .status = 400},
+    {"chunk data longer than its size", IN(CHUNKED_POST "3\r\nabcdef\r\n0\r\n\r\n"), .status = 400},
     /* a size line or chunk ended by CR and something other than LF (llhttp's strict mode) */
-    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-                          "3\rXabc\r\n0\r\n\r\n", 400);
-    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-                          "3\r\nabc\rX0\r\n\r\n", 400);
-    stop(ts, app);
-    cr_assert_eq(atomic_load(&n_handler), 7);
-}
-
-Test(smuggling, obs_fold_continuation_line_gets_400, .timeout = 10)
-{
-    sq_app_t *app = make_app();
-    th_server_t *ts = start(app, NULL);
-    int port = th_server_port(ts);
+    {"chunk size line ended by CR X", IN(CHUNKED_POST "3\rXabc\r\n0\r\n\r\n"), .status = 400},
+    {"chunk data ended by CR X", IN(CHUNKED_POST "3\r\nabc\rX0\r\n\r\n"), .status = 400},
     /* RFC 9112 §5.2: a server MUST reject obs-fold (or replace it); squall rejects */
-    EXPECT_REJECTED(port, "GET / HTTP/1.1\r\nHost: t\r\nX-A: a\r\n b\r\n\r\n", 400);
-    EXPECT_REJECTED(port, "GET / HTTP/1.1\r\nHost: t\r\nX-A: a\r\n\tb\r\n\r\n", 400);
-    EXPECT_REJECTED(port, "GET / HTTP/1.1\r\nHost: t\r\nX-A:\r\n b\r\n\r\n", 400);
-    EXPECT_REJECTED(port, "GET / HTTP/1.1\r\nHost: t\r\nX-A: a\r\n   \r\n\r\n", 400);
+    {"obs-fold: SP", IN("GET / HTTP/1.1\r\nHost: t\r\nX-A: a\r\n b\r\n\r\n"), .status = 400},
+    {"obs-fold: HTAB", IN("GET / HTTP/1.1\r\nHost: t\r\nX-A: a\r\n\tb\r\n\r\n"), .status = 400},
+    {"obs-fold: after an empty value", IN("GET / HTTP/1.1\r\nHost: t\r\nX-A:\r\n b\r\n\r\n"),
+     .status = 400},
+    {"obs-fold: blanks only", IN("GET / HTTP/1.1\r\nHost: t\r\nX-A: a\r\n   \r\n\r\n"),
+     .status = 400},
     /* the classic: hide a Transfer-Encoding from a folding front end */
-    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
-                          "X: y\r\n Transfer-Encoding: chunked\r\n\r\nabcde", 400);
-    stop(ts, app);
-}
-
-Test(smuggling, bare_lf_line_endings_get_400, .timeout = 10)
-{
-    sq_app_t *app = make_app();
-    th_server_t *ts = start(app, NULL);
-    int port = th_server_port(ts);
+    {"obs-fold: hiding Transfer-Encoding",
+     IN("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+        "X: y\r\n Transfer-Encoding: chunked\r\n\r\nabcde"),
+     .status = 400},
     /* llhttp 8.1 accepts a bare LF after the request line, as the blank line ending the
      * head and after the last chunk; squall does not (RFC 9112 §2.2 allows it, but a front
-     * end that disagrees would split the stream differently). */
-    EXPECT_REJECTED(port, "GET / HTTP/1.1\nHost: t\r\n\r\n", 400);
-    EXPECT_REJECTED(port, "GET / HTTP/1.1\r\nHost: t\r\n\n", 400);
-    EXPECT_REJECTED(port, "GET / HTTP/1.1\r\nHost: t\r\n\nGET /n/1 HTTP/1.1\r\nHost: t\r\n\r\n",
-                    400);
-    EXPECT_REJECTED(port, "GET / HTTP/1.0\n\n", 400);
-    EXPECT_REJECTED(port, "GET / HTTP/1.1\nHost: t\nX: y\n\n", 400);
-    EXPECT_REJECTED(port, "GET / HTTP/1.1\r\nHost: t\nX: y\r\n\r\n", 400);
-    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-                          "3\r\nabc\r\n0\r\n\nGET /n/1 HTTP/1.1\r\nHost: t\r\n\r\n", 400);
-    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-                          "3\nabc\r\n0\r\n\r\n", 400);
-    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-                          "3\r\nabc\r\n0\r\nX-T: 1\n\r\n", 400);
+     * end that disagrees would split the stream differently) */
+    {"bare LF: after the request line", IN("GET / HTTP/1.1\nHost: t\r\n\r\n"), .status = 400},
+    {"bare LF: as the blank line", IN("GET / HTTP/1.1\r\nHost: t\r\n\n"), .status = 400},
+    {"bare LF: as the blank line, a request behind",
+     IN("GET / HTTP/1.1\r\nHost: t\r\n\nGET /n/1 HTTP/1.1\r\nHost: t\r\n\r\n"), .status = 400},
+    {"bare LF: HTTP/1.0, everywhere", IN("GET / HTTP/1.0\n\n"), .status = 400},
+    {"bare LF: every line", IN("GET / HTTP/1.1\nHost: t\nX: y\n\n"), .status = 400},
+    {"bare LF: after a header", IN("GET / HTTP/1.1\r\nHost: t\nX: y\r\n\r\n"), .status = 400},
+    {"bare LF: after the last chunk, a request behind",
+     IN(CHUNKED_POST "3\r\nabc\r\n0\r\n\nGET /n/1 HTTP/1.1\r\nHost: t\r\n\r\n"), .status = 400},
+    {"bare LF: after a chunk size", IN(CHUNKED_POST "3\nabc\r\n0\r\n\r\n"), .status = 400},
+    {"bare LF: after a trailer", IN(CHUNKED_POST "3\r\nabc\r\n0\r\nX-T: 1\n\r\n"), .status = 400},
     /* a CR that is not followed by LF */
-    EXPECT_REJECTED(port, "GET / HTTP/1.1\r\nHost: t\r\n\rX", 400);
-    EXPECT_REJECTED(port, "GET / HTTP/1.1\rHost: t\r\n\r\n", 400);
-    EXPECT_REJECTED(port, "GET / HTTP/1.1\r\nHost: t\rX: y\r\n\r\n", 400);
-    stop(ts, app);
-    cr_assert_eq(atomic_load(&n_handler), 12);
-}
-
-Test(smuggling, bare_lf_rejected_when_split_across_reads, .timeout = 20)
-{
-    sq_app_t *app = make_app();
-    th_server_t *ts = start(app, NULL);
-    int port = th_server_port(ts);
-    static const char *reqs[] = {
-        "GET / HTTP/1.1\r\nHost: t\r\n\nGET /n/1 HTTP/1.1\r\nHost: t\r\n\r\n",
-        "GET / HTTP/1.1\nHost: t\r\n\r\n",
-        "GET / HTTP/1.1\r\nHost: t\r\nX: a\r\n b\r\n\r\n",
-        "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-        "3\r\nabc\r\n0\r\n\nGET /n/1 HTTP/1.1\r\nHost: t\r\n\r\n",
-    };
-    for (size_t i = 0; i < sizeof(reqs) / sizeof(reqs[0]); i++) {
-        th_conn_t c;
-        cr_assert_eq(th_conn_open(&c, port), 0);
-        cr_assert_eq(th_conn_send_split(&c, reqs[i], strlen(reqs[i]), 1, 300), 0);
-        th_res_t r;
-        cr_assert_eq(th_conn_read_res(&c, &r, 5000, false), 0);
-        cr_assert_eq(r.status, 400, "request %zu byte by byte: %s", i, r.raw);
-        th_res_free(&r);
-        cr_assert_eq(th_conn_wait_closed(&c, 5000), 0);
-        th_conn_close(&c);
-    }
-    expect_healthy(port);
-    stop(ts, app);
-    cr_assert_eq(atomic_load(&n_handler), 1);
-}
-
-Test(smuggling, nul_byte_in_the_head_gets_400, .timeout = 10)
-{
-    sq_app_t *app = make_app();
-    th_server_t *ts = start(app, NULL);
-    int port = th_server_port(ts);
-    EXPECT_REJECTED(port, "GET / HTTP/1.1\r\nHost: t\r\nX-A: a\0b\r\n\r\n", 400);
-    EXPECT_REJECTED(port, "GET / HTTP/1.1\r\nHost: t\r\nX\0A: ab\r\n\r\n", 400);
-    EXPECT_REJECTED(port, "GET /a\0b HTTP/1.1\r\nHost: t\r\n\r\n", 400);
-    EXPECT_REJECTED(port, "GET / HTTP/1.1\r\nHost: t\0evil\r\n\r\n", 400);
-    stop(ts, app);
-}
-
-Test(smuggling, http11_without_host_gets_400, .timeout = 10)
-{
-    sq_app_t *app = make_app();
-    th_server_t *ts = start(app, NULL);
-    EXPECT_REJECTED(th_server_port(ts), "GET / HTTP/1.1\r\n\r\n", 400);
-    EXPECT_REJECTED(th_server_port(ts), "GET / HTTP/1.1\r\nX-Host: t\r\n\r\n", 400);
-    stop(ts, app);
-}
-
-Test(smuggling, two_host_headers_get_400, .timeout = 10)
-{
-    sq_app_t *app = make_app();
-    th_server_t *ts = start(app, NULL);
-    EXPECT_REJECTED(th_server_port(ts), "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400);
-    EXPECT_REJECTED(th_server_port(ts), "GET / HTTP/1.0\r\nHost: a\r\nhost: a\r\n\r\n", 400);
-    stop(ts, app);
-}
-
-Test(smuggling, unknown_transfer_encoding_gets_501, .timeout = 10)
-{
-    sq_app_t *app = make_app();
-    th_server_t *ts = start(app, NULL);
-    int port = th_server_port(ts);
-    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n"
-                          "abc", 501);
-    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: foo\r\n\r\n", 501);
-    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: identity\r\n\r\n",
-                    501);
-    stop(ts, app);
-}
-
-Test(smuggling, gzip_then_chunked_transfer_encoding_gets_501, .timeout = 10)
-{
-    sq_app_t *app = make_app();
-    th_server_t *ts = start(app, NULL);
-    int port = th_server_port(ts);
-    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked"
-                          "\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 501);
-    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n"
-                          "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 501);
-    stop(ts, app);
-}
-
-Test(smuggling, chunked_not_last_or_twice_gets_400, .timeout = 10)
-{
-    sq_app_t *app = make_app();
-    th_server_t *ts = start(app, NULL);
-    int port = th_server_port(ts);
-    /* RFC 9112 §6.3: chunked not the final coding -> 400 and close */
-    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, gzip"
-                          "\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 400);
-    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, chunked"
-                          "\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 400);
-    EXPECT_REJECTED(port, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
-                          "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 400);
-    stop(ts, app);
-}
-
-Test(smuggling, transfer_encoding_in_http10_gets_400, .timeout = 10)
-{
-    sq_app_t *app = make_app();
-    th_server_t *ts = start(app, NULL);
+    {"bare CR: as the blank line", IN("GET / HTTP/1.1\r\nHost: t\r\n\rX"), .status = 400},
+    {"bare CR: after the request line", IN("GET / HTTP/1.1\rHost: t\r\n\r\n"), .status = 400},
+    {"bare CR: after a header", IN("GET / HTTP/1.1\r\nHost: t\rX: y\r\n\r\n"), .status = 400},
+    /* the same, one byte per read: the checks keep their state across reads */
+    {"bare LF split: as the blank line, a request behind",
+     IN("GET / HTTP/1.1\r\nHost: t\r\n\nGET /n/1 HTTP/1.1\r\nHost: t\r\n\r\n"),
+     .send = SEND_BYTE_BY_BYTE, .status = 400},
+    {"bare LF split: after the request line", IN("GET / HTTP/1.1\nHost: t\r\n\r\n"),
+     .send = SEND_BYTE_BY_BYTE, .status = 400},
+    {"obs-fold split", IN("GET / HTTP/1.1\r\nHost: t\r\nX: a\r\n b\r\n\r\n"),
+     .send = SEND_BYTE_BY_BYTE, .status = 400},
+    {"bare LF split: after the last chunk, a request behind",
+     IN(CHUNKED_POST "3\r\nabc\r\n0\r\n\nGET /n/1 HTTP/1.1\r\nHost: t\r\n\r\n"),
+     .send = SEND_BYTE_BY_BYTE, .status = 400},
+    /* NUL bytes in the head */
+    {"NUL: in a value", IN("GET / HTTP/1.1\r\nHost: t\r\nX-A: a\0b\r\n\r\n"), .status = 400},
+    {"NUL: in a name", IN("GET / HTTP/1.1\r\nHost: t\r\nX\0A: ab\r\n\r\n"), .status = 400},
+    {"NUL: in the target", IN("GET /a\0b HTTP/1.1\r\nHost: t\r\n\r\n"), .status = 400},
+    {"NUL: in Host", IN("GET / HTTP/1.1\r\nHost: t\0evil\r\n\r\n"), .status = 400},
+    /* Host: one, and only one, in HTTP/1.1 (RFC 9112 §3.2) */
+    {"Host: none", IN("GET / HTTP/1.1\r\n\r\n"), .status = 400},
+    {"Host: only X-Host", IN("GET / HTTP/1.1\r\nX-Host: t\r\n\r\n"), .status = 400},
+    {"Host: two", IN("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), .status = 400},
+    {"Host: two equal, HTTP/1.0", IN("GET / HTTP/1.0\r\nHost: a\r\nhost: a\r\n\r\n"),
+     .status = 400},
+    /* transfer codings squall does not decode: 501; chunked not last or twice: 400 */
+    {"TE: gzip", IN("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\nabc"),
+     .status = 501},
+    {"TE: foo", IN("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: foo\r\n\r\n"),
+     .status = 501},
+    {"TE: identity", IN("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: identity\r\n\r\n"),
+     .status = 501},
+    {"TE: gzip, chunked",
+     IN("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked"
+        "\r\n\r\n3\r\nabc\r\n0\r\n\r\n"),
+     .status = 501},
+    {"TE: gzip then chunked on two lines",
+     IN("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"),
+     .status = 501},
+    {"TE: chunked, gzip (RFC 9112 §6.3: chunked not last)",
+     IN("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, gzip"
+        "\r\n\r\n3\r\nabc\r\n0\r\n\r\n"),
+     .status = 400},
+    {"TE: chunked, chunked",
+     IN("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, chunked"
+        "\r\n\r\n3\r\nabc\r\n0\r\n\r\n"),
+     .status = 400},
+    {"TE: chunked on two lines",
+     IN("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"),
+     .status = 400},
     /* RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing */
-    EXPECT_REJECTED(th_server_port(ts), "POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n"
-                                        "\r\n3\r\nabc\r\n0\r\n\r\n", 400);
-    stop(ts, app);
-}
-
-Test(smuggling, unsupported_http_version_gets_505, .timeout = 10)
-{
-    sq_app_t *app = make_app();
-    th_server_t *ts = start(app, NULL);
-    int port = th_server_port(ts);
-    EXPECT_REJECTED(port, "GET / HTTP/2.0\r\nHost: t\r\n\r\n", 505);
-    EXPECT_REJECTED(port, "GET / HTTP/1.2\r\nHost: t\r\n\r\n", 505);
-    EXPECT_REJECTED(port, "GET / HTTP/0.9\r\nHost: t\r\n\r\n", 505);
-    EXPECT_REJECTED(port, "GET / HTTP/3.0\r\nHost: t\r\n\r\n", 505);
-    sq_server_stats_t st;
-    th_server_stats(ts, &st);
-    cr_assert_eq(st.parse_errors, 4);
-    cr_assert_eq(st.responses_5xx, 4);
-    stop(ts, app);
-}
-
-Test(smuggling, garbage_and_bad_tokens_get_400, .timeout = 10)
-{
-    sq_app_t *app = make_app();
-    th_server_t *ts = start(app, NULL);
-    int port = th_server_port(ts);
-    EXPECT_REJECTED(port, "HELLO\r\n\r\n", 400);
-    EXPECT_REJECTED(port, "get / HTTP/1.1\r\nHost: t\r\n\r\n", 400);
-    EXPECT_REJECTED(port, "GET / HTTP/1.1\r\nHost : t\r\n\r\n", 400);
-    EXPECT_REJECTED(port, "GET / HTTP/1.1\r\nHo st: t\r\n\r\n", 400);
-    EXPECT_REJECTED(port, "GET / HTTP/1.1\r\n Host: t\r\n\r\n", 400);
-    EXPECT_REJECTED(port, "GET /a\tb HTTP/1.1\r\nHost: t\r\n\r\n", 400);
-    EXPECT_REJECTED(port, "GET / HTTP/1.1\r\nHost: t\r\nX: a\x01" "b\r\n\r\n", 400);
+    {"TE in HTTP/1.0",
+     IN("POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n"
+        "\r\n3\r\nabc\r\n0\r\n\r\n"),
+     .status = 400},
+    /* versions */
+    {"version HTTP/2.0", IN("GET / HTTP/2.0\r\nHost: t\r\n\r\n"), .status = 505},
+    {"version HTTP/1.2", IN("GET / HTTP/1.2\r\nHost: t\r\n\r\n"), .status = 505},
+    {"version HTTP/0.9", IN("GET / HTTP/0.9\r\nHost: t\r\n\r\n"), .status = 505},
+    {"version HTTP/3.0", IN("GET / HTTP/3.0\r\nHost: t\r\n\r\n"), .status = 505},
+    /* garbage and bad tokens */
+    {"garbage: HELLO", IN("HELLO\r\n\r\n"), .status = 400},
+    {"garbage: lower-case method", IN("get / HTTP/1.1\r\nHost: t\r\n\r\n"), .status = 400},
+    {"garbage: space before the colon", IN("GET / HTTP/1.1\r\nHost : t\r\n\r\n"), .status = 400},
+    {"garbage: space in a name", IN("GET / HTTP/1.1\r\nHo st: t\r\n\r\n"), .status = 400},
+    {"garbage: space before the first header", IN("GET / HTTP/1.1\r\n Host: t\r\n\r\n"),
+     .status = 400},
+    {"garbage: HTAB in the target", IN("GET /a\tb HTTP/1.1\r\nHost: t\r\n\r\n"), .status = 400},
+    {"garbage: a control byte in a value",
+     IN("GET / HTTP/1.1\r\nHost: t\r\nX: a\x01"
+        "b\r\n\r\n"),
+     .status = 400},
     /* a bad request pipelined behind a good one: the good one is answered first */
-    th_conn_t c;
-    cr_assert_eq(th_conn_open(&c, port), 0);
-    cr_assert_eq(th_conn_sends(&c, GET("/n/1") "BAD\r\n\r\n"), 0);
-    expect_res(&c, 200, "1");
-    expect_res(&c, 400, NULL);
-    cr_assert_eq(th_conn_wait_closed(&c, 5000), 0);
+    {"garbage: behind a good request", IN(GET("/n/1") "BAD\r\n\r\n"), .first = "1", .status = 400},
+    /* a trailer does not reach the handler as a header (RFC 9110 §6.5.1) */
+    {"trailer: not a header", IN(CHUNKED_POST "3\r\nabc\r\n0\r\nContent-Type: evil/x\r\n\r\n"),
+     .status = 200, .after = KEPT, .body = "abc", .header = "Content-Type",
+     .value = "application/octet-stream"},
+
+    /* limits: 413, 414, 431; exactly at a limit is fine */
+    {"limit: body by Content-Length, 1 byte over", PROFILE_LIMITS, .build = body_1025,
+     .status = 413},
+    {"limit: body by Content-Length, at the limit", PROFILE_LIMITS, .build = body_1024,
+     .status = 200, .after = KEPT, .body_len = 1024},
+    {"limit: body by chunks that each fit", PROFILE_LIMITS, .build = chunks_of_600_twice,
+     .status = 413},
+    {"limit: target of 300 bytes", PROFILE_LIMITS, .build = uri_of_300, .status = 414},
+    {"limit: 11 header lines", PROFILE_LIMITS, .build = headers_11, .status = 431},
+    {"limit: 10 header lines", PROFILE_LIMITS, .build = headers_10, .status = 200, .after = KEPT,
+     .body = "hello"},
+    {"limit: a header value of 2100 bytes", PROFILE_LIMITS, .build = header_value_of_2100,
+     .status = 431},
+    {"limit: a header name of 2102 bytes", PROFILE_LIMITS, .build = header_name_of_2102,
+     .status = 431},
+    {"limit: header lines that add up", PROFILE_LIMITS, .build = header_lines_of_250_times_8,
+     .status = 431},
+    /* trailers count against the header limit */
+    {"limit: a trailer of 2058 bytes", PROFILE_TRAILER_LIMIT, .build = trailer_of_2047,
+     .status = 431},
+
+    /* deadlines: a head or a body that stops coming gets 408 at its deadline */
+    {"deadline: a partial head (slowloris)", PROFILE_HEADER_TIMEOUT,
+     IN("GET / HTTP/1.1\r\nHost: t\r\nX-Slow: "), .status = 408, .min_ms = 250},
+    {"deadline: a stalled body", PROFILE_BODY_TIMEOUT,
+     IN("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc"), .status = 408,
+     .min_ms = 250},
+};
+
+static void profile_opts(profile_t p, sq_server_opts_t *o)
+{
+    sq_server_opts_init(o);
+    switch (p) {
+    case PROFILE_DEFAULT:
+        break;
+    case PROFILE_LIMITS:
+        o->max_body_bytes = 1024;
+        o->max_uri_bytes = 256;
+        o->max_headers = 10;
+        o->max_header_bytes = 2048;
+        break;
+    case PROFILE_TRAILER_LIMIT:
+        o->max_header_bytes = 1024;
+        break;
+    case PROFILE_HEADER_TIMEOUT:
+        o->header_timeout_ms = 300;
+        o->body_timeout_ms = 30000;
+        o->idle_timeout_ms = 30000;
+        break;
+    case PROFILE_BODY_TIMEOUT:
+        o->header_timeout_ms = 30000;
+        o->body_timeout_ms = 300;
+        o->idle_timeout_ms = 30000;
+        break;
+    }
+}
+
+/* The counter a refusal with `status` belongs to (server.h). */
+static uint64_t refusal_count(const sq_server_stats_t *st, int status)
+{
+    switch (status) {
+    case 408:
+        return st->timeouts;
+    case 413:
+    case 414:
+    case 431:
+        return st->limit_errors;
+    default:
+        return st->parse_errors;
+    }
+}
+
+/* TH_ROW_CHECK for the row at hand */
+#define ROW_CHECK(cond, fmt, ...) TH_ROW_CHECK(row->name, cond, fmt, ##__VA_ARGS__)
+
+/* Reads one answer on c and checks its status and body; on failure marks the test failed,
+ * naming the row and `what`, and returns false. */
+static bool row_expect_res(const bad_request_t *row, th_conn_t *c, int status, const char *body,
+                           const char *what)
+{
+    th_res_t r;
+    int rc = th_conn_read_res(c, &r, 5000, false);
+    bool ok = rc == 0 && r.status == status && strcmp(r.body, body) == 0;
+    if (!ok)
+        cr_expect_fail("[%s] %s: want %d \"%s\", got %s:\n%s", row->name, what, status, body,
+                       uv_err_name(rc), rc == 0 ? r.raw : "");
+    th_res_free(&r);
+    return ok;
+}
+
+static void run_bad_request(th_server_t *ts, const bad_request_t *row)
+{
+    int port = th_server_port(ts);
+    sbuf_t built = {0};
+    const char *in = row->in;
+    size_t len = row->len;
+    if (row->build != NULL) {
+        row->build(&built);
+        in = built.p;
+        len = built.len;
+    }
+    sq_server_stats_t st0, st1;
+    th_server_stats(ts, &st0);
+    int handlers0 = atomic_load(&n_handler);
+    th_conn_t c = {.fd = -1}, h = {.fd = -1};
+    th_res_t r = {0};
+
+    ROW_CHECK(th_conn_open(&c, port) == 0, "connect");
+    uint64_t t0 = th_now_ms();
+    int rc = row->send == SEND_BYTE_BY_BYTE ? th_conn_send_split(&c, in, len, 1, 300)
+                                            : th_conn_send(&c, in, len);
+    ROW_CHECK(rc == 0, "send: %s", uv_err_name(rc));
+    if (row->first != NULL &&
+        !row_expect_res(row, &c, 200, row->first, "the good request in front"))
+        goto out;
+    rc = th_conn_read_res(&c, &r, 5000, false);
+    uint64_t took = th_now_ms() - t0;
+    ROW_CHECK(rc == 0, "reading the answer: %s", uv_err_name(rc));
+    ROW_CHECK(r.status == row->status, "want %d, got:\n%s", row->status, r.raw);
+    if (row->min_ms > 0) {
+        ROW_CHECK(took >= row->min_ms, "answered after %llu ms, before its deadline",
+                  (unsigned long long)took);
+        ROW_CHECK(took < DEADLINE_MAX_MS, "answered after %llu ms", (unsigned long long)took);
+    }
+    const char *v;
+    if (row->after == CLOSED) {
+        v = th_res_header(&r, "Connection");
+        ROW_CHECK(v != NULL && strcmp(v, "close") == 0, "Connection: %s", v ? v : "(none)");
+        v = th_res_header(&r, "Content-Type");
+        ROW_CHECK(v != NULL && strcmp(v, "application/json") == 0, "Content-Type: %s",
+                  v ? v : "(none)");
+        json_t *j = json_loads(r.body, 0, NULL);
+        bool detail = json_is_string(json_object_get(j, "detail"));
+        json_decref(j);
+        ROW_CHECK(detail, "not a JSON detail: %s", r.body);
+        rc = th_conn_wait_closed(&c, 5000);
+        ROW_CHECK(rc == 0, "connection not closed after %d (%s): left %.*s", row->status,
+                  uv_err_name(rc), (int)c.len, c.buf ? c.buf : "");
+        /* the server goes on: a healthy request on a new connection */
+        ROW_CHECK(th_conn_open(&h, port) == 0, "connect after");
+        ROW_CHECK(th_conn_sends(&h, GET("/")) == 0, "send after");
+        if (!row_expect_res(row, &h, 200, "hello", "a new connection after"))
+            goto out;
+    } else {
+        if (row->body != NULL)
+            ROW_CHECK(r.body_len == strlen(row->body) && strcmp(r.body, row->body) == 0,
+                      "body \"%s\", want \"%s\"", r.body, row->body);
+        else
+            ROW_CHECK(r.body_len == row->body_len, "body of %zu bytes, want %zu", r.body_len,
+                      row->body_len);
+        if (row->header != NULL) {
+            v = th_res_header(&r, row->header);
+            ROW_CHECK(v != NULL && strcmp(v, row->value) == 0, "%s: %s, want %s", row->header,
+                      v ? v : "(none)", row->value);
+        }
+        /* the connection goes on */
+        ROW_CHECK(th_conn_sends(&c, GET("/n/7")) == 0, "send after");
+        if (!row_expect_res(row, &c, 200, "7", "the next request on the connection"))
+            goto out;
+    }
+    /* handlers: the good request in front, the row's own (none when refused), the one after */
+    int handlers = (row->first != NULL) + (row->after == KEPT) + 1;
+    th_server_stats(ts, &st1);
+    int ran = atomic_load(&n_handler) - handlers0;
+    ROW_CHECK(ran == handlers, "%d handlers ran, want %d", ran, handlers);
+    uint64_t refusals = refusal_count(&st1, row->status) - refusal_count(&st0, row->status);
+    uint64_t r4 = st1.responses_4xx - st0.responses_4xx;
+    uint64_t r5 = st1.responses_5xx - st0.responses_5xx;
+    if (row->after == CLOSED) {
+        ROW_CHECK(refusals == 1, "the refusal counted %llu times", (unsigned long long)refusals);
+        ROW_CHECK(r4 == (row->status < 500) && r5 == (row->status >= 500),
+                  "responses_4xx +%llu, responses_5xx +%llu", (unsigned long long)r4,
+                  (unsigned long long)r5);
+    } else {
+        ROW_CHECK(st1.parse_errors == st0.parse_errors && st1.limit_errors == st0.limit_errors &&
+                      st1.timeouts == st0.timeouts && r4 == 0 && r5 == 0,
+                  "an accepted request was counted as refused");
+    }
+out:
+    th_res_free(&r);
     th_conn_close(&c);
-    stop(ts, app);
+    th_conn_close(&h);
+    free(built.p);
+}
+
+Test(smuggling, every_row_of_the_bad_request_table, .timeout = 120)
+{
+    sq_app_t *app = make_app();
+    th_server_t *ts = NULL;
+    profile_t profile = PROFILE_DEFAULT;
+    size_t n = sizeof(bad_requests) / sizeof(bad_requests[0]);
+    for (size_t i = 0; i < n; i++) {
+        const bad_request_t *row = &bad_requests[i];
+        if (ts == NULL || row->profile != profile) {
+            if (ts != NULL)
+                th_server_stop(ts, 1000);
+            sq_server_opts_t o;
+            profile_opts(row->profile, &o);
+            ts = start(app, &o);
+            profile = row->profile;
+        }
+        run_bad_request(ts, row);
+    }
+    th_server_stop(ts, 1000);
+    sq_app_destroy(app);
 }
 
 /* ---- timeouts ---- */
@@ -1133,63 +1272,29 @@ static uint64_t expect_408_and_close(th_conn_t *c, uint64_t t0)
     return took;
 }
 
-Test(timeouts, slowloris_partial_header_gets_408_and_close, .timeout = 10)
-{
-    sq_app_t *app = make_app();
-    th_server_t *ts = start_timeouts(app, 300, 30000, 30000);
-    th_conn_t c;
-    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
-    uint64_t t0 = th_now_ms();
-    cr_assert_eq(th_conn_sends(&c, "GET / HTTP/1.1\r\nHost: t\r\nX-Slow: "), 0);
-    uint64_t took = expect_408_and_close(&c, t0);
-    cr_assert_geq(took, 250, "408 after %llu ms", (unsigned long long)took);
-    cr_assert_lt(took, 2000, "408 after %llu ms", (unsigned long long)took);
-    th_conn_close(&c);
-    sq_server_stats_t st;
-    th_server_stats(ts, &st);
-    cr_assert_eq(st.timeouts, 1);
-    expect_healthy(th_server_port(ts));
-    stop(ts, app);
-}
-
-Test(timeouts, slowloris_trickle_does_not_extend_the_header_deadline, .timeout = 10)
+Test(timeouts, slowloris_trickle_does_not_extend_the_header_deadline, .timeout = 30)
 {
     sq_app_t *app = make_app();
     th_server_t *ts = start_timeouts(app, 400, 30000, 30000);
     th_conn_t c;
     cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
     uint64_t t0 = th_now_ms();
-    static const char head[] = "GET / HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaa";
-    /* one byte every 50 ms: 2.5 s for the whole head, far past the 400 ms deadline */
+    char head[200];
+    int hl = snprintf(head, sizeof(head), "GET / HTTP/1.1\r\nHost: t\r\nX-Slow: ");
+    memset(head + hl, 'a', sizeof(head) - (size_t)hl);
+    /* one byte every 50 ms: 10 s for the whole head, far past the 400 ms deadline and the
+     * 2 s (5x) allowed for it on a loaded machine */
     size_t i = 0;
-    while (i < sizeof(head) - 1 && th_conn_send(&c, head + i, 1) == 0) {
+    while (i < sizeof(head) && th_conn_send(&c, head + i, 1) == 0) {
         i++;
         if (th_conn_read_some(&c, 50) > 0 || c.eof)
             break;
     }
     uint64_t took = expect_408_and_close(&c, t0);
-    cr_assert_lt(took, 1500, "408 after %llu ms", (unsigned long long)took);
-    cr_assert_lt(i, sizeof(head) - 1);
+    cr_assert_lt(took, 2000, "408 after %llu ms", (unsigned long long)took);
+    cr_assert_lt(i, sizeof(head), "the whole head went out: the deadline never came");
     th_conn_close(&c);
     stop(ts, app);
-}
-
-Test(timeouts, stalled_body_gets_408_and_close, .timeout = 10)
-{
-    sq_app_t *app = make_app();
-    th_server_t *ts = start_timeouts(app, 30000, 300, 30000);
-    th_conn_t c;
-    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
-    uint64_t t0 = th_now_ms();
-    cr_assert_eq(th_conn_sends(&c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n"
-                                   "abc"),
-                 0);
-    uint64_t took = expect_408_and_close(&c, t0);
-    cr_assert_geq(took, 250);
-    cr_assert_lt(took, 2000);
-    th_conn_close(&c);
-    stop(ts, app);
-    cr_assert_eq(atomic_load(&n_handler), 0);
 }
 
 Test(timeouts, idle_keepalive_connection_is_closed_quietly, .timeout = 10)
@@ -1207,15 +1312,16 @@ Test(timeouts, idle_keepalive_connection_is_closed_quietly, .timeout = 10)
     cr_assert_lt(took, 2000, "closed after %llu ms", (unsigned long long)took);
     th_conn_close(&c);
     /* a connection that never sends anything is idle too */
+    t0 = th_now_ms(); /* before the connect: the idle clock starts at the accept */
     cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
-    t0 = th_now_ms();
     cr_assert_eq(th_conn_wait_closed(&c, 5000), 0);
     cr_assert_geq(th_now_ms() - t0, 250);
     th_conn_close(&c);
     /* activity restarts the idle clock */
     cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
-    for (int i = 0; i < 4; i++) {
-        th_sleep_ms(150);
+    /* quiet for 60 ms at a time (a fifth of the timeout), eight times: 480 ms in all */
+    for (int i = 0; i < 8; i++) {
+        th_sleep_ms(60);
         cr_assert_eq(th_conn_sends(&c, GET("/")), 0);
         expect_res(&c, 200, "hello");
     }
@@ -1298,29 +1404,30 @@ Test(async, client_closing_before_the_request_is_complete_runs_no_handler, .time
     th_server_t *ts = start(app, NULL);
     static const char *partial[] = {"GET / HT", "GET / HTTP/1.1\r\nHost: t\r\n",
                                     "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 9\r\n\r\nab"};
+    /* Each partial request on a fresh connection (the server may see it and the close in
+     * one read or two), and behind a whole request in the same write (its answer says the
+     * server has read the partial one too); the client leaves with a FIN or a reset. */
     for (int i = 0; i < 3; i++) {
-        for (int rst = 0; rst < 2; rst++) {
-            th_conn_t c;
-            cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
-            cr_assert_eq(th_conn_sends(&c, partial[i]), 0);
-            th_sleep_ms(20);
-            if (rst)
-                th_conn_abort(&c);
-            else
-                th_conn_close(&c);
+        for (int behind = 0; behind < 2; behind++) {
+            for (int rst = 0; rst < 2; rst++) {
+                char buf[256];
+                snprintf(buf, sizeof(buf), "%s%s", behind ? GET("/n/1") : "", partial[i]);
+                th_conn_t c;
+                cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+                cr_assert_eq(th_conn_sends(&c, buf), 0);
+                if (behind)
+                    expect_res(&c, 200, "1");
+                if (rst)
+                    th_conn_abort(&c);
+                else
+                    th_conn_close(&c);
+            }
         }
     }
     expect_healthy(th_server_port(ts));
-    sq_server_stats_t st;
-    for (int i = 0; i < 100; i++) {
-        th_server_stats(ts, &st);
-        if (st.connections_open == 0)
-            break;
-        th_sleep_ms(10);
-    }
-    cr_assert_eq(st.connections_open, 0);
+    cr_assert_eq(th_server_wait_open(ts, 0, 5000), 0, "a connection the client left is still open");
     stop(ts, app);
-    cr_assert_eq(atomic_load(&n_handler), 1);
+    cr_assert_eq(atomic_load(&n_handler), 6 + 1, "a handler ran for a partial request");
     cr_assert_eq(atomic_load(&n_aborted), 0);
 }
 
@@ -1584,22 +1691,14 @@ Test(server, connections_over_max_are_closed_and_counted, .timeout = 10)
     expect_res(&c[1], 200, "1");
     /* once one leaves, a new one is served */
     th_conn_close(&c[0]);
-    bool served = false;
-    for (int i = 0; i < 50 && !served; i++) {
-        th_server_stats(ts, &st);
-        if (st.connections_open > 1) {
-            th_sleep_ms(10);
-            continue;
-        }
-        th_conn_t n;
-        cr_assert_eq(th_conn_open(&n, port), 0);
-        cr_assert_eq(th_conn_sends(&n, GET("/")), 0);
-        th_res_t r;
-        served = th_conn_read_res(&n, &r, 2000, false) == 0 && r.status == 200;
-        th_res_free(&r);
-        th_conn_close(&n);
-    }
-    cr_assert(served);
+    cr_assert_eq(th_server_wait_open(ts, 1, 5000), 1, "the server let the closed one go");
+    th_conn_t n;
+    cr_assert_eq(th_conn_open(&n, port), 0);
+    cr_assert_eq(th_conn_sends(&n, GET("/")), 0);
+    expect_res(&n, 200, "hello");
+    th_conn_close(&n);
+    th_server_stats(ts, &st);
+    cr_assert_eq(st.connections_rejected, 3, "the new one was rejected");
     th_conn_close(&c[1]);
     stop(ts, app);
 }
@@ -1618,7 +1717,10 @@ Test(server, destroy_lets_an_in_flight_request_finish_within_grace, .timeout = 1
     cr_assert_eq(th_conn_sends(&c, GET("/late?ms=300")), 0);
     cr_assert_eq(th_wait_atomic(&n_handler, 2, 5000), 2);
     uint64_t took = th_server_stop(ts, 3000);
-    cr_assert_geq(took, 200, "stopped after %llu ms", (unsigned long long)took);
+    /* the stop waited for the answer, due 300 ms after /late began, not for all the grace */
+    uint64_t began = atomic_load(&late_started_at);
+    cr_assert_geq(th_now_ms() - began, 290, "stopped %llu ms after /late?ms=300 began",
+                  (unsigned long long)(th_now_ms() - began));
     cr_assert_lt(took, 2500, "stopped after %llu ms", (unsigned long long)took);
     /* the answer was written before the close, and says so */
     th_res_t r;
@@ -1683,8 +1785,10 @@ Test(server, destroy_with_idle_and_half_read_connections_is_prompt, .timeout = 1
         cr_assert_eq(th_conn_open(&c[i], th_server_port(ts)), 0);
     cr_assert_eq(th_conn_sends(&c[1], GET("/")), 0);
     expect_res(&c[1], 200, "hello");
-    cr_assert_eq(th_conn_sends(&c[2], "GET / HTTP/1.1\r\nHo"), 0);
-    th_sleep_ms(50);
+    /* half a head behind a whole request in the same write: its answer says the server has
+     * read the half too */
+    cr_assert_eq(th_conn_sends(&c[2], GET("/n/2") "GET / HTTP/1.1\r\nHo"), 0);
+    expect_res(&c[2], 200, "2");
     uint64_t took = th_server_stop(ts, 2000);
     cr_assert_lt(took, 2500);
     for (int i = 0; i < 3; i++) {
@@ -1748,6 +1852,8 @@ Test(backpressure, pipelined_answers_wait_for_a_client_that_does_not_read, .time
     for (int i = 0; i < 48; i++)
         len += (size_t)snprintf(batch + len, sizeof(batch) - len, GET("/qbig?kb=1024"));
     cr_assert_eq(th_conn_send(&c, batch, len), 0);
+    cr_assert_geq(th_wait_atomic(&n_handler, 1, 5000), 1, "the server began answering");
+    /* time passes with nothing read (a loaded machine only makes fewer answers in it) */
     th_sleep_ms(500);
     int handled = atomic_load(&n_handler);
     cr_assert_lt(handled, 48, "all %d answers were made without the client reading", handled);
@@ -1800,13 +1906,8 @@ Test(backpressure, reader_that_stalls_is_closed_after_the_idle_timeout, .timeout
     th_conn_t c;
     cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
     cr_assert_eq(th_conn_sends(&c, GET("/qbig?kb=65536")), 0);
-    sq_server_stats_t st;
-    uint64_t t0 = th_now_ms();
-    do {
-        th_sleep_ms(50);
-        th_server_stats(ts, &st);
-    } while (st.connections_open > 0 && th_now_ms() - t0 < 10000);
-    cr_assert_eq(st.connections_open, 0, "a client that reads nothing holds its connection");
+    cr_assert_eq(th_server_wait_open(ts, 0, 10000), 0,
+                 "a client that reads nothing holds its connection");
     th_conn_close(&c);
     stop(ts, app);
 }
@@ -1862,6 +1963,7 @@ Test(backpressure, big_answers_behind_an_async_one_wait_for_the_reader, .timeout
     cr_assert_eq(th_conn_sends(&c, GET("/late?ms=50") GET("/qbig?kb=4096") GET("/qbig?kb=4096")
                                        GET("/qbig?kb=4096") GET("/qbig?kb=4096") GET("/n/5")),
                  0);
+    /* time passes with nothing read (a loaded machine only makes fewer answers in it) */
     th_sleep_ms(400);
     cr_assert_lt(atomic_load(&n_handler), 6);
     expect_res(&c, 200, "late");
@@ -1875,34 +1977,4 @@ Test(backpressure, big_answers_behind_an_async_one_wait_for_the_reader, .timeout
     th_conn_close(&c);
     stop(ts, app);
     cr_assert_leq(atomic_load(&max_queued_kb), 8192);
-}
-
-Test(smuggling, trailers_count_against_the_header_limit_and_are_not_headers, .timeout = 10)
-{
-    sq_app_t *app = make_app();
-    sq_server_opts_t o;
-    sq_server_opts_init(&o);
-    o.max_header_bytes = 1024;
-    th_server_t *ts = start(app, &o);
-    char *v = malloc(2048);
-    memset(v, 't', 2047);
-    v[2047] = '\0';
-    char req[4096];
-    int n = snprintf(req, sizeof(req), "POST /echo HTTP/1.1\r\nHost: t\r\n"
-                                       "Transfer-Encoding: chunked\r\n\r\n"
-                                       "3\r\nabc\r\n0\r\nX-Trailer: %s\r\n\r\n", v);
-    expect_rejected(th_server_port(ts), req, (size_t)n, 431);
-    /* a trailer does not reach the handler as a header (RFC 9110 §6.5.1) */
-    th_res_t r;
-    cr_assert_eq(th_request(th_server_port(ts), "POST /echo HTTP/1.1\r\nHost: t\r\n"
-                                                "Transfer-Encoding: chunked\r\n\r\n"
-                                                "3\r\nabc\r\n0\r\nContent-Type: evil/x\r\n\r\n",
-                            &r),
-                 0);
-    cr_assert_eq(r.status, 200);
-    cr_assert_str_eq(r.body, "abc");
-    cr_assert_str_eq(th_res_header(&r, "Content-Type"), "application/octet-stream");
-    th_res_free(&r);
-    free(v);
-    stop(ts, app);
 }

@@ -102,6 +102,26 @@ static void take_stats(sq_sleep_t *s, int status, void *data)
     sq_watchdog_destroy(p->wd, NULL, NULL);
 }
 
+/* Takes the stats once the probe has sampled `want` times since the loop began (the
+ * block included), or at a deadline: on a loaded machine the probe's ticks come late, and
+ * fewer of them fit in a fixed window. */
+typedef struct samples_wait {
+    stats_probe_t *p;
+    uint64_t want;
+    uint64_t deadline; /* uv_now */
+    uv_timer_t timer;
+} samples_wait_t;
+
+static void check_samples(uv_timer_t *t)
+{
+    samples_wait_t *w = t->data;
+    sq_watchdog_stats(w->p->wd, &w->p->st);
+    if (w->p->st.samples < w->want && uv_now(t->loop) < w->deadline)
+        return;
+    sq_watchdog_destroy(w->p->wd, NULL, NULL);
+    uv_close((uv_handle_t *)t, NULL);
+}
+
 Test(watchdog, lag_counters_see_the_block, .timeout = 10)
 {
     uv_loop_t loop;
@@ -111,7 +131,11 @@ Test(watchdog, lag_counters_see_the_block, .timeout = 10)
     blocker_t b = {.wd = wd, .ms = 120, .name = "blocker"};
     stats_probe_t p = {.wd = wd};
     sq_sleep(NULL, &loop, 30, blocking_cb, &b);
-    sq_sleep(NULL, &loop, 300, take_stats, &p);
+    /* from 300 ms on (after the block), until 5 samples, for up to 5 s */
+    samples_wait_t w = {.p = &p, .want = 5, .deadline = uv_now(&loop) + 5000};
+    uv_timer_init(&loop, &w.timer);
+    w.timer.data = &w;
+    uv_timer_start(&w.timer, check_samples, 300, 10);
     uv_run(&loop, UV_RUN_DEFAULT);
     cr_assert_geq(p.st.samples, 5);
     cr_assert_geq(p.st.lag_max_us, 90000, "lag max %llu us",

@@ -29,6 +29,7 @@
 #include <squall.h>
 
 #include "support/harness.h"
+#include "support/hello.h"
 
 extern char **environ;
 
@@ -352,27 +353,18 @@ Test(ws_peers, python_websockets_client_echoes_every_size_and_closes_both_ways)
 
 static void hello_with_peer(const char *prog, const char *script, const char *mode)
 {
-    char hello[PATH_MAX], port[16], path[PATH_MAX];
-    int n = snprintf(hello, sizeof(hello), "%s/hello", bin_dir());
-    cr_assert(n > 0 && (size_t)n < sizeof(hello));
-    snprintf(port, sizeof(port), "%d", th_free_port());
-    char *hargv[] = {hello, (char *)"--port", port, NULL};
-    child_t h;
-    child_start(&h, hargv);
-    const char *l = child_line(&h, 10000);
-    cr_assert(l != NULL && strstr(l, "serving on") != NULL, "hello printed:\n%s", h.buf);
+    th_hello_t h = th_hello_start(NULL); /* a free port; its "serving on" line seen */
+    char port[16], path[PATH_MAX];
+    snprintf(port, sizeof(port), "%d", h.port);
     peer_path(path, sizeof(path), script);
     char *argv[] = {(char *)prog, path, port, (char *)mode, NULL};
     child_t ch;
     child_start(&ch, argv);
     int status = child_wait(&ch, 40000);
-    kill(h.pid, SIGTERM);
-    int hs = child_wait(&h, 10000);
     cr_assert_eq(status, 0, "%s exited with %d; it printed:\n%s", script, status, ch.buf);
     cr_assert(strstr(ch.buf, "ok\n") != NULL, "%s printed:\n%s", script, ch.buf);
-    cr_assert_neq(hs, -1, "hello did not stop on SIGTERM:\n%s", h.buf);
     child_free(&ch);
-    child_free(&h);
+    th_hello_stop(&h); /* SIGTERM: exits 0 */
 }
 
 Test(ws_peers, node_ws_client_against_hello_ws_echo_and_ws)

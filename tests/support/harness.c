@@ -36,6 +36,7 @@ struct th_server {
     bool finished;           /* the thread left uv_run and closed the loop */
     uint64_t grace_ms;
     int closed_cbs;          /* sq_server_destroy's callback: must be exactly 1 */
+    sq_server_stats_t final; /* the counters when that callback ran */
     int loop_close_rc;
     int port;
 };
@@ -67,6 +68,7 @@ static void on_server_closed(sq_server_t *srv, void *data)
 {
     th_server_t *ts = data;
     ts->closed_cbs++;
+    sq_server_stats(srv, &ts->final); /* every connection, response and job is over */
 }
 
 static void on_wake(uv_async_t *a)
@@ -188,12 +190,29 @@ void th_server_stats(th_server_t *ts, sq_server_stats_t *out)
     th_server_call(ts, copy_stats, out);
 }
 
+uint64_t th_server_wait_open(th_server_t *ts, uint64_t want, int timeout_ms)
+{
+    uint64_t end = th_now_ms() + (uint64_t)timeout_ms;
+    sq_server_stats_t st;
+    for (;;) {
+        th_server_stats(ts, &st);
+        if (st.connections_open <= want || th_now_ms() >= end)
+            return st.connections_open;
+        th_sleep_ms(2);
+    }
+}
+
 /* In a sanitizer build, LeakSanitizer's check on demand; NULL otherwise. A leak found at a
  * test's exit would only be printed (Criterion does not look at the exit status), so the
  * harness checks at each server stop, where everything of the server must be freed. */
 extern int __lsan_do_recoverable_leak_check(void) __attribute__((weak));
 
 uint64_t th_server_stop(th_server_t *ts, uint64_t grace_ms)
+{
+    return th_server_stop_stats(ts, grace_ms, NULL);
+}
+
+uint64_t th_server_stop_stats(th_server_t *ts, uint64_t grace_ms, sq_server_stats_t *final)
 {
     uint64_t t0 = th_now_ms();
     uv_mutex_lock(&ts->mu);
@@ -207,6 +226,8 @@ uint64_t th_server_stop(th_server_t *ts, uint64_t grace_ms)
     uint64_t took = th_now_ms() - t0;
     cr_assert_eq(ts->closed_cbs, 1, "close callback ran %d times", ts->closed_cbs);
     cr_assert_eq(ts->loop_close_rc, 0, "uv_loop_close: %s", uv_err_name(ts->loop_close_rc));
+    if (final != NULL)
+        *final = ts->final;
     uv_cond_destroy(&ts->cv);
     uv_mutex_destroy(&ts->mu);
     free(ts);

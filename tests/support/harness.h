@@ -14,7 +14,11 @@
  *
  * The server side runs handlers on its own thread: state a handler shares with the test
  * is read after th_server_stop (which joins the thread), through th_server_call, or with
- * C11 atomics. Every call that waits takes a timeout, so a test can never hang.
+ * C11 atomics. Never cr_assert there (nor in th_server_call's function, a blocking
+ * handler or any thread of the test's own): Criterion ends a test by a longjmp on the
+ * test's thread only. Record what went wrong and assert on the test's thread. Every call
+ * that waits takes a timeout, so a test can never hang; wait for an event or a counter
+ * (th_wait_atomic, th_server_wait_open, th_conn_wait_closed) rather than sleeping.
  * Functions that return int return 0 or a negative libuv code (UV_ETIMEDOUT, UV_EOF, ...).
  */
 #ifndef SQUALL_TESTS_HARNESS_H
@@ -52,12 +56,18 @@ uv_loop_t *th_server_loop(const th_server_t *ts);
 void th_server_call(th_server_t *ts, void (*fn)(sq_server_t *srv, void *data), void *data);
 /* A copy of the server's counters, taken on the loop thread. */
 void th_server_stats(th_server_t *ts, sq_server_stats_t *out);
+/* Polls the counters until connections_open <= want or timeout_ms passes. Returns the
+ * last connections_open seen. */
+uint64_t th_server_wait_open(th_server_t *ts, uint64_t want, int timeout_ms);
 
 /* sq_server_destroy(grace_ms) on the loop thread, joins the thread, and asserts that the
  * close callback ran exactly once, that uv_loop_close() returned 0 and, in an ASan build,
  * that LeakSanitizer finds no unreachable block at that point (the test's own included).
  * Frees ts. Returns the milliseconds the shutdown took. */
 uint64_t th_server_stop(th_server_t *ts, uint64_t grace_ms);
+/* th_server_stop, and *final gets the counters as they were in the close callback: after
+ * every connection, response and blocking job (so every done callback) is over. */
+uint64_t th_server_stop_stats(th_server_t *ts, uint64_t grace_ms, sq_server_stats_t *final);
 
 /* Milliseconds on a monotonic clock. */
 uint64_t th_now_ms(void);
@@ -124,6 +134,19 @@ ssize_t th_conn_read_some(th_conn_t *c, int timeout_ms);
 void th_conn_close(th_conn_t *c);
 /* Closes with a reset (SO_LINGER 0) instead of a FIN. */
 void th_conn_abort(th_conn_t *c);
+
+/* ---- table tests ---- */
+
+/* Checks one fact about a row of a table test (`name` names the row): on failure marks the
+ * test failed with the row's name and message and jumps to the label `out`, the row's
+ * clean-up, so that the next row still runs. On the test's thread only. */
+#define TH_ROW_CHECK(name, cond, fmt, ...)                                                         \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            cr_expect_fail("[%s] " fmt, (name), ##__VA_ARGS__);                                    \
+            goto out;                                                                              \
+        }                                                                                          \
+    } while (0)
 
 /* ---- one-shot helpers ---- */
 

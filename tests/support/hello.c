@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,17 +72,15 @@ int th_hello_wait(pid_t pid, int timeout_ms)
     return -1;
 }
 
-th_hello_t th_hello_start(const char *arg, ...)
+/* th_hello_start and th_hello_start_logged: `keep_err` sends hello's stderr to a file. */
+static th_hello_t hello_startv(bool keep_err, const char *arg, va_list ap)
 {
     const char *argv[MAX_ARGS + 4] = {th_hello_path(), "--port", NULL};
     int argc = 3;
-    va_list ap;
-    va_start(ap, arg);
     for (const char *a = arg; a != NULL; a = va_arg(ap, const char *)) {
         cr_assert_lt(argc, MAX_ARGS);
         argv[argc++] = a;
     }
-    va_end(ap);
     argv[argc] = NULL;
 
     for (int attempt = 0; attempt < 5; attempt++) {
@@ -89,10 +88,18 @@ th_hello_t th_hello_start(const char *arg, ...)
         char port[16];
         snprintf(port, sizeof(port), "%d", h.port);
         argv[2] = port;
+        int errfd = -1;
+        if (keep_err) {
+            snprintf(h.errpath, sizeof(h.errpath), "/tmp/squall-hello-err-XXXXXX");
+            errfd = mkostemp(h.errpath, O_CLOEXEC);
+            cr_assert_geq(errfd, 0, "mkostemp: %s", strerror(errno));
+        }
         int out[2];
         cr_assert_eq(pipe2(out, O_CLOEXEC), 0);
-        h.pid = spawn(argv, out[1], -1);
+        h.pid = spawn(argv, out[1], errfd);
         close(out[1]);
+        if (errfd >= 0)
+            close(errfd);
         size_t n = 0;
         uint64_t end = th_now_ms() + 5000;
         while (n < sizeof(h.line) - 1 && strchr(h.line, '\n') == NULL) {
@@ -111,15 +118,62 @@ th_hello_t th_hello_start(const char *arg, ...)
             return h;
         kill(h.pid, SIGKILL);
         waitpid(h.pid, NULL, 0);
+        if (keep_err)
+            unlink(h.errpath);
     }
     cr_assert_fail("hello did not start");
     return (th_hello_t){0};
+}
+
+th_hello_t th_hello_start(const char *arg, ...)
+{
+    va_list ap;
+    va_start(ap, arg);
+    th_hello_t h = hello_startv(false, arg, ap);
+    va_end(ap);
+    return h;
+}
+
+th_hello_t th_hello_start_logged(const char *arg, ...)
+{
+    va_list ap;
+    va_start(ap, arg);
+    th_hello_t h = hello_startv(true, arg, ap);
+    va_end(ap);
+    return h;
+}
+
+char *th_hello_stderr(const th_hello_t *h)
+{
+    cr_assert_neq(h->errpath[0], '\0', "hello was not started with th_hello_start_logged");
+    FILE *f = fopen(h->errpath, "r");
+    cr_assert_not_null(f, "%s: %s", h->errpath, strerror(errno));
+    char *s = calloc(1, 65536);
+    cr_assert_not_null(s);
+    size_t n = fread(s, 1, 65535, f);
+    s[n] = '\0';
+    fclose(f);
+    return s;
+}
+
+char *th_hello_wait_stderr(const th_hello_t *h, const char *needle, int timeout_ms)
+{
+    uint64_t end = th_now_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        char *s = th_hello_stderr(h);
+        if (strstr(s, needle) != NULL || th_now_ms() >= end)
+            return s;
+        free(s);
+        th_sleep_ms(10);
+    }
 }
 
 void th_hello_stop(th_hello_t *h)
 {
     cr_assert_eq(kill(h->pid, SIGTERM), 0);
     int status = th_hello_wait(h->pid, 8000);
+    if (h->errpath[0] != '\0')
+        unlink(h->errpath);
     cr_assert_neq(status, -1, "hello did not exit within 8 s of SIGTERM");
     cr_assert(WIFEXITED(status), "hello died of signal %d", WTERMSIG(status));
     cr_assert_eq(WEXITSTATUS(status), 0);

@@ -4,6 +4,9 @@
  *     th_request(h.port, "GET / HTTP/1.1\r\nHost: t\r\n\r\n", &r);
  *     th_hello_stop(&h);                                   SIGTERM; asserts exit 0
  *
+ *     th_hello_t h = th_hello_start_logged(NULL);           its stderr kept in a file
+ *     char *err = th_hello_wait_stderr(&h, "slow callback", 2000);
+ *
  *     th_hello_run_t r;
  *     th_hello_run(&r, 5000, "--workers", "0", NULL);       runs it to its end
  *     cr_assert_eq(r.code, 2); ... r.err holds its stderr
@@ -22,7 +25,8 @@
 typedef struct th_hello {
     pid_t pid;
     int port;
-    char line[256]; /* its first line on stdout: "hello: serving on http://...:PORT/ ..." */
+    char line[256];   /* its first line on stdout: "hello: serving on http://...:PORT/ ..." */
+    char errpath[64]; /* the file holding its stderr (th_hello_start_logged), else "" */
 } th_hello_t;
 
 /* The path of the hello binary (static storage). Fails the test when it is not built. */
@@ -33,6 +37,17 @@ const char *th_hello_path(void);
  * with another port when another process took P in between. Fails the test when hello
  * does not start. */
 th_hello_t th_hello_start(const char *arg, ...);
+
+/* As th_hello_start, with hello's stderr kept in a file (h.errpath) for th_hello_stderr;
+ * th_hello_stop removes it. */
+th_hello_t th_hello_start_logged(const char *arg, ...);
+
+/* What hello has written to stderr so far (malloc'd, NUL-terminated; the first 64 KiB).
+ * Only for a hello started with th_hello_start_logged. */
+char *th_hello_stderr(const th_hello_t *h);
+/* Waits up to timeout_ms for `needle` in hello's stderr; returns the text then (or at the
+ * deadline), as th_hello_stderr. */
+char *th_hello_wait_stderr(const th_hello_t *h, const char *needle, int timeout_ms);
 
 /* SIGTERM: graceful shutdown; asserts that hello exits with status 0 within 8 s. */
 void th_hello_stop(th_hello_t *h);

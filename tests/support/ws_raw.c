@@ -156,22 +156,27 @@ const char upgrade_request[] = "GET /echo HTTP/1.1\r\n"
 void raw_upgrade_req(th_conn_t *c, int port, const char *request, const void *extra,
                      size_t extra_len)
 {
-    cr_assert_eq(th_conn_open(c, port), 0);
+    int rc = th_conn_open(c, port);
+    cr_assert_eq(rc, 0, "%s: connect: %s", raw_case, uv_err_name(rc));
     size_t rl = strlen(request);
     uint8_t *req = malloc(rl + extra_len);
+    cr_assert_not_null(req);
     memcpy(req, request, rl);
     if (extra_len)
         memcpy(req + rl, extra, extra_len);
-    cr_assert_eq(th_conn_send(c, req, rl + extra_len), 0);
+    rc = th_conn_send(c, req, rl + extra_len);
     free(req);
+    cr_assert_eq(rc, 0, "%s: sending the upgrade: %s", raw_case, uv_err_name(rc));
     th_res_t r;
-    cr_assert_eq(th_conn_read_res(c, &r, 5000, false), 0);
-    cr_assert_eq(r.status, 101, "status %d", r.status);
+    rc = th_conn_read_res(c, &r, 5000, false);
+    cr_assert_eq(rc, 0, "%s: reading the 101: %s", raw_case, uv_err_name(rc));
+    cr_assert_eq(r.status, 101, "%s: status %d", raw_case, r.status);
     const char *accept = th_res_header(&r, "Sec-WebSocket-Accept");
-    cr_assert_not_null(accept);
-    cr_assert_str_eq(accept, WS_ACCEPT);
+    cr_assert(accept != NULL && strcmp(accept, WS_ACCEPT) == 0, "%s: Sec-WebSocket-Accept: %s",
+              raw_case, accept ? accept : "(none)");
     const char *upgrade = th_res_header(&r, "Upgrade");
-    cr_assert(upgrade != NULL && strcasecmp(upgrade, "websocket") == 0);
+    cr_assert(upgrade != NULL && strcasecmp(upgrade, "websocket") == 0, "%s: Upgrade: %s", raw_case,
+              upgrade ? upgrade : "(none)");
     th_res_free(&r);
 }
 

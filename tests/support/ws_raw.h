@@ -25,7 +25,7 @@ enum { OP_CONT = 0x0, OP_TEXT = 0x1, OP_BIN = 0x2, OP_CLOSE = 0x8, OP_PING = 0x9
 /* "GET /echo" with a valid handshake. */
 extern const char upgrade_request[];
 
-/* Names the case being checked in expect_close's messages. */
+/* Names the case being checked in expect_close's and raw_upgrade's messages. */
 extern const char *raw_case;
 
 /* Builds one frame: b0 is FIN | RSV bits | opcode; the payload is masked (RFC 6455 §5.3)
