@@ -641,3 +641,47 @@ Test(regress_http, empty_header_values_are_accepted)
     th_server_stop(ts, 1000);
     sq_app_destroy(app);
 }
+
+/* A client that pipelines one more request behind a large answer and reads nothing is a
+ * slow reader like any other: closed once it takes nothing for an idle period (it was
+ * kept forever while a request waited behind the answer). */
+static void big_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    static char big[8 << 20];
+    sq_res_send(res, 200, "application/octet-stream", big, sizeof(big));
+}
+static const sq_handler_t big = {.get = big_get};
+
+Test(regress_http, a_reader_that_stalls_with_requests_pipelined_is_closed)
+{
+    sq_app_t *app = make_app();
+    cr_assert_eq(sq_app_route(app, "/big", &big, NULL), 0);
+    sq_server_opts_t o;
+    sq_server_opts_init(&o);
+    o.idle_timeout_ms = 300;
+    th_server_t *ts = th_server_start(app, &o);
+    for (int behind = 0; behind < 2; behind++) {
+        th_conn_t c;
+        cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+        int rcvbuf = 4096;
+        setsockopt(c.fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+        cr_assert_eq(th_conn_sends(&c, behind ? GET("/big") GET("/") : GET("/big")), 0);
+        uint64_t t0 = th_now_ms();
+        /* read nothing, and watch the server's side: its connection must go */
+        bool closed = false;
+        while (!closed && th_now_ms() - t0 < 10000) {
+            sq_server_stats_t st;
+            th_server_stats(ts, &st);
+            closed = st.connections_open == 0;
+            if (!closed)
+                th_sleep_ms(20);
+        }
+        uint64_t took = th_now_ms() - t0;
+        th_conn_abort(&c);
+        cr_assert(closed, "%s: still open after %llu ms (idle timeout 300 ms)",
+                  behind ? "a request pipelined behind" : "nothing behind",
+                  (unsigned long long)took);
+    }
+    th_server_stop(ts, 1000);
+    sq_app_destroy(app);
+}

@@ -503,10 +503,12 @@ static void h1_on_timeout(sq__conn_t *c, void *ud, int which)
         respond_error(c, 408, "Request Timeout");
         sq__conn_flush(c);
     } else if (which == SQ__TQ_IDLE && c->pending.len > 0 &&
-               !(c->flags & SQ__CF_CLOSE_AFTER)) {
-        /* Pipelined requests wait for the answers before them to drain: not idle. The
-         * drain that wakes them may have finished just now, its tick not run yet (test:
-         * regress_http/a_body_of_4_gib_and_more_is_sent_whole). */
+               !(c->flags & SQ__CF_CLOSE_AFTER) && (c->wq == NULL || !c->wq->inflight)) {
+        /* Pipelined requests wait for answers that have drained just now, their tick
+         * not run yet: not idle (test: regress_http/a_body_of_4_gib_and_more_is_sent_whole).
+         * Answers still in flight that the client took nothing of for a whole idle period
+         * (the transport checked) close the connection like any other slow reader (test:
+         * regress_http/a_reader_that_stalls_with_requests_pipelined_is_closed). */
         sq__tick_add(c);
         sq__tq_put(c, SQ__TQ_IDLE);
     } else {
