@@ -9,6 +9,7 @@
  * recorded in atomics and compared on the test's thread. */
 #include <poll.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 #include <unistd.h>
 
 #include <criterion/criterion.h>
+#include <jansson.h>
 
 #include "support/harness.h"
 
@@ -682,6 +684,71 @@ Test(regress_http, a_reader_that_stalls_with_requests_pipelined_is_closed)
                   behind ? "a request pipelined behind" : "nothing behind",
                   (unsigned long long)took);
     }
+    th_server_stop(ts, 1000);
+    sq_app_destroy(app);
+}
+
+/* Out of memory while answering JSON: a 500 with fixed bytes, never an encoder that calls
+ * back into the one that failed (the two recursed until the stack ran out). jansson's
+ * allocator fails one call in `every`, from the handler on. */
+static atomic_int oom_every, oom_calls;
+
+static void *oom_malloc(size_t n)
+{
+    int every = atomic_load(&oom_every);
+    if (every > 0 && atomic_fetch_add(&oom_calls, 1) % every == every - 1)
+        return NULL;
+    return malloc(n);
+}
+
+/* GET /json/{every}/{offset}: JSON while one allocation in `every` fails */
+static void json_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    int64_t every = 0, offset = 0;
+    sq_req_param_int(req, "every", &every);
+    sq_req_param_int(req, "offset", &offset);
+    atomic_store(&oom_calls, (int)offset);
+    atomic_store(&oom_every, (int)every);
+    int rc = sq_res_send_json_new(res, 200, json_pack("{s:s,s:[i,i,i],s:{s:b}}", "a", "b",
+                                                      "list", 1, 2, 3, "o", "t", 1));
+    atomic_store(&oom_every, 0);
+    atomic_store(&rc_a, rc);
+}
+static const sq_handler_t json_h = {.get = json_get};
+
+Test(regress_http, json_answers_under_failing_allocations_end_in_a_500_not_a_crash)
+{
+    json_set_alloc_funcs(oom_malloc, free);
+    sq_app_t *app = make_app();
+    char path[32];
+    cr_assert_eq(sq_app_route(app, "/json/{every:int}/{offset:int}", &json_h, NULL), 0);
+    th_server_t *ts = th_server_start(app, NULL);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    /* every pattern of one failure in N allocations, N up to 16, at every phase */
+    for (int every = 1; every <= 16; every++) {
+        for (int offset = 0; offset < every; offset++) {
+            char req[96];
+            snprintf(req, sizeof(req), "GET /json/%d/%d HTTP/1.1\r\nHost: t\r\n\r\n", every,
+                     offset);
+            (void)path;
+            if (c.fd < 0 || c.eof) {
+                th_conn_close(&c);
+                cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+            }
+            cr_assert_eq(th_conn_sends(&c, req), 0);
+            th_res_t r;
+            cr_assert_eq(th_conn_read_res(&c, &r, 5000, false), 0, "every %d at %d", every,
+                         offset);
+            cr_assert(r.status == 200 || r.status == 500, "every %d at %d: %d", every, offset,
+                      r.status);
+            if (r.status == 500)
+                cr_assert_str_eq(r.body, "{\"detail\":\"Internal Server Error\"}");
+            th_res_free(&r);
+        }
+    }
+    th_conn_close(&c);
+    expect_healthy(th_server_port(ts));
     th_server_stop(ts, 1000);
     sq_app_destroy(app);
 }

@@ -247,6 +247,15 @@ int sq_res_send_ref(sq_res_t *res, int status, const char *content_type, const v
     return end_finish(x, rc);
 }
 
+/* The answer when JSON cannot be made (out of memory): bytes that need no encoder. Never
+ * through sq_res_send_error, which encodes again: under memory pressure the two would
+ * call each other until the stack ran out (a review found it with a failing malloc). */
+static int send_500(sq_res_t *res)
+{
+    static const char oom[] = "{\"detail\":\"Internal Server Error\"}";
+    return sq_res_send(res, 500, "application/json", oom, sizeof(oom) - 1);
+}
+
 int sq_res_send_json(sq_res_t *res, int status, const json_t *json)
 {
     sq__exch_t *x = res->req;
@@ -257,11 +266,11 @@ int sq_res_send_json(sq_res_t *res, int status, const json_t *json)
     if (n > s->cap) {
         s->len = 0;
         if (sq__buf_reserve(s, n) != 0)
-            return sq_res_send_error(res, 500, "Internal Server Error");
+            return send_500(res);
         n = json_dumpb(json, s->base, s->cap, JSON_COMPACT | JSON_ENCODE_ANY);
     }
     if (n == 0)
-        return sq_res_send_error(res, 500, "Internal Server Error");
+        return send_500(res);
     return sq_res_send(res, status, "application/json", s->base, n);
 }
 
@@ -270,7 +279,7 @@ int sq_res_send_json(sq_res_t *res, int status, const json_t *json)
 int sq_res_send_json_new(sq_res_t *res, int status, json_t *json)
 {
     if (json == NULL && sq__status_is_final(status))
-        return sq_res_send_error(res, 500, "Internal Server Error");
+        return send_500(res);
     int rc = sq_res_send_json(res, status, json);
     json_decref(json);
     return rc;
@@ -281,10 +290,8 @@ int sq_res_send_error(sq_res_t *res, int status, const char *detail)
     if (!sq__status_is_final(status))
         return UV_EINVAL;
     json_t *j = json_pack("{s:s}", "detail", detail ? detail : sq__status_reason(status));
-    if (j == NULL) {
-        static const char oom[] = "{\"detail\":\"Internal Server Error\"}";
-        return sq_res_send(res, 500, "application/json", oom, sizeof(oom) - 1);
-    }
+    if (j == NULL)
+        return send_500(res);
     return sq_res_send_json_new(res, status, j);
 }
 
