@@ -1,4 +1,5 @@
 /* The opening handshake's pieces (RFC 6455 §4.2.2): the accept key and header checks. */
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <strings.h>
 
@@ -6,7 +7,16 @@
 
 static const char ws_guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
-void sq__ws_accept_key(const char *key, size_t key_len, char out[29])
+int sq__ws_crypto_init(void)
+{
+    /* OpenSSL sets itself up on first use, allocating: done here, when a route or a
+     * client is made, not in the middle of a handshake where it could fail unchecked */
+    if (OPENSSL_init_crypto(0, NULL) != 1 || EVP_sha1() == NULL)
+        return UV_ENOMEM;
+    return 0;
+}
+
+int sq__ws_accept_key(const char *key, size_t key_len, char out[29])
 {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
@@ -15,8 +25,11 @@ void sq__ws_accept_key(const char *key, size_t key_len, char out[29])
         key_len = 64; /* callers pass validated 24-byte keys */
     memcpy(buf, key, key_len);
     memcpy(buf + key_len, ws_guid, sizeof(ws_guid) - 1);
-    EVP_Digest(buf, key_len + sizeof(ws_guid) - 1, md, &mdlen, EVP_sha1(), NULL);
+    if (EVP_Digest(buf, key_len + sizeof(ws_guid) - 1, md, &mdlen, EVP_sha1(), NULL) != 1 ||
+        mdlen != 20)
+        return UV_ENOMEM; /* (OpenSSL fails only when it cannot allocate) */
     EVP_EncodeBlock((unsigned char *)out, md, (int)mdlen); /* 28 characters + NUL */
+    return 0;
 }
 
 bool sq__ws_key_valid(const char *key)

@@ -454,11 +454,15 @@ static void on_connect(uv_connect_t *req, int status)
     c->state = WSC_HANDSHAKE;
     uint8_t raw[16];
     char key[25];
-    RAND_bytes(raw, sizeof(raw));
+    if (RAND_bytes(raw, sizeof(raw)) != 1) { /* RFC 6455 §4.1: a random nonce, or nothing */
+        fail(c, "no random bytes for the key", UV_ENOMEM);
+        return;
+    }
     EVP_EncodeBlock((unsigned char *)key, raw, sizeof(raw));
-    sq__ws_accept_key(key, 24, c->accept);
     sq__buf_t head = {0};
-    int rc = build_request(c, key, &head);
+    int rc = sq__ws_accept_key(key, 24, c->accept);
+    if (rc == 0)
+        rc = build_request(c, key, &head);
     wsc_write_t *w = rc == 0 ? calloc(1, sizeof(*w) + head.len) : NULL;
     if (w == NULL) {
         sq__buf_free(&head);
@@ -679,6 +683,8 @@ int sq_ws_connect_sized(uv_loop_t *loop, const char *url, const sq_ws_handler_t 
     int rc = sq__ws_opts_in(&o, opts);
     if (rc != 0)
         return rc;
+    if (sq__ws_crypto_init() != 0)
+        return UV_ENOMEM;
     wsc_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return UV_ENOMEM;

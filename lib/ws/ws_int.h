@@ -32,7 +32,11 @@ static inline bool sq__utf8_complete(const sq__utf8_t *u)
 /* ---- the handshake (RFC 6455 §4) ---- */
 
 /* Sec-WebSocket-Accept for a key: base64(SHA-1(key + GUID)); out holds 29 bytes. */
-SQ__HIDDEN void sq__ws_accept_key(const char *key, size_t key_len, char out[29]);
+/* Sec-WebSocket-Accept for `key` (RFC 6455 §4.2.2): 28 characters and a NUL in out.
+ * Returns 0, or UV_ENOMEM when OpenSSL cannot allocate. */
+SQ__HIDDEN int sq__ws_accept_key(const char *key, size_t key_len, char out[29]);
+/* Sets OpenSSL's SHA-1 up once, before any handshake needs it. 0 or UV_ENOMEM. */
+SQ__HIDDEN int sq__ws_crypto_init(void);
 /* True when `key` is base64 of 16 bytes (RFC 6455 §4.1). */
 SQ__HIDDEN bool sq__ws_key_valid(const char *key);
 /* True when the comma-separated header value contains `token` (case-insensitive). */

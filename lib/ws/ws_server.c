@@ -173,10 +173,9 @@ static void ws_get(sq_req_t *req, sq_res_t *res, void *data)
         }
     }
     char accept[29];
-    sq__ws_accept_key(key, strlen(key), accept);
     sq__conn_t *c = req->conn;
     sq_ws_t *ws;
-    if (c == NULL ||
+    if (sq__ws_accept_key(key, strlen(key), accept) != 0 || c == NULL ||
         sq__ws_create(&ws, sq_req_loop(req), false, &r->h, r->data, &r->opts, &server_io, c)) {
         refuse(res, 500, "Internal Server Error");
         return;
@@ -184,11 +183,16 @@ static void ws_get(sq_req_t *req, sq_res_t *res, void *data)
     ws->subprotocol = sub;
     ws->wd = req->srv->wd;
     ws->name = sq__route_pattern(req->match.route);
-    sq_res_header(res, "Upgrade", "websocket");
-    sq_res_header(res, "Connection", "Upgrade");
-    sq_res_header(res, "Sec-WebSocket-Accept", accept);
-    if (sub != NULL)
-        sq_res_header(res, "Sec-WebSocket-Protocol", sub);
+    /* a 101 without its Accept would be a handshake the client must fail: out of memory
+     * here is a 500 instead */
+    if (sq_res_header(res, "Upgrade", "websocket") != 0 ||
+        sq_res_header(res, "Connection", "Upgrade") != 0 ||
+        sq_res_header(res, "Sec-WebSocket-Accept", accept) != 0 ||
+        (sub != NULL && sq_res_header(res, "Sec-WebSocket-Protocol", sub) != 0)) {
+        sq__ws_transport_closed(ws); /* never opened: no callbacks, just freed */
+        refuse(res, 500, "Internal Server Error");
+        return;
+    }
     sq__exch_hold(req); /* keep req readable for .open after the take-over releases it */
     if (sq__res_switch(res, &ws_proto, ws) != 0) {
         sq__exch_unhold(req);
@@ -208,6 +212,8 @@ int sq_app_websocket_sized(sq_app_t *app, const char *pattern, const sq_ws_handl
 {
     if (app == NULL || handler == NULL)
         return UV_EINVAL;
+    if (sq__ws_crypto_init() != 0)
+        return UV_ENOMEM;
     ws_route_t *r = calloc(1, sizeof(*r));
     if (r == NULL)
         return UV_ENOMEM;
