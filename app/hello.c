@@ -36,14 +36,50 @@ static void plaintext_get(sq_req_t *req, sq_res_t *res, void *data)
 }
 static const sq_handler_t plaintext = {.get = plaintext_get};
 
+/* Copies s into out (at most cap - 1 bytes and a NUL), each byte that is not part of a
+ * well-formed UTF-8 sequence replaced by U+FFFD, as Python's unquote does for the query
+ * FastAPI reads: JSON strings are UTF-8, and a query's decoded bytes may be anything. */
+static const char *utf8_or_fffd(const char *s, char *out, size_t cap)
+{
+    size_t o = 0;
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p != '\0' && o + 4 < cap) {
+        size_t n = *p < 0x80 ? 1 : (*p & 0xe0) == 0xc0 ? 2 : (*p & 0xf0) == 0xe0 ? 3
+                 : (*p & 0xf8) == 0xf0 ? 4 : 0;
+        uint32_t cp = n == 1 ? *p : n == 2 ? *p & 0x1fu : n == 3 ? *p & 0x0fu : *p & 0x07u;
+        for (size_t i = 1; i < n; i++) {
+            if ((p[i] & 0xc0) != 0x80) {
+                n = 0;
+                break;
+            }
+            cp = cp << 6 | (p[i] & 0x3fu);
+        }
+        /* overlong forms, surrogates and past U+10FFFF are not well-formed either */
+        if (n == 0 || (n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) ||
+            (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) || (cp >= 0xd800 && cp <= 0xdfff)) {
+            memcpy(out + o, "\xef\xbf\xbd", 3);
+            o += 3;
+            p++;
+            continue;
+        }
+        memcpy(out + o, p, n);
+        o += n;
+        p += n;
+    }
+    out[o] = '\0';
+    return out;
+}
+
 /* GET /items/{item_id:int}?q=STR — a non-integer item_id gets squall's 422. */
 static void item_get(sq_req_t *req, sq_res_t *res, void *data)
 {
     int64_t item_id;
     sq_req_param_int(req, "item_id", &item_id);
     const char *q = sq_req_query(req, "q");
+    char qbuf[3 * 8192 + 1]; /* a query is at most max_uri_bytes; each byte at most 3 */
     sq_res_send_json_new(res, 200,
-                         json_pack("{s:I,s:s?}", "item_id", (json_int_t)item_id, "q", q));
+                         json_pack("{s:I,s:s?}", "item_id", (json_int_t)item_id, "q",
+                                   q ? utf8_or_fffd(q, qbuf, sizeof(qbuf)) : NULL));
 }
 static const sq_handler_t items = {.get = item_get};
 
@@ -266,6 +302,10 @@ int main(int argc, char **argv)
     }
     if (optind < argc)
         return bad_usage("unexpected argument '%s'", argv[optind]);
+    /* each worker listens on its own socket (SO_REUSEPORT): with port 0 each would get a
+     * port of its own, and all but one would be unreachable */
+    if (cfg.port == 0 && cfg.workers > 1)
+        return bad_usage("--port 0 needs --workers 1 (each worker would get its own port)");
     cfg.opts.reuseport = cfg.workers > 1;
     if (cfg.threadpool > 0 && sq_work_threadpool_set_size(cfg.threadpool) != 0)
         return bad_usage("--threadpool must be 1..%d", MAX_THREADPOOL);

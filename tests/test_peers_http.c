@@ -393,3 +393,27 @@ Test(peers, options_asterisk_lists_the_methods_and_other_methods_get_400, .timeo
     th_res_free(&r);
     th_hello_stop(&h);
 }
+
+/* /items' q is JSON: decoded query bytes that are not UTF-8 become U+FFFD, as FastAPI's
+ * (Python's unquote) do, instead of a 500 from the JSON encoder. */
+Test(peers, items_query_that_is_not_utf8_gets_replacement_characters, .timeout = 30)
+{
+    th_hello_t h = th_hello_start(NULL);
+    static const char *cases[][2] = {
+        {"/items/1?q=%C3%28", "{\"item_id\":1,\"q\":\"\xef\xbf\xbd(\"}"},
+        {"/items/2?q=%E2%82%AC%FF", "{\"item_id\":2,\"q\":\"\xe2\x82\xac\xef\xbf\xbd\"}"},
+        {"/items/3?q=%ED%A0%80", /* a surrogate, and its two continuation bytes */
+         "{\"item_id\":3,\"q\":\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\"}"},
+        {"/items/4?q=ok", "{\"item_id\":4,\"q\":\"ok\"}"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char req[128];
+        snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: t\r\n\r\n", cases[i][0]);
+        th_res_t r;
+        cr_assert_eq(th_request(h.port, req, &r), 0);
+        cr_assert_eq(r.status, 200, "%s: %d %s", cases[i][0], r.status, r.body);
+        cr_assert_str_eq(r.body, cases[i][1], "%s", cases[i][0]);
+        th_res_free(&r);
+    }
+    th_hello_stop(&h);
+}

@@ -458,6 +458,8 @@ Test(hello, a_bad_flag_or_argument_says_what_is_wrong_then_the_usage, .timeout =
         {{"--port=abc"}, "hello: --port: not a valid number: 'abc'"},
         {{"--nope"}, "hello: unknown option '--nope'"},
         {{"--port"}, "hello: --port needs a value"},
+        /* each worker would listen on a port of its own: all but one unreachable */
+        {{"--workers", "2"}, "hello: --port 0 needs --workers 1"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         const char *args[8] = {"--port", "0"};
