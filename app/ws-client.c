@@ -159,9 +159,16 @@ static const sq_ws_handler_t client = {
     .close = on_close,
 };
 
-static int usage(void)
+static const char usage_text[] =
+    "usage: ws-client [--count N] [--timeout MS] [ws://host:port/path]\n";
+
+/* A one-line reason (when there is one), then the usage, on stderr; exit status 2. */
+static int usage(const char *reason, const char *arg)
 {
-    fprintf(stderr, "usage: ws-client [--count N] [--timeout MS] [ws://host:port/path]\n");
+    if (reason != NULL)
+        fprintf(stderr, "ws-client: %s%s%s%s\n", reason, arg ? " '" : "", arg ? arg : "",
+                arg ? "'" : "");
+    fputs(usage_text, stderr);
     return 2;
 }
 
@@ -189,17 +196,27 @@ int main(int argc, char **argv)
     };
     int ch;
     long long v;
-    while ((ch = getopt_long(argc, argv, "c:t:h", longopts, NULL)) != -1) {
-        if (ch == 'c' && (v = parse_number(optarg, 0, 1000000000)) >= 0) {
+    opterr = 0; /* the reasons below are ours, one line each */
+    while ((ch = getopt_long(argc, argv, ":c:t:h", longopts, NULL)) != -1) {
+        if (ch == 'c') {
+            if ((v = parse_number(optarg, 0, 1000000000)) < 0)
+                return usage("--count must be a whole number 0..1000000000, not", optarg);
             s.count = (unsigned long)v;
-        } else if (ch == 't' && (v = parse_number(optarg, 1, 3600000)) > 0) {
+        } else if (ch == 't') {
+            if ((v = parse_number(optarg, 1, 3600000)) <= 0)
+                return usage("--timeout must be 1..3600000 milliseconds, not", optarg);
             opts.handshake_timeout_ms = (uint64_t)v;
+        } else if (ch == 'h') {
+            fputs(usage_text, stdout);
+            return 0;
+        } else if (ch == ':') {
+            return usage("a value is missing after", argv[optind - 1]);
         } else {
-            return usage();
+            return usage("unknown option", argv[optind - 1]);
         }
     }
     if (argc - optind > 1)
-        return usage();
+        return usage("unexpected argument", argv[optind + 1]);
     const char *arg = optind < argc ? argv[optind] : "ws://127.0.0.1:8000/ws";
     /* aiohttp's ws_connect takes http:// and https:// URLs */
     char *url = NULL;

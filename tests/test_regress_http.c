@@ -752,3 +752,33 @@ Test(regress_http, json_answers_under_failing_allocations_end_in_a_500_not_a_cra
     th_server_stop(ts, 1000);
     sq_app_destroy(app);
 }
+
+/* RFC 9110 §5.1: a header name is a token; separators and bytes past ASCII are refused. */
+static void names_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    static const char *bad[] = {"X(a)", "X\"a", "X/a", "X@a", "X a", "X:a", "X\xc3\xa9", "",
+                                "X{a}", "X,a", "X;a", "X=a", "X?a", "X[a]", "X\\a"};
+    int refused = 0;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        refused += sq_res_header(res, bad[i], "v") == UV_EINVAL;
+    atomic_store(&rc_a, refused);
+    atomic_store(&rc_b, sq_res_header(res, "X-Ok_!#$%&'*+.^`|~1", "v"));
+    sq_res_send(res, 200, "text/plain", "ok", 2);
+}
+static const sq_handler_t names = {.get = names_get};
+
+Test(regress_http, header_names_must_be_tokens)
+{
+    sq_app_t *app = make_app();
+    cr_assert_eq(sq_app_route(app, "/names", &names, NULL), 0);
+    th_server_t *ts = th_server_start(app, NULL);
+    th_res_t r;
+    cr_assert_eq(th_request(th_server_port(ts), GET("/names"), &r), 0);
+    cr_assert_eq(r.status, 200);
+    cr_assert_str_eq(th_res_header(&r, "X-Ok_!#$%&'*+.^`|~1"), "v");
+    th_res_free(&r);
+    th_server_stop(ts, 1000);
+    sq_app_destroy(app);
+    cr_assert_eq(atomic_load(&rc_a), 15);
+    cr_assert_eq(atomic_load(&rc_b), 0);
+}

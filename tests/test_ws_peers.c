@@ -784,8 +784,16 @@ Test(ws_peers, ws_client_app_says_wss_needs_tls)
          "ws-client: ws://127.0.0.1/a b: not a ws:// URL this client can use "
          "(ws://host[:port][/path][?query])\n"},
         {{"--count", "many", "ws://127.0.0.1:9/ws", NULL},
+         "ws-client: --count must be a whole number 0..1000000000, not 'many'\n"
          "usage: ws-client [--count N] [--timeout MS] [ws://host:port/path]\n"},
         {{"--timeout", "0", "ws://127.0.0.1:9/ws", NULL},
+         "ws-client: --timeout must be 1..3600000 milliseconds, not '0'\n"
+         "usage: ws-client [--count N] [--timeout MS] [ws://host:port/path]\n"},
+        {{"--nope", "ws://127.0.0.1:9/ws", NULL},
+         "ws-client: unknown option '--nope'\n"
+         "usage: ws-client [--count N] [--timeout MS] [ws://host:port/path]\n"},
+        {{"ws://127.0.0.1:9/ws", "extra", NULL},
+         "ws-client: unexpected argument 'extra'\n"
          "usage: ws-client [--count N] [--timeout MS] [ws://host:port/path]\n"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {

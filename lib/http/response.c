@@ -295,18 +295,23 @@ int sq_res_send_error(sq_res_t *res, int status, const char *detail)
     return sq_res_send_json_new(res, status, j);
 }
 
+/* RFC 9110 §5.6.2: tchar, what a token (a field name) is made of. */
+static bool is_tchar(unsigned char ch)
+{
+    return (ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z') ||
+           (ch != 0 && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
+}
+
 /* RFC 9110 §5.5: a field value is visible characters, spaces and tabs (obs-text too);
  * CR and LF would end the field and start another (response splitting), and the other
- * controls are invalid. A name is a token (§5.1): no separators either. */
+ * controls are invalid. A name is a token (§5.1): tchars only. */
 bool sq__field_ok(const char *s, bool is_name)
 {
     if (*s == '\0' && is_name)
         return false;
     for (; *s; s++) {
         unsigned char ch = (unsigned char)*s;
-        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
-            return false;
-        if (is_name && (ch == ':' || ch == ' ' || ch == '\t'))
+        if (is_name ? !is_tchar(ch) : (ch < 0x20 && ch != '\t') || ch == 0x7f)
             return false;
     }
     return true;
