@@ -1,6 +1,8 @@
 /* The WebSocket client: ws:// URL, DNS (uv_getaddrinfo), TCP connect (each resolved
  * address in turn), the client handshake (RFC 6455 §4.1) checked with llhttp, then the
- * shared WebSocket core with masked frames. */
+ * shared WebSocket core with masked frames. About 730 lines, kept whole: every stage
+ * reads and writes the one connection state (wsc_t) and its failure path; the HTTP
+ * client will take the URL, DNS and connect stages into a layer of their own. */
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <stdio.h>

@@ -145,4 +145,14 @@ SQ__HIDDEN void sq__ws_written(sq_ws_t *ws, int status);
 /* Reports a failure before open (client) and frees ws. */
 SQ__HIDDEN void sq__ws_fail_before_open(sq_ws_t *ws, const char *reason);
 
+/* ws.c: every byte squall queues goes through these two (they count it for the stall
+ * check); and what runs after each callback into the user: flush, deadlines, or free. */
+SQ__HIDDEN int sq__ws_io_write(sq_ws_t *ws, const uv_buf_t *bufs, unsigned n, bool notify);
+SQ__HIDDEN int sq__ws_io_write_ref(sq_ws_t *ws, const void *base, size_t len,
+                                   sq_free_cb free_cb, void *free_ud, bool notify);
+SQ__HIDDEN void sq__ws_after(sq_ws_t *ws);
+/* ws_send.c: one whole message (FIN set) framed straight into the transport's queue. */
+SQ__HIDDEN int sq__ws_write_frame(sq_ws_t *ws, int opcode, const void *msg, size_t len,
+                                  bool notify);
+
 #endif
