@@ -172,6 +172,14 @@ static void end_quiet(sq_sleep_t *s, int status, void *data)
     take_stats(s, status, data);
 }
 
+static void light_work(uv_timer_t *t)
+{
+    if (uv_is_active((uv_handle_t *)t) && uv_now(t->loop) >= *(uint64_t *)t->data)
+        uv_close((uv_handle_t *)t, NULL);
+}
+
+/* A loop doing little but never blocking (a 5 ms timer, so the probe keeps running: an
+ * idle loop parks it, see an_idle_loop_is_not_woken_by_the_probe) reports no stall. */
 Test(watchdog, a_quiet_loop_reports_nothing, .timeout = 10)
 {
     uv_loop_t loop;
@@ -179,6 +187,11 @@ Test(watchdog, a_quiet_loop_reports_nothing, .timeout = 10)
     slow_log_t log = {0};
     sq_watchdog_t *wd = make_wd(&loop, &log);
     stats_probe_t p = {.wd = wd};
+    uv_timer_t light;
+    uint64_t until = uv_now(&loop) + 200;
+    uv_timer_init(&loop, &light);
+    light.data = &until;
+    uv_timer_start(&light, light_work, 5, 5);
     sq_sleep(NULL, &loop, 200, end_quiet, &p);
     uv_run(&loop, UV_RUN_DEFAULT);
     cr_assert_eq(log.calls, 0);
@@ -239,4 +252,77 @@ Test(watchdog, histogram_quantiles_are_within_an_eighth, .timeout = 10)
     cr_assert_eq(sq__hist_quantile(&h, 0.5), 7);
     sq__hist_add(&h, UINT64_MAX);
     cr_assert_eq(sq__hist_quantile(&h, 1.0), UINT64_MAX);
+}
+
+/* An embedded loop with nothing to do is not woken by the watchdog: the probe parks once
+ * it finds the loop idle, and starts again when anything wakes the loop. Counted by the
+ * test's own unreferenced check handle (one run per poll that returned). */
+typedef struct wake_count {
+    uv_check_t check;
+    unsigned wakes;
+} wake_count_t;
+
+static void count_wake(uv_check_t *h)
+{
+    ((wake_count_t *)h->data)->wakes++;
+}
+
+static void stop_probe_test(sq_sleep_t *s, int status, void *data)
+{
+    take_stats(s, status, data);
+}
+
+Test(watchdog, an_idle_loop_is_not_woken_by_the_probe, .timeout = 10)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    slow_log_t log = {0};
+    sq_watchdog_t *wd = make_wd(&loop, &log); /* probe every 10 ms */
+    wake_count_t wc = {.wakes = 0};
+    uv_check_init(&loop, &wc.check);
+    wc.check.data = &wc;
+    uv_check_start(&wc.check, count_wake);
+    uv_unref((uv_handle_t *)&wc.check);
+    stats_probe_t p = {.wd = wd};
+    sq_sleep(NULL, &loop, 500, stop_probe_test, &p); /* the loop's only work */
+    uv_run(&loop, UV_RUN_DEFAULT);
+    /* a probe that kept running would have woken the loop ~50 times in 500 ms */
+    cr_assert_leq(wc.wakes, 6, "the loop woke %u times in 500 ms of nothing", wc.wakes);
+    cr_assert_leq(p.st.samples, 4);
+    uv_close((uv_handle_t *)&wc.check, NULL);
+    close_loop(&loop);
+}
+
+/* ...and a loop that is busy is probed all along. */
+typedef struct busy {
+    uv_timer_t timer;
+    stats_probe_t *p;
+    unsigned ticks;
+} busy_t;
+
+static void busy_tick(uv_timer_t *t)
+{
+    busy_t *b = t->data;
+    if (++b->ticks < 60)
+        return;
+    sq_watchdog_stats(b->p->wd, &b->p->st);
+    sq_watchdog_destroy(b->p->wd, NULL, NULL);
+    uv_close((uv_handle_t *)t, NULL);
+}
+
+Test(watchdog, a_busy_loop_is_probed_all_along, .timeout = 10)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    slow_log_t log = {0};
+    sq_watchdog_t *wd = make_wd(&loop, &log);
+    stats_probe_t p = {.wd = wd};
+    busy_t b = {.p = &p};
+    uv_timer_init(&loop, &b.timer);
+    b.timer.data = &b;
+    uv_timer_start(&b.timer, busy_tick, 5, 5); /* 60 ticks: 300 ms of wake-ups */
+    uv_run(&loop, UV_RUN_DEFAULT);
+    /* 300 ms at a 10 ms probe: ~30 samples; a loaded machine gives fewer, not 4 */
+    cr_assert_geq(p.st.samples, 10, "%llu samples", (unsigned long long)p.st.samples);
+    close_loop(&loop);
 }

@@ -41,7 +41,10 @@ typedef void (*sq_watchdog_slow_cb)(sq_watchdog_t *wd, const char *name, const c
 typedef struct sq_watchdog_opts {
     size_t size;                 /* sizeof the caller's struct: set by sq_watchdog_opts_init */
     uint64_t slow_ms;            /* spans and stalls longer than this are reported; 100 */
-    uint64_t probe_ms;           /* lag probe period; 20 */
+    uint64_t probe_ms;           /* lag probe period; 20. The probe runs while the loop
+                                    is busy: once it finds the loop woke for nothing
+                                    else, it parks until the loop next wakes, so an idle
+                                    loop is not woken by it */
     int log;                     /* 1: report with sq_log at WARN (default); 0: only on_slow */
     sq_watchdog_slow_cb on_slow; /* may be NULL */
     void *data;                  /* for on_slow */

@@ -1,5 +1,12 @@
 /* The loop-lag watchdog: a late-timer probe and caller-measured spans, with log-linear
- * histograms for their quantiles (tests/test_watchdog.c). */
+ * histograms for their quantiles (tests/test_watchdog.c).
+ *
+ * The probe runs only while the loop is busy. A probe tick that finds the loop woke for
+ * nothing but the probe itself since the last tick parks the probe; the next time the
+ * loop wakes for anything, an unreferenced check handle (run after every poll) starts it
+ * again. So an idle loop embedded in a program is not woken fifty times a second
+ * (test: watchdog/an_idle_loop_is_not_woken_by_the_probe); a stall in the very callbacks
+ * that end a quiet period is seen by spans only. */
 #include <stdlib.h>
 
 #include "async/async_int.h"
@@ -61,6 +68,11 @@ struct sq_watchdog_s {
     uv_loop_t *loop;
     sq_watchdog_opts_t opts;
     uv_timer_t probe;
+    uv_check_t wake;      /* after every poll: counts the loop's wake-ups, restarts a parked probe */
+    uint64_t wakes;       /* polls returned since the watchdog started */
+    uint64_t wakes_at_tick;
+    bool parked;          /* the probe is stopped until the loop wakes for something */
+    unsigned open_handles;/* probe and wake: freed when both are closed */
     uint64_t last_tick_ns;
     uint64_t last_slow_report_ns; /* a stall already blamed on a span is not logged again */
     sq__hist_t lag;
@@ -119,6 +131,27 @@ static void probe_cb(uv_timer_t *t)
             report(wd, NULL, wd->last_span, lag_us);
     }
     wd->last_tick_ns = now;
+    /* one wake-up since the last tick is the probe's own: the loop is otherwise idle */
+    if (wd->wakes - wd->wakes_at_tick <= 1) {
+        uv_timer_stop(&wd->probe);
+        wd->parked = true;
+    }
+    wd->wakes_at_tick = wd->wakes;
+}
+
+static void first_tick_cb(uv_timer_t *t);
+
+static void wake_cb(uv_check_t *h)
+{
+    sq_watchdog_t *wd = sq__container_of(h, sq_watchdog_t, wake);
+    wd->wakes++;
+    if (wd->parked) {
+        /* the period starts now, as after a start: the quiet time was not lag */
+        wd->parked = false;
+        wd->last_tick_ns = uv_hrtime();
+        wd->wakes_at_tick = wd->wakes;
+        uv_timer_start(&wd->probe, probe_cb, wd->opts.probe_ms, wd->opts.probe_ms);
+    }
 }
 
 int sq_watchdog_create(sq_watchdog_t **out, uv_loop_t *loop, const sq_watchdog_opts_t *opts)
@@ -139,6 +172,10 @@ int sq_watchdog_create(sq_watchdog_t **out, uv_loop_t *loop, const sq_watchdog_o
     wd->loop = loop;
     uv_timer_init(loop, &wd->probe);
     uv_unref((uv_handle_t *)&wd->probe); /* watching never keeps the loop alive */
+    uv_check_init(loop, &wd->wake);
+    uv_unref((uv_handle_t *)&wd->wake);
+    wd->probe.data = wd->wake.data = wd;
+    wd->open_handles = 2;
     sq_watchdog_start(wd);
     *out = wd;
     return 0;
@@ -152,6 +189,7 @@ static void first_tick_cb(uv_timer_t *t)
 {
     sq_watchdog_t *wd = sq__container_of(t, sq_watchdog_t, probe);
     wd->last_tick_ns = uv_hrtime();
+    wd->wakes_at_tick = wd->wakes;
     uv_timer_start(&wd->probe, probe_cb, wd->opts.probe_ms, wd->opts.probe_ms);
 }
 
@@ -159,6 +197,8 @@ int sq_watchdog_start(sq_watchdog_t *wd)
 {
     if (wd->destroying)
         return SQ_ECLOSED;
+    wd->parked = false;
+    uv_check_start(&wd->wake, wake_cb);
     uv_timer_start(&wd->probe, first_tick_cb, 0, 0);
     return 0;
 }
@@ -167,13 +207,17 @@ int sq_watchdog_stop(sq_watchdog_t *wd)
 {
     if (wd->destroying)
         return SQ_ECLOSED;
+    wd->parked = false;
+    uv_check_stop(&wd->wake);
     uv_timer_stop(&wd->probe);
     return 0;
 }
 
 static void watchdog_closed_cb(uv_handle_t *h)
 {
-    sq_watchdog_t *wd = sq__container_of((uv_timer_t *)h, sq_watchdog_t, probe);
+    sq_watchdog_t *wd = h->data;
+    if (--wd->open_handles > 0)
+        return;
     if (wd->close_cb)
         wd->close_cb(wd, wd->close_data);
     free(wd);
@@ -188,6 +232,7 @@ int sq_watchdog_destroy(sq_watchdog_t *wd, sq_watchdog_close_cb cb, void *data)
     wd->close_data = data;
     uv_timer_stop(&wd->probe);
     uv_close((uv_handle_t *)&wd->probe, watchdog_closed_cb);
+    uv_close((uv_handle_t *)&wd->wake, watchdog_closed_cb);
     return 0;
 }
 
