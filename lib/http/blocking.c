@@ -19,6 +19,7 @@
 
 #include <jansson.h>
 
+#include "http/h1_int.h"
 #include "server/server_int.h"
 #include "squall/blocking.h"
 #include "squall/work.h"

@@ -5,6 +5,89 @@
 
 #include "server/server_int.h"
 
+/* ---- the exchange: a request and its response, one allocation ---- */
+
+/* The response half of an exchange. */
+struct sq_res_s {
+    struct sq_req_s *req;
+};
+
+enum {
+    SQ__XF_FINISHED = 1 << 0,   /* the handler finished the response */
+    SQ__XF_HEADERS_SENT = 1 << 1,
+    SQ__XF_CHUNKED = 1 << 2,    /* streaming with chunked framing */
+    SQ__XF_STREAMING = 1 << 3,
+    SQ__XF_HEAD = 1 << 4,       /* HEAD request: no body bytes */
+    SQ__XF_KEEPALIVE = 1 << 5,
+    SQ__XF_IN_HANDLER = 1 << 6, /* the handler is on the stack */
+    SQ__XF_EXPECT = 1 << 7,     /* Expect: 100-continue */
+    SQ__XF_HOLD_CONN = 1 << 8,  /* the connection holds a reference */
+    SQ__XF_HOLD_HANDLER = 1 << 9,/* the handler holds one (until it finishes the response) */
+    SQ__XF_QUERY_PARSED = 1 << 10,
+    SQ__XF_TE = 1 << 11,        /* a Transfer-Encoding header was seen */
+    SQ__XF_TE_BAD = 1 << 12,    /* ...with a coding other than a final, single chunked */
+    SQ__XF_UPGRADE = 1 << 13,
+    SQ__XF_ABORTED = 1 << 14,
+    SQ__XF_TE_UNKNOWN = 1 << 15,/* a transfer coding squall does not implement (501) */
+    SQ__XF_IN_FIELD = 1 << 16,  /* receiving a header name */
+    SQ__XF_PATH_DECODED = 1 << 17,
+    SQ__XF_GAP = 1 << 18,       /* checking the line endings between head spans (conn.c) */
+    SQ__XF_TRAILERS = 1 << 19,  /* reading the trailer section of a chunked body */
+    SQ__XF_TRAILER_PAUSE = 1 << 20,/* llhttp paused at the last chunk to find where it ends */
+};
+
+typedef struct sq__hdr {
+    uint32_t name_off, name_len;
+    uint32_t val_off, val_len;
+} sq__hdr_t;
+
+typedef struct sq__qparam {
+    const char *name, *value;
+} sq__qparam_t;
+
+/* A request and its response: one allocation, pooled by the server. The parser lives here,
+ * not in the connection: between requests a keep-alive connection holds no parser state. */
+struct sq_req_s {
+    llhttp_t parser;            /* data: the connection */
+    const struct sq__exch_ops *ops; /* the protocol that owns it: its output stream */
+    sq__conn_t *conn;           /* the owner's connection; NULL once the client has gone */
+    sq_server_t *srv;
+    uint32_t flags;
+    uint32_t refs;              /* conn hold + handler hold + queued write callbacks */
+    uint32_t wholds;            /* ...of which queued streaming write callbacks */
+    int status;
+    sq_method_t method;
+    uint8_t llmethod;           /* llhttp's method number */
+    uint8_t http_minor;
+    uint8_t host_count;
+    int err_status;             /* a limit or framing error found while parsing */
+    sq__buf_t hb;               /* target\0name\0value\0... as received */
+    sq__buf_t hidx;             /* sq__hdr_t[] */
+    uint32_t target_len;
+    uint32_t cur_off;           /* start of the field or value being received */
+    uint8_t gap_n;              /* line-ending bytes in gap[] since the last span */
+    char gap[4];
+    const char *gap_from;       /* end of the last span in the bytes being parsed, or NULL */
+    size_t header_bytes;
+    sq__buf_t body;
+    sq__buf_t rh;               /* response headers added by the handler */
+    const char *path;           /* decoded, in arena */
+    const char *query;          /* raw, in hb */
+    sq__qparam_t *qparams;
+    unsigned nqparams;
+    sq__match_t verdict;
+    sq__match_result_t match;
+    void *user_data;
+    sq_work_t *work;            /* a blocking handler's job in flight */
+    sq__list_t anode;           /* srv->aborts: .aborted to deliver on the next tick */
+    struct sq_req_s *next_free;
+    sq__arena_t arena;
+    struct sq_res_s res;
+    char arena_inline[512];
+};
+
+
+
 /* What an exchange needs of the protocol that owns it: where the serializer
  * (response.c) writes, and whom exchange.c tells when the response is finished. The
  * serializer and the exchange call nothing else of the connection. */

@@ -4,6 +4,7 @@
 
 #include <jansson.h>
 
+#include "http/h1_int.h"
 #include "server/server_int.h"
 
 void sq__exch_reset(sq__exch_t *x)

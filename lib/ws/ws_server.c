@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <strings.h>
 
+#include "http/h1_int.h"
 #include "server/server_int.h"
 #include "ws/ws_int.h"
 
