@@ -118,7 +118,11 @@ static void parse(const sq__memsink_t *sink, answers_t *a)
         if (hend == NULL)
             return;
         int status = 0;
-        if (sscanf(p, "HTTP/1.1 %d", &status) != 1) {
+        char line[32]; /* the sink is not NUL-terminated: scan a copy of the status line */
+        size_t ll = (size_t)(hend - p) < sizeof(line) - 1 ? (size_t)(hend - p) : sizeof(line) - 1;
+        memcpy(line, p, ll);
+        line[ll] = '\0';
+        if (sscanf(line, "HTTP/1.1 %d", &status) != 1) {
             a->bad = true;
             return;
         }
