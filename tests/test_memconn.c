@@ -275,3 +275,52 @@ Test(memconn, destroying_the_server_closes_memory_connections)
         sq__buf_free(&sinks[i].out);
     }
 }
+
+/* A response finished from the user's own uv_prepare callback: the server's tick must
+ * not wait for an unrelated event to wake the poll (it waited for the 5 s idle timer). */
+typedef struct prep {
+    uv_prepare_t prepare;
+    sq_res_t *res;
+} prep_t;
+
+static prep_t the_prep;
+
+/* Stops, not closes: a handle closing would itself make the next poll return at once. */
+static void prep_answer(uv_prepare_t *p)
+{
+    prep_t *pr = p->data;
+    uv_prepare_stop(p);
+    sq_res_send(pr->res, 200, "text/plain", "prepared", 8);
+}
+
+static void prep_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    the_prep.res = res;
+    uv_prepare_init(sq_req_loop(req), &the_prep.prepare);
+    the_prep.prepare.data = &the_prep;
+    uv_prepare_start(&the_prep.prepare, prep_answer);
+}
+static const sq_handler_t prep = {.get = prep_get};
+
+Test(memconn, an_answer_from_a_prepare_callback_is_sent_at_once)
+{
+    mem_server_t ms;
+    start(&ms);
+    cr_assert_eq(sq_app_route(ms.app, "/prep", &prep, NULL), 0);
+    sq__memsink_t sink;
+    cr_assert_eq(sq__mem_accept(ms.srv, &sink), 0);
+    static const char req[] = GET("/prep");
+    sq__mem_feed(&sink, req, sizeof(req) - 1);
+    uint64_t t0 = uv_hrtime();
+    want_t w = {&sink, 1};
+    cr_assert(run_until(&ms, has_answers, &w));
+    uint64_t ms_taken = (uv_hrtime() - t0) / 1000000u;
+    answers_t a;
+    parse(&sink, &a);
+    cr_assert_str_eq(a.body[0], "prepared");
+    cr_assert_lt(ms_taken, 1000, "the answer waited %llu ms for the poll",
+                 (unsigned long long)ms_taken);
+    uv_close((uv_handle_t *)&the_prep.prepare, NULL);
+    stop(&ms);
+    sq__buf_free(&sink.out);
+}
