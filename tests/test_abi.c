@@ -7,6 +7,8 @@
  * Every "older header" here is a cut of today's struct at a field boundary, which is
  * what an older release's struct is (fields are only added at the end). Plus the version
  * functions against the version macros. */
+#include <stddef.h>
+
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -683,4 +685,21 @@ Test(abi, handler_table_from_an_older_header_leaves_later_callbacks_unset, .time
     th_res_free(&r);
     th_server_stop(ts, 1000);
     sq_app_destroy(app);
+}
+
+/* The growth rule reads `size` to know which fields a caller has: a struct with tail
+ * padding would let the next version's first field sit inside this version's size. So
+ * every growable struct ends exactly after its last field. */
+#define ENDS_AT_LAST_FIELD(T, last) (sizeof(T) == offsetof(T, last) + sizeof(((T *)0)->last))
+
+Test(abi, growable_structs_have_no_tail_padding)
+{
+    cr_assert(ENDS_AT_LAST_FIELD(sq_server_opts_t, reserved0));
+    cr_assert(ENDS_AT_LAST_FIELD(sq_server_stats_t, aborted));
+    cr_assert(ENDS_AT_LAST_FIELD(sq_watchdog_opts_t, data));
+    cr_assert(ENDS_AT_LAST_FIELD(sq_watchdog_span_t, name));
+    cr_assert(ENDS_AT_LAST_FIELD(sq_watchdog_stats_t, slowest_span));
+    cr_assert(ENDS_AT_LAST_FIELD(sq_work_pool_opts_t, max_queued));
+    cr_assert(ENDS_AT_LAST_FIELD(sq_work_pool_stats_t, rejected));
+    cr_assert(ENDS_AT_LAST_FIELD(sq_ws_opts_t, message_timeout_ms));
 }

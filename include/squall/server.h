@@ -62,6 +62,9 @@ typedef struct sq_server_opts {
     unsigned blocking_max_in_flight; /* blocking jobs on libuv's threads at once for that
                                     pool; 0: libuv's pool size - 1. libuv's pool is one per
                                     process: N servers (workers) should each get 1/N */
+    unsigned reserved0;          /* 0. Fills what would be tail padding: a field added
+                                    later must lie past this version's size, or `size`
+                                    could not tell the two versions apart */
 } sq_server_opts_t;
 
 /* What sq_server_opts_init calls: fills the `size` bytes of opts with the defaults (zeros

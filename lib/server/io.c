@@ -102,6 +102,7 @@ typedef struct mem_shut {
     uv_idle_t idle;
     uv_shutdown_t *req;
     uv_shutdown_cb cb;
+    sq__memsink_t *sink;
 } mem_shut_t;
 
 static void mem_shut_closed(uv_handle_t *h)
@@ -112,6 +113,8 @@ static void mem_shut_closed(uv_handle_t *h)
 static void mem_shut_run(uv_idle_t *idle)
 {
     mem_shut_t *s = idle->data;
+    sq__memsink_t *sink = s->sink;
+    sink->shut = NULL;
     uv_idle_stop(idle);
     s->cb(s->req, 0);
     uv_close((uv_handle_t *)idle, mem_shut_closed);
@@ -127,6 +130,8 @@ static int mem_shutdown(sq__conn_t *c, uv_shutdown_t *req, uv_shutdown_cb cb)
     req->handle = &c->h.stream; /* what a shutdown callback reads to find the connection */
     s->req = req;
     s->cb = cb;
+    s->sink = sink;
+    sink->shut = s;
     uv_idle_init(c->srv->loop, &s->idle);
     s->idle.data = s;
     uv_idle_start(&s->idle, mem_shut_run);
@@ -136,6 +141,15 @@ static int mem_shutdown(sq__conn_t *c, uv_shutdown_t *req, uv_shutdown_cb cb)
 static void mem_freed(sq__conn_t *c)
 {
     sq__memsink_t *sink = c->io_ud;
+    mem_shut_t *s = sink->shut;
+    if (s != NULL) {
+        /* as uv_close does for a stream's pending shutdown: cancelled, while the
+         * connection its callback reads is still there */
+        sink->shut = NULL;
+        uv_idle_stop(&s->idle);
+        s->cb(s->req, UV_ECANCELED);
+        uv_close((uv_handle_t *)&s->idle, mem_shut_closed);
+    }
     sink->conn = NULL;
     sink->closed = true;
 }

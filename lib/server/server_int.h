@@ -197,6 +197,7 @@ typedef struct sq__memsink {
     sq__conn_t *conn;
     bool closed;         /* the connection was freed */
     bool write_shut;     /* the server shut its side down (lingering close) */
+    void *shut;          /* that shutdown, while it has not completed */
 } sq__memsink_t;
 SQ__HIDDEN int sq__mem_accept(sq_server_t *srv, sq__memsink_t *sink);
 /* Delivers bytes (len > 0) or the client's half-close (len == 0) to the connection. */
