@@ -8,6 +8,11 @@ down only (docs/architecture.md).
 
     scripts/include-graph.py            check, write the .dot (and the .svg with dot)
     scripts/include-graph.py --check    check only
+    scripts/include-graph.py --symbols build
+                                        also check the calls: which folder's objects use
+                                        symbols another folder's objects define (nm), since
+                                        lib/internal.h declares functions of several layers
+                                        and an #include of it shows no direction
 """
 import os
 import re
@@ -46,8 +51,53 @@ def files():
                     yield os.path.join(d, n)
 
 
+def symbol_edges(build):
+    """Folder -> folder edges from nm: a folder uses a symbol another one defines."""
+    defined, used = {}, {}
+    libdir = os.path.join(build, "lib")
+    for d, _, names in os.walk(libdir):
+        for n in names:
+            if not n.endswith(".o"):
+                continue
+            src = os.path.join(ROOT, "lib", os.path.relpath(d, libdir), n[:-2] + ".c")
+            if not os.path.exists(src):
+                continue  # left behind by a file that moved
+            folder = os.path.relpath(d, libdir).split(os.sep)[0]
+            out = subprocess.run(["nm", os.path.join(d, n)], capture_output=True, text=True,
+                                 check=True).stdout
+            for line in out.splitlines():
+                parts = line.split()
+                if len(parts) == 2 and parts[0] == "U":
+                    used.setdefault(folder, set()).add(parts[1])
+                elif len(parts) == 3 and parts[1] in "TDBRC":
+                    defined[parts[2]] = folder
+    edges = {}
+    for folder, syms in used.items():
+        for sym in syms:
+            owner = defined.get(sym)
+            if owner is not None and owner != folder:
+                edges.setdefault((folder, owner), []).append(sym)
+    return edges
+
+
 def main():
     check_only = "--check" in sys.argv[1:]
+    if "--symbols" in sys.argv[1:]:
+        build = sys.argv[sys.argv.index("--symbols") + 1]
+        sedges = symbol_edges(os.path.join(ROOT, build))
+        graph = {}
+        for (a, b) in sedges:
+            graph.setdefault(a, set()).add(b)
+        cycle = find_cycle(graph)
+        if cycle:
+            print("call graph: the folders of lib/ call each other in a cycle: "
+                  + " -> ".join(cycle), file=sys.stderr)
+            for a, b in zip(cycle, cycle[1:]):
+                print(f"  {a} -> {b}: {', '.join(sorted(sedges[(a, b)])[:5])}",
+                      file=sys.stderr)
+            return 1
+        print(f"call graph: no cycle between lib/ folders ({len(sedges)} folder edges); "
+              f"lowest first: {' < '.join(topo(graph))}")
     edges, folder_edges = set(), {}
     for f in files():
         with open(f, encoding="utf-8") as fh:

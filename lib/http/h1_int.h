@@ -172,4 +172,19 @@ SQ__HIDDEN sq__exch_t *sq__h1_new_exch(sq__conn_t *c);
 /* Frees the exchanges pooled for reuse (the server is going). */
 SQ__HIDDEN void sq__exch_pool_free(sq_server_t *srv);
 
+/* lib/http/exchange.c */
+SQ__HIDDEN void sq__exch_release(struct sq_req_s *x, uint32_t which);
+SQ__HIDDEN void sq__exch_finished(struct sq_req_s *x);
+SQ__HIDDEN void sq__exch_hold(struct sq_req_s *x);
+SQ__HIDDEN void sq__exch_unhold(struct sq_req_s *x);
+/* lib/http/blocking.c: runs the matched blocking callback on the work pool; finishes
+ * the response (503 when the pool refuses) and releases the handler's hold when done. */
+SQ__HIDDEN void sq__blocking_dispatch(struct sq_req_s *x);
+
+/* lib/http/response.c */
+SQ__HIDDEN const char *sq__status_reason(int status);
+
+/* lib/http/request.c */
+SQ__HIDDEN void sq__exch_reset(struct sq_req_s *x);
+
 #endif

@@ -1,5 +1,5 @@
-/* squall — the server's private structures: server, listener, connection, exchange.
- * Shared by lib/server/ and lib/http/ (request accessors and the response serializer). */
+/* squall — the transport's private structures: server, listener, connection, write queue,
+ * and the functions lib/server offers the layers above (lib/http, lib/ws). */
 #ifndef SQUALL_SERVER_INT_H
 #define SQUALL_SERVER_INT_H
 
@@ -235,11 +235,6 @@ SQ__HIDDEN void sq__tick_init(sq_server_t *srv);
 SQ__HIDDEN void sq__tick_close(sq_server_t *srv, uv_close_cb close_cb);
 SQ__HIDDEN void sq__conn_want_flush(sq__conn_t *conn);
 
-/* lib/http/exchange.c */
-SQ__HIDDEN void sq__exch_release(struct sq_req_s *x, uint32_t which);
-SQ__HIDDEN void sq__exch_finished(struct sq_req_s *x);
-SQ__HIDDEN void sq__exch_hold(struct sq_req_s *x);
-SQ__HIDDEN void sq__exch_unhold(struct sq_req_s *x);
 /* lib/server/server.c: the transport's part of sq_server_create */
 SQ__HIDDEN int sq__server_init(sq_server_t *srv);
 /* lib/server/server.c: the last connection, listener or exchange gone ends a closing server */
@@ -247,15 +242,5 @@ SQ__HIDDEN void sq__server_maybe_done(sq_server_t *srv);
 /* Listens on every address of an addrinfo list (what sq_server_listen resolved). */
 struct addrinfo;
 SQ__HIDDEN int sq__server_listen_ai(sq_server_t *srv, const struct addrinfo *list, int port);
-
-/* lib/http/blocking.c: runs the matched blocking callback on the work pool; finishes
- * the response (503 when the pool refuses) and releases the handler's hold when done. */
-SQ__HIDDEN void sq__blocking_dispatch(struct sq_req_s *x);
-
-/* lib/http/response.c */
-SQ__HIDDEN const char *sq__status_reason(int status);
-
-/* lib/http/request.c */
-SQ__HIDDEN void sq__exch_reset(struct sq_req_s *x);
 
 #endif
