@@ -23,6 +23,11 @@ typedef struct mem_server {
 
 static void n_get(sq_req_t *req, sq_res_t *res, void *data)
 {
+    char peer[16];
+    if (sq_req_peer(req, peer, sizeof(peer)) != 0 || strcmp(peer, "memory") != 0) {
+        sq_res_send(res, 500, "text/plain", "peer", 4); /* the io names a memory peer */
+        return;
+    }
     const char *n = sq_req_param(req, "i");
     sq_res_send(res, 200, "text/plain", n, strlen(n));
 }

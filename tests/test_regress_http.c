@@ -782,3 +782,28 @@ Test(regress_http, header_names_must_be_tokens)
     cr_assert_eq(atomic_load(&rc_a), 15);
     cr_assert_eq(atomic_load(&rc_b), 0);
 }
+
+/* sq_req_peer names the client: its address over TCP (the transport's io says it). */
+static void peer_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    char peer[64];
+    int rc = sq_req_peer(req, peer, sizeof(peer));
+    if (rc != 0)
+        snprintf(peer, sizeof(peer), "error %d", rc);
+    sq_res_send(res, 200, "text/plain", peer, strlen(peer));
+}
+static const sq_handler_t peer_h = {.get = peer_get};
+
+Test(regress_http, the_peer_is_the_clients_address)
+{
+    sq_app_t *app = make_app();
+    cr_assert_eq(sq_app_route(app, "/peer", &peer_h, NULL), 0);
+    th_server_t *ts = th_server_start(app, NULL);
+    th_res_t r;
+    cr_assert_eq(th_request(th_server_port(ts), GET("/peer"), &r), 0);
+    cr_assert_eq(strncmp(r.body, "127.0.0.1:", 10), 0, "peer: %s", r.body);
+    cr_assert_gt(atoi(r.body + 10), 0);
+    th_res_free(&r);
+    th_server_stop(ts, 1000);
+    sq_app_destroy(app);
+}

@@ -194,26 +194,7 @@ int sq_req_peer(const sq_req_t *req, char *buf, size_t len)
 {
     if (req->conn == NULL)
         return UV_ECANCELED;
-    if (req->conn->flags & (SQ__CF_PIPE | SQ__CF_MEM)) {
-        snprintf(buf, len, (req->conn->flags & SQ__CF_PIPE) ? "unix" : "memory");
-        return 0;
-    }
-    struct sockaddr_storage ss;
-    int sl = sizeof(ss);
-    int rc = uv_tcp_getpeername(&req->conn->h.tcp, (struct sockaddr *)&ss, &sl);
-    if (rc != 0)
-        return rc;
-    char ip[64];
-    if (ss.ss_family == AF_INET6) {
-        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-        uv_ip6_name(a, ip, sizeof(ip));
-        snprintf(buf, len, "[%s]:%d", ip, ntohs(a->sin6_port));
-    } else {
-        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-        uv_ip4_name(a, ip, sizeof(ip));
-        snprintf(buf, len, "%s:%d", ip, ntohs(a->sin_port));
-    }
-    return 0;
+    return req->conn->io->peer(req->conn, buf, len);
 }
 
 int sq_req_is_aborted(const sq_req_t *req)

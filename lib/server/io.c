@@ -2,6 +2,7 @@
  * of libuv's stream API itself, so a connection may be a libuv stream (TCP, a Unix socket)
  * or memory: a sink with no socket, which tests use to run the whole HTTP/1 path in
  * process, and which a TLS layer or an in-process test client can stand in for later. */
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "server/server_int.h"
@@ -53,6 +54,30 @@ static int stream_shutdown(sq__conn_t *c, uv_shutdown_t *req, uv_shutdown_cb cb)
     return uv_shutdown(req, &c->h.stream, cb);
 }
 
+static int stream_peer(const sq__conn_t *c, char *buf, size_t len)
+{
+    if (c->flags & SQ__CF_PIPE) {
+        snprintf(buf, len, "unix");
+        return 0;
+    }
+    struct sockaddr_storage ss;
+    int sl = sizeof(ss);
+    int rc = uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &sl);
+    if (rc != 0)
+        return rc;
+    char ip[64];
+    if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        uv_ip6_name(a, ip, sizeof(ip));
+        snprintf(buf, len, "[%s]:%d", ip, ntohs(a->sin6_port));
+    } else {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        uv_ip4_name(a, ip, sizeof(ip));
+        snprintf(buf, len, "%s:%d", ip, ntohs(a->sin_port));
+    }
+    return 0;
+}
+
 const sq__io_t sq__io_stream = {
     .read_start = stream_read_start,
     .read_stop = stream_read_stop,
@@ -60,6 +85,7 @@ const sq__io_t sq__io_stream = {
     .write = stream_write,
     .queued = stream_queued,
     .shutdown = stream_shutdown,
+    .peer = stream_peer,
 };
 
 /* ---- memory ---- */
@@ -138,6 +164,12 @@ static int mem_shutdown(sq__conn_t *c, uv_shutdown_t *req, uv_shutdown_cb cb)
     return 0;
 }
 
+static int mem_peer(const sq__conn_t *c, char *buf, size_t len)
+{
+    snprintf(buf, len, "memory");
+    return 0;
+}
+
 static void mem_freed(sq__conn_t *c)
 {
     sq__memsink_t *sink = c->io_ud;
@@ -161,6 +193,7 @@ static const sq__io_t io_mem = {
     .write = mem_write,
     .queued = mem_queued,
     .shutdown = mem_shutdown,
+    .peer = mem_peer,
     .freed = mem_freed,
 };
 

@@ -61,6 +61,9 @@ typedef struct sq__io {
     size_t (*queued)(const sq__conn_t *c);
     /* Shuts our side down once the queued bytes are out (a lingering close). */
     int (*shutdown)(sq__conn_t *c, uv_shutdown_t *req, uv_shutdown_cb cb);
+    /* The peer's address as text ("127.0.0.1:5000", "[::1]:5000", "unix", "memory"):
+     * 0, or libuv's error. */
+    int (*peer)(const sq__conn_t *c, char *buf, size_t len);
     /* The connection is freed (after its handle's close callback). */
     void (*freed)(sq__conn_t *c);
 } sq__io_t;
