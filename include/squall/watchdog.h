@@ -44,7 +44,10 @@ typedef struct sq_watchdog_opts {
     uint64_t probe_ms;           /* lag probe period; 20. The probe runs while the loop
                                     is busy: once it finds the loop woke for nothing
                                     else, it parks until the loop next wakes, so an idle
-                                    loop is not woken by it */
+                                    loop is not woken by it. The cost: a stall in the
+                                    I/O callbacks that end a quiet period (a work-pool
+                                    completion, a socket read) is not measured by the
+                                    probe; only spans see it */
     int log;                     /* 1: report with sq_log at WARN (default); 0: only on_slow */
     sq_watchdog_slow_cb on_slow; /* may be NULL */
     void *data;                  /* for on_slow */
