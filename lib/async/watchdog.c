@@ -5,8 +5,11 @@
  * nothing but the probe itself since the last tick parks the probe; the next time the
  * loop wakes for anything, an unreferenced check handle (run after every poll) starts it
  * again. So an idle loop embedded in a program is not woken fifty times a second
- * (test: watchdog/an_idle_loop_is_not_woken_by_the_probe); a stall in the very callbacks
- * that end a quiet period is seen by spans only. */
+ * (test: watchdog/an_idle_loop_is_not_woken_by_the_probe). While the probe is parked, an
+ * unreferenced prepare handle (run before every poll) measures the time since the last
+ * poll returned: the callbacks of the timer phase that ends a quiet period (a loaded
+ * machine can run the probe's parking tick and a blocking timer in one phase). A stall in
+ * the I/O callbacks that end a quiet period is seen by spans only. */
 #include <stdlib.h>
 
 #include "async/async_int.h"
@@ -69,6 +72,8 @@ struct sq_watchdog_s {
     sq_watchdog_opts_t opts;
     uv_timer_t probe;
     uv_check_t wake;      /* after every poll: counts the loop's wake-ups, restarts a parked probe */
+    uv_prepare_t gap;     /* before every poll: while parked, how long since the last one */
+    uint64_t last_check_ns;
     uint64_t wakes;       /* polls returned since the watchdog started */
     uint64_t wakes_at_tick;
     bool parked;          /* the probe is stopped until the loop wakes for something */
@@ -141,10 +146,29 @@ static void probe_cb(uv_timer_t *t)
 
 static void first_tick_cb(uv_timer_t *t);
 
+/* Before the poll: with the probe parked, the callbacks run since the last poll returned
+ * were not probed; a stall among them is still one. */
+static void gap_cb(uv_prepare_t *h)
+{
+    sq_watchdog_t *wd = sq__container_of(h, sq_watchdog_t, gap);
+    if (!wd->parked || wd->last_check_ns == 0)
+        return;
+    uint64_t now = uv_hrtime();
+    uint64_t us = (now - wd->last_check_ns) / 1000u;
+    if (us > wd->opts.slow_ms * 1000u) {
+        sq__hist_add(&wd->lag, us);
+        wd->stalls++;
+        if (wd->last_slow_report_ns < wd->last_check_ns)
+            report(wd, NULL, wd->last_span, us);
+    }
+    wd->last_check_ns = now; /* measured once */
+}
+
 static void wake_cb(uv_check_t *h)
 {
     sq_watchdog_t *wd = sq__container_of(h, sq_watchdog_t, wake);
     wd->wakes++;
+    wd->last_check_ns = uv_hrtime();
     if (wd->parked) {
         /* the period starts now, as after a start: the quiet time was not lag */
         wd->parked = false;
@@ -174,8 +198,10 @@ int sq_watchdog_create(sq_watchdog_t **out, uv_loop_t *loop, const sq_watchdog_o
     uv_unref((uv_handle_t *)&wd->probe); /* watching never keeps the loop alive */
     uv_check_init(loop, &wd->wake);
     uv_unref((uv_handle_t *)&wd->wake);
-    wd->probe.data = wd->wake.data = wd;
-    wd->open_handles = 2;
+    uv_prepare_init(loop, &wd->gap);
+    uv_unref((uv_handle_t *)&wd->gap);
+    wd->probe.data = wd->wake.data = wd->gap.data = wd;
+    wd->open_handles = 3;
     sq_watchdog_start(wd);
     *out = wd;
     return 0;
@@ -198,7 +224,9 @@ int sq_watchdog_start(sq_watchdog_t *wd)
     if (wd->destroying)
         return SQ_ECLOSED;
     wd->parked = false;
+    wd->last_check_ns = 0;
     uv_check_start(&wd->wake, wake_cb);
+    uv_prepare_start(&wd->gap, gap_cb);
     uv_timer_start(&wd->probe, first_tick_cb, 0, 0);
     return 0;
 }
@@ -209,6 +237,7 @@ int sq_watchdog_stop(sq_watchdog_t *wd)
         return SQ_ECLOSED;
     wd->parked = false;
     uv_check_stop(&wd->wake);
+    uv_prepare_stop(&wd->gap);
     uv_timer_stop(&wd->probe);
     return 0;
 }
@@ -233,6 +262,7 @@ int sq_watchdog_destroy(sq_watchdog_t *wd, sq_watchdog_close_cb cb, void *data)
     uv_timer_stop(&wd->probe);
     uv_close((uv_handle_t *)&wd->probe, watchdog_closed_cb);
     uv_close((uv_handle_t *)&wd->wake, watchdog_closed_cb);
+    uv_close((uv_handle_t *)&wd->gap, watchdog_closed_cb);
     return 0;
 }
 
