@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "async/async_int.h"
+#include "http/h1_int.h"
 #include "server/server_int.h"
 #include "support/harness.h"
 #include "ws/ws_int.h"
@@ -168,8 +169,8 @@ Test(abi, server_opts_from_an_older_header_take_defaults_past_their_size, .timeo
                      &alt, &defaults);
         const char *line = fits(&server_opts_fields[11], cut) ? "Server: abi\r\n"
                                                                : "Server: squall\r\n";
-        cr_assert_eq(srv->server_line_len, strlen(line));
-        cr_assert(memcmp(srv->server_line, line, strlen(line)) == 0);
+        cr_assert_eq(sq__hs(srv)->server_line_len, strlen(line));
+        cr_assert(memcmp(sq__hs(srv)->server_line, line, strlen(line)) == 0);
         cr_assert_eq(sq_server_watchdog(srv) != NULL, fits(&server_opts_fields[12], cut));
         cr_assert_eq(sq_server_destroy(srv, 0, NULL, NULL), 0);
         uv_run(&loop, UV_RUN_DEFAULT);

@@ -221,7 +221,7 @@ static void job_done(sq_work_t *work, int status, void *data)
 
 static int ensure_pool(sq_server_t *srv)
 {
-    if (srv->pool != NULL)
+    if (sq__hs(srv)->pool != NULL)
         return 0;
     /* Even while closing: a request read during the grace period is answered, and the
      * server destroys its own pool only after its last exchange. */
@@ -229,9 +229,9 @@ static int ensure_pool(sq_server_t *srv)
     sq_work_pool_opts_init(&o);
     if (srv->opts.blocking_max_in_flight > 0)
         o.max_in_flight = srv->opts.blocking_max_in_flight;
-    int rc = sq_work_pool_create(&srv->pool, srv->loop, &o);
+    int rc = sq_work_pool_create(&sq__hs(srv)->pool, srv->loop, &o);
     if (rc == 0)
-        srv->own_pool = true;
+        sq__hs(srv)->own_pool = true;
     return rc;
 }
 
@@ -247,7 +247,7 @@ void sq__blocking_dispatch(sq__exch_t *x)
         job->req.x = x;
         job->cb = x->match.bcb;
         job->data = x->match.data;
-        rc = sq_work_pool_submit(&x->work, srv->pool, run_job, job_done, job);
+        rc = sq_work_pool_submit(&x->work, sq__hs(srv)->pool, run_job, job_done, job);
     }
     if (rc == 0) {
         sq__exch_hold(x); /* the job's own, dropped by job_done */

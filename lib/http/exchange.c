@@ -10,10 +10,10 @@
 
 sq__exch_t *sq__exch_get(sq_server_t *srv, const sq__exch_ops_t *ops, sq__conn_t *c)
 {
-    sq__exch_t *x = srv->exch_free;
+    sq__exch_t *x = sq__hs(srv)->exch_free;
     if (x != NULL) {
-        srv->exch_free = x->next_free;
-        srv->exch_free_n--;
+        sq__hs(srv)->exch_free = x->next_free;
+        sq__hs(srv)->exch_free_n--;
     } else {
         x = calloc(1, sizeof(*x));
         if (x == NULL)
@@ -22,7 +22,7 @@ sq__exch_t *sq__exch_get(sq_server_t *srv, const sq__exch_ops_t *ops, sq__conn_t
         x->res.req = x;
         sq__arena_init(&x->arena, x->arena_inline, sizeof(x->arena_inline));
     }
-    srv->live_exch++;
+    srv->holds++;
     x->ops = ops;
     x->conn = c;
     x->flags = SQ__XF_HOLD_CONN;
@@ -43,12 +43,12 @@ static void exch_free(sq__exch_t *x)
 static void exch_put(sq__exch_t *x)
 {
     sq_server_t *srv = x->srv;
-    srv->live_exch--;
+    srv->holds--;
     sq__exch_reset(x);
-    if (srv->exch_free_n < SQ__POOL_MAX && !srv->closing) {
-        x->next_free = srv->exch_free;
-        srv->exch_free = x;
-        srv->exch_free_n++;
+    if (sq__hs(srv)->exch_free_n < SQ__POOL_MAX && !srv->closing) {
+        x->next_free = sq__hs(srv)->exch_free;
+        sq__hs(srv)->exch_free = x;
+        sq__hs(srv)->exch_free_n++;
     } else {
         exch_free(x);
     }
@@ -100,7 +100,7 @@ void sq__exch_abort(sq__exch_t *x)
         srv->stats.aborted++;
         sq__exch_hold(x); /* the notice's reference, dropped once it is delivered */
         sq__tick_wake(srv);
-        sq__list_insert_tail(&srv->aborts, &x->anode);
+        sq__list_insert_tail(&sq__hs(srv)->aborts, &x->anode);
         if (x->work != NULL)
             sq_work_cancel(x->work); /* its done callback finishes the response */
     }
@@ -112,7 +112,7 @@ void sq__exch_abort(sq__exch_t *x)
 bool sq__exch_deliver_aborts(sq_server_t *srv)
 {
     sq__list_t round;
-    sq__list_take(&srv->aborts, &round);
+    sq__list_take(&sq__hs(srv)->aborts, &round);
     while (!sq__list_empty(&round)) {
         sq__exch_t *x = sq__container_of(round.next, sq__exch_t, anode);
         sq__list_remove(&x->anode);
@@ -121,16 +121,16 @@ bool sq__exch_deliver_aborts(sq_server_t *srv)
             h->aborted(x, &x->res, x->match.data);
         sq__exch_unhold(x);
     }
-    return !sq__list_empty(&srv->aborts); /* told while telling: the next round */
+    return !sq__list_empty(&sq__hs(srv)->aborts); /* told while telling: the next round */
 }
 
 /* Frees the exchanges pooled for reuse (the server is going). */
 void sq__exch_pool_free(sq_server_t *srv)
 {
-    while (srv->exch_free != NULL) {
-        sq__exch_t *x = srv->exch_free;
-        srv->exch_free = x->next_free;
+    while (sq__hs(srv)->exch_free != NULL) {
+        sq__exch_t *x = sq__hs(srv)->exch_free;
+        sq__hs(srv)->exch_free = x->next_free;
         exch_free(x);
     }
-    srv->exch_free_n = 0;
+    sq__hs(srv)->exch_free_n = 0;
 }

@@ -71,8 +71,8 @@ void sq__h1_process(sq__conn_t *c, const char *data, size_t len)
     }
     sq__exch_hold(px);
     for (;;) {
-        srv->rd_base = data;
-        srv->rd_end = end;
+        sq__hs(srv)->rd_base = data;
+        sq__hs(srv)->rd_end = end;
         err = llhttp_execute(&px->parser, data, (size_t)(end - data));
         if (err == HPE_PAUSED_UPGRADE && sq__h1(c)->state == SQ__H1_IDLE && sq__h1(c)->exch == px &&
             !(c->flags & (SQ__CF_CLOSED | SQ__CF_CLOSE_AFTER)) &&
@@ -299,9 +299,9 @@ void sq__h1_dispatch(sq__conn_t *c, sq__exch_t *x)
             sq__blocking_dispatch(x);
         } else {
             sq_watchdog_span_t span; /* asyncio's debug mode: who held the loop */
-            sq_watchdog_span_begin(c->srv->wd, &span, sq__route_pattern(x->match.route));
+            sq_watchdog_span_begin(sq__hs(c->srv)->wd, &span, sq__route_pattern(x->match.route));
             x->match.cb(x, &x->res, x->match.data);
-            sq_watchdog_span_end(c->srv->wd, &span);
+            sq_watchdog_span_end(sq__hs(c->srv)->wd, &span);
         }
         break;
     case SQ__MATCH_NONE:

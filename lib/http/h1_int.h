@@ -5,6 +5,31 @@
 
 #include "server/server_int.h"
 
+/* ---- the HTTP server: the transport's server object first, then HTTP's own ---- */
+
+typedef struct sq__httpsrv {
+    sq_server_t base;           /* the transport's part (lib/server/server_int.h) */
+    sq_app_t *app;
+    sq__list_t aborts;          /* exchanges whose handler is to be told .aborted */
+    sq__buf_t scratch;          /* JSON serialization */
+    sq__date_cache_t date;
+    const char *rd_base;        /* the bytes llhttp is parsing now (sq__h1_process) */
+    const char *rd_end;
+    struct sq_req_s *exch_free; /* exchanges pooled for reuse */
+    unsigned exch_free_n;
+    sq_watchdog_t *wd;          /* opts.slow_callback_ms > 0 */
+    sq_work_pool_t *pool;       /* blocking handlers: opts.blocking_pool or own_pool */
+    bool own_pool;
+    char server_line[96];       /* "Server: squall\r\n" */
+    size_t server_line_len;
+} sq__httpsrv_t;
+
+/* Every sq_server_t is made by sq_server_create (lib/http/server.c), as an sq__httpsrv_t. */
+static inline sq__httpsrv_t *sq__hs(const sq_server_t *srv)
+{
+    return (sq__httpsrv_t *)srv;
+}
+
 /* ---- the exchange: a request and its response, one allocation ---- */
 
 /* The response half of an exchange. */

@@ -56,7 +56,7 @@ static bool gap_check_slow(sq__exch_t *x, const char *at, size_t len, const char
 {
     if (!(x->flags & SQ__XF_GAP))
         return true;
-    sq__h1_gap_scan(x, x->gap_from ? x->gap_from : x->srv->rd_base, at, false);
+    sq__h1_gap_scan(x, x->gap_from ? x->gap_from : sq__hs(x->srv)->rd_base, at, false);
     bool ok = x->gap_n == wlen && memcmp(x->gap, want, wlen) == 0;
     x->gap_from = at + len;
     x->gap_n = 0;
@@ -99,10 +99,10 @@ static bool gap_end(sq__exch_t *x)
     x->flags &= ~SQ__XF_GAP;
     const char *g = x->gap_from;
     x->gap_from = NULL;
-    if (SQ__LIKELY(g != NULL && x->gap_n == 0 && x->srv->rd_end - g >= 4 &&
+    if (SQ__LIKELY(g != NULL && x->gap_n == 0 && sq__hs(x->srv)->rd_end - g >= 4 &&
                    memcmp(g, "\r\n\r\n", 4) == 0))
         return true;
-    sq__h1_gap_scan(x, g ? g : x->srv->rd_base, x->srv->rd_end, true);
+    sq__h1_gap_scan(x, g ? g : sq__hs(x->srv)->rd_base, sq__hs(x->srv)->rd_end, true);
     return x->gap_n == 4 && memcmp(x->gap, "\r\n\r\n", 4) == 0;
 }
 
@@ -336,7 +336,7 @@ static int on_headers_complete(llhttp_t *p)
     if (plen == 0 || path[0] != '/')
         x->verdict = (plen == 1 && path[0] == '*') ? SQ__MATCH_ASTERISK : SQ__MATCH_NONE;
     else
-        x->verdict = sq__app_match(srv->app, x->method, path, plen, &x->arena, &x->match);
+        x->verdict = sq__app_match(sq__hs(srv)->app, x->method, path, plen, &x->arena, &x->match);
 
     /* RFC 9110 §10.1.1: tell a client that waits for it to send the body — unless the
      * answer is already known to be final (404, 405, 422, a bad `*`): then that answer

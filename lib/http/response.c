@@ -112,7 +112,7 @@ static int write_head(sq__exch_t *x, int status, const char *ctype, int64_t clen
         status = 500;
     const char *reason = sq__status_reason(status);
     size_t ctlen = ctype ? strlen(ctype) : 0, rlen = strlen(reason);
-    size_t need = HEAD_FIXED + rlen + srv->server_line_len + ctlen + x->rh.len;
+    size_t need = HEAD_FIXED + rlen + sq__hs(srv)->server_line_len + ctlen + x->rh.len;
     if (b == NULL || sq__buf_reserve(&b->buf, need) != 0)
         return UV_ENOMEM;
     x->status = status;
@@ -140,9 +140,9 @@ static int write_head(sq__exch_t *x, int status, const char *ctype, int64_t clen
     *p++ = ' ';
     p = put(p, reason, rlen);
     p = PUTS(p, "\r\n");
-    p = put(p, srv->server_line, srv->server_line_len);
+    p = put(p, sq__hs(srv)->server_line, sq__hs(srv)->server_line_len);
     p = PUTS(p, "Date: ");
-    p = put(p, sq__date_get(&srv->date), 29);
+    p = put(p, sq__date_get(&sq__hs(srv)->date), 29);
     p = PUTS(p, "\r\n");
     if (ctype != NULL) {
         p = PUTS(p, "Content-Type: ");
@@ -261,7 +261,7 @@ int sq_res_send_json(sq_res_t *res, int status, const json_t *json)
     sq__exch_t *x = res->req;
     if (json == NULL || !sq__status_is_final(status))
         return UV_EINVAL;
-    sq__buf_t *s = &x->srv->scratch;
+    sq__buf_t *s = &sq__hs(x->srv)->scratch;
     size_t n = json_dumpb(json, s->base, s->cap, JSON_COMPACT | JSON_ENCODE_ANY);
     if (n > s->cap) {
         s->len = 0;

@@ -10,7 +10,49 @@
 static void server_free(sq_server_t *srv)
 {
     sq__exch_pool_free(srv);
-    sq__buf_free(&srv->scratch);
+    sq__buf_free(&sq__hs(srv)->scratch);
+}
+
+/* The first listener is up: the watchdog starts measuring (what held the loop before, a
+ * slow set-up or a host name lookup, is no stall). */
+static void server_listening(sq_server_t *srv)
+{
+    if (sq__hs(srv)->wd != NULL)
+        sq_watchdog_start(sq__hs(srv)->wd);
+}
+
+static void on_watchdog_closed(sq_watchdog_t *wd, void *data)
+{
+    sq__server_part_closed(data);
+}
+
+static void on_pool_closed(sq_work_pool_t *pool, void *data)
+{
+    sq__server_part_closed(data);
+}
+
+/* The server is closing (its last connection, listener and exchange are gone): the
+ * watchdog and its own work pool close too; the transport waits for both. */
+static unsigned server_closing(sq_server_t *srv)
+{
+    sq__httpsrv_t *hs = sq__hs(srv);
+    unsigned n = 0;
+    if (hs->wd != NULL) {
+        n++;
+        sq_watchdog_destroy(hs->wd, on_watchdog_closed, srv);
+        hs->wd = NULL;
+    }
+    if (hs->own_pool) {
+        n++;
+        sq_work_pool_destroy(hs->pool, on_pool_closed, srv);
+        hs->pool = NULL;
+    }
+    return n;
+}
+
+sq_watchdog_t *sq_server_watchdog(const sq_server_t *srv)
+{
+    return sq__hs(srv)->wd;
 }
 
 static void server_opts_defaults(sq_server_opts_t *o)
@@ -50,48 +92,51 @@ int sq_server_create(sq_server_t **out, uv_loop_t *loop, sq_app_t *app,
         if (rc != 0)
             return rc;
     }
-    sq_server_t *srv = calloc(1, sizeof(*srv));
-    if (srv == NULL)
+    sq__httpsrv_t *hs = calloc(1, sizeof(*hs));
+    if (hs == NULL)
         return UV_ENOMEM;
+    sq_server_t *srv = &hs->base;
     srv->loop = loop;
-    srv->app = app;
+    hs->app = app;
     srv->opts = o;
     if (srv->opts.max_pipeline_bytes == 0)
         srv->opts.max_pipeline_bytes = 64 * 1024;
     if (srv->opts.server_name != NULL) {
-        int n = snprintf(srv->server_line, sizeof(srv->server_line), "Server: %s\r\n",
+        int n = snprintf(hs->server_line, sizeof(hs->server_line), "Server: %s\r\n",
                          srv->opts.server_name);
-        if (n < 0 || (size_t)n >= sizeof(srv->server_line) ||
+        if (n < 0 || (size_t)n >= sizeof(hs->server_line) ||
             strpbrk(srv->opts.server_name, "\r\n") != NULL) {
-            free(srv);
+            free(hs);
             return UV_EINVAL;
         }
-        srv->server_line_len = (size_t)n;
+        hs->server_line_len = (size_t)n;
     }
     srv->opts.server_name = NULL; /* not kept: the caller's string may go */
-    sq__list_init(&srv->aborts);
+    sq__list_init(&hs->aborts);
     if (srv->opts.slow_callback_ms > 0) {
         sq_watchdog_opts_t wo;
         sq_watchdog_opts_init(&wo);
         wo.slow_ms = srv->opts.slow_callback_ms;
-        int rc = sq_watchdog_create(&srv->wd, loop, &wo);
+        int rc = sq_watchdog_create(&hs->wd, loop, &wo);
         if (rc != 0) {
-            free(srv);
+            free(hs);
             return rc;
         }
-        sq_watchdog_stop(srv->wd); /* until the first listen: see listening() */
+        sq_watchdog_stop(hs->wd); /* until the first listen: see listening() */
     }
     if (sq__server_init(srv) != 0) { /* before it fails, it has set up no handle */
-        if (srv->wd != NULL)
-            sq_watchdog_destroy(srv->wd, NULL, NULL); /* frees itself; srv is not its */
-        free(srv);
+        if (hs->wd != NULL)
+            sq_watchdog_destroy(hs->wd, NULL, NULL); /* frees itself; srv is not its */
+        free(hs);
         return UV_ENOMEM;
     }
-    srv->pool = srv->opts.blocking_pool;
+    hs->pool = srv->opts.blocking_pool;
     srv->conn_size = sizeof(sq__h1conn_t); /* every connection starts as HTTP/1 */
     srv->proto0 = &sq__h1_proto;
     srv->on_tick = sq__exch_deliver_aborts;
     srv->on_free = server_free;
+    srv->on_listen = server_listening;
+    srv->on_closing = server_closing;
     *out = srv;
     return 0;
 }

@@ -104,8 +104,8 @@ fail:
  * held the loop before, a slow set-up or a host name lookup, is no stall). */
 static void listening(sq_server_t *srv, bool first)
 {
-    if (first && srv->wd != NULL)
-        sq_watchdog_start(srv->wd);
+    if (first && srv->on_listen != NULL)
+        srv->on_listen(srv);
 }
 
 static bool same_addr(const struct addrinfo *a, const struct addrinfo *b)
@@ -266,7 +266,7 @@ static void free_server(sq_server_t *srv)
     free(srv);
 }
 
-static void server_part_closed(sq_server_t *srv)
+void sq__server_part_closed(sq_server_t *srv)
 {
     if (--srv->nhandles > 0)
         return;
@@ -279,44 +279,22 @@ static void server_part_closed(sq_server_t *srv)
 
 static void on_handle_close(uv_handle_t *h)
 {
-    server_part_closed(h->data);
-}
-
-static void on_watchdog_closed(sq_watchdog_t *wd, void *data)
-{
-    server_part_closed(data);
-}
-
-static void on_pool_closed(sq_work_pool_t *pool, void *data)
-{
-    server_part_closed(data);
+    sq__server_part_closed(h->data);
 }
 
 /* Called whenever a connection, listener or exchange goes: the last one ends the server. */
 void sq__server_maybe_done(sq_server_t *srv)
 {
-    if (!srv->closing || srv->nconns > 0 || srv->nlisteners_open > 0 || srv->live_exch > 0 ||
+    if (!srv->closing || srv->nconns > 0 || srv->nlisteners_open > 0 || srv->holds > 0 ||
         uv_is_closing((uv_handle_t *)&srv->timer))
         return;
     srv->timer.data = srv;
-    if (srv->wd != NULL) {
-        srv->nhandles++;
-        sq_watchdog_destroy(srv->wd, on_watchdog_closed, srv);
-        srv->wd = NULL;
-    }
-    if (srv->own_pool) {
-        srv->nhandles++;
-        sq_work_pool_destroy(srv->pool, on_pool_closed, srv);
-        srv->pool = NULL;
-    }
+    if (srv->on_closing != NULL)
+        srv->nhandles += srv->on_closing(srv);
     uv_close((uv_handle_t *)&srv->timer, on_handle_close);
     sq__tick_close(srv, on_handle_close);
 }
 
-sq_watchdog_t *sq_server_watchdog(const sq_server_t *srv)
-{
-    return srv->wd;
-}
 
 int sq_server_destroy(sq_server_t *srv, uint64_t grace_ms, sq_server_close_cb cb, void *data)
 {

@@ -6,7 +6,8 @@
 #include "internal.h"
 
 /* Exchanges and write queues kept for reuse per server; with the buffer caps in
- * sq__exch_reset and wq_put, what a burst leaves behind stays under a few MiB. */
+ * sq__exch_reset and wq_put, what a burst leaves behind stays under a few MiB. The server
+ * object here is the transport's; HTTP's server (lib/http/h1_int.h) starts with it. */
 #define SQ__POOL_MAX 64
 
 /* A segment's completion, run once with the write's status (0, or negative when the bytes
@@ -131,7 +132,6 @@ typedef struct sq__listener {
 
 struct sq_server_s {
     uv_loop_t *loop;
-    sq_app_t *app;
     sq_server_opts_t opts;
     sq__list_t listeners;
     sq__list_t conns;
@@ -142,9 +142,11 @@ struct sq_server_s {
     bool (*on_tick)(sq_server_t *srv); /* the server's own tick work (.aborted notices);
                                     true: more is queued */
     void (*on_free)(sq_server_t *srv); /* frees what the protocols keep per server */
+    void (*on_listen)(sq_server_t *srv); /* the first listener is up */
+    /* The server is closing: closes what the protocols keep; returns how many of those
+     * close later, each calling sq__server_part_closed(srv) once when it has. */
+    unsigned (*on_closing)(sq_server_t *srv);
     const sq__proto_t *proto0;  /* every connection's first protocol (HTTP/1) */
-    sq__list_t aborts;          /* exchanges whose handler is to be told .aborted */
-    sq__buf_t scratch;          /* JSON serialization */
     uv_timer_t timer;
     uint64_t timer_due;         /* 0: not armed */
     /* The tick: runs before the loop polls (prepare) and after it (check); the idle handle
@@ -152,16 +154,11 @@ struct sq_server_s {
     uv_prepare_t tick_prepare;
     uv_check_t tick_check;
     uv_idle_t tick_idle;
-    sq__date_cache_t date;
-    const char *rd_base;        /* the bytes llhttp is parsing now (conn_process) */
-    const char *rd_end;
     char *rbuf;                 /* shared read buffer: used only inside one on_read */
     size_t rbuf_cap;
-    struct sq_req_s *exch_free;
-    unsigned exch_free_n;
     sq__wq_t *wq_free;
     unsigned wq_free_n;
-    uint64_t live_exch;
+    uint64_t holds;             /* what else a closing server waits for (HTTP: exchanges) */
     unsigned nconns;
     unsigned nlisteners_open;
     unsigned nhandles;          /* timer, the tick's three: closed last */
@@ -170,11 +167,6 @@ struct sq_server_s {
     uint64_t grace_due;
     sq_server_close_cb close_cb;
     void *close_data;
-    sq_watchdog_t *wd;          /* opts.slow_callback_ms > 0 */
-    sq_work_pool_t *pool;       /* blocking handlers: opts.blocking_pool or own_pool */
-    bool own_pool;
-    char server_line[96];       /* "Server: squall\r\n" */
-    size_t server_line_len;
     sq_server_stats_t stats;
 };
 
@@ -240,7 +232,9 @@ SQ__HIDDEN void sq__conn_want_flush(sq__conn_t *conn);
 
 /* lib/server/server.c: the transport's part of sq_server_create */
 SQ__HIDDEN int sq__server_init(sq_server_t *srv);
-/* lib/server/server.c: the last connection, listener or exchange gone ends a closing server */
+/* One part of a closing server is gone: the last one calls the close callback and frees. */
+SQ__HIDDEN void sq__server_part_closed(sq_server_t *srv);
+/* lib/server/server.c: the last connection, listener or hold gone ends a closing server */
 SQ__HIDDEN void sq__server_maybe_done(sq_server_t *srv);
 /* Listens on every address of an addrinfo list (what sq_server_listen resolved). */
 struct addrinfo;

@@ -182,7 +182,7 @@ static void ws_get(sq_req_t *req, sq_res_t *res, void *data)
         return;
     }
     ws->subprotocol = sub;
-    ws->wd = req->srv->wd;
+    ws->wd = sq__hs(req->srv)->wd;
     ws->name = sq__route_pattern(req->match.route);
     /* a 101 without its Accept would be a handshake the client must fail: out of memory
      * here is a 500 instead */
