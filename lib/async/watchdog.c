@@ -73,7 +73,7 @@ struct sq_watchdog_s {
     uv_timer_t probe;
     uv_check_t wake;      /* after every poll: counts the loop's wake-ups, restarts a parked probe */
     uv_prepare_t gap;     /* before every poll: while parked, how long since the last one */
-    uint64_t last_check_ns;
+    uint64_t last_check_ns; /* the last poll's return, or the last probe tick if later */
     uint64_t wakes;       /* polls returned since the watchdog started */
     uint64_t wakes_at_tick;
     bool parked;          /* the probe is stopped until the loop wakes for something */
@@ -136,6 +136,7 @@ static void probe_cb(uv_timer_t *t)
             report(wd, NULL, wd->last_span, lag_us);
     }
     wd->last_tick_ns = now;
+    wd->last_check_ns = now; /* measured up to here: gap_cb must not count it again */
     /* one wake-up since the last tick is the probe's own: the loop is otherwise idle */
     if (wd->wakes - wd->wakes_at_tick <= 1) {
         uv_timer_stop(&wd->probe);
