@@ -353,26 +353,10 @@ static void assert_no_header(const th_res_t *r, const char *name)
     cr_assert_null(th_res_header(r, name), "unexpected %s header in:\n%s", name, r->head);
 }
 
-/* Reads one response on c and checks its status and body (body NULL: not checked). */
-static void expect_res(th_conn_t *c, int status, const char *body)
-{
-    th_res_t r;
-    int rc = th_conn_read_res(c, &r, 5000, false);
-    cr_assert_eq(rc, 0, "reading a response: %s", uv_err_name(rc));
-    cr_assert_eq(r.status, status, "want %d, got:\n%s", status, r.raw);
-    if (body != NULL)
-        cr_assert_str_eq(r.body, body);
-    th_res_free(&r);
-}
-
 /* A healthy request on a new connection: the server goes on serving others. */
 static void expect_healthy(int port)
 {
-    th_conn_t c;
-    cr_assert_eq(th_conn_open(&c, port), 0);
-    cr_assert_eq(th_conn_sends(&c, GET("/")), 0);
-    expect_res(&c, 200, "hello");
-    th_conn_close(&c);
+    th_expect_healthy(port, "/", "hello");
 }
 
 static th_server_t *start(sq_app_t *app, const sq_server_opts_t *opts)
@@ -458,11 +442,11 @@ Test(http1, pipelined_requests_wait_for_an_async_answer_in_order, .timeout = 10)
     th_conn_t c;
     cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
     cr_assert_eq(th_conn_send(&c, batch, sizeof(batch) - 1), 0);
-    expect_res(&c, 200, "1");
-    expect_res(&c, 200, "late");
-    expect_res(&c, 200, "3");
-    expect_res(&c, 200, "body");
-    expect_res(&c, 200, "5");
+    th_expect_res(&c, 200, "1");
+    th_expect_res(&c, 200, "late");
+    th_expect_res(&c, 200, "3");
+    th_expect_res(&c, 200, "body");
+    th_expect_res(&c, 200, "5");
     th_conn_close(&c);
     stop(ts, app);
     cr_assert_eq(atomic_load(&n_handler), 5);
@@ -504,7 +488,7 @@ Test(http1, http10_keeps_alive_with_connection_keep_alive, .timeout = 10)
     }
     /* the last one without the header: answered, then closed */
     cr_assert_eq(th_conn_sends(&c, "GET / HTTP/1.0\r\n\r\n"), 0);
-    expect_res(&c, 200, "hello");
+    th_expect_res(&c, 200, "hello");
     cr_assert_eq(th_conn_wait_closed(&c, 5000), 0);
     th_conn_close(&c);
     stop(ts, app);
@@ -550,7 +534,7 @@ Test(http1, head_sends_headers_with_content_length_and_no_body, .timeout = 10)
     cr_assert_eq(th_conn_read_res(&c, &r, 5000, true), 0);
     cr_assert_eq(r.status, 200);
     th_res_free(&r);
-    expect_res(&c, 200, "7");
+    th_expect_res(&c, 200, "7");
     cr_assert_eq(c.len, 0);
     th_conn_close(&c);
     stop(ts, app);
@@ -1305,7 +1289,7 @@ Test(timeouts, idle_keepalive_connection_is_closed_quietly, .timeout = 10)
     cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
     uint64_t t0 = th_now_ms(); /* the idle clock starts later, when the answer is queued */
     cr_assert_eq(th_conn_sends(&c, GET("/")), 0);
-    expect_res(&c, 200, "hello");
+    th_expect_res(&c, 200, "hello");
     cr_assert_eq(th_conn_wait_closed(&c, 5000), 0); /* no 408: nothing was asked */
     uint64_t took = th_now_ms() - t0;
     cr_assert_geq(took, 250, "closed after %llu ms", (unsigned long long)took);
@@ -1323,7 +1307,7 @@ Test(timeouts, idle_keepalive_connection_is_closed_quietly, .timeout = 10)
     for (int i = 0; i < 8; i++) {
         th_sleep_ms(60);
         cr_assert_eq(th_conn_sends(&c, GET("/")), 0);
-        expect_res(&c, 200, "hello");
+        th_expect_res(&c, 200, "hello");
     }
     th_conn_close(&c);
     sq_server_stats_t st;
@@ -1342,11 +1326,11 @@ Test(async, handler_answers_later_from_a_timer, .timeout = 10)
     cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
     uint64_t t0 = th_now_ms();
     cr_assert_eq(th_conn_sends(&c, GET("/late?ms=150")), 0);
-    expect_res(&c, 200, "late");
+    th_expect_res(&c, 200, "late");
     cr_assert_geq(th_now_ms() - t0, 140);
     /* the connection is reusable afterwards */
     cr_assert_eq(th_conn_sends(&c, GET("/n/9")), 0);
-    expect_res(&c, 200, "9");
+    th_expect_res(&c, 200, "9");
     th_conn_close(&c);
     stop(ts, app);
     cr_assert_eq(atomic_load(&late_rc), 0);
@@ -1416,7 +1400,7 @@ Test(async, client_closing_before_the_request_is_complete_runs_no_handler, .time
                 cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
                 cr_assert_eq(th_conn_sends(&c, buf), 0);
                 if (behind)
-                    expect_res(&c, 200, "1");
+                    th_expect_res(&c, 200, "1");
                 if (rst)
                     th_conn_abort(&c);
                 else
@@ -1480,7 +1464,7 @@ Test(async, client_closing_after_the_response_is_harmless, .timeout = 10)
         th_conn_t c;
         cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
         cr_assert_eq(th_conn_sends(&c, GET("/late?ms=10")), 0);
-        expect_res(&c, 200, "late");
+        th_expect_res(&c, 200, "late");
         if (rst)
             th_conn_abort(&c);
         else
@@ -1517,7 +1501,7 @@ Test(responses, streaming_uses_chunked_framing_and_calls_each_write_callback_onc
     cr_assert(r.chunked);
     cr_assert_str_eq(r.body, "piece-0\npiece-1\npiece-2\n");
     th_res_free(&r);
-    expect_res(&c, 200, "4");
+    th_expect_res(&c, 200, "4");
     th_conn_close(&c);
     stop(ts, app);
     cr_assert_eq(atomic_load(&n_wcb), 6);
@@ -1555,8 +1539,8 @@ Test(responses, send_ref_calls_the_free_callback_exactly_once, .timeout = 10)
     th_conn_t c;
     cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
     cr_assert_eq(th_conn_sends(&c, GET("/ref") GET("/ref")), 0);
-    expect_res(&c, 200, ref_body);
-    expect_res(&c, 200, ref_body);
+    th_expect_res(&c, 200, ref_body);
+    th_expect_res(&c, 200, ref_body);
     /* HEAD: the body is not sent, and still released once */
     cr_assert_eq(th_conn_sends(&c, "HEAD /ref HTTP/1.1\r\nHost: t\r\n\r\n"), 0);
     th_res_t r;
@@ -1600,13 +1584,13 @@ Test(server, two_servers_on_two_loops_in_two_threads, .timeout = 10)
     /* interleaved, with an async answer on each loop at the same time */
     cr_assert_eq(th_conn_sends(&ca, GET("/late?ms=100")), 0);
     cr_assert_eq(th_conn_sends(&cb, GET("/late?ms=100")), 0);
-    expect_res(&ca, 200, "late");
-    expect_res(&cb, 200, "late");
+    th_expect_res(&ca, 200, "late");
+    th_expect_res(&cb, 200, "late");
     for (int i = 0; i < 10; i++) {
         cr_assert_eq(th_conn_sends(&ca, GET("/n/1")), 0);
         cr_assert_eq(th_conn_sends(&cb, GET("/n/2")), 0);
-        expect_res(&cb, 200, "2");
-        expect_res(&ca, 200, "1");
+        th_expect_res(&cb, 200, "2");
+        th_expect_res(&ca, 200, "1");
     }
     sq_server_stats_t sa, sb;
     th_server_stats(a, &sa);
@@ -1617,7 +1601,7 @@ Test(server, two_servers_on_two_loops_in_two_threads, .timeout = 10)
     th_server_stop(a, 1000);
     /* b is unaffected by a's shutdown */
     cr_assert_eq(th_conn_sends(&cb, GET("/n/3")), 0);
-    expect_res(&cb, 200, "3");
+    th_expect_res(&cb, 200, "3");
     th_conn_close(&cb);
     th_server_stop(b, 1000);
     sq_app_destroy(app);
@@ -1637,8 +1621,8 @@ Test(server, ipv6_loopback_listener_serves, .timeout = 10)
     th_conn_t c;
     cr_assert_eq(th_conn_open_host(&c, "::1", th_server_port(ts)), 0);
     cr_assert_eq(th_conn_sends(&c, GET("/") GET("/n/6")), 0);
-    expect_res(&c, 200, "hello");
-    expect_res(&c, 200, "6");
+    th_expect_res(&c, 200, "hello");
+    th_expect_res(&c, 200, "6");
     th_conn_close(&c);
     stop(ts, app);
 }
@@ -1653,11 +1637,11 @@ Test(server, unix_domain_socket_listener_serves, .timeout = 10)
     th_conn_t c;
     cr_assert_eq(th_conn_open_unix(&c, path), 0);
     cr_assert_eq(th_conn_sends(&c, GET("/") GET("/late?ms=20")), 0);
-    expect_res(&c, 200, "hello");
-    expect_res(&c, 200, "late");
+    th_expect_res(&c, 200, "hello");
+    th_expect_res(&c, 200, "late");
     cr_assert_eq(th_conn_sends(&c, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc"),
                  0);
-    expect_res(&c, 200, "abc");
+    th_expect_res(&c, 200, "abc");
     th_conn_close(&c);
     stop(ts, app);
     unlink(path);
@@ -1675,7 +1659,7 @@ Test(server, connections_over_max_are_closed_and_counted, .timeout = 10)
     for (int i = 0; i < 2; i++) {
         cr_assert_eq(th_conn_open(&c[i], port), 0);
         cr_assert_eq(th_conn_sends(&c[i], GET("/")), 0);
-        expect_res(&c[i], 200, "hello");
+        th_expect_res(&c[i], 200, "hello");
     }
     for (int i = 0; i < 3; i++) {
         cr_assert_eq(th_conn_open(&extra, port), 0);
@@ -1688,14 +1672,14 @@ Test(server, connections_over_max_are_closed_and_counted, .timeout = 10)
     cr_assert_eq(st.connections_rejected, 3);
     /* the ones within the limit still work */
     cr_assert_eq(th_conn_sends(&c[1], GET("/n/1")), 0);
-    expect_res(&c[1], 200, "1");
+    th_expect_res(&c[1], 200, "1");
     /* once one leaves, a new one is served */
     th_conn_close(&c[0]);
     cr_assert_eq(th_server_wait_open(ts, 1, 5000), 1, "the server let the closed one go");
     th_conn_t n;
     cr_assert_eq(th_conn_open(&n, port), 0);
     cr_assert_eq(th_conn_sends(&n, GET("/")), 0);
-    expect_res(&n, 200, "hello");
+    th_expect_res(&n, 200, "hello");
     th_conn_close(&n);
     th_server_stats(ts, &st);
     cr_assert_eq(st.connections_rejected, 3, "the new one was rejected");
@@ -1713,7 +1697,7 @@ Test(server, destroy_lets_an_in_flight_request_finish_within_grace, .timeout = 1
     cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
     cr_assert_eq(th_conn_open(&idle, th_server_port(ts)), 0);
     cr_assert_eq(th_conn_sends(&idle, GET("/")), 0);
-    expect_res(&idle, 200, "hello");
+    th_expect_res(&idle, 200, "hello");
     cr_assert_eq(th_conn_sends(&c, GET("/late?ms=300")), 0);
     cr_assert_eq(th_wait_atomic(&n_handler, 2, 5000), 2);
     uint64_t took = th_server_stop(ts, 3000);
@@ -1784,11 +1768,11 @@ Test(server, destroy_with_idle_and_half_read_connections_is_prompt, .timeout = 1
     for (int i = 0; i < 3; i++)
         cr_assert_eq(th_conn_open(&c[i], th_server_port(ts)), 0);
     cr_assert_eq(th_conn_sends(&c[1], GET("/")), 0);
-    expect_res(&c[1], 200, "hello");
+    th_expect_res(&c[1], 200, "hello");
     /* half a head behind a whole request in the same write: its answer says the server has
      * read the half too */
     cr_assert_eq(th_conn_sends(&c[2], GET("/n/2") "GET / HTTP/1.1\r\nHo"), 0);
-    expect_res(&c[2], 200, "2");
+    th_expect_res(&c[2], 200, "2");
     uint64_t took = th_server_stop(ts, 2000);
     cr_assert_lt(took, 2500);
     for (int i = 0; i < 3; i++) {
@@ -1832,7 +1816,7 @@ Test(responses, streaming_a_status_without_body_sends_no_body_bytes, .timeout = 
     assert_no_header(&r, "Transfer-Encoding");
     assert_no_header(&r, "Content-Length");
     th_res_free(&r);
-    expect_res(&c, 200, "2"); /* no stray "body" bytes in between */
+    th_expect_res(&c, 200, "2"); /* no stray "body" bytes in between */
     th_conn_close(&c);
     stop(ts, app);
     cr_assert_eq(atomic_load(&lstream_rc[1]), 0);
@@ -1940,7 +1924,7 @@ Test(backpressure, large_body_pipelined_behind_an_async_answer_waits_and_is_read
     th_conn_t c;
     cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
     cr_assert_eq(th_conn_send(&c, req, (size_t)h + n), 0);
-    expect_res(&c, 200, "late");
+    th_expect_res(&c, 200, "late");
     th_res_t r;
     cr_assert_eq(th_conn_read_res(&c, &r, 5000, false), 0);
     cr_assert_eq(r.status, 200);
@@ -1948,7 +1932,7 @@ Test(backpressure, large_body_pipelined_behind_an_async_answer_waits_and_is_read
     cr_assert_eq(memcmp(r.body, req + h, n), 0);
     th_res_free(&r);
     cr_assert_eq(th_conn_sends(&c, GET("/n/3")), 0);
-    expect_res(&c, 200, "3");
+    th_expect_res(&c, 200, "3");
     free(req);
     th_conn_close(&c);
     stop(ts, app);
@@ -1966,14 +1950,14 @@ Test(backpressure, big_answers_behind_an_async_one_wait_for_the_reader, .timeout
     /* time passes with nothing read (a loaded machine only makes fewer answers in it) */
     th_sleep_ms(400);
     cr_assert_lt(atomic_load(&n_handler), 6);
-    expect_res(&c, 200, "late");
+    th_expect_res(&c, 200, "late");
     for (int i = 0; i < 4; i++) {
         th_res_t r;
         cr_assert_eq(th_conn_read_res(&c, &r, 10000, false), 0);
         cr_assert_eq(r.body_len, 4u << 20);
         th_res_free(&r);
     }
-    expect_res(&c, 200, "5");
+    th_expect_res(&c, 200, "5");
     th_conn_close(&c);
     stop(ts, app);
     cr_assert_leq(atomic_load(&max_queued_kb), 8192);

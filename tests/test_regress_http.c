@@ -93,24 +93,10 @@ static sq_app_t *make_app(void)
     return app;
 }
 
-static void expect_res(th_conn_t *c, int status, const char *body)
-{
-    th_res_t r;
-    int rc = th_conn_read_res(c, &r, 5000, false);
-    cr_assert_eq(rc, 0, "read: %s", uv_err_name(rc));
-    cr_assert_eq(r.status, status, "want %d, got:\n%s", status, r.raw);
-    if (body != NULL)
-        cr_assert_str_eq(r.body, body);
-    th_res_free(&r);
-}
-
+/* A healthy request on a new connection: the server goes on serving others. */
 static void expect_healthy(int port)
 {
-    th_conn_t c;
-    cr_assert_eq(th_conn_open(&c, port), 0);
-    cr_assert_eq(th_conn_sends(&c, GET("/")), 0);
-    expect_res(&c, 200, "ok");
-    th_conn_close(&c);
+    th_expect_healthy(port, "/", "ok");
 }
 
 /* ======================================================================================
@@ -166,7 +152,7 @@ Test(regress_http, content_type_with_crlf_is_refused_and_the_response_stays_open
     cr_assert_str_eq(r.body, "fine");
     cr_assert_null(strstr(r.raw, "X-Injected"), "split:\n%s", r.raw);
     th_res_free(&r);
-    expect_res(&c, 200, "ok");
+    th_expect_res(&c, 200, "ok");
     th_conn_close(&c);
     th_server_stop(ts, 1000);
     sq_app_destroy(app);
@@ -244,7 +230,7 @@ Test(regress_http, a_body_of_4_gib_and_more_is_sent_whole, .timeout = 120)
             cr_assert_eq(sink[i], 0, "a byte of the next response inside the body");
         got += (size_t)n;
     }
-    expect_res(&c, 200, "ok");
+    th_expect_res(&c, 200, "ok");
     th_conn_close(&c);
     th_server_stop(ts, 1000);
     sq_app_destroy(app);
@@ -399,9 +385,9 @@ Test(regress_http, expect_100_continue_is_not_sent_before_a_404_or_405)
     cr_assert_eq(th_conn_sends(&c, "POST / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
                                    "Content-Length: 2\r\n\r\n"),
                  0);
-    expect_res(&c, 100, NULL);
+    th_expect_res(&c, 100, NULL);
     cr_assert_eq(th_conn_sends(&c, "hi"), 0);
-    expect_res(&c, 200, "ok");
+    th_expect_res(&c, 200, "ok");
     th_conn_close(&c);
     th_server_stop(ts, 1000);
     sq_app_destroy(app);
@@ -506,7 +492,7 @@ Test(regress_http, half_close_after_an_async_request_gets_the_answer)
     cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
     cr_assert_eq(th_conn_sends(&c, GET("/late?ms=150")), 0);
     half_close(&c);
-    expect_res(&c, 200, "late");
+    th_expect_res(&c, 200, "late");
     cr_assert_eq(th_conn_wait_closed(&c, 5000), 0);
     th_conn_close(&c);
     th_server_stop(ts, 1000);
@@ -534,7 +520,7 @@ Test(regress_http, half_close_after_pipelined_requests_answers_every_one)
         cr_assert_eq(th_conn_sends(&c, batches[b]), 0);
         half_close(&c);
         for (int i = 0; i < 3; i++)
-            expect_res(&c, 200, bodies[b][i]);
+            th_expect_res(&c, 200, bodies[b][i]);
         cr_assert_eq(th_conn_wait_closed(&c, 5000), 0);
         th_conn_close(&c);
     }
@@ -558,7 +544,7 @@ Test(regress_http, half_close_inside_a_request_closes_without_a_handler)
         cr_assert_eq(th_conn_sends(&c, partial[i]), 0);
         half_close(&c);
         if (i == 3)
-            expect_res(&c, 200, "ok");
+            th_expect_res(&c, 200, "ok");
         cr_assert_eq(th_conn_wait_closed(&c, 5000), 0, "case %zu", i);
         th_conn_close(&c);
     }
@@ -593,8 +579,8 @@ Test(regress_http, half_close_after_a_blocking_request_gets_the_answer)
     cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
     cr_assert_eq(th_conn_sends(&c, GET("/job") GET("/")), 0);
     half_close(&c);
-    expect_res(&c, 200, "job");
-    expect_res(&c, 200, "ok");
+    th_expect_res(&c, 200, "job");
+    th_expect_res(&c, 200, "ok");
     cr_assert_eq(th_conn_wait_closed(&c, 5000), 0);
     th_conn_close(&c);
     th_server_stop(ts, 1000);

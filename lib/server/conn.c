@@ -139,6 +139,18 @@ int sq__conn_read_start(sq__conn_t *c)
     return c->io->read_start(c);
 }
 
+/* Into the server's registry and counters, with the server's first protocol. */
+static void conn_register(sq_server_t *srv, sq__conn_t *c)
+{
+    c->srv = srv;
+    c->proto = srv->proto0;
+    c->h.handle.data = c;
+    sq__list_insert_tail(&srv->conns, &c->node);
+    srv->nconns++;
+    srv->stats.connections_open++;
+    srv->stats.connections_total++;
+}
+
 void sq__conn_accept(sq_server_t *srv, uv_stream_t *listener, bool is_pipe)
 {
     sq__conn_t *c = calloc(1, srv->conn_size);
@@ -154,17 +166,13 @@ void sq__conn_accept(sq_server_t *srv, uv_stream_t *listener, bool is_pipe)
         c->flags |= SQ__CF_PIPE;
     c->h.handle.data = c;
     rc = uv_accept(listener, &c->h.stream);
-    if (rc == 0 && !is_pipe)
-        uv_tcp_nodelay(&c->h.tcp, 1);
     if (rc != 0) {
-        c->srv = srv;
-        sq__list_insert_tail(&srv->conns, &c->node);
-        srv->nconns++;
-        srv->stats.connections_open++;
-        srv->stats.connections_total++;
+        conn_register(srv, c); /* counted, then closed through the one close path */
         sq__conn_teardown(c);
         return;
     }
+    if (!is_pipe)
+        uv_tcp_nodelay(&c->h.tcp, 1);
     sq__conn_start(srv, c);
 }
 
@@ -172,13 +180,7 @@ void sq__conn_accept(sq_server_t *srv, uv_stream_t *listener, bool is_pipe)
  * first protocol. Returns 0, or an error once the connection is closing. */
 int sq__conn_start(sq_server_t *srv, sq__conn_t *c)
 {
-    c->srv = srv;
-    c->proto = srv->proto0;
-    c->h.handle.data = c;
-    sq__list_insert_tail(&srv->conns, &c->node);
-    srv->nconns++;
-    srv->stats.connections_open++;
-    srv->stats.connections_total++;
+    conn_register(srv, c);
     if (srv->closing || srv->nconns > srv->opts.max_connections) {
         srv->stats.connections_rejected++;
         sq__conn_teardown(c);

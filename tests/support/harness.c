@@ -618,3 +618,25 @@ __attribute__((visibility("default"))) const char *__asan_default_options(void)
     return "allocator_may_return_null=1";
 }
 #endif
+
+void th_expect_res(th_conn_t *c, int status, const char *body)
+{
+    th_res_t r;
+    int rc = th_conn_read_res(c, &r, 5000, false);
+    cr_assert_eq(rc, 0, "reading a response: %s", uv_err_name(rc));
+    cr_assert_eq(r.status, status, "want %d, got:\n%s", status, r.raw);
+    if (body != NULL)
+        cr_assert_str_eq(r.body, body);
+    th_res_free(&r);
+}
+
+void th_expect_healthy(int port, const char *path, const char *body)
+{
+    th_conn_t c;
+    char req[256];
+    snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: t\r\n\r\n", path);
+    cr_assert_eq(th_conn_open(&c, port), 0);
+    cr_assert_eq(th_conn_sends(&c, req), 0);
+    th_expect_res(&c, 200, body);
+    th_conn_close(&c);
+}

@@ -124,6 +124,12 @@ int th_conn_read_res(th_conn_t *c, th_res_t *r, int timeout_ms, bool head_req);
 const char *th_res_header(const th_res_t *r, const char *name);
 void th_res_free(th_res_t *r);
 
+/* Reads one response on c within 5 s and asserts its status and body (body NULL: not
+ * checked). */
+void th_expect_res(th_conn_t *c, int status, const char *body);
+/* A request for `path` on a new connection gets 200 and `body`: the server goes on. */
+void th_expect_healthy(int port, const char *path, const char *body);
+
 /* Waits until the peer closes. Returns 0 when it closed without sending anything more,
  * UV_ETIMEDOUT, or UV_EPROTO when bytes arrived instead (they stay in c->buf). */
 int th_conn_wait_closed(th_conn_t *c, int timeout_ms);
