@@ -24,8 +24,8 @@ CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden -MMD -MP $(OPT) 
 # pkg-config is asked when the Makefile is read, which on a fresh machine is before
 # scripts/deps.sh has installed it: with no answer, the plain Debian flags are used.
 CFLAGS_OURS := $(CFLAGS_BASE) $(WARN) -Iinclude -Ilib -Itests -I$(LLHTTP_INC) \
-               $(shell pkg-config --cflags libuv jansson libcrypto 2>/dev/null)
-LIBS    := $(or $(shell pkg-config --libs libuv jansson libcrypto 2>/dev/null),-luv -ljansson -lcrypto) \
+               $(shell pkg-config --cflags libuv jansson libcrypto hiredis 2>/dev/null)
+LIBS    := $(or $(shell pkg-config --libs libuv jansson libcrypto hiredis 2>/dev/null),-luv -ljansson -lcrypto -lhiredis) \
            -lwslay -lpthread -lm
 
 LIB_SRC := $(sort $(wildcard lib/*.c lib/*/*.c))

@@ -5,10 +5,11 @@ set -euo pipefail
 
 # Build and test: the first line. Peers and tools of the test suite and of the scripts
 # (bench-peers.sh: wrk, nginx, taskset from util-linux; mem-idle.sh: ss from iproute2,
-# pgrep from procps): the rest.
+# pgrep from procps; the hub's Redis tests: redis-server; the chat page's browser test:
+# chromium): the rest.
 pkgs=(build-essential pkg-config libuv1-dev node-llhttp libjansson-dev libwslay-dev
-      libcriterion-dev libssl-dev
-      curl wrk nginx-light valgrind nodejs npm python3 python3-websockets python3-aiohttp
+      libcriterion-dev libssl-dev libhiredis-dev
+      redis-server chromium curl wrk nginx-light valgrind nodejs npm python3 python3-websockets python3-aiohttp
       iproute2 util-linux procps)
 
 missing=()
