@@ -127,7 +127,7 @@ struct sq_hub_s {
     size_t rooms_cap, nrooms;
     uint64_t last_sweep;
     _Atomic(sq__hub_loop_t *) loops[SQ__HUB_MAX_LOOPS];
-    atomic_uint nloops;
+    sq__hub_loop_t *detached; /* loops let go, freed with the hub (under mu) */
     /* counters (sq_hub_stats) */
     atomic_uint_fast64_t published, delivered, subscribers, held_polls, dropped_slow,
         missed, redis_errors, redis_connected;
