@@ -1,0 +1,626 @@
+/* The hub on Redis: two hubs on one redis-server stand for two machines — each has its own
+ * Redis thread and connections — sharing rooms, ids and history; a Redis that is not
+ * there, goes away and comes back; replies of a shape the hub did not write. Each test
+ * starts its own redis-server (tests/support/redis_server.c) on a free loopback port. */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <squall.h>
+
+#include "support/harness.h"
+#include "support/redis_server.h"
+
+#define MAXGOT 256
+
+static tr_redis_t *redis; /* killed and removed by the suite's fini, whatever happened */
+
+static void suite_fini(void)
+{
+    tr_redis_stop(redis);
+    redis = NULL;
+}
+
+TestSuite(hub_redis, .fini = suite_fini, .timeout = 40);
+
+/* ---- what a subscriber and a publisher were told ---- */
+
+typedef struct got {
+    uint64_t ids[MAXGOT];
+    char *texts[MAXGOT];
+    size_t n;
+    int live;
+    uint64_t missed;
+    int status; /* the negative status it ended with */
+    int ends;
+    sq_hub_sub_t *sub;
+} got_t;
+
+static void on_msg(sq_hub_sub_t *sub, int status, const sq_hub_msg_t *msg, uint64_t missed,
+                   void *data)
+{
+    got_t *g = data;
+    if (status < 0) {
+        g->status = status;
+        g->ends++;
+        g->sub = NULL;
+        return;
+    }
+    g->missed += missed;
+    if (msg == NULL) {
+        g->live++;
+        return;
+    }
+    if (g->n < MAXGOT) {
+        size_t len;
+        const char *t = sq_hub_msg_text(msg, &len);
+        g->ids[g->n] = sq_hub_msg_id(msg);
+        g->texts[g->n] = strndup(t, len);
+        g->n++;
+    }
+}
+
+static void got_free(got_t *g)
+{
+    for (size_t i = 0; i < g->n; i++)
+        free(g->texts[i]);
+    g->n = 0;
+}
+
+typedef struct pub {
+    int calls;
+    int status;
+    uint64_t id;
+} pub_t;
+
+static void on_published(sq_hub_t *hub, int status, uint64_t id, void *data)
+{
+    pub_t *p = data;
+    p->calls++;
+    p->status = status;
+    p->id = id;
+}
+
+/* ---- the test's loop: both hubs are attached to it ---- */
+
+static uv_loop_t loop;
+static uv_timer_t wake; /* a turn every 5 ms, so conditions set by other threads are seen */
+
+static void on_wake(uv_timer_t *t)
+{
+}
+
+static void loop_start(void)
+{
+    cr_assert_eq(uv_loop_init(&loop), 0);
+    uv_timer_init(&loop, &wake);
+    uv_timer_start(&wake, on_wake, 5, 5);
+}
+
+/* Turns the loop until cond holds or ms pass; evaluates to cond. */
+#define WAIT_FOR(cond, ms)                                                                         \
+    ({                                                                                             \
+        uint64_t end_ = th_now_ms() + (ms);                                                        \
+        while (!(cond) && th_now_ms() < end_)                                                      \
+            uv_run(&loop, UV_RUN_ONCE);                                                            \
+        (cond);                                                                                    \
+    })
+
+static sq_hub_t *hub_new(const char *url, size_t history_count)
+{
+    sq_hub_opts_t o;
+    sq_hub_opts_init(&o);
+    o.redis_url = url;
+    o.redis_reconnect_ms = 50;
+    o.redis_timeout_ms = 1000;
+    if (history_count > 0)
+        o.history_count = history_count;
+    sq_hub_t *hub;
+    cr_assert_eq(sq_hub_create(&hub, &o), 0);
+    cr_assert_eq(sq_hub_attach(hub, &loop), 0);
+    return hub;
+}
+
+static sq_hub_stats_t stats(sq_hub_t *hub)
+{
+    sq_hub_stats_t s;
+    sq_hub_stats(hub, &s);
+    return s;
+}
+
+static void wait_connected(sq_hub_t *hub)
+{
+    cr_assert(WAIT_FOR(stats(hub).redis_connected == 1, 10000), "the hub did not connect");
+}
+
+/* Publishes and waits for the answer. */
+static pub_t publish(sq_hub_t *hub, const char *room, const char *text)
+{
+    pub_t p = {0};
+    cr_assert_eq(sq_hub_publish(hub, &loop, room, text, strlen(text), on_published, &p), 0);
+    cr_assert(WAIT_FOR(p.calls == 1, 5000), "no answer to a publish");
+    return p;
+}
+
+static uint64_t publish_ok(sq_hub_t *hub, const char *room, const char *text)
+{
+    pub_t p = publish(hub, room, text);
+    cr_assert_eq(p.status, 0, "publish: %s", sq_strerror(p.status));
+    return p.id;
+}
+
+static void subscribe(sq_hub_t *hub, const char *room, uint64_t since, got_t *g)
+{
+    cr_assert_eq(sq_hub_subscribe(hub, &loop, room, since, on_msg, g, &g->sub), 0);
+}
+
+static void subscribe_live(sq_hub_t *hub, const char *room, uint64_t since, got_t *g)
+{
+    subscribe(hub, room, since, g);
+    cr_assert(WAIT_FOR(g->live == 1 || g->ends > 0, 5000), "no history");
+    cr_assert_eq(g->ends, 0, "the subscriber ended: %s", sq_strerror(g->status));
+}
+
+static void expect_ids(const got_t *g, uint64_t first, size_t n)
+{
+    cr_assert_eq(g->n, n, "got %zu messages, want %zu", g->n, n);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_eq(g->ids[i], first + i, "message %zu has id %llu, want %llu", i,
+                     (unsigned long long)g->ids[i], (unsigned long long)(first + i));
+}
+
+/* Detaches every hub, lets the loop close what they had, frees them, closes the loop. */
+static void end(sq_hub_t *a, sq_hub_t *b)
+{
+    sq_hub_detach(a, &loop);
+    if (b != NULL)
+        sq_hub_detach(b, &loop);
+    uv_close((uv_handle_t *)&wake, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    sq_hub_destroy(a);
+    sq_hub_destroy(b);
+    cr_assert_eq(uv_loop_close(&loop), 0, "a handle was left on the loop");
+}
+
+/* ---- the URL ---- */
+
+Test(hub_redis, a_url_that_is_not_redis_host_port_is_einval)
+{
+    static const char *const bad[] = {
+        "",
+        "http://127.0.0.1:6379",
+        "redis:/127.0.0.1",
+        "redis://",
+        "redis://:6379",
+        "redis://127.0.0.1:",
+        "redis://127.0.0.1:0",
+        "redis://127.0.0.1:65536",
+        "redis://127.0.0.1:99999999999999999999",
+        "redis://127.0.0.1:63x9",
+        "redis://127.0.0.1:6379/",
+        "redis://127.0.0.1:6379/0",
+        "redis://user@127.0.0.1",
+        "redis://127.0.0.1?db=1",
+        "redis://exa mple",
+        "redis://[::1",
+        "redis://[]:6379",
+        "redis://[::1]x",
+        "REDIS://127.0.0.1",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        sq_hub_opts_t o;
+        sq_hub_opts_init(&o);
+        o.redis_url = bad[i];
+        sq_hub_t *hub = NULL;
+        cr_expect_eq(sq_hub_create(&hub, &o), UV_EINVAL, "'%s' was taken", bad[i]);
+        cr_expect_null(hub);
+    }
+    /* Well formed (nobody listens: made all the same, connecting in the background). */
+    static const char *const good[] = {
+        "redis://127.0.0.1",
+        "redis://127.0.0.1:1",
+        "redis://localhost:65535",
+        "redis://[::1]:1",
+    };
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        sq_hub_opts_t o;
+        sq_hub_opts_init(&o);
+        o.redis_url = good[i];
+        sq_hub_t *hub = NULL;
+        cr_expect_eq(sq_hub_create(&hub, &o), 0, "'%s' was refused", good[i]);
+        sq_hub_destroy(hub);
+    }
+}
+
+/* ---- two machines ---- */
+
+Test(hub_redis, a_message_published_on_one_reaches_a_subscriber_on_the_other)
+{
+    redis = tr_redis_start();
+    loop_start();
+    sq_hub_t *a = hub_new(tr_redis_url(redis), 0), *b = hub_new(tr_redis_url(redis), 0);
+    wait_connected(a);
+    wait_connected(b);
+    got_t on_b = {0}, on_a = {0};
+    subscribe_live(b, "lobby", 0, &on_b);
+    subscribe_live(a, "lobby", 0, &on_a);
+
+    /* ids go up by one per message of the room, whichever server publishes */
+    cr_assert_eq(publish_ok(a, "lobby", "from a"), 1);
+    cr_assert_eq(publish_ok(b, "lobby", "from b"), 2);
+    cr_assert_eq(publish_ok(a, "lobby", "from a again"), 3);
+    cr_assert_eq(publish_ok(b, "elsewhere", "another room"), 1);
+    cr_assert(WAIT_FOR(on_b.n == 3 && on_a.n == 3, 5000), "b got %zu, a got %zu", on_b.n, on_a.n);
+    expect_ids(&on_b, 1, 3);
+    expect_ids(&on_a, 1, 3);
+    cr_assert_str_eq(on_b.texts[0], "from a");
+    cr_assert_str_eq(on_b.texts[1], "from b");
+    cr_assert_str_eq(on_b.texts[2], "from a again");
+
+    /* what Redis holds: one stream per room, under the prefix */
+    redisReply *r = tr_redis_cmd(redis, "XLEN squall:room:lobby");
+    cr_assert(r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer == 3);
+    freeReplyObject(r);
+
+    sq_hub_stats_t s = stats(a);
+    cr_assert_eq(s.published, 2);
+    cr_assert_eq(s.redis_errors, 0);
+    sq_hub_unsubscribe(on_a.sub);
+    sq_hub_unsubscribe(on_b.sub);
+    got_free(&on_a);
+    got_free(&on_b);
+    end(a, b);
+}
+
+static int answers(const pub_t *p, int n)
+{
+    int done = 0;
+    for (int i = 0; i < n; i++)
+        done += p[i].calls;
+    return done;
+}
+
+Test(hub_redis, many_publishes_from_both_get_every_id_once)
+{
+    redis = tr_redis_start();
+    loop_start();
+    sq_hub_t *a = hub_new(tr_redis_url(redis), 0), *b = hub_new(tr_redis_url(redis), 0);
+    wait_connected(a);
+    wait_connected(b);
+    got_t g = {0};
+    subscribe_live(b, "busy", 0, &g);
+    enum { N = 100 };
+    pub_t p[N] = {{0}};
+    for (int i = 0; i < N; i++) {
+        char text[16];
+        snprintf(text, sizeof(text), "m%d", i);
+        cr_assert_eq(sq_hub_publish(i % 2 ? a : b, &loop, "busy", text, strlen(text),
+                                    on_published, &p[i]),
+                     0);
+    }
+    cr_assert(WAIT_FOR(answers(p, N) == N && g.n == N, 10000), "%d answers, %zu delivered",
+              answers(p, N), g.n);
+    /* each id once, whatever the order the two servers' publishes met in Redis */
+    int seen[N + 1] = {0};
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(p[i].status, 0);
+        cr_assert(p[i].id >= 1 && p[i].id <= N);
+        cr_assert_eq(seen[p[i].id]++, 0, "id %llu given twice", (unsigned long long)p[i].id);
+    }
+    expect_ids(&g, 1, N);
+    for (int i = 0; i < N; i++) { /* and the subscriber got each id with its own text */
+        char text[16];
+        snprintf(text, sizeof(text), "m%d", i);
+        cr_assert_str_eq(g.texts[p[i].id - 1], text);
+    }
+    sq_hub_unsubscribe(g.sub);
+    got_free(&g);
+    end(a, b);
+}
+
+Test(hub_redis, history_and_since_are_shared)
+{
+    redis = tr_redis_start();
+    loop_start();
+    sq_hub_t *a = hub_new(tr_redis_url(redis), 0), *b = hub_new(tr_redis_url(redis), 0);
+    wait_connected(a);
+    wait_connected(b);
+    for (int i = 1; i <= 5; i++) {
+        char text[16];
+        snprintf(text, sizeof(text), "h%d", i);
+        cr_assert_eq(publish_ok(a, "hist", text), (uint64_t)i);
+    }
+    got_t whole = {0}, after3 = {0}, now = {0};
+    subscribe_live(b, "hist", 0, &whole);
+    subscribe_live(b, "hist", 3, &after3);
+    subscribe_live(b, "hist", SQ_HUB_SINCE_NOW, &now);
+    expect_ids(&whole, 1, 5);
+    cr_assert_str_eq(whole.texts[4], "h5");
+    expect_ids(&after3, 4, 2);
+    cr_assert_eq(now.n, 0);
+    cr_assert_eq(whole.missed + after3.missed + now.missed, 0);
+
+    /* and live after the history, for all three */
+    cr_assert_eq(publish_ok(a, "hist", "h6"), 6);
+    cr_assert(WAIT_FOR(whole.n == 6 && after3.n == 3 && now.n == 1, 5000));
+    cr_assert_eq(now.ids[0], 6);
+    cr_assert_str_eq(now.texts[0], "h6");
+    sq_hub_unsubscribe(whole.sub);
+    sq_hub_unsubscribe(after3.sub);
+    sq_hub_unsubscribe(now.sub);
+    got_free(&whole);
+    got_free(&after3);
+    got_free(&now);
+    end(a, b);
+}
+
+Test(hub_redis, since_above_the_last_id_reads_from_the_start)
+{
+    redis = tr_redis_start();
+    loop_start();
+    sq_hub_t *a = hub_new(tr_redis_url(redis), 0);
+    wait_connected(a);
+    for (int i = 0; i < 3; i++)
+        publish_ok(a, "again", "x");
+    got_t g = {0};
+    subscribe_live(a, "again", 10, &g); /* the room started again: all of it */
+    expect_ids(&g, 1, 3);
+    cr_assert_eq(g.missed, 0);
+    got_t empty = {0};
+    subscribe_live(a, "never-written", 7, &empty);
+    cr_assert_eq(empty.n, 0);
+    cr_assert_eq(publish_ok(a, "never-written", "first"), 1);
+    cr_assert(WAIT_FOR(empty.n == 1, 5000));
+    cr_assert_eq(empty.ids[0], 1);
+    sq_hub_unsubscribe(g.sub);
+    sq_hub_unsubscribe(empty.sub);
+    got_free(&g);
+    got_free(&empty);
+    end(a, NULL);
+}
+
+Test(hub_redis, a_trimmed_stream_tells_a_subscriber_what_it_missed)
+{
+    redis = tr_redis_start();
+    loop_start();
+    sq_hub_t *a = hub_new(tr_redis_url(redis), 3), *b = hub_new(tr_redis_url(redis), 3);
+    wait_connected(a);
+    wait_connected(b);
+    for (int i = 1; i <= 10; i++)
+        cr_assert_eq(publish_ok(i % 2 ? a : b, "small", "m"), (uint64_t)i);
+    redisReply *r = tr_redis_cmd(redis, "XLEN squall:room:small");
+    cr_assert(r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer == 3,
+              "MAXLEN keeps history_count entries");
+    freeReplyObject(r);
+
+    got_t behind = {0}, whole = {0}, current = {0};
+    subscribe_live(b, "small", 2, &behind); /* 3..7 are gone */
+    expect_ids(&behind, 8, 3);
+    cr_assert_eq(behind.missed, 5);
+    subscribe_live(b, "small", 0, &whole); /* the whole history: nothing is "missed" */
+    expect_ids(&whole, 8, 3);
+    cr_assert_eq(whole.missed, 0);
+    subscribe_live(a, "small", 7, &current);
+    expect_ids(&current, 8, 3);
+    cr_assert_eq(current.missed, 0);
+    cr_assert_eq(stats(b).missed, 1);
+    sq_hub_unsubscribe(behind.sub);
+    sq_hub_unsubscribe(whole.sub);
+    sq_hub_unsubscribe(current.sub);
+    got_free(&behind);
+    got_free(&whole);
+    got_free(&current);
+    end(a, b);
+}
+
+Test(hub_redis, a_room_watched_while_the_read_blocks_is_live_at_once)
+{
+    redis = tr_redis_start();
+    loop_start();
+    sq_hub_t *a = hub_new(tr_redis_url(redis), 0), *b = hub_new(tr_redis_url(redis), 0);
+    wait_connected(a);
+    wait_connected(b);
+    got_t first = {0};
+    subscribe_live(b, "first", 0, &first); /* b's XREAD now blocks on "first" alone */
+    th_sleep_ms(100);
+    /* each new room must reach b well before the XREAD's 10 s block would end */
+    for (int i = 0; i < 5; i++) {
+        char room[16];
+        snprintf(room, sizeof(room), "room%d", i);
+        got_t g = {0};
+        subscribe_live(b, room, SQ_HUB_SINCE_NOW, &g);
+        cr_assert_eq(publish_ok(a, room, "hello"), 1);
+        cr_assert(WAIT_FOR(g.n == 1, 3000), "room %s is not live", room);
+        sq_hub_unsubscribe(g.sub);
+        got_free(&g);
+    }
+    /* and the first room is still live, also after the others were unwatched */
+    cr_assert_eq(publish_ok(a, "first", "still"), 1);
+    cr_assert(WAIT_FOR(first.n == 1, 3000));
+    /* a room unwatched, then watched again, starts from where Redis is */
+    got_t again = {0};
+    subscribe_live(b, "room0", 0, &again);
+    expect_ids(&again, 1, 1);
+    cr_assert_eq(publish_ok(a, "room0", "two"), 2);
+    cr_assert(WAIT_FOR(again.n == 2, 3000));
+    expect_ids(&again, 1, 2);
+    sq_hub_unsubscribe(first.sub);
+    sq_hub_unsubscribe(again.sub);
+    got_free(&first);
+    got_free(&again);
+    end(a, b);
+}
+
+/* ---- Redis away ---- */
+
+Test(hub_redis, redis_not_there_at_create_fails_publishes_then_works_once_it_is)
+{
+    redis = tr_redis_new(th_free_port()); /* nobody listens there yet */
+    loop_start();
+    sq_hub_t *a = hub_new(tr_redis_url(redis), 0);
+    th_sleep_ms(150); /* a few attempts */
+    pub_t p = publish(a, "lobby", "too early");
+    cr_assert_lt(p.status, 0);
+    cr_assert_eq(p.id, 0);
+    got_t g = {0};
+    subscribe(a, "lobby", 0, &g); /* its history cannot be read: it ends */
+    cr_assert(WAIT_FOR(g.ends == 1, 5000));
+    cr_assert_lt(g.status, 0);
+    sq_hub_stats_t s = stats(a);
+    cr_assert_eq(s.redis_connected, 0);
+    cr_assert_gt(s.redis_errors, 0);
+
+    tr_redis_restart(redis); /* comes up */
+    wait_connected(a);
+    cr_assert_eq(publish_ok(a, "lobby", "now"), 1);
+    got_t h = {0};
+    subscribe_live(a, "lobby", 0, &h);
+    expect_ids(&h, 1, 1);
+    cr_assert_str_eq(h.texts[0], "now");
+    sq_hub_unsubscribe(h.sub);
+    got_free(&h);
+    end(a, NULL);
+}
+
+Test(hub_redis, redis_killed_and_restarted_loses_nothing_it_acknowledged)
+{
+    redis = tr_redis_start();
+    loop_start();
+    sq_hub_t *a = hub_new(tr_redis_url(redis), 0), *b = hub_new(tr_redis_url(redis), 0);
+    wait_connected(a);
+    wait_connected(b);
+    got_t g = {0};
+    subscribe_live(b, "lobby", 0, &g);
+    cr_assert_eq(publish_ok(a, "lobby", "one"), 1);
+    cr_assert(WAIT_FOR(g.n == 1, 5000));
+    /* acknowledged, then Redis dies: b may or may not have read it live yet */
+    cr_assert_eq(publish_ok(a, "lobby", "two"), 2);
+    tr_redis_kill(redis);
+
+    cr_assert(WAIT_FOR(stats(a).redis_connected == 0 && stats(b).redis_connected == 0, 5000));
+    pub_t p = publish(a, "lobby", "lost");
+    cr_assert_lt(p.status, 0, "a publish while Redis is away fails");
+    p = publish(b, "lobby", "lost too");
+    cr_assert_lt(p.status, 0);
+    th_sleep_ms(200);
+    cr_assert_eq(g.ends, 0, "the subscriber stays");
+
+    tr_redis_restart(redis); /* same port, same append-only file */
+    wait_connected(a);
+    wait_connected(b);
+    cr_assert_eq(publish_ok(a, "lobby", "three"), 3);
+    cr_assert_eq(publish_ok(b, "lobby", "four"), 4);
+    cr_assert(WAIT_FOR(g.n == 4, 5000), "got %zu", g.n);
+    expect_ids(&g, 1, 4);
+    cr_assert_str_eq(g.texts[1], "two");
+    cr_assert_str_eq(g.texts[3], "four");
+    cr_assert_eq(g.ends, 0);
+
+    /* and a newcomer reads the whole history, what came before the kill included */
+    got_t h = {0};
+    subscribe_live(a, "lobby", 0, &h);
+    expect_ids(&h, 1, 4);
+    cr_assert_str_eq(h.texts[1], "two");
+    cr_assert_gt(stats(a).redis_errors, 0);
+    sq_hub_unsubscribe(g.sub);
+    sq_hub_unsubscribe(h.sub);
+    got_free(&g);
+    got_free(&h);
+    end(a, b);
+}
+
+Test(hub_redis, messages_written_while_a_server_was_cut_off_reach_it_after)
+{
+    /* b's connections are killed by Redis itself (CLIENT KILL): a publishes meanwhile;
+     * b's live read resumes from its cursor when it reconnects. */
+    redis = tr_redis_start();
+    loop_start();
+    sq_hub_t *a = hub_new(tr_redis_url(redis), 0), *b = hub_new(tr_redis_url(redis), 0);
+    wait_connected(a);
+    wait_connected(b);
+    got_t g = {0};
+    subscribe_live(b, "cut", 0, &g);
+    cr_assert_eq(publish_ok(a, "cut", "before"), 1);
+    cr_assert(WAIT_FOR(g.n == 1, 5000));
+    /* every connection but the test's own goes: a's and b's */
+    redisReply *r = tr_redis_cmd(redis, "CLIENT KILL TYPE normal SKIPME yes");
+    cr_assert(r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer >= 4);
+    freeReplyObject(r);
+    /* written by someone else while both are reconnecting */
+    r = tr_redis_cmd(redis, "XADD squall:room:cut 0-* text %s", "while away");
+    cr_assert(r != NULL && r->type == REDIS_REPLY_STRING && strcmp(r->str, "0-2") == 0);
+    freeReplyObject(r);
+    wait_connected(a);
+    wait_connected(b);
+    cr_assert_eq(publish_ok(a, "cut", "after"), 3);
+    cr_assert(WAIT_FOR(g.n == 3, 5000), "got %zu", g.n);
+    expect_ids(&g, 1, 3);
+    cr_assert_str_eq(g.texts[1], "while away");
+    cr_assert_eq(g.ends, 0);
+    sq_hub_unsubscribe(g.sub);
+    got_free(&g);
+    end(a, b);
+}
+
+/* ---- what the hub did not write ---- */
+
+Test(hub_redis, keys_and_entries_of_another_shape_are_errors_not_crashes)
+{
+    redis = tr_redis_start();
+    loop_start();
+    sq_hub_t *a = hub_new(tr_redis_url(redis), 0);
+    wait_connected(a);
+    /* a key that is not a stream: publish and history fail with UV_EIO */
+    redisReply *r = tr_redis_cmd(redis, "SET squall:room:str %s", "not a stream");
+    freeReplyObject(r);
+    pub_t p = publish(a, "str", "x");
+    cr_assert_eq(p.status, UV_EIO);
+    got_t g = {0};
+    subscribe(a, "str", 0, &g);
+    cr_assert(WAIT_FOR(g.ends == 1, 5000));
+    cr_assert_eq(g.status, UV_EIO);
+
+    /* entries without a text field, or not UTF-8, are skipped; the room goes on */
+    r = tr_redis_cmd(redis, "XADD squall:room:odd 0-* other %s", "field");
+    freeReplyObject(r);
+    r = tr_redis_cmd(redis, "XADD squall:room:odd 0-* text %b", "\xff\xfe", (size_t)2);
+    freeReplyObject(r);
+    r = tr_redis_cmd(redis, "XADD squall:room:odd 0-* text %s", "fine");
+    freeReplyObject(r);
+    got_t odd = {0};
+    subscribe_live(a, "odd", 0, &odd);
+    expect_ids(&odd, 3, 1);
+    cr_assert_str_eq(odd.texts[0], "fine");
+    r = tr_redis_cmd(redis, "XADD squall:room:odd 0-* nothing %s", "here");
+    freeReplyObject(r);
+    cr_assert_eq(publish_ok(a, "odd", "five"), 5);
+    cr_assert(WAIT_FOR(odd.n == 2, 5000));
+    cr_assert_eq(odd.ids[1], 5);
+
+    /* ids with a milliseconds part were not written by a hub: publishing there fails */
+    r = tr_redis_cmd(redis, "XADD squall:room:ms 5-1 text %s", "x");
+    freeReplyObject(r);
+    p = publish(a, "ms", "y");
+    cr_assert_eq(p.status, UV_EIO);
+
+    sq_hub_stats_t s = stats(a);
+    cr_assert_gt(s.redis_errors, 0);
+    cr_assert_eq(s.redis_connected, 1);
+    cr_assert_eq(publish_ok(a, "lobby", "still fine"), 1);
+    sq_hub_unsubscribe(odd.sub);
+    got_free(&odd);
+    end(a, NULL);
+}
+
+Test(hub_redis, destroyed_while_redis_is_away_or_connecting)
+{
+    /* nobody listens: the hub is mid-attempt when it goes */
+    redis = tr_redis_new(th_free_port());
+    loop_start();
+    sq_hub_t *a = hub_new(tr_redis_url(redis), 0);
+    got_t g = {0};
+    subscribe(a, "r", 0, &g);
+    pub_t p = {0};
+    cr_assert_eq(sq_hub_publish(a, &loop, "r", "x", 1, on_published, &p), 0);
+    end(a, NULL); /* answers still queued are dropped with the loop's part */
+}
