@@ -27,7 +27,8 @@ TestSuite(hub_redis, .fini = suite_fini, .timeout = 40);
 
 typedef struct got {
     uint64_t ids[MAXGOT];
-    char *texts[MAXGOT];
+    char *texts[MAXGOT]; /* NUL-terminated copies */
+    size_t lens[MAXGOT];
     size_t n;
     int live;
     uint64_t missed;
@@ -55,7 +56,9 @@ static void on_msg(sq_hub_sub_t *sub, int status, const sq_hub_msg_t *msg, uint6
         size_t len;
         const char *t = sq_hub_msg_text(msg, &len);
         g->ids[g->n] = sq_hub_msg_id(msg);
-        g->texts[g->n] = strndup(t, len);
+        g->texts[g->n] = malloc(len + 1);
+        memcpy(g->texts[g->n], t, len + 1);
+        g->lens[g->n] = len;
         g->n++;
     }
 }
@@ -86,9 +89,7 @@ static void on_published(sq_hub_t *hub, int status, uint64_t id, void *data)
 static uv_loop_t loop;
 static uv_timer_t wake; /* a turn every 5 ms, so conditions set by other threads are seen */
 
-static void on_wake(uv_timer_t *t)
-{
-}
+static void on_wake(uv_timer_t *t) {}
 
 static void loop_start(void)
 {
@@ -106,6 +107,9 @@ static void loop_start(void)
         (cond);                                                                                    \
     })
 
+/* history_count DEF: the default. */
+#define DEF ((size_t)-1)
+
 static sq_hub_t *hub_new(const char *url, size_t history_count)
 {
     sq_hub_opts_t o;
@@ -113,7 +117,7 @@ static sq_hub_t *hub_new(const char *url, size_t history_count)
     o.redis_url = url;
     o.redis_reconnect_ms = 50;
     o.redis_timeout_ms = 1000;
-    if (history_count > 0)
+    if (history_count != DEF)
         o.history_count = history_count;
     sq_hub_t *hub;
     cr_assert_eq(sq_hub_create(&hub, &o), 0);
@@ -169,7 +173,11 @@ static void expect_ids(const got_t *g, uint64_t first, size_t n)
                      (unsigned long long)g->ids[i], (unsigned long long)(first + i));
 }
 
-/* Detaches every hub, lets the loop close what they had, frees them, closes the loop. */
+/* In a sanitizer build, LeakSanitizer's check on demand (see harness.c). */
+extern int __lsan_do_recoverable_leak_check(void) __attribute__((weak));
+
+/* Detaches every hub, lets the loop close what they had, frees them, closes the loop;
+ * then nothing of theirs may be left (in a sanitizer build). */
 static void end(sq_hub_t *a, sq_hub_t *b)
 {
     sq_hub_detach(a, &loop);
@@ -180,6 +188,8 @@ static void end(sq_hub_t *a, sq_hub_t *b)
     sq_hub_destroy(a);
     sq_hub_destroy(b);
     cr_assert_eq(uv_loop_close(&loop), 0, "a handle was left on the loop");
+    if (__lsan_do_recoverable_leak_check != NULL)
+        cr_assert_eq(__lsan_do_recoverable_leak_check(), 0, "leaks after the hubs went");
 }
 
 /* ---- the URL ---- */
@@ -238,7 +248,7 @@ Test(hub_redis, a_message_published_on_one_reaches_a_subscriber_on_the_other)
 {
     redis = tr_redis_start();
     loop_start();
-    sq_hub_t *a = hub_new(tr_redis_url(redis), 0), *b = hub_new(tr_redis_url(redis), 0);
+    sq_hub_t *a = hub_new(tr_redis_url(redis), DEF), *b = hub_new(tr_redis_url(redis), DEF);
     wait_connected(a);
     wait_connected(b);
     got_t on_b = {0}, on_a = {0};
@@ -284,7 +294,7 @@ Test(hub_redis, many_publishes_from_both_get_every_id_once)
 {
     redis = tr_redis_start();
     loop_start();
-    sq_hub_t *a = hub_new(tr_redis_url(redis), 0), *b = hub_new(tr_redis_url(redis), 0);
+    sq_hub_t *a = hub_new(tr_redis_url(redis), DEF), *b = hub_new(tr_redis_url(redis), DEF);
     wait_connected(a);
     wait_connected(b);
     got_t g = {0};
@@ -294,9 +304,9 @@ Test(hub_redis, many_publishes_from_both_get_every_id_once)
     for (int i = 0; i < N; i++) {
         char text[16];
         snprintf(text, sizeof(text), "m%d", i);
-        cr_assert_eq(sq_hub_publish(i % 2 ? a : b, &loop, "busy", text, strlen(text),
-                                    on_published, &p[i]),
-                     0);
+        cr_assert_eq(
+            sq_hub_publish(i % 2 ? a : b, &loop, "busy", text, strlen(text), on_published, &p[i]),
+            0);
     }
     cr_assert(WAIT_FOR(answers(p, N) == N && g.n == N, 10000), "%d answers, %zu delivered",
               answers(p, N), g.n);
@@ -322,7 +332,7 @@ Test(hub_redis, history_and_since_are_shared)
 {
     redis = tr_redis_start();
     loop_start();
-    sq_hub_t *a = hub_new(tr_redis_url(redis), 0), *b = hub_new(tr_redis_url(redis), 0);
+    sq_hub_t *a = hub_new(tr_redis_url(redis), DEF), *b = hub_new(tr_redis_url(redis), DEF);
     wait_connected(a);
     wait_connected(b);
     for (int i = 1; i <= 5; i++) {
@@ -358,7 +368,7 @@ Test(hub_redis, since_above_the_last_id_reads_from_the_start)
 {
     redis = tr_redis_start();
     loop_start();
-    sq_hub_t *a = hub_new(tr_redis_url(redis), 0);
+    sq_hub_t *a = hub_new(tr_redis_url(redis), DEF);
     wait_connected(a);
     for (int i = 0; i < 3; i++)
         publish_ok(a, "again", "x");
@@ -379,7 +389,7 @@ Test(hub_redis, since_above_the_last_id_reads_from_the_start)
     end(a, NULL);
 }
 
-Test(hub_redis, a_trimmed_stream_tells_a_subscriber_what_it_missed)
+Test(hub_redis, a_subscriber_behind_the_history_is_told_what_it_missed)
 {
     redis = tr_redis_start();
     loop_start();
@@ -388,10 +398,6 @@ Test(hub_redis, a_trimmed_stream_tells_a_subscriber_what_it_missed)
     wait_connected(b);
     for (int i = 1; i <= 10; i++)
         cr_assert_eq(publish_ok(i % 2 ? a : b, "small", "m"), (uint64_t)i);
-    redisReply *r = tr_redis_cmd(redis, "XLEN squall:room:small");
-    cr_assert(r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer == 3,
-              "MAXLEN keeps history_count entries");
-    freeReplyObject(r);
 
     got_t behind = {0}, whole = {0}, current = {0};
     subscribe_live(b, "small", 2, &behind); /* 3..7 are gone */
@@ -413,11 +419,134 @@ Test(hub_redis, a_trimmed_stream_tells_a_subscriber_what_it_missed)
     end(a, b);
 }
 
+Test(hub_redis, history_count_zero_keeps_nothing_and_ids_go_on)
+{
+    redis = tr_redis_start();
+    loop_start();
+    sq_hub_t *a = hub_new(tr_redis_url(redis), 0);
+    wait_connected(a);
+    for (int i = 1; i <= 5; i++)
+        cr_assert_eq(publish_ok(a, "none", "m"), (uint64_t)i);
+    got_t whole = {0}, behind = {0};
+    subscribe_live(a, "none", 0, &whole);
+    cr_assert_eq(whole.n, 0);
+    cr_assert_eq(whole.missed, 0);
+    subscribe_live(a, "none", 2, &behind); /* 3..5 were never kept */
+    cr_assert_eq(behind.n, 0);
+    cr_assert_eq(behind.missed, 3);
+    cr_assert_eq(publish_ok(a, "none", "live"), 6);
+    cr_assert(WAIT_FOR(whole.n == 1 && behind.n == 1, 5000));
+    cr_assert_eq(whole.ids[0], 6);
+    sq_hub_unsubscribe(whole.sub);
+    sq_hub_unsubscribe(behind.sub);
+    got_free(&whole);
+    got_free(&behind);
+    end(a, NULL);
+}
+
+/* Publishes n messages at once (pipelined) and waits for every answer. */
+static void publish_many(sq_hub_t *hub, const char *room, int n)
+{
+    pub_t *p = calloc((size_t)n, sizeof(*p));
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(sq_hub_publish(hub, &loop, room, "m", 1, on_published, &p[i]), 0);
+    cr_assert(WAIT_FOR(answers(p, n) == n, 10000));
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(p[i].status, 0);
+    free(p);
+}
+
+static long long xlen(const char *key)
+{
+    redisReply *r = tr_redis_cmd(redis, "XLEN %s", key);
+    cr_assert(r != NULL && r->type == REDIS_REPLY_INTEGER);
+    long long n = r->integer;
+    freeReplyObject(r);
+    return n;
+}
+
+Test(hub_redis, a_stream_keeps_history_count_or_100_whichever_is_more)
+{
+    redis = tr_redis_start();
+    loop_start();
+    sq_hub_t *small = hub_new(tr_redis_url(redis), 3), *big = hub_new(tr_redis_url(redis), 150);
+    wait_connected(small);
+    wait_connected(big);
+    publish_many(small, "small", 120);
+    cr_assert_eq(xlen("squall:room:small"), 100, "100 kept for the live read");
+    publish_many(big, "big", 200);
+    cr_assert_eq(xlen("squall:room:big"), 150);
+    got_t g = {0}, h = {0};
+    subscribe_live(small, "small", 0, &g); /* the history is still history_count */
+    expect_ids(&g, 118, 3);
+    subscribe_live(big, "big", 10, &h);
+    expect_ids(&h, 51, 150);
+    cr_assert_eq(h.missed, 40);
+    sq_hub_unsubscribe(g.sub);
+    sq_hub_unsubscribe(h.sub);
+    got_free(&g);
+    got_free(&h);
+    end(small, big);
+}
+
+Test(hub_redis, texts_and_room_names_cross_byte_for_byte)
+{
+    redis = tr_redis_start();
+    loop_start();
+    sq_hub_t *a = hub_new(tr_redis_url(redis), DEF), *b = hub_new(tr_redis_url(redis), DEF);
+    wait_connected(a);
+    wait_connected(b);
+    static char big[64 << 10]; /* max_text_bytes */
+    for (size_t i = 0; i < sizeof(big); i++)
+        big[i] = (char)('a' + i % 26);
+    const struct {
+        const char *room;
+        const char *text;
+        size_t len;
+    } rows[] = {
+#define T(s) s, sizeof(s) - 1
+        {"lobby", T("")},
+        {"lobby", T("nul \0 inside")},
+        {"lobby", T("quote \" backslash \\ new\nline")},
+        {"caf\xc3\xa9 {braces} : spaces", T("\xf0\x9f\x98\x80 astral")},
+        {"*", big, sizeof(big)},
+#undef T
+    };
+    size_t n = sizeof(rows) / sizeof(rows[0]);
+    got_t g[5];
+    memset(g, 0, sizeof(g));
+    for (size_t i = 0; i < n; i++)
+        subscribe_live(b, rows[i].room, SQ_HUB_SINCE_NOW, &g[i]);
+    for (size_t i = 0; i < n; i++) {
+        pub_t p = {0};
+        cr_assert_eq(sq_hub_publish(a, &loop, rows[i].room, rows[i].text, rows[i].len,
+                                    on_published, &p),
+                     0);
+        cr_assert(WAIT_FOR(p.calls == 1, 5000));
+        cr_assert_eq(p.status, 0, "row %zu: %s", i, sq_strerror(p.status));
+    }
+    /* rows sharing a room: each subscriber of "lobby" gets the three */
+    cr_assert(WAIT_FOR(g[0].n == 3 && g[3].n == 1 && g[4].n == 1, 5000));
+    for (size_t i = 0; i < 3; i++) {
+        cr_assert_eq(g[0].lens[i], rows[i].len, "row %zu", i);
+        cr_assert_eq(memcmp(g[0].texts[i], rows[i].text, rows[i].len), 0, "row %zu", i);
+    }
+    cr_assert_eq(g[0].ids[2], 3);
+    cr_assert_str_eq(g[3].texts[0], rows[3].text);
+    cr_assert_eq(g[4].lens[0], sizeof(big));
+    cr_assert_eq(memcmp(g[4].texts[0], big, sizeof(big)), 0);
+    for (size_t i = 0; i < n; i++) {
+        sq_hub_unsubscribe(g[i].sub);
+        got_free(&g[i]);
+    }
+    end(a, b);
+}
+
 Test(hub_redis, a_room_watched_while_the_read_blocks_is_live_at_once)
 {
     redis = tr_redis_start();
     loop_start();
-    sq_hub_t *a = hub_new(tr_redis_url(redis), 0), *b = hub_new(tr_redis_url(redis), 0);
+    sq_hub_t *a = hub_new(tr_redis_url(redis), DEF), *b = hub_new(tr_redis_url(redis), DEF);
     wait_connected(a);
     wait_connected(b);
     got_t first = {0};
@@ -457,7 +586,7 @@ Test(hub_redis, redis_not_there_at_create_fails_publishes_then_works_once_it_is)
 {
     redis = tr_redis_new(th_free_port()); /* nobody listens there yet */
     loop_start();
-    sq_hub_t *a = hub_new(tr_redis_url(redis), 0);
+    sq_hub_t *a = hub_new(tr_redis_url(redis), DEF);
     th_sleep_ms(150); /* a few attempts */
     pub_t p = publish(a, "lobby", "too early");
     cr_assert_lt(p.status, 0);
@@ -486,7 +615,7 @@ Test(hub_redis, redis_killed_and_restarted_loses_nothing_it_acknowledged)
 {
     redis = tr_redis_start();
     loop_start();
-    sq_hub_t *a = hub_new(tr_redis_url(redis), 0), *b = hub_new(tr_redis_url(redis), 0);
+    sq_hub_t *a = hub_new(tr_redis_url(redis), DEF), *b = hub_new(tr_redis_url(redis), DEF);
     wait_connected(a);
     wait_connected(b);
     got_t g = {0};
@@ -535,7 +664,7 @@ Test(hub_redis, messages_written_while_a_server_was_cut_off_reach_it_after)
      * b's live read resumes from its cursor when it reconnects. */
     redis = tr_redis_start();
     loop_start();
-    sq_hub_t *a = hub_new(tr_redis_url(redis), 0), *b = hub_new(tr_redis_url(redis), 0);
+    sq_hub_t *a = hub_new(tr_redis_url(redis), DEF), *b = hub_new(tr_redis_url(redis), DEF);
     wait_connected(a);
     wait_connected(b);
     got_t g = {0};
@@ -568,7 +697,7 @@ Test(hub_redis, keys_and_entries_of_another_shape_are_errors_not_crashes)
 {
     redis = tr_redis_start();
     loop_start();
-    sq_hub_t *a = hub_new(tr_redis_url(redis), 0);
+    sq_hub_t *a = hub_new(tr_redis_url(redis), DEF);
     wait_connected(a);
     /* a key that is not a stream: publish and history fail with UV_EIO */
     redisReply *r = tr_redis_cmd(redis, "SET squall:room:str %s", "not a stream");
@@ -617,7 +746,7 @@ Test(hub_redis, destroyed_while_redis_is_away_or_connecting)
     /* nobody listens: the hub is mid-attempt when it goes */
     redis = tr_redis_new(th_free_port());
     loop_start();
-    sq_hub_t *a = hub_new(tr_redis_url(redis), 0);
+    sq_hub_t *a = hub_new(tr_redis_url(redis), DEF);
     got_t g = {0};
     subscribe(a, "r", 0, &g);
     pub_t p = {0};

@@ -18,7 +18,7 @@
 #include "support/harness.h"
 
 struct tr_redis {
-    pid_t pid;     /* 0: not running */
+    pid_t pid; /* 0: not running */
     int port;
     char dir[64];
     char url[48];
@@ -43,9 +43,9 @@ static pid_t spawn(tr_redis_t *r)
             dup2(fd, 2);
             close(fd);
         }
-        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1",
-               "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", r->dir,
-               "--daemonize", "no", "--protected-mode", "no", (char *)NULL);
+        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "yes", "--appendfsync", "always", "--dir", r->dir, "--daemonize",
+               "no", "--protected-mode", "no", (char *)NULL);
         _exit(127);
     }
     return pid;
@@ -66,7 +66,8 @@ static int wait_ping(tr_redis_t *r, int timeout_ms)
         redisContext *c = redisConnectWithTimeout("127.0.0.1", r->port, tv);
         if (c != NULL && c->err == 0) {
             redisReply *rep = redisCommand(c, "PING");
-            int ok = rep != NULL && rep->type == REDIS_REPLY_STATUS && strcmp(rep->str, "PONG") == 0;
+            int ok =
+                rep != NULL && rep->type == REDIS_REPLY_STATUS && strcmp(rep->str, "PONG") == 0;
             if (rep != NULL)
                 freeReplyObject(rep);
             redisFree(c);
@@ -130,8 +131,8 @@ void tr_redis_restart(tr_redis_t *r)
 {
     tr_redis_kill(r);
     r->pid = spawn(r);
-    cr_assert_eq(wait_ping(r, 10000), 0, "redis-server did not come back on port %d (see %s/redis.log)",
-                 r->port, r->dir);
+    cr_assert_eq(wait_ping(r, 10000), 0,
+                 "redis-server did not come back on port %d (see %s/redis.log)", r->port, r->dir);
 }
 
 redisReply *tr_redis_cmd(tr_redis_t *r, const char *fmt, ...)
