@@ -360,3 +360,67 @@ Test(hub_http, a_borrowed_streaming_write_is_freed_once_each, .timeout = 20)
     stop(&e);
     cr_assert_eq(atomic_load(&write_ref_frees), 4);
 }
+
+static atomic_int shutdowns;
+
+static void on_shutdown(sq_server_t *srv, void *data)
+{
+    atomic_fetch_add(&shutdowns, 1);
+    sq_hub_detach(data, sq_server_loop(srv));
+}
+
+Test(hub_http, a_shutdown_hook_ends_held_polls_and_streams_without_waiting_the_grace,
+     .timeout = 20)
+{
+    cr_assert_eq(sq_hub_create(&hub, NULL), 0);
+    sq_app_t *app;
+    cr_assert_eq(sq_app_create(&app), 0);
+    sq_app_route(app, "/rooms/{room}/messages", &msgs, NULL);
+    sq_app_route(app, "/rooms/{room}/events", &events, NULL);
+    sq_server_opts_t o;
+    sq_server_opts_init(&o);
+    o.on_shutdown = on_shutdown;
+    o.on_shutdown_data = hub;
+    atomic_store(&shutdowns, 0);
+    th_server_t *ts = th_server_start(app, &o);
+    th_server_call(ts, attach, NULL);
+    th_conn_t poll, sse;
+    cr_assert_eq(th_conn_open(&poll, th_server_port(ts)), 0);
+    cr_assert_eq(th_conn_open(&sse, th_server_port(ts)), 0);
+    th_conn_sends(&poll, "GET /rooms/a/messages?wait=60000 HTTP/1.1\r\nHost: t\r\n\r\n");
+    th_conn_sends(&sse, "GET /rooms/a/events HTTP/1.1\r\nHost: t\r\n\r\n");
+    cr_assert(read_until(&sse, "\r\n\r\n", 2000));
+    sq_hub_stats_t st;
+    uint64_t end = th_now_ms() + 3000;
+    do {
+        sq_hub_stats(hub, &st);
+    } while (st.held_polls < 1 && th_now_ms() < end);
+    cr_assert_eq(st.held_polls, 1);
+    uint64_t took = th_server_stop(ts, 10000);
+    cr_assert(took < 2000, "the shutdown waited %llu ms for held requests",
+              (unsigned long long)took);
+    cr_assert_eq(atomic_load(&shutdowns), 1);
+    th_res_t r;
+    cr_assert_eq(th_conn_read_res(&poll, &r, 2000, false), 0);
+    cr_assert_eq(r.status, 200);
+    cr_assert_str_eq(r.body, "[]");
+    th_res_free(&r);
+    cr_assert(read_until(&sse, "0\r\n\r\n", 2000), "the event stream did not end");
+    th_conn_close(&poll);
+    th_conn_close(&sse);
+    sq_app_destroy(app);
+    sq_hub_destroy(hub);
+    hub = NULL;
+
+    /* a server with nobody connected runs its hook too, once */
+    cr_assert_eq(sq_app_create(&app), 0);
+    cr_assert_eq(sq_hub_create(&hub, NULL), 0);
+    o.on_shutdown_data = hub;
+    ts = th_server_start(app, &o);
+    th_server_call(ts, attach, NULL);
+    th_server_stop(ts, 1000);
+    cr_assert_eq(atomic_load(&shutdowns), 2);
+    sq_app_destroy(app);
+    sq_hub_destroy(hub);
+    hub = NULL;
+}
