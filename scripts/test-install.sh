@@ -117,6 +117,36 @@ check_version() {
         fail "$(basename "$bin"): header, library, hex say '$out'; want $want_version"
 }
 
+# The hub on Redis links hiredis: a program that makes one (nobody listens on port 1, so
+# it only starts the hub's thread, tries, and is destroyed) must link both ways, which
+# for the static library means squall.pc brings hiredis.
+cat >"$tmp/hub.c" <<'EOF'
+#include <stdio.h>
+#include <squall.h>
+int main(void)
+{
+    sq_hub_opts_t opts;
+    sq_hub_opts_init(&opts);
+    opts.redis_url = "redis://127.0.0.1:1";
+    sq_hub_t *hub;
+    int rc = sq_hub_create(&hub, &opts);
+    if (rc != 0) {
+        fprintf(stderr, "sq_hub_create: %s\n", sq_strerror(rc));
+        return 1;
+    }
+    sq_hub_destroy(hub);
+    puts("hub ok");
+    return 0;
+}
+EOF
+# check_hub BIN [ENV...]
+check_hub() {
+    local bin=$1 out
+    shift
+    out=$(env "$@" "$bin" 2>"$tmp/hub.err") || { cat "$tmp/hub.err" >&2; fail "$bin failed"; }
+    [ "$out" = "hub ok" ] || fail "$(basename "$bin") said '$out'"
+}
+
 # Shared: the program needs $soname from the prefix.
 # shellcheck disable=SC2046
 cc "${cflags[@]}" -o "$tmp/embed-shared" "$tmp/embed.c" $(pkg-config --cflags --libs squall) ||
@@ -131,6 +161,10 @@ run_check "$tmp/embed-shared" LD_LIBRARY_PATH="$prefix/lib"
 cc "${cflags[@]}" -o "$tmp/version-shared" "$tmp/version.c" $(pkg-config --cflags --libs squall) ||
     fail "compiling version.c against the shared library"
 check_version "$tmp/version-shared" LD_LIBRARY_PATH="$prefix/lib"
+# shellcheck disable=SC2046
+cc "${cflags[@]}" -o "$tmp/hub-shared" "$tmp/hub.c" $(pkg-config --cflags --libs squall) ||
+    fail "compiling hub.c against the shared library"
+check_hub "$tmp/hub-shared" LD_LIBRARY_PATH="$prefix/lib"
 
 # Static: with only libsquall.a left, --static must bring every private dependency.
 rm -f "$prefix"/lib/libsquall.so*
@@ -145,6 +179,11 @@ cc "${cflags[@]}" -o "$tmp/version-static" "$tmp/version.c" \
     $(pkg-config --static --cflags --libs squall) ||
     fail "compiling version.c against the static library"
 check_version "$tmp/version-static"
+# shellcheck disable=SC2046
+cc "${cflags[@]}" -o "$tmp/hub-static" "$tmp/hub.c" $(pkg-config --static --cflags --libs squall) ||
+    fail "compiling hub.c against the static library (does squall.pc bring hiredis?)"
+check_hub "$tmp/hub-static"
+echo "test-install: a hub on Redis links shared and static"
 echo "test-install: $want_version in version.h, squall.pc and the library (shared and static)"
 
 echo "test-install: OK (shared and static)"
