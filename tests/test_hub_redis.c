@@ -110,19 +110,24 @@ static void loop_start(void)
 /* history_count DEF: the default. */
 #define DEF ((size_t)-1)
 
-static sq_hub_t *hub_new(const char *url, size_t history_count)
+static sq_hub_t *hub_new_timeout(const char *url, size_t history_count, uint64_t timeout_ms)
 {
     sq_hub_opts_t o;
     sq_hub_opts_init(&o);
     o.redis_url = url;
     o.redis_reconnect_ms = 50;
-    o.redis_timeout_ms = 1000;
+    o.redis_timeout_ms = timeout_ms;
     if (history_count != DEF)
         o.history_count = history_count;
     sq_hub_t *hub;
     cr_assert_eq(sq_hub_create(&hub, &o), 0);
     cr_assert_eq(sq_hub_attach(hub, &loop), 0);
     return hub;
+}
+
+static sq_hub_t *hub_new(const char *url, size_t history_count)
+{
+    return hub_new_timeout(url, history_count, 1000);
 }
 
 static sq_hub_stats_t stats(sq_hub_t *hub)
@@ -608,6 +613,20 @@ Test(hub_redis, redis_not_there_at_create_fails_publishes_then_works_once_it_is)
     cr_assert_str_eq(h.texts[0], "now");
     sq_hub_unsubscribe(h.sub);
     got_free(&h);
+    end(a, NULL);
+}
+
+Test(hub_redis, a_refused_connect_is_seen_at_once_not_at_the_timeout)
+{
+    /* hiredis 0.14's libuv adapter ignores the poll error of a refused connect: unless
+     * the backend notices, each attempt waits for redis_timeout_ms (here 60 s). */
+    redis = tr_redis_new(th_free_port());
+    loop_start();
+    sq_hub_t *a = hub_new_timeout(tr_redis_url(redis), DEF, 60000);
+    cr_assert(WAIT_FOR(stats(a).redis_errors >= 4, 3000), "attempts are not seen failing");
+    tr_redis_restart(redis);
+    cr_assert(WAIT_FOR(stats(a).redis_connected == 1, 3000), "not connected soon after");
+    cr_assert_eq(publish_ok(a, "lobby", "up"), 1);
     end(a, NULL);
 }
 
