@@ -710,6 +710,47 @@ Test(hub_redis, messages_written_while_a_server_was_cut_off_reach_it_after)
     end(a, b);
 }
 
+Test(hub_redis, a_command_with_no_reply_in_time_fails_with_etimedout)
+{
+    redis = tr_redis_start();
+    loop_start();
+    sq_hub_t *a = hub_new_timeout(tr_redis_url(redis), DEF, 300);
+    wait_connected(a);
+    /* Redis holds every write for 1.5 s: the XADD gets no reply within 300 ms */
+    redisReply *r = tr_redis_cmd(redis, "CLIENT PAUSE 1500 WRITE");
+    cr_assert(r != NULL && r->type == REDIS_REPLY_STATUS);
+    freeReplyObject(r);
+    uint64_t t0 = th_now_ms();
+    pub_t p = publish(a, "slow", "x");
+    cr_assert_eq(p.status, UV_ETIMEDOUT, "%s", sq_strerror(p.status));
+    cr_assert_lt(th_now_ms() - t0, 1400, "failed at the timeout, not when Redis answered");
+    cr_assert_gt(stats(a).redis_errors, 0);
+    /* the connection was dropped and is made again; writes go through once unpaused */
+    wait_connected(a);
+    cr_assert(WAIT_FOR(publish(a, "slow", "y").status == 0, 5000));
+    end(a, NULL);
+}
+
+Test(hub_redis, destroyed_with_requests_in_flight)
+{
+    redis = tr_redis_start();
+    loop_start();
+    sq_hub_t *a = hub_new(tr_redis_url(redis), DEF), *b = hub_new(tr_redis_url(redis), DEF);
+    wait_connected(a);
+    wait_connected(b);
+    got_t g = {0}, h = {0};
+    subscribe_live(b, "busy", 0, &g);
+    for (int i = 0; i < 50; i++) {
+        cr_assert_eq(sq_hub_publish(a, &loop, "busy", "x", 1, NULL, NULL), 0);
+        cr_assert_eq(sq_hub_publish(b, &loop, "busy", "y", 1, NULL, NULL), 0);
+    }
+    subscribe(a, "busy", 0, &h); /* its history read is out too */
+    end(a, b); /* answers and live messages still on their way are dropped */
+    cr_assert_eq(g.ends, 1, "b's subscriber ends with the loop");
+    got_free(&g);
+    got_free(&h);
+}
+
 /* ---- what the hub did not write ---- */
 
 Test(hub_redis, keys_and_entries_of_another_shape_are_errors_not_crashes)
