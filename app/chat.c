@@ -417,6 +417,16 @@ static const sq_ws_handler_t ws_handler = {
 #define MAX_THREADPOOL 1024 /* libuv's limit for UV_THREADPOOL_SIZE */
 #define MAX_HISTORY 1000000 /* --history: messages kept per room */
 
+/* A worker's own state: written on its thread only (main reads attach_err after
+ * sq_workers_run has joined the threads). */
+typedef struct worker_state {
+    struct config *cfg;
+    bool attached;
+    bool watching;      /* the signal watchers are initialised */
+    int attach_err;
+    uv_signal_t sigint, sigterm;
+} worker_state_t;
+
 typedef struct config {
     const char *host;
     int port;
@@ -425,11 +435,24 @@ typedef struct config {
     sq_server_opts_t opts;
     sq_app_t *app;
     chat_t chat;
-    /* each worker writes its own slot, on its own thread; main reads them after
-     * sq_workers_run has joined the threads */
-    bool attached[MAX_WORKERS];
-    int attach_err[MAX_WORKERS];
+    worker_state_t w[MAX_WORKERS];
 } config_t;
+
+/* SIGINT or SIGTERM, seen by each worker on its own loop (libuv tells every loop that
+ * watches a signal) while sq_workers_run's thread starts the graceful shutdown: the hub
+ * lets go of this loop now, so held long polls are answered [], event streams end and
+ * WebSockets are told 1001 at once, rather than holding the shutdown for its whole grace
+ * period as responses still in flight. */
+static void on_stop_signal(uv_signal_t *sig, int signum)
+{
+    worker_state_t *ws = sig->data;
+    uv_signal_stop(&ws->sigint);
+    uv_signal_stop(&ws->sigterm);
+    if (ws->attached) {
+        ws->attached = false;
+        sq_hub_detach(ws->cfg->chat.hub, sig->loop);
+    }
+}
 
 /* Each worker's server, with the hub attached to its loop before the loop serves. A
  * failure is reported once, by main, from sq_workers_run's result; the worker's loop
@@ -437,13 +460,23 @@ typedef struct config {
 static int setup(uv_loop_t *loop, unsigned index, void *data, sq_server_t **out)
 {
     config_t *cfg = data;
+    worker_state_t *ws = &cfg->w[index];
     sq_server_t *srv;
+    ws->cfg = cfg;
     int rc = sq_hub_attach(cfg->chat.hub, loop);
     if (rc != 0) {
-        cfg->attach_err[index] = rc;
+        ws->attach_err = rc;
         return rc;
     }
-    cfg->attached[index] = true;
+    ws->attached = true;
+    uv_signal_init(loop, &ws->sigint);
+    uv_signal_init(loop, &ws->sigterm);
+    ws->sigint.data = ws->sigterm.data = ws;
+    ws->watching = true;
+    if (uv_signal_start(&ws->sigint, on_stop_signal, SIGINT) == 0)
+        uv_unref((uv_handle_t *)&ws->sigint); /* they never keep the loop alive */
+    if (uv_signal_start(&ws->sigterm, on_stop_signal, SIGTERM) == 0)
+        uv_unref((uv_handle_t *)&ws->sigterm);
     rc = sq_server_create(&srv, loop, cfg->app, &cfg->opts);
     if (rc != 0)
         return rc;
@@ -462,13 +495,22 @@ static int setup(uv_loop_t *loop, unsigned index, void *data, sq_server_t **out)
     return 0;
 }
 
-/* After the worker's server closed: its subscribers end and the loop's hub handle closes
- * (sq_workers_run runs the loop once more to finish it). */
+/* After the worker's server closed (or its setup failed): the hub lets go of the loop if
+ * a signal has not made it do so already, and the watchers close (sq_workers_run runs
+ * the loop once more to finish closing them). */
 static void teardown(uv_loop_t *loop, unsigned index, void *data)
 {
     config_t *cfg = data;
-    if (cfg->attached[index])
+    worker_state_t *ws = &cfg->w[index];
+    if (ws->attached) {
+        ws->attached = false;
         sq_hub_detach(cfg->chat.hub, loop);
+    }
+    if (ws->watching) {
+        uv_close((uv_handle_t *)&ws->sigint, NULL);
+        uv_close((uv_handle_t *)&ws->sigterm, NULL);
+        ws->watching = false;
+    }
 }
 
 /* A flag's number: decimal digits only (no sign, no blanks, nothing after), at most max.
@@ -617,8 +659,8 @@ int main(int argc, char **argv)
     sq_hub_destroy(cfg.chat.hub);
     if (rc != 0) {
         for (unsigned i = 0; i < cfg.workers; i++)
-            if (cfg.attach_err[i] != 0) {
-                fprintf(stderr, "chat: hub: %s\n", sq_strerror(cfg.attach_err[i]));
+            if (cfg.w[i].attach_err != 0) {
+                fprintf(stderr, "chat: hub: %s\n", sq_strerror(cfg.w[i].attach_err));
                 return 1;
             }
         bool v6 = strchr(cfg.host, ':') != NULL;
