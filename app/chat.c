@@ -632,7 +632,10 @@ int main(int argc, char **argv)
     if (rc == UV_EINVAL && hopts.redis_url != NULL)
         return bad_usage("--redis: not a redis://HOST[:PORT] URL: '%s'", hopts.redis_url);
     if (rc != 0) {
-        fprintf(stderr, "chat: hub: %s\n", sq_strerror(rc));
+        if (hopts.redis_url != NULL)
+            fprintf(stderr, "chat: hub on %s: %s\n", hopts.redis_url, sq_strerror(rc));
+        else
+            fprintf(stderr, "chat: hub: %s\n", sq_strerror(rc));
         return 1;
     }
     cfg.chat.max_text = hopts.max_text_bytes;
@@ -641,7 +644,8 @@ int main(int argc, char **argv)
     /* a WebSocket message is a message's text: the same limit, answered with 1009 */
     sq_ws_opts_t wopts;
     sq_ws_opts_init(&wopts);
-    wopts.max_message_bytes = hopts.max_text_bytes;
+    if (hopts.max_text_bytes != 0)
+        wopts.max_message_bytes = hopts.max_text_bytes;
     if (sq_app_create(&cfg.app) != 0 ||
         sq_app_route(cfg.app, "/", &page, &cfg.chat) != 0 ||
         sq_app_route(cfg.app, "/rooms/{room}/messages", &messages, &cfg.chat) != 0 ||
