@@ -86,8 +86,7 @@ static int check_room(const chat_t *chat, sq_res_t *res, const char *room, json_
                      "string",
                      NULL, NULL);
     } else if (len == 0) {
-        send_invalid(res, "string_too_short", loc,
-                     "String should have at least 1 character", s,
+        send_invalid(res, "string_too_short", loc, "String should have at least 1 character", s,
                      json_pack("{s:i}", "min_length", 1));
     } else if (len > chat->max_room) {
         char msg[96];
@@ -243,8 +242,7 @@ static void messages_post(sq_req_t *req, sq_res_t *res, void *data)
     }
     json_t *text = json_object_get(doc, "text"); /* NULL for what is not an object */
     if (!json_is_object(doc)) {
-        send_invalid(res, "model_attributes_type", json_pack("[s]", "body"), not_object, doc,
-                     NULL);
+        send_invalid(res, "model_attributes_type", json_pack("[s]", "body"), not_object, doc, NULL);
         return;
     }
     if (text == NULL) {
@@ -263,7 +261,8 @@ static void messages_post(sq_req_t *req, sq_res_t *res, void *data)
         char msg[96];
         snprintf(msg, sizeof(msg), "String should have at most %zu bytes", chat->max_text);
         send_invalid(res, "string_too_long", json_pack("[s,s]", "body", "text"), msg,
-                     json_incref(text), json_pack("{s:I}", "max_length", (json_int_t)chat->max_text));
+                     json_incref(text),
+                     json_pack("{s:I}", "max_length", (json_int_t)chat->max_text));
         json_decref(doc);
         return;
     }
@@ -320,9 +319,9 @@ static const sq_handler_t events = {.get = events_get, .aborted = sq_hub_aborted
  * still waiting for the hub's answer. */
 typedef struct chat_ws {
     chat_t *chat;
-    sq_ws_t *ws;       /* NULL once closed */
+    sq_ws_t *ws; /* NULL once closed */
     sq_hub_sub_t *sub;
-    unsigned refs;     /* the WebSocket's, and one per publish in flight */
+    unsigned refs; /* the WebSocket's, and one per publish in flight */
     char room[];
 } chat_ws_t;
 
@@ -391,8 +390,8 @@ static void ws_message(sq_ws_t *ws, int binary, const char *msg, size_t len, voi
         return;
     st->refs--;
     int code = rc == UV_EMSGSIZE ? SQ_WS_TOO_BIG
-             : rc == UV_EINVAL   ? SQ_WS_INVALID_DATA
-             : rc == UV_ENOMEM   ? SQ_WS_INTERNAL
+               : rc == UV_EINVAL ? SQ_WS_INVALID_DATA
+               : rc == UV_ENOMEM ? SQ_WS_INTERNAL
                                  : SQ_WS_TRY_AGAIN;
     sq_ws_close(ws, code, sq_strerror(rc));
 }
@@ -422,7 +421,7 @@ static const sq_ws_handler_t ws_handler = {
 typedef struct worker_state {
     struct config *cfg;
     bool attached;
-    bool watching;      /* the signal watchers are initialised */
+    bool watching; /* the signal watchers are initialised */
     int attach_err;
     uv_signal_t sigint, sigterm;
 } worker_state_t;
@@ -580,6 +579,7 @@ int main(int argc, char **argv)
     opterr = 0; /* getopt's own messages would name argv[0]: chat words its own */
     while ((ch = getopt_long(argc, argv, ":", longopts, &li)) != -1) {
         int bad = 0;
+        /* clang-format off */
         switch (ch) {
         case 'h': cfg.host = optarg; break;
         case 'p': bad = parse_flag(optarg, 65535, &v); cfg.port = (int)v; break;
@@ -593,6 +593,7 @@ int main(int argc, char **argv)
         case 'i': bad = parse_flag(optarg, UINT64_MAX, &v); cfg.opts.idle_timeout_ms = v; break;
         case 's': bad = parse_flag(optarg, UINT64_MAX, &v); cfg.opts.slow_callback_ms = v; break;
         case 'T': bad = parse_flag(optarg, UINT_MAX, &v); cfg.threadpool = (unsigned)v; break;
+        /* clang-format on */
         case 'u':
             usage(stdout);
             return 0;
@@ -646,8 +647,7 @@ int main(int argc, char **argv)
     sq_ws_opts_init(&wopts);
     if (hopts.max_text_bytes != 0)
         wopts.max_message_bytes = hopts.max_text_bytes;
-    if (sq_app_create(&cfg.app) != 0 ||
-        sq_app_route(cfg.app, "/", &page, &cfg.chat) != 0 ||
+    if (sq_app_create(&cfg.app) != 0 || sq_app_route(cfg.app, "/", &page, &cfg.chat) != 0 ||
         sq_app_route(cfg.app, "/rooms/{room}/messages", &messages, &cfg.chat) != 0 ||
         sq_app_route(cfg.app, "/rooms/{room}/events", &events, &cfg.chat) != 0 ||
         sq_app_websocket(cfg.app, "/ws", &ws_handler, &wopts, &cfg.chat) != 0) {

@@ -9,12 +9,12 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -171,8 +171,8 @@ typedef struct sent {
 static void expect_msgs(const msgs_t *got, const sent_t *want, size_t n, const char *who)
 {
     for (size_t i = 0; i < got->n && i < n; i++) {
-        cr_assert_eq(got->m[i].id, want[i].id, "%s: message %zu has id %llu, expected %llu", who,
-                     i, (unsigned long long)got->m[i].id, (unsigned long long)want[i].id);
+        cr_assert_eq(got->m[i].id, want[i].id, "%s: message %zu has id %llu, expected %llu", who, i,
+                     (unsigned long long)got->m[i].id, (unsigned long long)want[i].id);
         cr_assert_eq(got->m[i].len, want[i].len, "%s: id %llu: %zu bytes, expected %zu", who,
                      (unsigned long long)want[i].id, got->m[i].len, want[i].len);
         cr_assert(memcmp(got->m[i].text, want[i].text, want[i].len) == 0,
@@ -269,8 +269,8 @@ static void long_poll_until(int port, const char *room, msgs_t *ms, size_t n, in
 typedef struct sse {
     th_conn_t c;
     bool chunked;
-    bool ended;      /* the last chunk, or EOF */
-    char *body;      /* the stream's bytes, de-chunked */
+    bool ended;           /* the last chunk, or EOF */
+    char *body;           /* the stream's bytes, de-chunked */
     size_t len, cap, off; /* off: what sse_next has consumed */
     unsigned comments;    /* comment lines (heartbeats) seen */
 } sse_t;
@@ -503,11 +503,21 @@ Test(chat, the_page_is_served_from_memory_with_the_element_contract, .timeout = 
     cr_assert_eq(r.status, 200);
     cr_assert_str_eq(th_res_header(&r, "Content-Type"), "text/html; charset=utf-8");
     static const char *const needles[] = {
-        "<!doctype html>",       "id=\"room\"",           "id=\"transport\"",
-        "<option value=\"ws\"",  "<option value=\"sse\"", "<option value=\"longpoll\"",
-        "<option value=\"poll\"", "id=\"text\"",          "id=\"send\"",
-        "id=\"messages\"",       "id=\"status\"",         "textContent",
-        "EventSource",           "wait=25",               "since=",
+        "<!doctype html>",
+        "id=\"room\"",
+        "id=\"transport\"",
+        "<option value=\"ws\"",
+        "<option value=\"sse\"",
+        "<option value=\"longpoll\"",
+        "<option value=\"poll\"",
+        "id=\"text\"",
+        "id=\"send\"",
+        "id=\"messages\"",
+        "id=\"status\"",
+        "textContent",
+        "EventSource",
+        "wait=25",
+        "since=",
     };
     for (size_t i = 0; i < sizeof(needles) / sizeof(needles[0]); i++)
         cr_assert_not_null(strstr(r.body, needles[i]), "the page lacks %s", needles[i]);
@@ -729,7 +739,9 @@ Test(chat, all_four_transports_in_one_room_get_every_message_once_in_order, .tim
     msgs_t ws_got = {0}, sse_got = {0};
     for (int i = 0; i < N; i++) {
         snprintf(texts[i], sizeof(texts[i]), "message %d via %s", i,
-                 i % 3 == 0 ? "post" : i % 3 == 1 ? "keep-alive" : "ws");
+                 i % 3 == 0   ? "post"
+                 : i % 3 == 1 ? "keep-alive"
+                              : "ws");
         want[i] = (sent_t){(uint64_t)i + 1, texts[i], strlen(texts[i])};
         if (i % 3 == 0) {
             cr_assert_eq(post(a.port, "mix", texts[i]), want[i].id);
@@ -879,8 +891,7 @@ Test(chat, a_since_above_the_rooms_last_id_is_answered_as_a_reset, .timeout = 30
 /* An event stream whose reader never reads while a flood goes by is cut off (its bytes
  * would otherwise pile up without bound); a reading stream and a WebSocket in the same
  * room get every message all the same. */
-Test(chat, an_sse_reader_that_stops_reading_is_cut_off_while_others_get_everything,
-     .timeout = 120)
+Test(chat, an_sse_reader_that_stops_reading_is_cut_off_while_others_get_everything, .timeout = 120)
 {
     th_app_t a = chat_start(NULL);
     enum { N = 400, TEXT = 32 * 1024 };
@@ -1021,14 +1032,12 @@ Test(chat, each_bad_post_body_gets_422_and_publishes_nothing, .timeout = 60)
         {"no text", "application/json", "{}", "missing", "[\"body\",\"text\"]"},
         {"Text", "application/json", "{\"Text\":\"a\"}", "missing", "[\"body\",\"text\"]"},
         {"text 5", "application/json", "{\"text\":5}", "string_type", "[\"body\",\"text\"]"},
-        {"text null", "application/json", "{\"text\":null}", "string_type",
-         "[\"body\",\"text\"]"},
+        {"text null", "application/json", "{\"text\":null}", "string_type", "[\"body\",\"text\"]"},
         {"text object", "application/json", "{\"text\":{\"a\":1}}", "string_type",
          "[\"body\",\"text\"]"},
         {"text array", "application/json", "{\"text\":[\"a\"]}", "string_type",
          "[\"body\",\"text\"]"},
-        {"text true", "application/json", "{\"text\":true}", "string_type",
-         "[\"body\",\"text\"]"},
+        {"text true", "application/json", "{\"text\":true}", "string_type", "[\"body\",\"text\"]"},
         {"text past --max-text", "application/json",
          "{\"text\":\"0123456789012345678901234567890123456789012345678901234567890123456789"
          "0123456789012345678901234567890\"}",
@@ -1041,8 +1050,8 @@ Test(chat, each_bad_post_body_gets_422_and_publishes_nothing, .timeout = 60)
         char headers[128];
         snprintf(headers, sizeof(headers), "Content-Type: %s\r\n", cases[i].ctype);
         th_res_t r;
-        http(a.port, "POST", "/rooms/lobby/messages", headers, cases[i].body,
-             strlen(cases[i].body), &r);
+        http(a.port, "POST", "/rooms/lobby/messages", headers, cases[i].body, strlen(cases[i].body),
+             &r);
         json_error_t e;
         json_t *j = NULL, *loc = NULL, *want_loc = NULL;
         const char *ct = th_res_header(&r, "Content-Type");
@@ -1057,7 +1066,8 @@ Test(chat, each_bad_post_body_gets_422_and_publishes_nothing, .timeout = 60)
         TH_ROW_CHECK(cases[i].name, json_is_string(json_object_get(d, "msg")), "no msg: %s",
                      r.body);
         TH_ROW_CHECK(cases[i].name,
-                     strcmp(json_string_value(json_object_get(d, "type")) ?: "", cases[i].type) == 0,
+                     strcmp(json_string_value(json_object_get(d, "type")) ?: "", cases[i].type) ==
+                         0,
                      "type: %s", r.body);
         loc = json_object_get(d, "loc");
         TH_ROW_CHECK(cases[i].name,
@@ -1073,8 +1083,8 @@ Test(chat, each_bad_post_body_gets_422_and_publishes_nothing, .timeout = 60)
                          "loc: %s", r.body);
         if (cases[i].loc != NULL) {
             want_loc = json_loads(cases[i].loc, 0, &e);
-            TH_ROW_CHECK(cases[i].name, json_equal(loc, want_loc), "loc: %s, expected %s",
-                         r.body, cases[i].loc);
+            TH_ROW_CHECK(cases[i].name, json_equal(loc, want_loc), "loc: %s, expected %s", r.body,
+                         cases[i].loc);
         }
     out:
         json_decref(j);
@@ -1124,15 +1134,13 @@ Test(chat, bad_rooms_and_bad_queries_get_422, .timeout = 30)
             snprintf(target, sizeof(target), "/rooms/%s/%s", long_room, cases[i].suffix);
         bool post_it = strcmp(cases[i].method, "POST") == 0;
         th_res_t r;
-        http(a.port, cases[i].method, target,
-             post_it ? "Content-Type: application/json\r\n" : NULL,
+        http(a.port, cases[i].method, target, post_it ? "Content-Type: application/json\r\n" : NULL,
              post_it ? "{\"text\":\"a\"}" : NULL, post_it ? 12 : 0, &r);
         json_error_t e;
         json_t *j = json_loadb(r.body, r.body_len, 0, &e), *want = json_loads(cases[i].loc, 0, &e);
         json_t *loc = json_object_get(json_array_get(json_object_get(j, "detail"), 0), "loc");
         TH_ROW_CHECK(target, r.status == 422, "status %d: %s", r.status, r.body);
-        TH_ROW_CHECK(target, json_equal(loc, want), "loc: %s, expected %s", r.body,
-                     cases[i].loc);
+        TH_ROW_CHECK(target, json_equal(loc, want), "loc: %s, expected %s", r.body, cases[i].loc);
     out:
         json_decref(j);
         json_decref(want);
@@ -1149,7 +1157,7 @@ Test(chat, bad_rooms_and_bad_queries_get_422, .timeout = 30)
      * since that is not a number */
     char too_long[160] = "room=";
     memset(too_long + 5, 'r', 129); /* one byte too many */
-    const char *const ws_queries[] = {"", "since=0", "room=", "room=lobby&since=x",
+    const char *const ws_queries[] = {"",         "since=0", "room=", "room=lobby&since=x",
                                       "room=%ff", too_long};
     for (size_t i = 0; i < sizeof(ws_queries) / sizeof(ws_queries[0]); i++) {
         const char *q = ws_queries[i];
@@ -1262,8 +1270,8 @@ Test(chat, sigterm_ends_subscribers_of_every_kind_at_once_then_exits_0, .timeout
     rframe_t f;
     cr_assert_eq(frame_read(&w, &f, 3000), 0, "the WebSocket is closed");
     cr_assert_eq(f.opcode, OP_CLOSE);
-    cr_assert(f.len >= 2 && (f.payload[0] << 8 | f.payload[1]) == SQ_WS_GOING_AWAY,
-              "close code %d", f.len >= 2 ? f.payload[0] << 8 | f.payload[1] : -1);
+    cr_assert(f.len >= 2 && (f.payload[0] << 8 | f.payload[1]) == SQ_WS_GOING_AWAY, "close code %d",
+              f.len >= 2 ? f.payload[0] << 8 | f.payload[1] : -1);
     frame_free(&f);
     uint8_t cp[8];
     frame_send(&w, FIN | OP_CLOSE, true, cp, close_payload(cp, 1001, NULL));
