@@ -735,7 +735,7 @@ Test(chat, all_four_transports_in_one_room_get_every_message_once_in_order, .tim
     th_conn_t keep; /* POSTs on one kept-alive connection */
     cr_assert_eq(th_conn_open(&keep, a.port), 0);
     sent_t want[N];
-    char texts[N][32];
+    char texts[N][48];
     msgs_t ws_got = {0}, sse_got = {0};
     for (int i = 0; i < N; i++) {
         snprintf(texts[i], sizeof(texts[i]), "message %d via %s", i,
@@ -841,7 +841,7 @@ Test(chat, history_is_bounded_and_a_poller_behind_is_told_what_it_missed, .timeo
 {
     th_app_t a = chat_start("--history", "5", NULL);
     sent_t want[12];
-    char texts[12][8];
+    char texts[12][16];
     for (int i = 0; i < 12; i++) {
         snprintf(texts[i], sizeof(texts[i]), "n%d", i + 1);
         want[i] = (sent_t){post(a.port, "lobby", texts[i]), texts[i], strlen(texts[i])};
