@@ -126,7 +126,7 @@ asan:
 
 # hello shut down under valgrind with connections, WebSockets and blocking work open, then
 # the suites in VALGRIND_FILTER (Criterion forks a process per test: valgrind follows it).
-VALGRIND_FILTER ?= @(promise|work|timer|queue|watchdog|memconn)/*
+VALGRIND_FILTER ?= @(promise|work|timer|queue|watchdog|memconn|hub)/*
 build-valgrind: build-all $(BUILD)/bin/squall-tests
 	bash scripts/valgrind-shutdown.sh
 	SQUALL_BIN=$(abspath $(BUILD)/bin) valgrind --quiet --trace-children=yes --error-exitcode=9 \

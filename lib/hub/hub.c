@@ -226,7 +226,7 @@ void sq__hub_complete(sq__hub_op_t *op)
 
 /* ---- rooms ---- */
 
-static uint64_t name_hash(const char *s, size_t n)
+uint64_t sq__hub_hash(const char *s, size_t n)
 {
     uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
     for (size_t i = 0; i < n; i++)
@@ -288,7 +288,7 @@ static int rooms_grow(sq_hub_t *hub)
 sq__hub_room_t *sq__hub_room_get(sq_hub_t *hub, const char *name, size_t len, int create,
                                  int *err)
 {
-    uint64_t h = name_hash(name, len);
+    uint64_t h = sq__hub_hash(name, len);
     if (hub->rooms_cap > 0) {
         for (sq__hub_room_t *r = hub->rooms[h & (hub->rooms_cap - 1)]; r != NULL; r = r->next)
             if (r->hash == h && r->name_len == len && memcmp(r->name, name, len) == 0)

@@ -143,6 +143,9 @@ SQ__HIDDEN void sq__hub_fanout_locked(sq_hub_t *hub, sq__hub_room_t *room, sq_hu
 /* The same from a backend's thread: takes hub->mu, finds the room (absent: nothing). */
 SQ__HIDDEN void sq__hub_fanout(sq_hub_t *hub, sq_hub_msg_t *m);
 
+/* The hash of a room's name (FNV-1a), for the hub's table and each loop's. */
+SQ__HIDDEN uint64_t sq__hub_hash(const char *s, size_t n);
+
 /* UTF-8 as RFC 3629 has it (no overlong forms, surrogates, or past U+10FFFF). */
 SQ__HIDDEN bool sq__hub_utf8_ok(const char *s, size_t n);
 

@@ -38,19 +38,11 @@ static void free_body(void *ptr, void *data)
 
 /* ---- the loop's rooms ---- */
 
-static uint64_t lroom_hash(const char *s, size_t n)
-{
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)s[i]) * 0x100000001b3ull;
-    return h;
-}
-
 static sq__hub_lroom_t *lroom_find(sq__hub_loop_t *hl, const char *name, size_t len)
 {
     if (hl->lrooms_cap == 0)
         return NULL;
-    uint64_t h = lroom_hash(name, len);
+    uint64_t h = sq__hub_hash(name, len);
     for (sq__hub_lroom_t *lr = hl->lrooms[h & (hl->lrooms_cap - 1)]; lr != NULL; lr = lr->next)
         if (lr->hash == h && lr->name_len == len && memcmp(lr->name, name, len) == 0)
             return lr;
@@ -104,7 +96,7 @@ static sq__hub_lroom_t *lroom_get(sq__hub_loop_t *hl, const char *name, size_t l
         free(lr);
         return NULL;
     }
-    lr->hash = lroom_hash(name, len);
+    lr->hash = sq__hub_hash(name, len);
     lr->name_len = len;
     memcpy(lr->name, name, len);
     lr->next = hl->lrooms[lr->hash & (hl->lrooms_cap - 1)];
