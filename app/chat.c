@@ -421,9 +421,7 @@ static const sq_ws_handler_t ws_handler = {
 typedef struct worker_state {
     struct config *cfg;
     bool attached;
-    bool watching; /* the signal watchers are initialised */
     int attach_err;
-    uv_signal_t sigint, sigterm;
 } worker_state_t;
 
 typedef struct config {
@@ -437,20 +435,21 @@ typedef struct config {
     worker_state_t w[MAX_WORKERS];
 } config_t;
 
-/* SIGINT or SIGTERM, seen by each worker on its own loop (libuv tells every loop that
- * watches a signal) while sq_workers_run's thread starts the graceful shutdown: the hub
- * lets go of this loop now, so held long polls are answered [], event streams end and
- * WebSockets are told 1001 at once, rather than holding the shutdown for its whole grace
- * period as responses still in flight. */
-static void on_stop_signal(uv_signal_t *sig, int signum)
+/* The hub lets go of a worker's loop (on its thread). */
+static void worker_detach(worker_state_t *ws, uv_loop_t *loop)
 {
-    worker_state_t *ws = sig->data;
-    uv_signal_stop(&ws->sigint);
-    uv_signal_stop(&ws->sigterm);
     if (ws->attached) {
         ws->attached = false;
-        sq_hub_detach(ws->cfg->chat.hub, sig->loop);
+        sq_hub_detach(ws->cfg->chat.hub, loop);
     }
+}
+
+/* The server's shutdown began (SIGINT, SIGTERM): the hub lets go of this loop now, so held
+ * long polls are answered [], event streams end and WebSockets are told 1001 at once,
+ * rather than holding the shutdown for its whole grace period as responses in flight. */
+static void on_shutdown(sq_server_t *srv, void *data)
+{
+    worker_detach(data, sq_server_loop(srv));
 }
 
 /* Each worker's server, with the hub attached to its loop before the loop serves. A
@@ -460,7 +459,6 @@ static int setup(uv_loop_t *loop, unsigned index, void *data, sq_server_t **out)
 {
     config_t *cfg = data;
     worker_state_t *ws = &cfg->w[index];
-    sq_server_t *srv;
     ws->cfg = cfg;
     int rc = sq_hub_attach(cfg->chat.hub, loop);
     if (rc != 0) {
@@ -468,15 +466,11 @@ static int setup(uv_loop_t *loop, unsigned index, void *data, sq_server_t **out)
         return rc;
     }
     ws->attached = true;
-    uv_signal_init(loop, &ws->sigint);
-    uv_signal_init(loop, &ws->sigterm);
-    ws->sigint.data = ws->sigterm.data = ws;
-    ws->watching = true;
-    if (uv_signal_start(&ws->sigint, on_stop_signal, SIGINT) == 0)
-        uv_unref((uv_handle_t *)&ws->sigint); /* they never keep the loop alive */
-    if (uv_signal_start(&ws->sigterm, on_stop_signal, SIGTERM) == 0)
-        uv_unref((uv_handle_t *)&ws->sigterm);
-    rc = sq_server_create(&srv, loop, cfg->app, &cfg->opts);
+    sq_server_opts_t opts = cfg->opts; /* copied by sq_server_create */
+    opts.on_shutdown = on_shutdown;
+    opts.on_shutdown_data = ws;
+    sq_server_t *srv;
+    rc = sq_server_create(&srv, loop, cfg->app, &opts);
     if (rc != 0)
         return rc;
     rc = sq_server_listen(srv, cfg->host, cfg->port); /* a host name is resolved here */
@@ -495,21 +489,12 @@ static int setup(uv_loop_t *loop, unsigned index, void *data, sq_server_t **out)
 }
 
 /* After the worker's server closed (or its setup failed): the hub lets go of the loop if
- * a signal has not made it do so already, and the watchers close (sq_workers_run runs
- * the loop once more to finish closing them). */
+ * the shutdown has not made it do so already (sq_workers_run runs the loop once more to
+ * finish closing the hub's handle). */
 static void teardown(uv_loop_t *loop, unsigned index, void *data)
 {
     config_t *cfg = data;
-    worker_state_t *ws = &cfg->w[index];
-    if (ws->attached) {
-        ws->attached = false;
-        sq_hub_detach(cfg->chat.hub, loop);
-    }
-    if (ws->watching) {
-        uv_close((uv_handle_t *)&ws->sigint, NULL);
-        uv_close((uv_handle_t *)&ws->sigterm, NULL);
-        ws->watching = false;
-    }
+    worker_detach(&cfg->w[index], loop);
 }
 
 /* A flag's number: decimal digits only (no sign, no blanks, nothing after), at most max.
