@@ -786,6 +786,25 @@ Test(hub_redis, keys_and_entries_of_another_shape_are_errors_not_crashes)
     cr_assert(WAIT_FOR(odd.n == 2, 5000));
     cr_assert_eq(odd.ids[1], 5);
 
+    /* a live room's key becomes a string: the XREAD over every room fails; the other
+     * rooms stay live, from where they were */
+    got_t doomed = {0};
+    subscribe_live(a, "doomed", 0, &doomed);
+    cr_assert_eq(publish_ok(a, "doomed", "one"), 1);
+    cr_assert(WAIT_FOR(doomed.n == 1, 5000));
+    r = tr_redis_cmd(redis, "DEL squall:room:doomed");
+    freeReplyObject(r);
+    r = tr_redis_cmd(redis, "SET squall:room:doomed %s", "a string");
+    freeReplyObject(r);
+    cr_assert_eq(publish_ok(a, "odd", "six"), 6);
+    cr_assert_eq(publish_ok(a, "odd", "seven"), 7);
+    cr_assert(WAIT_FOR(odd.n == 4, 5000), "odd got %zu", odd.n);
+    cr_assert_eq(odd.ids[2], 6);
+    cr_assert_eq(odd.ids[3], 7);
+    cr_assert_eq(doomed.ends, 0);
+    sq_hub_unsubscribe(doomed.sub);
+    got_free(&doomed);
+
     /* ids with a milliseconds part were not written by a hub: publishing there fails */
     r = tr_redis_cmd(redis, "XADD squall:room:ms 5-1 text %s", "x");
     freeReplyObject(r);

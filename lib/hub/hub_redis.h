@@ -47,6 +47,7 @@ typedef struct sq__redis_room {
     unsigned inflight;        /* reads of its last id in flight (each holds the struct) */
     int state;                /* SQ__RR_* */
     int linked;               /* in the table (no more once unwatched) */
+    int recheck;              /* after a failed XREAD: read again, its cursor kept */
     uint64_t cur_ms, cur_seq; /* the cursor: the last id delivered, or read at watch */
     size_t klen;
     char key[]; /* prefix + name, NUL-terminated */

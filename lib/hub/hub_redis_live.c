@@ -180,11 +180,22 @@ static void on_xread(redisAsyncContext *ac, void *r, void *priv)
         for (size_t i = 0; i < reply->elements; i++)
             rb_deliver(rb, reply->element[i]);
     } else if (reply->type != REDIS_REPLY_NIL) {
-        /* Timed out or unblocked: NIL. Anything else is an error: wait before again. */
+        /* Timed out or unblocked: NIL. Anything else is an error, most likely one key that
+         * is no stream any more (WRONGTYPE), which fails the read of every room: each is
+         * checked again (its cursor kept), a room that fails is left out, and the read is
+         * issued again no sooner than redis_reconnect_ms. */
         sq__redis_error(rb);
         sq__redis_log_failure(rb, "XREAD: %s",
                               reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
         rb->xread_at = sq__redis_now(rb) + rb->reconnect_ms;
+        for (size_t b = 0; b < rb->tab_cap; b++)
+            for (sq__redis_room_t *room = rb->tab[b]; room != NULL; room = room->next)
+                if (room->state == SQ__RR_LIVE) {
+                    room->state = SQ__RR_FETCH;
+                    room->recheck = 1;
+                    rb->nlive--;
+                }
+        sq__redis_fetch_all(rb);
         return;
     }
     sq__redis_xread_kick(rb);
@@ -251,13 +262,13 @@ void sq__redis_xread_kick(sq__redis_t *rb)
         rb->xread_at = sq__redis_now(rb) + rb->reconnect_ms;
         goto out;
     }
-    static const char block[] = "10000";
-    _Static_assert(RB_BLOCK_MS == 10000, "block[] spells RB_BLOCK_MS");
+    char block[24];
+    snprintf(block, sizeof(block), "%d", RB_BLOCK_MS);
     argv[0] = "XREAD", lens[0] = 5;
     argv[1] = "COUNT", lens[1] = 5;
     argv[2] = RB_READ_COUNT, lens[2] = strlen(RB_READ_COUNT);
     argv[3] = "BLOCK", lens[3] = 5;
-    argv[4] = block, lens[4] = sizeof(block) - 1;
+    argv[4] = block, lens[4] = strlen(block);
     argv[5] = "STREAMS", lens[5] = 7;
     size_t j = 0;
     for (size_t b = 0; b < rb->tab_cap; b++)
@@ -311,8 +322,11 @@ static void on_cursor(redisAsyncContext *ac, void *r, void *priv)
                               reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
         return; /* no live messages for it until it is watched again */
     }
-    room->cur_ms = 0;
-    room->cur_seq = last;
+    if (!room->recheck) {
+        room->cur_ms = 0;
+        room->cur_seq = last;
+    }
+    room->recheck = 0;
     room->state = SQ__RR_LIVE;
     rb->nlive++;
     rb->xread_dirty = 1;
