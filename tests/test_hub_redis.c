@@ -728,7 +728,15 @@ Test(hub_redis, a_command_with_no_reply_in_time_fails_with_etimedout)
     /* the connection was dropped and is made again; writes go through once unpaused */
     wait_connected(a);
     cr_assert(WAIT_FOR(publish(a, "slow", "y").status == 0, 5000));
-    end(a, NULL);
+
+    /* redis_timeout_ms 0: no timeout, the publish waits for Redis */
+    sq_hub_t *b = hub_new_timeout(tr_redis_url(redis), DEF, 0);
+    wait_connected(b);
+    r = tr_redis_cmd(redis, "CLIENT PAUSE 600 WRITE");
+    freeReplyObject(r);
+    p = publish(b, "slow", "z");
+    cr_assert_eq(p.status, 0, "%s", sq_strerror(p.status));
+    end(a, b);
 }
 
 Test(hub_redis, destroyed_with_requests_in_flight)

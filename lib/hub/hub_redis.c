@@ -429,7 +429,8 @@ static int rb_start(sq_hub_t *hub)
         goto err_free;
     rb->prefix = hub->redis_prefix != NULL ? hub->redis_prefix : "";
     rb->prefix_len = strlen(rb->prefix);
-    rb->timeout_ms = hub->opts.redis_timeout_ms > 0 ? hub->opts.redis_timeout_ms : 1;
+    rb->timeout_ms = hub->opts.redis_timeout_ms; /* 0: none */
+    /* 0: again at once, which is the next millisecond (not a loop that never waits) */
     rb->reconnect_ms = hub->opts.redis_reconnect_ms > 0 ? hub->opts.redis_reconnect_ms : 1;
     size_t count = hub->opts.history_count, kept = count > RB_MIN_KEPT ? count : RB_MIN_KEPT;
     snprintf(rb->count_str, sizeof(rb->count_str), "%zu", count);

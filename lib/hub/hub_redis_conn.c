@@ -279,37 +279,28 @@ static void rconn_check_poll(sq__redis_conn_t *c)
 
 /* ---- deadlines ---- */
 
-/* Deadlines of one connection: a connect or a command that took too long, a retry. */
-static void rconn_tick(sq__redis_t *rb, sq__redis_conn_t *c, uint64_t now)
-{
-    switch (c->state) {
-    case SQ__RC_DOWN:
-        if (now >= c->retry_at)
-            rconn_connect(rb, c);
-        break;
-    case SQ__RC_CONNECTING:
-    case SQ__RC_HELLO:
-        if (now - c->since >= rb->timeout_ms)
-            rconn_drop(c, UV_ETIMEDOUT, "connect timed out");
-        break;
-    default:
-        if (c->pending > 0 && now - c->since >= rb->timeout_ms + c->extra_ms)
-            rconn_drop(c, UV_ETIMEDOUT, "no reply in time");
-        break;
-    }
-}
-
+/* When a connection is tried again (down), or dropped for taking too long: connecting,
+ * saying hello, or with something pending and no reply. redis_timeout_ms 0: never. */
 static uint64_t rconn_deadline(sq__redis_t *rb, const sq__redis_conn_t *c)
 {
-    switch (c->state) {
-    case SQ__RC_DOWN:
+    if (c->state == SQ__RC_DOWN)
         return c->retry_at;
-    case SQ__RC_CONNECTING:
-    case SQ__RC_HELLO:
+    if (rb->timeout_ms == 0)
+        return UINT64_MAX;
+    if (c->state != SQ__RC_UP)
         return c->since + rb->timeout_ms;
-    default:
-        return c->pending > 0 ? c->since + rb->timeout_ms + c->extra_ms : UINT64_MAX;
-    }
+    return c->pending > 0 ? c->since + rb->timeout_ms + c->extra_ms : UINT64_MAX;
+}
+
+static void rconn_tick(sq__redis_t *rb, sq__redis_conn_t *c, uint64_t now)
+{
+    if (now < rconn_deadline(rb, c))
+        return;
+    if (c->state == SQ__RC_DOWN)
+        rconn_connect(rb, c);
+    else
+        rconn_drop(c, UV_ETIMEDOUT,
+                   c->state == SQ__RC_UP ? "no reply in time" : "connect timed out");
 }
 
 static void on_timer(uv_timer_t *t)
