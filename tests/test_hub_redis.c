@@ -524,9 +524,8 @@ Test(hub_redis, texts_and_room_names_cross_byte_for_byte)
         subscribe_live(b, rows[i].room, SQ_HUB_SINCE_NOW, &g[i]);
     for (size_t i = 0; i < n; i++) {
         pub_t p = {0};
-        cr_assert_eq(sq_hub_publish(a, &loop, rows[i].room, rows[i].text, rows[i].len,
-                                    on_published, &p),
-                     0);
+        cr_assert_eq(
+            sq_hub_publish(a, &loop, rows[i].room, rows[i].text, rows[i].len, on_published, &p), 0);
         cr_assert(WAIT_FOR(p.calls == 1, 5000));
         cr_assert_eq(p.status, 0, "row %zu: %s", i, sq_strerror(p.status));
     }
@@ -677,6 +676,35 @@ Test(hub_redis, redis_killed_and_restarted_loses_nothing_it_acknowledged)
     end(a, b);
 }
 
+Test(hub_redis, a_redis_still_loading_its_data_is_waited_for)
+{
+    /* Restarted with a big append-only file, Redis takes connections while it loads and
+     * answers LOADING to the reads: the hub reconnects then, and must read again. */
+    redis = tr_redis_start();
+    loop_start();
+    sq_hub_t *a = hub_new(tr_redis_url(redis), DEF), *b = hub_new(tr_redis_url(redis), DEF);
+    wait_connected(a);
+    wait_connected(b);
+    got_t g = {0};
+    subscribe_live(b, "lobby", 0, &g);
+    cr_assert_eq(publish_ok(a, "lobby", "before"), 1);
+    cr_assert(WAIT_FOR(g.n == 1, 5000));
+    redisReply *r = tr_redis_cmd(redis, "EVAL %s 0",
+                                 "for i = 1, 200000 do redis.call('SET', 'k' .. i, 'v') end");
+    cr_assert(r != NULL && r->type != REDIS_REPLY_ERROR);
+    freeReplyObject(r);
+    tr_redis_kill(redis);
+    tr_redis_restart(redis); /* returns once it answers PING: loaded */
+    wait_connected(a);
+    wait_connected(b);
+    cr_assert_eq(publish_ok(a, "lobby", "after"), 2);
+    cr_assert(WAIT_FOR(g.n == 2, 5000), "the room is not live again");
+    cr_assert_str_eq(g.texts[1], "after");
+    sq_hub_unsubscribe(g.sub);
+    got_free(&g);
+    end(a, b);
+}
+
 Test(hub_redis, messages_written_while_a_server_was_cut_off_reach_it_after)
 {
     /* b's connections are killed by Redis itself (CLIENT KILL): a publishes meanwhile;
@@ -753,7 +781,7 @@ Test(hub_redis, destroyed_with_requests_in_flight)
         cr_assert_eq(sq_hub_publish(b, &loop, "busy", "y", 1, NULL, NULL), 0);
     }
     subscribe(a, "busy", 0, &h); /* its history read is out too */
-    end(a, b); /* answers and live messages still on their way are dropped */
+    end(a, b);                   /* answers and live messages still on their way are dropped */
     cr_assert_eq(g.ends, 1, "b's subscriber ends with the loop");
     got_free(&g);
     got_free(&h);

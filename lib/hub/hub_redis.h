@@ -95,6 +95,7 @@ struct sq__redis {
     uint64_t unblock_gen; /* the XREAD the CLIENT UNBLOCK out was sent for */
     uint64_t unblock_at;  /* nonzero: send CLIENT UNBLOCK again then */
     uint64_t xread_at;    /* nonzero: issue the XREAD no earlier (after an error reply) */
+    uint64_t fetch_at;    /* nonzero: read the cursors that failed again then */
     uint64_t log_at;      /* failures are logged no earlier */
     sq__buf_t key;        /* scratch: a stream's key */
 };

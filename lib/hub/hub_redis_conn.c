@@ -303,6 +303,8 @@ static void rconn_tick(sq__redis_t *rb, sq__redis_conn_t *c, uint64_t now)
                    c->state == SQ__RC_UP ? "no reply in time" : "connect timed out");
 }
 
+static void rb_arm(sq__redis_t *rb);
+
 static void on_timer(uv_timer_t *t)
 {
     sq__redis_t *rb = t->data;
@@ -315,13 +317,19 @@ static void on_timer(uv_timer_t *t)
         rb->unblock_at = 0;
         sq__redis_xread_kick(rb);
     }
+    if (rb->fetch_at != 0 && now >= rb->fetch_at) {
+        rb->fetch_at = 0;
+        sq__redis_fetch_all(rb);
+    }
     if (rb->xread_at != 0 && now >= rb->xread_at) {
         rb->xread_at = 0;
         sq__redis_xread_kick(rb);
     }
+    rb_arm(rb); /* timers run before the poll: the check handle comes only after it */
 }
 
-/* Arms the timer for the earliest deadline. */
+/* Arms the timer for the earliest deadline: after each turn's I/O (the check handle)
+ * and after the timer's own work. */
 static void rb_arm(sq__redis_t *rb)
 {
     uint64_t at = rconn_deadline(rb, &rb->cmd), now = sq__redis_now(rb);
@@ -332,6 +340,8 @@ static void rb_arm(sq__redis_t *rb)
         at = rb->unblock_at;
     if (rb->xread_at != 0 && rb->xread_at < at)
         at = rb->xread_at;
+    if (rb->fetch_at != 0 && rb->fetch_at < at)
+        at = rb->fetch_at;
     if (at == UINT64_MAX) {
         uv_timer_stop(&rb->timer);
         return;

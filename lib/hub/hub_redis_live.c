@@ -183,7 +183,8 @@ static void on_xread(redisAsyncContext *ac, void *r, void *priv)
         /* Timed out or unblocked: NIL. Anything else is an error, most likely one key that
          * is no stream any more (WRONGTYPE), which fails the read of every room: each is
          * checked again (its cursor kept), a room that fails is left out, and the read is
-         * issued again no sooner than redis_reconnect_ms. */
+         * issued again no sooner than redis_reconnect_ms. (After a restart Redis answers
+         * LOADING to every read for a while: the same path.) */
         sq__redis_error(rb);
         sq__redis_log_failure(rb, "XREAD: %s",
                               reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
@@ -317,10 +318,14 @@ static void on_cursor(redisAsyncContext *ac, void *r, void *priv)
     if (reply == NULL)
         return; /* read again once the connection is back */
     if (reply->type == REDIS_REPLY_ERROR || sq__redis_history_reply(reply, &last) != 0) {
+        /* A Redis still loading its data after a restart (LOADING), or a key that is no
+         * stream: read again after redis_reconnect_ms, and again, until it works. */
         sq__redis_error(rb);
         sq__redis_log_failure(rb, "reading the last id of %s: %s", room->key,
                               reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
-        return; /* no live messages for it until it is watched again */
+        if (rb->fetch_at == 0)
+            rb->fetch_at = sq__redis_now(rb) + rb->reconnect_ms;
+        return;
     }
     if (!room->recheck) {
         room->cur_ms = 0;
