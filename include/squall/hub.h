@@ -52,7 +52,10 @@ typedef struct sq_hub_msg_s sq_hub_msg_t;
  * A size or count of 0 means no limit unless said otherwise. */
 typedef struct sq_hub_opts {
     size_t size;              /* sizeof the caller's struct: set by sq_hub_opts_init */
-    size_t history_count;     /* messages kept per room; 1000. 0: none kept */
+    size_t history_count;     /* messages a room gives back; 1000. 0: none. In memory, what
+                                 it keeps; in Redis, the stream keeps at least 100 entries
+                                 (XADD MAXLEN, the larger of this and 100) so the live read
+                                 never loses a burst, and histories give this many */
     size_t history_bytes;     /* bytes of encoded messages kept per room; 1 MiB (the
                                  newest message is kept whatever its size). In Redis the
                                  count bounds the stream (XADD MAXLEN) and this is not
@@ -75,8 +78,9 @@ typedef struct sq_hub_opts {
                                  are cut to it) */
     const char *redis_url;    /* "redis://HOST:PORT" (copied); NULL: in memory */
     const char *redis_prefix; /* key prefix of the rooms' streams, "squall:room:" (copied) */
-    uint64_t redis_reconnect_ms;  /* wait between attempts while Redis is away; 500 */
-    uint64_t redis_timeout_ms;    /* connect and command timeout; 2 s */
+    uint64_t redis_reconnect_ms;  /* wait between attempts while Redis is away; 500 (0:
+                                     1 ms) */
+    uint64_t redis_timeout_ms;    /* connect and command timeout; 2 s. 0: none */
 } sq_hub_opts_t;
 
 /* What sq_hub_opts_init calls. Call sq_hub_opts_init. */

@@ -384,8 +384,11 @@ int sq_hub_create(sq_hub_t **out, const sq_hub_opts_t *opts)
         if (rc != 0)
             return rc;
     }
-    if (o.redis_url != NULL) /* the Redis backend is not in this build yet */
-        return UV_ENOTSUP;
+    if (o.redis_url != NULL) {
+        int rc = sq__hub_redis_parse(o.redis_url, NULL, NULL);
+        if (rc != 0)
+            return rc;
+    }
     sq_hub_t *hub = calloc(1, sizeof(*hub));
     if (hub == NULL)
         return UV_ENOMEM;
@@ -394,7 +397,7 @@ int sq_hub_create(sq_hub_t **out, const sq_hub_opts_t *opts)
     hub->redis_prefix = strdup(o.redis_prefix ? o.redis_prefix : "");
     hub->opts.redis_url = hub->redis_url;
     hub->opts.redis_prefix = hub->redis_prefix;
-    hub->be = &sq__hub_mem_backend;
+    hub->be = hub->redis_url != NULL ? &sq__hub_redis_backend : &sq__hub_mem_backend;
     int rc = (o.redis_url && hub->redis_url == NULL) || hub->redis_prefix == NULL ? UV_ENOMEM
                                                                                    : 0;
     if (rc == 0)
