@@ -200,6 +200,7 @@ Test(chat_browser, ws_and_longpoll_pages_see_each_others_messages_then_sse_and_p
     chat_stop(&chat);
     cr_assert_neq(status, -1, "chat.mjs still ran after %d ms: killed; it said: %s", KILL_MS, log);
     cr_assert(WIFEXITED(status), "chat.mjs died of signal %d: %s", WTERMSIG(status), log);
+    cr_assert_neq(WEXITSTATUS(status), 127, "node could not be run (scripts/deps.sh installs it)");
     cr_assert_eq(WEXITSTATUS(status), 0, "chat.mjs exited %d: %s", WEXITSTATUS(status), log);
     cr_assert(strstr(log, "chat.mjs: ok") != NULL, "%s", log);
     for (size_t i = 0; i < 2; i++)
