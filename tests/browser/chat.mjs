@@ -86,8 +86,12 @@ function items(page) {
 }
 
 async function send(name, page, text) {
-    await page.fill('#text', text);
-    await page.click('#send');
+    try {
+        await page.fill('#text', text);
+        await page.click('#send');
+    } catch (e) {
+        throw new Error(`${name}: sending '${text}': ${String(e.message).split('\n')[0]}`);
+    }
 }
 
 // Waits until every page shows every text of `texts`, then checks that the pages agree:
