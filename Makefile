@@ -1,7 +1,7 @@
 # squall — one Makefile. `make run` and `make test` are the whole set-up on Debian.
 #
 #   make            install missing packages, build build/lib/libsquall.{a,so}, build/bin/*
-#   make run        install missing packages, build, start the hello demo
+#   make run        install missing packages, build, start the chat on http://127.0.0.1:8000/
 #   make test       install missing packages, build, run the whole Criterion suite
 #   make asan       the suite under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/)
 #   make valgrind   the suite's shutdown tests under valgrind
@@ -96,6 +96,9 @@ $(SHARED): $(LIB_OBJ) $(LLHTTP_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) -shared -Wl,-soname,$(SONAME) $(SAN) -o $@ $^ $(LIBS)
 
+# The chat page is built into chat (an .incbin in app/chat.c): editing it rebuilds chat.
+$(BUILD)/app/chat.o: app/chat/page.html
+
 $(BUILD)/bin/%: $(BUILD)/app/%.o $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(SAN) -o $@ $< $(STATIC) $(LIBS)
@@ -114,8 +117,8 @@ build-test: build-all $(BUILD)/bin/squall-tests
 	SQUALL_BIN=$(abspath $(BUILD)/bin) $(BUILD)/bin/squall-tests $(TEST_ARGS)
 
 build-run: build-all
-	@echo "hello: http://127.0.0.1:8000/  (Ctrl-C stops it)"
-	$(BUILD)/bin/hello --host 127.0.0.1 --port 8000
+	@echo "chat: open http://127.0.0.1:8000/  (Ctrl-C stops it; build/bin/hello --port 8000 for hello)"
+	$(BUILD)/bin/chat --host 127.0.0.1 --port 8000
 
 asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
@@ -123,7 +126,7 @@ asan:
 
 # hello shut down under valgrind with connections, WebSockets and blocking work open, then
 # the suites in VALGRIND_FILTER (Criterion forks a process per test: valgrind follows it).
-VALGRIND_FILTER ?= @(promise|work|timer|queue|watchdog|memconn)/*
+VALGRIND_FILTER ?= @(promise|work|timer|queue|watchdog|memconn|hub)/*
 build-valgrind: build-all $(BUILD)/bin/squall-tests
 	bash scripts/valgrind-shutdown.sh
 	SQUALL_BIN=$(abspath $(BUILD)/bin) valgrind --quiet --trace-children=yes --error-exitcode=9 \

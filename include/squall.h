@@ -18,5 +18,6 @@
 #include "squall/queue.h"
 #include "squall/watchdog.h"
 #include "squall/ws.h"
+#include "squall/hub.h"
 
 #endif

@@ -103,6 +103,14 @@ typedef void (*sq_res_write_cb)(sq_res_t *res, int status, void *data);
  *   SQ_ENOTSTREAMING  sq_res_start has not succeeded on res. */
 SQ_EXTERN int sq_res_write(sq_res_t *res, const void *data, size_t len, sq_res_write_cb cb,
                            void *cb_data);
+/* As sq_res_write, but `data` is not copied: it is borrowed until free_cb(data,
+ * free_data) (may be NULL: static bytes) runs, exactly once, on the loop thread — after
+ * the bytes were written, or when the connection closed first (from the loop, or inside
+ * the squall call that closed it), or before this call returns when nothing of it is
+ * queued: any error, len 0, or a HEAD request. Many responses may share one buffer (an
+ * event sent to every subscriber of a stream). Returns as sq_res_write. */
+SQ_EXTERN int sq_res_write_ref(sq_res_t *res, const void *data, size_t len, sq_free_cb free_cb,
+                               void *free_data, sq_res_write_cb cb, void *cb_data);
 /* Bytes queued by this connection and not yet handed to the kernel; 0 once the client
  * has gone. */
 SQ_EXTERN size_t sq_res_queued_bytes(const sq_res_t *res);

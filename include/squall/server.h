@@ -65,6 +65,14 @@ typedef struct sq_server_opts {
     unsigned reserved0;          /* 0. Fills what would be tail padding: a field added
                                     later must lie past this version's size, or `size`
                                     could not tell the two versions apart */
+    /* Runs once, on the loop thread, from the loop soon after sq_server_destroy began
+     * (never inside it): the server accepts nobody any more and idle connections are
+     * closing, but requests in flight may still be answered within the grace period.
+     * The place to end what would otherwise wait out the grace — held long polls, event
+     * streams (sq_hub_detach does both), connections of your own — as aiohttp's
+     * on_shutdown. The server closes only after it returned. NULL (default): none. */
+    void (*on_shutdown)(sq_server_t *srv, void *data);
+    void *on_shutdown_data;      /* given to on_shutdown (borrowed) */
 } sq_server_opts_t;
 
 /* What sq_server_opts_init calls: fills the `size` bytes of opts with the defaults (zeros

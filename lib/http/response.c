@@ -368,28 +368,38 @@ static void write_done(sq__conn_t *c, int status, void (*fn)(void), void *ud, vo
     sq__exch_unhold(x);
 }
 
-int sq_res_write(sq_res_t *res, const void *data, size_t len, sq_res_write_cb cb, void *cb_data)
+/* The body of sq_res_write and sq_res_write_ref: `data` is copied when free_cb is
+ * SQ__WRITE_COPY, else borrowed until free_cb runs (always exactly once). */
+#define SQ__WRITE_COPY ((sq_free_cb)1)
+static int res_write(sq_res_t *res, const void *data, size_t len, sq_free_cb free_cb,
+                     void *free_data, sq_res_write_cb cb, void *cb_data)
 {
     sq__exch_t *x = res->req;
-    if (!(x->flags & SQ__XF_STREAMING) || (x->flags & SQ__XF_FINISHED))
-        return SQ_ENOTSTREAMING;
-    if (!x->ops->open(x))
-        return UV_ECANCELED;
-    sq__wbatch_t *b = x->ops->batch(x);
-    int rc = b ? 0 : UV_ENOMEM;
-    if (rc == 0 && len > 0 && !(x->flags & SQ__XF_HEAD)) {
-        if (x->flags & SQ__XF_CHUNKED) {
-            char hdr[24];
-            int n = snprintf(hdr, sizeof(hdr), "%zx\r\n", len);
-            rc = sq__batch_add_copy(b, hdr, (size_t)n);
-            if (rc == 0)
-                rc = sq__batch_add_copy(b, data, len);
-            if (rc == 0)
-                rc = sq__batch_add_copy(b, "\r\n", 2);
-        } else {
+    bool copy = free_cb == SQ__WRITE_COPY;
+    int rc = !(x->flags & SQ__XF_STREAMING) || (x->flags & SQ__XF_FINISHED) ? SQ_ENOTSTREAMING
+             : !x->ops->open(x)                                           ? UV_ECANCELED
+                                                                          : 0;
+    sq__wbatch_t *b = rc == 0 ? x->ops->batch(x) : NULL;
+    if (rc == 0 && b == NULL)
+        rc = UV_ENOMEM;
+    bool body = rc == 0 && len > 0 && !(x->flags & SQ__XF_HEAD);
+    if (body && (x->flags & SQ__XF_CHUNKED)) {
+        char hdr[24];
+        int n = snprintf(hdr, sizeof(hdr), "%zx\r\n", len);
+        rc = sq__batch_add_copy(b, hdr, (size_t)n);
+    }
+    if (body && rc == 0) {
+        if (copy) {
             rc = sq__batch_add_copy(b, data, len);
+        } else {
+            rc = sq__batch_add_ref(b, data, len, free_cb, free_data);
+            free_cb = NULL; /* the batch owns it now, or freed it on failure */
         }
     }
+    if (body && rc == 0 && (x->flags & SQ__XF_CHUNKED))
+        rc = sq__batch_add_copy(b, "\r\n", 2);
+    if (!copy && free_cb != NULL)
+        free_cb((void *)data, free_data);
     if (rc == 0 && cb != NULL) {
         rc = sq__batch_on_done(b, write_done, (void (*)(void))cb, x, cb_data);
         if (rc == 0) {
@@ -397,12 +407,25 @@ int sq_res_write(sq_res_t *res, const void *data, size_t len, sq_res_write_cb cb
             sq__exch_hold(x);
         }
     }
-    if (rc != 0) {
+    if (rc == UV_ENOMEM) {
         x->ops->fail(x);
         return rc;
     }
+    if (rc != 0)
+        return rc;
     x->ops->flush(x);
     return 0;
+}
+
+int sq_res_write(sq_res_t *res, const void *data, size_t len, sq_res_write_cb cb, void *cb_data)
+{
+    return res_write(res, data, len, SQ__WRITE_COPY, NULL, cb, cb_data);
+}
+
+int sq_res_write_ref(sq_res_t *res, const void *data, size_t len, sq_free_cb free_cb,
+                     void *free_data, sq_res_write_cb cb, void *cb_data)
+{
+    return res_write(res, data, len, free_cb, free_data, cb, cb_data);
 }
 
 size_t sq_res_queued_bytes(const sq_res_t *res)

@@ -96,8 +96,10 @@ typedef struct sq__hub_room {
 typedef struct sq__hub_backend {
     /* Starts (the Redis thread). 0 or a negative code. */
     int (*start)(sq_hub_t *hub);
-    /* Numbers and stores op->text in op->room, then completes op (status, id). */
-    void (*publish)(sq_hub_t *hub, sq__hub_op_t *op);
+    /* Numbers and stores op->text in op->room, then completes op (status, id): returns
+     * 0 and owns op; or an error (UV_ENOSPC, UV_ENOMEM, ...) and op stays the caller's
+     * (nothing was published). */
+    int (*publish)(sq_hub_t *hub, sq__hub_op_t *op);
     /* Reads the history above op->since, then completes op. Called after the loop's
      * interest in the room was registered (watch), so no message falls between the
      * history and the live ones (duplicates are dropped by id). */
@@ -125,7 +127,7 @@ struct sq_hub_s {
     size_t rooms_cap, nrooms;
     uint64_t last_sweep;
     _Atomic(sq__hub_loop_t *) loops[SQ__HUB_MAX_LOOPS];
-    atomic_uint nloops;
+    sq__hub_loop_t *detached; /* loops let go, freed with the hub (under mu) */
     /* counters (sq_hub_stats) */
     atomic_uint_fast64_t published, delivered, subscribers, held_polls, dropped_slow,
         missed, redis_errors, redis_connected;
@@ -140,5 +142,15 @@ SQ__HIDDEN sq__hub_room_t *sq__hub_room_get(sq_hub_t *hub, const char *name, siz
 SQ__HIDDEN void sq__hub_fanout_locked(sq_hub_t *hub, sq__hub_room_t *room, sq_hub_msg_t *m);
 /* The same from a backend's thread: takes hub->mu, finds the room (absent: nothing). */
 SQ__HIDDEN void sq__hub_fanout(sq_hub_t *hub, sq_hub_msg_t *m);
+
+/* The hash of a room's name (FNV-1a), for the hub's table and each loop's. */
+SQ__HIDDEN uint64_t sq__hub_hash(const char *s, size_t n);
+
+/* UTF-8 as RFC 3629 has it (no overlong forms, surrogates, or past U+10FFFF). */
+SQ__HIDDEN bool sq__hub_utf8_ok(const char *s, size_t n);
+
+/* hub_redis.c: checks a "redis://HOST[:PORT]" URL (port 6379 when absent); with host
+ * and port not NULL, gives a malloc'd host and the port. Returns 0 or UV_EINVAL. */
+SQ__HIDDEN int sq__hub_redis_parse(const char *url, char **host, int *port);
 
 #endif

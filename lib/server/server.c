@@ -322,6 +322,11 @@ int sq_server_destroy(sq_server_t *srv, uint64_t grace_ms, sq_server_close_cb cb
         grace_ms = 1;
     srv->grace_due = grace_ms > UINT64_MAX - now ? UINT64_MAX : now + grace_ms;
     sq__timer_arm(srv, srv->grace_due);
+    if (srv->opts.on_shutdown != NULL) {
+        srv->shutdown_due = true;
+        srv->holds++; /* the server stays until on_shutdown has run (tick_run) */
+        sq__tick_wake(srv);
+    }
     sq__server_maybe_done(srv);
     return 0;
 }

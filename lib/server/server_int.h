@@ -164,6 +164,7 @@ struct sq_server_s {
     unsigned nhandles;          /* timer, the tick's three: closed last */
     int port;
     bool closing;
+    bool shutdown_due;          /* opts.on_shutdown is to run on the next tick */
     uint64_t grace_due;
     sq_server_close_cb close_cb;
     void *close_data;

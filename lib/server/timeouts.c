@@ -124,6 +124,15 @@ static void tick_run(sq_server_t *srv)
     /* the server's own work last, so what the connections queued (.aborted notices of
      * the ones that closed) goes in this round */
     bool more = srv->on_tick != NULL && srv->on_tick(srv);
+    if (srv->shutdown_due) { /* sq_server_destroy began: the owner's hook, from the loop */
+        srv->shutdown_due = false;
+        srv->opts.on_shutdown(srv, srv->opts.on_shutdown_data);
+        srv->holds--;
+        sq__server_maybe_done(srv);
+        if (uv_is_closing((uv_handle_t *)&srv->tick_prepare))
+            return; /* the server is closing its handles: nothing is left to tick */
+        more = true; /* what the hook finished is told in the next round */
+    }
     if (!sq__list_empty(&srv->ticks) || more) {
         uv_idle_start(&srv->tick_idle, on_tick_idle); /* the poll must not block on it */
         return;

@@ -1,0 +1,87 @@
+/* The hub on one loop: its inbox, its rooms' subscribers, its timer (hub_sub.c). */
+#ifndef SQUALL_HUB_LOOP_H
+#define SQUALL_HUB_LOOP_H
+
+#include "hub/hub_int.h"
+
+typedef struct sq__hub_lroom sq__hub_lroom_t;
+
+/* What a subscriber is, and where it is in its life. */
+typedef enum { SQ__SUB_CB, SQ__SUB_WS, SQ__SUB_SSE, SQ__SUB_POLL } sq__sub_kind_t;
+typedef enum {
+    SQ__SUB_HISTORY, /* waiting for its history: live messages are kept in `pend` */
+    SQ__SUB_LIVE,
+    SQ__SUB_DONE,    /* ended; freed when nobody holds it (flags below) */
+} sq__sub_state_t;
+
+enum {
+    SQ__SUBF_OP = 1,   /* its history op is out: the op points at it */
+    SQ__SUBF_USER = 2, /* the caller holds it (a WebSocket's, until sq_hub_unsubscribe) */
+    SQ__SUBF_HELD = 4, /* in the loop's held list (a long poll) */
+    SQ__SUBF_SSE = 8,  /* in the loop's event-stream list */
+};
+
+struct sq_hub_sub_s {
+    sq__hub_loop_t *hl;
+    sq__hub_lroom_t *lr;
+    sq_hub_sub_t *prev, *next;   /* the room's subscribers on this loop */
+    sq_hub_sub_t *tprev, *tnext; /* the held list (by deadline) or the stream list */
+    uint8_t kind, state, flags;
+    uint8_t reset;     /* the history said since was past the room's end */
+    uint64_t since;    /* as asked (SQ_HUB_SINCE_NOW: none) */
+    uint64_t last_id;  /* delivered up to */
+    uint64_t missed;   /* from the history, told with the first message */
+    uint64_t deadline; /* a long poll's, uv_now() ms */
+    sq_hub_msg_t **pend; /* live messages that came before the history */
+    uint32_t npend, pend_cap;
+    union {
+        struct {
+            sq_hub_message_cb cb;
+            void *data;
+        } cb;
+        sq_ws_t *ws;
+        sq_res_t *res;
+    } u;
+};
+
+/* A room's subscribers on one loop. */
+struct sq__hub_lroom {
+    sq__hub_lroom_t *next; /* hash chain */
+    uint64_t hash;
+    sq_hub_sub_t *head, *tail;
+    size_t nsubs;
+    unsigned walking; /* > 0 while a delivery walks the list: ended subs stay linked */
+    unsigned ndead;   /* ended subs still linked */
+    size_t name_len;
+    char name[];
+};
+
+struct sq__hub_loop {
+    sq_hub_t *hub;
+    uv_loop_t *loop;
+    unsigned index;
+    atomic_uint refs;       /* ops that may still be answered to this loop */
+    uv_mutex_t mu;          /* the inbox, `detached` */
+    sq__hub_op_t *in_head, *in_tail;
+    bool detached;
+    uv_async_t async;
+    uv_timer_t timer;       /* held polls' deadlines, event streams' heartbeats */
+    unsigned open_handles;
+    /* the loop thread's */
+    sq__hub_lroom_t **lrooms;
+    size_t lrooms_cap, nlrooms;
+    sq_hub_sub_t *held_head, *held_tail; /* long polls by deadline */
+    sq_hub_sub_t *sse_head;              /* event streams */
+    uint64_t next_beat;                  /* uv_now() of the next heartbeat */
+    sq_hub_sub_t *limbo;                 /* subs ended by detach that something holds */
+    sq__hub_loop_t *next_detached;
+};
+
+/* The hub's part on `loop`, or NULL (not attached). Any thread. */
+SQ__HIDDEN sq__hub_loop_t *sq__hub_loop_find(sq_hub_t *hub, const uv_loop_t *loop);
+/* Frees the detached loops' parts (sq_hub_destroy). */
+SQ__HIDDEN void sq__hub_loops_free(sq_hub_t *hub);
+/* Checks a room's name (non-empty, within max_room_bytes, UTF-8); its length in *len. */
+SQ__HIDDEN int sq__hub_room_check(const sq_hub_t *hub, const char *room, size_t *len);
+
+#endif
