@@ -1,4 +1,4 @@
-/* The chat page in a real browser: build/bin/chat on a free port, and
+/* The chat page in a real browser: build/bin/chat on a free port (th_app_start), and
  * tests/browser/chat.mjs (node + playwright-core driving Debian's chromium, headless)
  * against it. The script opens two pages of one room, on WebSocket and on long polling,
  * sends from each, checks that both pages show both messages in the same id order, each
@@ -20,6 +20,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "support/app.h"
 #include "support/harness.h"
 
 /* The script cuts itself off at SCRIPT_DEADLINE_MS; the test kills it (and its browser)
@@ -35,26 +36,19 @@ static const char *bin_dir(void)
     return bin != NULL && *bin != '\0' ? bin : "build/bin";
 }
 
-/* ---- build/bin/chat ---- */
+/* ---- node, in a process group of its own ---- */
 
-typedef struct chat {
-    pid_t pid;
-    int port;
-    char line[256]; /* its first line on stdout */
-} chat_t;
-
-static pid_t spawn(const char *const *argv, int out_fd, bool own_group)
+/* Forks argv (found in PATH) in a new process group, its stdout and stderr on out_fd;
+ * it dies with the test process. */
+static pid_t spawn_group(const char *const *argv, int out_fd)
 {
     pid_t pid = fork();
     cr_assert_geq(pid, 0);
     if (pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (own_group)
-            setpgid(0, 0);
-        if (out_fd >= 0) {
-            dup2(out_fd, STDOUT_FILENO);
-            dup2(out_fd, STDERR_FILENO);
-        }
+        setpgid(0, 0);
+        dup2(out_fd, STDOUT_FILENO);
+        dup2(out_fd, STDERR_FILENO);
         int null = open("/dev/null", O_RDONLY);
         if (null >= 0)
             dup2(null, STDIN_FILENO);
@@ -64,9 +58,9 @@ static pid_t spawn(const char *const *argv, int out_fd, bool own_group)
     return pid;
 }
 
-/* Waits up to timeout_ms for pid; returns its wait status, or -1 after killing it (the
- * whole process group when `group`). */
-static int wait_or_kill(pid_t pid, int timeout_ms, bool group)
+/* Waits up to timeout_ms for pid; returns its wait status, or -1 after killing its
+ * process group (SIGKILL). */
+static int wait_or_kill(pid_t pid, int timeout_ms)
 {
     int status = 0;
     uint64_t end = th_now_ms() + (uint64_t)timeout_ms;
@@ -75,64 +69,32 @@ static int wait_or_kill(pid_t pid, int timeout_ms, bool group)
         th_sleep_ms(10);
     if (w == pid)
         return status;
-    kill(group ? -pid : pid, SIGKILL);
+    kill(-pid, SIGKILL);
     waitpid(pid, &status, 0);
     return -1;
 }
 
-/* Reads from fd into buf (NUL-terminated) until `until` shows (NULL: end of file) or the
- * deadline passes. */
-static size_t read_until(int fd, char *buf, size_t cap, size_t n, const char *until,
-                         uint64_t end)
+/* Reads fd into buf (NUL-terminated, cut at cap - 1 bytes) until end of file or the
+ * deadline. */
+static void read_all(int fd, char *buf, size_t cap, uint64_t end)
 {
-    while (n < cap - 1 && (until == NULL || strstr(buf, until) == NULL)) {
+    size_t n = 0;
+    buf[0] = '\0';
+    for (;;) {
         uint64_t now = th_now_ms();
         struct pollfd p = {.fd = fd, .events = POLLIN};
         if (now >= end || poll(&p, 1, (int)(end - now)) <= 0)
-            break;
-        ssize_t r = read(fd, buf + n, cap - 1 - n);
+            return;
+        char scratch[512];
+        bool room = n < cap - 1;
+        ssize_t r = read(fd, room ? buf + n : scratch, room ? cap - 1 - n : sizeof(scratch));
         if (r <= 0)
-            break;
-        n += (size_t)r;
-        buf[n] = '\0';
+            return;
+        if (room) {
+            n += (size_t)r;
+            buf[n] = '\0';
+        }
     }
-    return n;
-}
-
-/* Starts `chat --host 127.0.0.1 --port P --workers 1` on a free port and waits up to 5 s
- * for its "serving on" line; tries another port when P was taken in between. */
-static chat_t chat_start(void)
-{
-    char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/chat", bin_dir());
-    cr_assert_eq(access(path, X_OK), 0, "%s: not built (set SQUALL_BIN)", path);
-    for (int attempt = 0; attempt < 5; attempt++) {
-        chat_t c = {.port = th_free_port()};
-        char port[16];
-        snprintf(port, sizeof(port), "%d", c.port);
-        const char *argv[] = {path, "--host", "127.0.0.1", "--port", port, "--workers", "1", NULL};
-        int out[2];
-        cr_assert_eq(pipe2(out, O_CLOEXEC), 0);
-        c.pid = spawn(argv, out[1], false);
-        close(out[1]);
-        read_until(out[0], c.line, sizeof(c.line), 0, "\n", th_now_ms() + 5000);
-        close(out[0]);
-        if (strstr(c.line, "serving on") != NULL)
-            return c;
-        kill(c.pid, SIGKILL);
-        waitpid(c.pid, NULL, 0);
-    }
-    cr_assert_fail("chat did not start");
-    return (chat_t){0};
-}
-
-static void chat_stop(chat_t *c)
-{
-    cr_assert_eq(kill(c->pid, SIGTERM), 0);
-    int status = wait_or_kill(c->pid, 8000, false);
-    cr_assert_neq(status, -1, "chat did not exit within 8 s of SIGTERM");
-    cr_assert(WIFEXITED(status), "chat died of signal %d", WTERMSIG(status));
-    cr_assert_eq(WEXITSTATUS(status), 0);
 }
 
 /* ---- the screenshots ---- */
@@ -176,7 +138,7 @@ Test(chat_browser, ws_and_longpoll_pages_see_each_others_messages_then_sse_and_p
         unlink(path);
     }
 
-    chat_t chat = chat_start();
+    th_app_t chat = th_app_start_logged("chat", "--workers", "1", NULL);
     char url[64], script[PATH_MAX], deadline[16];
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/", chat.port);
     snprintf(script, sizeof(script), "%s/../../tests/browser/chat.mjs", bin_dir());
@@ -184,25 +146,28 @@ Test(chat_browser, ws_and_longpoll_pages_see_each_others_messages_then_sse_and_p
     cr_assert_eq(setenv("SQUALL_ARTIFACTS", dir, 1), 0);
     cr_assert_eq(setenv("CHAT_DEADLINE_MS", deadline, 1), 0);
 
-    /* node in a process group of its own: at the deadline the group goes, browser and all */
+    /* at the deadline node's process group goes, the browser with it */
     int out[2];
     cr_assert_eq(pipe2(out, O_CLOEXEC), 0);
     const char *argv[] = {"node", script, url, NULL};
-    pid_t node = spawn(argv, out[1], true);
+    pid_t node = spawn_group(argv, out[1]);
     close(out[1]);
     static char log[16384];
     uint64_t end = th_now_ms() + KILL_MS;
-    read_until(out[0], log, sizeof(log), 0, NULL, end);
+    read_all(out[0], log, sizeof(log), end);
     close(out[0]);
     uint64_t now = th_now_ms();
-    int status = wait_or_kill(node, now < end ? (int)(end - now) : 0, true);
+    int status = wait_or_kill(node, now < end ? (int)(end - now) : 0);
 
-    chat_stop(&chat);
+    char *chat_err = th_app_stderr(&chat); /* for the messages below; not freed on failure */
+    th_app_stop(&chat);
     cr_assert_neq(status, -1, "chat.mjs still ran after %d ms: killed; it said: %s", KILL_MS, log);
     cr_assert(WIFEXITED(status), "chat.mjs died of signal %d: %s", WTERMSIG(status), log);
     cr_assert_neq(WEXITSTATUS(status), 127, "node could not be run (scripts/deps.sh installs it)");
-    cr_assert_eq(WEXITSTATUS(status), 0, "chat.mjs exited %d: %s", WEXITSTATUS(status), log);
+    cr_assert_eq(WEXITSTATUS(status), 0, "chat.mjs exited %d: %s\nchat's stderr: %s",
+                 WEXITSTATUS(status), log, chat_err);
     cr_assert(strstr(log, "chat.mjs: ok") != NULL, "%s", log);
     for (size_t i = 0; i < 2; i++)
         expect_png(dir, shots[i]);
+    free(chat_err);
 }
