@@ -10,7 +10,9 @@
 #            a publish then reaches them all
 #   latency  publish-to-delivery time to N_LAT WebSocket subscribers: MESSAGES messages
 #            POSTed one at a time (after 20 not counted); p50 and p99 over every delivery,
-#            and p50 and p99 over the messages of the time until the last subscriber had it
+#            and p50 and p99 over the messages of the time until the last subscriber had it;
+#            with the server's CPU time per delivery (utime + stime from /proc/PID/stat),
+#            and the user-space part of it (the rest is the kernel's sends)
 # The server is pinned to CPU SERVER_CPU and the load client to LOAD_CPU (taskset); each
 # measurement is repeated REPEAT times, alternating which server goes first, and the
 # median is reported with the ratio squall/node (below 1: squall uses less / is faster).
@@ -93,6 +95,14 @@ start() {
     wait_http "http://127.0.0.1:$PORT/rooms/probe/messages?since=0" "$SRV_PID"
 }
 
+clk_tck=$(getconf CLK_TCK)
+
+# cpu_split PID: "utime stime" of the process in clock ticks (/proc/PID/stat fields 14
+# and 15, counted after the command name).
+cpu_split() {
+    sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12, $13 }'
+}
+
 # field LINE KEY: the value of KEY=... in LINE.
 field() {
     tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"
@@ -107,6 +117,8 @@ measure() {
         ws) args=(-n "$N_WS" -P "$SRV_PID") ;;
         latency) args=(-n "$N_LAT" -m "$MESSAGES") ;;
     esac
+    local t0 t1
+    t0=$(cpu_split "$SRV_PID")
     if ! out=$(timeout 150 "${nice_cmd[@]}" taskset -c "$LOAD_CPU" "$load" "$mode" "${args[@]}" \
         -T 120 "http://127.0.0.1:$PORT" 2>&1); then
         echo "$name $mode: $out" >&2
@@ -115,13 +127,23 @@ measure() {
         exit 1
     fi
     proc_alive "$SRV_PID" || { echo "$name exited during $mode" >&2; exit 1; }
+    t1=$(cpu_split "$SRV_PID")
+    if [ "$mode" = latency ]; then
+        # the server's CPU time per delivery (the subscribers' handshakes included), in all
+        # and in user space: deliveries = subscribers x (20 warm-up + MESSAGES) messages
+        out+=$(awk -v a="$t0" -v b="$t1" -v hz="$clk_tck" -v d=$((N_LAT * (20 + MESSAGES))) 'BEGIN {
+            split(a, x, " "); split(b, y, " ")
+            printf " cpu_us=%.2f user_us=%.2f", (y[1] + y[2] - x[1] - x[2]) * 1e6 / hz / d,
+                (y[1] - x[1]) * 1e6 / hz / d }')
+    fi
     stop_pid "$SRV_PID"
     SRV_PID=""
     echo "$out" >>"$TMPD/$name.$mode"
     case $mode in
         polls | ws) printf '  %-7s %-8s %6s bytes each\n' "$name" "$mode" "$(field "$out" bytes_per)" ;;
-        latency) printf '  %-7s %-8s p50 %s us, p99 %s us, last subscriber p50 %s us\n' "$name" \
-            "$mode" "$(field "$out" p50_us)" "$(field "$out" p99_us)" "$(field "$out" last_p50_us)" ;;
+        latency) printf '  %-7s %-8s p50 %s us, p99 %s us, last subscriber p50 %s us, server CPU %s us per delivery\n' \
+            "$name" "$mode" "$(field "$out" p50_us)" "$(field "$out" p99_us)" \
+            "$(field "$out" last_p50_us)" "$(field "$out" cpu_us)" ;;
     esac
 }
 
@@ -177,5 +199,7 @@ row "publish to delivery p50 ($N_LAT WS subscribers)" latency p50_us us
 row "publish to delivery p99" latency p99_us us
 row "until the last subscriber has it, p50" latency last_p50_us us
 row "until the last subscriber has it, p99" latency last_p99_us us
+row "server CPU per delivery (user + system)" latency cpu_us us
+row "server CPU per delivery, user space only" latency user_us us
 echo "(ratio: squall/node, lower is better; load average before: $load0, after:" \
     "$(cut -d' ' -f1 /proc/loadavg))"
