@@ -151,7 +151,7 @@ static void *xcalloc(size_t n, size_t size)
     return p;
 }
 
-static uint64_t now_ms(bench_t *b)
+static uint64_t now_ms(void)
 {
     return uv_hrtime() / 1000000;
 }
@@ -608,12 +608,12 @@ static void finish(bench_t *b)
 static void next_phase(bench_t *b)
 {
     b->phase++;
-    b->mark_ms = now_ms(b);
+    b->mark_ms = now_ms();
 }
 
 static bool waited(bench_t *b, double s)
 {
-    return now_ms(b) - b->mark_ms >= (uint64_t)(s * 1000);
+    return now_ms() - b->mark_ms >= (uint64_t)(s * 1000);
 }
 
 static void tick_polls(bench_t *b)
@@ -750,7 +750,7 @@ static void tick_latency(bench_t *b)
         }
         break;
     case 4:
-        if (now_ms(b) - b->mark_ms >= b->gap_ms) {
+        if (now_ms() - b->mark_ms >= b->gap_ms) {
             publish(b, b->room_main, ++b->seq);
             b->phase = 3;
         }
