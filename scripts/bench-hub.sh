@@ -10,7 +10,8 @@
 #            a publish then reaches them all
 #   latency  publish-to-delivery time to N_LAT WebSocket subscribers: MESSAGES messages
 #            POSTed one at a time (after 20 not counted); p50 and p99 over every delivery,
-#            and p50 and p99 over the messages of the time until the last subscriber had it;
+#            and over the messages the p50 of the time until the first subscriber had it,
+#            p50 and p99 of the time until the last one had it;
 #            with the server's CPU time per delivery (utime + stime from /proc/PID/stat),
 #            and the user-space part of it (the rest is the kernel's sends)
 # The server is pinned to CPU SERVER_CPU and the load client to LOAD_CPU (taskset); each
@@ -197,6 +198,7 @@ row "memory per held long poll ($N_POLLS held)" polls bytes_per B
 row "memory per idle WebSocket ($N_WS subscribers)" ws bytes_per B
 row "publish to delivery p50 ($N_LAT WS subscribers)" latency p50_us us
 row "publish to delivery p99" latency p99_us us
+row "until the first subscriber has it, p50" latency first_p50_us us
 row "until the last subscriber has it, p50" latency last_p50_us us
 row "until the last subscriber has it, p99" latency last_p99_us us
 row "server CPU per delivery (user + system)" latency cpu_us us
