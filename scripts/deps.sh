@@ -31,9 +31,12 @@ if ((${#missing[@]})); then
     $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Node test peers (the WebSocket `ws` package) live in tests/peers/node_modules.
+# Node test peers (the WebSocket `ws` package; playwright-core, which drives chromium for
+# the chat page's browser test) live in tests/peers/node_modules.
 here=$(cd "$(dirname "$0")/.." && pwd)
-if [ -f "$here/tests/peers/package.json" ] && [ ! -d "$here/tests/peers/node_modules/ws" ]; then
+if [ -f "$here/tests/peers/package.json" ] &&
+   { [ ! -d "$here/tests/peers/node_modules/ws" ] ||
+     [ ! -d "$here/tests/peers/node_modules/playwright-core" ]; }; then
     echo "deps: installing npm test peers"
     (cd "$here/tests/peers" && npm install --silent --no-audit --no-fund >/dev/null)
 fi
