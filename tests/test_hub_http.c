@@ -8,6 +8,7 @@
 
 #include <squall.h>
 
+#include "server/server_int.h"
 #include "support/harness.h"
 
 static sq_hub_t *hub;
@@ -423,4 +424,39 @@ Test(hub_http, a_shutdown_hook_ends_held_polls_and_streams_without_waiting_the_g
     sq_app_destroy(app);
     sq_hub_destroy(hub);
     hub = NULL;
+}
+
+static void read_pool(sq_server_t *srv, void *data)
+{
+    *(unsigned *)data = srv->wq_free_n;
+}
+
+/* A message to N streams lends N write states at once (the flush waits for the tick):
+ * the pool keeps them for the next message instead of freeing all but 64 and allocating
+ * them again — on every message, which made glibc give the pages back and fault them in
+ * again (2 ms more per publish to 1,000 WebSockets). */
+Test(hub_http, a_broadcast_reuses_its_write_states, .timeout = 30)
+{
+    env_t e = start(NULL);
+    enum { N = 150 };
+    static th_conn_t c[N];
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(th_conn_open(&c[i], e.port), 0);
+        th_conn_sends(&c[i], "GET /rooms/b/events HTTP/1.1\r\nHost: t\r\n\r\n");
+    }
+    sq_hub_stats_t st;
+    uint64_t end = th_now_ms() + 5000;
+    do {
+        sq_hub_stats(hub, &st);
+    } while (st.subscribers < N && th_now_ms() < end);
+    cr_assert_eq(st.subscribers, N);
+    post(e.port, "b", "one", 1);
+    for (int i = 0; i < N; i++)
+        cr_assert(read_until(&c[i], "id: 1\n", 3000));
+    unsigned pooled = 0;
+    th_server_call(e.ts, read_pool, &pooled);
+    cr_assert_geq(pooled, N, "the pool kept %u of the %d write states", pooled, N);
+    for (int i = 0; i < N; i++)
+        th_conn_close(&c[i]);
+    stop(&e);
 }

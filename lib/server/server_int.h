@@ -9,6 +9,7 @@
  * sq__exch_reset and wq_put, what a burst leaves behind stays under a few MiB. The server
  * object here is the transport's; HTTP's server (lib/http/h1_int.h) starts with it. */
 #define SQ__POOL_MAX 64
+#define SQ__WQ_WINDOW_MS 10000
 
 /* A segment's completion, run once with the write's status (0, or negative when the bytes
  * were not sent). `fn` is the writer's own callback, passed through untyped and cast back
@@ -158,6 +159,11 @@ struct sq_server_s {
     size_t rbuf_cap;
     sq__wq_t *wq_free;
     unsigned wq_free_n;
+    /* How many the pool keeps: the most lent at once within the last two windows of
+     * SQ__WQ_WINDOW_MS (at least SQ__POOL_MAX), so a broadcast to N connections reuses N
+     * write states instead of allocating and freeing them on every message. */
+    unsigned wq_lent, wq_peak, wq_peak_prev;
+    uint64_t wq_window_at;
     uint64_t holds;             /* what else a closing server waits for (HTTP: exchanges) */
     unsigned nconns;
     unsigned nlisteners_open;

@@ -21,6 +21,8 @@ static sq__wq_t *wq_get(sq__conn_t *c)
             return NULL;
     }
     c->wq = q;
+    if (++srv->wq_lent > srv->wq_peak)
+        srv->wq_peak = srv->wq_lent;
     return q;
 }
 
@@ -42,14 +44,32 @@ static void wq_free(sq__wq_t *q)
 
 void sq__wq_put(sq_server_t *srv, sq__wq_t *q)
 {
-    if (srv->wq_free_n < SQ__POOL_MAX && !srv->closing && q->b[0].buf.cap <= 16384 &&
+    srv->wq_lent--;
+    uint64_t now = uv_now(srv->loop);
+    if (now - srv->wq_window_at >= SQ__WQ_WINDOW_MS) {
+        srv->wq_window_at = now;
+        srv->wq_peak_prev = srv->wq_peak;
+        srv->wq_peak = srv->wq_lent;
+    }
+    unsigned keep = srv->wq_peak > srv->wq_peak_prev ? srv->wq_peak : srv->wq_peak_prev;
+    if (keep < SQ__POOL_MAX)
+        keep = SQ__POOL_MAX;
+    if (srv->wq_free_n < keep && !srv->closing && q->b[0].buf.cap <= 16384 &&
         q->b[1].buf.cap <= 16384) {
         q->next_free = srv->wq_free;
         srv->wq_free = q;
         srv->wq_free_n++;
-        return;
+        q = NULL;
     }
-    wq_free(q);
+    /* past a burst, the pool shrinks back by one more with each return */
+    if (srv->wq_free_n > keep && srv->wq_free != NULL) {
+        sq__wq_t *extra = srv->wq_free;
+        srv->wq_free = extra->next_free;
+        srv->wq_free_n--;
+        wq_free(extra);
+    }
+    if (q != NULL)
+        wq_free(q);
 }
 
 void sq__wq_pool_free(sq_server_t *srv)
