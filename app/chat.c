@@ -604,7 +604,7 @@ int main(int argc, char **argv)
      * port of its own, and all but one would be unreachable */
     if (cfg.port == 0 && cfg.workers > 1)
         return bad_usage("--port 0 needs --workers 1 (each worker would get its own port)");
-    if (hopts.redis_url != NULL && strncmp(hopts.redis_url, "redis://", 8) != 0)
+    if (hopts.redis_url != NULL && strncasecmp(hopts.redis_url, "redis://", 8) != 0)
         return bad_usage("--redis: not a redis://HOST[:PORT] URL: '%s'", hopts.redis_url);
     cfg.opts.reuseport = cfg.workers > 1;
     if (cfg.threadpool > 0 && sq_work_threadpool_set_size(cfg.threadpool) != 0)

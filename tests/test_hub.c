@@ -453,7 +453,7 @@ Test(hub, detaching_ends_every_subscriber_with_eclosed, .timeout = 10)
     cr_assert_eq(sq_hub_publish(hub, &loop, "r", "x", 1, on_published, &p), 0);
     sq_hub_detach(hub, &loop);
     cr_assert_eq(p.calls, 1, "a publish answered before the detach is told");
-    cr_assert_eq(a.n, 1, "a message queued before the detach is delivered");
+    cr_assert_eq(a.n, 0, "a message delivered after sq_hub_detach was called");
     cr_assert_eq(a.ends, 1);
     cr_assert_eq(a.status, SQ_ECLOSED);
     cr_assert_eq(b.ends, 1);
@@ -564,4 +564,109 @@ Test(hub, loops_in_two_threads_see_one_order, .timeout = 20)
     uv_barrier_destroy(&ready);
     uv_barrier_destroy(&go);
     sq_hub_destroy(hub);
+}
+
+Test(hub, rooms_that_are_only_read_are_not_kept, .timeout = 10)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    sq_hub_opts_t o;
+    sq_hub_opts_init(&o);
+    o.max_rooms = 2;
+    sq_hub_t *hub;
+    cr_assert_eq(sq_hub_create(&hub, &o), 0);
+    cr_assert_eq(sq_hub_attach(hub, &loop), 0);
+    char room[16];
+    for (int i = 0; i < 50; i++) { /* readers of rooms nobody wrote to */
+        got_t g = {0};
+        snprintf(room, sizeof(room), "r%d", i);
+        cr_assert_eq(sq_hub_subscribe(hub, &loop, room, 0, on_msg, &g, &g.sub), 0,
+                     "room %d refused: read-only rooms filled max_rooms", i);
+        spin(&loop);
+        sq_hub_unsubscribe(g.sub);
+    }
+    sq_hub_stats_t st;
+    sq_hub_stats(hub, &st);
+    cr_assert_eq(st.rooms, 0);
+    publish_ok(hub, &loop, "written", "x", 1);
+    got_t w = {0};
+    cr_assert_eq(sq_hub_subscribe(hub, &loop, "written", 0, on_msg, &w, &w.sub), 0);
+    run_until(&loop, &w.n, 1, 2000);
+    sq_hub_unsubscribe(w.sub);
+    spin(&loop);
+    sq_hub_stats(hub, &st);
+    cr_assert_eq(st.rooms, 1, "a room with messages stays (its history and ids)");
+    got_free(&w);
+    loop_end(hub, &loop);
+    sq_hub_destroy(hub);
+}
+
+/* Callbacks that detach the loop, or subscribe again when told the loop is going. */
+static sq_hub_t *cb_hub;
+static uv_loop_t *cb_loop;
+static int resub_rc[4], nresub;
+
+static void detach_on_msg(sq_hub_sub_t *sub, int status, const sq_hub_msg_t *msg,
+                          uint64_t missed, void *data)
+{
+    got_t *g = data;
+    if (status < 0) {
+        g->ends++;
+        if (nresub < 4) /* a subscriber that tries again on any error */
+            resub_rc[nresub++] = sq_hub_subscribe(cb_hub, cb_loop, "r", 0, detach_on_msg, g,
+                                                  NULL);
+        return;
+    }
+    if (msg != NULL) {
+        g->n++;
+        sq_hub_detach(cb_hub, cb_loop);
+    }
+}
+
+static void detach_on_published(sq_hub_t *hub, int status, uint64_t id, void *data)
+{
+    got_t *g = data;
+    sq_hub_detach(hub, cb_loop);
+    g->status = sq_hub_subscribe(hub, cb_loop, "s", 0, on_msg, g, NULL);
+}
+
+Test(hub, detaching_from_inside_a_callback_waits_for_the_round, .timeout = 10)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    cr_assert_eq(sq_hub_create(&cb_hub, NULL), 0);
+    cr_assert_eq(sq_hub_attach(cb_hub, &loop), 0);
+    cb_loop = &loop;
+    nresub = 0;
+    got_t a = {0}, b = {0}, c = {0};
+    cr_assert_eq(sq_hub_subscribe(cb_hub, &loop, "r", 0, detach_on_msg, &a, NULL), 0);
+    cr_assert_eq(sq_hub_subscribe(cb_hub, &loop, "r", 0, detach_on_msg, &b, NULL), 0);
+    spin(&loop);
+    publish_ok(cb_hub, &loop, "r", "1", 1);
+    publish_ok(cb_hub, &loop, "r", "2", 1);
+    run_until(&loop, &a.n, 1, 2000);
+    cr_assert_eq(a.n, 1, "a message after the detach its first asked for");
+    cr_assert_eq(b.n, 1);
+    cr_assert_eq(a.ends, 1);
+    cr_assert_eq(b.ends, 1);
+    cr_assert_eq(nresub, 2);
+    cr_assert_eq(resub_rc[0], SQ_ECLOSED, "a subscribe while the loop is being let go");
+    cr_assert_eq(resub_rc[1], SQ_ECLOSED);
+    cr_assert_eq(sq_hub_publish(cb_hub, &loop, "r", "x", 1, NULL, NULL), SQ_ECLOSED);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    cr_assert_eq(uv_loop_close(&loop), 0);
+    sq_hub_destroy(cb_hub);
+
+    /* a publish's callback that detaches, then subscribes, with a history read queued */
+    uv_loop_init(&loop);
+    cr_assert_eq(sq_hub_create(&cb_hub, NULL), 0);
+    cr_assert_eq(sq_hub_attach(cb_hub, &loop), 0);
+    cr_assert_eq(sq_hub_publish(cb_hub, &loop, "s", "x", 1, detach_on_published, &c), 0);
+    cr_assert_eq(sq_hub_subscribe(cb_hub, &loop, "s", 0, on_msg, &b, NULL), 0);
+    spin(&loop);
+    cr_assert_eq(c.status, SQ_ECLOSED);
+    cr_assert_eq(b.ends, 2, "the subscriber ended with the loop (and was told once)");
+    uv_run(&loop, UV_RUN_DEFAULT);
+    cr_assert_eq(uv_loop_close(&loop), 0);
+    sq_hub_destroy(cb_hub);
 }

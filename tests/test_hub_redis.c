@@ -220,7 +220,6 @@ Test(hub_redis, a_url_that_is_not_redis_host_port_is_einval)
         "redis://[::1",
         "redis://[]:6379",
         "redis://[::1]x",
-        "REDIS://127.0.0.1",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         sq_hub_opts_t o;
@@ -236,6 +235,8 @@ Test(hub_redis, a_url_that_is_not_redis_host_port_is_einval)
         "redis://127.0.0.1:1",
         "redis://localhost:65535",
         "redis://[::1]:1",
+        "REDIS://127.0.0.1", /* a scheme's case does not matter (RFC 3986 §3.1) */
+        "Redis://127.0.0.1:2",
     };
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
         sq_hub_opts_t o;
@@ -867,4 +868,59 @@ Test(hub_redis, destroyed_while_redis_is_away_or_connecting)
     pub_t p = {0};
     cr_assert_eq(sq_hub_publish(a, &loop, "r", "x", 1, on_published, &p), 0);
     end(a, NULL); /* answers still queued are dropped with the loop's part */
+}
+
+/* ---- what is out when the loop goes, and how much may be out ---- */
+
+Test(hub_redis, a_publish_still_out_when_the_loop_goes_is_told_eclosed)
+{
+    redis = tr_redis_start();
+    loop_start();
+    sq_hub_t *a = hub_new_timeout(tr_redis_url(redis), DEF, 0); /* no timeout: it waits */
+    wait_connected(a);
+    redisReply *r = tr_redis_cmd(redis, "CLIENT PAUSE 800 ALL");
+    cr_assert(r != NULL && r->type == REDIS_REPLY_STATUS);
+    freeReplyObject(r);
+    pub_t p = {0};
+    cr_assert_eq(sq_hub_publish(a, &loop, "held", "x", 1, on_published, &p), 0);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    cr_assert_eq(p.calls, 0, "Redis is paused: no answer yet");
+    sq_hub_detach(a, &loop); /* a server shutting down: its POST must be answered */
+    cr_assert_eq(p.calls, 1, "the publish was never told: its response would hang");
+    cr_assert_eq(p.status, SQ_ECLOSED);
+    uint64_t until = th_now_ms() + 1500; /* Redis answers after the pause: dropped */
+    while (th_now_ms() < until)
+        uv_run(&loop, UV_RUN_ONCE);
+    cr_assert_eq(p.calls, 1, "told twice");
+    end(a, NULL);
+}
+
+Test(hub_redis, history_reads_past_max_history_reads_are_refused_at_once)
+{
+    redis = tr_redis_start();
+    loop_start();
+    sq_hub_opts_t o;
+    sq_hub_opts_init(&o);
+    o.redis_url = tr_redis_url(redis);
+    o.redis_timeout_ms = 0;
+    o.max_history_reads = 3;
+    sq_hub_t *a;
+    cr_assert_eq(sq_hub_create(&a, &o), 0);
+    cr_assert_eq(sq_hub_attach(a, &loop), 0);
+    wait_connected(a);
+    redisReply *r = tr_redis_cmd(redis, "CLIENT PAUSE 500 ALL");
+    freeReplyObject(r);
+    static got_t g[4];
+    memset(g, 0, sizeof(g));
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(sq_hub_subscribe(a, &loop, "slow", 0, on_msg, &g[i], &g[i].sub), 0);
+    cr_assert_eq(sq_hub_subscribe(a, &loop, "slow", 0, on_msg, &g[3], &g[3].sub), UV_EAGAIN);
+    /* one that leaves frees its place once its read comes back (skipped, not made) */
+    sq_hub_unsubscribe(g[0].sub);
+    cr_assert(WAIT_FOR(g[1].live == 1 && g[2].live == 1, 5000));
+    cr_assert_eq(sq_hub_subscribe(a, &loop, "slow", 0, on_msg, &g[3], &g[3].sub), 0);
+    cr_assert(WAIT_FOR(g[3].live == 1, 5000));
+    end(a, NULL);
+    for (int i = 0; i < 4; i++)
+        got_free(&g[i]);
 }

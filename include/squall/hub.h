@@ -9,8 +9,9 @@
  *     sq_hub_publish(hub, sq_req_loop(req), "lobby", text, len, published, res);
  *     sq_hub_serve_poll(hub, req, res, "lobby", since, wait_ms);
  *
- * A room is created on first use and freed when it has had no subscriber and no message
- * for opts.room_idle_ms. Each message gets an id one above the room's last; the room keeps
+ * A room is created on first use; one that never got a message goes with its last
+ * subscriber, one with messages when it has had no subscriber and no message for
+ * opts.room_idle_ms. Each message gets an id one above the room's last; the room keeps
  * the last history_count messages (and no more than history_bytes of them), so a client
  * that comes back asks for what it missed ("since": the last id it saw). A message is the
  * JSON object {"id":N,"room":"R","text":"..."}, encoded once when it is published and
@@ -57,9 +58,8 @@ typedef struct sq_hub_opts {
                                  (XADD MAXLEN, the larger of this and 100) so the live read
                                  never loses a burst, and histories give this many */
     size_t history_bytes;     /* bytes of encoded messages kept per room; 1 MiB (the
-                                 newest message is kept whatever its size). In Redis the
-                                 count bounds the stream (XADD MAXLEN) and this is not
-                                 applied */
+                                 newest message is kept whatever its size). In Redis, the
+                                 bytes of texts a history read gives. 0: no limit */
     size_t max_text_bytes;    /* text of one message; 64 KiB -> UV_EMSGSIZE */
     size_t max_room_bytes;    /* a room's name; 128 -> UV_EINVAL */
     size_t max_rooms;         /* rooms at once (in memory; with Redis, rooms this process
@@ -81,6 +81,9 @@ typedef struct sq_hub_opts {
     uint64_t redis_reconnect_ms;  /* wait between attempts while Redis is away; 500 (0:
                                      1 ms) */
     uint64_t redis_timeout_ms;    /* connect and command timeout; 2 s. 0: none */
+    size_t max_history_reads; /* history reads out at once (each new subscriber makes one;
+                                 with Redis they wait for Redis): past it a subscribe
+                                 fails with UV_EAGAIN (answer 503); 1024. 0: no limit */
 } sq_hub_opts_t;
 
 /* What sq_hub_opts_init calls. Call sq_hub_opts_init. */
@@ -102,9 +105,14 @@ SQ_EXTERN int sq_hub_create(sq_hub_t **hub, const sq_hub_opts_t *opts);
  * loops); UV_ENOMEM; or libuv's error from uv_async_init. */
 SQ_EXTERN int sq_hub_attach(sq_hub_t *hub, uv_loop_t *loop);
 /* Stops serving `loop`, on its thread: every subscriber there ends as when the hub is
- * going away (held polls answer [], event streams end, WebSockets get 1001), and the
- * loop's handle is closed: the loop must run once more to finish closing it (as
- * sq_workers_run does after the teardown callback). */
+ * going away (held polls answer [], event streams end, WebSockets get 1001, callback
+ * subscribers get SQ_ECLOSED), messages not delivered yet are dropped, and publishes
+ * still out are told SQ_ECLOSED — these run inside this call, the exception to the rule
+ * at the top: the loop will not run them later. From then on every hub call on the loop
+ * gets SQ_ECLOSED. Called from a hub callback, it takes effect when that delivery round
+ * ends (still before the loop goes on). The loop's handles are closed: the loop must run
+ * once more to finish closing them (as sq_workers_run does after the teardown callback).
+ * A loop not attached (or detached already): nothing. */
 SQ_EXTERN void sq_hub_detach(sq_hub_t *hub, uv_loop_t *loop);
 /* Frees the hub once every loop was detached and has run: any thread. Stops the Redis
  * thread; publishes still in flight are dropped. */
@@ -145,8 +153,9 @@ SQ_EXTERN int sq_hub_publish(sq_hub_t *hub, uv_loop_t *loop, const char *room,
  * `X-Hub-Reset: 1`. The hub takes res over whatever it returns: the route's .aborted
  * must be sq_hub_aborted (a client that leaves while held is forgotten at once).
  * Returns 0; or, having answered with the error itself: UV_EINVAL (a bad room: 422),
- * UV_ENOSPC (503), SQ_ECLOSED (the loop is not attached: 503), UV_ENOMEM (500), or
- * Redis's error while it is away (503). */
+ * UV_ENOSPC (too many rooms: 503), UV_EAGAIN (max_history_reads reads out: 503),
+ * SQ_ECLOSED (the loop is not attached: 503) or UV_ENOMEM (500). Redis's error while it
+ * is away comes later, as a 503. */
 SQ_EXTERN int sq_hub_serve_poll(sq_hub_t *hub, sq_req_t *req, sq_res_t *res, const char *room,
                                 uint64_t since, uint64_t wait_ms);
 
@@ -156,20 +165,24 @@ SQ_EXTERN int sq_hub_serve_poll(sq_hub_t *hub, sq_req_t *req, sq_res_t *res, con
  * line every sse_heartbeat_ms, until the client leaves. A reader that lets more than
  * sse_max_queued_bytes pile up is cut off. The caller reads `since` from the request's
  * Last-Event-ID (sq_hub_since parses it). The hub takes res over; the route's .aborted
- * must be sq_hub_aborted. Returns as sq_hub_serve_poll. */
+ * must be sq_hub_aborted. Returns as sq_hub_serve_poll; when the history cannot be read
+ * (Redis away) the stream, whose head is out, ends at once (a browser's EventSource
+ * tries again). */
 SQ_EXTERN int sq_hub_serve_events(sq_hub_t *hub, sq_req_t *req, sq_res_t *res,
                                   const char *room, uint64_t since);
 
-/* The .aborted callback of a route that hands its responses to the hub. A route that
- * also answers some requests itself may call it from its own .aborted: it does nothing
- * for a response the hub was not given. */
+/* The .aborted callback of a route that hands its responses to the hub. The hub keeps
+ * its subscriber in the request's data pointer (sq_req_set_data) of a response it was
+ * given: on such a route, a handler that answers some requests itself must leave that
+ * pointer NULL (then this does nothing), or call this only for the hub's responses. */
 SQ_EXTERN void sq_hub_aborted(sq_req_t *req, sq_res_t *res, void *data);
 
 /* WebSocket: sends each message of the room above `since` to `ws` as one text frame (the
  * JSON object) — one frame per message per loop, shared by every WebSocket of the room
  * there. A WebSocket past its max_queued_bytes gets its overflow policy (ws.h). Call
  * sq_hub_unsubscribe(*sub) from the WebSocket's .close. Returns 0 and *sub; UV_EINVAL,
- * UV_ENOSPC, SQ_ECLOSED, UV_ENOMEM as sq_hub_publish (nothing subscribed). If the history
+ * UV_ENOSPC, SQ_ECLOSED, UV_ENOMEM as sq_hub_publish, or UV_EAGAIN (max_history_reads)
+ * (nothing subscribed). If the history
  * cannot be read (Redis away) the WebSocket is closed with 1013 (try again later). */
 SQ_EXTERN int sq_hub_subscribe_ws(sq_hub_t *hub, sq_ws_t *ws, const char *room, uint64_t since,
                                   sq_hub_sub_t **sub);
@@ -191,14 +204,15 @@ typedef void (*sq_hub_message_cb)(sq_hub_sub_t *sub, int status, const sq_hub_ms
  * history; SQ_HUB_SINCE_NOW: only messages published after this call), each once and in
  * id order, then "live", then each new message. `since` above the room's last id is taken
  * as 0 (the room started again). Returns 0 and *sub (may be NULL: the subscriber then
- * ends only with the loop); errors as sq_hub_publish. */
+ * ends only with the loop); errors as sq_hub_publish, or UV_EAGAIN
+ * (max_history_reads). */
 SQ_EXTERN int sq_hub_subscribe(sq_hub_t *hub, uv_loop_t *loop, const char *room,
                                uint64_t since, sq_hub_message_cb cb, void *data,
                                sq_hub_sub_t **sub);
 /* Ends a subscriber: no callback runs for it after this. NULL: nothing. */
 SQ_EXTERN void sq_hub_unsubscribe(sq_hub_sub_t *sub);
 
-/* Reads a `since` value: decimal digits, at most 20, that fit in 63 bits. NULL or "": 0.
+/* Reads a `since` value: decimal digits, at most 19, that fit in 63 bits. NULL or "": 0.
  * Returns 0 and *since, or UV_EINVAL (nothing set). */
 SQ_EXTERN int sq_hub_since(const char *s, uint64_t *since);
 

@@ -185,8 +185,8 @@ sq__hub_op_t *sq__hub_op_new(sq__hub_op_kind_t kind, sq__hub_loop_t *hl)
         return NULL;
     op->kind = kind;
     op->hl = hl;
-    if (hl != NULL)
-        atomic_fetch_add_explicit(&hl->refs, 1, memory_order_relaxed);
+    if (kind == SQ__HOP_HISTORY && hl != NULL)
+        atomic_fetch_add_explicit(&hl->hub->reads_out, 1, memory_order_relaxed);
     return op;
 }
 
@@ -200,8 +200,8 @@ void sq__hub_op_free(sq__hub_op_t *op)
     sq__hub_msg_unref(op->msg);
     free(op->room);
     free(op->text);
-    if (op->hl != NULL)
-        atomic_fetch_sub_explicit(&op->hl->refs, 1, memory_order_acq_rel);
+    if (op->kind == SQ__HOP_HISTORY && op->hl != NULL)
+        atomic_fetch_sub_explicit(&op->hl->hub->reads_out, 1, memory_order_relaxed);
     free(op);
 }
 
@@ -242,6 +242,16 @@ static void room_free(sq_hub_t *hub, sq__hub_room_t *r)
         sq__hub_msg_unref(r->hist[(r->hist_head + i) % r->hist_cap]);
     free(r->hist);
     free(r);
+}
+
+void sq__hub_room_drop(sq_hub_t *hub, sq__hub_room_t *r)
+{
+    sq__hub_room_t **pp = &hub->rooms[r->hash & (hub->rooms_cap - 1)];
+    while (*pp != r)
+        pp = &(*pp)->next;
+    *pp = r->next;
+    hub->nrooms--;
+    room_free(hub, r);
 }
 
 /* Frees the rooms nobody watched and nobody wrote to for room_idle_ms (hub->mu held). */
@@ -367,6 +377,7 @@ static const sq_hub_opts_t defaults = {
     .redis_prefix = "squall:room:",
     .redis_reconnect_ms = 500,
     .redis_timeout_ms = 2000,
+    .max_history_reads = 1024,
 };
 
 void sq_hub_opts_init_sized(sq_hub_opts_t *opts, size_t size)
@@ -520,10 +531,15 @@ int sq_hub_publish(sq_hub_t *hub, uv_loop_t *loop, const char *room, const char 
         memcpy(op->text, text, len);
     op->text[len] = '\0';
     op->text_len = len;
-    op->cb = cb;
-    op->data = data;
-    rc = hub->be->publish(hub, op);
-    if (rc != 0)
+    if (cb != NULL && (op->ticket = sq__hub_ticket_new(hl, cb, data)) == NULL) {
         sq__hub_op_free(op);
+        return UV_ENOMEM;
+    }
+    rc = hub->be->publish(hub, op);
+    if (rc != 0) {
+        if (op->ticket != NULL)
+            sq__hub_ticket_drop(hl, op->ticket);
+        sq__hub_op_free(op);
+    }
     return rc;
 }

@@ -56,8 +56,8 @@ typedef struct sq__hub_op {
     size_t text_len;
     uint64_t since;       /* HISTORY: 0 whole, SQ_HUB_SINCE_NOW none */
     sq_hub_sub_t *sub;    /* HISTORY: touched only on hl's thread */
-    sq_hub_publish_cb cb; /* PUBLISH */
-    void *data;
+    void *ticket;         /* PUBLISH: what hl tells when it is answered (hl's thread) */
+    atomic_int cancelled; /* HISTORY: its subscriber ended; a backend may skip the read */
     /* the answer */
     int status;
     uint64_t id;          /* PUBLISH */
@@ -131,12 +131,15 @@ struct sq_hub_s {
     /* counters (sq_hub_stats) */
     atomic_uint_fast64_t published, delivered, subscribers, held_polls, dropped_slow,
         missed, redis_errors, redis_connected;
+    atomic_uint_fast64_t reads_out; /* history reads not answered yet (max_history_reads) */
 };
 
 /* The room named so, made when `create` and absent; hub->mu held. NULL: absent, or
  * (create) *err UV_ENOSPC / UV_ENOMEM. */
 SQ__HIDDEN sq__hub_room_t *sq__hub_room_get(sq_hub_t *hub, const char *name, size_t len,
                                             int create, int *err);
+/* Unlinks and frees a room (hub->mu held): nobody watches it and it holds nothing. */
+SQ__HIDDEN void sq__hub_room_drop(sq_hub_t *hub, sq__hub_room_t *room);
 /* Queues a live message to every loop with subscribers in its room (room->loops) and
  * wakes them; hub->mu held. Takes no reference from the caller. */
 SQ__HIDDEN void sq__hub_fanout_locked(sq_hub_t *hub, sq__hub_room_t *room, sq_hub_msg_t *m);

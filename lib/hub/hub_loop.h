@@ -6,6 +6,13 @@
 
 typedef struct sq__hub_lroom sq__hub_lroom_t;
 
+/* A publish whose caller is still to be told (its op may be on another thread). */
+typedef struct sq__hub_ticket {
+    struct sq__hub_ticket *prev, *next;
+    sq_hub_publish_cb cb;
+    void *data;
+} sq__hub_ticket_t;
+
 /* What a subscriber is, and where it is in its life. */
 typedef enum { SQ__SUB_CB, SQ__SUB_WS, SQ__SUB_SSE, SQ__SUB_POLL } sq__sub_kind_t;
 typedef enum {
@@ -32,6 +39,7 @@ struct sq_hub_sub_s {
     uint64_t last_id;  /* delivered up to */
     uint64_t missed;   /* from the history, told with the first message */
     uint64_t deadline; /* a long poll's, uv_now() ms */
+    sq__hub_op_t *op;  /* its history op, while SQ__SUBF_OP */
     sq_hub_msg_t **pend; /* live messages that came before the history */
     uint32_t npend, pend_cap;
     union {
@@ -60,14 +68,17 @@ struct sq__hub_loop {
     sq_hub_t *hub;
     uv_loop_t *loop;
     unsigned index;
-    atomic_uint refs;       /* ops that may still be answered to this loop */
     uv_mutex_t mu;          /* the inbox, `detached` */
     sq__hub_op_t *in_head, *in_tail;
-    bool detached;
+    bool detached;          /* ops answered from now on are dropped */
     uv_async_t async;
     uv_timer_t timer;       /* held polls' deadlines, event streams' heartbeats */
     unsigned open_handles;
     /* the loop thread's */
+    bool closing;           /* sq_hub_detach began: the loop takes no new call */
+    bool in_async;          /* on_async is delivering: a detach waits for its end */
+    bool detach_due;        /* sq_hub_detach was called from a delivery */
+    sq__hub_ticket_t *tickets;           /* publishes not told yet */
     sq__hub_lroom_t **lrooms;
     size_t lrooms_cap, nlrooms;
     sq_hub_sub_t *held_head, *held_tail; /* long polls by deadline */
@@ -77,7 +88,12 @@ struct sq__hub_loop {
     sq__hub_loop_t *next_detached;
 };
 
-/* The hub's part on `loop`, or NULL (not attached). Any thread. */
+/* A publish's ticket on hl (cb not NULL), or NULL out of memory. */
+SQ__HIDDEN sq__hub_ticket_t *sq__hub_ticket_new(sq__hub_loop_t *hl, sq_hub_publish_cb cb,
+                                                void *data);
+SQ__HIDDEN void sq__hub_ticket_drop(sq__hub_loop_t *hl, sq__hub_ticket_t *t);
+
+/* The hub's part on `loop`, or NULL (not attached, or being detached). Any thread. */
 SQ__HIDDEN sq__hub_loop_t *sq__hub_loop_find(sq_hub_t *hub, const uv_loop_t *loop);
 /* Frees the detached loops' parts (sq_hub_destroy). */
 SQ__HIDDEN void sq__hub_loops_free(sq_hub_t *hub);

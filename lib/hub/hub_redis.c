@@ -1,5 +1,5 @@
 /* The hub on Redis: one stream per room (key: redis_prefix + the room's name), so that
- * servers on several machines share rooms, ids and history (docs/hub-redis.md).
+ * servers on several machines share rooms, ids and history (docs/hub.md, "On Redis").
  *
  * Numbering. A message is `XADD key MAXLEN <kept> 0-* text <text>`: the milliseconds
  * part is always 0 and Redis gives the sequence part, one above the stream's last (0-1,
@@ -43,8 +43,10 @@
 
 /* The history read, atomic on the server: the stream's last generated id (which an empty
  * stream still has), whether `since` is above it (the room started again: read from the
- * start), and the newest `count` entries above since, oldest first. ARGV: since (decimal,
- * or "now" for none), count. Returns {last id, entries, reset}. Ids are compared as
+ * start), and the newest `count` entries above since, oldest first, cut to the newest
+ * whose texts fit in `bytes` (the newest is given whatever its size; 0: no cut) so a
+ * reply is bounded as the in-memory history is. ARGV: since (decimal, or "now" for
+ * none), count, bytes. Returns {last id, entries, reset}. Ids are compared as
  * canonical decimal strings, which is exact where Lua's numbers are not. */
 static const char rb_history_lua[] =
     "local key, since, count = KEYS[1], ARGV[1], tonumber(ARGV[2])\n"
@@ -67,8 +69,16 @@ static const char rb_history_lua[] =
     "end\n"
     "if count == 0 then return {last, {}, reset} end\n"
     "local newest = redis.call('XREVRANGE', key, '+', from, 'COUNT', count)\n"
+    "local n, bytes, sum = #newest, tonumber(ARGV[3]), 0\n"
+    "if bytes > 0 then\n"
+    "  for i = 1, #newest do\n"
+    "    local f = newest[i][2]\n"
+    "    for j = 2, #f, 2 do sum = sum + #f[j] end\n"
+    "    if sum > bytes and i > 1 then n = i - 1 break end\n"
+    "  end\n"
+    "end\n"
     "local entries = {}\n"
-    "for i = #newest, 1, -1 do entries[#entries + 1] = newest[i] end\n"
+    "for i = n, 1, -1 do entries[#entries + 1] = newest[i] end\n"
     "return {last, entries, reset}\n";
 
 /* ---- helpers of the three files ---- */
@@ -154,9 +164,11 @@ int sq__redis_entry(const redisReply *e, uint64_t *ms, uint64_t *seq, const redi
 int sq__redis_eval_history(sq__redis_t *rb, const char *key, size_t klen, const char *since,
                            redisCallbackFn *fn, void *priv)
 {
-    const char *argv[] = {"EVAL", rb_history_lua, "1", key, since, rb->count_str};
-    size_t lens[] = {4, sizeof(rb_history_lua) - 1, 1, klen, strlen(since), strlen(rb->count_str)};
-    return sq__redis_send(&rb->cmd, 0, fn, priv, 6, argv, lens);
+    const char *argv[] = {"EVAL", rb_history_lua, "1", key, since, rb->count_str,
+                          rb->bytes_str};
+    size_t lens[] = {4, sizeof(rb_history_lua) - 1, 1, klen, strlen(since), strlen(rb->count_str),
+                     strlen(rb->bytes_str)};
+    return sq__redis_send(&rb->cmd, 0, fn, priv, 7, argv, lens);
 }
 
 int sq__redis_history_reply(const redisReply *reply, uint64_t *last)
@@ -315,6 +327,10 @@ static void on_history(redisAsyncContext *ac, void *r, void *priv)
 static void rb_history_start(sq__redis_t *rb, sq__hub_op_t *op)
 {
     char since[24];
+    if (atomic_load_explicit(&op->cancelled, memory_order_relaxed)) {
+        rb_complete(rb, op, SQ_ECLOSED); /* its subscriber has gone: no read for nobody */
+        return;
+    }
     int rc = sq__redis_make_key(rb, op->room, op->room_len);
     if (op->since == SQ_HUB_SINCE_NOW)
         snprintf(since, sizeof(since), "now");
@@ -434,6 +450,7 @@ static int rb_start(sq_hub_t *hub)
     rb->reconnect_ms = hub->opts.redis_reconnect_ms > 0 ? hub->opts.redis_reconnect_ms : 1;
     size_t count = hub->opts.history_count, kept = count > RB_MIN_KEPT ? count : RB_MIN_KEPT;
     snprintf(rb->count_str, sizeof(rb->count_str), "%zu", count);
+    snprintf(rb->bytes_str, sizeof(rb->bytes_str), "%zu", hub->opts.history_bytes);
     snprintf(rb->kept_str, sizeof(rb->kept_str), "%zu", kept);
     rb->ops_tail = &rb->ops;
     rb->watches_tail = &rb->watches;

@@ -69,6 +69,7 @@ struct sq__redis {
     size_t prefix_len;
     uint64_t timeout_ms, reconnect_ms;
     char count_str[24]; /* history_count, in decimal: what a history read returns */
+    char bytes_str[24]; /* history_bytes, in decimal: the texts a history read returns */
     char kept_str[24];  /* what a stream keeps (XADD MAXLEN; hub_redis.c) */
 
     uv_thread_t thread;

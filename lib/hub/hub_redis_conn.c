@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <hiredis/adapters/libuv.h>
 
@@ -45,7 +46,8 @@ int sq__hub_redis_parse(const char *url, char **host, int *port)
     const char *h, *hend, *p;
     long portnum = 6379;
 
-    if (url == NULL || strncmp(url, scheme, sizeof(scheme) - 1) != 0)
+    /* the scheme's case does not matter (RFC 3986 §3.1) */
+    if (url == NULL || strncasecmp(url, scheme, sizeof(scheme) - 1) != 0)
         return UV_EINVAL;
     h = url + sizeof(scheme) - 1;
     if (*h == '[') {

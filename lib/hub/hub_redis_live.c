@@ -33,21 +33,11 @@
 
 /* ---- the rooms this process watches ---- */
 
-static uint64_t hash_bytes(const char *s, size_t n)
-{
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 1099511628211ULL;
-    }
-    return h;
-}
-
 static sq__redis_room_t *room_find(sq__redis_t *rb, const char *key, size_t klen)
 {
     if (rb->tab_cap == 0)
         return NULL;
-    uint64_t h = hash_bytes(key, klen);
+    uint64_t h = sq__hub_hash(key, klen);
     for (sq__redis_room_t *r = rb->tab[h & (rb->tab_cap - 1)]; r != NULL; r = r->next)
         if (r->hash == h && r->klen == klen && memcmp(r->key, key, klen) == 0)
             return r;
@@ -83,7 +73,7 @@ static sq__redis_room_t *room_add(sq__redis_t *rb, const char *key, size_t klen)
         return NULL;
     memcpy(r->key, key, klen);
     r->klen = klen;
-    r->hash = hash_bytes(key, klen);
+    r->hash = sq__hub_hash(key, klen);
     r->state = SQ__RR_FETCH;
     r->linked = 1;
     r->next = rb->tab[r->hash & (rb->tab_cap - 1)];

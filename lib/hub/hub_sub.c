@@ -121,6 +121,11 @@ static void lroom_drop(sq__hub_loop_t *hl, sq__hub_lroom_t *lr)
         r->last_active = uv_hrtime();
         if (r->loops == 0 && hub->be->watch != NULL)
             hub->be->watch(hub, r, 0);
+        /* a room that holds nothing (only read, never written; with Redis, every room:
+         * its messages are in Redis) goes now, not after room_idle_ms: readers of rooms
+         * that do not exist must not fill max_rooms */
+        if (r->loops == 0 && r->last_id == 0 && r->hist_n == 0)
+            sq__hub_room_drop(hub, r);
     }
     uv_mutex_unlock(&hub->mu);
     free(lr);
@@ -183,6 +188,8 @@ static void sub_end(sq_hub_sub_t *sub)
         return;
     sub->state = SQ__SUB_DONE;
     atomic_fetch_sub(&sub->hl->hub->subscribers, 1);
+    if (sub->flags & SQ__SUBF_OP) /* the op is alive until it comes back: a read is skipped */
+        atomic_store_explicit(&sub->op->cancelled, 1, memory_order_relaxed);
     held_remove(sub);
     for (uint32_t i = 0; i < sub->npend; i++)
         sq__hub_msg_unref(sub->pend[i]);
@@ -231,6 +238,10 @@ static int sub_start(sq_hub_sub_t *sub, const char *room, size_t len, uint64_t s
 {
     sq__hub_loop_t *hl = sub->hl;
     sq_hub_t *hub = hl->hub;
+    if (hub->opts.max_history_reads > 0 &&
+        atomic_load_explicit(&hub->reads_out, memory_order_relaxed) >=
+            hub->opts.max_history_reads)
+        return UV_EAGAIN;
     sq__hub_op_t *op = sq__hub_op_new(SQ__HOP_HISTORY, hl);
     if (op == NULL || (op->room = malloc(len + 1)) == NULL) {
         sq__hub_op_free(op);
@@ -258,6 +269,7 @@ static int sub_start(sq_hub_sub_t *sub, const char *room, size_t len, uint64_t s
     sub->since = since;
     sub->last_id = since == SQ_HUB_SINCE_NOW ? 0 : since;
     sub->flags |= SQ__SUBF_OP;
+    sub->op = op;
     atomic_fetch_add(&hub->subscribers, 1);
     hub->be->history(hub, op);
     return 0;
@@ -518,10 +530,13 @@ static void history_arrived(sq__hub_op_t *op)
 {
     sq_hub_sub_t *sub = op->sub;
     sub->flags &= (uint8_t)~SQ__SUBF_OP;
+    sub->op = NULL;
     if (sub->state == SQ__SUB_DONE) {
         sub_maybe_free(sub);
         return;
     }
+    if (sub->hl->closing)
+        return; /* the detach under way ends it, as a subscriber still waiting */
     if (op->status < 0) {
         sub_fail(sub, op->status);
         return;
@@ -587,7 +602,7 @@ static void history_arrived(sq__hub_op_t *op)
 static void message_arrived(sq__hub_loop_t *hl, sq_hub_msg_t *m)
 {
     sq__hub_lroom_t *lr = lroom_find(hl, m->room, m->room_len);
-    if (lr == NULL)
+    if (lr == NULL || hl->closing) /* nothing more after sq_hub_detach */
         return;
     sq_ws_frame_t *frame = NULL;
     lr->walking++;
@@ -599,6 +614,46 @@ static void message_arrived(sq__hub_loop_t *hl, sq_hub_msg_t *m)
         lroom_sweep(lr);
 }
 
+sq__hub_ticket_t *sq__hub_ticket_new(sq__hub_loop_t *hl, sq_hub_publish_cb cb, void *data)
+{
+    sq__hub_ticket_t *t = malloc(sizeof(*t));
+    if (t == NULL)
+        return NULL;
+    t->cb = cb;
+    t->data = data;
+    t->prev = NULL;
+    t->next = hl->tickets;
+    if (hl->tickets != NULL)
+        hl->tickets->prev = t;
+    hl->tickets = t;
+    return t;
+}
+
+void sq__hub_ticket_drop(sq__hub_loop_t *hl, sq__hub_ticket_t *t)
+{
+    if (t->prev != NULL)
+        t->prev->next = t->next;
+    else
+        hl->tickets = t->next;
+    if (t->next != NULL)
+        t->next->prev = t->prev;
+    free(t);
+}
+
+/* Tells a publish's caller (its ticket goes). */
+static void tell_published(sq__hub_loop_t *hl, sq__hub_ticket_t *t, int status, uint64_t id)
+{
+    sq_hub_publish_cb cb = t->cb;
+    void *data = t->data;
+    sq__hub_ticket_drop(hl, t);
+    cb(hl->hub, status, status == 0 ? id : 0, data);
+}
+
+static void detach_now(sq__hub_loop_t *hl);
+
+/* The answers queued to this loop, in order. A detach asked for by a callback here
+ * waits for the end of the round: the round's list and the room being walked are
+ * still in use. */
 static void on_async(uv_async_t *h)
 {
     sq__hub_loop_t *hl = h->data;
@@ -606,12 +661,14 @@ static void on_async(uv_async_t *h)
     sq__hub_op_t *op = hl->in_head;
     hl->in_head = hl->in_tail = NULL;
     uv_mutex_unlock(&hl->mu);
+    bool nested = hl->in_async;
+    hl->in_async = true;
     while (op != NULL) {
         sq__hub_op_t *next = op->next;
         switch (op->kind) {
         case SQ__HOP_PUBLISH:
-            if (op->cb != NULL)
-                op->cb(hl->hub, op->status, op->status == 0 ? op->id : 0, op->data);
+            if (op->ticket != NULL)
+                tell_published(hl, op->ticket, op->status, op->id);
             break;
         case SQ__HOP_HISTORY:
             history_arrived(op);
@@ -623,6 +680,9 @@ static void on_async(uv_async_t *h)
         sq__hub_op_free(op);
         op = next;
     }
+    hl->in_async = nested;
+    if (!nested && hl->detach_due)
+        detach_now(hl);
 }
 
 /* ---- attaching ---- */
@@ -632,7 +692,7 @@ sq__hub_loop_t *sq__hub_loop_find(sq_hub_t *hub, const uv_loop_t *loop)
     for (unsigned i = 0; i < SQ__HUB_MAX_LOOPS; i++) {
         sq__hub_loop_t *hl = atomic_load_explicit(&hub->loops[i], memory_order_acquire);
         if (hl != NULL && hl->loop == loop)
-            return hl;
+            return hl->closing ? NULL : hl; /* closing is written on loop's thread only */
     }
     return NULL;
 }
@@ -642,7 +702,12 @@ int sq_hub_attach(sq_hub_t *hub, uv_loop_t *loop)
     if (hub == NULL || loop == NULL)
         return UV_EINVAL;
     uv_mutex_lock(&hub->mu);
-    int rc = sq__hub_loop_find(hub, loop) != NULL ? UV_EEXIST : UV_ENOSPC;
+    int rc = UV_ENOSPC;
+    for (unsigned i = 0; i < SQ__HUB_MAX_LOOPS; i++) {
+        sq__hub_loop_t *o = atomic_load(&hub->loops[i]);
+        if (o != NULL && o->loop == loop)
+            rc = UV_EEXIST;
+    }
     unsigned slot = 0;
     for (; rc == UV_ENOSPC && slot < SQ__HUB_MAX_LOOPS; slot++)
         if (atomic_load(&hub->loops[slot]) == NULL)
@@ -670,7 +735,6 @@ int sq_hub_attach(sq_hub_t *hub, uv_loop_t *loop)
     hl->hub = hub;
     hl->loop = loop;
     hl->index = slot;
-    atomic_init(&hl->refs, 0);
     atomic_store_explicit(&hub->loops[slot], hl, memory_order_release);
     uv_mutex_unlock(&hub->mu);
     return 0;
@@ -720,8 +784,21 @@ void sq_hub_detach(sq_hub_t *hub, uv_loop_t *loop)
     sq__hub_loop_t *hl = hub != NULL && loop != NULL ? sq__hub_loop_find(hub, loop) : NULL;
     if (hl == NULL)
         return;
-    /* answers already queued go out first: a publish told, a history delivered */
+    hl->closing = true; /* calls made from here on (callbacks told below) get SQ_ECLOSED */
+    if (hl->in_async) {
+        hl->detach_due = true; /* at the end of the delivery round (on_async) */
+        return;
+    }
+    detach_now(hl);
+}
+
+static void detach_now(sq__hub_loop_t *hl)
+{
+    sq_hub_t *hub = hl->hub;
+    hl->detach_due = false;
+    /* what is queued is taken first: publishes are told, messages and histories dropped */
     on_async(&hl->async);
+    hl->in_async = true; /* what the subscribers are told below may not detach again */
     /* every subscriber ends; one whose history op is still out stays, freed with the hub */
     while (hl->nlrooms > 0) {
         sq__hub_lroom_t *lr = NULL;
@@ -744,13 +821,15 @@ void sq_hub_detach(sq_hub_t *hub, uv_loop_t *loop)
     sq__hub_op_t *op = hl->in_head;
     hl->in_head = hl->in_tail = NULL;
     uv_mutex_unlock(&hl->mu);
-    while (op != NULL) {
+    while (op != NULL) { /* answered while the subscribers ended: their tickets are below */
         sq__hub_op_t *next = op->next;
-        if (op->kind == SQ__HOP_PUBLISH && op->cb != NULL)
-            op->cb(hub, SQ_ECLOSED, 0, op->data);
         sq__hub_op_free(op);
         op = next;
     }
+    /* publishes still out (on Redis): told now; their answers will be dropped */
+    while (hl->tickets != NULL)
+        tell_published(hl, hl->tickets, SQ_ECLOSED, 0);
+    hl->in_async = false;
     uv_close((uv_handle_t *)&hl->async, on_handle_closed);
     uv_close((uv_handle_t *)&hl->timer, on_handle_closed);
     uv_mutex_lock(&hub->mu);
@@ -848,6 +927,10 @@ static int refuse(sq_res_t *res, int rc)
 {
     if (rc == UV_EINVAL)
         sq_res_send_error(res, 422, "invalid room name");
+    else if (rc == UV_ENOSPC)
+        sq_res_send_error(res, 503, "too many rooms");
+    else if (rc == UV_EAGAIN)
+        sq_res_send_error(res, 503, "too many history reads out: try again");
     else
         sq_res_send_error(res, rc == UV_ENOMEM ? 500 : 503, sq_strerror(rc));
     return rc;
