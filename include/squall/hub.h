@@ -52,38 +52,38 @@ typedef struct sq_hub_msg_s sq_hub_msg_t;
 /* Options, filled with the defaults by sq_hub_opts_init (common.h, "Structs that grow").
  * A size or count of 0 means no limit unless said otherwise. */
 typedef struct sq_hub_opts {
-    size_t size;              /* sizeof the caller's struct: set by sq_hub_opts_init */
-    size_t history_count;     /* messages a room gives back; 1000. 0: none. In memory, what
-                                 it keeps; in Redis, the stream keeps at least 100 entries
-                                 (XADD MAXLEN, the larger of this and 100) so the live read
-                                 never loses a burst, and histories give this many */
-    size_t history_bytes;     /* bytes of encoded messages kept per room; 1 MiB (the
-                                 newest message is kept whatever its size). In Redis, the
-                                 bytes of texts a history read gives. 0: no limit */
-    size_t max_text_bytes;    /* text of one message; 64 KiB -> UV_EMSGSIZE */
-    size_t max_room_bytes;    /* a room's name; 128 -> UV_EINVAL */
-    size_t max_rooms;         /* rooms at once (in memory; with Redis, rooms this process
-                                 watches); 10,000 -> UV_ENOSPC */
-    uint64_t room_idle_ms;    /* a room with no subscriber and no new message for this long
-                                 is freed, history and all (in memory; ids start again at 1,
-                                 see sq_hub_subscribe); 10 min. 0: never */
+    size_t size;           /* sizeof the caller's struct: set by sq_hub_opts_init */
+    size_t history_count;  /* messages a room gives back; 1000. 0: none. In memory, what
+                              it keeps; in Redis, the stream keeps at least 100 entries
+                              (XADD MAXLEN, the larger of this and 100) so the live read
+                              never loses a burst, and histories give this many */
+    size_t history_bytes;  /* bytes of encoded messages kept per room; 1 MiB (the
+                              newest message is kept whatever its size). In Redis, the
+                              bytes of texts a history read gives. 0: no limit */
+    size_t max_text_bytes; /* text of one message; 64 KiB -> UV_EMSGSIZE */
+    size_t max_room_bytes; /* a room's name; 128 -> UV_EINVAL */
+    size_t max_rooms;      /* rooms at once (in memory; with Redis, rooms this process
+                              watches); 10,000 -> UV_ENOSPC */
+    uint64_t room_idle_ms; /* a room with no subscriber and no new message for this long
+                              is freed, history and all (in memory; ids start again at 1,
+                              see sq_hub_subscribe); 10 min. 0: never */
     /* Server-Sent Events (sq_hub_serve_events): */
-    uint64_t sse_heartbeat_ms;    /* a comment line this often keeps proxies from closing
-                                     an idle stream; 15 s. 0: none */
-    size_t sse_max_queued_bytes;  /* a stream whose reader lets more than this pile up
-                                     is cut off (the server's idle timeout then drops the
-                                     connection); 1 MiB */
+    uint64_t sse_heartbeat_ms;   /* a comment line this often keeps proxies from closing
+                                    an idle stream; 15 s. 0: none */
+    size_t sse_max_queued_bytes; /* a stream whose reader lets more than this pile up
+                                    is cut off (the server's idle timeout then drops the
+                                    connection); 1 MiB */
     /* Long polling (sq_hub_serve_poll): */
-    uint64_t max_wait_ms;     /* longest hold a request may ask for; 60 s (longer waits
-                                 are cut to it) */
-    const char *redis_url;    /* "redis://HOST:PORT" (copied); NULL: in memory */
-    const char *redis_prefix; /* key prefix of the rooms' streams, "squall:room:" (copied) */
-    uint64_t redis_reconnect_ms;  /* wait between attempts while Redis is away; 500 (0:
-                                     1 ms) */
-    uint64_t redis_timeout_ms;    /* connect and command timeout; 2 s. 0: none */
-    size_t max_history_reads; /* history reads out at once (each new subscriber makes one;
-                                 with Redis they wait for Redis): past it a subscribe
-                                 fails with UV_EAGAIN (answer 503); 1024. 0: no limit */
+    uint64_t max_wait_ms;        /* longest hold a request may ask for; 60 s (longer waits
+                                    are cut to it) */
+    const char *redis_url;       /* "redis://HOST:PORT" (copied); NULL: in memory */
+    const char *redis_prefix;    /* key prefix of the rooms' streams, "squall:room:" (copied) */
+    uint64_t redis_reconnect_ms; /* wait between attempts while Redis is away; 500 (0:
+                                    1 ms) */
+    uint64_t redis_timeout_ms;   /* connect and command timeout; 2 s. 0: none */
+    size_t max_history_reads;    /* history reads out at once (each new subscriber makes one;
+                                    with Redis they wait for Redis): past it a subscribe
+                                    fails with UV_EAGAIN (answer 503); 1024. 0: no limit */
 } sq_hub_opts_t;
 
 /* What sq_hub_opts_init calls. Call sq_hub_opts_init. */
@@ -138,8 +138,8 @@ typedef void (*sq_hub_publish_cb)(sq_hub_t *hub, int status, uint64_t id, void *
  * UTF-8, or text that is not UTF-8; UV_EMSGSIZE for a text past max_text_bytes;
  * UV_ENOSPC past max_rooms; SQ_ECLOSED for a loop not attached; UV_ENOMEM. On an error
  * nothing was published and cb does not run. */
-SQ_EXTERN int sq_hub_publish(sq_hub_t *hub, uv_loop_t *loop, const char *room,
-                             const char *text, size_t len, sq_hub_publish_cb cb, void *data);
+SQ_EXTERN int sq_hub_publish(sq_hub_t *hub, uv_loop_t *loop, const char *room, const char *text,
+                             size_t len, sq_hub_publish_cb cb, void *data);
 
 /* ---- Subscribers the hub serves itself ---- */
 
@@ -168,8 +168,8 @@ SQ_EXTERN int sq_hub_serve_poll(sq_hub_t *hub, sq_req_t *req, sq_res_t *res, con
  * must be sq_hub_aborted. Returns as sq_hub_serve_poll; when the history cannot be read
  * (Redis away) the stream, whose head is out, ends at once (a browser's EventSource
  * tries again). */
-SQ_EXTERN int sq_hub_serve_events(sq_hub_t *hub, sq_req_t *req, sq_res_t *res,
-                                  const char *room, uint64_t since);
+SQ_EXTERN int sq_hub_serve_events(sq_hub_t *hub, sq_req_t *req, sq_res_t *res, const char *room,
+                                  uint64_t since);
 
 /* The .aborted callback of a route that hands its responses to the hub. The hub keeps
  * its subscriber in the request's data pointer (sq_req_set_data) of a response it was
@@ -206,9 +206,8 @@ typedef void (*sq_hub_message_cb)(sq_hub_sub_t *sub, int status, const sq_hub_ms
  * as 0 (the room started again). Returns 0 and *sub (may be NULL: the subscriber then
  * ends only with the loop); errors as sq_hub_publish, or UV_EAGAIN
  * (max_history_reads). */
-SQ_EXTERN int sq_hub_subscribe(sq_hub_t *hub, uv_loop_t *loop, const char *room,
-                               uint64_t since, sq_hub_message_cb cb, void *data,
-                               sq_hub_sub_t **sub);
+SQ_EXTERN int sq_hub_subscribe(sq_hub_t *hub, uv_loop_t *loop, const char *room, uint64_t since,
+                               sq_hub_message_cb cb, void *data, sq_hub_sub_t **sub);
 /* Ends a subscriber: no callback runs for it after this. NULL: nothing. */
 SQ_EXTERN void sq_hub_unsubscribe(sq_hub_sub_t *sub);
 

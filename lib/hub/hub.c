@@ -24,11 +24,11 @@ static size_t json_str_len(const char *s, size_t n)
     size_t out = 2;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        out += c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t' || c == '\b' ||
-                       c == '\f'
-                   ? 2
-               : c < 0x20 ? 6
-                          : 1;
+        out +=
+            c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t' || c == '\b' || c == '\f'
+                ? 2
+            : c < 0x20 ? 6
+                       : 1;
     }
     return out;
 }
@@ -39,8 +39,14 @@ static char *json_str_put(char *p, const char *s, size_t n)
     *p++ = '"';
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        char e = c == '"' ? '"' : c == '\\' ? '\\' : c == '\n' ? 'n' : c == '\r' ? 'r'
-               : c == '\t' ? 't' : c == '\b' ? 'b' : c == '\f' ? 'f' : 0;
+        char e = c == '"'    ? '"'
+                 : c == '\\' ? '\\'
+                 : c == '\n' ? 'n'
+                 : c == '\r' ? 'r'
+                 : c == '\t' ? 't'
+                 : c == '\b' ? 'b'
+                 : c == '\f' ? 'f'
+                             : 0;
         if (e != 0) {
             *p++ = '\\';
             *p++ = e;
@@ -70,8 +76,8 @@ sq_hub_msg_t *sq__hub_msg_new(const char *room, size_t room_len, uint64_t id, co
     size_t json = sizeof("{\"id\":,\"room\":,\"text\":}") - 1 + (size_t)idn +
                   json_str_len(room, room_len) + json_str_len(text, text_len);
     size_t sse_pre = sizeof("id: \ndata: ") - 1 + (size_t)idn;
-    size_t total = sizeof(sq_hub_msg_t) + room_len + 1 + text_len + 1 + (json + 2) +
-                   (sse_pre + json + 2);
+    size_t total =
+        sizeof(sq_hub_msg_t) + room_len + 1 + text_len + 1 + (json + 2) + (sse_pre + json + 2);
     sq_hub_msg_t *m = malloc(total);
     if (m == NULL) {
         *err = UV_ENOMEM;
@@ -295,8 +301,7 @@ static int rooms_grow(sq_hub_t *hub)
     return 0;
 }
 
-sq__hub_room_t *sq__hub_room_get(sq_hub_t *hub, const char *name, size_t len, int create,
-                                 int *err)
+sq__hub_room_t *sq__hub_room_get(sq_hub_t *hub, const char *name, size_t len, int create, int *err)
 {
     uint64_t h = sq__hub_hash(name, len);
     if (hub->rooms_cap > 0) {
@@ -341,8 +346,10 @@ void sq__hub_fanout_locked(sq_hub_t *hub, sq__hub_room_t *room, sq_hub_msg_t *m)
         sq__hub_op_t *op = sq__hub_op_new(SQ__HOP_MESSAGE, hl);
         if (op == NULL) {
             /* that loop's subscribers miss it; they see the gap in the ids */
-            sq_log(SQ_LOG_ERROR, "hub: out of memory: message %" PRIu64 " of a room not "
-                                 "queued to loop %u", m->id, i);
+            sq_log(SQ_LOG_ERROR,
+                   "hub: out of memory: message %" PRIu64 " of a room not "
+                   "queued to loop %u",
+                   m->id, i);
             continue;
         }
         sq__hub_msg_ref(m);
@@ -409,8 +416,7 @@ int sq_hub_create(sq_hub_t **out, const sq_hub_opts_t *opts)
     hub->opts.redis_url = hub->redis_url;
     hub->opts.redis_prefix = hub->redis_prefix;
     hub->be = hub->redis_url != NULL ? &sq__hub_redis_backend : &sq__hub_mem_backend;
-    int rc = (o.redis_url && hub->redis_url == NULL) || hub->redis_prefix == NULL ? UV_ENOMEM
-                                                                                   : 0;
+    int rc = (o.redis_url && hub->redis_url == NULL) || hub->redis_prefix == NULL ? UV_ENOMEM : 0;
     if (rc == 0)
         rc = uv_mutex_init(&hub->mu);
     if (rc != 0) {
@@ -500,8 +506,8 @@ int sq__hub_room_check(const sq_hub_t *hub, const char *room, size_t *len)
     return 0;
 }
 
-int sq_hub_publish(sq_hub_t *hub, uv_loop_t *loop, const char *room, const char *text,
-                   size_t len, sq_hub_publish_cb cb, void *data)
+int sq_hub_publish(sq_hub_t *hub, uv_loop_t *loop, const char *room, const char *text, size_t len,
+                   sq_hub_publish_cb cb, void *data)
 {
     if (hub == NULL || loop == NULL || (text == NULL && len > 0))
         return UV_EINVAL;

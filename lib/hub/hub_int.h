@@ -16,14 +16,14 @@
 struct sq_hub_msg_s {
     atomic_uint refs;
     uint64_t id;
-    size_t bytes;        /* what the history counts: the whole allocation */
-    const char *room;    /* NUL-terminated */
+    size_t bytes;     /* what the history counts: the whole allocation */
+    const char *room; /* NUL-terminated */
     size_t room_len;
-    const char *text;    /* as published; NUL-terminated (may hold NULs before) */
+    const char *text; /* as published; NUL-terminated (may hold NULs before) */
     size_t text_len;
-    const char *arr;     /* "[" json "]": a poll answer of this message alone */
-    size_t arr_len;      /* the JSON object is arr + 1, arr_len - 2 bytes */
-    const char *sse;     /* "id: N\ndata: " json "\n\n" */
+    const char *arr; /* "[" json "]": a poll answer of this message alone */
+    size_t arr_len;  /* the JSON object is arr + 1, arr_len - 2 bytes */
+    const char *sse; /* "id: N\ndata: " json "\n\n" */
     size_t sse_len;
     char data[];
 };
@@ -60,13 +60,13 @@ typedef struct sq__hub_op {
     atomic_int cancelled; /* HISTORY: its subscriber ended; a backend may skip the read */
     /* the answer */
     int status;
-    uint64_t id;          /* PUBLISH */
-    sq_hub_msg_t **msgs;  /* HISTORY: references, in id order (malloc'd array) */
+    uint64_t id;         /* PUBLISH */
+    sq_hub_msg_t **msgs; /* HISTORY: references, in id order (malloc'd array) */
     size_t n;
-    uint64_t missed;      /* HISTORY: messages above since no longer kept */
-    uint64_t last_id;     /* HISTORY: the room's last id when read (0: empty room) */
-    int reset;            /* HISTORY: since was above last_id: read as 0 */
-    sq_hub_msg_t *msg;    /* MESSAGE */
+    uint64_t missed;   /* HISTORY: messages above since no longer kept */
+    uint64_t last_id;  /* HISTORY: the room's last id when read (0: empty room) */
+    int reset;         /* HISTORY: since was above last_id: read as 0 */
+    sq_hub_msg_t *msg; /* MESSAGE */
 } sq__hub_op_t;
 
 SQ__HIDDEN sq__hub_op_t *sq__hub_op_new(sq__hub_op_kind_t kind, sq__hub_loop_t *hl);
@@ -79,8 +79,8 @@ SQ__HIDDEN void sq__hub_complete(sq__hub_op_t *op);
 typedef struct sq__hub_room {
     struct sq__hub_room *next; /* hash chain */
     uint64_t hash;
-    uint64_t loops;    /* bit i: loop i has subscribers here */
-    uint64_t last_id;  /* in memory: the last id given */
+    uint64_t loops;       /* bit i: loop i has subscribers here */
+    uint64_t last_id;     /* in memory: the last id given */
     uint64_t last_active; /* uv_hrtime() of the last message or unsubscribe */
     /* in memory: the history, oldest first, a ring of hist_cap */
     sq_hub_msg_t **hist;
@@ -118,26 +118,26 @@ SQ__HIDDEN extern const sq__hub_backend_t sq__hub_redis_backend;
 
 struct sq_hub_s {
     sq_hub_opts_t opts;
-    char *redis_url;    /* copies of the strings in opts */
+    char *redis_url; /* copies of the strings in opts */
     char *redis_prefix;
     const sq__hub_backend_t *be;
-    void *be_state;     /* the backend's */
-    uv_mutex_t mu;      /* rooms, the loops' interest */
+    void *be_state; /* the backend's */
+    uv_mutex_t mu;  /* rooms, the loops' interest */
     sq__hub_room_t **rooms;
     size_t rooms_cap, nrooms;
     uint64_t last_sweep;
     _Atomic(sq__hub_loop_t *) loops[SQ__HUB_MAX_LOOPS];
     sq__hub_loop_t *detached; /* loops let go, freed with the hub (under mu) */
     /* counters (sq_hub_stats) */
-    atomic_uint_fast64_t published, delivered, subscribers, held_polls, dropped_slow,
-        missed, redis_errors, redis_connected;
+    atomic_uint_fast64_t published, delivered, subscribers, held_polls, dropped_slow, missed,
+        redis_errors, redis_connected;
     atomic_uint_fast64_t reads_out; /* history reads not answered yet (max_history_reads) */
 };
 
 /* The room named so, made when `create` and absent; hub->mu held. NULL: absent, or
  * (create) *err UV_ENOSPC / UV_ENOMEM. */
-SQ__HIDDEN sq__hub_room_t *sq__hub_room_get(sq_hub_t *hub, const char *name, size_t len,
-                                            int create, int *err);
+SQ__HIDDEN sq__hub_room_t *sq__hub_room_get(sq_hub_t *hub, const char *name, size_t len, int create,
+                                            int *err);
 /* Unlinks and frees a room (hub->mu held): nobody watches it and it holds nothing. */
 SQ__HIDDEN void sq__hub_room_drop(sq_hub_t *hub, sq__hub_room_t *room);
 /* Queues a live message to every loop with subscribers in its room (room->loops) and

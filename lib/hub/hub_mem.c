@@ -54,8 +54,8 @@ static int mem_publish(sq_hub_t *hub, sq__hub_op_t *op)
     uv_mutex_lock(&hub->mu);
     sq__hub_room_t *r = sq__hub_room_get(hub, op->room, op->room_len, 1, &err);
     sq_hub_msg_t *m = r == NULL ? NULL
-                                : sq__hub_msg_new(op->room, op->room_len, r->last_id + 1,
-                                                  op->text, op->text_len, &err);
+                                : sq__hub_msg_new(op->room, op->room_len, r->last_id + 1, op->text,
+                                                  op->text_len, &err);
     if (m == NULL) {
         uv_mutex_unlock(&hub->mu);
         return err;

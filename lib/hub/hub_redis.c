@@ -164,9 +164,13 @@ int sq__redis_entry(const redisReply *e, uint64_t *ms, uint64_t *seq, const redi
 int sq__redis_eval_history(sq__redis_t *rb, const char *key, size_t klen, const char *since,
                            redisCallbackFn *fn, void *priv)
 {
-    const char *argv[] = {"EVAL", rb_history_lua, "1", key, since, rb->count_str,
-                          rb->bytes_str};
-    size_t lens[] = {4, sizeof(rb_history_lua) - 1, 1, klen, strlen(since), strlen(rb->count_str),
+    const char *argv[] = {"EVAL", rb_history_lua, "1", key, since, rb->count_str, rb->bytes_str};
+    size_t lens[] = {4,
+                     sizeof(rb_history_lua) - 1,
+                     1,
+                     klen,
+                     strlen(since),
+                     strlen(rb->count_str),
                      strlen(rb->bytes_str)};
     return sq__redis_send(&rb->cmd, 0, fn, priv, 7, argv, lens);
 }
