@@ -6,6 +6,7 @@
 #   make asan       the suite under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/)
 #   make valgrind   the suite's shutdown tests under valgrind
 #   make bench      side-by-side benchmarks against peers (scripts/bench-peers.sh)
+#   make bench-hub  the chat hub next to a Node.js ws chat (scripts/bench-hub.sh)
 #   make install PREFIX=/usr/local   (libsquall.so.N, N = SQ_VERSION_ABI of version.h)
 #   make version    the version and library name, as read from include/squall/version.h
 #   make format | clean
@@ -50,7 +51,7 @@ endif
 STATIC := $(BUILD)/lib/libsquall.a
 SHARED := $(BUILD)/lib/libsquall.so
 
-.PHONY: all deps run test asan valgrind bench install format clean version \
+.PHONY: all deps run test asan valgrind bench bench-hub install format clean version \
         build-all build-test build-run build-valgrind
 # Objects built on the way to a binary (app/, bench/) are kept: no rebuild on the next make.
 .SECONDARY:
@@ -135,6 +136,9 @@ build-valgrind: build-all $(BUILD)/bin/squall-tests
 
 bench: all
 	bash scripts/bench-peers.sh
+
+bench-hub: all
+	bash scripts/bench-hub.sh
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/include/squall $(DESTDIR)$(PREFIX)/lib/pkgconfig
