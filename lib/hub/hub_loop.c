@@ -106,8 +106,10 @@ void sq__hub_room_reset(sq_hub_t *hub, const char *room, size_t len, const sq_hu
             continue;
         }
         sq__hub_op_free(op);
-        sq_log(SQ_LOG_ERROR, "hub: out of memory: the subscribers of room %.*s on loop %u are "
-               "not told it started again", (int)len, room, i);
+        sq_log(SQ_LOG_ERROR,
+               "hub: out of memory: the subscribers of room %.*s on loop %u are "
+               "not told it started again",
+               (int)len, room, i);
     }
     uv_mutex_unlock(&hub->mu);
 }

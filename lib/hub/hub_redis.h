@@ -43,14 +43,14 @@ enum {
 typedef struct sq__redis_room {
     struct sq__redis_room *next; /* hash chain */
     uint64_t hash;
-    unsigned refs;            /* watch on minus watch off */
-    unsigned inflight;        /* reads of its last id in flight (each holds the struct) */
-    int state;                /* SQ__RR_* */
-    int linked;               /* in the table (no more once unwatched) */
-    int recheck;              /* after a failed XREAD: read again, its cursor kept */
-    int checking;             /* a check of its last id is out (live: sq__redis_check_all) */
-    uint64_t cur_ms, cur_seq; /* the cursor: the last id delivered, or read at watch */
-    unsigned epoch;           /* times the room started again (a mark of another is stale) */
+    unsigned refs;              /* watch on minus watch off */
+    unsigned inflight;          /* reads of its last id in flight (each holds the struct) */
+    int state;                  /* SQ__RR_* */
+    int linked;                 /* in the table (no more once unwatched) */
+    int recheck;                /* after a failed XREAD: read again, its cursor kept */
+    int checking;               /* a check of its last id is out (live: sq__redis_check_all) */
+    uint64_t cur_ms, cur_seq;   /* the cursor: the last id delivered, or read at watch */
+    unsigned epoch;             /* times the room started again (a mark of another is stale) */
     uint64_t mark_ms, mark_seq; /* the check out: the cursor when it was sent */
     unsigned mark_epoch;
     uint64_t skip_gen; /* the XREAD out when it started again: its entries are skipped */
