@@ -924,3 +924,158 @@ Test(hub_redis, history_reads_past_max_history_reads_are_refused_at_once)
     for (int i = 0; i < 4; i++)
         got_free(&g[i]);
 }
+
+/* ---- a room that started again (Redis restarted without its data, a key deleted) ---- */
+
+static void expect_reset(const got_t *g, const char *who)
+{
+    cr_assert_eq(g->ends, 1, "%s: ended %d times", who, g->ends);
+    cr_assert_eq(g->status, SQ_ERESET, "%s ended with %s, not SQ_ERESET", who,
+                 sq_err_name(g->status));
+}
+
+static void publish_three(sq_hub_t *a, sq_hub_t *b, const char *room, got_t *ga, got_t *gb)
+{
+    cr_assert_eq(publish_ok(a, room, "one"), 1);
+    cr_assert_eq(publish_ok(b, room, "two"), 2);
+    cr_assert_eq(publish_ok(a, room, "three"), 3);
+    cr_assert(WAIT_FOR(ga->n == 3 && gb->n == 3, 5000), "a got %zu, b got %zu", ga->n, gb->n);
+}
+
+Test(hub_redis, redis_restarted_empty_ends_the_rooms_subscribers_with_ereset)
+{
+    /* Restarted with no data the streams are gone and ids start again at 1: the live read,
+     * still after 0-3, would never see 1..3, and subscribers past 3 would drop them. Each
+     * subscriber of the room ends (SQ_ERESET) so that its client starts again. */
+    redis = tr_redis_start();
+    loop_start();
+    sq_hub_t *a = hub_new(tr_redis_url(redis), DEF), *b = hub_new(tr_redis_url(redis), DEF);
+    wait_connected(a);
+    wait_connected(b);
+    got_t ga = {0}, gb = {0};
+    subscribe_live(a, "lobby", 0, &ga);
+    subscribe_live(b, "lobby", 0, &gb);
+    publish_three(a, b, "lobby", &ga, &gb);
+
+    tr_redis_kill(redis);
+    cr_assert(WAIT_FOR(stats(a).redis_connected == 0 && stats(b).redis_connected == 0, 5000));
+    tr_redis_restart_empty(redis);
+    wait_connected(a);
+    wait_connected(b);
+    cr_assert_eq(publish_ok(a, "lobby", "new one"), 1, "ids start again");
+    cr_assert(WAIT_FOR(ga.ends > 0 && gb.ends > 0, 5000), "the subscribers stayed: a %d, b %d",
+              ga.ends, gb.ends);
+    expect_reset(&ga, "a's subscriber");
+    expect_reset(&gb, "b's subscriber");
+    cr_assert_eq(ga.n, 3, "nothing of the new stream reached the old subscriber");
+    cr_assert_eq(gb.n, 3);
+
+    /* a client back with the last id it saw (3): above the room's last, read from 1 */
+    got_t h = {0}, k = {0};
+    subscribe_live(b, "lobby", 3, &h);
+    expect_ids(&h, 1, 1);
+    cr_assert_str_eq(h.texts[0], "new one");
+    subscribe_live(a, "lobby", 3, &k);
+    expect_ids(&k, 1, 1);
+    /* and live from then on, whichever publishes */
+    cr_assert_eq(publish_ok(b, "lobby", "new two"), 2);
+    cr_assert_eq(publish_ok(a, "lobby", "new three"), 3);
+    cr_assert(WAIT_FOR(h.n == 3 && k.n == 3, 5000), "b's got %zu, a's got %zu", h.n, k.n);
+    expect_ids(&h, 1, 3);
+    expect_ids(&k, 1, 3);
+    cr_assert_str_eq(k.texts[2], "new three");
+    cr_assert_eq(h.ends + k.ends, 0, "the newcomers stay");
+    sq_hub_unsubscribe(h.sub);
+    sq_hub_unsubscribe(k.sub);
+    got_free(&ga);
+    got_free(&gb);
+    got_free(&h);
+    got_free(&k);
+    end(a, b);
+}
+
+Test(hub_redis, a_stream_deleted_is_found_by_the_next_publish_or_history_read)
+{
+    /* DEL while Redis runs: nothing reconnects. a finds it in its publish's id (1, at or
+     * below its cursor 3), b in the history a newcomer reads (last id 1, below 3). */
+    redis = tr_redis_start();
+    loop_start();
+    sq_hub_t *a = hub_new(tr_redis_url(redis), DEF), *b = hub_new(tr_redis_url(redis), DEF);
+    wait_connected(a);
+    wait_connected(b);
+    got_t ga = {0}, gb = {0};
+    subscribe_live(a, "lobby", 0, &ga);
+    subscribe_live(b, "lobby", 0, &gb);
+    publish_three(a, b, "lobby", &ga, &gb);
+    redisReply *r = tr_redis_cmd(redis, "DEL squall:room:lobby");
+    cr_assert(r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer == 1);
+    freeReplyObject(r);
+
+    cr_assert_eq(publish_ok(a, "lobby", "new one"), 1);
+    cr_assert(WAIT_FOR(ga.ends > 0, 5000), "a's subscriber stayed");
+    expect_reset(&ga, "a's subscriber");
+    cr_assert_eq(gb.ends, 0, "b has read nothing that tells it yet");
+
+    /* the newcomer whose history told b is spared: its history is the new stream's */
+    got_t h = {0};
+    subscribe_live(b, "lobby", 0, &h);
+    expect_ids(&h, 1, 1);
+    cr_assert(WAIT_FOR(gb.ends > 0, 5000), "b's subscriber stayed");
+    expect_reset(&gb, "b's subscriber");
+    cr_assert_eq(gb.n, 3);
+
+    got_t k = {0};
+    subscribe_live(a, "lobby", 3, &k);
+    expect_ids(&k, 1, 1);
+    cr_assert_eq(publish_ok(b, "lobby", "new two"), 2);
+    cr_assert_eq(publish_ok(a, "lobby", "new three"), 3);
+    cr_assert(WAIT_FOR(h.n == 3 && k.n == 3, 5000), "b's got %zu, a's got %zu", h.n, k.n);
+    expect_ids(&h, 1, 3);
+    expect_ids(&k, 1, 3);
+    cr_assert_eq(h.ends + k.ends, 0, "the newcomers stay");
+    sq_hub_unsubscribe(h.sub);
+    sq_hub_unsubscribe(k.sub);
+    got_free(&ga);
+    got_free(&gb);
+    got_free(&h);
+    got_free(&k);
+    end(a, b);
+}
+
+Test(hub_redis, a_stream_deleted_in_a_quiet_room_is_found_within_the_reads_block_time)
+{
+    /* Deleted, then written by another server: neither hub publishes nor reads a history.
+     * A live read that waited its whole block time (10 s) with nothing reads every room's
+     * last id again. */
+    redis = tr_redis_start();
+    loop_start();
+    sq_hub_t *a = hub_new(tr_redis_url(redis), DEF), *b = hub_new(tr_redis_url(redis), DEF);
+    wait_connected(a);
+    wait_connected(b);
+    got_t ga = {0}, gb = {0};
+    subscribe_live(a, "quiet", 0, &ga);
+    subscribe_live(b, "quiet", 0, &gb);
+    publish_three(a, b, "quiet", &ga, &gb);
+    redisReply *r = tr_redis_cmd(redis, "DEL squall:room:quiet");
+    cr_assert(r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer == 1);
+    freeReplyObject(r);
+    r = tr_redis_cmd(redis, "XADD squall:room:quiet 0-* text %s", "elsewhere");
+    cr_assert(r != NULL && r->type == REDIS_REPLY_STRING && strcmp(r->str, "0-1") == 0);
+    freeReplyObject(r);
+
+    cr_assert(WAIT_FOR(ga.ends > 0 && gb.ends > 0, 15000), "the subscribers stayed: a %d, b %d",
+              ga.ends, gb.ends);
+    expect_reset(&ga, "a's subscriber");
+    expect_reset(&gb, "b's subscriber");
+    got_t h = {0};
+    subscribe_live(b, "quiet", 3, &h);
+    expect_ids(&h, 1, 1);
+    cr_assert_str_eq(h.texts[0], "elsewhere");
+    cr_assert_eq(publish_ok(a, "quiet", "again"), 2);
+    cr_assert(WAIT_FOR(h.n == 2, 5000), "got %zu", h.n);
+    sq_hub_unsubscribe(h.sub);
+    got_free(&ga);
+    got_free(&gb);
+    got_free(&h);
+    end(a, b);
+}

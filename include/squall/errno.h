@@ -16,7 +16,8 @@
     XX(EPATTERN, -30002, "invalid route pattern")                                          \
     XX(ENOTSTREAMING, -30004, "response is not streaming")                                 \
     XX(ECLOSED, -30006, "object is closing or closed")                                     \
-    XX(EBUSY, -30008, "operation already in progress")
+    XX(EBUSY, -30008, "operation already in progress")                                     \
+    XX(ERESET, -30010, "the room started again")
 
 typedef enum {
 #define SQ__ERR_ENUM(name, val, msg) SQ_##name = (val),

@@ -28,7 +28,10 @@
  * with its own loop for the Redis connections (hiredis' libuv adapter). While Redis is
  * away publishing fails (UV_ECONNREFUSED, ...: answer 503), subscribers stay connected,
  * and the hub reconnects; live delivery resumes after the last id each room had seen, so
- * nothing Redis acknowledged is lost.
+ * nothing Redis acknowledged is lost. A room whose ids start again (Redis restarted
+ * without its data, its stream deleted) has "started again": every subscriber of it ends
+ * (SQ_ERESET; WebSocket 1012; a held poll [] with X-Hub-Reset: 1; an event stream ends)
+ * so that its client starts again from the room's first id.
  *
  * Unless said otherwise a function is for the thread of the loop it is given (or of the
  * request's or the WebSocket's loop), and a callback runs on that thread, from the loop,
@@ -150,7 +153,8 @@ SQ_EXTERN int sq_hub_publish(sq_hub_t *hub, uv_loop_t *loop, const char *room, c
  * the history (messages above `since` are gone) gets what remains and the header
  * `X-Hub-Missed: N` (how many it lost). `since` above the room's last id (the room was
  * freed, or Redis restarted) is taken as 0 and answered with the header
- * `X-Hub-Reset: 1`. The hub takes res over whatever it returns: the route's .aborted
+ * `X-Hub-Reset: 1`; so is a poll held or being read when the room starts again on Redis
+ * (answered [] at once: the client asks again with since 0). The hub takes res over whatever it returns: the route's .aborted
  * must be sq_hub_aborted (a client that leaves while held is forgotten at once).
  * Returns 0; or, having answered with the error itself: UV_EINVAL (a bad room: 422),
  * UV_ENOSPC (too many rooms: 503), UV_EAGAIN (max_history_reads reads out: 503),
@@ -167,7 +171,9 @@ SQ_EXTERN int sq_hub_serve_poll(sq_hub_t *hub, sq_req_t *req, sq_res_t *res, con
  * Last-Event-ID (sq_hub_since parses it). The hub takes res over; the route's .aborted
  * must be sq_hub_aborted. Returns as sq_hub_serve_poll; when the history cannot be read
  * (Redis away) the stream, whose head is out, ends at once (a browser's EventSource
- * tries again). */
+ * tries again). When the room starts again on Redis the stream sends an empty `id`
+ * field, which empties the EventSource's last event ID, and ends: the browser reconnects
+ * with no Last-Event-ID and reads the new history from the start. */
 SQ_EXTERN int sq_hub_serve_events(sq_hub_t *hub, sq_req_t *req, sq_res_t *res, const char *room,
                                   uint64_t since);
 
@@ -183,7 +189,9 @@ SQ_EXTERN void sq_hub_aborted(sq_req_t *req, sq_res_t *res, void *data);
  * sq_hub_unsubscribe(*sub) from the WebSocket's .close. Returns 0 and *sub; UV_EINVAL,
  * UV_ENOSPC, SQ_ECLOSED, UV_ENOMEM as sq_hub_publish, or UV_EAGAIN (max_history_reads)
  * (nothing subscribed). If the history
- * cannot be read (Redis away) the WebSocket is closed with 1013 (try again later). */
+ * cannot be read (Redis away) the WebSocket is closed with 1013 (try again later); when
+ * the room starts again on Redis, with 1012 (service restart, reason "room restarted"):
+ * the client subscribes again with since 0. */
 SQ_EXTERN int sq_hub_subscribe_ws(sq_hub_t *hub, sq_ws_t *ws, const char *room, uint64_t since,
                                   sq_hub_sub_t **sub);
 
@@ -196,7 +204,9 @@ SQ_EXTERN int sq_hub_subscribe_ws(sq_hub_t *hub, sq_ws_t *ws, const char *room, 
  *   status 0, msg NULL: the history was read and the subscriber is live (once, after the
  *     history's messages; `missed` as above);
  *   status < 0: the subscriber ends and is freed after the call: SQ_ECLOSED (the loop was
- *     detached), or Redis's error reading the history (UV_ECONNREFUSED, ...). */
+ *     detached), Redis's error reading the history (UV_ECONNREFUSED, ...), or SQ_ERESET:
+ *     the room started again on Redis (restarted without its data, its stream deleted:
+ *     ids begin again at 1) — subscribe again with since 0. */
 typedef void (*sq_hub_message_cb)(sq_hub_sub_t *sub, int status, const sq_hub_msg_t *msg,
                                   uint64_t missed, void *data);
 

@@ -39,6 +39,7 @@ enum {
     SQ_WS_POLICY = 1008,
     SQ_WS_TOO_BIG = 1009,
     SQ_WS_INTERNAL = 1011,
+    SQ_WS_SERVICE_RESTART = 1012,
     SQ_WS_TRY_AGAIN = 1013,
 };
 

@@ -43,6 +43,7 @@ typedef enum {
     SQ__HOP_PUBLISH = 1, /* room, text -> status, id */
     SQ__HOP_HISTORY,     /* room, since -> status, msgs[n], missed, last_id, reset */
     SQ__HOP_MESSAGE,     /* msg: a live message of msg->room for this loop */
+    SQ__HOP_RESET,       /* room, sub: the room started again (sq__hub_room_reset) */
 } sq__hub_op_kind_t;
 
 typedef struct sq__hub_op {
@@ -50,14 +51,19 @@ typedef struct sq__hub_op {
     sq__hub_op_kind_t kind;
     sq__hub_loop_t *hl; /* where the answer goes */
     /* the request */
-    char *room; /* NUL-terminated copy (PUBLISH, HISTORY) */
+    char *room; /* NUL-terminated copy (PUBLISH, HISTORY, RESET) */
     size_t room_len;
     char *text; /* copy (PUBLISH) */
     size_t text_len;
     uint64_t since;       /* HISTORY: 0 whole, SQ_HUB_SINCE_NOW none */
-    sq_hub_sub_t *sub;    /* HISTORY: touched only on hl's thread */
+    sq_hub_sub_t *sub;    /* HISTORY: touched only on hl's thread; RESET: the one spared */
     void *ticket;         /* PUBLISH: what hl tells when it is answered (hl's thread) */
     atomic_int cancelled; /* HISTORY: its subscriber ended; a backend may skip the read */
+    /* PUBLISH, HISTORY: the backend's own, when it sent the request (Redis: the room's
+     * cursor and its epoch, mark_set 0 when the process did not watch the room) */
+    uint64_t mark_ms, mark_seq;
+    unsigned mark_epoch;
+    int mark_set;
     /* the answer */
     int status;
     uint64_t id;         /* PUBLISH */
@@ -145,6 +151,13 @@ SQ__HIDDEN void sq__hub_room_drop(sq_hub_t *hub, sq__hub_room_t *room);
 SQ__HIDDEN void sq__hub_fanout_locked(sq_hub_t *hub, sq__hub_room_t *room, sq_hub_msg_t *m);
 /* The same from a backend's thread: takes hub->mu, finds the room (absent: nothing). */
 SQ__HIDDEN void sq__hub_fanout(sq_hub_t *hub, sq_hub_msg_t *m);
+
+/* The room started again (its backend's ids went back: Redis restarted without its data,
+ * or the room's stream was deleted): every subscriber of the room ends, on every loop
+ * that has some (SQ__HOP_RESET), but `spare` (may be NULL), a subscriber whose history
+ * was read from the new start. Any thread; takes hub->mu (absent room: nothing). */
+SQ__HIDDEN void sq__hub_room_reset(sq_hub_t *hub, const char *room, size_t len,
+                                   const sq_hub_sub_t *spare);
 
 /* The hash of a room's name (FNV-1a), for the hub's table and each loop's. */
 SQ__HIDDEN uint64_t sq__hub_hash(const char *s, size_t n);

@@ -73,6 +73,9 @@ static void on_async(uv_async_t *h)
         case SQ__HOP_MESSAGE:
             sq__hub_message_arrived(hl, op->msg);
             break;
+        case SQ__HOP_RESET:
+            sq__hub_reset_arrived(hl, op->room, op->room_len, op->sub);
+            break;
         }
         sq__hub_op_free(op);
         op = next;
@@ -80,6 +83,35 @@ static void on_async(uv_async_t *h)
     hl->in_async = nested;
     if (!nested && hl->detach_due)
         detach_now(hl);
+}
+
+/* Queued after the messages read before it, ahead of those read after: each loop ends
+ * the room's subscribers between the two. */
+void sq__hub_room_reset(sq_hub_t *hub, const char *room, size_t len, const sq_hub_sub_t *spare)
+{
+    uv_mutex_lock(&hub->mu);
+    sq__hub_room_t *r = sq__hub_room_get(hub, room, len, 0, NULL);
+    for (uint64_t bits = r != NULL ? r->loops : 0; bits != 0; bits &= bits - 1) {
+        unsigned i = (unsigned)__builtin_ctzll(bits);
+        sq__hub_loop_t *hl = atomic_load_explicit(&hub->loops[i], memory_order_acquire);
+        if (hl == NULL)
+            continue;
+        sq__hub_op_t *op = sq__hub_op_new(SQ__HOP_RESET, hl);
+        if (op != NULL && (op->room = malloc(len + 1)) != NULL) {
+            memcpy(op->room, room, len);
+            op->room[len] = '\0';
+            op->room_len = len;
+            op->sub = (sq_hub_sub_t *)spare; /* only compared */
+            sq__hub_complete(op);
+            continue;
+        }
+        sq__hub_op_free(op);
+        sq_log(SQ_LOG_ERROR,
+               "hub: out of memory: the subscribers of room %.*s on loop %u are "
+               "not told it started again",
+               (int)len, room, i);
+    }
+    uv_mutex_unlock(&hub->mu);
 }
 
 /* ---- attaching ---- */

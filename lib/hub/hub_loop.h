@@ -105,6 +105,10 @@ SQ__HIDDEN void sq__hub_lroom_sweep(sq__hub_lroom_t *lr);
 SQ__HIDDEN void sq__hub_deliver(sq_hub_sub_t *sub, sq_hub_msg_t *m, sq_ws_frame_t **frame);
 SQ__HIDDEN void sq__hub_history_arrived(sq__hub_op_t *op);
 SQ__HIDDEN void sq__hub_message_arrived(sq__hub_loop_t *hl, sq_hub_msg_t *m);
+/* The room started again: its subscribers on this loop end (but `spare`), each told as
+ * its kind is (sq_hub_message_cb's SQ_ERESET, WebSocket 1012, ...). */
+SQ__HIDDEN void sq__hub_reset_arrived(sq__hub_loop_t *hl, const char *room, size_t len,
+                                      const sq_hub_sub_t *spare);
 /* A free callback that drops a message's reference (data). */
 SQ__HIDDEN void sq__hub_msg_free_cb(void *ptr, void *data);
 

@@ -219,6 +219,7 @@ static void on_published(redisAsyncContext *ac, void *r, void *priv)
         ms == 0) {
         atomic_fetch_add(&rb->hub->published, 1);
         op->id = seq;
+        sq__redis_seen(rb, op, seq - 1, NULL); /* the stream's last before this one */
         rb_complete(rb, op, 0);
         return;
     }
@@ -235,6 +236,7 @@ static void rb_publish_start(sq__redis_t *rb, sq__hub_op_t *op)
         const char *text = op->text != NULL ? op->text : "";
         const char *argv[] = {"XADD", rb->key.base, "MAXLEN", rb->kept_str, "0-*", "text", text};
         size_t lens[] = {4, rb->key.len, 6, strlen(rb->kept_str), 3, 4, op->text_len};
+        sq__redis_mark(rb, op);
         rc = sq__redis_send(&rb->cmd, 0, on_published, op, 7, argv, lens);
     }
     if (rc != 0)
@@ -315,6 +317,8 @@ static void on_history(redisAsyncContext *ac, void *r, void *priv)
         return;
     }
     rc = history_fill(rb, op, reply);
+    if (rc == 0) /* the subscriber reading it is spared: its history is the new start's */
+        sq__redis_seen(rb, op, op->last_id, op->sub);
     if (rc != 0) {
         sq__redis_error(rb);
         if (rc == UV_EIO)
@@ -340,8 +344,10 @@ static void rb_history_start(sq__redis_t *rb, sq__hub_op_t *op)
         snprintf(since, sizeof(since), "now");
     else
         snprintf(since, sizeof(since), "%llu", (unsigned long long)op->since);
-    if (rc == 0)
+    if (rc == 0) {
+        sq__redis_mark(rb, op);
         rc = sq__redis_eval_history(rb, rb->key.base, rb->key.len, since, on_history, op);
+    }
     if (rc != 0)
         rb_complete(rb, op, rc);
 }

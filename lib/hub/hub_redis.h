@@ -43,12 +43,17 @@ enum {
 typedef struct sq__redis_room {
     struct sq__redis_room *next; /* hash chain */
     uint64_t hash;
-    unsigned refs;            /* watch on minus watch off */
-    unsigned inflight;        /* reads of its last id in flight (each holds the struct) */
-    int state;                /* SQ__RR_* */
-    int linked;               /* in the table (no more once unwatched) */
-    int recheck;              /* after a failed XREAD: read again, its cursor kept */
-    uint64_t cur_ms, cur_seq; /* the cursor: the last id delivered, or read at watch */
+    unsigned refs;              /* watch on minus watch off */
+    unsigned inflight;          /* reads of its last id in flight (each holds the struct) */
+    int state;                  /* SQ__RR_* */
+    int linked;                 /* in the table (no more once unwatched) */
+    int recheck;                /* after a failed XREAD: read again, its cursor kept */
+    int checking;               /* a check of its last id is out (live: sq__redis_check_all) */
+    uint64_t cur_ms, cur_seq;   /* the cursor: the last id delivered, or read at watch */
+    unsigned epoch;             /* times the room started again (a mark of another is stale) */
+    uint64_t mark_ms, mark_seq; /* the check out: the cursor when it was sent */
+    unsigned mark_epoch;
+    uint64_t skip_gen; /* the XREAD out when it started again: its entries are skipped */
     size_t klen;
     char key[]; /* prefix + name, NUL-terminated */
 } sq__redis_room_t;
@@ -162,6 +167,17 @@ SQ__HIDDEN void sq__redis_watch_apply(sq__redis_t *rb, const sq__redis_watch_t *
 SQ__HIDDEN void sq__redis_fetch_all(sq__redis_t *rb);
 /* Brings the XREAD in line with the live rooms. */
 SQ__HIDDEN void sq__redis_xread_kick(sq__redis_t *rb);
+/* Reads the last id of every live room again (the command connection is back, or the read
+ * waited its whole block time with nothing): a room whose stream went back below its
+ * cursor has started again (sq__redis_seen). */
+SQ__HIDDEN void sq__redis_check_all(sq__redis_t *rb);
+/* Marks op (PUBLISH, HISTORY), as it is sent, with the cursor of its room (rb->key). */
+SQ__HIDDEN void sq__redis_mark(sq__redis_t *rb, sq__hub_op_t *op);
+/* The answer to op says its room's stream has `last` as its last id (a publish's: the
+ * id before its own): below op's mark, the room started again — the cursor goes to
+ * `last` and the hub ends the room's subscribers (sq__hub_room_reset) but `spare`. */
+SQ__HIDDEN void sq__redis_seen(sq__redis_t *rb, const sq__hub_op_t *op, uint64_t last,
+                               const sq_hub_sub_t *spare);
 /* Frees every room (at stop, once no reply can come). */
 SQ__HIDDEN void sq__redis_rooms_free(sq__redis_t *rb);
 

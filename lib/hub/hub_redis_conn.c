@@ -209,6 +209,7 @@ static void on_connect(const redisAsyncContext *cac, int status)
     if (c == &rb->cmd) {
         rconn_up(c);
         sq__redis_fetch_all(rb);
+        sq__redis_check_all(rb);  /* Redis may have come back without its data */
         sq__redis_xread_kick(rb); /* a CLIENT UNBLOCK the set changes may need */
         return;
     }

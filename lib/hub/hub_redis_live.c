@@ -120,6 +120,8 @@ static void rb_deliver(sq__redis_t *rb, const redisReply *stream)
     sq__redis_room_t *r = room_find(rb, k->str, k->len);
     if (r == NULL || r->state != SQ__RR_LIVE)
         return; /* unwatched meanwhile */
+    if (r->skip_gen == rb->xread_gen)
+        return; /* read from the cursor before it started again: read again from the new */
     const char *name = r->key + rb->prefix_len;
     size_t name_len = r->klen - rb->prefix_len;
 
@@ -169,6 +171,11 @@ static void on_xread(redisAsyncContext *ac, void *r, void *priv)
     if (reply->type == REDIS_REPLY_ARRAY) {
         for (size_t i = 0; i < reply->elements; i++)
             rb_deliver(rb, reply->element[i]);
+    } else if (reply->type == REDIS_REPLY_NIL && !rb->xread_dirty) {
+        /* The whole block time with nothing (not unblocked for a change of the set): a
+         * stream deleted while Redis ran, then written by another server below the
+         * cursor, is seen by nothing else. */
+        sq__redis_check_all(rb);
     } else if (reply->type != REDIS_REPLY_NIL) {
         /* Timed out or unblocked: NIL. Anything else is an error, most likely one key that
          * is no stream any more (WRONGTYPE), which fails the read of every room: each is
@@ -290,6 +297,105 @@ out:
 
 /* ---- a room's cursor ---- */
 
+/* The room's stream holds ids only up to `last`, below the cursor: it started again
+ * (Redis restarted without its data, the key was deleted). The cursor goes to `last`
+ * (0-0: no stream), an XREAD out from the old cursor is read again, and the hub ends the
+ * room's subscribers but `spare`: their clients start again from the new history. */
+static void room_restarted(sq__redis_t *rb, sq__redis_room_t *r, uint64_t last,
+                           const sq_hub_sub_t *spare)
+{
+    sq_log(SQ_LOG_WARN,
+           "hub: redis %s:%d: %s started again (last id 0-%llu, below %llu-%llu): its "
+           "subscribers are ended",
+           rb->host, rb->port, r->key, (unsigned long long)last, (unsigned long long)r->cur_ms,
+           (unsigned long long)r->cur_seq);
+    r->cur_ms = 0;
+    r->cur_seq = last;
+    r->epoch++;
+    if (r->state == SQ__RR_LIVE) {
+        if (rb->xread_pending)
+            r->skip_gen = rb->xread_gen;
+        rb->xread_dirty = 1;
+    }
+    sq__hub_room_reset(rb->hub, r->key + rb->prefix_len, r->klen - rb->prefix_len, spare);
+    sq__redis_xread_kick(rb);
+}
+
+void sq__redis_mark(sq__redis_t *rb, sq__hub_op_t *op)
+{
+    sq__redis_room_t *r = room_find(rb, rb->key.base, rb->key.len);
+    op->mark_set = r != NULL;
+    if (r != NULL) {
+        op->mark_ms = r->cur_ms;
+        op->mark_seq = r->cur_seq;
+        op->mark_epoch = r->epoch;
+    }
+}
+
+/* Whether a stream whose last id is 0-last went back below a cursor ms-seq it had: ids
+ * only grow in a stream (its last generated id stays when entries are trimmed or
+ * deleted), so the cursor — ids read before the question was sent — can be above only
+ * if the stream was made again. */
+static int went_back(uint64_t last, uint64_t ms, uint64_t seq)
+{
+    return ms > 0 || last < seq;
+}
+
+void sq__redis_seen(sq__redis_t *rb, const sq__hub_op_t *op, uint64_t last,
+                    const sq_hub_sub_t *spare)
+{
+    if (!op->mark_set || !went_back(last, op->mark_ms, op->mark_seq) ||
+        sq__redis_make_key(rb, op->room, op->room_len) != 0)
+        return;
+    sq__redis_room_t *r = room_find(rb, rb->key.base, rb->key.len);
+    if (r != NULL && r->epoch == op->mark_epoch)
+        room_restarted(rb, r, last, spare);
+}
+
+static void on_check(redisAsyncContext *ac, void *r, void *priv)
+{
+    sq__redis_conn_t *c = sq__redis_conn_of(ac);
+    sq__redis_t *rb = c->rb;
+    sq__redis_room_t *room = priv;
+    redisReply *reply = r;
+    uint64_t last;
+
+    sq__redis_answered(c);
+    room->inflight--;
+    room->checking = 0;
+    if (!room->linked || rb->stopped) {
+        room_maybe_free(room);
+        return;
+    }
+    if (reply == NULL)
+        return; /* checked again once the connection is back */
+    if (reply->type == REDIS_REPLY_ERROR || sq__redis_history_reply(reply, &last) != 0) {
+        sq__redis_error(rb);
+        sq__redis_log_failure(rb, "reading the last id of %s: %s", room->key,
+                              reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
+        return;
+    }
+    if (room->epoch == room->mark_epoch && went_back(last, room->mark_ms, room->mark_seq))
+        room_restarted(rb, room, last, NULL);
+}
+
+void sq__redis_check_all(sq__redis_t *rb)
+{
+    if (rb->stopped || rb->cmd.state != SQ__RC_UP)
+        return;
+    for (size_t b = 0; b < rb->tab_cap; b++)
+        for (sq__redis_room_t *r = rb->tab[b]; r != NULL; r = r->next) {
+            if (r->state != SQ__RR_LIVE || r->checking ||
+                sq__redis_eval_history(rb, r->key, r->klen, "now", on_check, r) != 0)
+                continue;
+            r->inflight++;
+            r->checking = 1;
+            r->mark_ms = r->cur_ms;
+            r->mark_seq = r->cur_seq;
+            r->mark_epoch = r->epoch;
+        }
+}
+
 static void on_cursor(redisAsyncContext *ac, void *r, void *priv)
 {
     sq__redis_conn_t *c = sq__redis_conn_of(ac);
@@ -317,7 +423,11 @@ static void on_cursor(redisAsyncContext *ac, void *r, void *priv)
             rb->fetch_at = sq__redis_now(rb) + rb->reconnect_ms;
         return;
     }
-    if (!room->recheck) {
+    /* Out of the live read, a room's cursor moves only when it starts again, and every
+     * other read of its last id is answered on this connection, in order. */
+    if (room->recheck && went_back(last, room->cur_ms, room->cur_seq)) {
+        room_restarted(rb, room, last, NULL);
+    } else if (!room->recheck) {
         room->cur_ms = 0;
         room->cur_seq = last;
     }

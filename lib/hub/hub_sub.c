@@ -457,6 +457,66 @@ void sq__hub_message_arrived(sq__hub_loop_t *hl, sq_hub_msg_t *m)
         sq__hub_lroom_sweep(lr);
 }
 
+/* The room started again: a subscriber ends so that its client starts again from the
+ * room's first id. Its last id (and Last-Event-ID, `since`) means nothing any more. */
+static void sub_reset(sq_hub_sub_t *sub)
+{
+    switch ((sq__sub_kind_t)sub->kind) {
+    case SQ__SUB_CB:
+        sq__hub_sub_fail(sub, SQ_ERESET);
+        break;
+    case SQ__SUB_WS:
+        sq__hub_sub_end(sub);
+        /* RFC 6455 §7.4.1 registry: 1012, service restart */
+        sq_ws_close(sub->u.ws, SQ_WS_SERVICE_RESTART, "room restarted");
+        break;
+    case SQ__SUB_SSE: {
+        /* An `id` field with no value empties the stream's last event ID (WHATWG HTML
+         * §9.2.6), with no event: the EventSource reconnects without Last-Event-ID and
+         * reads the new history from the start. */
+        static const char forget[] = "id\n\n";
+        sq_res_t *res = sub->u.res;
+        sq_res_write_ref(res, forget, sizeof(forget) - 1, NULL, NULL, NULL, NULL);
+        sq_req_set_data(sq_res_req(res), NULL);
+        sq__hub_sub_end(sub);
+        sq_res_end(res);
+        break;
+    }
+    case SQ__SUB_POLL: /* held or still reading: [] with X-Hub-Reset: 1 */
+        sub->reset = 1;
+        sub->missed = 0;
+        sq__hub_poll_answer(sub, NULL, 0);
+        break;
+    }
+}
+
+void sq__hub_reset_arrived(sq__hub_loop_t *hl, const char *room, size_t len,
+                           const sq_hub_sub_t *spare)
+{
+    sq__hub_lroom_t *lr = lroom_find(hl, room, len);
+    if (lr == NULL || hl->closing)
+        return;
+    /* the subscribers there now: one a callback adds (the client starting again) stays */
+    sq_hub_sub_t *last = lr->tail;
+    lr->walking++;
+    for (sq_hub_sub_t *sub = lr->head; sub != NULL; sub = sub->next) {
+        if (sub == spare && sub->state == SQ__SUB_HISTORY) {
+            /* its history is the new start's; what came live before it is the old one's
+             * (or is read again: the live read starts again at that history's end) */
+            for (uint32_t i = 0; i < sub->npend; i++)
+                sq__hub_msg_unref(sub->pend[i]);
+            sub->npend = 0;
+        } else if (sub->state != SQ__SUB_DONE) {
+            sub_reset(sub);
+        }
+        if (sub == last)
+            break;
+    }
+    lr->walking--;
+    if (lr->walking == 0 && lr->ndead > 0)
+        sq__hub_lroom_sweep(lr);
+}
+
 /* ---- the public subscriber calls ---- */
 
 int sq_hub_subscribe(sq_hub_t *hub, uv_loop_t *loop, const char *room, uint64_t since,

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -133,6 +134,16 @@ void tr_redis_restart(tr_redis_t *r)
     r->pid = spawn(r);
     cr_assert_eq(wait_ping(r, 10000), 0,
                  "redis-server did not come back on port %d (see %s/redis.log)", r->port, r->dir);
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw);
+
+void tr_redis_restart_empty(tr_redis_t *r)
+{
+    tr_redis_kill(r);
+    nftw(r->dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    cr_assert_eq(mkdir(r->dir, 0700), 0, "mkdir %s: %s", r->dir, strerror(errno));
+    tr_redis_restart(r);
 }
 
 redisReply *tr_redis_cmd(tr_redis_t *r, const char *fmt, ...)

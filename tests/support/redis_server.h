@@ -6,6 +6,7 @@
  *     ... opts.redis_url = tr_redis_url(r) ...
  *     tr_redis_kill(r);                           // SIGKILL, reaped
  *     tr_redis_restart(r);                        // same port and folder, waits for PING
+ *     tr_redis_restart_empty(r);                  // same port, its data gone
  *     tr_redis_stop(r);                           // kills, removes the folder, frees
  *
  * Calls that fail fail the test (cr_assert): on the test's thread only. The server dies
@@ -29,6 +30,9 @@ const char *tr_redis_url(const tr_redis_t *r);
 void tr_redis_kill(tr_redis_t *r);
 /* Starts it again on the same port and folder and waits for PING (10 s). */
 void tr_redis_restart(tr_redis_t *r);
+/* Kills it, empties its folder and starts it again on the same port: a Redis restarted
+ * without its data (no append-only file). Waits for PING (10 s). */
+void tr_redis_restart_empty(tr_redis_t *r);
 /* A command on a connection of the test's own (hiredis' blocking API, 5 s timeout), as
  * redisCommand's format. Returns the reply (freeReplyObject it) or NULL. */
 redisReply *tr_redis_cmd(tr_redis_t *r, const char *fmt, ...);
