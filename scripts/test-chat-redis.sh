@@ -188,6 +188,30 @@ sys.exit([x["id"] for x in m] != [1, 2, 3, 4, 5])' "$poll" || fail "a poll on B 
 alive
 echo "test-chat-redis: Redis back: ids 4, 5 on B and A, the subscriber got them, a poll on B has 1..5"
 
+# ---- 4. Redis back without its data: the room starts again ----
+redis_kill
+rm -rf "$tmp/appendonlydir" "$tmp/dump.rdb"
+redis_start
+b_again() { [ "$(post "$b_url" "again 1" | cut -d' ' -f1)" = 201 ]; }
+wait_for 15 b_again || fail "B did not recover after Redis came back empty"
+# A finds the stream's last id below its cursor when its connection is back: its
+# WebSocket subscriber is closed with 1012, reconnects with since=5, and gets the room
+# as it is now (since above the last id: the whole history).
+wait_for 15 grep -q '^closed 1012' "$tmp/sub.out" ||
+    fail "A's subscriber was not told the room started again (close 1012)"
+restarted() {
+    /usr/bin/python3 - "$tmp/sub.out" <<'EOF'
+import json, sys
+lines = open(sys.argv[1]).read().split("\n")
+after = lines[next(i for i, l in enumerate(lines) if l.startswith("closed 1012")):]
+msgs = [json.loads(l) for l in after if l.startswith("{")]
+sys.exit(not (msgs and msgs[0]["id"] == 1 and msgs[0]["text"] == "again 1"))
+EOF
+}
+wait_for 10 restarted || fail "after the restart the subscriber did not get the new message 1"
+alive
+echo "test-chat-redis: Redis back empty: B's POST got id 1, A's subscriber was closed with 1012 and got it after reconnecting"
+
 # Both servers stop cleanly.
 for p in "$a_pid" "$b_pid"; do
     kill -INT "$p"
