@@ -181,29 +181,15 @@ void sq__hub_sub_close(sq_hub_sub_t *sub)
     if (sub->state == SQ__SUB_DONE)
         return;
     switch ((sq__sub_kind_t)sub->kind) {
-    case SQ__SUB_CB:
-        sq__hub_sub_fail(sub, SQ_ECLOSED);
-        break;
     case SQ__SUB_WS:
         sq__hub_sub_end(sub);
         sq_ws_close(sub->u.ws, SQ_WS_GOING_AWAY, "going away");
         break;
-    case SQ__SUB_SSE: {
-        sq_res_t *res = sub->u.res;
-        sq_req_set_data(sq_res_req(res), NULL);
-        sq__hub_sub_end(sub);
-        sq_res_end(res);
-        break;
-    }
     case SQ__SUB_POLL:
-        if (sub->state == SQ__SUB_LIVE) {
-            sq__hub_poll_answer(sub, NULL, 0);
-        } else {
-            sq_res_t *res = sub->u.res;
-            sq_req_set_data(sq_res_req(res), NULL);
-            sq__hub_sub_end(sub);
-            sq_res_send(res, 200, "application/json", "[]", 2);
-        }
+        sq__hub_poll_answer(sub, NULL, 0); /* [] whether its history came or not */
+        break;
+    default: /* a callback is told SQ_ECLOSED, an event stream ends */
+        sq__hub_sub_fail(sub, SQ_ECLOSED);
         break;
     }
 }
