@@ -1079,3 +1079,22 @@ Test(hub_redis, a_stream_deleted_in_a_quiet_room_is_found_within_the_reads_block
     got_free(&h);
     end(a, b);
 }
+
+Test(hub_redis, a_subscriber_that_left_while_its_history_was_out_is_freed_with_the_hub)
+{
+    redis = tr_redis_start();
+    loop_start();
+    sq_hub_t *a = hub_new_timeout(tr_redis_url(redis), DEF, 0);
+    wait_connected(a);
+    redisReply *r = tr_redis_cmd(redis, "CLIENT PAUSE 1500 ALL");
+    freeReplyObject(r);
+    got_t g = {0};
+    subscribe(a, "leaving", 0, &g);
+    uint64_t until = th_now_ms() + 300; /* its read is sent, and held by the pause */
+    while (th_now_ms() < until)
+        uv_run(&loop, UV_RUN_ONCE);
+    sq_hub_unsubscribe(g.sub); /* gone before its history came back */
+    end(a, NULL);              /* the loop goes first: the answer is dropped; no leak */
+    cr_assert_eq(g.n, 0);
+    cr_assert_eq(g.ends, 0, "told after sq_hub_unsubscribe");
+}

@@ -220,14 +220,8 @@ static void detach_now(sq__hub_loop_t *hl)
         for (size_t b = 0; lr == NULL && b < hl->lrooms_cap; b++)
             lr = hl->lrooms[b];
         lr->walking++;
-        for (sq_hub_sub_t *sub = lr->head; sub != NULL; sub = sub->next) {
-            bool op_out = sub->flags & SQ__SUBF_OP;
-            sq__hub_sub_close(sub);
-            if (op_out) {
-                sub->tnext = hl->limbo;
-                hl->limbo = sub;
-            }
-        }
+        for (sq_hub_sub_t *sub = lr->head; sub != NULL; sub = sub->next)
+            sq__hub_sub_close(sub); /* one whose op is out goes to hl->limbo */
         lr->walking--;
         sq__hub_lroom_sweep(lr); /* drops lr */
     }

@@ -27,6 +27,7 @@ enum {
     SQ__SUBF_HELD = 4,  /* in the loop's held list (a long poll) */
     SQ__SUBF_SSE = 8,   /* in the loop's event-stream list */
     SQ__SUBF_BUSY = 16, /* a delivery to it is running: not freed under it */
+    SQ__SUBF_LIMBO = 32, /* ended, its history op still out: in the loop's limbo list */
 };
 
 struct sq_hub_sub_s {
@@ -85,7 +86,8 @@ struct sq__hub_loop {
     sq_hub_sub_t *held_head, *held_tail; /* long polls by deadline */
     sq_hub_sub_t *sse_head;              /* event streams */
     uint64_t next_beat;                  /* uv_now() of the next heartbeat */
-    sq_hub_sub_t *limbo;                 /* subs ended by detach that something holds */
+    sq_hub_sub_t *limbo; /* ended subscribers whose history op is still out (the op points
+                            at them): freed when it comes back, or with the hub */
     sq__hub_loop_t *next_detached;
 };
 

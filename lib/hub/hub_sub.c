@@ -125,9 +125,37 @@ static void lroom_drop(sq__hub_loop_t *hl, sq__hub_lroom_t *lr)
 
 void sq__hub_sub_maybe_free(sq_hub_sub_t *sub)
 {
-    if (sub->state == SQ__SUB_DONE && sub->lr == NULL &&
-        !(sub->flags & (SQ__SUBF_OP | SQ__SUBF_USER | SQ__SUBF_BUSY)))
+    if (sub->state != SQ__SUB_DONE || sub->lr != NULL ||
+        (sub->flags & (SQ__SUBF_USER | SQ__SUBF_BUSY)))
+        return;
+    if (!(sub->flags & SQ__SUBF_OP)) {
         free(sub);
+        return;
+    }
+    /* its op may never come back (the loop detached first, or the hub stopped): kept
+     * where sq_hub_destroy finds it */
+    if (!(sub->flags & SQ__SUBF_LIMBO)) {
+        sq__hub_loop_t *hl = sub->hl;
+        sub->tprev = NULL;
+        sub->tnext = hl->limbo;
+        if (hl->limbo != NULL)
+            hl->limbo->tprev = sub;
+        hl->limbo = sub;
+        sub->flags |= SQ__SUBF_LIMBO;
+    }
+}
+
+static void limbo_remove(sq_hub_sub_t *sub)
+{
+    sq__hub_loop_t *hl = sub->hl;
+    if (sub->tprev != NULL)
+        sub->tprev->tnext = sub->tnext;
+    else
+        hl->limbo = sub->tnext;
+    if (sub->tnext != NULL)
+        sub->tnext->tprev = sub->tprev;
+    sub->tprev = sub->tnext = NULL;
+    sub->flags &= (uint8_t)~SQ__SUBF_LIMBO;
 }
 
 static void sub_unlink(sq_hub_sub_t *sub)
@@ -374,6 +402,8 @@ void sq__hub_history_arrived(sq__hub_op_t *op)
     sq_hub_sub_t *sub = op->sub;
     sub->flags &= (uint8_t)~SQ__SUBF_OP;
     sub->op = NULL;
+    if (sub->flags & SQ__SUBF_LIMBO)
+        limbo_remove(sub);
     if (sub->state == SQ__SUB_DONE) {
         sq__hub_sub_maybe_free(sub);
         return;

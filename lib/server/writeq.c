@@ -54,8 +54,10 @@ void sq__wq_put(sq_server_t *srv, sq__wq_t *q)
     unsigned keep = srv->wq_peak > srv->wq_peak_prev ? srv->wq_peak : srv->wq_peak_prev;
     if (keep < SQ__POOL_MAX)
         keep = SQ__POOL_MAX;
+    /* one that grew for a backlog (a big buffer, many segments) is not kept */
     if (srv->wq_free_n < keep && !srv->closing && q->b[0].buf.cap <= 16384 &&
-        q->b[1].buf.cap <= 16384) {
+        q->b[1].buf.cap <= 16384 && q->b[0].cap <= 64 && q->b[1].cap <= 64 &&
+        q->iov_cap <= 128) {
         q->next_free = srv->wq_free;
         srv->wq_free = q;
         srv->wq_free_n++;
