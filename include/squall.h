@@ -19,5 +19,6 @@
 #include "squall/watchdog.h"
 #include "squall/ws.h"
 #include "squall/hub.h"
+#include "squall/client.h"
 
 #endif
