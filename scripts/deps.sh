@@ -9,7 +9,7 @@ set -euo pipefail
 # chromium): the rest.
 pkgs=(build-essential pkg-config libuv1-dev node-llhttp libjansson-dev libwslay-dev
       libcriterion-dev libssl-dev libhiredis-dev
-      redis-server chromium curl wrk nginx-light valgrind nodejs npm python3 python3-websockets python3-aiohttp
+      redis-server chromium curl wrk nginx-light valgrind nodejs npm python3 python3-websockets python3-aiohttp python3-requests
       iproute2 util-linux procps)
 
 missing=()

@@ -1,0 +1,28 @@
+# The lecture's process pool: requests.Session().get on a ProcessPoolExecutor(100).
+#   /usr/bin/python3 bench/py/process_load.py [URL] [N]
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import requests
+
+URL = sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8000/"
+N = int(sys.argv[2]) if len(sys.argv) > 2 else 500
+
+
+def load_many() -> None:
+    session = requests.Session()
+    tasks = []
+    with ProcessPoolExecutor(max_workers=100) as pool:
+        for i in range(N):
+            tasks.append(pool.submit(session.get, URL))
+
+        for task in tasks:
+            print(task.result().json())
+
+
+if __name__ == "__main__":
+    start = time.monotonic()
+    load_many()
+    duration = time.monotonic() - start
+    print(f"spend {duration} seconds", file=sys.stderr)
