@@ -75,6 +75,8 @@ struct app {
     sq_client_t *client;
     unsigned started, finished, in_flight;
     void (*start_job)(app_t *app, unsigned i);
+    bool filling;
+    struct promise_job *promise_jobs;
 };
 
 static uint64_t now_ns(void)
@@ -130,10 +132,14 @@ static void client_closed(sq_client_t *client, void *data)
 /* Starts jobs until c are in flight or n were started. */
 static void fill_window(app_t *app)
 {
+    if (app->filling) /* a job that failed at once, from inside this loop */
+        return;
+    app->filling = true;
     while (app->in_flight < app->c && app->started < app->n) {
         app->in_flight++;
         app->start_job(app, app->started++);
     }
+    app->filling = false;
 }
 
 /* A job of the window ended: the next one starts; after the last, the client closes. */
@@ -305,18 +311,20 @@ static void fsm_start(app_t *app, unsigned i)
 /* promises:begin */
 typedef struct promise_job {
     app_t *app;
-    unsigned i;
+    int step;          /* the request made last: 1 (A), 2 (B), 3 (C) */
     int result;        /* C's status, or the first error */
+    bool http_error;   /* result is an answer that was not 2xx */
     char url[URL_MAX];
 } promise_job_t;
 
-/* The next request of the chain: `next` settles as its fetch does. */
+/* The job's next request (A, B or C): `next` settles as its fetch does. */
 static void then_get(promise_job_t *job, sq_promise_t *next)
 {
     sq_promise_t *p;
     sq_fetch_req_t req;
     sq_fetch_req_init(&req);
     req.url = job->url;
+    job->step++;
     job->app->requests++;
     int rc = sq_fetch_promise(job->app->client, &req, &p);
     if (rc != 0) {
@@ -327,39 +335,25 @@ static void then_get(promise_job_t *job, sq_promise_t *next)
     sq_promise_release(p);
 }
 
-static void a_to_b(sq_promise_t *p, int status, void *value, sq_promise_t *next, void *data)
+/* A's answer -> B, B's answer -> C, C's answer -> the job's result. */
+static void answered(sq_promise_t *p, int status, void *value, sq_promise_t *next, void *data)
 {
     promise_job_t *job = data;
-    int http = sq_response_status(value);
-    job->result = http;
-    if (!ok_status(http)) {
+    job->result = sq_response_status(value);
+    if (!ok_status(job->result)) {
+        job->http_error = true;
         sq_promise_reject(next, EHTTP, NULL, NULL);
         return;
     }
-    step_url(job->url, sizeof(job->url), job->app->url, 2, http, -1);
-    then_get(job, next);
-}
-
-static void b_to_c(sq_promise_t *p, int status, void *value, sq_promise_t *next, void *data)
-{
-    promise_job_t *job = data;
-    int http = sq_response_status(value);
-    job->result = http;
-    if (!ok_status(http)) {
-        sq_promise_reject(next, EHTTP, NULL, NULL);
+    if (job->step == 3) {
+        sq_promise_resolve(next, job, NULL);
         return;
     }
     size_t len;
     sq_response_body(value, &len);
-    step_url(job->url, sizeof(job->url), job->app->url, 3, http, (long)len);
+    step_url(job->url, sizeof(job->url), job->app->url, job->step + 1, job->result,
+             job->step == 2 ? (long)len : -1);
     then_get(job, next);
-}
-
-static void c_done(sq_promise_t *p, int status, void *value, sq_promise_t *next, void *data)
-{
-    promise_job_t *job = data;
-    job->result = sq_response_status(value);
-    sq_promise_resolve(next, job, NULL);
 }
 
 /* Any step's error, once, at the end of the chain; the job still fulfils (as
@@ -367,26 +361,26 @@ static void c_done(sq_promise_t *p, int status, void *value, sq_promise_t *next,
 static void failed(sq_promise_t *p, int status, void *value, sq_promise_t *next, void *data)
 {
     promise_job_t *job = data;
-    if (status != EHTTP) /* an HTTP error keeps its status */
+    if (!job->http_error) /* an answer that was not 2xx keeps its status */
         job->result = status;
     sq_promise_resolve(next, job, NULL);
 }
 
-/* A -> B -> C -> the job's result. *out: the chain's end. */
+/* A -> B -> C -> the job's result; *out: the chain's end. */
 static int promise_job(promise_job_t *job, sq_promise_t **out)
 {
-    sq_promise_t *a, *b, *c, *end;
+    sq_promise_t *a, *b, *c, *result;
     snprintf(job->url, sizeof(job->url), "%s", job->app->url);
     sq_promise_create(&a, &job->app->loop);
     then_get(job, a);
-    sq_promise_then(&b, a, a_to_b, job);
-    sq_promise_then(&c, b, b_to_c, job);
-    sq_promise_then(&end, c, c_done, job);
-    int rc = sq_promise_catch(out, end, failed, job);
+    sq_promise_then(&b, a, answered, job);
+    sq_promise_then(&c, b, answered, job);
+    sq_promise_then(&result, c, answered, job);
+    int rc = sq_promise_catch(out, result, failed, job);
     sq_promise_release(a);
     sq_promise_release(b);
     sq_promise_release(c);
-    sq_promise_release(end);
+    sq_promise_release(result);
     return rc;
 }
 /* promises:end */
@@ -394,20 +388,20 @@ static int promise_job(promise_job_t *job, sq_promise_t **out)
 static void all_done(sq_promise_t *p, int status, void *value, sq_promise_t *next, void *data)
 {
     app_t *app = data;
-    promise_job_t **jobs = value;
-    for (unsigned i = 0; i < app->n; i++)
-        record(app, jobs[i]->i, status < 0 ? status : jobs[i]->result, NULL);
+    for (unsigned i = 0; i < app->n; i++) /* the values are the jobs, in order */
+        record(app, i, status < 0 ? status : app->promise_jobs[i].result, NULL);
     sq_client_close(app->client, client_closed, app);
 }
 
 static int run_promises(app_t *app)
 {
     promise_job_t *jobs = calloc(app->n, sizeof(*jobs));
+    app->promise_jobs = jobs;
     sq_promise_t **ends = calloc(app->n, sizeof(*ends));
     sq_promise_t *all = NULL;
     int rc = jobs != NULL && ends != NULL ? 0 : UV_ENOMEM;
     for (unsigned i = 0; rc == 0 && i < app->n; i++) {
-        jobs[i] = (promise_job_t){.app = app, .i = i, .result = UV_ECANCELED};
+        jobs[i] = (promise_job_t){.app = app, .result = UV_ECANCELED};
         rc = promise_job(&jobs[i], &ends[i]);
     }
     if (rc == 0)

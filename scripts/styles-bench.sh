@@ -13,6 +13,8 @@
 #   scripts/styles-bench.sh            # the table (about half a minute)
 #   scripts/styles-bench.sh --nginx    # only: every fetch style's job against nginx's
 #                                      # `return 200;` succeeds
+#   scripts/styles-bench.sh --check-docs   # only: docs/styles.md's excerpts of
+#                                      # app/fetch.c and their line counts are current
 #
 # Env: N (500), C (100), REPEAT (3), SERVER_CPU (1), CLIENT_CPU (0).
 set -euo pipefail
@@ -29,8 +31,9 @@ mode=table
 case ${1:-} in
     '') ;;
     --nginx) mode=nginx ;;
-    -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "styles-bench.sh: unknown option '$1' (--nginx, --help)" >&2; exit 2 ;;
+    --check-docs) mode=docs ;;
+    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "styles-bench.sh: unknown option '$1' (--nginx, --check-docs, --help)" >&2; exit 2 ;;
 esac
 case $REPEAT in
     '' | *[!0-9]* | 0) echo "styles-bench.sh: REPEAT must be a positive integer" >&2; exit 2 ;;
@@ -39,6 +42,39 @@ esac
 root=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=scripts/peers-lib.sh
 . "$root/scripts/peers-lib.sh"
+
+# excerpt NAME: app/fetch.c between its /* NAME:begin */ and /* NAME:end */ lines.
+excerpt() {
+    awk -v b="/* $1:begin */" -v e="/* $1:end */" '$0 == e { f = 0 } f { print } $0 == b { f = 1 }' \
+        "$root/app/fetch.c"
+}
+# doc_excerpt NAME: the code block after docs/styles.md's `<!-- excerpt NAME -->`.
+doc_excerpt() {
+    awk -v m="<!-- excerpt $1 -->" '$0 == m { s = 1; next }
+        s == 1 && $0 == "```c" { s = 2; next } s == 2 && $0 == "```" { exit } s == 2 { print }' \
+        "$root/docs/styles.md"
+}
+# doc_count NAME: the "(N lines)" of the heading above that excerpt.
+doc_count() {
+    awk -v m="<!-- excerpt $1 -->" '/^### / { h = $0 } $0 == m { print h; exit }' "$root/docs/styles.md" |
+        sed -n 's/.*(\([0-9]*\) lines)$/\1/p'
+}
+if [ "$mode" = docs ]; then
+    bad=0
+    for name in hell promises fsm; do
+        if ! diff -u <(doc_excerpt "$name") <(excerpt "$name") >&2; then
+            echo "styles-bench.sh: docs/styles.md's $name excerpt differs from app/fetch.c" >&2
+            bad=1
+        fi
+        want=$(excerpt "$name" | wc -l)
+        if [ "$(doc_count "$name")" != "$want" ]; then
+            echo "styles-bench.sh: docs/styles.md says $(doc_count "$name") lines for $name, app/fetch.c has $want" >&2
+            bad=1
+        fi
+    done
+    [ "$bad" = 0 ] && echo "docs/styles.md: the hell, promises and fsm excerpts match app/fetch.c"
+    exit "$bad"
+fi
 
 make --no-print-directory -s -C "$root" all
 for tool in taskset curl ss pgrep /usr/bin/time; do
