@@ -555,15 +555,15 @@ static int parse_url(const char *url, target_t *t)
     if (strncmp(url, "http://", 7) != 0 || strchr(url, '#') != NULL)
         return -1;
     const char *h = url + 7, *end = h + strcspn(h, "/?");
-    const char *hend = end, *port = "80";
+    const char *hend = end, *port = "80", *after = h; /* the port's ':' is after `after` */
     char portbuf[8];
-    if (*h == '[') {
+    if (*h == '[') { /* an IPv6 address */
         const char *rb = memchr(h, ']', (size_t)(end - h));
         if (rb == NULL)
             return -1;
-        hend = rb + 1;
+        hend = after = rb + 1;
     }
-    const char *colon = memchr(hend == end ? h : hend, ':', (size_t)(end - (hend == end ? h : hend)));
+    const char *colon = memchr(after, ':', (size_t)(end - after));
     if (colon != NULL) {
         size_t pl = (size_t)(end - colon - 1);
         if (pl == 0 || pl >= sizeof(portbuf))
@@ -827,8 +827,8 @@ static int run_threads(app_t *app, target_t *t)
         return UV_ENOMEM;
     }
     pthread_mutex_init(&s.lock, NULL);
-    unsigned made = 0;
-    for (; made < app->c; made++) {
+    unsigned made = 0, want = app->c < app->n ? app->c : app->n;
+    for (; made < want; made++) {
         pthread_attr_t attr;
         pthread_attr_init(&attr);
         pthread_attr_setstacksize(&attr, 256 * 1024); /* blocking_get's buffers fit */
@@ -871,15 +871,15 @@ static int run_processes(app_t *app, target_t *t)
         return UV_ENOMEM;
     }
     fflush(stdout);
-    unsigned made = 0;
-    for (; made < app->c; made++) {
+    unsigned made = 0, want = app->c < app->n ? app->c : app->n;
+    for (; made < want; made++) {
         pid_t pid = fork();
         if (pid < 0)
             break;
         if (pid == 0) { /* worker w: requests w, w + c, w + 2c, ... */
             close(fds[0]);
             conn_t c = {.fd = -1};
-            for (unsigned i = made; i < app->n; i += app->c) {
+            for (unsigned i = made; i < app->n; i += want) {
                 wire_result_t r = {.i = i, .status = worker_get(&c, t, app)};
                 if (write(fds[1], &r, sizeof(r)) != (ssize_t)sizeof(r))
                     _exit(1);
