@@ -1038,7 +1038,11 @@ int main(int argc, char **argv)
     fflush(stdout);
     if (app.errors > 0) {
         fprintf(stderr, "fetch: %u of %u %s failed (first: %s)\n", app.errors, app.n,
-                app.n == app.requests ? "requests" : "jobs", app.first_err);
+                strcmp(app.style, "hell") == 0 || strcmp(app.style, "promises") == 0 ||
+                        strcmp(app.style, "fsm") == 0
+                    ? "jobs"
+                    : "requests",
+                app.first_err);
         return 1;
     }
     return 0;
