@@ -198,47 +198,46 @@ static void hell_end(hell_job_t *job, int status)
 static void hell_c_done(sq_fetch_t *f, int status, const sq_response_t *res, void *data)
 {
     hell_job_t *job = data;
-    if (status < 0) {                                  /* C failed */
+    if (status < 0) { /* C failed */
         hell_end(job, status);
         return;
     }
-    hell_end(job, sq_response_status(res));            /* the job's result */
+    hell_end(job, sq_response_status(res)); /* the job's result */
 }
 
 static void hell_b_done(sq_fetch_t *f, int status, const sq_response_t *res, void *data)
 {
     hell_job_t *job = data;
-    if (status < 0) {                                  /* B failed */
+    if (status < 0) { /* B failed */
         hell_end(job, status);
         return;
     }
-    if (!ok_status(sq_response_status(res))) {         /* B answered an error */
+    if (!ok_status(sq_response_status(res))) { /* B answered an error */
         hell_end(job, sq_response_status(res));
         return;
     }
     size_t len;
     sq_response_body(res, &len);
-    step_url(job->url, sizeof(job->url), job->app->url, 3, sq_response_status(res),
-             (long)len);
+    step_url(job->url, sizeof(job->url), job->app->url, 3, sq_response_status(res), (long)len);
     int rc = get(job->app, job->url, hell_c_done, job);
-    if (rc != 0)                                       /* C not started */
+    if (rc != 0) /* C not started */
         hell_end(job, rc);
 }
 
 static void hell_a_done(sq_fetch_t *f, int status, const sq_response_t *res, void *data)
 {
     hell_job_t *job = data;
-    if (status < 0) {                                  /* A failed */
+    if (status < 0) { /* A failed */
         hell_end(job, status);
         return;
     }
-    if (!ok_status(sq_response_status(res))) {         /* A answered an error */
+    if (!ok_status(sq_response_status(res))) { /* A answered an error */
         hell_end(job, sq_response_status(res));
         return;
     }
     step_url(job->url, sizeof(job->url), job->app->url, 2, sq_response_status(res), -1);
     int rc = get(job->app, job->url, hell_b_done, job);
-    if (rc != 0)                                       /* B not started */
+    if (rc != 0) /* B not started */
         hell_end(job, rc);
 }
 
@@ -252,7 +251,7 @@ static void hell_start(app_t *app, unsigned i)
     job->app = app;
     job->i = i;
     int rc = get(app, app->url, hell_a_done, job);
-    if (rc != 0)                                       /* A not started */
+    if (rc != 0) /* A not started */
         hell_end(job, rc);
 }
 /* hell:end */
@@ -284,7 +283,7 @@ static void fsm_step(sq_fetch_t *f, int status, const sq_response_t *res, void *
         job->state++;
         http = get(job->app, job->url, fsm_step, job);
         if (http == 0)
-            return;                     /* suspended until the next request ends */
+            return; /* suspended until the next request ends */
     }
     job_done(job->app, job->i, http, NULL); /* C's answer, or the first error */
     free(job);
@@ -311,9 +310,9 @@ static void fsm_start(app_t *app, unsigned i)
 /* promises:begin */
 typedef struct promise_job {
     app_t *app;
-    int step;          /* the request made last: 1 (A), 2 (B), 3 (C) */
-    int result;        /* C's status, or the first error */
-    bool http_error;   /* result is an answer that was not 2xx */
+    int step;        /* the request made last: 1 (A), 2 (B), 3 (C) */
+    int result;      /* C's status, or the first error */
+    bool http_error; /* result is an answer that was not 2xx */
     char url[URL_MAX];
 } promise_job_t;
 
@@ -914,7 +913,7 @@ static int run_processes(app_t *app, target_t *t)
 
 /* ---- the command line ---------------------------------------------------------------- */
 
-static const char *const styles[] = {"callbacks", "hell", "promises", "fsm",
+static const char *const styles[] = {"callbacks", "hell",      "promises", "fsm",
                                      "threads",   "processes", "queue"};
 
 static void usage(FILE *f)
@@ -987,9 +986,14 @@ int main(int argc, char **argv)
                 return bad_usage("--timeout must be a positive number of ms, not '%s'", optarg);
             app.timeout_ms = v;
             break;
-        case 'v': app.verbose = true; break;
-        case 'h': usage(stdout); return 0;
-        case ':': return bad_usage("%s needs a value", argv[optind - 1]);
+        case 'v':
+            app.verbose = true;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        case ':':
+            return bad_usage("%s needs a value", argv[optind - 1]);
         default:
             if (optopt != 0)
                 return bad_usage("unknown option '-%c'", optopt);
