@@ -25,6 +25,10 @@
  *              (ProcessPoolExecutor)
  *   queue      n fetches put their results on an sq_queue; one consumer takes them; every
  *              request within --timeout (aiohttp's ClientTimeout(total=) and asyncio.Queue)
+ *
+ * --timeout (30 s) is the client's total timeout of a request in the loop styles, and the
+ * socket's SO_RCVTIMEO/SO_SNDTIMEO (connect, each read, each write) in threads and
+ * processes.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -86,11 +90,16 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+static bool ok_status(int s)
+{
+    return s >= 200 && s < 300;
+}
+
 /* Counts one ended job. status: the last HTTP status, or a negative error (why: its words;
  * NULL: sq_strerror). */
 static void record(app_t *app, unsigned i, int status, const char *why)
 {
-    bool good = status >= 200 && status < 300;
+    bool good = ok_status(status);
     if (good)
         app->ok++;
     else
@@ -114,11 +123,6 @@ static void step_url(char *out, size_t cap, const char *url, int step, int prev,
         snprintf(out, cap, "%s%sstep=%d&prev=%d", url, sep, step, prev);
     else
         snprintf(out, cap, "%s%sstep=%d&prev=%d&len=%ld", url, sep, step, prev, len);
-}
-
-static bool ok_status(int s)
-{
-    return s >= 200 && s < 300;
 }
 
 /* ---- the loop styles: a window of c jobs ------------------------------------------- */
