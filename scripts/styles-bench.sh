@@ -157,7 +157,7 @@ URL="http://127.0.0.1:$PORT/"
 wait_http "$URL" "$SRV_PID"
 
 rows="$STYLES py-aiohttp py-threads py-processes"
-for i in $(seq 1 "$REPEAT"); do
+for _ in $(seq 1 "$REPEAT"); do
     for row in $rows; do
         case $row in
             py-aiohttp) r=$(run_py aiohttp_load.py "$URL") ;;
