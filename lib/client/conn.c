@@ -126,6 +126,10 @@ static int on_value_complete(llhttp_t *p)
     cl_conn_t *conn = p->data;
     sq_response_t *r = conn->fetch->res;
     unsigned max = conn->client->opts.max_headers;
+    if (conn->head_done) { /* a trailer (RFC 9112 §7.1.2): read, not kept */
+        conn->field.len = conn->value.len = 0;
+        return 0;
+    }
     if ((max != 0 && r->nheaders >= max) || count_head(conn, 4) != 0)
         return stop(conn, UV_EMSGSIZE);
     /* RFC 9110 §5.5: no trailing whitespace in a value (llhttp drops the leading) */
@@ -153,6 +157,10 @@ static int on_headers_complete(llhttp_t *p)
     if (rc != 0)
         return stop(conn, rc);
     conn->head_done = true;
+    size_t max = conn->client->opts.max_body_bytes;
+    if (f->on_body == NULL && max != 0 && (p->flags & F_CONTENT_LENGTH) &&
+        p->content_length > max)
+        return stop(conn, UV_EMSGSIZE); /* known too big before it comes */
     /* RFC 9112 §6.3: no body after HEAD, 204 or 304, whatever the headers say */
     if (strcmp(f->method, "HEAD") == 0 || r->status == 204 || r->status == 304)
         return 1;
@@ -274,7 +282,8 @@ static void feed(cl_conn_t *conn, const char *data, size_t n)
     }
     if (err == HPE_OK)
         return;
-    conn_fail(conn, err == HPE_USER && conn->err != 0 ? conn->err : UV_EPROTO);
+    /* a callback's own reason (UV_EMSGSIZE, ...), or llhttp refused the bytes */
+    conn_fail(conn, conn->err != 0 ? conn->err : UV_EPROTO);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
