@@ -3,10 +3,14 @@
  * (tests/support/raw_http.h). The client runs on a loop of the test's thread; scripts
  * record on their threads and the test asserts after the fact. */
 #include <criterion/criterion.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <squall.h>
 
@@ -980,4 +984,96 @@ Test(client, streamed_body)
     cr_assert_eq(sq_fetch_promise(cl, &req, &p), UV_EINVAL, "no on_body in a promise");
     finish();
     rh_stop(s);
+}
+
+/* ---- what goes on the wire ---- */
+
+static char wire[4096];
+
+static void s_record(rh_conn_t *c, void *data)
+{
+    if (rh_read_head(c, 3000, wire, sizeof(wire)) < 0)
+        return;
+    const char *len = strcasestr(wire, "content-length:");
+    size_t n = len ? strtoul(len + 15, NULL, 10) : 0;
+    if (n > 0)
+        rh_read_body(c, n, 3000);
+    rh_send(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    rh_wait_close(c, 3000);
+}
+
+Test(client, request_head_on_the_wire)
+{
+    rh_server_t *s = rh_start("127.0.0.1", s_record, NULL);
+    start();
+    char u[128], want[256];
+    sprintf(u, "http://127.0.0.1:%d/p/a%%20b?q=1&r=%%2F", rh_port(s));
+    rec_t r = {0};
+    sq_fetch_req_t req;
+    sq_fetch_req_init(&req);
+    req.method = "POST";
+    req.url = u;
+    req.body = "12345";
+    req.body_len = 5;
+    sq_header_t hs[] = {{"X-Trace", "t 1"}};
+    req.headers = hs;
+    req.nheaders = 1;
+    cr_assert_eq(sq_fetch(cl, &req, on_done, &r, NULL), 0);
+    run_until(&r.calls, 1, 5000);
+    finish();
+    sprintf(want, "POST /p/a%%20b?q=1&r=%%2F HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n", rh_port(s));
+    rh_stop(s);
+    cr_assert_eq(r.status, 0);
+    cr_assert(strncmp(wire, want, strlen(want)) == 0, "%s", wire);
+    cr_assert_not_null(strstr(wire, "\r\nX-Trace: t 1\r\n"));
+    cr_assert_not_null(strstr(wire, "\r\nUser-Agent: squall/"));
+    cr_assert_not_null(strstr(wire, "\r\nContent-Length: 5\r\n"));
+    /* a query alone gets the path "/"; a User-Agent of the request replaces the client's */
+    s = rh_start("127.0.0.1", s_record, NULL);
+    sq_client_opts_t o;
+    sq_client_opts_init(&o);
+    o.user_agent = NULL;
+    start_opts(&o);
+    memset(&r, 0, sizeof(r));
+    sprintf(u, "http://127.0.0.1:%d?x", rh_port(s));
+    cr_assert_eq(fetch(u, &r), 0);
+    run_until(&r.calls, 1, 5000);
+    finish();
+    rh_stop(s);
+    cr_assert(strncmp(wire, "GET /?x HTTP/1.1\r\n", 18) == 0, "%s", wire);
+    cr_assert_null(strcasestr(wire, "user-agent"));
+    cr_assert_null(strcasestr(wire, "content-length"));
+}
+
+/* A listener whose accept queue is full: the kernel drops the SYN, the connect hangs. */
+Test(client, connect_timeout)
+{
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof(a);
+    cr_assert_eq(bind(lfd, (struct sockaddr *)&a, sl), 0);
+    cr_assert_eq(listen(lfd, 0), 0);
+    getsockname(lfd, (struct sockaddr *)&a, &sl);
+    int fill[4];
+    for (int i = 0; i < 4; i++) {
+        fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        connect(fill[i], (struct sockaddr *)&a, sl);
+    }
+    th_sleep_ms(50);
+    sq_client_opts_t o;
+    sq_client_opts_init(&o);
+    o.connect_timeout_ms = 200;
+    start_opts(&o);
+    char u[128];
+    rec_t r = {0};
+    uint64_t t0 = th_now_ms();
+    fetch(url_of(u, ntohs(a.sin_port), "/"), &r);
+    run_until(&r.calls, 1, 5000);
+    uint64_t took = th_now_ms() - t0;
+    finish();
+    for (int i = 0; i < 4; i++)
+        close(fill[i]);
+    close(lfd);
+    cr_assert_eq(r.status, UV_ETIMEDOUT, "%s", sq_strerror(r.status));
+    cr_assert_lt(took, 2000);
 }
