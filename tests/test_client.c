@@ -423,6 +423,15 @@ Test(client, bad_requests_are_refused_at_once)
     sq_fetch_req_init(&req);
     req.url = "http://127.0.0.1:1/";
     cr_assert_eq(sq_fetch(cl, &req, NULL, NULL, NULL), UV_EINVAL);
+    req.size = 0;
+    cr_assert_eq(sq_fetch(cl, &req, on_done, &r, NULL), UV_EINVAL, "never initialised");
+    sq_fetch_req_init(&req);
+    req.url = "http://127.0.0.1:1/";
+    sq_client_opts_t o;
+    sq_client_opts_init(&o);
+    o.user_agent = "x\r\nEvil: 1";
+    sq_client_t *other;
+    cr_assert_eq(sq_client_new(&other, &loop, &o), UV_EINVAL);
     run_for(20);
     cr_assert_eq(r.calls, 0, "no callback for a refused fetch");
     cr_assert_eq(stats().requests, 0);

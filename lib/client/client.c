@@ -43,6 +43,8 @@ int sq_client_new(sq_client_t **out, uv_loop_t *loop, const sq_client_opts_t *op
         return UV_ENOMEM;
     c->loop = loop;
     c->opts = o;
+    if (o.user_agent != NULL && strpbrk(o.user_agent, "\r\n") != NULL)
+        return UV_EINVAL; /* it would end the header line */
     if (o.user_agent != NULL) {
         c->user_agent = strdup(o.user_agent);
         if (c->user_agent == NULL) {

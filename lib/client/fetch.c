@@ -36,7 +36,7 @@ static bool span_ok(const char *s, size_t len, bool (*ok)(unsigned char))
     for (size_t i = 0; i < len; i++) {
         unsigned char ch = (unsigned char)s[i];
         if (ch == '%') {
-            if (i + 2 >= len + 0 || !is_hex((unsigned char)s[i + 1]) ||
+            if (i + 2 >= len || !is_hex((unsigned char)s[i + 1]) ||
                 !is_hex((unsigned char)s[i + 2]))
                 return false;
             i += 2;
@@ -188,7 +188,7 @@ static int build_extra(sq_fetch_t *f, const sq_fetch_req_t *req, const char *ua)
             sq__buf_append(&b, h->value, strlen(h->value)) || sq__buf_append(&b, "\r\n", 2))
             goto nomem;
     }
-    if (!has_ua && ua != NULL && *ua != '\0' && strpbrk(ua, "\r\n") == NULL &&
+    if (!has_ua && ua != NULL && *ua != '\0' &&
         (sq__buf_append(&b, "User-Agent: ", 12) || sq__buf_append(&b, ua, strlen(ua)) ||
          sq__buf_append(&b, "\r\n", 2)))
         goto nomem;
