@@ -38,13 +38,13 @@ int sq_client_new(sq_client_t **out, uv_loop_t *loop, const sq_client_opts_t *op
         if (rc != 0)
             return rc;
     }
+    if (o.user_agent != NULL && strpbrk(o.user_agent, "\r\n") != NULL)
+        return UV_EINVAL; /* it would end the header line */
     sq_client_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return UV_ENOMEM;
     c->loop = loop;
     c->opts = o;
-    if (o.user_agent != NULL && strpbrk(o.user_agent, "\r\n") != NULL)
-        return UV_EINVAL; /* it would end the header line */
     if (o.user_agent != NULL) {
         c->user_agent = strdup(o.user_agent);
         if (c->user_agent == NULL) {
