@@ -2,8 +2,8 @@
  * (tests/support/harness.h) and against a scripted raw server that misbehaves
  * (tests/support/raw_http.h). The client runs on a loop of the test's thread; scripts
  * record on their threads and the test asserts after the fact. */
-#include <criterion/criterion.h>
 #include <arpa/inet.h>
+#include <criterion/criterion.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -284,7 +284,8 @@ Test(client, keep_alive_reuses_one_connection)
     cr_assert_eq(sq_fetch(cl, &req, on_chain, &chain[0], NULL), 0);
     run_until(&chain[4].calls, 1, 5000);
     for (int i = 0; i < 5; i++)
-        cr_assert_eq(chain[i].http, 200, "fetch %d: %d %s", i, chain[i].calls, sq_strerror(chain[i].status));
+        cr_assert_eq(chain[i].http, 200, "fetch %d: %d %s", i, chain[i].calls,
+                     sq_strerror(chain[i].status));
     sq_client_stats_t s = stats();
     cr_assert_eq(s.connections, 1);
     cr_assert_eq(s.reused, 4);
@@ -408,9 +409,13 @@ Test(client, bad_requests_are_refused_at_once)
     cr_assert_eq(fetch("http://h/%zz", &r), UV_EINVAL);
     cr_assert_eq(fetch("https://h/", &r), UV_EPROTONOSUPPORT);
     cr_assert_eq(fetch_m("GE T", "http://h/", NULL, &r, NULL), UV_EINVAL);
-    const sq_header_t bad[][1] = {{{"X-A", "a\r\nb"}}, {{"X A", "a"}}, {{"", "a"}},
-                                  {{"Host", "h"}},     {{"content-length", "1"}},
-                                  {{"Transfer-Encoding", "chunked"}}, {{"Connection", "x"}}};
+    const sq_header_t bad[][1] = {{{"X-A", "a\r\nb"}},
+                                  {{"X A", "a"}},
+                                  {{"", "a"}},
+                                  {{"Host", "h"}},
+                                  {{"content-length", "1"}},
+                                  {{"Transfer-Encoding", "chunked"}},
+                                  {{"Connection", "x"}}};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         sq_fetch_req_t req;
         sq_fetch_req_init(&req);
@@ -455,8 +460,8 @@ Test(client, dns_failure_and_refused_connect)
     run_until(&d.calls, 1, 10000);
     run_until(&c.calls, 1, 5000);
     cr_assert_eq(d.calls, 1);
-    cr_assert(d.status == UV_EAI_NONAME || d.status == UV_EAI_AGAIN ||
-                  d.status == UV_EAI_FAIL || d.status == UV_EAI_NODATA,
+    cr_assert(d.status == UV_EAI_NONAME || d.status == UV_EAI_AGAIN || d.status == UV_EAI_FAIL ||
+                  d.status == UV_EAI_NODATA,
               "%s", sq_strerror(d.status));
     cr_assert_lt(th_now_ms() - t0, 10000);
     cr_assert_eq(c.status, UV_ECONNREFUSED, "%s", sq_strerror(c.status));
@@ -478,8 +483,8 @@ static void s_ok(rh_conn_t *c, void *data)
         int delay = data ? *(int *)data : 0;
         if (delay)
             rh_sleep(c, delay);
-        snprintf(res, sizeof(res), "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n%s",
-                 strlen(path), path);
+        snprintf(res, sizeof(res), "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n%s", strlen(path),
+                 path);
         if (rh_send(c, res) != 0)
             return;
     }
@@ -578,8 +583,8 @@ typedef struct bad_case {
     const char *name;
     rh_script_fn fn;
     const char *response;
-    int want;       /* status */
-    int http;       /* or the response's status */
+    int want; /* status */
+    int http; /* or the response's status */
     const char *body;
     int kept; /* the connection stays in the pool */
 } bad_case_t;
@@ -603,25 +608,25 @@ Test(client, misbehaving_servers)
         {"close before any byte", s_answer_close, "", UV_ECONNRESET, 0, NULL, 0},
         {"garbage", s_answer, "SSH-2.0-OpenSSH\r\n\r\n", UV_EPROTO, 0, NULL, 0},
         {"bad chunk size", s_answer,
-         "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n0\r\n\r\n",
-         UV_EPROTO, 0, NULL, 0},
+         "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n0\r\n\r\n", UV_EPROTO, 0,
+         NULL, 0},
         {"huge chunk size", s_answer,
-         "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\nab",
-         UV_EPROTO, 0, NULL, 0},
+         "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\nab", UV_EPROTO,
+         0, NULL, 0},
         {"huge headers", s_answer, huge, UV_EMSGSIZE, 0, NULL, 0},
         {"many headers", s_answer, many, UV_EMSGSIZE, 0, NULL, 0},
-        {"body too big", s_answer, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789", UV_EMSGSIZE,
-         0, NULL, 0},
+        {"body too big", s_answer, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789",
+         UV_EMSGSIZE, 0, NULL, 0},
         {"chunked body too big", s_answer,
          "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
          "28\r\n0123456789012345678901234567890123456789\r\n"
          "28\r\n0123456789012345678901234567890123456789\r\n0\r\n\r\n",
          UV_EMSGSIZE, 0, NULL, 0},
         {"101 not asked for", s_answer,
-         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n",
-         UV_EPROTO, 0, NULL, 0},
-        {"HTTP/1.0 close-delimited", s_answer_close, "HTTP/1.0 200 OK\r\n\r\nuntil the end", 0,
-         200, "until the end", 0},
+         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n", UV_EPROTO,
+         0, NULL, 0},
+        {"HTTP/1.0 close-delimited", s_answer_close, "HTTP/1.0 200 OK\r\n\r\nuntil the end", 0, 200,
+         "until the end", 0},
         {"close-delimited 1.1", s_answer_close, "HTTP/1.1 200 OK\r\n\r\nrest", 0, 200, "rest", 0},
         {"100-continue then 200", s_answer,
          "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\nX-A: b\r\n\r\n"
@@ -653,8 +658,7 @@ Test(client, misbehaving_servers)
         TH_ROW_CHECK(k->name, r.http == k->http, "http %d", r.http);
         if (k->body != NULL)
             TH_ROW_CHECK(k->name, strcmp(r.body, k->body) == 0, "body %s", r.body);
-        TH_ROW_CHECK(k->name, stats().open == (uint64_t)k->kept, "open %d",
-                     (int)stats().open);
+        TH_ROW_CHECK(k->name, stats().open == (uint64_t)k->kept, "open %d", (int)stats().open);
     out:
         finish();
         rh_stop(s);
@@ -710,8 +714,9 @@ Test(client, stale_pooled_connection_is_retried_once_when_idempotent)
 
 Test(client, connection_close_and_http10_are_not_reused)
 {
-    rh_server_t *s = rh_start("127.0.0.1", s_answer,
-                              (void *)"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\nx");
+    rh_server_t *s =
+        rh_start("127.0.0.1", s_answer,
+                 (void *)"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\nx");
     start();
     char u[128];
     rec_t a = {0}, b = {0};

@@ -113,9 +113,8 @@ void sq__cl_dispatch(cl_pool_t *pool, sq_client_t *c)
     unsigned max = c->opts.max_conns_per_host;
     while (!c->closing && !sq__list_empty(&pool->queue)) {
         sq_fetch_t *f = sq__container_of(pool->queue.next, sq_fetch_t, link);
-        cl_conn_t *idle = sq__list_empty(&pool->idle)
-                              ? NULL
-                              : sq__container_of(pool->idle.prev, cl_conn_t, link);
+        cl_conn_t *idle =
+            sq__list_empty(&pool->idle) ? NULL : sq__container_of(pool->idle.prev, cl_conn_t, link);
         if (idle != NULL && !f->fresh) {
             sq__list_remove(&f->link);
             c->stats.queued--;
@@ -125,7 +124,10 @@ void sq__cl_dispatch(cl_pool_t *pool, sq_client_t *c)
         if (max != 0 && pool->nconns >= max) {
             if (idle == NULL)
                 return; /* wait for a connection to come back or close */
-            sq__clconn_close(idle); /* a retry wants a new one: make room */
+            /* a retry wants a new one: make room; the close dispatches the queue again,
+             * so look at its head anew */
+            sq__clconn_close(idle);
+            continue;
         }
         sq__list_remove(&f->link);
         c->stats.queued--;
@@ -170,8 +172,7 @@ static void on_timer(uv_timer_t *t)
     }
     for (sq__list_t *l = c->conns.next; l != &c->conns; l = l->next) {
         cl_conn_t *conn = sq__container_of(l, cl_conn_t, all);
-        if (conn->state != CL_CLOSED && conn->deadline != 0 &&
-            (next == 0 || conn->deadline < next))
+        if (conn->state != CL_CLOSED && conn->deadline != 0 && (next == 0 || conn->deadline < next))
             next = conn->deadline;
     }
     sq__cl_arm(c, next);
@@ -235,8 +236,8 @@ static void on_client_handle_closed(uv_handle_t *h)
 /* Frees a closing client once every fetch was told and every connection freed. */
 void sq__cl_maybe_free(sq_client_t *c)
 {
-    if (!c->closing || c->delivering || !sq__list_empty(&c->done) ||
-        !sq__list_empty(&c->fetches) || !sq__list_empty(&c->conns))
+    if (!c->closing || c->delivering || !sq__list_empty(&c->done) || !sq__list_empty(&c->fetches) ||
+        !sq__list_empty(&c->conns))
         return;
     if (uv_is_closing((uv_handle_t *)&c->timer))
         return;

@@ -35,20 +35,20 @@ enum { CL_RESOLVING, CL_CONNECTING, CL_BUSY, CL_IDLE, CL_CLOSED };
 struct cl_conn {
     sq_client_t *client;
     cl_pool_t *pool;
-    sq__list_t link;  /* pool->idle while idle */
-    sq__list_t all;   /* client->conns until freed */
+    sq__list_t link; /* pool->idle while idle */
+    sq__list_t all;  /* client->conns until freed */
     int state;
     sq_fetch_t *fetch; /* the request on it (RESOLVING, CONNECTING, BUSY) */
     uv_getaddrinfo_t gai;
     struct addrinfo *addrs, *next_addr;
     uv_connect_t connect;
     uv_tcp_t tcp;
-    bool tcp_open;   /* tcp initialised and not closed */
-    bool resolving;  /* the getaddrinfo request is out */
-    bool counted;    /* counted in pool->nconns and stats.open */
+    bool tcp_open;  /* tcp initialised and not closed */
+    bool resolving; /* the getaddrinfo request is out */
+    bool counted;   /* counted in pool->nconns and stats.open */
     unsigned handles;
-    unsigned writes;    /* uv_write requests in flight */
-    uint64_t deadline;  /* connecting: the connect deadline; idle: when it closes; or 0 */
+    unsigned writes;   /* uv_write requests in flight */
+    uint64_t deadline; /* connecting: the connect deadline; idle: when it closes; or 0 */
     /* the response being read */
     llhttp_t parser;
     bool reused;     /* the request went on a pooled connection */
@@ -66,8 +66,8 @@ struct sq_response_s {
     int minor;
     size_t nheaders;
     sq_header_t *headers;
-    sq__buf_t raw;   /* "name\0value\0" per header */
-    sq__buf_t body;  /* NUL-terminated past len */
+    sq__buf_t raw;  /* "name\0value\0" per header */
+    sq__buf_t body; /* NUL-terminated past len */
     char *url;
 };
 
@@ -75,8 +75,8 @@ enum { CL_F_QUEUED, CL_F_ACTIVE, CL_F_DONE };
 
 struct sq_fetch_s {
     sq_client_t *client;
-    sq__list_t link;  /* its pool's queue, or client->done */
-    sq__list_t all;   /* client->fetches until done */
+    sq__list_t link; /* its pool's queue, or client->done */
+    sq__list_t all;  /* client->fetches until done */
     int state;
     cl_pool_t *pool;
     cl_conn_t *conn;
@@ -84,7 +84,7 @@ struct sq_fetch_s {
     char *method;
     char *host, *hostport, *target;
     char port[8];
-    char *extra;      /* the caller's header lines and User-Agent, "Name: value\r\n"... */
+    char *extra; /* the caller's header lines and User-Agent, "Name: value\r\n"... */
     char *body;
     size_t body_len;
     uint64_t deadline; /* uv_now when the total timeout passes, or 0 */
@@ -92,9 +92,9 @@ struct sq_fetch_s {
     void *data;
     sq_fetch_body_cb on_body;
     unsigned redirects;
-    bool retried;     /* sent again once after a stale pooled connection */
-    bool fresh;       /* must go on a new connection */
-    int status;       /* how it ended */
+    bool retried; /* sent again once after a stale pooled connection */
+    bool fresh;   /* must go on a new connection */
+    int status;   /* how it ended */
     sq_response_t *res;
 };
 
@@ -141,8 +141,8 @@ SQ__HIDDEN bool sq__fetch_idempotent(const sq_fetch_t *f);
 
 /* response.c */
 SQ__HIDDEN sq_response_t *sq__response_new(void);
-SQ__HIDDEN int sq__response_add(sq_response_t *r, const char *name, size_t nlen,
-                                const char *value, size_t vlen);
+SQ__HIDDEN int sq__response_add(sq_response_t *r, const char *name, size_t nlen, const char *value,
+                                size_t vlen);
 SQ__HIDDEN int sq__response_seal(sq_response_t *r);
 SQ__HIDDEN void sq__response_reset(sq_response_t *r);
 

@@ -136,8 +136,8 @@ static int on_value_complete(llhttp_t *p)
     while (conn->value.len > 0 && (conn->value.base[conn->value.len - 1] == ' ' ||
                                    conn->value.base[conn->value.len - 1] == '\t'))
         conn->value.len--;
-    int rc = sq__response_add(r, conn->field.base, conn->field.len, conn->value.base,
-                              conn->value.len);
+    int rc =
+        sq__response_add(r, conn->field.base, conn->field.len, conn->value.base, conn->value.len);
     conn->field.len = conn->value.len = 0;
     return rc != 0 ? stop(conn, rc) : 0;
 }
@@ -158,8 +158,7 @@ static int on_headers_complete(llhttp_t *p)
         return stop(conn, rc);
     conn->head_done = true;
     size_t max = conn->client->opts.max_body_bytes;
-    if (f->on_body == NULL && max != 0 && (p->flags & F_CONTENT_LENGTH) &&
-        p->content_length > max)
+    if (f->on_body == NULL && max != 0 && (p->flags & F_CONTENT_LENGTH) && p->content_length > max)
         return stop(conn, UV_EMSGSIZE); /* known too big before it comes */
     /* RFC 9112 §6.3: no body after HEAD, 204 or 304, whatever the headers say */
     if (strcmp(f->method, "HEAD") == 0 || r->status == 204 || r->status == 304)

@@ -223,11 +223,10 @@ int sq__fetch_head(const sq_fetch_t *f, sq__buf_t *b)
 {
     char cl[48] = "";
     /* RFC 9110 §8.6: a body's length; 0 for a method that is expected to have one */
-    if (f->body_len > 0 || method_is(f, "POST") || method_is(f, "PUT") ||
-        method_is(f, "PATCH"))
+    if (f->body_len > 0 || method_is(f, "POST") || method_is(f, "PUT") || method_is(f, "PATCH"))
         snprintf(cl, sizeof(cl), "Content-Length: %zu\r\n", f->body_len);
-    const char *parts[] = {f->method, " ", f->target, " HTTP/1.1\r\nHost: ", f->hostport,
-                           "\r\n", f->extra, cl, "\r\n"};
+    const char *parts[] = {f->method, " ", f->target, " HTTP/1.1\r\nHost: ", f->hostport, "\r\n",
+                           f->extra,  cl,  "\r\n"};
     for (size_t i = 0; i < SQ__ARRAY_SIZE(parts); i++)
         if (sq__buf_append(b, parts[i], strlen(parts[i])))
             return UV_ENOMEM;
@@ -296,8 +295,7 @@ static char *resolve_location(const sq_fetch_t *f, const char *loc)
         size_t plen = strcspn(f->target, "?");
         while (plen > 0 && f->target[plen - 1] != '/')
             plen--;
-        rc = asprintf(&out, "http://%s%.*s%.*s", f->hostport, (int)plen, f->target, (int)n,
-                      loc);
+        rc = asprintf(&out, "http://%s%.*s%.*s", f->hostport, (int)plen, f->target, (int)n, loc);
     }
     return rc < 0 ? NULL : out;
 }

@@ -206,8 +206,8 @@ rh_server_t *rh_start(const char *host, rh_script_fn fn, void *data)
         goto fail;
     if (getsockname(s->lfd, (struct sockaddr *)&ss, &sl) != 0)
         goto fail;
-    s->port = ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                       : ((struct sockaddr_in *)&ss)->sin_port);
+    s->port =
+        ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port : ((struct sockaddr_in *)&ss)->sin_port);
     if (pthread_create(&s->acceptor, NULL, accept_main, s) != 0)
         goto fail;
     return s;

@@ -25,9 +25,9 @@ typedef struct rh_server rh_server_t;
 
 typedef struct rh_conn {
     int fd;
-    int index;        /* 0 for the first connection accepted, 1 for the next, ... */
+    int index; /* 0 for the first connection accepted, 1 for the next, ... */
     rh_server_t *srv;
-    char buf[65536];  /* bytes read and not consumed */
+    char buf[65536]; /* bytes read and not consumed */
     size_t len;
 } rh_conn_t;
 
