@@ -1091,3 +1091,138 @@ Test(client, connect_timeout)
     cr_assert_eq(r.status, UV_ETIMEDOUT, "%s", sq_strerror(r.status));
     cr_assert_lt(took, 2000);
 }
+
+/* ---- calls made from inside the client's own callbacks ---- */
+
+static rec_t inner[10];
+static int inner_closed;
+
+static void close_in_cb(sq_fetch_t *f, int status, const sq_response_t *res, void *data)
+{
+    on_done(f, status, res, data);
+    cr_assert_eq(sq_client_close(cl, on_closed, &inner_closed), 0);
+    rec_t late = {0};
+    cr_assert_eq(fetch("http://127.0.0.1:1/", &late), SQ_ECLOSED);
+}
+
+static int cancel_in_body(sq_fetch_t *f, const char *chunk, size_t len, void *data)
+{
+    sq_fetch_cancel(f);
+    return 0;
+}
+
+static int close_in_body(sq_fetch_t *f, const char *chunk, size_t len, void *data)
+{
+    sq_client_close(cl, on_closed, &inner_closed);
+    return 0;
+}
+
+Test(client, close_and_cancel_inside_callbacks)
+{
+    int delay = 0;
+    rh_server_t *s = rh_start("127.0.0.1", s_ok, &delay);
+    rh_server_t *silent = rh_start("127.0.0.1", s_silent, NULL);
+    start();
+    char u[128], v[128];
+    url_of(u, rh_port(s), "/quick");
+    url_of(v, rh_port(silent), "/never");
+    memset(inner, 0, sizeof(inner));
+    inner_closed = 0;
+    sq_fetch_req_t req;
+    sq_fetch_req_init(&req);
+    req.url = u;
+    cr_assert_eq(sq_fetch(cl, &req, close_in_cb, &inner[0], NULL), 0);
+    for (int i = 1; i < 10; i++)
+        cr_assert_eq(fetch(v, &inner[i]), 0);
+    run_until(&inner_closed, 1, 5000);
+    cr_assert_eq(inner_closed, 1);
+    cr_assert_eq(inner[0].status, 0);
+    for (int i = 1; i < 10; i++) {
+        cr_assert_eq(inner[i].calls, 1);
+        cr_assert_eq(inner[i].status, UV_ECANCELED);
+    }
+    run_for(10);
+    cr_assert_eq(uv_loop_close(&loop), 0);
+    rh_stop(silent);
+    /* a streamed body: the fetch cancelled, then the client closed, from on_body */
+    rh_server_t *big = rh_start("127.0.0.1", s_big, NULL);
+    start();
+    url_of(u, rh_port(big), "/");
+    rec_t a = {0}, b = {0};
+    req.url = u;
+    req.on_body = cancel_in_body;
+    cr_assert_eq(sq_fetch(cl, &req, on_done, &a, NULL), 0);
+    run_until(&a.calls, 1, 5000);
+    cr_assert_eq(a.calls, 1);
+    cr_assert_eq(a.status, UV_ECANCELED);
+    req.on_body = close_in_body;
+    inner_closed = 0;
+    cr_assert_eq(sq_fetch(cl, &req, on_done, &b, NULL), 0);
+    run_until(&inner_closed, 1, 5000);
+    cr_assert_eq(b.calls, 1);
+    cr_assert_eq(b.status, UV_ECANCELED);
+    cr_assert_eq(inner_closed, 1);
+    run_for(10);
+    cr_assert_eq(uv_loop_close(&loop), 0);
+    rh_stop(big);
+    rh_stop(s);
+}
+
+/* Keep-alive, then the server closes the idle connection: the client sees it go and the
+ * next request takes a new connection (no retry needed). */
+static void s_close_idle(rh_conn_t *c, void *data)
+{
+    if (rh_read_head(c, 3000, NULL, 0) < 0)
+        return;
+    rh_send(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    rh_sleep(c, 50);
+}
+
+Test(client, idle_connection_closed_by_the_server)
+{
+    rh_server_t *s = rh_start("127.0.0.1", s_close_idle, NULL);
+    start();
+    char u[128];
+    rec_t a = {0}, b = {0};
+    fetch(url_of(u, rh_port(s), "/"), &a);
+    run_until(&a.calls, 1, 5000);
+    cr_assert_eq(a.status, 0);
+    uint64_t t0 = th_now_ms();
+    while (stats().open > 0 && th_now_ms() - t0 < 3000)
+        run_for(20);
+    cr_assert_eq(stats().open, 0, "the server's close was seen");
+    fetch(u, &b);
+    run_until(&b.calls, 1, 5000);
+    cr_assert_eq(b.status, 0);
+    cr_assert_str_eq(b.body, "ok");
+    cr_assert_eq(stats().connections, 2);
+    cr_assert_eq(stats().retried, 0);
+    finish();
+    rh_stop(s);
+}
+
+/* A redirect to another host:port goes to that pool. */
+Test(client, redirect_to_another_server)
+{
+    rh_server_t *s = rh_start("127.0.0.1", s_ok, NULL);
+    static char loc[128];
+    sprintf(loc, "302 http://127.0.0.1:%d/there", rh_port(s));
+    cr_assert_eq(sq_app_create(&app), 0);
+    sq_app_route(app, "/away", &redir_h, loc);
+    th_server_t *ts = th_server_start(app, NULL);
+    sq_client_opts_t o;
+    sq_client_opts_init(&o);
+    o.max_redirects = 1;
+    start_opts(&o);
+    char u[128], want[128];
+    rec_t r = {0};
+    fetch(url_of(u, th_server_port(ts), "/away"), &r);
+    run_until(&r.calls, 1, 5000);
+    cr_assert_eq(r.status, 0, "%s", sq_strerror(r.status));
+    cr_assert_str_eq(r.body, "/there");
+    cr_assert_str_eq(r.url, url_of(want, rh_port(s), "/there"));
+    cr_assert_eq(stats().connections, 2);
+    finish();
+    server_stop(ts);
+    rh_stop(s);
+}
