@@ -579,6 +579,19 @@ static void s_answer_close(rh_conn_t *c, void *data)
     rh_send(c, data); /* then the connection closes */
 }
 
+/* The answer one byte at a time: every parser state is left and entered across reads. */
+static void s_trickle(rh_conn_t *c, void *data)
+{
+    if (rh_read_head(c, 3000, NULL, 0) < 0)
+        return;
+    for (const char *p = data; *p; p++) {
+        if (rh_send_bytes(c, p, 1) != 0)
+            return;
+        rh_sleep(c, 1);
+    }
+    rh_wait_close(c, 3000);
+}
+
 typedef struct bad_case {
     const char *name;
     rh_script_fn fn;
@@ -636,6 +649,10 @@ Test(client, misbehaving_servers)
          "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n"
          "0\r\nT: v\r\n\r\n",
          0, 200, "abcde", 1},
+        {"byte by byte", s_trickle,
+         "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nX-Long-Name: a value here\r\n"
+         "Transfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n0\r\n\r\n",
+         0, 200, "0123456789", 1},
         {"204 with a length", s_answer, "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n", 0,
          204, "", 1},
     };
