@@ -871,12 +871,6 @@ Test(client, idle_pooled_connections_close)
     rh_stop(s);
 }
 
-static sq_fetch_t *to_cancel;
-static void cancel_in_cb(sq_fetch_t *f, int status, const sq_response_t *res, void *data)
-{
-    on_done(f, status, res, data);
-}
-
 Test(client, cancel_queued_connecting_receiving)
 {
     rh_server_t *s = rh_start("127.0.0.1", s_silent, NULL);
@@ -920,8 +914,6 @@ Test(client, cancel_queued_connecting_receiving)
     cr_assert_eq(stats().open, 0);
     finish();
     rh_stop(s);
-    (void)to_cancel;
-    (void)cancel_in_cb;
 }
 
 Test(client, close_with_many_in_flight)
