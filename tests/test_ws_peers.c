@@ -389,7 +389,7 @@ typedef struct sq_client {
     size_t next;
     uint8_t *expect;
     bool ask_close; /* send "close, please" instead of the echoes */
-} sq_client_t;
+} peer_client_t;
 
 static void fill_message(size_t i, uint8_t *buf, size_t len)
 {
@@ -399,7 +399,7 @@ static void fill_message(size_t i, uint8_t *buf, size_t len)
 
 static void c_open(sq_ws_t *ws, sq_req_t *req, void *data)
 {
-    sq_client_t *c = data;
+    peer_client_t *c = data;
     c->opens++;
     if (c->ask_close) {
         sq_ws_send_text(ws, "close, please", 13);
@@ -414,7 +414,7 @@ static void c_open(sq_ws_t *ws, sq_req_t *req, void *data)
 
 static void c_message(sq_ws_t *ws, int binary, const char *msg, size_t len, void *data)
 {
-    sq_client_t *c = data;
+    peer_client_t *c = data;
     size_t i = c->next++;
     c->messages++;
     if (i >= 2 * NSIZES || binary != (i >= NSIZES) || len != sizes[i % NSIZES]) {
@@ -430,7 +430,7 @@ static void c_message(sq_ws_t *ws, int binary, const char *msg, size_t len, void
 
 static void c_close(sq_ws_t *ws, int code, const char *reason, void *data)
 {
-    sq_client_t *c = data;
+    peer_client_t *c = data;
     c->closes++;
     c->close_code = code;
     snprintf(c->close_reason, sizeof(c->close_reason), "%s", reason ? reason : "");
@@ -460,7 +460,7 @@ Test(ws_peers, squall_client_against_node_ws_server_echoes_every_size_and_closes
     cr_assert_eq(uv_loop_init(&loop), 0);
     char url[64];
     snprintf(url, sizeof(url), "ws://127.0.0.1:%d/", port);
-    sq_client_t echo = {0}, closer = {.ask_close = true};
+    peer_client_t echo = {0}, closer = {.ask_close = true};
     echo.expect = malloc(1024 * 1024);
     closer.expect = malloc(16);
     cr_assert_eq(sq_ws_connect(&loop, url, &c_handler, &echo, NULL, NULL), 0);

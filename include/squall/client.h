@@ -67,10 +67,12 @@ typedef struct sq_client_opts {
     unsigned max_headers;        /* header lines of a response; 200 -> UV_EMSGSIZE */
     size_t max_body_bytes;       /* a buffered response body; 64 MiB -> UV_EMSGSIZE (a
                                     streamed body, sq_fetch_req_t.on_body, has no limit) */
-    unsigned max_redirects;      /* 3xx with Location followed, at most this many; 0
-                                    (default): not followed, the 3xx is the response */
+    unsigned max_redirects;      /* 3xx with Location followed, at most this many (past
+                                    them the last 3xx is the response); 0 (default): not
+                                    followed, the 3xx is the response */
     const char *user_agent;      /* `User-Agent` sent unless the request has one;
-                                    "squall/<version>"; NULL: none. Copied */
+                                    "squall/<version>"; NULL: none. Copied; CR or LF in
+                                    it: UV_EINVAL from sq_client_new */
 } sq_client_opts_t;
 
 SQ_EXTERN void sq_client_opts_init_sized(sq_client_opts_t *opts, size_t size);
@@ -80,7 +82,9 @@ static inline void sq_client_opts_init(sq_client_opts_t *opts)
 }
 
 /* Makes a client on `loop`; `opts` copied (NULL: defaults). Returns 0; UV_EINVAL (NULL
- * out or loop, opts->size 0); UV_ENOTSUP (options from a newer header); UV_ENOMEM. */
+ * out or loop, opts->size 0, a user_agent with CR or LF); UV_ENOTSUP (options from a
+ * newer header); UV_ENOMEM. Idle pooled connections do not keep the loop running (they
+ * are unref'd): uv_run returns once no fetch is pending; sq_client_close frees them. */
 SQ_EXTERN int sq_client_new(sq_client_t **out, uv_loop_t *loop, const sq_client_opts_t *opts);
 
 /* The client is closed: every fetch has been told and every handle closed. */
@@ -170,7 +174,8 @@ static inline void sq_fetch_req_init(sq_fetch_req_t *req)
  *                     body cut short by the close of a Content-Length or chunked body);
  *   UV_EPROTO         the response is not HTTP/1.x as RFC 9112 has it (llhttp refused
  *                     it), or a redirect's Location cannot be followed;
- *   UV_EMSGSIZE        past max_header_bytes, max_headers or max_body_bytes;
+ *   UV_EMSGSIZE       past max_header_bytes, max_headers or max_body_bytes (a
+ *                     Content-Length past max_body_bytes fails when the head comes);
  *   UV_ECANCELED      sq_fetch_cancel, sq_client_close, or on_body asked to stop.
  * `f` is valid during the call only. */
 typedef void (*sq_fetch_cb)(sq_fetch_t *f, int status, const sq_response_t *res, void *data);

@@ -1,0 +1,508 @@
+/* A fetch of the HTTP client: the URL and what it may hold, the request's checks and
+ * serialization, the end of a fetch (once), redirects, cancel and the promise form. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <strings.h>
+
+#include "client/client_int.h"
+
+/* ---- what may go into the request (RFC 3986 §2-3, RFC 9110 §5.6.2) ---- */
+
+static bool is_alnum(unsigned char ch)
+{
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z');
+}
+
+static bool is_hex(unsigned char ch)
+{
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
+}
+
+/* RFC 3986 §2.3 unreserved and §2.2 sub-delims: a registered name */
+static bool is_host_char(unsigned char ch)
+{
+    return is_alnum(ch) || (ch != '\0' && strchr("-._~!$&'()*+,;=", ch) != NULL);
+}
+
+/* RFC 3986 §3.3-3.4: pchar, "/" and "?" ("%" is checked apart) */
+static bool is_path_char(unsigned char ch)
+{
+    return is_host_char(ch) || ch == ':' || ch == '@' || ch == '/' || ch == '?';
+}
+
+/* True when s[0, len) is made of `ok` characters and well-formed "%HH" escapes. */
+static bool span_ok(const char *s, size_t len, bool (*ok)(unsigned char))
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == '%') {
+            if (i + 2 >= len || !is_hex((unsigned char)s[i + 1]) ||
+                !is_hex((unsigned char)s[i + 2]))
+                return false;
+            i += 2;
+        } else if (!ok(ch)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* RFC 9110 §5.6.2: tchar */
+static bool is_tchar(unsigned char ch)
+{
+    return is_alnum(ch) || (ch != '\0' && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
+}
+
+static bool is_token(const char *s)
+{
+    if (s == NULL || *s == '\0')
+        return false;
+    for (; *s; s++)
+        if (!is_tchar((unsigned char)*s))
+            return false;
+    return true;
+}
+
+typedef struct cl_url {
+    char *host, *hostport, *target;
+    char port[8];
+} cl_url_t;
+
+static void url_free(cl_url_t *u)
+{
+    free(u->host);
+    free(u->hostport);
+    free(u->target);
+    memset(u, 0, sizeof(*u));
+}
+
+/* Splits "http://host[:port][/path][?query]" (host may be an [IPv6] literal) and checks
+ * every byte that goes into the request line and the Host header. No user info, no
+ * fragment. Returns 0, UV_EINVAL, UV_EPROTONOSUPPORT (https://) or UV_ENOMEM. */
+static int url_parse(const char *url, cl_url_t *u)
+{
+    memset(u, 0, sizeof(*u));
+    const char *h;
+    bool tls = false;
+    if (strncasecmp(url, "http://", 7) == 0) {
+        h = url + 7;
+    } else if (strncasecmp(url, "https://", 8) == 0) {
+        tls = true;
+        h = url + 8;
+    } else {
+        return UV_EINVAL;
+    }
+    const char *p; /* past the host */
+    if (*h == '[') {
+        /* RFC 3986 §3.2.2: an IPv6 address between brackets (no zone, no IPvFuture) */
+        const char *hend = strchr(h, ']');
+        if (hend == NULL || hend == h + 1 || (size_t)(hend - h - 1) >= 46)
+            return UV_EINVAL;
+        char addr[46];
+        unsigned char bin[16];
+        memcpy(addr, h + 1, (size_t)(hend - h - 1));
+        addr[hend - h - 1] = '\0';
+        if (strspn(addr, "0123456789abcdefABCDEF:.") != strlen(addr) ||
+            uv_inet_pton(AF_INET6, addr, bin) != 0)
+            return UV_EINVAL;
+        u->host = strdup(addr);
+        p = hend + 1;
+    } else {
+        p = h + strcspn(h, ":/?#");
+        if (p == h || (size_t)(p - h) > 255 || !span_ok(h, (size_t)(p - h), is_host_char))
+            return UV_EINVAL; /* empty, too long, user info, a space, a control, non-ASCII */
+        u->host = strndup(h, (size_t)(p - h));
+    }
+    if (u->host == NULL)
+        return UV_ENOMEM;
+    long port = tls ? 443 : 80;
+    if (*p == ':') {
+        size_t nd = strspn(p + 1, "0123456789");
+        if (nd == 0 || nd > 5)
+            goto invalid;
+        port = strtol(p + 1, NULL, 10);
+        if (port <= 0 || port > 65535)
+            goto invalid;
+        p += 1 + nd;
+    }
+    if ((*p != '\0' && *p != '/' && *p != '?') || !span_ok(p, strlen(p), is_path_char))
+        goto invalid;
+    if (tls) {
+        url_free(u);
+        return UV_EPROTONOSUPPORT;
+    }
+    snprintf(u->port, sizeof(u->port), "%ld", port);
+    u->hostport = strndup(h, (size_t)(p - h));
+    if (*p == '?') {
+        u->target = malloc(strlen(p) + 2);
+        if (u->target != NULL)
+            sprintf(u->target, "/%s", p);
+    } else {
+        u->target = strdup(*p ? p : "/");
+    }
+    if (u->hostport == NULL || u->target == NULL) {
+        url_free(u);
+        return UV_ENOMEM;
+    }
+    return 0;
+
+invalid:
+    url_free(u);
+    return UV_EINVAL;
+}
+
+static void fetch_set_url(sq_fetch_t *f, cl_url_t *u)
+{
+    free(f->host);
+    free(f->hostport);
+    free(f->target);
+    f->host = u->host;
+    f->hostport = u->hostport;
+    f->target = u->target;
+    memcpy(f->port, u->port, sizeof(f->port));
+    memset(u, 0, sizeof(*u));
+}
+
+/* ---- the request ---- */
+
+static const char *const reserved_headers[] = {"host", "content-length", "transfer-encoding",
+                                               "connection"};
+
+/* The caller's header lines, checked, and User-Agent unless one is there. */
+static int build_extra(sq_fetch_t *f, const sq_fetch_req_t *req, const char *ua)
+{
+    sq__buf_t b = {0};
+    bool has_ua = false;
+    if (req->nheaders > 0 && req->headers == NULL)
+        return UV_EINVAL;
+    for (size_t i = 0; i < req->nheaders; i++) {
+        const sq_header_t *h = &req->headers[i];
+        if (!is_token(h->name) || h->value == NULL ||
+            strpbrk(h->value, "\r\n") != NULL) /* NUL ends the string: none inside */
+            goto invalid;
+        for (size_t k = 0; k < SQ__ARRAY_SIZE(reserved_headers); k++)
+            if (strcasecmp(h->name, reserved_headers[k]) == 0)
+                goto invalid;
+        has_ua |= strcasecmp(h->name, "user-agent") == 0;
+        if (sq__buf_append(&b, h->name, strlen(h->name)) || sq__buf_append(&b, ": ", 2) ||
+            sq__buf_append(&b, h->value, strlen(h->value)) || sq__buf_append(&b, "\r\n", 2))
+            goto nomem;
+    }
+    if (!has_ua && ua != NULL && *ua != '\0' &&
+        (sq__buf_append(&b, "User-Agent: ", 12) || sq__buf_append(&b, ua, strlen(ua)) ||
+         sq__buf_append(&b, "\r\n", 2)))
+        goto nomem;
+    if (sq__buf_append(&b, "", 1))
+        goto nomem;
+    f->extra = b.base;
+    return 0;
+
+invalid:
+    sq__buf_free(&b);
+    return UV_EINVAL;
+nomem:
+    sq__buf_free(&b);
+    return UV_ENOMEM;
+}
+
+static bool method_is(const sq_fetch_t *f, const char *m)
+{
+    return strcmp(f->method, m) == 0;
+}
+
+/* RFC 9110 §9.2.2 */
+bool sq__fetch_idempotent(const sq_fetch_t *f)
+{
+    return method_is(f, "GET") || method_is(f, "HEAD") || method_is(f, "PUT") ||
+           method_is(f, "DELETE") || method_is(f, "OPTIONS") || method_is(f, "TRACE");
+}
+
+/* The request as it goes on the wire: head and body (RFC 9112 §3, §6.2). Every string in
+ * it was checked by sq_fetch (or by the redirect that set it). */
+int sq__fetch_head(const sq_fetch_t *f, sq__buf_t *b)
+{
+    char cl[48] = "";
+    /* RFC 9110 §8.6: a body's length; 0 for a method that is expected to have one */
+    if (f->body_len > 0 || method_is(f, "POST") || method_is(f, "PUT") || method_is(f, "PATCH"))
+        snprintf(cl, sizeof(cl), "Content-Length: %zu\r\n", f->body_len);
+    const char *parts[] = {f->method, " ", f->target, " HTTP/1.1\r\nHost: ", f->hostport, "\r\n",
+                           f->extra,  cl,  "\r\n"};
+    for (size_t i = 0; i < SQ__ARRAY_SIZE(parts); i++)
+        if (sq__buf_append(b, parts[i], strlen(parts[i])))
+            return UV_ENOMEM;
+    return f->body_len > 0 && sq__buf_append(b, f->body, f->body_len) ? UV_ENOMEM : 0;
+}
+
+/* ---- the end of a fetch ---- */
+
+/* Ends a fetch, once: off its queue or connection (closed: the exchange on it cannot
+ * go on), and its callback due from the loop. */
+void sq__fetch_finish(sq_fetch_t *f, int status)
+{
+    if (f->state == CL_F_DONE)
+        return;
+    sq_client_t *c = f->client;
+    if (f->state == CL_F_QUEUED) {
+        sq__list_remove(&f->link);
+        c->stats.queued--;
+    }
+    sq__list_remove(&f->all);
+    f->state = CL_F_DONE;
+    f->status = status;
+    sq__list_insert_tail(&c->done, &f->link);
+    sq__cl_due(c);
+    cl_conn_t *conn = f->conn;
+    if (conn != NULL) {
+        f->conn = NULL;
+        conn->fetch = NULL;
+        sq__clconn_close(conn);
+    }
+}
+
+void sq__fetch_free(sq_fetch_t *f)
+{
+    sq_response_free(f->res);
+    free(f->method);
+    free(f->host);
+    free(f->hostport);
+    free(f->target);
+    free(f->extra);
+    free(f->body);
+    free(f);
+}
+
+/* The Location of a redirect as an absolute http:// URL (RFC 9110 §10.2.2, resolved as
+ * RFC 3986 §5.2 has it, without removing dot segments), or NULL. */
+static char *resolve_location(const sq_fetch_t *f, const char *loc)
+{
+    size_t n = strcspn(loc, "#"); /* a fragment is the client's own */
+    char *out = NULL;
+    int rc;
+    if (n == 0)
+        return NULL;
+    if (strncasecmp(loc, "http://", 7) == 0 || strncasecmp(loc, "https://", 8) == 0)
+        rc = asprintf(&out, "%.*s", (int)n, loc);
+    else if (loc[0] == '/' && loc[1] == '/')
+        rc = asprintf(&out, "http:%.*s", (int)n, loc);
+    else if (loc[0] == '/')
+        rc = asprintf(&out, "http://%s%.*s", f->hostport, (int)n, loc);
+    else if (loc[0] == '?')
+        rc = asprintf(&out, "http://%s%.*s%.*s", f->hostport, (int)strcspn(f->target, "?"),
+                      f->target, (int)n, loc);
+    else if (strchr(loc, ':') != NULL && strcspn(loc, ":") < strcspn(loc, "/?"))
+        return NULL; /* another scheme */
+    else {
+        size_t plen = strcspn(f->target, "?");
+        while (plen > 0 && f->target[plen - 1] != '/')
+            plen--;
+        rc = asprintf(&out, "http://%s%.*s%.*s", f->hostport, (int)plen, f->target, (int)n, loc);
+    }
+    return rc < 0 ? NULL : out;
+}
+
+static int follow(sq_fetch_t *f, const char *loc)
+{
+    char *url = resolve_location(f, loc);
+    if (url == NULL)
+        return UV_EPROTO;
+    cl_url_t u;
+    int rc = url_parse(url, &u);
+    free(url);
+    if (rc != 0)
+        return rc == UV_ENOMEM ? rc : UV_EPROTO;
+    cl_pool_t *pool = sq__cl_pool_get(f->client, u.host, u.port);
+    if (pool == NULL) {
+        url_free(&u);
+        return UV_ENOMEM;
+    }
+    int st = f->res->status;
+    /* RFC 9110 §15.4: 303 (and 301/302 as user agents do) go on with GET, no body */
+    if ((st == 301 || st == 302 || st == 303) && !method_is(f, "HEAD")) {
+        char *get = strdup("GET");
+        if (get == NULL) {
+            url_free(&u);
+            return UV_ENOMEM;
+        }
+        free(f->method);
+        f->method = get;
+        free(f->body);
+        f->body = NULL;
+        f->body_len = 0;
+    }
+    fetch_set_url(f, &u);
+    f->pool = pool;
+    f->redirects++;
+    f->fresh = false;
+    sq_response_free(f->res);
+    f->res = NULL;
+    sq__cl_enqueue(f, true);
+    sq__cl_dispatch(pool, f->client);
+    return 0;
+}
+
+/* The final response of f is whole (f is off its connection): a redirect to follow, or
+ * the fetch's end. */
+void sq__fetch_response(sq_fetch_t *f, bool *redirected)
+{
+    sq_response_t *r = f->res;
+    *redirected = false;
+    int st = r->status;
+    const char *loc = sq_response_header(r, "location");
+    if (f->state == CL_F_ACTIVE && !f->client->closing && loc != NULL &&
+        f->redirects < f->client->opts.max_redirects &&
+        (st == 301 || st == 302 || st == 303 || st == 307 || st == 308)) {
+        int rc = follow(f, loc);
+        if (rc != 0)
+            sq__fetch_finish(f, rc);
+        *redirected = rc == 0;
+        return;
+    }
+    if (asprintf(&r->url, "http://%s%s", f->hostport, f->target) < 0) {
+        r->url = NULL;
+        sq__fetch_finish(f, UV_ENOMEM);
+        return;
+    }
+    sq__fetch_finish(f, 0);
+}
+
+/* ---- the calls ---- */
+
+void sq_fetch_req_init_sized(sq_fetch_req_t *req, size_t size)
+{
+    static const sq_fetch_req_t defaults = {.size = sizeof(sq_fetch_req_t), .method = "GET"};
+    if (req != NULL)
+        SQ__OPTS_INIT(req, size, &defaults);
+}
+
+int sq_fetch(sq_client_t *client, const sq_fetch_req_t *req, sq_fetch_cb cb, void *data,
+             sq_fetch_t **out)
+{
+    if (client == NULL || req == NULL || cb == NULL)
+        return UV_EINVAL;
+    sq_fetch_req_t r = {.size = sizeof(r), .method = "GET"};
+    int rc = SQ__OPTS_IN(&r, req);
+    if (rc != 0)
+        return rc;
+    if (r.url == NULL || (r.body_len > 0 && r.body == NULL))
+        return UV_EINVAL;
+    if (client->closing)
+        return SQ_ECLOSED;
+    const char *method = r.method != NULL ? r.method : "GET";
+    if (!is_token(method))
+        return UV_EINVAL;
+    cl_url_t u;
+    rc = url_parse(r.url, &u);
+    if (rc != 0)
+        return rc;
+    if (client->opts.max_queued != 0 && client->stats.queued >= client->opts.max_queued) {
+        url_free(&u);
+        return UV_ENOBUFS;
+    }
+    sq_fetch_t *f = calloc(1, sizeof(*f));
+    if (f == NULL) {
+        url_free(&u);
+        return UV_ENOMEM;
+    }
+    f->client = client;
+    fetch_set_url(f, &u);
+    rc = UV_ENOMEM;
+    f->method = strdup(method);
+    if (f->method == NULL)
+        goto fail;
+    rc = build_extra(f, &r, client->user_agent);
+    if (rc != 0)
+        goto fail;
+    rc = UV_ENOMEM;
+    if (r.body_len > 0) {
+        f->body = malloc(r.body_len);
+        if (f->body == NULL)
+            goto fail;
+        memcpy(f->body, r.body, r.body_len);
+        f->body_len = r.body_len;
+    }
+    f->pool = sq__cl_pool_get(client, f->host, f->port);
+    if (f->pool == NULL)
+        goto fail;
+    f->cb = cb;
+    f->data = data;
+    f->on_body = r.on_body;
+    uint64_t total = r.timeout_ms != 0 ? r.timeout_ms : client->opts.timeout_ms;
+    if (total > 0)
+        f->deadline = uv_now(client->loop) + total;
+    sq__list_insert_tail(&client->fetches, &f->all);
+    client->stats.requests++;
+    sq__cl_enqueue(f, false);
+    sq__cl_arm(client, f->deadline);
+    if (out != NULL)
+        *out = f;
+    sq__cl_dispatch(f->pool, client);
+    return 0;
+
+fail:
+    sq__fetch_free(f);
+    return rc;
+}
+
+void sq_fetch_cancel(sq_fetch_t *f)
+{
+    if (f != NULL)
+        sq__fetch_finish(f, UV_ECANCELED);
+}
+
+const sq_response_t *sq_fetch_head(const sq_fetch_t *f)
+{
+    if (f == NULL || f->on_body == NULL || f->conn == NULL || !f->conn->head_done)
+        return NULL;
+    return f->res;
+}
+
+/* ---- the promise form ---- */
+
+static void response_free(void *res)
+{
+    sq_response_free(res);
+}
+
+static void promise_done(sq_fetch_t *f, int status, const sq_response_t *res, void *data)
+{
+    sq_promise_t *p = data;
+    if (status == 0) {
+        sq_response_t *own = f->res; /* the promise takes it: not freed with f */
+        f->res = NULL;
+        sq_promise_resolve(p, own, response_free);
+    } else {
+        sq_promise_reject(p, status, NULL, NULL);
+    }
+    sq_promise_release(p);
+}
+
+static void promise_cancelled(sq_promise_t *p, void *data)
+{
+    sq_fetch_cancel(data);
+}
+
+int sq_fetch_promise(sq_client_t *client, const sq_fetch_req_t *req, sq_promise_t **out)
+{
+    if (client == NULL || req == NULL || out == NULL)
+        return UV_EINVAL;
+    sq_fetch_req_t r = {.size = sizeof(r)};
+    int rc = SQ__OPTS_IN(&r, req);
+    if (rc != 0)
+        return rc;
+    if (r.on_body != NULL)
+        return UV_EINVAL;
+    sq_promise_t *p;
+    rc = sq_promise_create(&p, client->loop);
+    if (rc != 0)
+        return rc;
+    sq_fetch_t *f;
+    rc = sq_fetch(client, req, promise_done, sq_promise_ref(p), &f);
+    if (rc != 0) {
+        sq_promise_release(p);
+        sq_promise_release(p);
+        return rc;
+    }
+    sq_promise_on_cancel(p, promise_cancelled, f);
+    *out = p;
+    return 0;
+}
