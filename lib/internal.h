@@ -95,6 +95,8 @@ static inline int sq__buf_append(sq__buf_t *b, const void *data, size_t len)
 SQ__HIDDEN void sq__buf_free(sq__buf_t *b);
 static inline void sq__buf_append_unsafe(sq__buf_t *b, const void *data, size_t len)
 {
+    if (len == 0)
+        return; /* data may be NULL (an empty header value): memcpy must not see it */
     memcpy(b->base + b->len, data, len);
     b->len += len;
 }

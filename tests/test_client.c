@@ -655,6 +655,13 @@ Test(client, misbehaving_servers)
          0, 200, "0123456789", 1},
         {"204 with a length", s_answer, "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n", 0,
          204, "", 1},
+        /* an interim response has no body, whatever its headers say (RFC 9112 §6.3) */
+        {"103 with a length", s_answer,
+         "HTTP/1.1 103 Early Hints\r\nContent-Length: 5\r\n\r\n"
+         "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+         0, 200, "ok", 1},
+        {"an empty header value", s_answer,
+         "HTTP/1.1 200 OK\r\nX-Empty:\r\nContent-Length: 2\r\n\r\nok", 0, 200, "ok", 1},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         const bad_case_t *k = &cases[i];
@@ -1233,5 +1240,130 @@ Test(client, redirect_to_another_server)
     cr_assert_eq(stats().connections, 2);
     finish();
     server_stop(ts);
+    rh_stop(s);
+}
+
+/* The other origin's script: answers 200 with the request head it got as the body. */
+static void s_echo_head(rh_conn_t *c, void *data)
+{
+    char head[1024];
+    if (rh_read_head(c, 3000, head, sizeof(head)) < 0)
+        return;
+    char out[1400];
+    snprintf(out, sizeof(out), "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n%s", strlen(head),
+             head);
+    rh_send(c, out);
+    rh_wait_close(c, 3000);
+}
+
+/* This origin: a redirect to `data` (a URL) whose body must not reach on_body. */
+static void s_redirect_with_body(rh_conn_t *c, void *data)
+{
+    if (rh_read_head(c, 3000, NULL, 0) < 0)
+        return;
+    char out[512];
+    snprintf(out, sizeof(out),
+             "HTTP/1.1 302 Found\r\nLocation: %s\r\nContent-Length: 13\r\n\r\nREDIRECT-BODY",
+             (const char *)data);
+    rh_send(c, out);
+    rh_wait_close(c, 3000);
+}
+
+static char streamed[2048];
+static size_t nstreamed;
+
+static int keep_chunk(sq_fetch_t *f, const char *chunk, size_t len, void *data)
+{
+    if (nstreamed + len < sizeof(streamed)) {
+        memcpy(streamed + nstreamed, chunk, len);
+        nstreamed += len;
+    }
+    return 0;
+}
+
+Test(client, a_redirect_to_another_origin_drops_credentials_and_its_body)
+{
+    rh_server_t *other = rh_start("127.0.0.1", s_echo_head, NULL);
+    static char there[128];
+    snprintf(there, sizeof(there), "http://127.0.0.1:%d/there", rh_port(other));
+    rh_server_t *s = rh_start("127.0.0.1", s_redirect_with_body, there);
+    sq_client_opts_t o;
+    sq_client_opts_init(&o);
+    o.max_redirects = 2;
+    start_opts(&o);
+    char u[128];
+    static const sq_header_t hs[] = {{"Authorization", "Bearer secret"},
+                                     {"Cookie", "id=1"},
+                                     {"Proxy-Authorization", "Basic x"},
+                                     {"X-Keep", "kept"}};
+    sq_fetch_req_t req;
+    sq_fetch_req_init(&req);
+    req.url = url_of(u, rh_port(s), "/here");
+    req.headers = hs;
+    req.nheaders = 4;
+    req.on_body = keep_chunk;
+    nstreamed = 0;
+    rec_t r = {0};
+    cr_assert_eq(sq_fetch(cl, &req, on_done, &r, NULL), 0);
+    run_until(&r.calls, 1, 5000);
+    cr_assert_eq(r.status, 0, "%s", sq_strerror(r.status));
+    streamed[nstreamed] = '\0';
+    cr_assert_null(strstr(streamed, "REDIRECT-BODY"), "the 302's body was streamed: %s",
+                   streamed);
+    cr_assert_not_null(strstr(streamed, "GET /there HTTP/1.1"), "%s", streamed);
+    cr_assert_not_null(strstr(streamed, "X-Keep: kept"), "%s", streamed);
+    cr_assert_null(strcasestr(streamed, "authorization"), "credentials went to another "
+                                                          "origin: %s", streamed);
+    cr_assert_null(strcasestr(streamed, "cookie"), "%s", streamed);
+    finish();
+    rh_stop(s);
+    rh_stop(other);
+}
+
+/* Answers the first request with its response and, in the same write, a second one
+ * nobody asked for; later connections get a plain answer. */
+static void s_unasked(rh_conn_t *c, void *data)
+{
+    if (rh_read_head(c, 3000, NULL, 0) < 0)
+        return;
+    if (c->index == 0) {
+        /* the first response fills the client's 64 KiB read exactly: the forged one
+         * is left in the kernel when the connection goes back to the pool */
+        static char out[65536 + 64];
+        const char *forged = "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nFORGED";
+        int h = snprintf(out, sizeof(out), "HTTP/1.1 200 OK\r\nContent-Length: %5d\r\n\r\n",
+                         0);
+        size_t body = 65536 - (size_t)h;
+        snprintf(out, sizeof(out), "HTTP/1.1 200 OK\r\nContent-Length: %5zu\r\n\r\n", body);
+        memset(out + h, 'a', body);
+        memcpy(out + 65536, forged, strlen(forged));
+        rh_send_bytes(c, out, 65536 + strlen(forged));
+        rh_sleep(c, 500);
+        if (rh_read_head(c, 1000, NULL, 0) >= 0)
+            rh_send(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate");
+    } else {
+        rh_send(c, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond");
+    }
+    rh_wait_close(c, 3000);
+}
+
+Test(client, a_response_nobody_asked_for_is_not_given_to_the_next_request)
+{
+    rh_server_t *s = rh_start("127.0.0.1", s_unasked, NULL);
+    sq_client_opts_t o;
+    sq_client_opts_init(&o);
+    o.max_conns_per_host = 1;
+    o.max_body_bytes = 1 << 20;
+    start_opts(&o);
+    char u[128];
+    rec_t a = {0}, b = {0};
+    fetch(url_of(u, rh_port(s), "/a"), &a);
+    fetch(url_of(u, rh_port(s), "/b"), &b); /* queued behind a on the one connection */
+    run_until(&b.calls, 1, 5000);
+    cr_assert_eq(a.status, 0, "%s", sq_strerror(a.status));
+    cr_assert_eq(a.len, 65536 - 42);
+    cr_assert_eq(b.status, 0, "%s", sq_strerror(b.status));
+    cr_assert_str_eq(b.body, "second", "the next request took the forged answer");
+    finish();
     rh_stop(s);
 }

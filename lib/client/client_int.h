@@ -56,6 +56,7 @@ struct cl_conn {
     bool msg_done;   /* the final response is whole */
     bool keep_alive; /* the server lets the connection be used again */
     bool head_done;  /* the final response's headers are whole */
+    bool skip_body;  /* a redirect that will be followed: its body is dropped */
     int err;         /* why a parser callback stopped (UV_EMSGSIZE, UV_ECANCELED) */
     size_t head_bytes;
     sq__buf_t field, value;
@@ -137,6 +138,8 @@ SQ__HIDDEN void sq__fetch_finish(sq_fetch_t *f, int status);
 SQ__HIDDEN void sq__fetch_free(sq_fetch_t *f);
 SQ__HIDDEN int sq__fetch_head(const sq_fetch_t *f, sq__buf_t *out);
 SQ__HIDDEN void sq__fetch_response(sq_fetch_t *f, bool *redirected);
+/* f's response (its head is whole) is a redirect that will be followed. */
+SQ__HIDDEN bool sq__fetch_will_follow(const sq_fetch_t *f);
 SQ__HIDDEN bool sq__fetch_idempotent(const sq_fetch_t *f);
 
 /* response.c */

@@ -1,8 +1,10 @@
 /* A connection of the HTTP client: DNS (uv_getaddrinfo), TCP connect (each address in
  * turn), writing a request, reading its response with llhttp (HTTP_RESPONSE mode, RFC
  * 9112), and keep-alive: back to its pool when the server allows it. */
+#include <errno.h>
 #include <stdlib.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #include "client/client_int.h"
 
@@ -152,13 +154,16 @@ static int on_headers_complete(llhttp_t *p)
     if (p->http_major != 1 || r->status == 101 || r->status < 100)
         return stop(conn, UV_EPROTO); /* no upgrade was asked for */
     if (r->status < 200)
-        return 0; /* an interim response (RFC 9110 §15.2): llhttp reads it without body */
+        return 1; /* an interim response has no body (RFC 9112 §6.3, rule 1): whatever
+                     its headers say, the next bytes are the next response */
     int rc = sq__response_seal(r);
     if (rc != 0)
         return stop(conn, rc);
     conn->head_done = true;
+    conn->skip_body = sq__fetch_will_follow(f);
     size_t max = conn->client->opts.max_body_bytes;
-    if (f->on_body == NULL && max != 0 && (p->flags & F_CONTENT_LENGTH) && p->content_length > max)
+    if (f->on_body == NULL && !conn->skip_body && max != 0 && (p->flags & F_CONTENT_LENGTH) &&
+        p->content_length > max)
         return stop(conn, UV_EMSGSIZE); /* known too big before it comes */
     /* RFC 9112 §6.3: no body after HEAD, 204 or 304, whatever the headers say */
     if (strcmp(f->method, "HEAD") == 0 || r->status == 204 || r->status == 304)
@@ -170,6 +175,8 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
 {
     cl_conn_t *conn = p->data;
     sq_fetch_t *f = conn->fetch;
+    if (conn->skip_body)
+        return 0; /* a redirect that will be followed: its body is nobody's */
     if (f->on_body != NULL) {
         int r = f->on_body(f, at, len, f->data);
         if (conn->fetch != f || r != 0)
@@ -210,12 +217,26 @@ static const llhttp_settings_t response_settings = {
     .on_message_complete = on_message_complete,
 };
 
+/* Bytes (or the end) the server sent after its response, already in the kernel: a
+ * response nobody asked for, which the next request on this connection would take for
+ * its own. Such a connection is not reused. */
+static bool has_unasked_bytes(cl_conn_t *conn)
+{
+    uv_os_fd_t fd;
+    char b;
+    if (uv_fileno((uv_handle_t *)&conn->tcp, &fd) != 0)
+        return true;
+    ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
 /* Back to the pool when the server keeps the connection and nothing is left to write;
  * closed otherwise. */
 static void conn_release(cl_conn_t *conn)
 {
     sq_client_t *c = conn->client;
-    if (!conn->keep_alive || conn->writes > 0 || c->closing || conn->state != CL_BUSY) {
+    if (!conn->keep_alive || conn->writes > 0 || c->closing || conn->state != CL_BUSY ||
+        has_unasked_bytes(conn)) {
         sq__clconn_close(conn);
         return;
     }
@@ -328,7 +349,7 @@ static void conn_send(cl_conn_t *conn)
     sq_fetch_t *f = conn->fetch;
     llhttp_init(&conn->parser, HTTP_RESPONSE, &response_settings);
     conn->parser.data = conn;
-    conn->got_bytes = conn->msg_done = conn->head_done = false;
+    conn->got_bytes = conn->msg_done = conn->head_done = conn->skip_body = false;
     conn->keep_alive = false;
     conn->err = 0;
     conn->head_bytes = 0;
@@ -344,7 +365,7 @@ static void conn_send(cl_conn_t *conn)
         return;
     }
     memcpy(w->data, head.base, head.len);
-    uv_buf_t b = uv_buf_init(w->data, (unsigned)head.len);
+    uv_buf_t b = {.base = w->data, .len = head.len}; /* size_t: a body past 4 GiB whole */
     sq__buf_free(&head);
     w->conn = conn;
     rc = uv_write(&w->req, (uv_stream_t *)&conn->tcp, &b, 1, on_written);

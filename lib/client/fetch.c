@@ -300,6 +300,29 @@ static char *resolve_location(const sq_fetch_t *f, const char *loc)
     return rc < 0 ? NULL : out;
 }
 
+/* Drops Authorization, Proxy-Authorization and Cookie from the caller's header lines
+ * (f->extra, "Name: value\r\n"...), as browsers (the Fetch standard, §4.4 HTTP-redirect
+ * fetch) and curl do when a redirect leaves the origin. */
+static void drop_credentials(sq_fetch_t *f)
+{
+    static const char *const secret[] = {"authorization:", "proxy-authorization:", "cookie:"};
+    char *in = f->extra, *out = f->extra;
+    while (in != NULL && *in != '\0') {
+        char *eol = strstr(in, "\r\n");
+        size_t n = eol != NULL ? (size_t)(eol - in) + 2 : strlen(in);
+        bool drop = false;
+        for (size_t i = 0; i < sizeof(secret) / sizeof(secret[0]); i++)
+            drop = drop || strncasecmp(in, secret[i], strlen(secret[i])) == 0;
+        if (!drop) {
+            memmove(out, in, n);
+            out += n;
+        }
+        in += n;
+    }
+    if (out != NULL)
+        *out = '\0';
+}
+
 static int follow(sq_fetch_t *f, const char *loc)
 {
     char *url = resolve_location(f, loc);
@@ -329,6 +352,8 @@ static int follow(sq_fetch_t *f, const char *loc)
         f->body = NULL;
         f->body_len = 0;
     }
+    if (pool != f->pool)
+        drop_credentials(f); /* another origin: the caller's secrets stay with theirs */
     fetch_set_url(f, &u);
     f->pool = pool;
     f->redirects++;
@@ -340,17 +365,24 @@ static int follow(sq_fetch_t *f, const char *loc)
     return 0;
 }
 
+bool sq__fetch_will_follow(const sq_fetch_t *f)
+{
+    const sq_response_t *r = f->res;
+    int st = r->status;
+    return f->state == CL_F_ACTIVE && !f->client->closing &&
+           sq_response_header(r, "location") != NULL &&
+           f->redirects < f->client->opts.max_redirects &&
+           (st == 301 || st == 302 || st == 303 || st == 307 || st == 308);
+}
+
 /* The final response of f is whole (f is off its connection): a redirect to follow, or
  * the fetch's end. */
 void sq__fetch_response(sq_fetch_t *f, bool *redirected)
 {
     sq_response_t *r = f->res;
     *redirected = false;
-    int st = r->status;
     const char *loc = sq_response_header(r, "location");
-    if (f->state == CL_F_ACTIVE && !f->client->closing && loc != NULL &&
-        f->redirects < f->client->opts.max_redirects &&
-        (st == 301 || st == 302 || st == 303 || st == 307 || st == 308)) {
+    if (sq__fetch_will_follow(f)) {
         int rc = follow(f, loc);
         if (rc != 0)
             sq__fetch_finish(f, rc);

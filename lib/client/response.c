@@ -57,6 +57,7 @@ void sq__response_reset(sq_response_t *r)
     r->headers = NULL;
     r->nheaders = 0;
     r->raw.len = 0;
+    r->body.len = 0;
     r->status = 0;
 }
 
