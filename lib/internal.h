@@ -130,6 +130,16 @@ typedef struct sq__date_cache {
 
 SQ__HIDDEN const char *sq__date_get(sq__date_cache_t *dc);
 
+/* ---- what a request squall sends may hold (the clients) ---- */
+
+/* lib/core/uri.c: RFC 3986 §2.3 unreserved and §2.2 sub-delims (a registered name);
+ * §3.3-3.4 a path or query character (pchar, "/" and "?"; "%" is checked apart); a span
+ * made of `ok` characters and well-formed "%HH" escapes; RFC 9110 §5.6.2 tchar. */
+SQ__HIDDEN bool sq__uri_host_char(unsigned char ch);
+SQ__HIDDEN bool sq__uri_path_char(unsigned char ch);
+SQ__HIDDEN bool sq__uri_span_ok(const char *s, size_t len, bool (*ok)(unsigned char));
+SQ__HIDDEN bool sq__is_tchar(unsigned char ch);
+
 /* ---- http: percent-decoding ---- */
 
 enum {

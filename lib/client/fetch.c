@@ -6,59 +6,14 @@
 
 #include "client/client_int.h"
 
-/* ---- what may go into the request (RFC 3986 §2-3, RFC 9110 §5.6.2) ---- */
-
-static bool is_alnum(unsigned char ch)
-{
-    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z');
-}
-
-static bool is_hex(unsigned char ch)
-{
-    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
-}
-
-/* RFC 3986 §2.3 unreserved and §2.2 sub-delims: a registered name */
-static bool is_host_char(unsigned char ch)
-{
-    return is_alnum(ch) || (ch != '\0' && strchr("-._~!$&'()*+,;=", ch) != NULL);
-}
-
-/* RFC 3986 §3.3-3.4: pchar, "/" and "?" ("%" is checked apart) */
-static bool is_path_char(unsigned char ch)
-{
-    return is_host_char(ch) || ch == ':' || ch == '@' || ch == '/' || ch == '?';
-}
-
-/* True when s[0, len) is made of `ok` characters and well-formed "%HH" escapes. */
-static bool span_ok(const char *s, size_t len, bool (*ok)(unsigned char))
-{
-    for (size_t i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (ch == '%') {
-            if (i + 2 >= len || !is_hex((unsigned char)s[i + 1]) ||
-                !is_hex((unsigned char)s[i + 2]))
-                return false;
-            i += 2;
-        } else if (!ok(ch)) {
-            return false;
-        }
-    }
-    return true;
-}
-
-/* RFC 9110 §5.6.2: tchar */
-static bool is_tchar(unsigned char ch)
-{
-    return is_alnum(ch) || (ch != '\0' && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
-}
+/* ---- what may go into the request (RFC 3986 §2-3, RFC 9110 §5.6.2: lib/core/uri.c) ---- */
 
 static bool is_token(const char *s)
 {
     if (s == NULL || *s == '\0')
         return false;
     for (; *s; s++)
-        if (!is_tchar((unsigned char)*s))
+        if (!sq__is_tchar((unsigned char)*s))
             return false;
     return true;
 }
@@ -109,7 +64,7 @@ static int url_parse(const char *url, cl_url_t *u)
         p = hend + 1;
     } else {
         p = h + strcspn(h, ":/?#");
-        if (p == h || (size_t)(p - h) > 255 || !span_ok(h, (size_t)(p - h), is_host_char))
+        if (p == h || (size_t)(p - h) > 255 || !sq__uri_span_ok(h, (size_t)(p - h), sq__uri_host_char))
             return UV_EINVAL; /* empty, too long, user info, a space, a control, non-ASCII */
         u->host = strndup(h, (size_t)(p - h));
     }
@@ -125,7 +80,7 @@ static int url_parse(const char *url, cl_url_t *u)
             goto invalid;
         p += 1 + nd;
     }
-    if ((*p != '\0' && *p != '/' && *p != '?') || !span_ok(p, strlen(p), is_path_char))
+    if ((*p != '\0' && *p != '/' && *p != '?') || !sq__uri_span_ok(p, strlen(p), sq__uri_path_char))
         goto invalid;
     if (tls) {
         url_free(u);

@@ -531,53 +531,7 @@ static void on_hs_timeout(uv_timer_t *t)
     fail_code(t->data, "handshake timed out", 0, UV_ETIMEDOUT);
 }
 
-/* ---- what may go into the request (RFC 3986 §2-3, RFC 9110 §5.6.2) ---- */
-
-static bool is_alnum(unsigned char ch)
-{
-    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z');
-}
-
-static bool is_hex(unsigned char ch)
-{
-    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
-}
-
-/* RFC 3986 §2.3 unreserved and §2.2 sub-delims: what a host name may hold */
-static bool is_host_char(unsigned char ch)
-{
-    return is_alnum(ch) || (ch != '\0' && strchr("-._~!$&'()*+,;=", ch) != NULL);
-}
-
-/* RFC 3986 §3.3-3.4: a path or query character (pchar, "/" and "?"); "%" is checked
- * apart, since it must start a percent-encoded byte */
-static bool is_path_char(unsigned char ch)
-{
-    return is_host_char(ch) || ch == ':' || ch == '@' || ch == '/' || ch == '?';
-}
-
-/* True when s[0, len) is made of `ok` characters and well-formed "%HH" escapes. */
-static bool span_ok(const char *s, size_t len, bool (*ok)(unsigned char))
-{
-    for (size_t i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (ch == '%') {
-            if (i + 2 >= len || !is_hex((unsigned char)s[i + 1]) ||
-                !is_hex((unsigned char)s[i + 2]))
-                return false;
-            i += 2;
-        } else if (!ok(ch)) {
-            return false;
-        }
-    }
-    return true;
-}
-
-/* RFC 9110 §5.6.2: tchar */
-static bool is_tchar(unsigned char ch)
-{
-    return is_alnum(ch) || (ch != '\0' && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
-}
+/* ---- what may go into the request (RFC 3986 §2-3, RFC 9110 §5.6.2: lib/core/uri.c) ---- */
 
 /* RFC 6455 §4.1: each offered subprotocol is a non-empty token, and all are different;
  * anything else could end the header line or be misread by the server. The array is
@@ -593,7 +547,7 @@ static int copy_offers(wsc_t *c, const char *const *offers)
         if (*o == '\0')
             return UV_EINVAL;
         for (const char *q = o; *q; q++)
-            if (!is_tchar((unsigned char)*q))
+            if (!sq__is_tchar((unsigned char)*q))
                 return UV_EINVAL;
         for (size_t k = 0; k < n; k++)
             if (strcmp(offers[k], o) == 0)
@@ -640,7 +594,7 @@ static int parse_url(wsc_t *c, const char *url)
         p = hend + 1;
     } else {
         p = h + strcspn(h, ":/?#");
-        if (p == h || !span_ok(h, (size_t)(p - h), is_host_char))
+        if (p == h || !sq__uri_span_ok(h, (size_t)(p - h), sq__uri_host_char))
             return UV_EINVAL; /* empty, user info ("@"), a space, a control or non-ASCII */
         c->host = strndup(h, (size_t)(p - h));
     }
@@ -659,7 +613,7 @@ static int parse_url(wsc_t *c, const char *url)
     if (*p != '\0' && *p != '/' && *p != '?')
         return UV_EINVAL;
     /* RFC 6455 §3: no fragment; the rest goes into the request line as it is */
-    if (!span_ok(p, strlen(p), is_path_char))
+    if (!sq__uri_span_ok(p, strlen(p), sq__uri_path_char))
         return UV_EINVAL;
     if (tls)
         return UV_EPROTONOSUPPORT;
