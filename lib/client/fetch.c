@@ -123,6 +123,18 @@ static void fetch_set_url(sq_fetch_t *f, cl_url_t *u)
 static const char *const reserved_headers[] = {"host", "content-length", "transfer-encoding",
                                                "connection"};
 
+/* RFC 9110 §5.5: a field value is visible characters, obs-text, spaces and tabs — no
+ * CR or LF that would end the line, no other control character (NUL ends the string). */
+static bool value_ok(const char *v)
+{
+    if (v == NULL)
+        return false;
+    for (const unsigned char *p = (const unsigned char *)v; *p != '\0'; p++)
+        if ((*p < 0x20 && *p != '\t') || *p == 0x7f)
+            return false;
+    return true;
+}
+
 /* The caller's header lines, checked, and User-Agent unless one is there. */
 static int build_extra(sq_fetch_t *f, const sq_fetch_req_t *req, const char *ua)
 {
@@ -132,8 +144,7 @@ static int build_extra(sq_fetch_t *f, const sq_fetch_req_t *req, const char *ua)
         return UV_EINVAL;
     for (size_t i = 0; i < req->nheaders; i++) {
         const sq_header_t *h = &req->headers[i];
-        if (!is_token(h->name) || h->value == NULL ||
-            strpbrk(h->value, "\r\n") != NULL) /* NUL ends the string: none inside */
+        if (!is_token(h->name) || !value_ok(h->value))
             goto invalid;
         for (size_t k = 0; k < SQ__ARRAY_SIZE(reserved_headers); k++)
             if (strcasecmp(h->name, reserved_headers[k]) == 0)
