@@ -20,5 +20,6 @@
 #include "squall/ws.h"
 #include "squall/hub.h"
 #include "squall/client.h"
+#include "squall/schema.h"
 
 #endif

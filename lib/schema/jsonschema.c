@@ -1,0 +1,164 @@
+/* A declared schema as JSON Schema 2020-12 (the dialect of OpenAPI 3.1), written the way
+ * pydantic v2 writes a model's, so that a document generated from it reads as FastAPI's. */
+#include <ctype.h>
+#include <math.h>
+#include <stdlib.h>
+
+#include "schema/schema_int.h"
+
+/* pydantic's title for a field: name.title().replace('_', ' ') — "is_offer" is
+ * "Is Offer". Non-ASCII bytes are copied and end a word. */
+static json_t *title_from_name(const char *name)
+{
+    size_t n = strlen(name);
+    char *t = malloc(n + 1);
+    if (t == NULL)
+        return NULL;
+    bool in_word = false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)name[i];
+        if (ch < 0x80 && isalpha(ch)) {
+            t[i] = (char)(in_word ? tolower(ch) : toupper(ch));
+            in_word = true;
+        } else {
+            t[i] = ch == '_' ? ' ' : (char)ch;
+            in_word = false;
+        }
+    }
+    t[n] = '\0';
+    json_t *j = json_string(t);
+    free(t);
+    return j;
+}
+
+static json_t *num_json(double v)
+{
+    return v == floor(v) && fabs(v) < 1e15 ? json_integer((json_int_t)v) : json_real(v);
+}
+
+static void put_limit(json_t *o, const char *key, const sq_limit_t *l)
+{
+    if (l->set)
+        json_object_set_new(o, key, num_json(l->v));
+}
+
+static void put_len(json_t *o, const char *key, const sq_len_t *l)
+{
+    if (l->set)
+        json_object_set_new(o, key, json_integer((json_int_t)l->n));
+}
+
+/* The field's type with its constraints, before nullable, title and default. */
+static json_t *type_schema(const sq_field_t *f, const char *ref_prefix, json_t *defs)
+{
+    json_t *o = json_object();
+    if (o == NULL)
+        return NULL;
+    switch (f->type) {
+    case SQ_T_STRING:
+        json_object_set_new(o, "type", json_string("string"));
+        put_len(o, "minLength", &f->min_length);
+        put_len(o, "maxLength", &f->max_length);
+        if (f->pattern != NULL)
+            json_object_set_new(o, "pattern", json_string(f->pattern));
+        if (f->format == SQ_FMT_UUID)
+            json_object_set_new(o, "format", json_string("uuid"));
+        else if (f->format == SQ_FMT_DATE)
+            json_object_set_new(o, "format", json_string("date"));
+        break;
+    case SQ_T_INTEGER:
+    case SQ_T_NUMBER:
+        json_object_set_new(o, "type", json_string(f->type == SQ_T_INTEGER ? "integer" : "number"));
+        put_limit(o, "minimum", &f->ge);
+        put_limit(o, "exclusiveMinimum", &f->gt);
+        put_limit(o, "maximum", &f->le);
+        put_limit(o, "exclusiveMaximum", &f->lt);
+        break;
+    case SQ_T_BOOLEAN:
+        json_object_set_new(o, "type", json_string("boolean"));
+        break;
+    case SQ_T_ENUM: {
+        json_t *e = json_array();
+        for (const char *const *v = f->enum_values; v != NULL && *v != NULL; v++)
+            json_array_append_new(e, json_string(*v));
+        json_object_set_new(o, "enum", e);
+        json_object_set_new(o, "type", json_string("string"));
+        break;
+    }
+    case SQ_T_ARRAY:
+        json_object_set_new(o, "type", json_string("array"));
+        json_object_set_new(o, "items", f->items != NULL
+                                            ? type_schema(f->items, ref_prefix, defs)
+                                            : json_object());
+        put_len(o, "minItems", &f->min_length);
+        put_len(o, "maxItems", &f->max_length);
+        break;
+    case SQ_T_OBJECT:
+        json_decref(o);
+        if (f->object == NULL)
+            return json_pack("{s:s}", "type", "object");
+        if (defs != NULL && f->object->title != NULL) {
+            if (json_object_get(defs, f->object->title) == NULL)
+                json_object_set_new(defs, f->object->title,
+                                    sq_schema_to_json_schema(f->object, ref_prefix, defs));
+            json_t *ref = json_sprintf("%s%s", ref_prefix != NULL ? ref_prefix : "",
+                                       f->object->title);
+            return json_pack("{s:o}", "$ref", ref);
+        }
+        return sq_schema_to_json_schema(f->object, ref_prefix, defs);
+    }
+    return o;
+}
+
+json_t *sq_field_to_json_schema(const sq_field_t *f, const char *ref_prefix, json_t *defs)
+{
+    json_t *t = type_schema(f, ref_prefix, defs);
+    if (t == NULL)
+        return NULL;
+    json_t *o = t;
+    if (f->nullable) {
+        o = json_pack("{s:[o,{s:s}]}", "anyOf", t, "type", "null");
+        if (o == NULL)
+            return NULL;
+    }
+    /* A reference carries its own title (the model's), as in pydantic. */
+    bool is_ref = json_object_get(t, "$ref") != NULL || f->type == SQ_T_OBJECT;
+    if (f->title != NULL)
+        json_object_set_new(o, "title", json_string(f->title));
+    else if (f->name != NULL && (!is_ref || f->nullable))
+        json_object_set_new(o, "title", title_from_name(f->name));
+    if (f->description != NULL)
+        json_object_set_new(o, "description", json_string(f->description));
+    const json_t *d = sq__schema_default(f);
+    if (d != NULL)
+        json_object_set_new(o, "default", json_deep_copy(d));
+    return o;
+}
+
+json_t *sq_schema_to_json_schema(const sq_schema_t *s, const char *ref_prefix, json_t *defs)
+{
+    json_t *o = json_object(), *props = json_object(), *req = json_array();
+    if (o == NULL || props == NULL || req == NULL)
+        goto fail;
+    for (const sq_field_t *f = s->fields; f != NULL && f->name != NULL; f++) {
+        json_object_set_new(props, f->name, sq_field_to_json_schema(f, ref_prefix, defs));
+        if (f->default_json == NULL)
+            json_array_append_new(req, json_string(f->name));
+    }
+    json_object_set_new(o, "type", json_string("object"));
+    if (s->title != NULL)
+        json_object_set_new(o, "title", json_string(s->title));
+    if (s->description != NULL)
+        json_object_set_new(o, "description", json_string(s->description));
+    json_object_set_new(o, "properties", props);
+    if (json_array_size(req) > 0)
+        json_object_set_new(o, "required", req);
+    else
+        json_decref(req);
+    return o;
+fail:
+    json_decref(o);
+    json_decref(props);
+    json_decref(req);
+    return NULL;
+}
