@@ -197,9 +197,9 @@ Test(schema, malformed_json)
     /* json.loads('{"name": }') fails at character 9; jansson's reason is its own. */
     json_t *errs = NULL;
     const char *body = "{\"name\": }";
-    cr_assert_eq(sq_schema_validate_text(&item_schema, body, strlen(body), "body", NULL, &errs,
-                                         NULL),
-                 UV_EINVAL);
+    cr_assert_eq(
+        sq_schema_validate_text(&item_schema, body, strlen(body), "body", NULL, &errs, NULL),
+        UV_EINVAL);
     json_t *e = json_array_get(errs, 0);
     cr_assert_eq(json_array_size(errs), 1);
     cr_expect_str_eq(json_string_value(json_object_get(e, "type")), "json_invalid");
@@ -214,9 +214,9 @@ Test(schema, malformed_json)
     /* Positions count characters: 'é' is one. json.loads gives 14 here. */
     json_decref(errs);
     body = "{\"name\": \"\xC3\xA9\", ";
-    cr_assert_eq(sq_schema_validate_text(&item_schema, body, strlen(body), "body", NULL, &errs,
-                                         NULL),
-                 UV_EINVAL);
+    cr_assert_eq(
+        sq_schema_validate_text(&item_schema, body, strlen(body), "body", NULL, &errs, NULL),
+        UV_EINVAL);
     e = json_array_get(errs, 0);
     cr_expect_eq(json_integer_value(json_array_get(json_object_get(e, "loc"), 1)), 14);
     json_decref(errs);
@@ -287,9 +287,8 @@ Test(schema, nested_valid_binds_inline_struct)
     order_t o;
     memset(&o, 0, sizeof(o));
     json_t *value = NULL;
-    cr_assert_eq(sq_schema_validate_text(&order_schema, body, strlen(body), "body", &value, NULL,
-                                         &o),
-                 0);
+    cr_assert_eq(
+        sq_schema_validate_text(&order_schema, body, strlen(body), "body", &value, NULL, &o), 0);
     cr_expect_eq(o.id, 7);
     cr_expect_str_eq(o.main.label, "xyz");
     cr_expect_eq(o.main.weight, 1);
@@ -310,7 +309,10 @@ static const sq_field_t bounds_fields[] = {
     {.name = "long", .type = SQ_T_STRING, .default_json = "\"\"", .max_length = SQ_LEN(1)},
     {.name = "one", .type = SQ_T_STRING, .default_json = "\"a\"", .min_length = SQ_LEN(1)},
     {.name = "many", .type = SQ_T_ARRAY, .default_json = "[0]", .min_length = SQ_LEN(2)},
-    {.name = "id", .type = SQ_T_STRING, .default_json = "null", .nullable = true,
+    {.name = "id",
+     .type = SQ_T_STRING,
+     .default_json = "null",
+     .nullable = true,
      .format = SQ_FMT_UUID},
     {.name = "day", .type = SQ_T_STRING, .default_json = "\"2024-02-29\"", .format = SQ_FMT_DATE},
     {0},
@@ -342,9 +344,8 @@ Test(schema, bounds_lengths_formats)
     const char *ok = "{\"ge\": 0.5, \"le\": 10000, \"long\": \"\xE2\x82\xAC\", \"many\": [1, 2], "
                      "\"id\": \"123e4567-E89B-12d3-a456-426614174000\"}";
     json_t *value = NULL;
-    cr_assert_eq(sq_schema_validate_text(&bounds_schema, ok, strlen(ok), "body", &value, NULL,
-                                         NULL),
-                 0);
+    cr_assert_eq(
+        sq_schema_validate_text(&bounds_schema, ok, strlen(ok), "body", &value, NULL, NULL), 0);
     json_decref(value);
 }
 
@@ -358,9 +359,15 @@ typedef struct qp {
 } qp_t;
 
 static const sq_field_t query_params[] = {
-    {.name = "ms", .type = SQ_T_INTEGER, .ge = SQ_LIMIT(0), .le = SQ_LIMIT(10000),
+    {.name = "ms",
+     .type = SQ_T_INTEGER,
+     .ge = SQ_LIMIT(0),
+     .le = SQ_LIMIT(10000),
      .bind = SQ_BIND(qp_t, ms)},
-    {.name = "q", .type = SQ_T_STRING, .nullable = true, .default_json = "null",
+    {.name = "q",
+     .type = SQ_T_STRING,
+     .nullable = true,
+     .default_json = "null",
      .bind = SQ_BIND(qp_t, q)},
     {.name = "flag", .type = SQ_T_BOOLEAN, .default_json = "false", .bind = SQ_BIND(qp_t, flag)},
     {.name = "ratio", .type = SQ_T_NUMBER, .default_json = "1", .bind = SQ_BIND(qp_t, ratio)},
@@ -522,8 +529,48 @@ Test(schema, malformed_json_positions)
                                              "body", NULL, &errs, NULL),
                      UV_EINVAL);
         json_t *loc = json_object_get(json_array_get(errs, 0), "loc");
-        cr_expect_eq(json_integer_value(json_array_get(loc, 1)), cases[i].pos, "%s",
-                     cases[i].body);
+        cr_expect_eq(json_integer_value(json_array_get(loc, 1)), cases[i].pos, "%s", cases[i].body);
         json_decref(errs);
+    }
+}
+
+/* The pattern and default cache is shared: validations on several threads at once, the
+ * first of them compiling, all agree. */
+typedef struct race {
+    int ok, bad;
+} race_t;
+
+static void race_run(void *arg)
+{
+    race_t *r = arg;
+    const char *good = "{\"id\": 1, \"tags\": [{\"label\": \"ab\"}], \"main\": {\"label\": "
+                       "\"ab\"}, \"ref\": \"abc\"}";
+    const char *wrong = "{\"id\": 1, \"tags\": [{\"label\": \"ab\"}], \"main\": {\"label\": "
+                        "\"ab\"}, \"ref\": \"ABC\"}";
+    for (int i = 0; i < 200; i++) {
+        const char *b = i % 2 ? wrong : good;
+        json_t *value = NULL, *errs = NULL;
+        int rc = sq_schema_validate_text(&order_schema, b, strlen(b), "body", &value, &errs, NULL);
+        if ((rc == 0) == (b == good))
+            r->ok++;
+        else
+            r->bad++;
+        json_decref(value);
+        json_decref(errs);
+    }
+}
+
+Test(schema, validation_on_several_threads)
+{
+    uv_thread_t th[4];
+    race_t r[4];
+    memset(r, 0, sizeof(r));
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(uv_thread_create(&th[i], race_run, &r[i]), 0);
+    for (int i = 0; i < 4; i++)
+        uv_thread_join(&th[i]);
+    for (int i = 0; i < 4; i++) {
+        cr_expect_eq(r[i].ok, 200);
+        cr_expect_eq(r[i].bad, 0);
     }
 }

@@ -3,8 +3,8 @@
  * A schema is a static const table: an object with fields, each with a type, whether it
  * is required or its default, and its constraints.
  *
- *     typedef struct item { const char *name; double price; bool is_offer; bool is_offer_null; } item_t;
- *     static const sq_field_t item_fields[] = {
+ *     typedef struct item { const char *name; double price; bool is_offer; bool is_offer_null; }
+ * item_t; static const sq_field_t item_fields[] = {
  *         {.name = "name", .type = SQ_T_STRING, .bind = SQ_BIND(item_t, name)},
  *         {.name = "price", .type = SQ_T_NUMBER, .bind = SQ_BIND(item_t, price)},
  *         {.name = "is_offer", .type = SQ_T_BOOLEAN, .nullable = true, .default_json = "null",
@@ -46,14 +46,20 @@ typedef struct sq_limit {
     bool set;
     double v;
 } sq_limit_t;
-#define SQ_LIMIT(x) {true, (double)(x)}
+#define SQ_LIMIT(x)                                                                                \
+    {                                                                                              \
+        true, (double)(x)                                                                          \
+    }
 
 /* A bound on a length (characters of a string, items of an array). Write SQ_LEN(n). */
 typedef struct sq_len {
     bool set;
     size_t n;
 } sq_len_t;
-#define SQ_LEN(n) {true, (size_t)(n)}
+#define SQ_LEN(n)                                                                                  \
+    {                                                                                              \
+        true, (size_t)(n)                                                                          \
+    }
 
 /* Where a field's checked value is stored in the caller's struct. Write
  * SQ_BIND(struct type, member). Unset: the field is only in the JSON value. */
@@ -61,7 +67,10 @@ typedef struct sq_bind {
     bool set;
     size_t offset;
 } sq_bind_t;
-#define SQ_BIND(type, member) {true, offsetof(type, member)}
+#define SQ_BIND(type, member)                                                                      \
+    {                                                                                              \
+        true, offsetof(type, member)                                                               \
+    }
 
 typedef struct sq_schema sq_schema_t;
 
@@ -77,7 +86,7 @@ typedef struct sq_field {
     /* Optional: when absent the field takes default_json, a JSON literal ("null", "3",
      * "\"x\"", "[]"), parsed once; NULL means required. A default is not validated. */
     const char *default_json;
-    bool nullable;   /* JSON null is accepted (binds bind_null = true) */
+    bool nullable;     /* JSON null is accepted (binds bind_null = true) */
     const char *title; /* JSON Schema's title; NULL: from the name, as pydantic does */
     const char *description;
 
@@ -91,16 +100,16 @@ typedef struct sq_field {
     const char *pattern;
     sq_format_t format;
 
-    const char *const *enum_values;   /* SQ_T_ENUM: NULL-terminated */
-    const struct sq_field *items;      /* SQ_T_ARRAY: the items (a field without name) */
-    const sq_schema_t *object;         /* SQ_T_OBJECT */
+    const char *const *enum_values; /* SQ_T_ENUM: NULL-terminated */
+    const struct sq_field *items;   /* SQ_T_ARRAY: the items (a field without name) */
+    const sq_schema_t *object;      /* SQ_T_OBJECT */
 
     sq_bind_t bind;      /* the value (see sq_type_t for the C type) */
     sq_bind_t bind_null; /* bool: true when the value is null */
 } sq_field_t;
 
 struct sq_schema {
-    const char *title;        /* JSON Schema's title (pydantic: the class name) */
+    const char *title; /* JSON Schema's title (pydantic: the class name) */
     const char *description;
     const sq_field_t *fields; /* ended by a field whose name is NULL */
 };

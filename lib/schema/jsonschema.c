@@ -87,9 +87,8 @@ static json_t *type_schema(const sq_field_t *f, const char *ref_prefix, json_t *
     }
     case SQ_T_ARRAY:
         json_object_set_new(o, "type", json_string("array"));
-        json_object_set_new(o, "items", f->items != NULL
-                                            ? type_schema(f->items, ref_prefix, defs)
-                                            : json_object());
+        json_object_set_new(
+            o, "items", f->items != NULL ? type_schema(f->items, ref_prefix, defs) : json_object());
         put_len(o, "minItems", &f->min_length);
         put_len(o, "maxItems", &f->max_length);
         break;
@@ -101,8 +100,8 @@ static json_t *type_schema(const sq_field_t *f, const char *ref_prefix, json_t *
             if (json_object_get(defs, f->object->title) == NULL)
                 json_object_set_new(defs, f->object->title,
                                     sq_schema_to_json_schema(f->object, ref_prefix, defs));
-            json_t *ref = json_sprintf("%s%s", ref_prefix != NULL ? ref_prefix : "",
-                                       f->object->title);
+            json_t *ref =
+                json_sprintf("%s%s", ref_prefix != NULL ? ref_prefix : "", f->object->title);
             return json_pack("{s:o}", "$ref", ref);
         }
         return sq_schema_to_json_schema(f->object, ref_prefix, defs);
