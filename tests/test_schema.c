@@ -207,7 +207,7 @@ Test(schema, malformed_json)
     json_t *loc = json_object_get(e, "loc");
     cr_expect_str_eq(json_string_value(json_array_get(loc, 0)), "body");
     cr_expect_eq(json_integer_value(json_array_get(loc, 1)), 9);
-    cr_expect(json_equal(json_object_get(e, "input"), json_object()) ||
+    cr_expect(json_is_object(json_object_get(e, "input")) &&
               json_object_size(json_object_get(e, "input")) == 0);
     cr_expect_not_null(json_string_value(json_object_get(json_object_get(e, "ctx"), "error")));
 

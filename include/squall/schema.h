@@ -106,12 +106,18 @@ typedef struct sq_field {
 
     sq_bind_t bind;      /* the value (see sq_type_t for the C type) */
     sq_bind_t bind_null; /* bool: true when the value is null */
+
+    /* Fields are laid out in arrays, so their size cannot grow as "Structs that grow"
+     * (common.h) allows: later members take the place of these, which tables written
+     * with designated initializers leave at zero, meaning "not used". */
+    const void *reserved[4];
 } sq_field_t;
 
 struct sq_schema {
     const char *title; /* JSON Schema's title (pydantic: the class name) */
     const char *description;
     const sq_field_t *fields; /* ended by a field whose name is NULL */
+    const void *reserved[2];  /* as in sq_field_t: zero */
 };
 
 /* Validates `input` (borrowed; NULL means no body at all) against `schema`.
