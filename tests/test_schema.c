@@ -574,3 +574,19 @@ Test(schema, validation_on_several_threads)
         cr_expect_eq(r[i].bad, 0);
     }
 }
+
+/* pydantic's lax mode (FastAPI's) takes true/false for a number or an integer. */
+Test(schema, booleans_taken_as_numbers)
+{
+    const char *body = "{\"name\": \"x\", \"price\": true}";
+    json_t *value = NULL;
+    cr_assert_eq(
+        sq_schema_validate_text(&item_schema, body, strlen(body), "body", &value, NULL, NULL), 0);
+    expect_json(value, "{\"name\": \"x\", \"price\": 1.0, \"is_offer\": null}");
+    body = "{\"id\": true, \"tags\": [{\"label\": \"ab\", \"weight\": false}], \"main\": "
+           "{\"label\": \"ab\"}}";
+    cr_assert_eq(
+        sq_schema_validate_text(&order_schema, body, strlen(body), "body", &value, NULL, NULL), 0);
+    cr_expect_eq(json_integer_value(json_object_get(value, "id")), 1);
+    json_decref(value);
+}

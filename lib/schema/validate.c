@@ -356,6 +356,8 @@ static json_t *check_value(vctx_t *c, const sq_field_t *f, const json_t *in)
         int64_t v;
         if (json_is_integer(in)) {
             v = json_integer_value(in);
+        } else if (json_is_boolean(in)) { /* as pydantic's lax mode: true is 1 */
+            v = json_is_true(in);
         } else if (json_is_real(in)) {
             double d = json_real_value(in);
             if (d != floor(d)) {
@@ -393,6 +395,8 @@ static json_t *check_value(vctx_t *c, const sq_field_t *f, const json_t *in)
         double d;
         if (json_is_number(in)) {
             d = json_number_value(in);
+        } else if (json_is_boolean(in)) {
+            d = json_is_true(in);
         } else if (s != NULL) {
             if (!parse_num(s, &d)) {
                 err_add(c, "float_parsing",
