@@ -140,6 +140,21 @@ SQ__HIDDEN bool sq__uri_path_char(unsigned char ch);
 SQ__HIDDEN bool sq__uri_span_ok(const char *s, size_t len, bool (*ok)(unsigned char));
 SQ__HIDDEN bool sq__is_tchar(unsigned char ch);
 
+/* A URL a client connects to, split: host (an IPv6 literal without its brackets), port in
+ * decimal, "host[:port]" as written (the Host header), and the request target. */
+typedef struct sq__url {
+    char *host, *hostport, *target;
+    char port[8];
+} sq__url_t;
+/* Splits "SCHEME://host[:port][/path][?query]" (`scheme` "http://" or "ws://", their
+ * TLS twin `tls_scheme`; case-insensitive, RFC 3986 §3.1), checking every byte that goes
+ * into the request line and the Host header: no user info, no fragment, RFC 3986
+ * characters and well-formed escapes only. Returns 0; UV_EINVAL; UV_EPROTONOSUPPORT for a
+ * well-formed TLS URL (no TLS in this build); UV_ENOMEM. On an error u holds nothing. */
+SQ__HIDDEN int sq__url_parse(const char *url, const char *scheme, const char *tls_scheme,
+                             sq__url_t *u);
+SQ__HIDDEN void sq__url_free(sq__url_t *u);
+
 /* ---- http: percent-decoding ---- */
 
 enum {

@@ -18,92 +18,18 @@ static bool is_token(const char *s)
     return true;
 }
 
-typedef struct cl_url {
-    char *host, *hostport, *target;
-    char port[8];
-} cl_url_t;
+typedef sq__url_t cl_url_t;
 
-static void url_free(cl_url_t *u)
-{
-    free(u->host);
-    free(u->hostport);
-    free(u->target);
-    memset(u, 0, sizeof(*u));
-}
-
-/* Splits "http://host[:port][/path][?query]" (host may be an [IPv6] literal) and checks
- * every byte that goes into the request line and the Host header. No user info, no
- * fragment. Returns 0, UV_EINVAL, UV_EPROTONOSUPPORT (https://) or UV_ENOMEM. */
+/* "http://host[:port][/path][?query]" split and checked (lib/core/uri.c); a host name is
+ * at most 255 bytes (RFC 1035 §2.3.4). */
 static int url_parse(const char *url, cl_url_t *u)
 {
-    memset(u, 0, sizeof(*u));
-    const char *h;
-    bool tls = false;
-    if (strncasecmp(url, "http://", 7) == 0) {
-        h = url + 7;
-    } else if (strncasecmp(url, "https://", 8) == 0) {
-        tls = true;
-        h = url + 8;
-    } else {
+    int rc = sq__url_parse(url, "http://", "https://", u);
+    if (rc == 0 && strlen(u->host) > 255) {
+        sq__url_free(u);
         return UV_EINVAL;
     }
-    const char *p; /* past the host */
-    if (*h == '[') {
-        /* RFC 3986 §3.2.2: an IPv6 address between brackets (no zone, no IPvFuture) */
-        const char *hend = strchr(h, ']');
-        if (hend == NULL || hend == h + 1 || (size_t)(hend - h - 1) >= 46)
-            return UV_EINVAL;
-        char addr[46];
-        unsigned char bin[16];
-        memcpy(addr, h + 1, (size_t)(hend - h - 1));
-        addr[hend - h - 1] = '\0';
-        if (strspn(addr, "0123456789abcdefABCDEF:.") != strlen(addr) ||
-            uv_inet_pton(AF_INET6, addr, bin) != 0)
-            return UV_EINVAL;
-        u->host = strdup(addr);
-        p = hend + 1;
-    } else {
-        p = h + strcspn(h, ":/?#");
-        if (p == h || (size_t)(p - h) > 255 || !sq__uri_span_ok(h, (size_t)(p - h), sq__uri_host_char))
-            return UV_EINVAL; /* empty, too long, user info, a space, a control, non-ASCII */
-        u->host = strndup(h, (size_t)(p - h));
-    }
-    if (u->host == NULL)
-        return UV_ENOMEM;
-    long port = tls ? 443 : 80;
-    if (*p == ':') {
-        size_t nd = strspn(p + 1, "0123456789");
-        if (nd == 0 || nd > 5)
-            goto invalid;
-        port = strtol(p + 1, NULL, 10);
-        if (port <= 0 || port > 65535)
-            goto invalid;
-        p += 1 + nd;
-    }
-    if ((*p != '\0' && *p != '/' && *p != '?') || !sq__uri_span_ok(p, strlen(p), sq__uri_path_char))
-        goto invalid;
-    if (tls) {
-        url_free(u);
-        return UV_EPROTONOSUPPORT;
-    }
-    snprintf(u->port, sizeof(u->port), "%ld", port);
-    u->hostport = strndup(h, (size_t)(p - h));
-    if (*p == '?') {
-        u->target = malloc(strlen(p) + 2);
-        if (u->target != NULL)
-            sprintf(u->target, "/%s", p);
-    } else {
-        u->target = strdup(*p ? p : "/");
-    }
-    if (u->hostport == NULL || u->target == NULL) {
-        url_free(u);
-        return UV_ENOMEM;
-    }
-    return 0;
-
-invalid:
-    url_free(u);
-    return UV_EINVAL;
+    return rc;
 }
 
 static void fetch_set_url(sq_fetch_t *f, cl_url_t *u)
@@ -301,7 +227,7 @@ static int follow(sq_fetch_t *f, const char *loc)
         return rc == UV_ENOMEM ? rc : UV_EPROTO;
     cl_pool_t *pool = sq__cl_pool_get(f->client, u.host, u.port);
     if (pool == NULL) {
-        url_free(&u);
+        sq__url_free(&u);
         return UV_ENOMEM;
     }
     int st = f->res->status;
@@ -309,7 +235,7 @@ static int follow(sq_fetch_t *f, const char *loc)
     if ((st == 301 || st == 302 || st == 303) && !method_is(f, "HEAD")) {
         char *get = strdup("GET");
         if (get == NULL) {
-            url_free(&u);
+            sq__url_free(&u);
             return UV_ENOMEM;
         }
         free(f->method);
@@ -393,12 +319,12 @@ int sq_fetch(sq_client_t *client, const sq_fetch_req_t *req, sq_fetch_cb cb, voi
     if (rc != 0)
         return rc;
     if (client->opts.max_queued != 0 && client->stats.queued >= client->opts.max_queued) {
-        url_free(&u);
+        sq__url_free(&u);
         return UV_ENOBUFS;
     }
     sq_fetch_t *f = calloc(1, sizeof(*f));
     if (f == NULL) {
-        url_free(&u);
+        sq__url_free(&u);
         return UV_ENOMEM;
     }
     f->client = client;

@@ -1,6 +1,9 @@
 /* What may go into a request line or a header of one squall sends (the HTTP and the
  * WebSocket clients): RFC 3986 §2-3 characters, RFC 9110 §5.6.2 tokens. */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "internal.h"
 
@@ -43,4 +46,84 @@ bool sq__uri_span_ok(const char *s, size_t len, bool (*ok)(unsigned char))
 bool sq__is_tchar(unsigned char ch)
 {
     return is_alnum(ch) || (ch != '\0' && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
+}
+
+void sq__url_free(sq__url_t *u)
+{
+    free(u->host);
+    free(u->hostport);
+    free(u->target);
+    memset(u, 0, sizeof(*u));
+}
+
+int sq__url_parse(const char *url, const char *scheme, const char *tls_scheme, sq__url_t *u)
+{
+    memset(u, 0, sizeof(*u));
+    size_t sn = strlen(scheme), tn = strlen(tls_scheme);
+    const char *h;
+    bool tls = false;
+    if (strncasecmp(url, scheme, sn) == 0) {
+        h = url + sn;
+    } else if (strncasecmp(url, tls_scheme, tn) == 0) {
+        tls = true;
+        h = url + tn;
+    } else {
+        return UV_EINVAL;
+    }
+    const char *p; /* past the host */
+    if (*h == '[') {
+        /* RFC 3986 §3.2.2: an IPv6 address between brackets (no zone, no IPvFuture) */
+        const char *hend = strchr(h, ']');
+        if (hend == NULL || hend == h + 1 || (size_t)(hend - h - 1) >= 46)
+            return UV_EINVAL;
+        char addr[46];
+        unsigned char bin[16];
+        memcpy(addr, h + 1, (size_t)(hend - h - 1));
+        addr[hend - h - 1] = '\0';
+        if (strspn(addr, "0123456789abcdefABCDEF:.") != strlen(addr) ||
+            uv_inet_pton(AF_INET6, addr, bin) != 0)
+            return UV_EINVAL;
+        u->host = strdup(addr);
+        p = hend + 1;
+    } else {
+        p = h + strcspn(h, ":/?#");
+        if (p == h || !sq__uri_span_ok(h, (size_t)(p - h), sq__uri_host_char))
+            return UV_EINVAL; /* empty, user info ("@"), a space, a control or non-ASCII */
+        u->host = strndup(h, (size_t)(p - h));
+    }
+    if (u->host == NULL)
+        return UV_ENOMEM;
+    long port = tls ? 443 : 80;
+    if (*p == ':') {
+        size_t nd = strspn(p + 1, "0123456789");
+        if (nd == 0 || nd > 5 || (port = strtol(p + 1, NULL, 10)) <= 0 || port > 65535) {
+            sq__url_free(u);
+            return UV_EINVAL;
+        }
+        p += 1 + nd;
+    }
+    /* no fragment: the rest goes into the request line as it is */
+    if ((*p != '\0' && *p != '/' && *p != '?') ||
+        !sq__uri_span_ok(p, strlen(p), sq__uri_path_char)) {
+        sq__url_free(u);
+        return UV_EINVAL;
+    }
+    if (tls) {
+        sq__url_free(u);
+        return UV_EPROTONOSUPPORT;
+    }
+    snprintf(u->port, sizeof(u->port), "%ld", port);
+    u->hostport = strndup(h, (size_t)(p - h));
+    if (*p == '?') {
+        u->target = malloc(strlen(p) + 2);
+        if (u->target != NULL)
+            sprintf(u->target, "/%s", p);
+    } else {
+        u->target = strdup(*p ? p : "/");
+    }
+    if (u->hostport == NULL || u->target == NULL) {
+        sq__url_free(u);
+        return UV_ENOMEM;
+    }
+    return 0;
 }

@@ -560,73 +560,20 @@ static int copy_offers(wsc_t *c, const char *const *offers)
     return 0;
 }
 
-/* Splits "ws://host[:port][/path][?query]" (RFC 6455 §3; host may be an [IPv6] literal)
- * and checks every byte that will go into the request line and the Host header.
- * Returns 0, UV_EINVAL, UV_EPROTONOSUPPORT for a well-formed wss:// URL (no TLS in this
- * build), or UV_ENOMEM. */
+/* Splits "ws://host[:port][/path][?query]" (RFC 6455 §3; lib/core/uri.c checks every
+ * byte that goes into the request line and the Host header). Returns 0, UV_EINVAL,
+ * UV_EPROTONOSUPPORT for a well-formed wss:// URL (no TLS in this build), or UV_ENOMEM. */
 static int parse_url(wsc_t *c, const char *url)
 {
-    bool tls;
-    const char *h;
-    if (strncasecmp(url, "ws://", 5) == 0) {
-        tls = false;
-        h = url + 5;
-    } else if (strncasecmp(url, "wss://", 6) == 0) {
-        tls = true;
-        h = url + 6;
-    } else {
-        return UV_EINVAL;
-    }
-    const char *p; /* past the host */
-    if (*h == '[') {
-        /* RFC 3986 §3.2.2: an IPv6 address between brackets (no zone, no IPvFuture) */
-        const char *hend = strchr(h, ']');
-        if (hend == NULL || hend == h + 1 || (size_t)(hend - h - 1) >= 46)
-            return UV_EINVAL;
-        char addr[46];
-        unsigned char bin[16];
-        memcpy(addr, h + 1, (size_t)(hend - h - 1));
-        addr[hend - h - 1] = '\0';
-        if (strspn(addr, "0123456789abcdefABCDEF:.") != strlen(addr) ||
-            uv_inet_pton(AF_INET6, addr, bin) != 0)
-            return UV_EINVAL;
-        c->host = strdup(addr);
-        p = hend + 1;
-    } else {
-        p = h + strcspn(h, ":/?#");
-        if (p == h || !sq__uri_span_ok(h, (size_t)(p - h), sq__uri_host_char))
-            return UV_EINVAL; /* empty, user info ("@"), a space, a control or non-ASCII */
-        c->host = strndup(h, (size_t)(p - h));
-    }
-    if (c->host == NULL)
-        return UV_ENOMEM;
-    long port = tls ? 443 : 80;
-    if (*p == ':') {
-        size_t nd = strspn(p + 1, "0123456789");
-        if (nd == 0 || nd > 5)
-            return UV_EINVAL;
-        port = strtol(p + 1, NULL, 10);
-        if (port <= 0 || port > 65535)
-            return UV_EINVAL;
-        p += 1 + nd;
-    }
-    if (*p != '\0' && *p != '/' && *p != '?')
-        return UV_EINVAL;
-    /* RFC 6455 §3: no fragment; the rest goes into the request line as it is */
-    if (!sq__uri_span_ok(p, strlen(p), sq__uri_path_char))
-        return UV_EINVAL;
-    if (tls)
-        return UV_EPROTONOSUPPORT;
-    snprintf(c->port, sizeof(c->port), "%ld", port);
-    c->hostport = strndup(h, (size_t)(p - h));
-    if (*p == '?') {
-        c->path = malloc(strlen(p) + 2);
-        if (c->path != NULL)
-            sprintf(c->path, "/%s", p);
-    } else {
-        c->path = strdup(*p ? p : "/");
-    }
-    return c->hostport && c->path ? 0 : UV_ENOMEM;
+    sq__url_t u;
+    int rc = sq__url_parse(url, "ws://", "wss://", &u);
+    if (rc != 0)
+        return rc;
+    c->host = u.host;
+    c->hostport = u.hostport;
+    c->path = u.target;
+    memcpy(c->port, u.port, sizeof(c->port));
+    return 0;
 }
 
 int sq_ws_connect_sized(uv_loop_t *loop, const char *url, const sq_ws_handler_t *handler,
