@@ -191,6 +191,7 @@ typedef struct sq__match_result {
     sq_handler_cb cb;       /* the handler's callback for the method, or NULL... */
     sq_blocking_cb bcb;     /* ...when a blocking one serves it */
     const sq_handler_t *handler;
+    const sq_op_t *op;      /* the method's declared operation, or NULL */
     void *data;
     const char *allow;      /* for 405 */
     const char *bad_param;  /* for 422 */
@@ -204,6 +205,19 @@ typedef struct sq__match_result {
 SQ__HIDDEN int sq__app_route_owned(sq_app_t *app, const char *pattern,
                                    const sq_handler_t *handler, void *data,
                                    void (*free_data)(void *data));
+/* The same for a WebSocket route (sq_app_websocket): the OpenAPI document leaves it out. */
+SQ__HIDDEN int sq__app_route_ws(sq_app_t *app, const char *pattern, const sq_handler_t *handler,
+                                void *data, void (*free_data)(void *data));
+
+/* The app's routes in registration order, for the OpenAPI document: i < sq__app_nroutes. */
+SQ__HIDDEN unsigned sq__app_nroutes(const sq_app_t *app);
+SQ__HIDDEN const sq__route_t *sq__app_route_at(const sq_app_t *app, unsigned i);
+/* The route's handler table (squall's copy: every member is there), and whether it is a
+ * WebSocket route. */
+SQ__HIDDEN const sq_handler_t *sq__route_handler(const sq__route_t *r);
+SQ__HIDDEN bool sq__route_is_ws(const sq__route_t *r);
+/* The operation declared for `method` (HEAD: .get's), or NULL. */
+SQ__HIDDEN const sq_op_t *sq__handler_op(const sq_handler_t *h, sq_method_t method);
 
 /* The route's pattern as registered ("/items/{id:int}"); lives as long as the app. */
 SQ__HIDDEN const char *sq__route_pattern(const sq__route_t *r);

@@ -36,6 +36,11 @@ SQ_EXTERN const char *sq_breq_header(const sq_breq_t *req, const char *name);
 SQ_EXTERN const char *sq_breq_body(const sq_breq_t *req, size_t *len);
 /* The body parsed as JSON: a new reference, or NULL with `error` (json_error_t*) filled. */
 SQ_EXTERN json_t *sq_breq_json(const sq_breq_t *req, void *json_error);
+/* As sq_req_input and sq_req_input_json (req.h): the declared operation's checked
+ * inputs, validated on the loop thread before the job was queued; borrowed until the
+ * callback returns, read-only (the loop does not touch them meanwhile). */
+SQ_EXTERN const void *sq_breq_input(const sq_breq_t *req);
+SQ_EXTERN const json_t *sq_breq_input_json(const sq_breq_t *req, const char *part);
 /* 1 once the job was cancelled: the client left, the server's grace period ran out, or
  * the work pool is being destroyed. The answer will not be read, so a long job may stop
  * early (what it sends then is discarded). */

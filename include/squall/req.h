@@ -74,6 +74,19 @@ SQ_EXTERN const char *sq_req_body(const sq_req_t *req, size_t *len);
  * outlives the request), or NULL with `error` (may be NULL) filled in. */
 SQ_EXTERN json_t *sq_req_json(const sq_req_t *req, void *json_error /* json_error_t* */);
 
+/* The checked inputs of a route's declared operation (schema.h, sq_op_t): the struct of
+ * op->input_size bytes the declared path, query and body fields were bound into (zeroed
+ * first, so an absent optional field without a default reads as 0/NULL), or NULL when
+ * the operation binds nothing or the route declares no operation. Borrowed (see the
+ * top); its strings and arrays are borrowed from the values sq_req_input_json gives. */
+SQ_EXTERN const void *sq_req_input(const sq_req_t *req);
+/* The checked values of one part of the operation's inputs as a JSON object: "path",
+ * "query" (the declared parameters, converted: {"item_id": 5}) or "body" (the validated
+ * body: known members only, defaults filled in; JSON null for an absent optional body).
+ * Borrowed (see the top; json_incref to keep it longer). NULL when the operation does
+ * not declare that part, or the route declares no operation. */
+SQ_EXTERN const json_t *sq_req_input_json(const sq_req_t *req, const char *part);
+
 /* The peer's address, written to the caller's `buf` as text, NUL-terminated and cut to
  * `len` bytes ("127.0.0.1:53211", "[::1]:4000", "unix"; 64 bytes always suffice).
  * Returns 0; UV_ECANCELED when the client has gone (the connection was let go); or

@@ -52,6 +52,10 @@ typedef void (*sq_aborted_cb)(sq_req_t *req, sq_res_t *res, void *data);
  * locking. See blocking.h. */
 typedef struct sq_breq_s sq_breq_t;
 typedef struct sq_bres_s sq_bres_t;
+
+/* A declared operation (schema.h): the path, query and body a method of a route takes,
+ * checked before its handler runs, and what the OpenAPI document says of it. */
+typedef struct sq_op sq_op_t;
 typedef void (*sq_blocking_cb)(const sq_breq_t *req, sq_bres_t *res, void *data);
 
 /* A handler table, usually a `static const` one. It grows by squall's rule (common.h,
@@ -76,6 +80,18 @@ typedef struct sq_handler {
         sq_blocking_cb del;
         sq_blocking_cb patch;
     } blocking;
+    /* Declared operations (schema.h), per method, borrowed (a `static const` sq_op_t;
+     * it must outlive the app): `{ .put = item_put, .op.put = &item_put_op }`. A method
+     * with an operation has its path and query parameters and its JSON body validated
+     * before the handler (blocking or not) runs; a request that fails gets 422 and never
+     * reaches it. HEAD uses .get's. Unset: nothing is checked. */
+    struct {
+        const sq_op_t *get;
+        const sq_op_t *post;
+        const sq_op_t *put;
+        const sq_op_t *del;
+        const sq_op_t *patch;
+    } op;
 } sq_handler_t;
 
 /* Creates an empty application. Returns 0 or UV_ENOMEM. */

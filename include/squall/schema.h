@@ -120,6 +120,55 @@ struct sq_schema {
     const void *reserved[2];  /* as in sq_field_t: zero */
 };
 
+/* ---- Operations: what a route's method takes, declared once ----
+ *
+ *     typedef struct { int64_t item_id; const char *q; item_t body; } item_put_in_t;
+ *     static const sq_field_t item_path[] = {
+ *         {.name = "item_id", .type = SQ_T_INTEGER, .bind = SQ_BIND(item_put_in_t, item_id)},
+ *         {0}};
+ *     static const sq_op_t item_put_op = {
+ *         .summary = "Update an item", .tags = (const char *const[]){"items", NULL},
+ *         .path = item_path, .body = &item_schema,
+ *         .input_size = sizeof(item_put_in_t), .body_bind = SQ_BIND(item_put_in_t, body)};
+ *     static const sq_handler_t items = {.put = item_put, .op.put = &item_put_op};
+ *
+ * Before the handler runs, the HTTP layer validates the path parameters, the query
+ * parameters and the body (in that order, every problem reported at once, as FastAPI
+ * does) and answers 422 {"detail": [...]} when any fails; the handler then reads the
+ * checked values with sq_req_input (the struct, input_size bytes, zeroed then bound) or
+ * sq_req_input_json (req.h; blocking handlers: sq_breq_input*). Size limits come first:
+ * a body over max_body_bytes is 413 before anything is validated.
+ *
+ * The body is JSON. As FastAPI: a request without Content-Type is parsed as JSON; with
+ * application/json or any application/<x>+json it is parsed (malformed: json_invalid at
+ * ["body", <position>]); with any other Content-Type the body is not parsed and is
+ * answered 422 model_attributes_type at ["body"], its input the body as text (FastAPI
+ * hands the raw bytes to pydantic, which refuses them as an object). An empty body is
+ * `missing` at ["body"] unless body_optional.
+ *
+ * Every pointer is borrowed: the tables must outlive the app (static const). */
+struct sq_op {
+    const char *summary;         /* OpenAPI's summary (FastAPI: from the function name) */
+    const char *description;     /* OpenAPI's description (FastAPI: the docstring) */
+    const char *const *tags;     /* NULL-terminated; NULL: none */
+    const char *operation_id;    /* NULL: FastAPI's default, from the method and the path */
+    const sq_field_t *path;      /* path parameters: scalar fields named as in the pattern */
+    const sq_field_t *query;     /* query parameters: scalar fields */
+    const sq_schema_t *body;     /* the JSON body (application/json); NULL: none taken */
+    bool body_optional;          /* an empty body is accepted (as `Item | None = None`):
+                                    sq_req_input_json(req, "body") is then JSON null */
+    bool deprecated;             /* marked deprecated in the document */
+    bool hidden;                 /* left out of the document (include_in_schema=False) */
+    size_t input_size;           /* the struct the fields' SQ_BIND offsets point into;
+                                    0: nothing is bound */
+    sq_bind_t body_bind;         /* where the body's struct lies in it (its fields' binds
+                                    are relative to that) */
+    int status;                  /* the success status documented; 0: 200 */
+    const sq_schema_t *response; /* the success body documented (not checked); NULL: any */
+    const char *response_description; /* NULL: "Successful Response" */
+    const void *reserved[4];     /* zero: later members take their place */
+};
+
 /* Validates `input` (borrowed; NULL means no body at all) against `schema`.
  * `loc` is the location prefix, "body" for a request body (NULL: none).
  * On success returns 0 and, if value_out, sets *value_out to a new object holding the

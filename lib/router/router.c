@@ -27,6 +27,7 @@ struct sq__route {
     sq_handler_t table;     /* a copy: the caller's may be of an older, smaller header */
     void *data;
     void (*free_data)(void *data); /* routes that own their data (WebSocket routes) */
+    bool websocket;         /* an sq_app_websocket route */
     unsigned methods;       /* ALLOW_* bits of the methods the handler serves */
     char allow[ALLOW_MAX];  /* the Allow header for 405, from `methods` */
 };
@@ -154,8 +155,8 @@ int sq_app_route_sized(sq_app_t *app, const char *pattern, const sq_handler_t *h
     return sq__app_route_owned(app, pattern, &h, data, NULL);
 }
 
-int sq__app_route_owned(sq_app_t *app, const char *pattern, const sq_handler_t *handler,
-                        void *data, void (*free_data)(void *data))
+static int add_route(sq_app_t *app, const char *pattern, const sq_handler_t *handler,
+                     void *data, void (*free_data)(void *data), bool websocket)
 {
     int rc = UV_EINVAL;
     sq__route_t *r = NULL;
@@ -192,6 +193,7 @@ int sq__app_route_owned(sq_app_t *app, const char *pattern, const sq_handler_t *
         app->cap = cap;
     }
     r->free_data = free_data;
+    r->websocket = websocket;
     app->routes[app->nroutes++] = r;
     return 0;
 
@@ -204,6 +206,57 @@ fail_route:
     if (free_data != NULL)
         free_data(data);
     return rc;
+}
+
+int sq__app_route_owned(sq_app_t *app, const char *pattern, const sq_handler_t *handler,
+                        void *data, void (*free_data)(void *data))
+{
+    return add_route(app, pattern, handler, data, free_data, false);
+}
+
+int sq__app_route_ws(sq_app_t *app, const char *pattern, const sq_handler_t *handler,
+                     void *data, void (*free_data)(void *data))
+{
+    return add_route(app, pattern, handler, data, free_data, true);
+}
+
+unsigned sq__app_nroutes(const sq_app_t *app)
+{
+    return app->nroutes;
+}
+
+const sq__route_t *sq__app_route_at(const sq_app_t *app, unsigned i)
+{
+    return i < app->nroutes ? app->routes[i] : NULL;
+}
+
+const sq_handler_t *sq__route_handler(const sq__route_t *r)
+{
+    return r->handler;
+}
+
+bool sq__route_is_ws(const sq__route_t *r)
+{
+    return r->websocket;
+}
+
+const sq_op_t *sq__handler_op(const sq_handler_t *h, sq_method_t m)
+{
+    switch (m) {
+    case SQ_METHOD_GET:
+    case SQ_METHOD_HEAD:
+        return h->op.get;
+    case SQ_METHOD_POST:
+        return h->op.post;
+    case SQ_METHOD_PUT:
+        return h->op.put;
+    case SQ_METHOD_DELETE:
+        return h->op.del;
+    case SQ_METHOD_PATCH:
+        return h->op.patch;
+    default:
+        return NULL;
+    }
 }
 
 static sq_handler_cb handler_for(const sq_handler_t *h, sq_method_t m)
@@ -344,6 +397,7 @@ sq__match_t sq__app_match(const sq_app_t *app, sq_method_t method, const char *p
         out->cb = cb;
         out->bcb = bcb;
         out->handler = r->handler;
+        out->op = sq__handler_op(r->handler, method);
         out->data = r->data;
         return m;
     }

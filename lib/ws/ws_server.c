@@ -226,5 +226,5 @@ int sq_app_websocket_sized(sq_app_t *app, const char *pattern, const sq_ws_handl
         return rc;
     }
     r->data = data;
-    return sq__app_route_owned(app, pattern, &ws_route_handler, r, free);
+    return sq__app_route_ws(app, pattern, &ws_route_handler, r, free);
 }
