@@ -183,7 +183,8 @@ typedef enum {
     SQ__MATCH_OK,
     SQ__MATCH_NO_METHOD,/* 405; *allow is the Allow header value */
     SQ__MATCH_BAD_PARAM, /* 422; *bad_param names the parameter */
-    SQ__MATCH_ASTERISK  /* the asterisk-form target "*" (RFC 9112 §3.2.4) */
+    SQ__MATCH_ASTERISK, /* the asterisk-form target "*" (RFC 9112 §3.2.4) */
+    SQ__MATCH_DONE      /* answered before the handler (a declared operation's 422) */
 } sq__match_t;
 
 typedef struct sq__match_result {

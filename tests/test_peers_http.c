@@ -119,7 +119,7 @@ Test(peers, curl_head_and_error_statuses, .timeout = 30)
     free(head);
     expect_output("{\"detail\":\"Not Found\"} 404",
                   CURL "-w ' %%{http_code}' http://127.0.0.1:%d/nope", h.port);
-    expect_output("405 GET, HEAD\n",
+    expect_output("405 GET, HEAD, PUT\n",
                   CURL "-X DELETE -D - -o /dev/null http://127.0.0.1:%d/items/1 "
                        "| tr -d '\\r' | sed -n 's/^HTTP\\/1.1 \\([0-9]*\\).*/\\1/p; "
                        "s/^Allow: //p' | paste -sd' '",

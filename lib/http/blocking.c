@@ -105,6 +105,16 @@ json_t *sq_breq_json(const sq_breq_t *req, void *json_error)
     return sq_req_json(req->x, json_error);
 }
 
+const void *sq_breq_input(const sq_breq_t *req)
+{
+    return sq_req_input(req->x);
+}
+
+const json_t *sq_breq_input_json(const sq_breq_t *req, const char *part)
+{
+    return sq_req_input_json(req->x, part);
+}
+
 int sq_breq_is_cancelled(const sq_breq_t *req)
 {
     return req->work != NULL && sq_work_is_cancelled(req->work);

@@ -293,7 +293,12 @@ void sq__h1_dispatch(sq__conn_t *c, sq__exch_t *x)
     x->flags |= SQ__XF_HOLD_HANDLER | SQ__XF_IN_HANDLER;
     x->refs++;        /* the handler's reference, dropped when it finishes the response */
     sq__exch_hold(x); /* this frame's: the handler may finish, take over or lose the client */
-    switch (x->verdict) {
+    sq__match_t verdict = x->verdict;
+    if ((verdict == SQ__MATCH_OK || verdict == SQ__MATCH_BAD_PARAM) && x->match.op != NULL)
+        verdict = sq__h1_validate(x) ? SQ__MATCH_OK : SQ__MATCH_DONE;
+    switch (verdict) {
+    case SQ__MATCH_DONE:
+        break;
     case SQ__MATCH_OK:
         if (x->match.bcb != NULL) {
             sq__blocking_dispatch(x);

@@ -103,6 +103,8 @@ struct sq_req_s {
     sq__match_t verdict;
     sq__match_result_t match;
     void *user_data;
+    void *input;                /* a declared operation's bound struct (in arena) */
+    json_t *in_path, *in_query, *in_body; /* ...and its checked values (validate.c) */
     sq_work_t *work;            /* a blocking handler's job in flight */
     sq__list_t anode;           /* srv->aborts: .aborted to deliver on the next tick */
     struct sq_req_s *next_free;
@@ -211,5 +213,11 @@ SQ__HIDDEN const char *sq__status_reason(int status);
 
 /* lib/http/request.c */
 SQ__HIDDEN void sq__exch_reset(struct sq_req_s *x);
+
+/* Checks the request against the route's declared operation (x->match.op, set) before
+ * its handler runs: true when it may run; false when the request was answered (422, or
+ * 500 out of memory). Also takes an {x:int} the router could not convert
+ * (SQ__MATCH_BAD_PARAM), reporting it with the rest (validate.c). */
+SQ__HIDDEN bool sq__h1_validate(struct sq_req_s *x);
 
 #endif

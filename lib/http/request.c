@@ -32,6 +32,11 @@ void sq__exch_reset(sq__exch_t *x)
     x->verdict = SQ__MATCH_NONE;
     memset(&x->match, 0, offsetof(sq__match_result_t, params));
     x->user_data = NULL;
+    x->input = NULL;
+    json_decref(x->in_path);
+    json_decref(x->in_query);
+    json_decref(x->in_body);
+    x->in_path = x->in_query = x->in_body = NULL;
     sq__arena_reset(&x->arena);
     /* A request that needed a lot of memory does not keep it while pooled. */
     if (x->body.cap > 64 * 1024)
