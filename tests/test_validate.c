@@ -155,9 +155,10 @@ static void page_get(sq_req_t *req, sq_res_t *res, void *data)
 }
 static const sq_handler_t pages = {.get = page_get, .op.get = &page_op};
 
+static sq_app_t *app;
+
 static th_server_t *start(const sq_server_opts_t *opts)
 {
-    sq_app_t *app;
     cr_assert_eq(sq_app_create(&app), 0);
     cr_assert_eq(sq_app_route(app, "/items/{item_id}", &items, NULL), 0);
     cr_assert_eq(sq_app_route(app, "/orders", &orders, NULL), 0);
@@ -170,6 +171,7 @@ static th_server_t *start(const sq_server_opts_t *opts)
 static void stop(th_server_t *ts)
 {
     th_server_stop(ts, 1000);
+    sq_app_destroy(app);
 }
 
 /* Sends one request and checks the status and that the body is the JSON `want`. */
