@@ -87,6 +87,30 @@ SQ_EXTERN const void *sq_req_input(const sq_req_t *req);
  * not declare that part, or the route declares no operation. */
 SQ_EXTERN const json_t *sq_req_input_json(const sq_req_t *req, const char *part);
 
+/* ---- a body read as a stream (sq_handler_t.stream_body) ----
+ *
+ * The callback gets the body piece by piece: status 0 with `len` bytes (borrowed for the
+ * call only; a piece is what arrived since the last one, up to about 128 KiB), then once UV_EOF (data NULL) at its end; or, instead of UV_EOF, an error
+ * that ends it: UV_E2BIG (past the route's stream_body_max: answer 413), UV_ECONNRESET
+ * (the client went: finish the response, which returns UV_ECANCELED; the route's
+ * .aborted runs after it only if the response is still not finished). It runs on the loop, from the loop, never inside a
+ * squall call (not inside sq_req_body_read or sq_req_body_resume), and not again once the
+ * response is finished: a handler may answer before the whole body came (a refused
+ * upload); the connection then closes after the answer, as the rest of the body is not
+ * read. Back-pressure: sq_req_body_pause stops the pieces (squall then buffers at most
+ * 64 KiB plus max_pipeline_bytes and stops reading the socket) until
+ * sq_req_body_resume; while paused, body_timeout_ms does not run. While reading, it is a
+ * silence timeout: each piece gives the client body_timeout_ms more.
+ * On a request whose body was buffered (any other route or method) the callback gets the
+ * whole body as one piece, then UV_EOF. */
+typedef void (*sq_body_cb)(sq_req_t *req, int status, const char *data, size_t len, void *ud);
+/* Starts reading the body into cb (ud is borrowed). Returns 0; UV_EALREADY when a reader
+ * is set already; SQ_EALREADY_SENT once the response is finished; UV_ECANCELED when the
+ * client has gone. */
+SQ_EXTERN int sq_req_body_read(sq_req_t *req, sq_body_cb cb, void *ud);
+SQ_EXTERN void sq_req_body_pause(sq_req_t *req);
+SQ_EXTERN void sq_req_body_resume(sq_req_t *req);
+
 /* The peer's address, written to the caller's `buf` as text, NUL-terminated and cut to
  * `len` bytes ("127.0.0.1:53211", "[::1]:4000", "unix"; 64 bytes always suffice).
  * Returns 0; UV_ECANCELED when the client has gone (the connection was let go); or

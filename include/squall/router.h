@@ -92,7 +92,20 @@ typedef struct sq_handler {
         const sq_op_t *del;
         const sq_op_t *patch;
     } op;
+    /* Methods whose request body the handler reads as a stream (sq_req_body_read, req.h)
+     * instead of buffered: a mask of SQ_STREAM(SQ_METHOD_POST), SQ_STREAM(SQ_METHOD_PUT),
+     * ... (non-blocking callbacks only). Such a request's handler runs as soon as its
+     * head is read; its body is never held whole, so max_body_bytes does not bound it —
+     * stream_body_max does. 0 (default): every body is buffered. */
+    unsigned stream_body;
+    /* The most bytes a streamed body may have: a larger Content-Length is answered 413
+     * before the handler runs, and a chunked body that grows past it ends the stream
+     * with UV_E2BIG. 0: no limit. */
+    uint64_t stream_body_max;
 } sq_handler_t;
+
+/* The bit of method m in sq_handler_t.stream_body. */
+#define SQ_STREAM(m) (1u << (m))
 
 /* Creates an empty application. Returns 0 or UV_ENOMEM. */
 SQ_EXTERN int sq_app_create(sq_app_t **app);

@@ -117,6 +117,7 @@ bool sq__exch_deliver_aborts(sq_server_t *srv)
         sq__exch_t *x = sq__container_of(round.next, sq__exch_t, anode);
         sq__list_remove(&x->anode);
         const sq_handler_t *h = x->match.handler;
+        sq__h1_body_aborted(x); /* a body's reader first: its stream ended */
         if (h != NULL && h->aborted != NULL && !(x->flags & SQ__XF_FINISHED))
             h->aborted(x, &x->res, x->match.data);
         sq__exch_unhold(x);

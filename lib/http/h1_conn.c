@@ -19,7 +19,6 @@
 #include "squall/work.h"
 
 static void eof_check(sq__conn_t *c);
-static void conn_resume(sq__conn_t *c);
 static void respond_error(sq__conn_t *c, int status, const char *detail);
 
 static int status_for_error(sq__conn_t *c, const llhttp_t *parser, llhttp_errno_t err,
@@ -202,16 +201,21 @@ bool sq__h1_drain_pause(sq__conn_t *c)
 }
 
 /* Parses what was read while the parser was paused, and reads again. */
-static void conn_resume(sq__conn_t *c)
+void sq__h1_resume(sq__conn_t *c)
 {
     sq__h1(c)->flags &= ~(SQ__HF_PAUSED | SQ__HF_DRAIN);
     if (sq__h1(c)->exch != NULL)
         llhttp_resume(&sq__h1(c)->exch->parser);
     c->flags |= SQ__CF_IN_READ;
+    sq__exch_t *x = sq__h1(c)->exch;
     if (c->pending.len > 0) {
         size_t n = c->pending.len;
         c->pending.len = 0;
         sq__h1_process(c, c->pending.base, n);
+    } else if (x != NULL && (x->flags & SQ__XF_STREAM) && sq__h1(c)->state == SQ__H1_BODY) {
+        /* a streamed body paused on its last byte: llhttp ends the message (and calls
+         * on_message_complete) when it runs again, even with nothing new to read */
+        sq__h1_process(c, "", 0);
     }
     c->flags &= ~SQ__CF_IN_READ;
     if ((c->flags & (SQ__CF_READ_STOPPED | SQ__CF_CLOSED | SQ__CF_EOF)) == SQ__CF_READ_STOPPED &&
@@ -242,19 +246,24 @@ static void idle_release(sq__conn_t *c)
 static void h1_on_tick(sq__conn_t *c, void *ud)
 {
     sq__h1conn_t *h = sq__h1(c);
+    if (h->exch != NULL && (h->exch->body_cb != NULL || (h->exch->flags & SQ__XF_STREAM))) {
+        sq__h1_body_tick(c, h->exch); /* a body read piece by piece */
+        if (c->flags & SQ__CF_CLOSED)
+            return;
+    }
     if (h->state == SQ__H1_HANDLER && h->exch != NULL && (h->exch->flags & SQ__XF_FINISHED) &&
         !(c->flags & SQ__CF_CLOSE_AFTER)) {
         /* answered later: go on with the pipelined requests, unless the answers queued
          * so far must drain first */
         h->flags &= ~SQ__HF_PAUSED;
         if (sq__h1_response_done(c) && !sq__h1_drain_pause(c))
-            conn_resume(c);
+            sq__h1_resume(c);
     } else if (h->state == SQ__H1_IDLE && h->exch == NULL && (h->flags & SQ__HF_PAUSED) &&
                !(c->flags & SQ__CF_CLOSE_AFTER)) {
-        conn_resume(c); /* after an exchange kept by write callbacks: a fresh one */
+        sq__h1_resume(c); /* after an exchange kept by write callbacks: a fresh one */
     } else if ((h->flags & SQ__HF_DRAIN) && !(c->flags & SQ__CF_CLOSE_AFTER)) {
         if (sq__conn_queued_bytes(c) <= c->srv->opts.max_pipeline_bytes)
-            conn_resume(c);
+            sq__h1_resume(c);
     }
     if (!(c->flags & SQ__CF_CLOSED))
         eof_check(c);
@@ -396,9 +405,11 @@ static bool x_open(const sq__exch_t *x)
     return x->conn != NULL && !(x->conn->flags & SQ__CF_CLOSED);
 }
 
+/* A response finished before its streamed body was read whole ends the connection. */
 static bool x_last(const sq__exch_t *x)
 {
-    return (x->conn->flags & SQ__CF_CLOSE_AFTER) != 0;
+    return (x->conn->flags & SQ__CF_CLOSE_AFTER) != 0 ||
+           (x->flags & (SQ__XF_STREAM | SQ__XF_BODY_DONE)) == SQ__XF_STREAM;
 }
 
 static void x_close_after(sq__exch_t *x)

@@ -59,6 +59,11 @@ enum {
     SQ__XF_GAP = 1 << 18,       /* checking the line endings between head spans (conn.c) */
     SQ__XF_TRAILERS = 1 << 19,  /* reading the trailer section of a chunked body */
     SQ__XF_TRAILER_PAUSE = 1 << 20,/* llhttp paused at the last chunk to find where it ends */
+    SQ__XF_STREAM = 1 << 21,     /* the body is read as a stream (dispatched at the head) */
+    SQ__XF_BODY_PAUSED = 1 << 22,/* the reader asked for a pause */
+    SQ__XF_BODY_DONE = 1 << 23,  /* the whole body has been parsed */
+    SQ__XF_BODY_END = 1 << 24,   /* the reader was told the end (UV_EOF or an error) */
+    SQ__XF_BODY_SENT = 1 << 25,  /* a buffered body was given to the reader */
 };
 
 typedef struct sq__hdr {
@@ -104,6 +109,10 @@ struct sq_req_s {
     sq__match_result_t match;
     void *user_data;
     void *input;                /* a declared operation's bound struct (in arena) */
+    sq_body_cb body_cb;         /* the body's reader (sq_req_body_read), or NULL */
+    void *body_ud;
+    uint64_t body_seen;         /* bytes of a streamed body parsed so far */
+    int body_err;               /* how a streamed body ended early (UV_E2BIG), or 0 */
     json_t *in_path, *in_query, *in_body; /* ...and its checked values (validate.c) */
     sq_work_t *work;            /* a blocking handler's job in flight */
     sq__list_t anode;           /* srv->aborts: .aborted to deliver on the next tick */
@@ -219,5 +228,13 @@ SQ__HIDDEN void sq__exch_reset(struct sq_req_s *x);
  * 500 out of memory). Also takes an {x:int} the router could not convert
  * (SQ__MATCH_BAD_PARAM), reporting it with the rest (validate.c). */
 SQ__HIDDEN bool sq__h1_validate(struct sq_req_s *x);
+
+/* Streamed bodies (h1_body.c): what a streamed body holds staged for its reader before
+ * the parser pauses; the tick's part (delivers staged pieces and the end, resumes the
+ * parser, closes once the handler answered early); and the reader told the client went. */
+#define SQ__STREAM_STAGE (64 * 1024)
+SQ__HIDDEN void sq__h1_resume(sq__conn_t *c); /* parse what waits, read again (h1_conn.c) */
+SQ__HIDDEN void sq__h1_body_tick(sq__conn_t *c, struct sq_req_s *x);
+SQ__HIDDEN void sq__h1_body_aborted(struct sq_req_s *x);
 
 #endif

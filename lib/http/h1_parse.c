@@ -310,8 +310,6 @@ static int on_headers_complete(llhttp_t *p)
         return fail(x, 400);
     if (x->flags & SQ__XF_TE_UNKNOWN)
         return fail(x, 501);
-    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > srv->opts.max_body_bytes)
-        return fail(x, 413);
 
     /* The target: origin-form "/path?query", absolute-form "http://host/path" (RFC 9112
      * §3.2.2) or asterisk-form "*". */
@@ -338,6 +336,17 @@ static int on_headers_complete(llhttp_t *p)
     else
         x->verdict = sq__app_match(sq__hs(srv)->app, x->method, path, plen, &x->arena, &x->match);
 
+    /* A route that reads this method's body as a stream (h1_body.c) is bounded by its own
+     * limit, and its handler runs now, before the body. */
+    const sq_handler_t *h = x->match.handler;
+    bool stream = x->verdict == SQ__MATCH_OK && x->match.cb != NULL && h != NULL &&
+                  (h->stream_body & SQ_STREAM(x->method)) &&
+                  ((p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length));
+    uint64_t max_body = stream ? h->stream_body_max : srv->opts.max_body_bytes;
+    if ((p->flags & F_CONTENT_LENGTH) && (!stream || max_body != 0) &&
+        p->content_length > max_body)
+        return fail(x, 413);
+
     /* RFC 9110 §10.1.1: tell a client that waits for it to send the body — unless the
      * answer is already known to be final (404, 405, 422, a bad `*`): then that answer
      * goes now instead, and the connection closes, since the body was never read (test:
@@ -361,6 +370,18 @@ static int on_headers_complete(llhttp_t *p)
     }
     sq__h1(c)->state = SQ__H1_BODY;
     sq__tq_put(c, SQ__TQ_BODY);
+    if (stream) {
+        x->flags |= SQ__XF_STREAM;
+        srv->stats.requests++;
+        sq__h1_dispatch(c, x);
+        if (c->flags & SQ__CF_CLOSED)
+            return HPE_PAUSED;
+        if (x->flags & SQ__XF_FINISHED) { /* answered at once: the tick closes */
+            sq__h1(c)->flags |= SQ__HF_PAUSED;
+            sq__tick_add(c);
+            return HPE_PAUSED;
+        }
+    }
     return 0;
 }
 
@@ -368,6 +389,28 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
 {
     sq__conn_t *c = CONN(p);
     sq__exch_t *x = sq__h1(c)->exch;
+    if (x->flags & SQ__XF_STREAM) {
+        /* staged for the reader; the tick hands it over (h1_body.c) */
+        uint64_t max = x->match.handler->stream_body_max;
+        x->body_seen += len;
+        sq__tick_add(c);
+        if (max != 0 && x->body_seen > max) {
+            /* the reader is told; its handler answers (413) and the connection closes
+             * after it (h1_body.c). Until then nothing more is parsed or read. */
+            x->body_err = UV_E2BIG;
+            sq__tq_drop(c);
+            sq__h1(c)->flags |= SQ__HF_PAUSED;
+            return HPE_PAUSED;
+        }
+        if (sq__buf_append(&x->body, at, len) != 0)
+            return fail(x, 500);
+        if (!(x->flags & SQ__XF_BODY_PAUSED))
+            sq__tq_put(c, SQ__TQ_BODY); /* while streaming, a silence timeout */
+        if (x->body.len < SQ__STREAM_STAGE)
+            return 0;
+        sq__h1(c)->flags |= SQ__HF_PAUSED;
+        return HPE_PAUSED;
+    }
     if (x->body.len + len > c->srv->opts.max_body_bytes)
         return fail(x, 413);
     if (sq__buf_append(&x->body, at, len) != 0)
@@ -407,16 +450,22 @@ static int on_message_complete(llhttp_t *p)
         return fail(x, 400); /* a bare LF ends the trailer section */
     sq__tq_drop(c);
     sq__h1(c)->state = SQ__H1_HANDLER;
-    c->srv->stats.requests++;
+    if (!(x->flags & SQ__XF_STREAM))
+        c->srv->stats.requests++;
     if (llhttp_should_keep_alive(p) && !c->srv->closing)
         x->flags |= SQ__XF_KEEPALIVE;
     if (p->upgrade)
         x->flags |= SQ__XF_UPGRADE;
     if (x->method == SQ_METHOD_HEAD)
         x->flags |= SQ__XF_HEAD;
-    if (sq__buf_reserve(&x->body, 1) == 0)
-        x->body.base[x->body.len] = '\0';
-    sq__h1_dispatch(c, x);
+    if (x->flags & SQ__XF_STREAM) {
+        x->flags |= SQ__XF_BODY_DONE; /* its handler runs already: the tick tells the end */
+        sq__tick_add(c);
+    } else {
+        if (sq__buf_reserve(&x->body, 1) == 0)
+            x->body.base[x->body.len] = '\0';
+        sq__h1_dispatch(c, x);
+    }
     if (c->flags & SQ__CF_CLOSED || sq__h1(c)->state == SQ__H1_TAKEN)
         return HPE_PAUSED;
     if (!(x->flags & SQ__XF_FINISHED)) {

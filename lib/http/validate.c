@@ -163,7 +163,7 @@ bool sq__h1_validate(sq__exch_t *x)
         if (rc != 0 && rc != UV_EINVAL)
             goto fail;
     }
-    if (op->body != NULL) {
+    if (op->body != NULL && !(x->flags & SQ__XF_STREAM)) { /* a stream is its reader's */
         rc = check_body(x, op, input, all);
         if (rc != 0)
             goto fail;
