@@ -118,9 +118,7 @@ static const sq_handler_t block = {.blocking.get = block_get};
 
 /* GET /never: holds the response until the client goes */
 static atomic_int never_aborted;
-static void never_get(sq_req_t *req, sq_res_t *res, void *data)
-{
-}
+static void never_get(sq_req_t *req, sq_res_t *res, void *data) {}
 static void never_aborted_cb(sq_req_t *req, sq_res_t *res, void *data)
 {
     atomic_fetch_add(&never_aborted, 1);
@@ -273,7 +271,9 @@ Test(testing, json_body_in_and_out)
                      "invalid JSON");
     sq_test_res_free(res);
     /* a path parameter that is not an int: the router's 422 */
-    cr_assert_eq(sq_test_request_json(t, "PUT", "/items/x", NULL, json_object(), &res), 0);
+    json_t *empty = json_object();
+    cr_assert_eq(sq_test_request_json(t, "PUT", "/items/x", NULL, empty, &res), 0);
+    json_decref(empty);
     cr_assert_eq(res->status, 422);
     sq_test_res_free(res);
 }
@@ -705,9 +705,8 @@ Test(testing, responses_are_the_same_bytes_as_over_tcp)
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         sq_test_res_t *res;
-        cr_assert_eq(sq_test_request(t, cases[i].method, cases[i].target, NULL, cases[i].body,
-                                     &res),
-                     0);
+        cr_assert_eq(
+            sq_test_request(t, cases[i].method, cases[i].target, NULL, cases[i].body, &res), 0);
         th_conn_t c;
         cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
         cr_assert_eq(th_conn_sends(&c, cases[i].wire), 0);

@@ -77,12 +77,12 @@ SQ_EXTERN int sq_test_run(sq_test_t *t, uint64_t ms);
 /* Per-request options of sq_test_request_ex, filled with the defaults by
  * sq_test_req_opts_init (the struct grows by squall's rule, common.h). */
 typedef struct sq_test_req_opts {
-    size_t size;          /* set by sq_test_req_opts_init */
-    uint64_t timeout_ms;  /* whole response within this, else UV_ETIMEDOUT; 10 s;
-                             0: no limit */
-    int http_minor;       /* 1 (HTTP/1.1, default) or 0 (HTTP/1.0: no keep-alive unless
-                             the headers ask for it) */
-    int close;            /* 1: send `Connection: close`; the connection is not reused */
+    size_t size;         /* set by sq_test_req_opts_init */
+    uint64_t timeout_ms; /* whole response within this, else UV_ETIMEDOUT; 10 s;
+                            0: no limit */
+    int http_minor;      /* 1 (HTTP/1.1, default) or 0 (HTTP/1.0: no keep-alive unless
+                            the headers ask for it) */
+    int close;           /* 1: send `Connection: close`; the connection is not reused */
 } sq_test_req_opts_t;
 
 SQ_EXTERN void sq_test_req_opts_init_sized(sq_test_req_opts_t *opts, size_t size);
@@ -100,16 +100,16 @@ typedef struct sq_test_header {
 /* A response, allocated by squall and freed with sq_test_res_free. Every pointer in it
  * is owned by it. Fields are only ever added at the end. */
 typedef struct sq_test_res {
-    int status;                /* e.g. 200 */
-    int http_minor;            /* HTTP/1.<http_minor> */
-    const char *reason;        /* the reason phrase ("OK"), NUL-terminated */
-    const char *body;          /* de-chunked body, NUL-terminated (may hold NULs) */
+    int status;         /* e.g. 200 */
+    int http_minor;     /* HTTP/1.<http_minor> */
+    const char *reason; /* the reason phrase ("OK"), NUL-terminated */
+    const char *body;   /* de-chunked body, NUL-terminated (may hold NULs) */
     size_t body_len;
     const sq_test_header_t *headers; /* in the order received */
     size_t nheaders;
-    int chunked;               /* 1: the body came chunked (a streaming response) */
-    int keep_alive;            /* 1: the connection stays open for the next request */
-    const char *raw;           /* the response's exact bytes, as the server wrote them */
+    int chunked;     /* 1: the body came chunked (a streaming response) */
+    int keep_alive;  /* 1: the connection stays open for the next request */
+    const char *raw; /* the response's exact bytes, as the server wrote them */
     size_t raw_len;
 } sq_test_res_t;
 
@@ -135,14 +135,12 @@ typedef struct sq_test_res {
  *   UV_ENOMEM.
  * On an error *res is NULL. */
 SQ_EXTERN int sq_test_request(sq_test_t *t, const char *method, const char *target,
-                              const char *const *headers, const char *body,
-                              sq_test_res_t **res);
+                              const char *const *headers, const char *body, sq_test_res_t **res);
 /* The same with a body of `body_len` bytes (binary, NULs allowed; body NULL: none) and
  * options (NULL: the defaults). */
 SQ_EXTERN int sq_test_request_ex(sq_test_t *t, const char *method, const char *target,
-                                 const char *const *headers, const void *body,
-                                 size_t body_len, const sq_test_req_opts_t *opts,
-                                 sq_test_res_t **res);
+                                 const char *const *headers, const void *body, size_t body_len,
+                                 const sq_test_req_opts_t *opts, sq_test_res_t **res);
 /* The same with `json` (borrowed) serialized compactly as the body and
  * `Content-Type: application/json` added unless `headers` has a Content-Type. */
 SQ_EXTERN int sq_test_request_json(sq_test_t *t, const char *method, const char *target,
@@ -152,8 +150,8 @@ SQ_EXTERN int sq_test_request_json(sq_test_t *t, const char *method, const char 
  * connection, reads the first response and drops the connection. For what a
  * well-behaved client never sends. Returns as sq_test_request; timeout_ms 0 means the
  * default. */
-SQ_EXTERN int sq_test_request_raw(sq_test_t *t, const void *raw, size_t len,
-                                  uint64_t timeout_ms, sq_test_res_t **res);
+SQ_EXTERN int sq_test_request_raw(sq_test_t *t, const void *raw, size_t len, uint64_t timeout_ms,
+                                  sq_test_res_t **res);
 
 /* The first header `name` (case-insensitive) of res, or NULL. Borrowed from res. */
 SQ_EXTERN const char *sq_test_res_header(const sq_test_res_t *res, const char *name);
@@ -179,13 +177,13 @@ enum {
 /* A message received, owned by its WebSocket: valid until the next sq_test_ws_recv or
  * sq_test_ws_close. */
 typedef struct sq_test_ws_msg {
-    int opcode;         /* SQ_TEST_WS_TEXT, SQ_TEST_WS_BINARY or SQ_TEST_WS_CLOSE */
-    const char *data;   /* the payload, NUL-terminated (a close: its reason) */
+    int opcode;       /* SQ_TEST_WS_TEXT, SQ_TEST_WS_BINARY or SQ_TEST_WS_CLOSE */
+    const char *data; /* the payload, NUL-terminated (a close: its reason) */
     size_t len;
-    unsigned frames;    /* frames it came in (1 unless the server fragmented it) */
-    int close_code;     /* a close: the server's code (SQ_WS_NO_STATUS when its close
-                           frame had none, SQ_WS_ABNORMAL when the connection ended
-                           without one); otherwise 0 */
+    unsigned frames; /* frames it came in (1 unless the server fragmented it) */
+    int close_code;  /* a close: the server's code (SQ_WS_NO_STATUS when its close
+                        frame had none, SQ_WS_ABNORMAL when the connection ended
+                        without one); otherwise 0 */
 } sq_test_ws_msg_t;
 
 /* Opens a WebSocket on `target` ("/ws/echo?room=a") with the RFC 6455 §4.1 handshake
@@ -223,8 +221,7 @@ SQ_EXTERN int sq_test_ws_send_frame(sq_test_ws_t *ws, int opcode, int fin, const
  * UV_EPROTO for frames a server must not send (masked, reserved bits or opcodes, a
  * control frame over 125 bytes or fragmented), which also ends the connection; or
  * UV_ENOMEM. */
-SQ_EXTERN int sq_test_ws_recv(sq_test_ws_t *ws, uint64_t timeout_ms,
-                              const sq_test_ws_msg_t **msg);
+SQ_EXTERN int sq_test_ws_recv(sq_test_ws_t *ws, uint64_t timeout_ms, const sq_test_ws_msg_t **msg);
 
 /* The closing handshake (RFC 6455 §7.1.2): sends a close frame with `code` (0: none) and
  * `reason` (may be NULL), waits up to 10 s for the server's close frame (data messages
@@ -233,7 +230,6 @@ SQ_EXTERN int sq_test_ws_recv(sq_test_ws_t *ws, uint64_t timeout_ms,
  * After the server closed first (recv returned its close), it only frees ws. Returns 0,
  * UV_ETIMEDOUT (no close from the server; ws is freed all the same), or UV_EINVAL for a
  * reason over 123 bytes (nothing is sent; ws is freed). NULL is a no-op. */
-SQ_EXTERN int sq_test_ws_close(sq_test_ws_t *ws, int code, const char *reason,
-                               int *server_code);
+SQ_EXTERN int sq_test_ws_close(sq_test_ws_t *ws, int code, const char *reason, int *server_code);
 
 #endif

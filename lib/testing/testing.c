@@ -330,8 +330,8 @@ static int on_value_complete(llhttp_t *p)
     sq__tparse_t *rp = p->data;
     sq__tres_t *r = rp->res;
     /* RFC 9110 §5.5: a value has no surrounding whitespace (llhttp drops the leading) */
-    while (rp->value.len > 0 && (rp->value.base[rp->value.len - 1] == ' ' ||
-                                 rp->value.base[rp->value.len - 1] == '\t'))
+    while (rp->value.len > 0 &&
+           (rp->value.base[rp->value.len - 1] == ' ' || rp->value.base[rp->value.len - 1] == '\t'))
         rp->value.len--;
     if (r->pub.nheaders == r->cap) {
         size_t cap = r->cap ? r->cap * 2 : 16;
@@ -533,9 +533,9 @@ static int send_and_read(sq_test_t *t, sq__tconn_t *c, const sq__buf_t *req, boo
     return 0;
 }
 
-static int request(sq_test_t *t, const char *method, const char *target,
-                   const char *const *headers, const char *extra, const void *body,
-                   size_t body_len, const sq_test_req_opts_t *opts, sq_test_res_t **res)
+static int request(sq_test_t *t, const char *method, const char *target, const char *const *headers,
+                   const char *extra, const void *body, size_t body_len,
+                   const sq_test_req_opts_t *opts, sq_test_res_t **res)
 {
     if (res != NULL)
         *res = NULL;
@@ -582,8 +582,7 @@ int sq_test_request_ex(sq_test_t *t, const char *method, const char *target,
 int sq_test_request(sq_test_t *t, const char *method, const char *target,
                     const char *const *headers, const char *body, sq_test_res_t **res)
 {
-    return request(t, method, target, headers, NULL, body, body ? strlen(body) : 0, NULL,
-                   res);
+    return request(t, method, target, headers, NULL, body, body ? strlen(body) : 0, NULL, res);
 }
 
 int sq_test_request_json(sq_test_t *t, const char *method, const char *target,
@@ -618,8 +617,8 @@ int sq_test_request_raw(sq_test_t *t, const void *raw, size_t len, uint64_t time
         return UV_ENOMEM;
     sq__buf_t req = {(char *)raw, len, len};
     bool head = len >= 5 && memcmp(raw, "HEAD ", 5) == 0;
-    int rc = send_and_read(t, c, &req, head,
-                           timeout_ms ? timeout_ms : SQ_TEST_DEFAULT_TIMEOUT_MS, res);
+    int rc =
+        send_and_read(t, c, &req, head, timeout_ms ? timeout_ms : SQ_TEST_DEFAULT_TIMEOUT_MS, res);
     if (rc == 0)
         sq__test_conn_release(t, c, true);
     return rc;

@@ -15,22 +15,22 @@
  * it, until then — also after the client has let it go. */
 typedef struct sq__tconn {
     sq__memsink_t sink;
-    size_t rd;             /* bytes of sink.out already read */
-    bool in_use;           /* the keep-alive connection, or a WebSocket's */
+    size_t rd;   /* bytes of sink.out already read */
+    bool in_use; /* the keep-alive connection, or a WebSocket's */
     struct sq__tconn *next;
 } sq__tconn_t;
 
 struct sq_test_s {
     uv_loop_t loop;
     sq_server_t *srv;
-    uv_timer_t timer;      /* the deadline of the call that is waiting */
+    uv_timer_t timer; /* the deadline of the call that is waiting */
     bool timed_out;
     bool srv_closed;
     bool destroying;
-    bool waiting;          /* a call is running the loop (calls do not nest) */
-    sq__tconn_t *conns;    /* every connection not freed yet */
-    sq__tconn_t *cur;      /* kept alive for the next request, or NULL */
-    sq_test_ws_t *wss;     /* open WebSockets */
+    bool waiting;       /* a call is running the loop (calls do not nest) */
+    sq__tconn_t *conns; /* every connection not freed yet */
+    sq__tconn_t *cur;   /* kept alive for the next request, or NULL */
+    sq_test_ws_t *wss;  /* open WebSockets */
 };
 
 /* A response being read (llhttp in response mode, RFC 9112 §6). */
@@ -38,7 +38,7 @@ typedef struct sq__tparse {
     llhttp_t p;
     struct sq__tres *res;
     sq__buf_t field, value;
-    bool head;             /* the request was HEAD: no body (RFC 9112 §6.3) */
+    bool head; /* the request was HEAD: no body (RFC 9112 §6.3) */
     bool done;
     int err;
 } sq__tparse_t;
@@ -74,8 +74,8 @@ SQ__HIDDEN void sq__test_parse_free(sq__tparse_t *rp);
 SQ__HIDDEN int sq__test_parse_pump(sq__tparse_t *rp, sq__tconn_t *c, bool eof);
 /* Waits for a whole response on c. Returns 0 or an error; on success *res is the
  * response (moved out of rp). */
-SQ__HIDDEN int sq__test_read_response(sq_test_t *t, sq__tconn_t *c, bool head,
-                                      uint64_t timeout_ms, sq__tres_t **res);
+SQ__HIDDEN int sq__test_read_response(sq_test_t *t, sq__tconn_t *c, bool head, uint64_t timeout_ms,
+                                      sq__tres_t **res);
 
 /* testing_ws.c */
 SQ__HIDDEN void sq__test_ws_free_all(sq_test_t *t);

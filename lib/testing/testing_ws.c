@@ -14,15 +14,15 @@
 struct sq_test_ws_s {
     sq_test_t *t;
     sq__tconn_t *c;
-    sq_test_ws_t *next;    /* t->wss */
-    sq__buf_t msg;         /* the data message being reassembled (RFC 6455 §5.4) */
-    int msg_op;            /* its opcode; 0: none started */
+    sq_test_ws_t *next; /* t->wss */
+    sq__buf_t msg;      /* the data message being reassembled (RFC 6455 §5.4) */
+    int msg_op;         /* its opcode; 0: none started */
     unsigned msg_frames;
-    sq_test_ws_msg_t out;  /* what the last recv returned */
+    sq_test_ws_msg_t out; /* what the last recv returned */
     char *out_data;
-    bool close_sent;       /* our close frame went */
-    bool close_seen;       /* the server's close frame (or the end) was read */
-    bool close_returned;   /* ...and returned by a recv */
+    bool close_sent;     /* our close frame went */
+    bool close_seen;     /* the server's close frame (or the end) was read */
+    bool close_returned; /* ...and returned by a recv */
     int close_code;
     char *close_reason;
 };
@@ -74,7 +74,8 @@ static int send_close(sq_test_ws_t *ws, int code, const char *reason)
         size_t rl = reason != NULL ? strlen(reason) : 0;
         p[0] = (uint8_t)(code >> 8);
         p[1] = (uint8_t)code;
-        memcpy(p + 2, reason, rl);
+        if (rl > 0)
+            memcpy(p + 2, reason, rl);
         n = 2 + rl;
     }
     ws->close_sent = true;
@@ -145,9 +146,9 @@ static int pump(sq_test_ws_t *ws)
             }
             continue;
         }
-        if (op == SQ_TEST_WS_CONT ? ws->msg_op == 0
-                                  : (ws->msg_op != 0 || (op != SQ_TEST_WS_TEXT &&
-                                                         op != SQ_TEST_WS_BINARY)))
+        if (op == SQ_TEST_WS_CONT
+                ? ws->msg_op == 0
+                : (ws->msg_op != 0 || (op != SQ_TEST_WS_TEXT && op != SQ_TEST_WS_BINARY)))
             return UV_EPROTO; /* §5.4: a continuation only inside a message, no nesting */
         if (op != SQ_TEST_WS_CONT) {
             ws->msg_op = op;
@@ -246,8 +247,7 @@ static int accept_value(const char *key, char out[29])
     size_t kl = strlen(key);
     memcpy(buf, key, kl);
     memcpy(buf + kl, ws_guid, sizeof(ws_guid) - 1);
-    if (EVP_Digest(buf, kl + sizeof(ws_guid) - 1, md, &mdlen, EVP_sha1(), NULL) != 1 ||
-        mdlen != 20)
+    if (EVP_Digest(buf, kl + sizeof(ws_guid) - 1, md, &mdlen, EVP_sha1(), NULL) != 1 || mdlen != 20)
         return UV_EIO;
     EVP_EncodeBlock((unsigned char *)out, md, (int)mdlen);
     return 0;
@@ -300,8 +300,7 @@ int sq_test_ws_connect(sq_test_t *t, const char *target, const char *const *head
     unsigned seen;
     sq__tres_t *res = NULL;
     sq_test_ws_t *ws = NULL;
-    if (sq__buf_append(&req, "GET ", 4) != 0 ||
-        sq__buf_append(&req, target, strlen(target)) != 0 ||
+    if (sq__buf_append(&req, "GET ", 4) != 0 || sq__buf_append(&req, target, strlen(target)) != 0 ||
         sq__buf_append(&req, " HTTP/1.1\r\n", 11) != 0)
         goto nomem;
     sq__buf_t hb = {0};
@@ -312,9 +311,9 @@ int sq_test_ws_connect(sq_test_t *t, const char *target, const char *const *head
     }
     char line[256];
     int ll = snprintf(line, sizeof(line),
-             "%sUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: %s\r\n%s",
-             seen & SQ__TH_HOST ? "" : "Host: testserver\r\n", key,
-             seen & SQ__TH_WSVER ? "" : "Sec-WebSocket-Version: 13\r\n");
+                      "%sUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: %s\r\n%s",
+                      seen & SQ__TH_HOST ? "" : "Host: testserver\r\n", key,
+                      seen & SQ__TH_WSVER ? "" : "Sec-WebSocket-Version: 13\r\n");
     rc = ll > 0 && (size_t)ll < sizeof(line) ? sq__buf_append(&req, line, (size_t)ll) : UV_EINVAL;
     if (rc == 0 && hb.len > 0)
         rc = sq__buf_append(&req, hb.base, hb.len);
