@@ -725,3 +725,93 @@ Test(testing, responses_are_the_same_bytes_as_over_tcp)
     }
     th_server_stop(ts, 1000);
 }
+
+/* ---- an app that needs the server's loop: a hub attached to the client's ---- */
+
+static sq_hub_t *the_hub;
+
+static void room_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    uint64_t since = 0, wait = 0;
+    sq_hub_since(sq_req_query(req, "since"), &since);
+    sq_hub_since(sq_req_query(req, "wait"), &wait);
+    sq_hub_serve_poll(the_hub, req, res, sq_req_param(req, "room"), since, wait);
+}
+
+static void room_published(sq_hub_t *h, int status, uint64_t id, void *data)
+{
+    char body[32];
+    int n = snprintf(body, sizeof(body), "%llu", (unsigned long long)id);
+    if (status == 0)
+        sq_res_send(data, 201, "text/plain", body, (size_t)n);
+    else
+        sq_res_send_error(data, 503, sq_strerror(status));
+}
+
+static void room_post(sq_req_t *req, sq_res_t *res, void *data)
+{
+    size_t len;
+    const char *text = sq_req_body(req, &len);
+    if (sq_hub_publish(the_hub, sq_req_loop(req), sq_req_param(req, "room"), text, len,
+                       room_published, res) != 0)
+        sq_res_send_error(res, 422, "not published");
+}
+static const sq_handler_t rooms = {.get = room_get, .post = room_post, .aborted = sq_hub_aborted};
+
+static void hub_detach(sq_server_t *srv, void *hub)
+{
+    sq_hub_detach(hub, sq_server_loop(srv));
+}
+
+/* the test publishes on the loop itself, 20 ms into a held poll */
+static void publish_later(uv_timer_t *timer)
+{
+    sq_hub_publish(the_hub, timer->loop, "a", "from the test", 13, NULL, NULL);
+    uv_close((uv_handle_t *)timer, NULL);
+}
+
+Test(testing, a_hub_on_the_clients_loop)
+{
+    cr_assert_eq(sq_test_destroy(t), 0);
+    cr_assert_eq(sq_hub_create(&the_hub, NULL), 0);
+    cr_assert_eq(sq_app_route(app, "/rooms/{room}", &rooms, NULL), 0);
+    sq_server_opts_t o;
+    sq_server_opts_init(&o);
+    o.on_shutdown = hub_detach;
+    o.on_shutdown_data = the_hub;
+    cr_assert_eq(sq_test_create(&t, app, &o), 0);
+    cr_assert_eq(sq_hub_attach(the_hub, sq_test_loop(t)), 0);
+
+    sq_test_res_t *res;
+    cr_assert_eq(sq_test_request(t, "POST", "/rooms/a", NULL, "hello", &res), 0);
+    cr_assert_eq(res->status, 201);
+    cr_assert_str_eq(res->body, "1");
+    sq_test_res_free(res);
+    cr_assert_eq(sq_test_request(t, "GET", "/rooms/a?since=0", NULL, NULL, &res), 0);
+    cr_assert_eq(res->status, 200);
+    json_t *m = json_array_get(sq_test_res_json(res), 0);
+    cr_assert_str_eq(json_string_value(json_object_get(m, "text")), "hello");
+    sq_test_res_free(res);
+
+    /* a long poll held until the test's own publish */
+    uv_timer_t later;
+    uv_timer_init(sq_test_loop(t), &later);
+    uv_timer_start(&later, publish_later, 20, 0);
+    cr_assert_eq(sq_test_request(t, "GET", "/rooms/a?since=1&wait=5000", NULL, NULL, &res), 0);
+    cr_assert_eq(res->status, 200);
+    m = json_array_get(sq_test_res_json(res), 0);
+    cr_assert_str_eq(json_string_value(json_object_get(m, "text")), "from the test");
+    cr_assert_eq(json_integer_value(json_object_get(m, "id")), 2);
+    sq_test_res_free(res);
+
+    /* a poll left held: destroy's on_shutdown detaches the hub, which answers it */
+    sq_test_req_opts_t ro;
+    sq_test_req_opts_init(&ro);
+    ro.timeout_ms = 30;
+    cr_assert_eq(
+        sq_test_request_ex(t, "GET", "/rooms/a?since=2&wait=60000", NULL, NULL, 0, &ro, &res),
+        UV_ETIMEDOUT);
+    cr_assert_eq(sq_test_destroy(t), 0);
+    t = NULL;
+    sq_hub_destroy(the_hub);
+}

@@ -132,13 +132,19 @@ sq__tconn_t *sq__test_conn_open(sq_test_t *t)
     return c;
 }
 
+void sq__test_feed(sq_test_t *t, sq__tconn_t *c, const void *data, size_t len)
+{
+    uv_update_time(&t->loop);
+    sq__mem_feed(&c->sink, data, len);
+}
+
 void sq__test_conn_release(sq_test_t *t, sq__tconn_t *c, bool half_close)
 {
     if (t->cur == c)
         t->cur = NULL;
     c->in_use = false;
     if (half_close && !c->sink.closed)
-        sq__mem_feed(&c->sink, NULL, 0);
+        sq__test_feed(t, c, NULL, 0);
 }
 
 /* Drops a connection as a client that gives up does: a reset, which tells a handler
@@ -518,7 +524,7 @@ int sq__test_read_response(sq_test_t *t, sq__tconn_t *c, bool head, uint64_t tim
 static int send_and_read(sq_test_t *t, sq__tconn_t *c, const sq__buf_t *req, bool head,
                          uint64_t timeout_ms, sq_test_res_t **res)
 {
-    sq__mem_feed(&c->sink, req->base, req->len);
+    sq__test_feed(t, c, req->base, req->len);
     sq__tres_t *r = NULL;
     int rc = sq__test_read_response(t, c, head, timeout_ms, &r);
     if (rc == UV_ETIMEDOUT) {

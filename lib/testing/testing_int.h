@@ -57,6 +57,10 @@ typedef struct sq__tres {
 
 /* testing.c */
 SQ__HIDDEN sq__tconn_t *sq__test_conn_open(sq_test_t *t);
+/* Delivers bytes (len > 0) or the client's half-close (len 0) to the server. The loop's
+ * clock is brought up to date first: it stood still since the last call ran the loop,
+ * and the server dates its timeouts from it. */
+SQ__HIDDEN void sq__test_feed(sq_test_t *t, sq__tconn_t *c, const void *data, size_t len);
 /* Lets a connection go: the server closes it (the client's half-close ends any wait). */
 SQ__HIDDEN void sq__test_conn_release(sq_test_t *t, sq__tconn_t *c, bool half_close);
 /* Arms the deadline (0: none) / disarms it. */

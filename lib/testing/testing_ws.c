@@ -61,7 +61,7 @@ static int frame_send(sq_test_ws_t *ws, int opcode, bool fin, const void *data, 
     const uint8_t *p = data;
     for (size_t i = 0; i < len; i++)
         f[n + i] = p[i] ^ key[i & 3];
-    sq__mem_feed(&c->sink, f, n + len);
+    sq__test_feed(ws->t, c, f, n + len);
     free(f);
     return 0;
 }
@@ -323,7 +323,7 @@ int sq_test_ws_connect(sq_test_t *t, const char *target, const char *const *head
     sq__tconn_t *c = sq__test_conn_open(t);
     if (c == NULL)
         goto nomem;
-    sq__mem_feed(&c->sink, req.base, req.len);
+    sq__test_feed(t, c, req.base, req.len);
     rc = sq__test_read_response(t, c, false, SQ_TEST_DEFAULT_TIMEOUT_MS, &res);
     if (rc != 0) {
         sq__test_conn_release(t, c, true);
