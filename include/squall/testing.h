@@ -66,9 +66,10 @@ SQ_EXTERN uv_loop_t *sq_test_loop(const sq_test_t *t);
 /* The server under test: counters (sq_server_stats), its watchdog. */
 SQ_EXTERN sq_server_t *sq_test_server(const sq_test_t *t);
 
-/* Runs the private loop once for up to `ms` milliseconds (0: the ready callbacks only,
- * without waiting): to let work the test started itself go on (a publish, a timer)
- * between requests. Returns 0. */
+/* Runs the private loop for `ms` milliseconds (0: one turn for what is ready, without
+ * waiting): to let work the test started itself go on (a publish, a timer) between
+ * requests. Returns 0; UV_EINVAL for a NULL t; SQ_EBUSY from inside a call that is
+ * running the loop (a handler) or while the client is being destroyed. */
 SQ_EXTERN int sq_test_run(sq_test_t *t, uint64_t ms);
 
 /* The default timeout of every call that waits: 10 s. */
@@ -132,6 +133,8 @@ typedef struct sq_test_res {
  *   UV_EOF        the server closed the connection before a whole response;
  *   UV_EPROTO     the server's bytes are not an HTTP/1.1 response;
  *   SQ_ECLOSED    the client is being destroyed;
+ *   SQ_EBUSY      called while another call of this client runs the loop (from a
+ *                 handler): calls do not nest;
  *   UV_ENOMEM.
  * On an error *res is NULL. */
 SQ_EXTERN int sq_test_request(sq_test_t *t, const char *method, const char *target,
