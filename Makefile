@@ -127,7 +127,7 @@ asan:
 
 # hello shut down under valgrind with connections, WebSockets and blocking work open, then
 # the suites in VALGRIND_FILTER (Criterion forks a process per test: valgrind follows it).
-VALGRIND_FILTER ?= @(promise|work|timer|queue|watchdog|memconn|hub)/*
+VALGRIND_FILTER ?= @(promise|work|timer|queue|watchdog|memconn|hub|testing|validate)/*
 build-valgrind: build-all $(BUILD)/bin/squall-tests
 	bash scripts/valgrind-shutdown.sh
 	SQUALL_BIN=$(abspath $(BUILD)/bin) valgrind --quiet --trace-children=yes --error-exitcode=9 \

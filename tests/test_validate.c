@@ -1,4 +1,5 @@
-/* Declared operations (schema.h, sq_op_t) through a real server: path, query and body
+/* Declared operations (schema.h, sq_op_t) through the test client (testing.h: the same
+ * parser, router and dispatch as a socket, on a private loop): path, query and body
  * checked before the handler runs, every problem in one 422 in FastAPI's shape (the
  * expected bodies are what FastAPI answers for the same app, written here literally),
  * the handler reading bound values, 413 before validation, Content-Type handling, and
@@ -11,6 +12,7 @@
 #include <string.h>
 
 #include <squall.h>
+#include <squall/testing.h>
 
 #include "support/app.h"
 #include "support/harness.h"
@@ -157,7 +159,7 @@ static const sq_handler_t pages = {.get = page_get, .op.get = &page_op};
 
 static sq_app_t *app;
 
-static th_server_t *start(const sq_server_opts_t *opts)
+static sq_test_t *start(const sq_server_opts_t *opts)
 {
     cr_assert_eq(sq_app_create(&app), 0);
     cr_assert_eq(sq_app_route(app, "/items/{item_id}", &items, NULL), 0);
@@ -165,31 +167,33 @@ static th_server_t *start(const sq_server_opts_t *opts)
     cr_assert_eq(sq_app_route(app, "/notes", &notes, NULL), 0);
     cr_assert_eq(sq_app_route(app, "/pages/{n:int}", &pages, NULL), 0);
     atomic_store(&handled, 0);
-    return th_server_start(app, opts);
+    sq_test_t *t;
+    cr_assert_eq(sq_test_create(&t, app, opts), 0);
+    return t;
 }
 
-static void stop(th_server_t *ts)
+static void stop(sq_test_t *ts)
 {
-    th_server_stop(ts, 1000);
+    cr_assert_eq(sq_test_destroy(ts), 0);
     sq_app_destroy(app);
 }
 
 /* Sends one request and checks the status and that the body is the JSON `want`. */
-static void expect(th_server_t *ts, const char *raw, int status, const char *want)
+static void expect(sq_test_t *ts, const char *raw, int status, const char *want)
 {
-    th_res_t r;
-    cr_assert_eq(th_request(th_server_port(ts), raw, &r), 0, "no answer to %s", raw);
-    cr_expect_eq(r.status, status, "%s -> %d %s", raw, r.status, r.body);
+    sq_test_res_t *r;
+    cr_assert_eq(sq_test_request_raw(ts, raw, strlen(raw), 5000, &r), 0, "no answer to %s", raw);
+    cr_expect_eq(r->status, status, "%s -> %d %s", raw, r->status, r->body);
     json_error_t e;
-    json_t *got = json_loadb(r.body, r.body_len, 0, &e);
+    json_t *got = json_loadb(r->body, r->body_len, 0, &e);
     json_t *exp = json_loads(want, 0, &e);
     cr_assert_not_null(exp, "bad expectation: %s", e.text);
-    cr_expect(got != NULL && json_equal(got, exp), "%s\n got: %s\nwant: %s", raw, r.body, want);
+    cr_expect(got != NULL && json_equal(got, exp), "%s\n got: %s\nwant: %s", raw, r->body, want);
     if (status == 422)
-        cr_expect_str_eq(th_res_header(&r, "Content-Type"), "application/json");
+        cr_expect_str_eq(sq_test_res_header(r, "Content-Type"), "application/json");
     json_decref(got);
     json_decref(exp);
-    th_res_free(&r);
+    sq_test_res_free(r);
 }
 
 static char *put_json(const char *path, const char *body)
@@ -204,7 +208,7 @@ static char *put_json(const char *path, const char *body)
 
 #define PUT(path, body) put_json(path, body)
 
-static void expect_free(th_server_t *ts, char *raw, int status, const char *want)
+static void expect_free(sq_test_t *ts, char *raw, int status, const char *want)
 {
     expect(ts, raw, status, want);
     free(raw);
@@ -212,7 +216,7 @@ static void expect_free(th_server_t *ts, char *raw, int status, const char *want
 
 Test(validate, the_lecture_put_binds_the_path_and_the_body_for_the_handler)
 {
-    th_server_t *ts = start(NULL);
+    sq_test_t *ts = start(NULL);
     expect_free(ts, PUT("/items/5", "{\"name\":\"Foo\",\"price\":35.4,\"is_offer\":true,\"x\":1}"),
                 200,
                 "{\"item_name\":\"Foo\",\"item_id\":5,\"price\":35.4,\"is_offer\":true,"
@@ -229,7 +233,7 @@ Test(validate, the_lecture_put_binds_the_path_and_the_body_for_the_handler)
 
 Test(validate, every_problem_of_path_and_body_in_one_422_as_fastapi_answers)
 {
-    th_server_t *ts = start(NULL);
+    sq_test_t *ts = start(NULL);
     /* FastAPI: PUT /items/abc {"price": "z", "is_offer": null} */
     expect_free(ts, PUT("/items/abc", "{\"price\":\"z\",\"is_offer\":null}"), 422,
                 "{\"detail\":["
@@ -252,7 +256,7 @@ Test(validate, every_problem_of_path_and_body_in_one_422_as_fastapi_answers)
 
 Test(validate, an_empty_body_is_missing_and_malformed_json_is_json_invalid_at_its_position)
 {
-    th_server_t *ts = start(NULL);
+    sq_test_t *ts = start(NULL);
     expect(ts,
            "PUT /items/1 HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
            "Content-Length: 0\r\nConnection: close\r\n\r\n",
@@ -272,7 +276,7 @@ Test(validate, an_empty_body_is_missing_and_malformed_json_is_json_invalid_at_it
  * the raw text, which is not an object. */
 Test(validate, the_content_type_decides_whether_the_body_is_parsed_as_json)
 {
-    th_server_t *ts = start(NULL);
+    sq_test_t *ts = start(NULL);
     static const char body[] = "{\"name\":\"a\",\"price\":1}";
     static const char *const types[] = {NULL, "application/json; charset=utf-8",
                                         "Application/JSON", "application/vnd.api+json",
@@ -284,11 +288,11 @@ Test(validate, the_content_type_decides_whether_the_body_is_parsed_as_json)
                  "Connection: close\r\n\r\n%s",
                  types[i] ? "Content-Type: " : "", types[i] ? types[i] : "",
                  types[i] ? "\r\n" : "", strlen(body), body);
-        th_res_t r;
-        cr_assert_eq(th_request(th_server_port(ts), raw, &r), 0);
-        cr_expect_eq(r.status, 200, "%s -> %d %s", types[i] ? types[i] : "(none)", r.status,
-                     r.body);
-        th_res_free(&r);
+        sq_test_res_t *r;
+        cr_assert_eq(sq_test_request_raw(ts, raw, strlen(raw), 5000, &r), 0);
+        cr_expect_eq(r->status, 200, "%s -> %d %s", types[i] ? types[i] : "(none)", r->status,
+                     r->body);
+        sq_test_res_free(r);
     }
     static const char *const others[] = {"text/plain", "application/x-www-form-urlencoded",
                                          "application/jsonx", "application/json-seq",
@@ -321,7 +325,7 @@ Test(validate, a_body_over_max_body_bytes_is_413_before_anything_is_validated)
     sq_server_opts_t opts;
     sq_server_opts_init(&opts);
     opts.max_body_bytes = 64;
-    th_server_t *ts = start(&opts);
+    sq_test_t *ts = start(&opts);
     char body[200];
     memset(body, ' ', sizeof(body) - 1);
     body[sizeof(body) - 1] = '\0';
@@ -332,10 +336,10 @@ Test(validate, a_body_over_max_body_bytes_is_413_before_anything_is_validated)
                        "PUT /items/abc HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
                        "Content-Length: %zu\r\n\r\n%s",
                        strlen(body), body) > 0);
-    th_res_t r;
-    cr_assert_eq(th_request(th_server_port(ts), raw, &r), 0);
-    cr_expect_eq(r.status, 413, "got %d %s", r.status, r.body);
-    th_res_free(&r);
+    sq_test_res_t *r;
+    cr_assert_eq(sq_test_request_raw(ts, raw, strlen(raw), 5000, &r), 0);
+    cr_expect_eq(r->status, 413, "got %d %s", r->status, r->body);
+    sq_test_res_free(r);
     free(raw);
     stop(ts);
     cr_assert_eq(atomic_load(&handled), 0);
@@ -343,7 +347,7 @@ Test(validate, a_body_over_max_body_bytes_is_413_before_anything_is_validated)
 
 Test(validate, query_parameters_are_converted_and_checked_with_their_defaults)
 {
-    th_server_t *ts = start(NULL);
+    sq_test_t *ts = start(NULL);
     expect(ts, "GET /items/5?q=somequery HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", 200,
            "{\"item_id\":5,\"q\":\"somequery\"}");
     expect(ts, "GET /items/5 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", 200,
@@ -371,20 +375,15 @@ Test(validate, query_parameters_are_converted_and_checked_with_their_defaults)
 
 Test(validate, head_on_a_declared_get_is_validated_and_has_no_body)
 {
-    th_server_t *ts = start(NULL);
-    th_conn_t c;
-    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
-    th_conn_sends(&c, "HEAD /items/x HTTP/1.1\r\nHost: t\r\n\r\nHEAD /items/3 HTTP/1.1\r\n"
-                      "Host: t\r\n\r\n");
-    th_res_t r;
-    cr_assert_eq(th_conn_read_res(&c, &r, 5000, true), 0);
-    cr_expect_eq(r.status, 422);
-    cr_expect_eq(r.body_len, 0);
-    th_res_free(&r);
-    cr_assert_eq(th_conn_read_res(&c, &r, 5000, true), 0);
-    cr_expect_eq(r.status, 200);
-    th_res_free(&r);
-    th_conn_close(&c);
+    sq_test_t *ts = start(NULL);
+    sq_test_res_t *r;
+    cr_assert_eq(sq_test_request(ts, "HEAD", "/items/x", NULL, NULL, &r), 0);
+    cr_expect_eq(r->status, 422);
+    cr_expect_eq(r->body_len, 0);
+    sq_test_res_free(r);
+    cr_assert_eq(sq_test_request(ts, "HEAD", "/items/3", NULL, NULL, &r), 0);
+    cr_expect_eq(r->status, 200);
+    sq_test_res_free(r);
     stop(ts);
 }
 
@@ -392,7 +391,7 @@ Test(validate, head_on_a_declared_get_is_validated_and_has_no_body)
  * boolean, every error at once. */
 Test(validate, a_nested_model_in_a_list_reports_each_item_as_fastapi_does)
 {
-    th_server_t *ts = start(NULL);
+    sq_test_t *ts = start(NULL);
     static const char bad[] = "{\"id\":0,\"tags\":[{\"label\":\"ok\"},{\"label\":\"x\"},"
                               "{\"name\":1},5],\"kind\":\"c\"}";
     char *raw;
@@ -428,7 +427,7 @@ Test(validate, a_nested_model_in_a_list_reports_each_item_as_fastapi_does)
 
 Test(validate, an_optional_body_may_be_empty_and_a_blocking_handler_reads_its_input)
 {
-    th_server_t *ts = start(NULL);
+    sq_test_t *ts = start(NULL);
     expect(ts, "POST /notes HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
            200, "{\"text\":null,\"null\":true}");
     expect(ts,
@@ -449,27 +448,26 @@ Test(validate, an_optional_body_may_be_empty_and_a_blocking_handler_reads_its_in
  * leak into the next (each exchange is reset), valid and invalid alternating. */
 Test(validate, keep_alive_requests_alternate_valid_and_invalid_without_leaking_values)
 {
-    th_server_t *ts = start(NULL);
-    th_conn_t c;
-    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    sq_test_t *ts = start(NULL);
     for (int i = 0; i < 200; i++) {
-        char raw[256];
+        char target[64];
         if (i % 2)
-            snprintf(raw, sizeof(raw), "GET /items/%d?q=v%d HTTP/1.1\r\nHost: t\r\n\r\n", i, i);
+            snprintf(target, sizeof(target), "/items/%d?q=v%d", i, i);
         else
-            snprintf(raw, sizeof(raw), "GET /items/n%d HTTP/1.1\r\nHost: t\r\n\r\n", i);
-        th_conn_sends(&c, raw);
-        th_res_t r;
-        cr_assert_eq(th_conn_read_res(&c, &r, 5000, false), 0);
-        cr_assert_eq(r.status, i % 2 ? 200 : 422);
+            snprintf(target, sizeof(target), "/items/n%d", i);
+        sq_test_res_t *r;
+        cr_assert_eq(sq_test_request(ts, "GET", target, NULL, NULL, &r), 0);
+        cr_assert_eq(r->status, i % 2 ? 200 : 422);
         if (i % 2) {
             char want[64];
             snprintf(want, sizeof(want), "{\"item_id\":%d,\"q\":\"v%d\"}", i, i);
-            cr_assert_str_eq(r.body, want);
+            cr_assert_str_eq(r->body, want);
         }
-        th_res_free(&r);
+        sq_test_res_free(r);
     }
-    th_conn_close(&c);
+    sq_server_stats_t st;
+    sq_server_stats(sq_test_server(ts), &st);
+    cr_expect_eq(st.connections_total, 1, "one keep-alive connection");
     stop(ts);
 }
 

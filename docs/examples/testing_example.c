@@ -13,20 +13,26 @@
 
 /* ---- the app ---- */
 
-/* PUT /items/{item_id}: stores nothing, answers what it was given */
+/* PUT /items/{item_id}: a declared operation (docs/schema.md), checked before the handler
+ * runs; the handler answers what it was given */
+typedef struct item_in {
+    int64_t item_id;
+    const char *name;
+} item_in_t;
+static const sq_field_t item_path[] = {
+    {.name = "item_id", .type = SQ_T_INTEGER, .bind = SQ_BIND(item_in_t, item_id)}, {0}};
+static const sq_field_t item_fields[] = {
+    {.name = "name", .type = SQ_T_STRING, .bind = SQ_BIND(item_in_t, name)}, {0}};
+static const sq_schema_t item_schema = {.title = "Item", .fields = item_fields};
+static const sq_op_t item_put_op = {.path = item_path, .body = &item_schema,
+                                    .input_size = sizeof(item_in_t)};
+static const sq_op_t item_get_op = {.path = item_path}; /* item_id must be an integer */
+
 static void item_put(sq_req_t *req, sq_res_t *res, void *data)
 {
-    int64_t id;
-    json_error_t err;
-    json_t *item = sq_req_json(req, &err);
-    if (item == NULL || !json_is_object(item)) {
-        json_decref(item);
-        sq_res_send_error(res, 400, "a JSON object is expected");
-        return;
-    }
-    sq_req_param_int(req, "item_id", &id); /* the route's {item_id:int} checked it */
-    json_object_set_new(item, "item_id", json_integer(id));
-    sq_res_send_json_new(res, 200, item);
+    const item_in_t *in = sq_req_input(req);
+    sq_res_send_json_new(res, 200, json_pack("{s:s,s:I}", "name", in->name, "item_id",
+                                             (json_int_t)in->item_id));
 }
 
 /* GET /items/{item_id}: needs a token */
@@ -40,7 +46,8 @@ static void item_get(sq_req_t *req, sq_res_t *res, void *data)
     sq_res_send_json_new(res, 200, json_pack("{s:s}", "name", "widget"));
 }
 
-static const sq_handler_t items = {.get = item_get, .put = item_put};
+static const sq_handler_t items = {
+    .get = item_get, .put = item_put, .op.get = &item_get_op, .op.put = &item_put_op};
 
 /* /ws/echo: sends every message back */
 static void echo_message(sq_ws_t *ws, int binary, const char *msg, size_t len, void *data)
@@ -55,7 +62,7 @@ static sq_app_t *make_app(void)
     sq_app_t *app;
     if (sq_app_create(&app) != 0)
         return NULL;
-    sq_app_route(app, "/items/{item_id:int}", &items, NULL);
+    sq_app_route(app, "/items/{item_id}", &items, NULL);
     sq_app_websocket(app, "/ws/echo", &echo, NULL, NULL);
     return app;
 }

@@ -162,7 +162,8 @@ struct sq_op {
     size_t input_size;           /* the struct the fields' SQ_BIND offsets point into;
                                     0: nothing is bound */
     sq_bind_t body_bind;         /* where the body's struct lies in it (its fields' binds
-                                    are relative to that) */
+                                    are relative to that); unset: the body's fields bind
+                                    straight into the input struct */
     int status;                  /* the success status documented; 0: 200 */
     const sq_schema_t *response; /* the success body documented (not checked); NULL: any */
     const char *response_description; /* NULL: "Successful Response" */

@@ -116,7 +116,7 @@ static int check_body(sq__exch_t *x, const sq_op_t *op, char *input, json_t *all
 {
     const char *body = x->body.len ? x->body.base : "";
     size_t len = x->body.len;
-    void *bind = input != NULL && op->body_bind.set ? input + op->body_bind.offset : NULL;
+    void *bind = input == NULL ? NULL : op->body_bind.set ? input + op->body_bind.offset : input;
     json_t *errors = NULL;
     int rc;
     if (len == 0 && op->body_optional) {
