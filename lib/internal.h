@@ -217,6 +217,25 @@ SQ__HIDDEN const sq__route_t *sq__app_route_at(const sq_app_t *app, unsigned i);
  * WebSocket route. */
 SQ__HIDDEN const sq_handler_t *sq__route_handler(const sq__route_t *r);
 SQ__HIDDEN bool sq__route_is_ws(const sq__route_t *r);
+/* Hooks and error handlers of an app (router.c), for the HTTP layer's dispatch. */
+typedef struct sq__hook {
+    union {
+        sq_before_cb before;
+        sq_after_cb after;
+        sq_error_cb error;
+    } cb;
+    void *data;
+} sq__hook_t;
+#define SQ__MAX_MOUNT_DEPTH 8 /* apps from the served one to a route (deeper: refused) */
+SQ__HIDDEN const sq_app_t *sq__route_app(const sq__route_t *r);
+SQ__HIDDEN const sq_app_t *sq__app_parent(const sq_app_t *app);
+SQ__HIDDEN const sq__hook_t *sq__app_befores(const sq_app_t *app, unsigned *n);
+SQ__HIDDEN const sq__hook_t *sq__app_afters(const sq_app_t *app, unsigned *n);
+/* The app's own error handler for status, or NULL. */
+SQ__HIDDEN const sq__hook_t *sq__app_error(const sq_app_t *app, int status);
+/* A mount's sub-app and prefix; NULL for a route. */
+SQ__HIDDEN const sq_app_t *sq__route_sub(const sq__route_t *r, const char **prefix);
+
 /* The operation declared for `method` (HEAD: .get's), or NULL. */
 SQ__HIDDEN const sq_op_t *sq__handler_op(const sq_handler_t *h, sq_method_t method);
 

@@ -87,6 +87,17 @@ SQ_EXTERN const void *sq_req_input(const sq_req_t *req);
  * not declare that part, or the route declares no operation. */
 SQ_EXTERN const json_t *sq_req_input_json(const sq_req_t *req, const char *part);
 
+/* A before hook that returned SQ_PAUSE lets the request go on: the next hook, then the
+ * handler, run from the loop (on its next turn, not inside this call). Returns 0;
+ * UV_EINVAL when no hook is waiting; SQ_EALREADY_SENT once res is finished; UV_ECANCELED
+ * when the client has gone — squall then finishes res itself (nothing is sent) and the
+ * handler never runs. */
+SQ_EXTERN int sq_req_next(sq_req_t *req);
+
+/* The request's id: a number unique within the process (one counter for every server),
+ * given when its head was read; for logs and an X-Request-Id header. */
+SQ_EXTERN uint64_t sq_req_id(const sq_req_t *req);
+
 /* ---- a body read as a stream (sq_handler_t.stream_body) ----
  *
  * The callback gets the body piece by piece: status 0 with `len` bytes (borrowed for the

@@ -107,6 +107,74 @@ typedef struct sq_handler {
 /* The bit of method m in sq_handler_t.stream_body. */
 #define SQ_STREAM(m) (1u << (m))
 
+/* ---- hooks: what runs around every handler (middleware) ----
+ *
+ * A before hook runs before the request reaches its handler, in the order hooks were
+ * added: first the hooks of the app the server serves (for every request, a 404 or 405
+ * too), then those of each mounted sub-app on the way to the route (for its routes only),
+ * then the handler. It returns SQ_NEXT (0) to let the request go on at once; or
+ * SQ_PAUSE after it answered (finished res: a 401, a redirect) or to decide later — it
+ * then calls sq_req_next(req) (req.h) from a later callback on the same loop to go on,
+ * or finishes res. A negative return is a failure: squall logs it and answers 500 (if
+ * res is not finished). Hooks run on the loop thread, from the loop, with the same
+ * lifetime rules as handlers: res is theirs until the next hook takes it.
+ *
+ * An after hook runs when the response's head is about to be written — whoever finishes
+ * it (handler, hook, squall's own 404/405/422/408) — with its status, in the order
+ * added (the app's first, then each sub-app's on the way to the route): it may add
+ * headers (sq_res_header), and nothing else (a finishing call returns SQ_EBUSY there). */
+typedef int (*sq_before_cb)(sq_req_t *req, sq_res_t *res, void *data);
+enum { SQ_NEXT = 0, SQ_PAUSE = 1 };
+typedef void (*sq_after_cb)(sq_req_t *req, sq_res_t *res, int status, void *data);
+
+/* Adds a hook. `data` is borrowed. Returns 0, UV_EINVAL or UV_ENOMEM. An app must not be
+ * changed while a server serves it. */
+SQ_EXTERN int sq_app_before(sq_app_t *app, sq_before_cb cb, void *data);
+SQ_EXTERN int sq_app_after(sq_app_t *app, sq_after_cb cb, void *data);
+
+/* Mounts `sub` under `prefix` ("/api/v1": a literal path of segments, no trailing '/'):
+ * a request for /api/v1/items is matched against sub's routes as /items, in the place of
+ * the mount among app's routes (registration order, as routes), and sub's hooks and
+ * error handlers apply to sub's routes only. `app` owns sub from then on: sub is
+ * destroyed with it (sq_app_destroy(app)). Returns 0; UV_EINVAL (NULL, sub == app, sub
+ * already mounted, or mounted above app); SQ_EPATTERN for a bad prefix; UV_ENOMEM. */
+SQ_EXTERN int sq_app_mount(sq_app_t *app, const char *prefix, sq_app_t *sub);
+
+/* ---- error handlers: the body of squall's own answers (FastAPI's exception_handler) ----
+ *
+ * squall answers 404 (no route), 405 (no method: the Allow header is set already), 422
+ * (a path parameter or a declared operation's input did not validate) and 500 (a hook
+ * that failed, out of memory) with FastAPI's {"detail": ...}. An error handler replaces
+ * that body for one status: it gets the detail (a string, or the 422 list; borrowed) and
+ * owns res as a handler does. The nearest app on the way to the route that has one is
+ * used (a 404 outside every mount: the served app's). */
+typedef struct json_t json_t;
+typedef void (*sq_error_cb)(sq_req_t *req, sq_res_t *res, int status, const json_t *detail,
+                            void *data);
+/* Returns 0; UV_EINVAL for a status other than 404, 405, 422 and 500; UV_ENOMEM. A later
+ * call for the same status replaces the handler; cb NULL removes it. */
+SQ_EXTERN int sq_app_on_error(sq_app_t *app, int status, sq_error_cb cb, void *data);
+
+/* ---- route names and URL building (url_for) ---- */
+
+/* As sq_app_route, naming the route (copied) for sq_app_url_for. */
+SQ_EXTERN int sq_app_route_named_sized(sq_app_t *app, const char *name, const char *pattern,
+                                       const sq_handler_t *handler, size_t handler_size,
+                                       void *data);
+static inline int sq_app_route_named(sq_app_t *app, const char *name, const char *pattern,
+                                     const sq_handler_t *handler, void *data)
+{
+    return sq_app_route_named_sized(app, name, pattern, handler, sizeof(*handler), data);
+}
+/* Writes the path of the route named `name` (searched in app, then its mounted sub-apps,
+ * with their prefixes) into buf, NUL-terminated, each parameter taken from `params`
+ * ({"item_id", "5", NULL}: name, value pairs, NULL-terminated) and percent-encoded
+ * (RFC 3986 §2.1; a {x:path} value keeps its slashes). Returns the length; UV_ENOENT (no
+ * such route), UV_EINVAL (a parameter missing, or not an integer for {x:int}), or
+ * UV_ENOBUFS (buf too small). */
+SQ_EXTERN int sq_app_url_for(const sq_app_t *app, const char *name, const char *const *params,
+                             char *buf, size_t len);
+
 /* Creates an empty application. Returns 0 or UV_ENOMEM. */
 SQ_EXTERN int sq_app_create(sq_app_t **app);
 /* Frees the app and its routes. No server may still use it. */

@@ -118,7 +118,9 @@ bool sq__exch_deliver_aborts(sq_server_t *srv)
         sq__list_remove(&x->anode);
         const sq_handler_t *h = x->match.handler;
         sq__h1_body_aborted(x); /* a body's reader first: its stream ended */
-        if (h != NULL && h->aborted != NULL && !(x->flags & SQ__XF_FINISHED))
+        /* a hook that waits learns it from sq_req_next: the handler never ran */
+        if (h != NULL && h->aborted != NULL &&
+            !(x->flags & (SQ__XF_FINISHED | SQ__XF_HOOK_WAIT)))
             h->aborted(x, &x->res, x->match.data);
         sq__exch_unhold(x);
     }

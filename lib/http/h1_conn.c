@@ -13,6 +13,8 @@
 
 #include <jansson.h>
 
+#include <stdatomic.h>
+
 #include "http/h1_int.h"
 #include "server/server_int.h"
 #include "squall/watchdog.h"
@@ -20,6 +22,7 @@
 
 static void eof_check(sq__conn_t *c);
 static void respond_error(sq__conn_t *c, int status, const char *detail);
+static void hooks_go_on(sq__conn_t *c, sq__exch_t *x);
 
 static int status_for_error(sq__conn_t *c, const llhttp_t *parser, llhttp_errno_t err,
                             const char **detail)
@@ -246,6 +249,11 @@ static void idle_release(sq__conn_t *c)
 static void h1_on_tick(sq__conn_t *c, void *ud)
 {
     sq__h1conn_t *h = sq__h1(c);
+    if (h->exch != NULL && (h->exch->flags & SQ__XF_HOOK_NEXT)) {
+        hooks_go_on(c, h->exch);
+        if (c->flags & SQ__CF_CLOSED)
+            return;
+    }
     if (h->exch != NULL && (h->exch->body_cb != NULL || (h->exch->flags & SQ__XF_STREAM))) {
         sq__h1_body_tick(c, h->exch); /* a body read piece by piece */
         if (c->flags & SQ__CF_CLOSED)
@@ -297,11 +305,10 @@ static void on_eof(sq__conn_t *c, ssize_t err)
     sq__tick_add(c); /* flushes, and closes if CLOSE_AFTER is set */
 }
 
-void sq__h1_dispatch(sq__conn_t *c, sq__exch_t *x)
+/* The request goes to its handler (or squall's answer: 404, 405, 422), its before hooks
+ * and its declared operation's checks passed. */
+static void answer(sq__conn_t *c, sq__exch_t *x)
 {
-    x->flags |= SQ__XF_HOLD_HANDLER | SQ__XF_IN_HANDLER;
-    x->refs++;        /* the handler's reference, dropped when it finishes the response */
-    sq__exch_hold(x); /* this frame's: the handler may finish, take over or lose the client */
     sq__match_t verdict = x->verdict;
     if ((verdict == SQ__MATCH_OK || verdict == SQ__MATCH_BAD_PARAM) && x->match.op != NULL)
         verdict = sq__h1_validate(x) ? SQ__MATCH_OK : SQ__MATCH_DONE;
@@ -319,7 +326,7 @@ void sq__h1_dispatch(sq__conn_t *c, sq__exch_t *x)
         }
         break;
     case SQ__MATCH_NONE:
-        sq_res_send_error(&x->res, 404, "Not Found");
+        sq__h1_error(x, 404, json_string("Not Found"));
         break;
     case SQ__MATCH_ASTERISK:
         /* RFC 9110 §9.3.7: OPTIONS * asks about the server as a whole; "*" means nothing
@@ -333,24 +340,45 @@ void sq__h1_dispatch(sq__conn_t *c, sq__exch_t *x)
     case SQ__MATCH_NO_METHOD:
         if (x->match.allow != NULL)
             sq_res_header(&x->res, "Allow", x->match.allow);
-        sq_res_send_error(&x->res, 405, "Method Not Allowed");
+        sq__h1_error(x, 405, json_string("Method Not Allowed"));
         break;
     case SQ__MATCH_BAD_PARAM: {
         /* FastAPI's shape for a path parameter that does not convert; an input that is not
          * UTF-8 (it is percent-decoded bytes) is reported as null */
-        static const char msg[] =
-            "Input should be a valid integer, unable to parse string as an integer";
         json_t *in = json_string(x->match.bad_value);
-        json_t *j = json_pack("{s:[{s:s,s:[s,s],s:s,s:o}]}", "detail", "type", "int_parsing",
-                              "loc", "path", x->match.bad_param, "msg", msg, "input",
-                              in ? in : json_null());
-        if (j != NULL)
-            sq_res_send_json_new(&x->res, 422, j);
-        else
-            sq_res_send_error(&x->res, 422, msg);
+        sq__h1_error(x, 422,
+                     json_pack("[{s:s,s:[s,s],s:s,s:o}]", "type", "int_parsing", "loc", "path",
+                               x->match.bad_param, "msg",
+                               "Input should be a valid integer, unable to parse string as an "
+                               "integer",
+                               "input", in ? in : json_null()));
         break;
     }
     }
+}
+
+static atomic_uint_fast64_t request_ids; /* sq_req_id: one sequence for the process */
+
+void sq__h1_dispatch(sq__conn_t *c, sq__exch_t *x)
+{
+    x->flags |= SQ__XF_HOLD_HANDLER | SQ__XF_IN_HANDLER;
+    x->refs++;        /* the handler's reference, dropped when it finishes the response */
+    sq__exch_hold(x); /* this frame's: the handler may finish, take over or lose the client */
+    x->id = atomic_fetch_add_explicit(&request_ids, 1, memory_order_relaxed) + 1;
+    if (sq__h1_run_before(x))
+        answer(c, x);
+    x->flags &= ~SQ__XF_IN_HANDLER;
+    sq__exch_unhold(x);
+}
+
+/* A before hook called sq_req_next: the next hooks, then the handler. */
+static void hooks_go_on(sq__conn_t *c, sq__exch_t *x)
+{
+    x->flags &= ~SQ__XF_HOOK_NEXT;
+    sq__exch_hold(x);
+    x->flags |= SQ__XF_IN_HANDLER;
+    if (sq__h1_run_before(x))
+        answer(c, x);
     x->flags &= ~SQ__XF_IN_HANDLER;
     sq__exch_unhold(x);
 }

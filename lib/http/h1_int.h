@@ -64,6 +64,10 @@ enum {
     SQ__XF_BODY_DONE = 1 << 23,  /* the whole body has been parsed */
     SQ__XF_BODY_END = 1 << 24,   /* the reader was told the end (UV_EOF or an error) */
     SQ__XF_BODY_SENT = 1 << 25,  /* a buffered body was given to the reader */
+    SQ__XF_HOOK_WAIT = 1 << 26,  /* a before hook returned SQ_PAUSE */
+    SQ__XF_HOOK_NEXT = 1 << 27,  /* ...and called sq_req_next: the tick goes on */
+    SQ__XF_AFTER_RAN = 1 << 28,  /* the after hooks ran (once per response) */
+    SQ__XF_IN_AFTER = 1 << 29,   /* an after hook is on the stack: no finishing call */
 };
 
 typedef struct sq__hdr {
@@ -109,6 +113,8 @@ struct sq_req_s {
     sq__match_result_t match;
     void *user_data;
     void *input;                /* a declared operation's bound struct (in arena) */
+    uint64_t id;                /* sq_req_id */
+    unsigned hook_i;            /* the next before hook to run (hooks.c) */
     sq_body_cb body_cb;         /* the body's reader (sq_req_body_read), or NULL */
     void *body_ud;
     uint64_t body_seen;         /* bytes of a streamed body parsed so far */
@@ -228,6 +234,15 @@ SQ__HIDDEN void sq__exch_reset(struct sq_req_s *x);
  * 500 out of memory). Also takes an {x:int} the router could not convert
  * (SQ__MATCH_BAD_PARAM), reporting it with the rest (validate.c). */
 SQ__HIDDEN bool sq__h1_validate(struct sq_req_s *x);
+
+/* Hooks (hooks.c): runs the before hooks from x->hook_i on; true when the request goes
+ * on to its handler, false when a hook answered, failed (500) or waits (HOOK_WAIT). */
+SQ__HIDDEN bool sq__h1_run_before(struct sq_req_s *x);
+/* The after hooks, once per response, as its head is written. */
+SQ__HIDDEN void sq__h1_run_after(struct sq_req_s *x, int status);
+/* Answers status with {"detail": detail} (stolen; NULL: the reason phrase), or through
+ * the nearest app's error handler for it. */
+SQ__HIDDEN void sq__h1_error(struct sq_req_s *x, int status, json_t *detail);
 
 /* Streamed bodies (h1_body.c): what a streamed body holds staged for its reader before
  * the parser pauses; the tick's part (delivers staged pieces and the end, resumes the

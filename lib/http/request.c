@@ -33,6 +33,7 @@ void sq__exch_reset(sq__exch_t *x)
     memset(&x->match, 0, offsetof(sq__match_result_t, params));
     x->user_data = NULL;
     x->input = NULL;
+    x->hook_i = 0;
     x->body_cb = NULL;
     x->body_ud = NULL;
     x->body_seen = 0;

@@ -107,6 +107,7 @@ static bool status_has_body(int status)
 static int write_head(sq__exch_t *x, int status, const char *ctype, int64_t clen)
 {
     sq_server_t *srv = x->srv;
+    sq__h1_run_after(x, status); /* they may add headers: before the sizes are taken */
     sq__wbatch_t *b = x->ops->batch(x);
     if (status < 100 || status > 999)
         status = 500;
@@ -178,7 +179,7 @@ static int write_head(sq__exch_t *x, int status, const char *ctype, int64_t clen
 /* Common entry of every finishing call. Returns 1 to go on, or the call's result. */
 static int begin_finish(sq__exch_t *x)
 {
-    if (x->flags & (SQ__XF_FINISHED | SQ__XF_HEADERS_SENT))
+    if (x->flags & (SQ__XF_FINISHED | SQ__XF_HEADERS_SENT | SQ__XF_IN_AFTER))
         return SQ_EALREADY_SENT;
     if (!x->ops->open(x)) {
         sq__exch_finished(x);
@@ -325,7 +326,7 @@ bool sq__field_value_ok(const char *value)
 int sq_res_header(sq_res_t *res, const char *name, const char *value)
 {
     sq__exch_t *x = res->req;
-    if (x->flags & (SQ__XF_FINISHED | SQ__XF_HEADERS_SENT))
+    if (x->flags & (SQ__XF_FINISHED | SQ__XF_HEADERS_SENT | SQ__XF_IN_AFTER))
         return SQ_EALREADY_SENT;
     if (!sq__field_ok(name, true) || !sq__field_ok(value, false) || sq__header_is_framing(name, value))
         return UV_EINVAL;
@@ -344,7 +345,7 @@ int sq_res_start(sq_res_t *res, int status, const char *content_type)
     sq__exch_t *x = res->req;
     if (!sq__status_is_final(status) || !sq__field_value_ok(content_type))
         return UV_EINVAL;
-    if (x->flags & (SQ__XF_FINISHED | SQ__XF_HEADERS_SENT))
+    if (x->flags & (SQ__XF_FINISHED | SQ__XF_HEADERS_SENT | SQ__XF_IN_AFTER))
         return SQ_EALREADY_SENT;
     if (!x->ops->open(x))
         return UV_ECANCELED; /* sq_res_end releases res (res.h) */
@@ -461,7 +462,7 @@ sq_req_t *sq_res_req(sq_res_t *res)
 int sq__res_switch(sq_res_t *res, const sq__proto_t *proto, void *ud)
 {
     sq__exch_t *x = res->req;
-    if (x->flags & (SQ__XF_FINISHED | SQ__XF_HEADERS_SENT))
+    if (x->flags & (SQ__XF_FINISHED | SQ__XF_HEADERS_SENT | SQ__XF_IN_AFTER))
         return SQ_EALREADY_SENT;
     if (!x->ops->open(x))
         return sq__res_takeover(res, proto, ud); /* releases res, UV_ECANCELED */

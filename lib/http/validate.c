@@ -173,18 +173,14 @@ bool sq__h1_validate(sq__exch_t *x)
         x->input = input;
         return true;
     }
-    json_t *detail = sq_schema_detail(all);
-    if (detail != NULL)
-        sq_res_send_json_new(&x->res, 422, detail);
-    else
-        sq_res_send_error(&x->res, 422, "Unprocessable Content");
+    sq__h1_error(x, 422, all);
     return false;
 
 fail:
     json_decref(all);
     sq_log(SQ_LOG_ERROR, "%s %s: out of memory validating the request", sq_req_method(x),
             sq__route_pattern(x->match.route));
-    sq_res_send_error(&x->res, 500, "Internal Server Error");
+    sq__h1_error(x, 500, json_string("Internal Server Error"));
     return false;
 }
 

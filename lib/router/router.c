@@ -28,6 +28,10 @@ struct sq__route {
     void *data;
     void (*free_data)(void *data); /* routes that own their data (WebSocket routes) */
     bool websocket;         /* an sq_app_websocket route */
+    char *route_name;       /* sq_app_route_named's, or NULL */
+    const sq_app_t *app;    /* the app it belongs to */
+    sq_app_t *sub;          /* a mount (sq_app_mount): its sub-app; pattern is the prefix */
+    size_t prefix_len;
     unsigned methods;       /* ALLOW_* bits of the methods the handler serves */
     char allow[ALLOW_MAX];  /* the Allow header for 405, from `methods` */
 };
@@ -36,6 +40,10 @@ struct sq_app_s {
     sq__route_t **routes;
     unsigned nroutes;
     unsigned cap;
+    sq__hook_t *before, *after;
+    unsigned nbefore, nafter;
+    sq__hook_t errors[4];   /* 404, 405, 422, 500 */
+    const sq_app_t *parent; /* the app it is mounted in, or NULL */
 };
 
 int sq_app_create(sq_app_t **out)
@@ -51,12 +59,16 @@ void sq_app_destroy(sq_app_t *app)
     for (unsigned i = 0; i < app->nroutes; i++) {
         if (app->routes[i]->free_data != NULL)
             app->routes[i]->free_data(app->routes[i]->data);
+        sq_app_destroy(app->routes[i]->sub);
         free(app->routes[i]->pattern);
         free(app->routes[i]->name);
+        free(app->routes[i]->route_name);
         free(app->routes[i]->segs);
         free(app->routes[i]);
     }
     free(app->routes);
+    free(app->before);
+    free(app->after);
     free(app);
 }
 
@@ -155,6 +167,19 @@ int sq_app_route_sized(sq_app_t *app, const char *pattern, const sq_handler_t *h
     return sq__app_route_owned(app, pattern, &h, data, NULL);
 }
 
+static int grow(sq_app_t *app)
+{
+    if (app->nroutes < app->cap)
+        return 0;
+    unsigned cap = app->cap ? app->cap * 2 : 8;
+    sq__route_t **routes = realloc(app->routes, cap * sizeof(*routes));
+    if (routes == NULL)
+        return UV_ENOMEM;
+    app->routes = routes;
+    app->cap = cap;
+    return 0;
+}
+
 static int add_route(sq_app_t *app, const char *pattern, const sq_handler_t *handler,
                      void *data, void (*free_data)(void *data), bool websocket)
 {
@@ -183,17 +208,12 @@ static int add_route(sq_app_t *app, const char *pattern, const sq_handler_t *han
     if (nparams > SQ__MAX_PARAMS)
         goto fail_pattern;
     build_allow(r);
-    if (app->nroutes == app->cap) {
-        unsigned cap = app->cap ? app->cap * 2 : 8;
-        sq__route_t **routes = realloc(app->routes, cap * sizeof(*routes));
-        rc = UV_ENOMEM;
-        if (routes == NULL)
-            goto fail_pattern;
-        app->routes = routes;
-        app->cap = cap;
-    }
+    rc = UV_ENOMEM;
+    if (grow(app) != 0)
+        goto fail_pattern;
     r->free_data = free_data;
     r->websocket = websocket;
+    r->app = app;
     app->routes[app->nroutes++] = r;
     return 0;
 
@@ -375,22 +395,35 @@ static sq__match_t try_route(const sq__route_t *r, const char *path, size_t len,
     return verdict;
 }
 
-sq__match_t sq__app_match(const sq_app_t *app, sq_method_t method, const char *path,
-                          size_t path_len, sq__arena_t *arena, sq__match_result_t *out)
+/* Matches in app and, through its mounts, in its sub-apps. *shape is the first route
+ * whose shape fits but not the method, *allowed the methods of all such routes. */
+static sq__match_t match(const sq_app_t *app, sq_method_t method, const char *path,
+                         size_t path_len, sq__arena_t *arena, sq__match_result_t *out,
+                         const sq__route_t **shape, unsigned *allowed)
 {
-    const sq__route_t *shape = NULL;
-    unsigned allowed = 0; /* the methods of every route of this shape, for 405's Allow */
     for (unsigned i = 0; i < app->nroutes; i++) {
         const sq__route_t *r = app->routes[i];
+        if (r->sub != NULL) {
+            /* "/api" takes "/api" (as "/") and "/api/..." but not "/apix" */
+            if (path_len < r->prefix_len || memcmp(path, r->pattern, r->prefix_len) != 0 ||
+                (path_len > r->prefix_len && path[r->prefix_len] != '/'))
+                continue;
+            const char *rest = path_len > r->prefix_len ? path + r->prefix_len : "/";
+            size_t rlen = path_len > r->prefix_len ? path_len - r->prefix_len : 1;
+            sq__match_t m = match(r->sub, method, rest, rlen, arena, out, shape, allowed);
+            if (m != SQ__MATCH_NONE)
+                return m;
+            continue;
+        }
         sq__match_t m = try_route(r, path, path_len, arena, out);
         if (m == SQ__MATCH_NONE)
             continue;
         sq_handler_cb cb = handler_for(r->handler, method);
         sq_blocking_cb bcb = cb ? NULL : blocking_for(r->handler, method);
         if (cb == NULL && bcb == NULL) {
-            if (shape == NULL)
-                shape = r;
-            allowed |= r->methods;
+            if (*shape == NULL)
+                *shape = r;
+            *allowed |= r->methods;
             continue;
         }
         out->route = r;
@@ -401,6 +434,17 @@ sq__match_t sq__app_match(const sq_app_t *app, sq_method_t method, const char *p
         out->data = r->data;
         return m;
     }
+    return SQ__MATCH_NONE;
+}
+
+sq__match_t sq__app_match(const sq_app_t *app, sq_method_t method, const char *path,
+                          size_t path_len, sq__arena_t *arena, sq__match_result_t *out)
+{
+    const sq__route_t *shape = NULL;
+    unsigned allowed = 0; /* the methods of every route of this shape, for 405's Allow */
+    sq__match_t m = match(app, method, path, path_len, arena, out, &shape, &allowed);
+    if (m != SQ__MATCH_NONE)
+        return m;
     if (shape != NULL) {
         out->route = shape;
         out->handler = shape->handler;
@@ -415,4 +459,233 @@ sq__match_t sq__app_match(const sq_app_t *app, sq_method_t method, const char *p
         return SQ__MATCH_NO_METHOD;
     }
     return SQ__MATCH_NONE;
+}
+
+/* ---- hooks, mounts, error handlers, names ---- */
+
+static int add_hook(sq__hook_t **list, unsigned *n, sq__hook_t h)
+{
+    sq__hook_t *l = realloc(*list, (*n + 1) * sizeof(*l));
+    if (l == NULL)
+        return UV_ENOMEM;
+    l[(*n)++] = h;
+    *list = l;
+    return 0;
+}
+
+int sq_app_before(sq_app_t *app, sq_before_cb cb, void *data)
+{
+    if (app == NULL || cb == NULL)
+        return UV_EINVAL;
+    return add_hook(&app->before, &app->nbefore, (sq__hook_t){.cb.before = cb, .data = data});
+}
+
+int sq_app_after(sq_app_t *app, sq_after_cb cb, void *data)
+{
+    if (app == NULL || cb == NULL)
+        return UV_EINVAL;
+    return add_hook(&app->after, &app->nafter, (sq__hook_t){.cb.after = cb, .data = data});
+}
+
+static int error_slot(int status)
+{
+    switch (status) {
+    case 404:
+        return 0;
+    case 405:
+        return 1;
+    case 422:
+        return 2;
+    case 500:
+        return 3;
+    default:
+        return -1;
+    }
+}
+
+int sq_app_on_error(sq_app_t *app, int status, sq_error_cb cb, void *data)
+{
+    int i = error_slot(status);
+    if (app == NULL || i < 0)
+        return UV_EINVAL;
+    app->errors[i] = (sq__hook_t){.cb.error = cb, .data = data};
+    return 0;
+}
+
+/* A mount prefix: "/seg/seg", literal segments only, no trailing '/'. */
+static bool prefix_ok(const char *p)
+{
+    if (p[0] != '/' || p[1] == '\0')
+        return false;
+    for (const char *q = p; *q; q++)
+        if (*q == '{' || *q == '}' || *q == '*' || *q == '?' || *q == '#' ||
+            (*q == '/' && (q[1] == '/' || q[1] == '\0')) || (unsigned char)*q <= ' ')
+            return false;
+    return true;
+}
+
+int sq_app_mount(sq_app_t *app, const char *prefix, sq_app_t *sub)
+{
+    if (app == NULL || sub == NULL || prefix == NULL || sub == app || sub->parent != NULL)
+        return UV_EINVAL;
+    for (const sq_app_t *a = app; a != NULL; a = a->parent)
+        if (a == sub)
+            return UV_EINVAL;
+    if (!prefix_ok(prefix))
+        return SQ_EPATTERN;
+    sq__route_t *r = calloc(1, sizeof(*r));
+    if (r == NULL || (r->pattern = strdup(prefix)) == NULL || (r->name = strdup(prefix)) == NULL ||
+        grow(app) != 0) {
+        if (r != NULL) {
+            free(r->pattern);
+            free(r->name);
+        }
+        free(r);
+        return UV_ENOMEM;
+    }
+    r->prefix_len = strlen(prefix);
+    r->sub = sub;
+    r->app = app;
+    r->handler = &r->table; /* empty: a mount serves nothing itself */
+    sub->parent = app;
+    app->routes[app->nroutes++] = r;
+    return 0;
+}
+
+int sq_app_route_named_sized(sq_app_t *app, const char *name, const char *pattern,
+                             const sq_handler_t *handler, size_t handler_size, void *data)
+{
+    if (name == NULL || *name == '\0')
+        return UV_EINVAL;
+    char *copy = strdup(name);
+    if (copy == NULL)
+        return UV_ENOMEM;
+    unsigned n = app != NULL ? app->nroutes : 0;
+    int rc = sq_app_route_sized(app, pattern, handler, handler_size, data);
+    if (rc != 0) {
+        free(copy);
+        return rc;
+    }
+    app->routes[n]->route_name = copy;
+    return 0;
+}
+
+static const char *param_value(const char *const *params, const char *name, size_t len)
+{
+    for (size_t i = 0; params != NULL && params[i] != NULL && params[i + 1] != NULL; i += 2)
+        if (strlen(params[i]) == len && memcmp(params[i], name, len) == 0)
+            return params[i + 1];
+    return NULL;
+}
+
+/* RFC 3986 §2.1/§3.3: what a path segment may hold as it is; the rest is %XX. */
+static bool seg_char(unsigned char ch, bool keep_slash)
+{
+    return (ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z') ||
+           (ch != 0 && strchr("-._~!$&'()*+,;=:@", ch) != NULL) || (keep_slash && ch == '/');
+}
+
+static int build_url(const sq__route_t *r, const char *const *params, char *buf, size_t len,
+                     size_t o)
+{
+#define PUT_CH(c)                                                                          \
+    do {                                                                                   \
+        if (o + 1 >= len)                                                                  \
+            return UV_ENOBUFS;                                                             \
+        buf[o++] = (c);                                                                    \
+    } while (0)
+    for (unsigned i = 0; i < r->nsegs; i++) {
+        const seg_t *s = &r->segs[i];
+        PUT_CH('/');
+        if (s->kind == SEG_LIT) {
+            for (size_t k = 0; k < s->len; k++)
+                PUT_CH(s->text[k]);
+            continue;
+        }
+        const char *v = s->text ? param_value(params, s->text, s->len) : param_value(params, "*", 1);
+        if (v == NULL || (*v == '\0' && s->kind != SEG_PATH))
+            return UV_EINVAL;
+        int64_t iv;
+        if (s->kind == SEG_INT && !parse_int64(v, &iv))
+            return UV_EINVAL;
+        for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
+            if (seg_char(*p, s->kind == SEG_PATH)) {
+                PUT_CH((char)*p);
+            } else {
+                static const char hex[] = "0123456789ABCDEF";
+                PUT_CH('%');
+                PUT_CH(hex[*p >> 4]);
+                PUT_CH(hex[*p & 15]);
+            }
+        }
+    }
+    if (r->nsegs == 0)
+        PUT_CH('/');
+    buf[o] = '\0';
+    return o > INT32_MAX ? UV_ENOBUFS : (int)o;
+#undef PUT_CH
+}
+
+static int url_for(const sq_app_t *app, const char *name, const char *const *params, char *buf,
+                   size_t len, size_t o)
+{
+    for (unsigned i = 0; i < app->nroutes; i++) {
+        const sq__route_t *r = app->routes[i];
+        if (r->route_name != NULL && strcmp(r->route_name, name) == 0)
+            return build_url(r, params, buf, len, o);
+    }
+    for (unsigned i = 0; i < app->nroutes; i++) {
+        const sq__route_t *r = app->routes[i];
+        if (r->sub == NULL)
+            continue;
+        if (o + r->prefix_len >= len)
+            return UV_ENOBUFS;
+        memcpy(buf + o, r->pattern, r->prefix_len);
+        int rc = url_for(r->sub, name, params, buf, len, o + r->prefix_len);
+        if (rc != UV_ENOENT)
+            return rc;
+    }
+    return UV_ENOENT;
+}
+
+int sq_app_url_for(const sq_app_t *app, const char *name, const char *const *params, char *buf,
+                   size_t len)
+{
+    if (app == NULL || name == NULL || buf == NULL || len == 0)
+        return UV_EINVAL;
+    return url_for(app, name, params, buf, len, 0);
+}
+
+const sq_app_t *sq__route_app(const sq__route_t *r)
+{
+    return r->app;
+}
+
+const sq_app_t *sq__app_parent(const sq_app_t *app)
+{
+    return app->parent;
+}
+
+const sq__hook_t *sq__app_befores(const sq_app_t *app, unsigned *n)
+{
+    *n = app->nbefore;
+    return app->before;
+}
+
+const sq__hook_t *sq__app_afters(const sq_app_t *app, unsigned *n)
+{
+    *n = app->nafter;
+    return app->after;
+}
+
+const sq__hook_t *sq__app_error(const sq_app_t *app, int status)
+{
+    int i = error_slot(status);
+    return i >= 0 && app->errors[i].cb.error != NULL ? &app->errors[i] : NULL;
+}
+
+const sq_app_t *sq__route_sub(const sq__route_t *r, const char **prefix)
+{
+    *prefix = r->pattern;
+    return r->sub;
 }
