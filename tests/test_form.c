@@ -1132,3 +1132,69 @@ Test(form, multipart_from_curl_binary_file_comes_back_byte_exact, .timeout = 120
     str_free(&body);
     str_free(&file);
 }
+
+/* Structs that grow (common.h): options and a callback table from an older header (a
+ * prefix) take the defaults past their size; from a newer one, an unknown field set is
+ * refused. */
+Test(form, opts_and_table_from_older_and_newer_headers)
+{
+    sq_multipart_t *mp;
+    /* an older header that knew only max_parts */
+    size_t old = offsetof(sq_multipart_opts_t, max_header_bytes);
+    unsigned char *o = malloc(old); /* ends where the old struct ended (ASan sees past it) */
+    size_t one = 1;
+    memcpy(o, &old, sizeof(old));
+    memcpy(o + offsetof(sq_multipart_opts_t, max_parts), &one, sizeof(one));
+    static const char two[] = "--b" CRLF "Content-Disposition: form-data; name=a" CRLF CRLF
+                              "1" CRLF "--b" CRLF "Content-Disposition: form-data; name=c" CRLF
+                              CRLF "2" CRLF "--b--";
+    mp_rec_t r = {.abort_at = -1};
+    cr_assert_eq(mp_run("b", (const sq_multipart_opts_t *)(void *)o, two, sizeof(two) - 1, 0, 0, &r),
+                 UV_E2BIG);
+    cr_assert(strstr(r.reason, "max_parts") != NULL);
+    mp_rec_free(&r);
+    free(o);
+
+    /* a newer header with a field this library lacks, set */
+    unsigned char big[sizeof(sq_multipart_opts_t) + 8] = {0};
+    sq_multipart_opts_init_sized((sq_multipart_opts_t *)big, sizeof(big));
+    cr_assert_eq(((sq_multipart_opts_t *)big)->size, sizeof(big));
+    cr_assert_eq(((sq_multipart_opts_t *)big)->max_parts, 1000);
+    cr_assert_eq(sq_multipart_create(&mp, "b", (sq_multipart_opts_t *)big, NULL, NULL), 0);
+    sq_multipart_destroy(mp);
+    big[sizeof(sq_multipart_opts_t) + 3] = 1;
+    cr_assert_eq(sq_multipart_create(&mp, "b", (sq_multipart_opts_t *)big, NULL, NULL),
+                 UV_ENOTSUP);
+
+    /* a table from an older header with only part_begin: the rest are not called */
+    sq_multipart_cbs_t cbs = rec_cbs; /* the members past the old size are not read */
+    r = (mp_rec_t){.abort_at = -1};
+    cr_assert_eq(sq_multipart_create_sized(&mp, "b", NULL, &cbs,
+                                           offsetof(sq_multipart_cbs_t, part_end), &r),
+                 0);
+    static const char one_part[] =
+        "--b" CRLF "Content-Disposition: form-data; name=a" CRLF CRLF "1" CRLF "--b--";
+    cr_assert_eq(sq_multipart_feed(mp, one_part, sizeof(one_part) - 1),
+                 (ssize_t)sizeof(one_part) - 1);
+    cr_assert_eq(sq_multipart_finish(mp), 0);
+    cr_assert_eq(r.begun, 1);
+    cr_assert_eq(r.bytes, 1);
+    cr_assert_eq(r.ended, 0, "part_end lies past the old table");
+    sq_multipart_destroy(mp);
+    mp_rec_free(&r);
+
+    sq_urlenc_opts_t uo;
+    sq_urlenc_opts_init(&uo);
+    cr_assert_eq(uo.size, sizeof(uo));
+    cr_assert_eq(uo.max_fields, 1000);
+    cr_assert_eq(uo.max_name_bytes, 4096);
+    cr_assert_eq(uo.max_value_bytes, 1024 * 1024);
+    cr_assert_eq(uo.max_total_bytes, 2 * 1024 * 1024);
+    cr_assert(!uo.strict);
+    sq_multipart_opts_t mo;
+    sq_multipart_opts_init(&mo);
+    cr_assert_eq(mo.max_header_bytes, 8192);
+    cr_assert_eq(mo.max_headers, 16);
+    cr_assert_eq(mo.max_field_bytes, 1024 * 1024);
+    cr_assert_eq(mo.max_total_bytes, (uint64_t)1 << 30);
+}
