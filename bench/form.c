@@ -7,8 +7,8 @@
  * The file is, in turn, random bytes; text with a CRLF every 78 bytes; and the worst
  * case for a search that stops at each CR: "\r\n-" repeated (a delimiter's first bytes
  * over and over); and near misses, the delimiter with a middle byte changed, back to back
- * (the most work per byte for the search). Prints MB/s (10^6 bytes per second), the best of R runs. Then a 2 MiB
- * urlencoded body of 1000 fields, whole.
+ * (the most work per byte for the search). Prints MB/s (10^6 bytes per second), the best of R runs.
+ * Then a 2 MiB urlencoded body of 1000 fields, whole.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -166,10 +166,9 @@ int main(int argc, char **argv)
         return 2;
     }
     static const char *const kinds[] = {"random bytes", "text, CRLF every 80 bytes",
-                                        "\"\\r\\n-\" repeated",
-                                        "near-miss delimiters"};
-    printf("multipart/form-data, %zu MiB body, fed %zu bytes at a time, best of %d:\n", mib,
-           feed, runs);
+                                        "\"\\r\\n-\" repeated", "near-miss delimiters"};
+    printf("multipart/form-data, %zu MiB body, fed %zu bytes at a time, best of %d:\n", mib, feed,
+           runs);
     for (int k = 0; k < 4; k++) {
         size_t len, size = mib << 20;
         char *body = make_body(size, k, &len);

@@ -80,9 +80,9 @@ static const char *str_c(const str_t *s)
 /* ==================== application/x-www-form-urlencoded ==================== */
 
 typedef struct ue_rec {
-    str_t out;      /* "name=value;" per field, escaped */
-    int pause;      /* pause after every field */
-    int abort_at;   /* abort with UV_ECANCELED at this field (1-based; 0: never) */
+    str_t out;    /* "name=value;" per field, escaped */
+    int pause;    /* pause after every field */
+    int abort_at; /* abort with UV_ECANCELED at this field (1-based; 0: never) */
     int nfields;
 } ue_rec_t;
 
@@ -166,14 +166,14 @@ Test(form, urlenc_fields_at_every_split_point)
 Test(form, urlenc_escapes_plus_and_empty_pieces)
 {
     ue_expect("a%3Db=%26%2B%25", "[a=b=&+%]");
-    ue_expect("x=%4a%4A", "[x=JJ]");        /* either case */
+    ue_expect("x=%4a%4A", "[x=JJ]"); /* either case */
     ue_expect("q=a+b+%2B", "[q=a b +]");
-    ue_expect("a=&b=", "[a=][b=]");          /* empty values */
-    ue_expect("a&&b", "[a=][b=]");           /* an empty piece is skipped */
+    ue_expect("a=&b=", "[a=][b=]"); /* empty values */
+    ue_expect("a&&b", "[a=][b=]");  /* an empty piece is skipped */
     ue_expect("&&a=1&&", "[a=1]");
-    ue_expect("=x", "[=x]");                 /* an empty name is a field (WHATWG) */
-    ue_expect("a=1=2", "[a=1=2]");           /* split at the first '=' */
-    ue_expect("n=%00z", "[n=\\x00z]");       /* %00 is a byte like any other */
+    ue_expect("=x", "[=x]");           /* an empty name is a field (WHATWG) */
+    ue_expect("a=1=2", "[a=1=2]");     /* split at the first '=' */
+    ue_expect("n=%00z", "[n=\\x00z]"); /* %00 is a byte like any other */
     ue_expect("", "");
     ue_expect("=", "[=]");
 }
@@ -277,7 +277,7 @@ Test(form, urlenc_pause_consumes_through_the_field)
     ue_rec_t r = {.pause = 1};
     cr_assert_eq(sq_urlenc_create(&p, NULL, ue_field, &r), 0);
     const char *body = "a=1&bb=22&c";
-    cr_assert_eq(sq_urlenc_feed(p, body, 11), 4); /* "a=1&" */
+    cr_assert_eq(sq_urlenc_feed(p, body, 11), 4);    /* "a=1&" */
     cr_assert_eq(sq_urlenc_feed(p, body + 4, 7), 6); /* "bb=22&" */
     cr_assert_eq(sq_urlenc_feed(p, body + 10, 1), 1);
     cr_assert_eq(sq_urlenc_finish(p), 0);
@@ -325,13 +325,13 @@ typedef struct mp_part {
 
 typedef struct mp_rec {
     mp_part_t parts[64];
-    size_t n;         /* parts begun (recorded up to 64) */
+    size_t n; /* parts begun (recorded up to 64) */
     size_t begun, ended;
     int errors, err;
     char reason[160];
-    int pause;        /* pause at every event */
-    long abort_at;    /* abort at the begin of this part (0-based); -1 never */
-    bool count_only;  /* record nothing but counts */
+    int pause;           /* pause at every event */
+    long abort_at;       /* abort at the begin of this part (0-based); -1 never */
+    bool count_only;     /* record nothing but counts */
     const char *lo, *hi; /* the buffer being fed: where zero-copy data points */
     size_t zero_copy, copied;
     uint64_t bytes;
@@ -434,8 +434,8 @@ static void mp_summary(const mp_rec_t *r, str_t *out)
 
 /* Parses body: `first` bytes, then `chunk` at a time, each chunk fed until consumed
  * (resuming after pauses). Returns what finish (or a failing feed) returns. */
-static int mp_run(const char *boundary, const sq_multipart_opts_t *o, const char *body,
-                  size_t len, size_t first, size_t chunk, mp_rec_t *r)
+static int mp_run(const char *boundary, const sq_multipart_opts_t *o, const char *body, size_t len,
+                  size_t first, size_t chunk, mp_rec_t *r)
 {
     sq_multipart_t *mp;
     cr_assert_eq(sq_multipart_create(&mp, boundary, o, &rec_cbs, r), 0);
@@ -522,12 +522,10 @@ static void mp_expect(const char *boundary, const char *body, int want_rc, const
 Test(form, multipart_basic_at_every_split_point)
 {
     mp_expect("XyZ",
-              "--XyZ" CRLF "Content-Disposition: form-data; name=\"title\"" CRLF CRLF
-              "Hello" CRLF "--XyZ" CRLF
-              "Content-Disposition: form-data; name=\"doc\"; filename=\"a.txt\"" CRLF
-              "Content-Type: text/plain" CRLF CRLF "line1" CRLF "line2" CRLF CRLF
-              "--XyZ" CRLF "content-disposition: FORM-DATA; name=empty" CRLF CRLF CRLF
-              "--XyZ--" CRLF,
+              "--XyZ" CRLF "Content-Disposition: form-data; name=\"title\"" CRLF CRLF "Hello" CRLF
+              "--XyZ" CRLF "Content-Disposition: form-data; name=\"doc\"; filename=\"a.txt\"" CRLF
+              "Content-Type: text/plain" CRLF CRLF "line1" CRLF "line2" CRLF CRLF "--XyZ" CRLF
+              "content-disposition: FORM-DATA; name=empty" CRLF CRLF CRLF "--XyZ--" CRLF,
               0,
               "title|-|-|1|Hello\n"
               "doc|a.txt|text/plain|2|line1\\x0d\\x0aline2\\x0d\\x0a\n"
@@ -536,10 +534,11 @@ Test(form, multipart_basic_at_every_split_point)
 
 Test(form, multipart_preamble_padding_and_epilogue_ignored)
 {
-    mp_expect("b", "This is the preamble." CRLF "--b-not-yet" CRLF "--bx" CRLF "--b \t " CRLF
-                   "Content-Disposition: form-data; name=\"x\"" CRLF CRLF "1" CRLF "--b\t" CRLF
-                   "Content-Disposition: form-data; name=\"y\"" CRLF CRLF "2" CRLF
-                   "--b--  " CRLF "This is the epilogue." CRLF "--b" CRLF "garbage",
+    mp_expect("b",
+              "This is the preamble." CRLF "--b-not-yet" CRLF "--bx" CRLF "--b \t " CRLF
+              "Content-Disposition: form-data; name=\"x\"" CRLF CRLF "1" CRLF "--b\t" CRLF
+              "Content-Disposition: form-data; name=\"y\"" CRLF CRLF "2" CRLF "--b--  " CRLF
+              "This is the epilogue." CRLF "--b" CRLF "garbage",
               0, "x|-|-|1|1\ny|-|-|1|2\n");
     /* no CRLF after the close delimiter, no epilogue */
     mp_expect("b", "--b" CRLF "Content-Disposition: form-data; name=x" CRLF CRLF "v" CRLF "--b--",
@@ -551,12 +550,12 @@ Test(form, multipart_preamble_padding_and_epilogue_ignored)
 Test(form, multipart_fake_and_near_miss_boundaries_are_data)
 {
     /* "--B0undary" not after CRLF, after a bare LF or CR, and cut short: all data */
-    const char *data = "a--B0undary" CRLF "\n--B0undary" CRLF "\r--B0undary" CRLF
-                       "--B0undar" CRLF "--B0undarX" CRLF "-B0undary" CRLF "\r\r\n-" CRLF
-                       "\r\n--B0undar";
+    const char *data = "a--B0undary" CRLF "\n--B0undary" CRLF "\r--B0undary" CRLF "--B0undar" CRLF
+                       "--B0undarX" CRLF "-B0undary" CRLF "\r\r\n-" CRLF "\r\n--B0undar";
     str_t body = {0}, want = {0};
-    str_addf(&body, "--B0undary" CRLF "Content-Disposition: form-data; name=\"f\"; "
-                    "filename=\"f.bin\"" CRLF CRLF "%s" CRLF "--B0undary--" CRLF,
+    str_addf(&body,
+             "--B0undary" CRLF "Content-Disposition: form-data; name=\"f\"; "
+             "filename=\"f.bin\"" CRLF CRLF "%s" CRLF "--B0undary--" CRLF,
              data);
     /* the data is over 80 bytes: the summary compares its digest */
     mp_rec_t tmp = {.abort_at = -1};
@@ -577,8 +576,8 @@ Test(form, multipart_boundary_inside_content_without_crlf_is_refused)
 {
     /* RFC 2046 §5.1.1: the boundary never appears in content; "\r\n--b" then 'x' breaks it */
     mp_rec_t r = {.abort_at = -1};
-    const char *body = "--b" CRLF "Content-Disposition: form-data; name=x" CRLF CRLF
-                       "v" CRLF "--bx" CRLF "--b--" CRLF;
+    const char *body = "--b" CRLF "Content-Disposition: form-data; name=x" CRLF CRLF "v" CRLF
+                       "--bx" CRLF "--b--" CRLF;
     cr_assert_eq(mp_run("b", NULL, body, strlen(body), 0, 0, &r), UV_EPROTO);
     cr_assert(strstr(r.reason, "delimiter") != NULL, "%s", r.reason);
     mp_rec_free(&r);
@@ -586,21 +585,21 @@ Test(form, multipart_boundary_inside_content_without_crlf_is_refused)
 
 Test(form, multipart_headers_quoting_and_folding)
 {
-    mp_expect("q",
-              "--q" CRLF "Content-Disposition: form-data; name=\"a\\\"b\"; "
-              "filename=\"C:\\dir\\x \\\\ y.txt\"; filename*=UTF-8''ignored" CRLF
-              "X-Long: one" CRLF " two" CRLF "\tthree" CRLF
-              "Content-Type:   application/octet-stream   " CRLF CRLF "z" CRLF
-              "--q" CRLF "Content-Disposition: form-data ; NAME = tok-en ; x=\"y;z\"" CRLF CRLF
-              CRLF "--q" CRLF
-              "Content-Disposition: form-data; name=\"\xc3\xa9\"; filename=\"\xe2\x82\xac.txt\"" CRLF
-              CRLF CRLF "--q" CRLF "Content-Disposition: form-data; name=\"n\"; filename=\"\"" CRLF
-              CRLF CRLF "--q--",
-              0,
-              "a\"b|C:\\dir\\x \\ y.txt|application/octet-stream|3|z\n"
-              "tok-en|-|-|1|\n"
-              "\xc3\xa9|\xe2\x82\xac.txt|-|1|\n"
-              "n||-|1|\n");
+    mp_expect(
+        "q",
+        "--q" CRLF "Content-Disposition: form-data; name=\"a\\\"b\"; "
+        "filename=\"C:\\dir\\x \\\\ y.txt\"; filename*=UTF-8''ignored" CRLF "X-Long: one" CRLF
+        " two" CRLF "\tthree" CRLF "Content-Type:   application/octet-stream   " CRLF CRLF "z" CRLF
+        "--q" CRLF "Content-Disposition: form-data ; NAME = tok-en ; x=\"y;z\"" CRLF CRLF CRLF
+        "--q" CRLF
+        "Content-Disposition: form-data; name=\"\xc3\xa9\"; filename=\"\xe2\x82\xac.txt\"" CRLF CRLF
+            CRLF "--q" CRLF
+        "Content-Disposition: form-data; name=\"n\"; filename=\"\"" CRLF CRLF CRLF "--q--",
+        0,
+        "a\"b|C:\\dir\\x \\ y.txt|application/octet-stream|3|z\n"
+        "tok-en|-|-|1|\n"
+        "\xc3\xa9|\xe2\x82\xac.txt|-|1|\n"
+        "n||-|1|\n");
 }
 
 Test(form, multipart_header_line_joined_is_delivered)
@@ -633,8 +632,8 @@ Test(form, multipart_hostile_bodies)
          "close delimiter"},
         {"--b" CRLF "Content-Disposition: form-data; name=x" CRLF CRLF "v" CRLF "--b-", UV_EOF,
          "close delimiter"},
-        {"--b" CRLF ": no-name" CRLF "Content-Disposition: form-data; name=x" CRLF CRLF,
-         UV_EPROTO, "no name"},
+        {"--b" CRLF ": no-name" CRLF "Content-Disposition: form-data; name=x" CRLF CRLF, UV_EPROTO,
+         "no name"},
         {"--b" CRLF "No colon here" CRLF CRLF, UV_EPROTO, "colon"},
         {"--b" CRLF "Bad Name: v" CRLF CRLF, UV_EPROTO, "token"},
         {"--b" CRLF "Content-Disposition: form-data; name=x\rq" CRLF CRLF, UV_EPROTO, "control"},
@@ -647,23 +646,22 @@ Test(form, multipart_hostile_bodies)
          "not form-data"},
         {"--b" CRLF "Content-Disposition: form-data; filename=x" CRLF CRLF, UV_ENOENT, "no name"},
         {"--b" CRLF "Content-Disposition: form-data; name=\"x" CRLF CRLF, UV_EPROTO, "malformed"},
-        {"--b" CRLF "Content-Disposition: form-data; name=x; name=y" CRLF CRLF, UV_EPROTO,
-         "twice"},
+        {"--b" CRLF "Content-Disposition: form-data; name=x; name=y" CRLF CRLF, UV_EPROTO, "twice"},
         {"--b" CRLF "Content-Disposition: form-data; name=x" CRLF
          "Content-Disposition: form-data; name=y" CRLF CRLF,
          UV_EPROTO, "two Content-Disposition"},
         {"--b" CRLF "Content-Disposition: form-data; name=x" CRLF CRLF "v" CRLF "--b junk" CRLF,
          UV_EPROTO, "delimiter"},
-        {"--b" CRLF "Content-Disposition: form-data; name=x" CRLF CRLF "v" CRLF "--b\rx",
-         UV_EPROTO, "delimiter"},
+        {"--b" CRLF "Content-Disposition: form-data; name=x" CRLF CRLF "v" CRLF "--b\rx", UV_EPROTO,
+         "delimiter"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         size_t len = strlen(cases[i].body);
         for (size_t chunk = 1; chunk <= len + 1; chunk++) {
             mp_rec_t r = {.abort_at = -1};
             int rc = mp_run("b", NULL, cases[i].body, len, chunk, chunk, &r);
-            cr_assert_eq(rc, cases[i].rc, "case %zu chunk %zu: %s (%s)", i, chunk,
-                         sq_err_name(rc), r.reason);
+            cr_assert_eq(rc, cases[i].rc, "case %zu chunk %zu: %s (%s)", i, chunk, sq_err_name(rc),
+                         r.reason);
             cr_assert(strstr(r.reason, cases[i].why) != NULL, "case %zu: \"%s\"", i, r.reason);
             mp_rec_free(&r);
         }
@@ -703,8 +701,8 @@ Test(form, multipart_limits)
         for (size_t chunk = 1; chunk <= len; chunk++) {
             mp_rec_t r = {.abort_at = -1};
             int rc = mp_run("b", &o, two, len, chunk, chunk, &r);
-            cr_assert_eq(rc, cases[i].rc, "case %zu chunk %zu: %s (%s)", i, chunk,
-                         sq_err_name(rc), r.reason);
+            cr_assert_eq(rc, cases[i].rc, "case %zu chunk %zu: %s (%s)", i, chunk, sq_err_name(rc),
+                         r.reason);
             if (cases[i].why != NULL)
                 cr_assert(strstr(r.reason, cases[i].why) != NULL, "case %zu: %s", i, r.reason);
             mp_rec_free(&r);
@@ -750,7 +748,8 @@ Test(form, multipart_header_line_of_one_mib_refused_early)
     /* fed 4 KiB at a time, it fails once the default 8 KiB are passed, not at the end */
     size_t off = 0;
     ssize_t rc = 0;
-    while (off < len && (rc = sq_multipart_feed(mp, body + off, 4096 < len - off ? 4096 : len - off)) > 0)
+    while (off < len &&
+           (rc = sq_multipart_feed(mp, body + off, 4096 < len - off ? 4096 : len - off)) > 0)
         off += (size_t)rc;
     cr_assert_eq(rc, UV_E2BIG);
     cr_assert_leq(off, 8192 + 4096);
@@ -762,9 +761,9 @@ Test(form, multipart_header_line_of_one_mib_refused_early)
 
 Test(form, multipart_callbacks_pause_and_abort)
 {
-    const char *body = "--b" CRLF "Content-Disposition: form-data; name=a" CRLF CRLF "1" CRLF
-                       "--b" CRLF "Content-Disposition: form-data; name=c" CRLF CRLF "2" CRLF
-                       "--b--";
+    const char *body =
+        "--b" CRLF "Content-Disposition: form-data; name=a" CRLF CRLF "1" CRLF "--b" CRLF
+        "Content-Disposition: form-data; name=c" CRLF CRLF "2" CRLF "--b--";
     size_t len = strlen(body);
     /* paused at the first part's begin: consumed through its header block */
     mp_rec_t r = {.abort_at = -1, .pause = 1};
@@ -831,9 +830,9 @@ Test(form, boundary_from_content_type)
         {"multipart/form-data; boundary=\"a\"b\"", UV_EINVAL, NULL},
         {"multipart/form-data; boundary=\"abc", UV_EINVAL, NULL},
         {"multipart/form-data; boundary=a; boundary=b", UV_EINVAL, NULL},
-        {"multipart/form-data; boundary=a@b", UV_EINVAL, NULL},       /* '@' no token */
-        {"multipart/form-data; boundary=a{b", UV_EINVAL, NULL},       /* '{' not a token */
-        {"multipart/form-data; boundary=a*b", UV_EINVAL, NULL},       /* token, no bchar */
+        {"multipart/form-data; boundary=a@b", UV_EINVAL, NULL}, /* '@' no token */
+        {"multipart/form-data; boundary=a{b", UV_EINVAL, NULL}, /* '{' not a token */
+        {"multipart/form-data; boundary=a*b", UV_EINVAL, NULL}, /* token, no bchar */
         {"multipart/form-data boundary=abc", UV_EINVAL, NULL},
         {"multipart/form-data; =abc", UV_EINVAL, NULL},
         {"multipart/form-data; boundary=\"a\x01\"", UV_EINVAL, NULL},
@@ -1145,12 +1144,13 @@ Test(form, opts_and_table_from_older_and_newer_headers)
     size_t one = 1;
     memcpy(o, &old, sizeof(old));
     memcpy(o + offsetof(sq_multipart_opts_t, max_parts), &one, sizeof(one));
-    static const char two[] = "--b" CRLF "Content-Disposition: form-data; name=a" CRLF CRLF
-                              "1" CRLF "--b" CRLF "Content-Disposition: form-data; name=c" CRLF
-                              CRLF "2" CRLF "--b--";
+    static const char two[] =
+        "--b" CRLF "Content-Disposition: form-data; name=a" CRLF CRLF "1" CRLF "--b" CRLF
+        "Content-Disposition: form-data; name=c" CRLF CRLF "2" CRLF "--b--";
     mp_rec_t r = {.abort_at = -1};
-    cr_assert_eq(mp_run("b", (const sq_multipart_opts_t *)(void *)o, two, sizeof(two) - 1, 0, 0, &r),
-                 UV_E2BIG);
+    cr_assert_eq(
+        mp_run("b", (const sq_multipart_opts_t *)(void *)o, two, sizeof(two) - 1, 0, 0, &r),
+        UV_E2BIG);
     cr_assert(strstr(r.reason, "max_parts") != NULL);
     mp_rec_free(&r);
     free(o);
@@ -1163,15 +1163,14 @@ Test(form, opts_and_table_from_older_and_newer_headers)
     cr_assert_eq(sq_multipart_create(&mp, "b", (sq_multipart_opts_t *)big, NULL, NULL), 0);
     sq_multipart_destroy(mp);
     big[sizeof(sq_multipart_opts_t) + 3] = 1;
-    cr_assert_eq(sq_multipart_create(&mp, "b", (sq_multipart_opts_t *)big, NULL, NULL),
-                 UV_ENOTSUP);
+    cr_assert_eq(sq_multipart_create(&mp, "b", (sq_multipart_opts_t *)big, NULL, NULL), UV_ENOTSUP);
 
     /* a table from an older header with only part_begin: the rest are not called */
     sq_multipart_cbs_t cbs = rec_cbs; /* the members past the old size are not read */
     r = (mp_rec_t){.abort_at = -1};
-    cr_assert_eq(sq_multipart_create_sized(&mp, "b", NULL, &cbs,
-                                           offsetof(sq_multipart_cbs_t, part_end), &r),
-                 0);
+    cr_assert_eq(
+        sq_multipart_create_sized(&mp, "b", NULL, &cbs, offsetof(sq_multipart_cbs_t, part_end), &r),
+        0);
     static const char one_part[] =
         "--b" CRLF "Content-Disposition: form-data; name=a" CRLF CRLF "1" CRLF "--b--";
     cr_assert_eq(sq_multipart_feed(mp, one_part, sizeof(one_part) - 1),

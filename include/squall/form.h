@@ -153,14 +153,14 @@ typedef struct sq_form_header {
 /* A part as its headers describe it. Every pointer is NUL-terminated and borrowed from
  * the parser until the part's .part_end returns (or the parser fails). */
 typedef struct sq_form_part {
-    size_t index;             /* 0 for the first part */
-    const char *name;         /* Content-Disposition's name, unquoted */
+    size_t index;     /* 0 for the first part */
+    const char *name; /* Content-Disposition's name, unquoted */
     size_t name_len;
-    const char *filename;     /* its filename, unquoted; NULL when absent (a field). As
-                                 sent: the caller must not use it as a path */
+    const char *filename; /* its filename, unquoted; NULL when absent (a field). As
+                             sent: the caller must not use it as a path */
     size_t filename_len;
-    const char *content_type; /* the part's Content-Type value; NULL when absent (then
-                                 text/plain, RFC 7578 §4.4) */
+    const char *content_type;        /* the part's Content-Type value; NULL when absent (then
+                                        text/plain, RFC 7578 §4.4) */
     const sq_form_header_t *headers; /* every header line, in order */
     size_t nheaders;
 } sq_form_part_t;
@@ -188,8 +188,7 @@ typedef struct sq_multipart_cbs {
 /* What sq_multipart_create calls. Call sq_multipart_create. */
 SQ_EXTERN int sq_multipart_create_sized(sq_multipart_t **out, const char *boundary,
                                         const sq_multipart_opts_t *opts,
-                                        const sq_multipart_cbs_t *cbs, size_t cbs_size,
-                                        void *data);
+                                        const sq_multipart_cbs_t *cbs, size_t cbs_size, void *data);
 /* Creates a parser of a body whose parts are delimited by `boundary` (as
  * sq_form_boundary gives it; copied), calling cbs (copied; NULL: none) with `data`. opts
  * is copied; NULL means the defaults. Returns 0, UV_EINVAL (a boundary that is not 1-70

@@ -292,8 +292,7 @@ static int on_delim(sq_multipart_t *mp)
  * jumps over cannot start a delimiter, not even one cut by the end of p, so only the last
  * dlen-1 bytes past the last window need a look; and since the delimiter has its one CR
  * first, only the last CR among them can begin it. */
-static ssize_t find_delim(const sq_multipart_t *mp, const unsigned char *p, size_t n,
-                          size_t *tail)
+static ssize_t find_delim(const sq_multipart_t *mp, const unsigned char *p, size_t n, size_t *tail)
 {
     const unsigned char *d = (const unsigned char *)mp->delim;
     size_t m = mp->dlen, i = 0;

@@ -110,8 +110,7 @@ static int end_piece(sq_urlenc_t *p)
     p->name.base[p->name.len] = '\0';
     p->value.base[p->value.len] = '\0';
     p->fields++;
-    rc = sq__form_cb_rc(p->cb(p, p->name.base, p->name.len, p->value.base, p->value.len,
-                              p->data));
+    rc = sq__form_cb_rc(p->cb(p, p->name.base, p->name.len, p->value.base, p->value.len, p->data));
     p->name.len = p->value.len = 0;
     p->part = SQ__UE_NAME;
     p->started = false;
@@ -279,14 +278,12 @@ static int json_field(sq_urlenc_t *p, const char *name, size_t name_len, const c
     if (utf8_fix(&ctx->key, name, name_len) != 0 || utf8_fix(&ctx->val, value, value_len) != 0)
         return UV_ENOMEM;
     json_t *s = json_stringn_nocheck(ctx->val.base, ctx->val.len);
-    if (s == NULL ||
-        json_object_setn_new_nocheck(ctx->obj, ctx->key.base, ctx->key.len, s) != 0)
+    if (s == NULL || json_object_setn_new_nocheck(ctx->obj, ctx->key.base, ctx->key.len, s) != 0)
         return UV_ENOMEM; /* setn_new steals s even when it fails */
     return 0;
 }
 
-int sq_urlenc_parse_json(const char *buf, size_t len, const sq_urlenc_opts_t *opts,
-                         json_t **out)
+int sq_urlenc_parse_json(const char *buf, size_t len, const sq_urlenc_opts_t *opts, json_t **out)
 {
     json_ctx_t ctx = {0};
     sq_urlenc_t *p;
