@@ -1197,3 +1197,156 @@ Test(form, opts_and_table_from_older_and_newer_headers)
     cr_assert_eq(mo.max_field_bytes, 1024 * 1024);
     cr_assert_eq(mo.max_total_bytes, (uint64_t)1 << 30);
 }
+
+/* ---- against Python's urllib.parse.parse_qsl (keep_blank_values, latin-1: one char per
+ * byte), which reads a body as WHATWG does: 400 random bodies of tricky pieces ---- */
+
+static void hex_add(str_t *s, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        str_addf(s, "%02x", (unsigned char)p[i]);
+}
+
+static int hex_field(sq_urlenc_t *p, const char *name, size_t name_len, const char *value,
+                     size_t value_len, void *data)
+{
+    str_t *s = data;
+    if (s->len > 0 && s->p[s->len - 1] != ' ')
+        str_add(s, ",", 1);
+    hex_add(s, name, name_len);
+    str_add(s, ":", 1);
+    hex_add(s, value, value_len);
+    return 0;
+}
+
+Test(form, urlenc_agrees_with_python_parse_qsl, .timeout = 60)
+{
+    static const char script[] =
+        "import random, sys\n"
+        "from urllib.parse import parse_qsl\n"
+        "random.seed(7)\n"
+        "toks = ['a', 'bc', '=', '&', '%', '+', '%2B', '%41', '%4', '%zz', '%c3%A9', '%00',\n"
+        "        '%%', '&&', '%2', '%G1', '~', '%26', '%3D', '==']\n"
+        "out = []\n"
+        "for _ in range(400):\n"
+        "    body = ''.join(random.choice(toks) for _ in range(random.randint(0, 12)))\n"
+        "    pairs = parse_qsl(body, keep_blank_values=True, encoding='latin-1')\n"
+        "    f = ','.join(k.encode('latin-1').hex() + ':' + v.encode('latin-1').hex()\n"
+        "                 for k, v in pairs)\n"
+        "    out.append(body.encode().hex() + ' ' + f)\n"
+        "sys.stdout.write('\\n'.join(out) + '\\n')\n";
+    char path[] = "/tmp/squall-form-qsl-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    cr_assert_eq(write(fd, script, sizeof(script) - 1), (ssize_t)sizeof(script) - 1);
+    close(fd);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "timeout 30 /usr/bin/python3 %s", path);
+    FILE *f = popen(cmd, "r");
+    cr_assert_not_null(f);
+    char line[4096];
+    int n = 0;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        line[strcspn(line, "\n")] = '\0';
+        char *sp = strchr(line, ' ');
+        cr_assert_not_null(sp);
+        *sp = '\0';
+        char body[2048];
+        size_t blen = 0;
+        for (const char *h = line; h[0] && h[1]; h += 2) {
+            unsigned v;
+            cr_assert_eq(sscanf(h, "%2x", &v), 1);
+            body[blen++] = (char)v;
+        }
+        str_t got = {0};
+        str_add(&got, "", 0);
+        sq_urlenc_t *p;
+        cr_assert_eq(sq_urlenc_create(&p, NULL, hex_field, &got), 0);
+        size_t chunk = 1 + (size_t)n % 5, off = 0;
+        while (off < blen) {
+            size_t k = chunk < blen - off ? chunk : blen - off;
+            cr_assert_eq(sq_urlenc_feed(p, body + off, k), (ssize_t)k);
+            off += k;
+        }
+        cr_assert_eq(sq_urlenc_finish(p), 0);
+        sq_urlenc_destroy(p);
+        cr_assert_str_eq(got.p, sp + 1, "body %.*s", (int)blen, body);
+        str_free(&got);
+        n++;
+    }
+    cr_assert_eq(pclose(f), 0, "python failed");
+    unlink(path);
+    cr_assert_eq(n, 400);
+}
+
+/* ---- random bodies never break the parser ----
+ * Bodies made of boundary fragments, CRLFs, header pieces and random bytes, fed in random
+ * chunks with random pauses: the parser ends with 0 or one of its documented codes, every
+ * part that began ends (or the error comes), and ASan sees no bad access. */
+Test(form, multipart_random_bodies_end_with_a_documented_code, .timeout = 120)
+{
+    static const char *const frags[] = {
+        "--rb",
+        "\r\n",
+        "\r\n--rb",
+        "\r\n--rb\r\n",
+        "--rb--",
+        "\r\n--rb--\r\n",
+        "Content-Disposition: form-data; name=\"f\"\r\n",
+        "Content-Disposition: form-data; name=g; filename=\"x.bin\"\r\n",
+        "Content-Type: text/plain\r\n",
+        "X: y\r\n",
+        " folded\r\n",
+        ": v\r\n",
+        "\r",
+        "\n",
+        "-",
+        "--",
+        "r",
+        "b",
+        "\t ",
+        "\"",
+        ";",
+        "=",
+        "\\",
+        "\x00",
+        "\xff",
+    };
+    static const int ok[] = {0, UV_E2BIG, UV_EPROTO, UV_ENOENT, UV_EOF};
+    unsigned seed = 12345;
+    int outcomes[5] = {0};
+    for (int iter = 0; iter < 3000; iter++) {
+        str_t body = {0};
+        str_add(&body, "", 0);
+        int nf = 1 + (int)(rand_r(&seed) % 40);
+        if (rand_r(&seed) % 2)
+            str_add(&body, "--rb\r\nContent-Disposition: form-data; name=a\r\n\r\n", 48);
+        for (int k = 0; k < nf; k++) {
+            const char *fr = frags[rand_r(&seed) % (sizeof(frags) / sizeof(frags[0]))];
+            str_add(&body, fr, fr[0] ? strlen(fr) : 1);
+        }
+        if (rand_r(&seed) % 2)
+            str_add(&body, "\r\n--rb--\r\n", 10);
+        sq_multipart_opts_t o;
+        sq_multipart_opts_init(&o);
+        o.max_parts = 1 + rand_r(&seed) % 8;
+        o.max_header_bytes = 16 + rand_r(&seed) % 200;
+        o.max_headers = 1 + rand_r(&seed) % 4;
+        o.max_field_bytes = rand_r(&seed) % 64;
+        mp_rec_t r = {.abort_at = -1, .pause = (int)(rand_r(&seed) % 2)};
+        size_t chunk = 1 + rand_r(&seed) % 17;
+        int rc = mp_run("rb", &o, body.p, body.len, chunk, chunk, &r);
+        int found = -1;
+        for (int k = 0; k < 5; k++)
+            if (rc == ok[k])
+                found = k;
+        cr_assert(found >= 0, "iteration %d: %s (%s)", iter, sq_err_name(rc), r.reason);
+        outcomes[found]++;
+        if (rc == 0)
+            cr_assert_eq(r.begun, r.ended);
+        mp_rec_free(&r);
+        str_free(&body);
+    }
+    for (int k = 0; k < 5; k++)
+        cr_assert_gt(outcomes[k], 0, "no body ended with %s", sq_err_name(ok[k]));
+}
