@@ -75,9 +75,10 @@ static inline void sq_urlenc_opts_init(sq_urlenc_opts_t *opts)
     sq_urlenc_opts_init_sized(opts, sizeof(*opts));
 }
 
-/* A field, decoded. name and value are NUL-terminated (a %00 inside ends the C string
- * early: use the lengths) and borrowed until the callback returns. Returns 0,
- * SQ_FORM_PAUSE or a negative code (see the top of this header). */
+/* A field, decoded; called from inside sq_urlenc_feed and sq_urlenc_finish. name and
+ * value are NUL-terminated (a %00 inside ends the C string early: use the lengths) and
+ * borrowed until the callback returns. Returns 0, SQ_FORM_PAUSE or a negative code (see
+ * the top of this header). */
 typedef int (*sq_urlenc_field_cb)(sq_urlenc_t *p, const char *name, size_t name_len,
                                   const char *value, size_t value_len, void *data);
 
@@ -165,8 +166,9 @@ typedef struct sq_form_part {
     size_t nheaders;
 } sq_form_part_t;
 
-/* What a multipart parser calls, every member optional. A const table (wslay's and
- * llhttp's way); the parser copies it. */
+/* What a multipart parser calls, every member optional, from inside sq_multipart_feed and
+ * sq_multipart_finish (a parser's callbacks are the exception to common.h's "later, from
+ * the loop"). A const table (wslay's and llhttp's way); the parser copies it. */
 typedef struct sq_multipart_cbs {
     /* A part begins: its headers are read. Returns 0, SQ_FORM_PAUSE or a negative code. */
     int (*part_begin)(sq_multipart_t *mp, const sq_form_part_t *part, void *data);
