@@ -21,5 +21,6 @@
 #include "squall/hub.h"
 #include "squall/client.h"
 #include "squall/schema.h"
+#include "squall/form.h"
 
 #endif
