@@ -326,7 +326,7 @@ bool sq__field_value_ok(const char *value)
 int sq_res_header(sq_res_t *res, const char *name, const char *value)
 {
     sq__exch_t *x = res->req;
-    if (x->flags & (SQ__XF_FINISHED | SQ__XF_HEADERS_SENT | SQ__XF_IN_AFTER))
+    if (x->flags & (SQ__XF_FINISHED | SQ__XF_HEADERS_SENT))
         return SQ_EALREADY_SENT;
     if (!sq__field_ok(name, true) || !sq__field_ok(value, false) || sq__header_is_framing(name, value))
         return UV_EINVAL;
