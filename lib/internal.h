@@ -129,6 +129,12 @@ typedef struct sq__date_cache {
 } sq__date_cache_t;
 
 SQ__HIDDEN const char *sq__date_get(sq__date_cache_t *dc);
+/* `sec` (Unix time) as an IMF-fixdate, "Sun, 06 Nov 1994 08:49:37 GMT" (29 bytes + NUL);
+ * a time past year 9999 is given as the epoch. */
+SQ__HIDDEN void sq__date_format(int64_t sec, char out[30]);
+/* Keeps p until the app is destroyed, then calls free_fn(p) (router.c): state a helper
+ * installs with hooks (CORS). On UV_ENOMEM free_fn(p) has run. */
+SQ__HIDDEN int sq__app_keep(sq_app_t *app, void *p, void (*free_fn)(void *p));
 
 /* ---- what a request squall sends may hold (the clients) ---- */
 

@@ -87,6 +87,12 @@ SQ_EXTERN const void *sq_req_input(const sq_req_t *req);
  * not declare that part, or the route declares no operation. */
 SQ_EXTERN const json_t *sq_req_input_json(const sq_req_t *req, const char *part);
 
+/* The value of the request's cookie `name` (RFC 6265 §5.4: the Cookie header(s) as
+ * browsers send them, "a=1; b=2"), without the double quotes around it if it has them,
+ * or NULL. With two of one name the first is given (browsers put the most specific
+ * first). Pairs without '=' are skipped. Borrowed (see the top). */
+SQ_EXTERN const char *sq_req_cookie(sq_req_t *req, const char *name);
+
 /* A before hook that returned SQ_PAUSE lets the request go on: the next hook, then the
  * handler, run from the loop (on its next turn, not inside this call). Returns 0;
  * UV_EINVAL when no hook is waiting; SQ_EALREADY_SENT once res is finished; UV_ECANCELED

@@ -127,4 +127,47 @@ SQ_EXTERN int sq_res_end(sq_res_t *res);
 /* The request this response answers, borrowed as the response is (req.h). */
 SQ_EXTERN sq_req_t *sq_res_req(sq_res_t *res);
 
+/* ---- cookies (RFC 6265) and redirects ---- */
+
+typedef enum sq_samesite {
+    SQ_SAMESITE_UNSET = 0, /* no SameSite attribute (browsers then take Lax) */
+    SQ_SAMESITE_LAX,
+    SQ_SAMESITE_STRICT,
+    SQ_SAMESITE_NONE,      /* refused without .secure, as browsers refuse it */
+} sq_samesite_t;
+
+/* A cookie's attributes; fill with sq_cookie_opts_init (squall's rule, common.h). */
+typedef struct sq_cookie_opts {
+    size_t size;
+    int64_t max_age;     /* Max-Age in seconds; -1 (default): none (a session cookie);
+                            0 deletes the cookie */
+    int64_t expires;     /* Expires, Unix time in seconds; 0 (default): none */
+    const char *path;    /* Path; NULL (default): none */
+    const char *domain;  /* Domain; NULL (default): none (this host only) */
+    int secure;          /* Secure */
+    int http_only;       /* HttpOnly */
+    sq_samesite_t same_site;
+    int reserved0;
+} sq_cookie_opts_t;
+SQ_EXTERN void sq_cookie_opts_init_sized(sq_cookie_opts_t *opts, size_t size);
+static inline void sq_cookie_opts_init(sq_cookie_opts_t *opts)
+{
+    sq_cookie_opts_init_sized(opts, sizeof(*opts));
+}
+
+/* Adds a Set-Cookie header (RFC 6265 §4.1). The name must be a token (RFC 9110 §5.6.2),
+ * the value cookie-octets (no blank, '"', ',', ';', '\\' or control; an empty value is
+ * fine), Path any visible characters but ';', Domain letters, digits, '-' and '.': each
+ * is checked, so nothing can split the header. opts NULL: defaults. Returns 0, UV_EINVAL
+ * (a name, value, path or domain refused; SameSite=None without Secure), or as
+ * sq_res_header. */
+SQ_EXTERN int sq_res_set_cookie(sq_res_t *res, const char *name, const char *value,
+                                const sq_cookie_opts_t *opts);
+
+/* Finishes the response as a redirect: `status` 301, 302, 303, 307 or 308 with
+ * Location `location` (a URI reference, RFC 9110 §10.2.2: visible US-ASCII only —
+ * percent-encode the rest; checked) and an empty body. Returns as sq_res_send, or
+ * UV_EINVAL for another status or a location refused (the response stays open). */
+SQ_EXTERN int sq_res_redirect(sq_res_t *res, int status, const char *location);
+
 #endif

@@ -196,4 +196,34 @@ static inline int sq_app_route(sq_app_t *app, const char *pattern, const sq_hand
     return sq_app_route_sized(app, pattern, handler, sizeof(*handler), data);
 }
 
+/* ---- CORS (the Fetch standard's CORS protocol; Starlette's CORSMiddleware) ---- */
+
+/* Fill with sq_cors_opts_init (squall's rule, common.h). Lists are NULL-terminated and
+ * copied. */
+typedef struct sq_cors_opts {
+    size_t size;
+    const char *const *origins;   /* allowed origins ("https://a.example"), or {"*"};
+                                     NULL (default): none */
+    const char *const *methods;   /* allowed methods; NULL (default): GET; {"*"}: any */
+    const char *const *headers;   /* allowed request headers besides the CORS-safelisted
+                                     ones; NULL (default): none; {"*"}: any */
+    const char *const *expose;    /* response headers a page may read; NULL: none */
+    int credentials;              /* Access-Control-Allow-Credentials: true (the origin is
+                                     then echoed, never "*") */
+    int max_age;                  /* preflight cache, seconds; 600 (default) */
+} sq_cors_opts_t;
+SQ_EXTERN void sq_cors_opts_init_sized(sq_cors_opts_t *opts, size_t size);
+static inline void sq_cors_opts_init(sq_cors_opts_t *opts)
+{
+    sq_cors_opts_init_sized(opts, sizeof(*opts));
+}
+/* Adds CORS to app as a before hook (for every request, as hooks are): a preflight
+ * (OPTIONS with Origin and Access-Control-Request-Method) is answered here without
+ * reaching a handler — 200 with the Access-Control-Allow-* headers when the origin,
+ * method and headers are allowed, 400 otherwise; any other request with an allowed
+ * Origin gets Access-Control-Allow-Origin (and -Credentials, -Expose-Headers) on its
+ * response; responses that depend on the origin say `Vary: Origin`. A request without
+ * Origin is left alone. Returns 0, UV_EINVAL, UV_ENOTSUP or UV_ENOMEM. */
+SQ_EXTERN int sq_app_cors(sq_app_t *app, const sq_cors_opts_t *opts);
+
 #endif

@@ -44,6 +44,11 @@ struct sq_app_s {
     unsigned nbefore, nafter;
     sq__hook_t errors[4];   /* 404, 405, 422, 500 */
     const sq_app_t *parent; /* the app it is mounted in, or NULL */
+    struct kept {
+        void *p;
+        void (*free_fn)(void *p);
+    } *kept;                /* sq__app_keep */
+    unsigned nkept;
 };
 
 int sq_app_create(sq_app_t **out)
@@ -69,6 +74,9 @@ void sq_app_destroy(sq_app_t *app)
     free(app->routes);
     free(app->before);
     free(app->after);
+    for (unsigned i = 0; i < app->nkept; i++)
+        app->kept[i].free_fn(app->kept[i].p);
+    free(app->kept);
     free(app);
 }
 
@@ -688,4 +696,16 @@ const sq_app_t *sq__route_sub(const sq__route_t *r, const char **prefix)
 {
     *prefix = r->pattern;
     return r->sub;
+}
+
+int sq__app_keep(sq_app_t *app, void *p, void (*free_fn)(void *p))
+{
+    struct kept *k = realloc(app->kept, (app->nkept + 1) * sizeof(*k));
+    if (k == NULL) {
+        free_fn(p);
+        return UV_ENOMEM;
+    }
+    k[app->nkept++] = (struct kept){p, free_fn};
+    app->kept = k;
+    return 0;
 }
