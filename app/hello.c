@@ -19,9 +19,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <jansson.h>
+#include <openssl/evp.h>
 #include <squall.h>
 
 /* GET / */
@@ -211,6 +213,278 @@ static void sleep_blocking_get(sq_req_t *req, sq_res_t *res, void *data)
 }
 static const sq_handler_t sleeper_on_loop = {.get = sleep_blocking_get};
 
+/* ---- forms, uploads, cookies, hooks ---- */
+
+static int parse_flag(const char *s, unsigned long long max, unsigned long long *out);
+
+/* POST /upload — multipart/form-data read as a stream (sq_handler_t.stream_body): each
+ * file part is hashed as it arrives and never held, so an upload may be far larger than
+ * --max-body (up to --max-upload) in constant memory. Answers
+ * {"files": [{"field", "filename", "size", "sha256"}], "fields": {name: value}}. */
+typedef struct upload {
+    sq_res_t *res;
+    sq_multipart_t *mp;
+    json_t *files, *fields;
+    char *field;         /* the current part's name, and its filename (NULL: a field) */
+    char *filename;
+    uint64_t size;
+    EVP_MD_CTX *sha;
+    char *value;         /* a field's value, up to the parser's max_field_bytes */
+    size_t value_len;
+} upload_t;
+
+static void upload_free(upload_t *u)
+{
+    sq_multipart_destroy(u->mp);
+    json_decref(u->files);
+    json_decref(u->fields);
+    free(u->field);
+    free(u->filename);
+    free(u->value);
+    EVP_MD_CTX_free(u->sha);
+    free(u);
+}
+
+static int part_begin(sq_multipart_t *mp, const sq_form_part_t *part, void *data)
+{
+    upload_t *u = data;
+    free(u->field);
+    free(u->filename);
+    u->field = strndup(part->name, part->name_len);
+    u->filename = part->filename ? strndup(part->filename, part->filename_len) : NULL;
+    u->size = 0;
+    u->value_len = 0;
+    if (u->field == NULL || (part->filename && u->filename == NULL))
+        return UV_ENOMEM;
+    if (u->filename != NULL && EVP_DigestInit_ex(u->sha, EVP_sha256(), NULL) != 1)
+        return UV_ENOMEM;
+    return 0;
+}
+
+static int part_data(sq_multipart_t *mp, const char *at, size_t len, void *data)
+{
+    upload_t *u = data;
+    u->size += len;
+    if (u->filename != NULL)
+        return EVP_DigestUpdate(u->sha, at, len) == 1 ? 0 : UV_ENOMEM;
+    char *v = realloc(u->value, u->value_len + len + 1); /* bounded by max_field_bytes */
+    if (v == NULL)
+        return UV_ENOMEM;
+    memcpy(v + u->value_len, at, len);
+    u->value = v;
+    u->value_len += len;
+    return 0;
+}
+
+static int part_end(sq_multipart_t *mp, void *data)
+{
+    upload_t *u = data;
+    if (u->filename == NULL) {
+        json_t *v = json_stringn(u->value ? u->value : "", u->value_len);
+        json_object_set_new(u->fields, u->field, v ? v : json_null()); /* not UTF-8: null */
+        return 0;
+    }
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned mdlen = 0;
+    char hex[2 * EVP_MAX_MD_SIZE + 1];
+    if (EVP_DigestFinal_ex(u->sha, md, &mdlen) != 1)
+        return UV_ENOMEM;
+    for (unsigned i = 0; i < mdlen; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    json_t *name = json_string(u->filename);
+    json_array_append_new(u->files, json_pack("{s:s,s:o,s:I,s:s}", "field", u->field, "filename",
+                                              name ? name : json_null(), "size",
+                                              (json_int_t)u->size, "sha256", hex));
+    return 0;
+}
+
+static const sq_multipart_cbs_t upload_cbs = {
+    .part_begin = part_begin, .part_data = part_data, .part_end = part_end};
+
+/* The parser's error as an answer: a limit is 413, the rest of the body's faults 400. */
+static void upload_refuse(upload_t *u, int rc)
+{
+    char msg[160];
+    snprintf(msg, sizeof(msg), "multipart: %s", sq_multipart_error(u->mp));
+    sq_res_send_error(u->res, rc == UV_E2BIG ? 413 : 400, msg);
+}
+
+static void upload_piece(sq_req_t *req, int status, const char *data, size_t len, void *ud)
+{
+    upload_t *u = ud;
+    if (status == 0) {
+        ssize_t n = sq_multipart_feed(u->mp, data, len);
+        if (n < 0) {
+            upload_refuse(u, (int)n);
+            upload_free(u); /* finished: the callback runs no more */
+        }
+        return;
+    }
+    if (status == UV_EOF) {
+        int rc = sq_multipart_finish(u->mp);
+        if (rc != 0)
+            upload_refuse(u, rc);
+        else
+            sq_res_send_json_new(u->res, 200, json_pack("{s:O,s:O}", "files", u->files, "fields",
+                                                        u->fields));
+    } else if (status == UV_E2BIG) {
+        sq_res_send_error(u->res, 413, "the upload is larger than --max-upload");
+    } else {
+        sq_res_send_error(u->res, 400, "the upload was cut short"); /* released: gone */
+    }
+    upload_free(u);
+}
+
+static void upload_post(sq_req_t *req, sq_res_t *res, void *data)
+{
+    char boundary[SQ_FORM_BOUNDARY_MAX + 1];
+    ssize_t b = sq_form_boundary(sq_req_header(req, "Content-Type"), boundary, sizeof(boundary));
+    if (b < 0) {
+        sq_res_send_error(res, b == UV_EFTYPE ? 415 : 400,
+                          "a multipart/form-data body with a boundary is expected");
+        return;
+    }
+    upload_t *u = calloc(1, sizeof(*u));
+    sq_multipart_opts_t mo;
+    sq_multipart_opts_init(&mo);
+    mo.max_total_bytes = UINT64_MAX; /* the route's own limit (--max-upload) bounds it */
+    if (u == NULL || (u->files = json_array()) == NULL || (u->fields = json_object()) == NULL ||
+        (u->sha = EVP_MD_CTX_new()) == NULL ||
+        sq_multipart_create(&u->mp, boundary, &mo, &upload_cbs, u) != 0) {
+        if (u != NULL)
+            upload_free(u);
+        sq_res_send_error(res, 500, NULL);
+        return;
+    }
+    u->res = res;
+    sq_req_body_read(req, upload_piece, u);
+}
+static const sq_handler_t uploads = {.post = upload_post,
+                                     .stream_body = SQ_STREAM(SQ_METHOD_POST)};
+
+/* POST /form — application/x-www-form-urlencoded, or multipart/form-data without files,
+ * buffered (it is bounded by --max-body): the fields as a JSON object. */
+typedef struct form {
+    json_t *fields;
+    char *name;
+    char *value;
+    size_t len;
+    bool file;
+} form_t;
+
+static int form_begin(sq_multipart_t *mp, const sq_form_part_t *part, void *data)
+{
+    form_t *f = data;
+    if (part->filename != NULL) {
+        f->file = true;
+        return UV_EINVAL;
+    }
+    free(f->name);
+    f->name = strndup(part->name, part->name_len);
+    f->len = 0;
+    return f->name ? 0 : UV_ENOMEM;
+}
+
+static int form_data(sq_multipart_t *mp, const char *at, size_t len, void *data)
+{
+    form_t *f = data;
+    char *v = realloc(f->value, f->len + len + 1);
+    if (v == NULL)
+        return UV_ENOMEM;
+    memcpy(v + f->len, at, len);
+    f->value = v;
+    f->len += len;
+    return 0;
+}
+
+static int form_end(sq_multipart_t *mp, void *data)
+{
+    form_t *f = data;
+    json_t *v = json_stringn(f->value ? f->value : "", f->len);
+    json_object_set_new(f->fields, f->name, v ? v : json_null());
+    return 0;
+}
+
+static const sq_multipart_cbs_t form_cbs = {
+    .part_begin = form_begin, .part_data = form_data, .part_end = form_end};
+
+static void form_post(sq_req_t *req, sq_res_t *res, void *data)
+{
+    size_t len;
+    const char *body = sq_req_body(req, &len);
+    const char *ct = sq_req_header(req, "Content-Type");
+    char boundary[SQ_FORM_BOUNDARY_MAX + 1];
+    json_t *out = NULL;
+    if (ct != NULL && strncasecmp(ct, "application/x-www-form-urlencoded", 33) == 0) {
+        if (sq_urlenc_parse_json(body, len, NULL, &out) != 0) {
+            sq_res_send_error(res, 400, "a malformed or too large form");
+            return;
+        }
+        sq_res_send_json_new(res, 200, out);
+        return;
+    }
+    if (sq_form_boundary(ct, boundary, sizeof(boundary)) < 0) {
+        sq_res_send_error(res, 415, "a form is expected: application/x-www-form-urlencoded or "
+                                    "multipart/form-data");
+        return;
+    }
+    form_t f = {.fields = json_object()};
+    sq_multipart_t *mp = NULL;
+    int rc = f.fields == NULL ? UV_ENOMEM : sq_multipart_create(&mp, boundary, NULL, &form_cbs, &f);
+    if (rc == 0 && (rc = (int)sq_multipart_feed(mp, body, len)) >= 0)
+        rc = sq_multipart_finish(mp);
+    if (rc == 0)
+        sq_res_send_json(res, 200, f.fields);
+    else if (f.file)
+        sq_res_send_error(res, 400, "files are taken by POST /upload, not here");
+    else
+        sq_res_send_error(res, rc == UV_E2BIG ? 413 : 400, mp ? sq_multipart_error(mp) : NULL);
+    sq_multipart_destroy(mp);
+    json_decref(f.fields);
+    free(f.name);
+    free(f.value);
+}
+static const sq_handler_t forms = {.post = form_post};
+
+/* GET /cookie — counts the visits of a browser in a cookie it keeps. */
+static void cookie_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    const char *v = sq_req_cookie(req, "visits");
+    unsigned long long n = 0;
+    if (v == NULL || parse_flag(v, 1000000000, &n) != 0)
+        n = 0; /* none, or not ours: start again */
+    n++;
+    char val[24];
+    snprintf(val, sizeof(val), "%llu", n);
+    sq_cookie_opts_t o;
+    sq_cookie_opts_init(&o);
+    o.http_only = 1;
+    o.same_site = SQ_SAMESITE_LAX;
+    o.path = "/";
+    sq_res_set_cookie(res, "visits", val, &o);
+    sq_res_send_json_new(res, 200, json_pack("{s:I}", "visits", (json_int_t)n));
+}
+static const sq_handler_t cookies = {.get = cookie_get};
+
+/* Every answer says which request it was (X-Request-Id), and --log-level debug logs
+ * each: method, path, status and duration. */
+static int stamp_request_id(sq_req_t *req, sq_res_t *res, void *data)
+{
+    char id[24];
+    snprintf(id, sizeof(id), "%llu", (unsigned long long)sq_req_id(req));
+    sq_res_header(res, "X-Request-Id", id);
+    return SQ_NEXT;
+}
+
+static void log_request(sq_req_t *req, sq_res_t *res, int status, void *data)
+{
+    if (sq_log_level() > SQ_LOG_DEBUG)
+        return;
+    double ms = (double)(uv_hrtime() - sq_req_start_ns(req)) / 1e6;
+    sq_log(SQ_LOG_DEBUG, "%s %s %d %.3f ms id=%llu", sq_req_method(req), sq_req_path(req), status,
+           ms, (unsigned long long)sq_req_id(req));
+}
+
 typedef struct config {
     const char *host;
     int port;
@@ -218,6 +492,9 @@ typedef struct config {
     unsigned threadpool;
     sq_server_opts_t opts;
     sq_app_t *app;
+    uint64_t max_upload;         /* POST /upload's limit */
+    const char *cors[16 + 1];    /* --cors-origin, NULL-terminated */
+    unsigned ncors;
 } config_t;
 
 /* Each worker's server. A failure is reported once, by main, from sq_workers_run's
@@ -266,7 +543,9 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: hello [--host ADDR|NAME] [--port N] [--workers N] [--max-body BYTES]\n"
                "             [--max-header BYTES] [--header-timeout MS] [--idle-timeout MS]\n"
-               "             [--slow-callback-ms MS (100; 0 off)] [--threadpool N] [--help]\n");
+               "             [--slow-callback-ms MS (100; 0 off)] [--threadpool N]\n"
+               "             [--max-upload BYTES (10 GiB)] [--cors-origin ORIGIN]...\n"
+               "             [--log-level debug|info|warn|error] [--help]\n");
 }
 
 /* What is wrong, on one line, then the usage; status 2. */
@@ -286,7 +565,7 @@ static int bad_usage(const char *fmt, ...)
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN); /* a client that leaves mid-write must not kill us */
-    config_t cfg = {.host = "127.0.0.1", .port = 8000, .workers = 1};
+    config_t cfg = {.host = "127.0.0.1", .port = 8000, .workers = 1, .max_upload = 10ull << 30};
     sq_server_opts_init(&cfg.opts);
     cfg.opts.slow_callback_ms = 100;
     static const struct option longopts[] = {
@@ -299,6 +578,9 @@ int main(int argc, char **argv)
         {"idle-timeout", required_argument, NULL, 'i'},
         {"slow-callback-ms", required_argument, NULL, 's'},
         {"threadpool", required_argument, NULL, 'T'},
+        {"max-upload", required_argument, NULL, 'U'},
+        {"cors-origin", required_argument, NULL, 'C'},
+        {"log-level", required_argument, NULL, 'L'},
         {"help", no_argument, NULL, 'u'},
         {NULL, 0, NULL, 0},
     };
@@ -317,6 +599,22 @@ int main(int argc, char **argv)
         case 'i': bad = parse_flag(optarg, UINT64_MAX, &v); cfg.opts.idle_timeout_ms = v; break;
         case 's': bad = parse_flag(optarg, UINT64_MAX, &v); cfg.opts.slow_callback_ms = v; break;
         case 'T': bad = parse_flag(optarg, UINT_MAX, &v); cfg.threadpool = (unsigned)v; break;
+        case 'U': bad = parse_flag(optarg, UINT64_MAX, &v); cfg.max_upload = v; break;
+        case 'C':
+            if (cfg.ncors == sizeof(cfg.cors) / sizeof(cfg.cors[0]) - 1)
+                return bad_usage("--cors-origin: at most 16");
+            cfg.cors[cfg.ncors++] = optarg;
+            break;
+        case 'L': {
+            static const char *const levels[] = {"debug", "info", "warn", "error"};
+            size_t l = 0;
+            while (l < 4 && strcmp(optarg, levels[l]) != 0)
+                l++;
+            if (l == 4)
+                return bad_usage("--log-level: one of debug, info, warn, error: '%s'", optarg);
+            sq_log_set_level((sq_log_level_t)l);
+            break;
+        }
         case 'u':
             usage(stdout);
             return 0;
@@ -358,6 +656,25 @@ int main(int argc, char **argv)
     sq_app_route(cfg.app, "/sleep-blocking", &sleeper_on_loop, NULL);
     sq_app_websocket(cfg.app, "/ws", &ws_said_handler, NULL, NULL);
     sq_app_websocket(cfg.app, "/ws/echo", &ws_echo_handler, NULL, NULL);
+    sq_handler_t up = uploads;
+    up.stream_body_max = cfg.max_upload;
+    sq_app_route(cfg.app, "/upload", &up, NULL);
+    sq_app_route(cfg.app, "/form", &forms, NULL);
+    sq_app_route(cfg.app, "/cookie", &cookies, NULL);
+    sq_app_before(cfg.app, stamp_request_id, NULL);
+    sq_app_after(cfg.app, log_request, NULL);
+    if (cfg.ncors > 0) {
+        static const char *const any[] = {"*", NULL};
+        sq_cors_opts_t co;
+        sq_cors_opts_init(&co);
+        co.origins = cfg.cors;
+        co.methods = any;
+        co.headers = any;
+        if (sq_app_cors(cfg.app, &co) != 0) {
+            sq_app_destroy(cfg.app);
+            return bad_usage("--cors-origin: not a valid origin");
+        }
+    }
 
     int rc = sq_workers_run(cfg.workers, setup, NULL, &cfg, 5000);
     sq_app_destroy(cfg.app);

@@ -365,6 +365,7 @@ void sq__h1_dispatch(sq__conn_t *c, sq__exch_t *x)
     x->refs++;        /* the handler's reference, dropped when it finishes the response */
     sq__exch_hold(x); /* this frame's: the handler may finish, take over or lose the client */
     x->id = atomic_fetch_add_explicit(&request_ids, 1, memory_order_relaxed) + 1;
+    x->start_ns = uv_hrtime();
     if (sq__h1_run_before(x))
         answer(c, x);
     x->flags &= ~SQ__XF_IN_HANDLER;

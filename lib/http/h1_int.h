@@ -114,6 +114,7 @@ struct sq_req_s {
     void *user_data;
     void *input;                /* a declared operation's bound struct (in arena) */
     uint64_t id;                /* sq_req_id */
+    uint64_t start_ns;          /* sq_req_start_ns */
     unsigned hook_i;            /* the next before hook to run (hooks.c) */
     sq_body_cb body_cb;         /* the body's reader (sq_req_body_read), or NULL */
     void *body_ud;

@@ -117,3 +117,8 @@ uint64_t sq_req_id(const sq_req_t *req)
 {
     return req->id;
 }
+
+uint64_t sq_req_start_ns(const sq_req_t *req)
+{
+    return req->start_ns;
+}
