@@ -226,6 +226,16 @@ Test(hooks, mounting_is_refused_when_it_would_make_a_cycle_or_a_bad_prefix)
     cr_assert_eq(sq_app_mount(app, "/a/{b}", x), SQ_EPATTERN);
     cr_assert_eq(sq_app_mount(app, "/", x), SQ_EPATTERN);
     sq_app_destroy(x);
+    /* 8 apps deep at most: app > api > 6 more */
+    sq_app_t *parent = api;
+    for (int i = 0; i < 6; i++) {
+        cr_assert_eq(sq_app_create(&x), 0);
+        cr_assert_eq(sq_app_mount(parent, "/d", x), 0, "depth %d", i + 3);
+        parent = x;
+    }
+    cr_assert_eq(sq_app_create(&x), 0);
+    cr_assert_eq(sq_app_mount(parent, "/d", x), UV_EINVAL);
+    sq_app_destroy(x);
 }
 
 /* ---- a hook that decides later ---- */

@@ -137,7 +137,8 @@ SQ_EXTERN int sq_app_after(sq_app_t *app, sq_after_cb cb, void *data);
  * the mount among app's routes (registration order, as routes), and sub's hooks and
  * error handlers apply to sub's routes only. `app` owns sub from then on: sub is
  * destroyed with it (sq_app_destroy(app)). Returns 0; UV_EINVAL (NULL, sub == app, sub
- * already mounted, or mounted above app); SQ_EPATTERN for a bad prefix; UV_ENOMEM. */
+ * already mounted, mounted above app, or apps nested more than 8 deep); SQ_EPATTERN for
+ * a bad prefix; UV_ENOMEM. */
 SQ_EXTERN int sq_app_mount(sq_app_t *app, const char *prefix, sq_app_t *sub);
 
 /* ---- error handlers: the body of squall's own answers (FastAPI's exception_handler) ----

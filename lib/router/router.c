@@ -532,6 +532,18 @@ static bool prefix_ok(const char *p)
     return true;
 }
 
+/* How many apps deep sub's mounts go (sub alone: 1). */
+static unsigned height(const sq_app_t *app)
+{
+    unsigned h = 0;
+    for (unsigned i = 0; i < app->nroutes; i++)
+        if (app->routes[i]->sub != NULL) {
+            unsigned s = height(app->routes[i]->sub);
+            h = s > h ? s : h;
+        }
+    return h + 1;
+}
+
 int sq_app_mount(sq_app_t *app, const char *prefix, sq_app_t *sub)
 {
     if (app == NULL || sub == NULL || prefix == NULL || sub == app || sub->parent != NULL)
@@ -541,6 +553,11 @@ int sq_app_mount(sq_app_t *app, const char *prefix, sq_app_t *sub)
             return UV_EINVAL;
     if (!prefix_ok(prefix))
         return SQ_EPATTERN;
+    unsigned depth = 1;
+    for (const sq_app_t *a = app->parent; a != NULL; a = a->parent)
+        depth++;
+    if (depth + height(sub) > SQ__MAX_MOUNT_DEPTH)
+        return UV_EINVAL; /* deeper than the hooks' walk goes */
     sq__route_t *r = calloc(1, sizeof(*r));
     if (r == NULL || (r->pattern = strdup(prefix)) == NULL || (r->name = strdup(prefix)) == NULL ||
         grow(app) != 0) {
