@@ -221,8 +221,8 @@ static int run_logged(const char *const *argv, char *log, size_t cap, int timeou
     return -1;
 }
 
-/* Validates doc with tests/peers/openapi_check.mjs; fails the test with its reason. */
-static void expect_valid(const json_t *doc)
+/* Runs tests/peers/openapi_check.mjs on doc; returns its exit code, its output in log. */
+static int check_doc(const json_t *doc, char *log, size_t cap)
 {
     char path[] = "/tmp/squall-openapi-XXXXXX.json";
     int fd = mkstemps(path, 5);
@@ -236,13 +236,19 @@ static void expect_valid(const json_t *doc)
     char script[PATH_MAX];
     snprintf(script, sizeof(script), "%s/../../tests/peers/openapi_check.mjs", bin_dir());
     const char *argv[] = {"node", script, path, NULL};
-    static char log[8192];
-    int status = run_logged(argv, log, sizeof(log), 30000);
+    int status = run_logged(argv, log, cap, 30000);
     unlink(path);
     cr_assert_neq(status, -1, "openapi_check.mjs still ran after 30 s: %s", log);
     cr_assert(WIFEXITED(status), "openapi_check.mjs died: %s", log);
     cr_assert_neq(WEXITSTATUS(status), 127, "node could not be run (scripts/deps.sh)");
-    cr_assert_eq(WEXITSTATUS(status), 0, "the document is not valid: %s", log);
+    return WEXITSTATUS(status);
+}
+
+/* Validates doc with tests/peers/openapi_check.mjs; fails the test with its reason. */
+static void expect_valid(const json_t *doc)
+{
+    static char log[8192];
+    cr_assert_eq(check_doc(doc, log, sizeof(log)), 0, "the document is not valid: %s", log);
     cr_assert(strstr(log, "openapi_check: ok") != NULL, "%s", log);
 }
 
@@ -271,6 +277,58 @@ Test(openapi, lecture_example_is_fastapis_document)
     expect_json(doc, fastapi_lecture);
     expect_valid(doc);
     json_decref(doc);
+    sq_app_destroy(app);
+}
+
+/* The checker is no rubber stamp: the lecture's document, broken one way at a time, is
+ * refused each time, for the reason named. */
+Test(openapi, checker_refuses_broken_documents)
+{
+    static const struct {
+        const char *name, *edit, *reason;
+    } cases[] = {
+        {"no response description", "/paths/~1/get/responses/200/description", "swagger-parser"},
+        {"dangling $ref", "/components/schemas/Item", "swagger-parser"},
+        {"path parameter not declared", "/paths/~1items~1{item_id}/put/parameters", "not declared"},
+        {"not a JSON Schema", "/components/schemas/Item/properties/name/type", "2020-12"},
+        {"operationId twice", "/paths/~1/get/operationId", "twice"},
+    };
+    sq_app_t *app = lecture_app();
+    for (size_t i = 0; i < SQ__ARRAY_SIZE(cases); i++) {
+        json_t *doc = document(app, "FastAPI");
+        json_t *paths = json_object_get(doc, "paths");
+        json_t *root_get = json_object_get(json_object_get(paths, "/"), "get");
+        json_t *put = json_object_get(json_object_get(paths, "/items/{item_id}"), "put");
+        json_t *item = json_object_get(json_object_get(json_object_get(doc, "components"),
+                                                       "schemas"), "Item");
+        switch (i) {
+        case 0:
+            json_object_del(json_object_get(json_object_get(root_get, "responses"), "200"),
+                            "description");
+            break;
+        case 1:
+            json_object_del(json_object_get(json_object_get(doc, "components"), "schemas"),
+                            "Item");
+            break;
+        case 2:
+            json_object_del(put, "parameters");
+            break;
+        case 3:
+            json_object_set_new(json_object_get(json_object_get(item, "properties"), "name"),
+                                "type", json_string("strin"));
+            break;
+        case 4:
+            json_object_set_new(root_get, "operationId",
+                                json_string("read_item_items__item_id__get"));
+            break;
+        }
+        static char log[8192];
+        int rc = check_doc(doc, log, sizeof(log));
+        cr_expect_eq(rc, 1, "[%s] (%s) accepted: %s", cases[i].name, cases[i].edit, log);
+        cr_expect(strstr(log, cases[i].reason) != NULL, "[%s] refused for another reason: %s",
+                  cases[i].name, log);
+        json_decref(doc);
+    }
     sq_app_destroy(app);
 }
 
@@ -815,4 +873,57 @@ Test(openapi, first_requests_on_two_loops_at_once_get_one_document)
     for (int i = 0; i < 8; i++)
         free(f[i].body);
     sq_app_destroy(app);
+}
+
+/* ---- the page in a browser ---- */
+
+static void read_item_echo(sq_req_t *req, sq_res_t *res, void *data)
+{
+    int64_t id = 0;
+    sq_req_param_int(req, "item_id", &id);
+    sq_res_send_json_new(res, 200, json_pack("{s:I,s:s?}", "item_id", (json_int_t)id, "q",
+                                             sq_req_query(req, "q")));
+}
+
+static const sq_handler_t items_echo_h = {.get = read_item_echo,
+                                          .put = any_get,
+                                          .op.get = &read_item_op,
+                                          .op.put = &update_item_op};
+
+/* tests/browser/docs.mjs: chromium (headless, playwright-core) opens /docs with every
+ * other origin refused, sees the three operations rendered, and runs GET
+ * /items/{item_id} through "Try it out" and "Execute": a 200 with the echoed values. */
+Test(openapi, docs_page_in_chromium_executes_a_get, .timeout = 90)
+{
+    signal(SIGPIPE, SIG_IGN);
+    sq_app_t *app;
+    cr_assert_eq(sq_app_create(&app), 0);
+    cr_assert_eq(sq_app_route(app, "/", &root_h, NULL), 0);
+    cr_assert_eq(sq_app_route(app, "/items/{item_id:int}", &items_echo_h, NULL), 0);
+    sq_openapi_opts_t o;
+    sq_openapi_opts_init(&o);
+    o.title = "Items";
+    o.docs_assets = assets_dir();
+    cr_assert_eq(sq_openapi_mount(app, &o), 0);
+    th_server_t *ts = th_server_start(app, NULL);
+
+    char url[64], script[PATH_MAX];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/", th_server_port(ts));
+    snprintf(script, sizeof(script), "%s/../../tests/browser/docs.mjs", bin_dir());
+    cr_assert_eq(setenv("DOCS_DEADLINE_MS", "60000", 1), 0);
+    if (getenv("SQUALL_ARTIFACTS") == NULL) {
+        char dir[PATH_MAX];
+        snprintf(dir, sizeof(dir), "%s/../artifacts", bin_dir());
+        cr_assert_eq(setenv("SQUALL_ARTIFACTS", dir, 1), 0);
+    }
+    const char *argv[] = {"node", script, url, NULL};
+    static char log[16384];
+    int status = run_logged(argv, log, sizeof(log), 70000);
+    th_server_stop(ts, 1000);
+    sq_app_destroy(app);
+    cr_assert_neq(status, -1, "docs.mjs still ran after 70 s: killed; it said: %s", log);
+    cr_assert(WIFEXITED(status), "docs.mjs died of signal %d: %s", WTERMSIG(status), log);
+    cr_assert_neq(WEXITSTATUS(status), 127, "node could not be run (scripts/deps.sh installs it)");
+    cr_assert_eq(WEXITSTATUS(status), 0, "docs.mjs exited %d: %s", WEXITSTATUS(status), log);
+    cr_assert(strstr(log, "docs.mjs: ok") != NULL, "%s", log);
 }
