@@ -632,6 +632,66 @@ Test(openapi, self_referring_table_does_not_recurse)
     sq_app_destroy(app);
 }
 
+/* Odd declarations: each is written validly, or left out. */
+static const char *const no_tags[] = {NULL};
+static const sq_op_t odd_status_op = {.summary = "Caf\xc3\xa9 \xe2\x98\x95", .status = 999,
+                                      .tags = no_tags};
+static const sq_op_t status_422_op = {.status = 422, .query = q_query};
+static const sq_op_t status_101_op = {.status = 101, .response = &item_schema};
+static const sq_op_t id_clash_op = {.operation_id = "items__item_id__get"};
+static const sq_handler_t odd_status_h = {.get = any_get, .op.get = &odd_status_op};
+static const sq_handler_t status_422_h = {.get = any_get, .op.get = &status_422_op};
+static const sq_handler_t status_101_h = {.get = any_get, .op.get = &status_101_op};
+static const sq_handler_t id_clash_h = {.get = any_get, .op.get = &id_clash_op};
+static const sq_handler_t get_only_h = {.get = any_get};
+
+Test(openapi, odd_routes_are_written_validly_or_left_out)
+{
+    sq_app_t *app;
+    cr_assert_eq(sq_app_create(&app), 0);
+    cr_assert_eq(sq_app_route(app, "/coffee", &odd_status_h, NULL), 0);
+    cr_assert_eq(sq_app_route(app, "/strict", &status_422_h, NULL), 0);
+    cr_assert_eq(sq_app_route(app, "/switch", &status_101_h, NULL), 0);
+    cr_assert_eq(sq_app_route(app, "/clash", &id_clash_h, NULL), 0);
+    cr_assert_eq(sq_app_route(app, "/items/{item_id}", &get_only_h, NULL), 0);
+    /* a pattern longer than the document's limit: left out */
+    static char longp[3000];
+    memset(longp, 'a', sizeof(longp) - 1);
+    longp[0] = '/';
+    cr_assert_eq(sq_app_route(app, longp, &get_only_h, NULL), 0);
+    /* sixteen parameters, the router's most */
+    char many[512] = "";
+    for (int i = 0; i < 16; i++)
+        snprintf(many + strlen(many), sizeof(many) - strlen(many), "/{p%d:int}", i);
+    cr_assert_eq(sq_app_route(app, many, &get_only_h, NULL), 0);
+    cr_assert_eq(sq_app_route(app, "/", &get_only_h, NULL), 0);
+    cr_assert_eq(sq_app_route(app, "/trailing/", &get_only_h, NULL), 0);
+
+    json_t *doc = document(app, "t");
+    expect_valid(doc);
+    const json_t *coffee = at(doc, "/coffee", "get");
+    cr_assert_null(json_object_get(coffee, "tags"));
+    cr_assert_str_eq(str_at(coffee, "operationId"), "caf_______coffee_get");
+    expect_json(json_object_get(coffee, "responses"),
+                "{\"default\":{\"description\":\"Successful Response\",\"content\":"
+                "{\"application/json\":{\"schema\":{}}}}}");
+    /* a declared 422 is the success: no validation answer is added over it */
+    const json_t *strict = at(doc, "/strict", "get");
+    cr_assert_eq(json_object_size(json_object_get(strict, "responses")), 1);
+    /* 1xx: no content (FastAPI's is_body_allowed_for_status_code) */
+    expect_json(json_object_get(at(doc, "/switch", "get"), "responses"),
+                "{\"101\":{\"description\":\"Successful Response\"}}");
+    /* an operationId that another would derive: the later one is made unique */
+    cr_assert_str_eq(str_at(at(doc, "/items/{item_id}", "get"), "operationId"),
+                     "items__item_id__get_2");
+    cr_assert_eq(json_object_size(json_object_get(doc, "paths")), 8);
+    cr_assert_str_eq(str_at(at(doc, "/", "get"), "operationId"), "root_get");
+    cr_assert_str_eq(str_at(at(doc, "/", "get"), "summary"), "Get Root");
+    at(doc, "/trailing/", "get");
+    json_decref(doc);
+    sq_app_destroy(app);
+}
+
 static const sq_handler_t thousand_h = {.get = any_get, .op.get = &read_item_op};
 
 Test(openapi, thousand_routes)
@@ -926,4 +986,63 @@ Test(openapi, docs_page_in_chromium_executes_a_get, .timeout = 90)
     cr_assert_neq(WEXITSTATUS(status), 127, "node could not be run (scripts/deps.sh installs it)");
     cr_assert_eq(WEXITSTATUS(status), 0, "docs.mjs exited %d: %s", WEXITSTATUS(status), log);
     cr_assert(strstr(log, "docs.mjs: ok") != NULL, "%s", log);
+}
+
+/* ---- structs that grow (common.h) ---- */
+
+/* An older header's options: a struct cut before docs_assets (in a malloc block of
+ * exactly that size, so ASan sees a read past it) takes the default folder; a newer
+ * header's, bigger, is taken when its unknown bytes are zero and refused with UV_ENOTSUP
+ * otherwise; sq_openapi_opts_init zeroes what it does not know. */
+/* The options as an older header declared them (before docs_assets), and as a newer one
+ * might (a field more). */
+typedef struct opts_older {
+    size_t size;
+    const char *title, *version, *description, *openapi_url, *docs_url;
+} opts_older_t;
+typedef struct opts_newer {
+    sq_openapi_opts_t o;
+    uint64_t more[2];
+} opts_newer_t;
+
+Test(openapi, options_from_older_and_newer_headers)
+{
+    _Static_assert(sizeof(opts_older_t) == offsetof(sq_openapi_opts_t, docs_assets),
+                   "an older header is a prefix");
+    opts_older_t *old = malloc(sizeof(*old));
+    cr_assert_not_null(old);
+    sq_openapi_opts_init_sized((sq_openapi_opts_t *)old, sizeof(*old));
+    cr_assert_eq(old->size, sizeof(*old));
+    cr_assert_str_eq(old->openapi_url, "/openapi.json");
+    old->docs_url = NULL; /* the default folder may not exist where this runs */
+    sq_app_t *app = lecture_app();
+    cr_assert_eq(sq_openapi_mount(app, (sq_openapi_opts_t *)old), 0);
+    old->openapi_url = "/v1/openapi.json";
+    old->docs_url = "/v1/docs";
+    cr_assert_eq(setenv("SQUALL_SWAGGER_UI", assets_dir(), 1), 0);
+    /* docs_assets is not in it: the environment's folder */
+    cr_assert_eq(sq_openapi_mount(app, (sq_openapi_opts_t *)old), 0);
+    unsetenv("SQUALL_SWAGGER_UI");
+    free(old);
+
+    opts_newer_t *newer = malloc(sizeof(*newer));
+    cr_assert_not_null(newer);
+    memset(newer, 0xa5, sizeof(*newer));
+    sq_openapi_opts_init_sized(&newer->o, sizeof(*newer));
+    cr_assert_eq(newer->o.size, sizeof(*newer));
+    cr_assert(newer->more[0] == 0 && newer->more[1] == 0, "the unknown tail is not zeroed");
+    newer->o.openapi_url = "/v2/openapi.json";
+    newer->o.docs_url = NULL;
+    cr_assert_eq(sq_openapi_mount(app, &newer->o), 0);
+    json_t *doc = sq_openapi_document(app, &newer->o);
+    cr_assert_not_null(doc);
+    json_decref(doc);
+    newer->more[1] = 1; /* asks for something this library does not know */
+    unsigned before = sq__app_nroutes(app);
+    newer->o.openapi_url = "/v3/openapi.json";
+    cr_assert_eq(sq_openapi_mount(app, &newer->o), UV_ENOTSUP);
+    cr_assert_null(sq_openapi_document(app, &newer->o));
+    cr_assert_eq(sq__app_nroutes(app), before);
+    free(newer);
+    sq_app_destroy(app);
 }
