@@ -175,32 +175,66 @@ static void tmpl_unify(doc_t *d, tmpl_t *t)
 
 /* ---- schemas ---- */
 
-/* Whether the schemas reachable from `f` nest deeper than MAX_DEPTH (a table that
- * refers to itself does): lib/schema would recurse without end writing it. */
-static bool field_too_deep(const sq_field_t *f, unsigned depth);
+/* Whether the schemas reachable from a table refer back to one on the way (a tree's
+ * node refers to itself) or nest deeper than MAX_DEPTH: lib/schema would recurse
+ * without end writing them. Depth first, each table checked once (`ok` remembers those
+ * found fine), so a table that refers to itself twice costs no more than once. */
+typedef struct walk {
+    const sq_schema_t *stack[MAX_DEPTH + 1];
+    unsigned depth;
+    const sq_schema_t *ok[1024];
+    unsigned nok;
+} walk_t;
 
-static bool schema_too_deep(const sq_schema_t *s, unsigned depth)
+static bool field_loops(walk_t *w, const sq_field_t *f);
+
+static bool schema_loops(walk_t *w, const sq_schema_t *s)
 {
-    if (depth > MAX_DEPTH)
-        return true;
-    for (const sq_field_t *f = s->fields; f != NULL && f->name != NULL; f++)
-        if (field_too_deep(f, depth + 1))
+    for (unsigned i = 0; i < w->depth; i++)
+        if (w->stack[i] == s)
             return true;
+    for (unsigned i = 0; i < w->nok; i++)
+        if (w->ok[i] == s)
+            return false;
+    if (w->depth == MAX_DEPTH)
+        return true;
+    w->stack[w->depth++] = s;
+    bool loops = false;
+    for (const sq_field_t *f = s->fields; f != NULL && f->name != NULL && !loops; f++)
+        loops = field_loops(w, f);
+    w->depth--;
+    if (!loops && w->nok < SQ__ARRAY_SIZE(w->ok))
+        w->ok[w->nok++] = s;
+    return loops;
+}
+
+static bool field_loops(walk_t *w, const sq_field_t *f)
+{
+    for (unsigned hops = 0; f != NULL; hops++, f = f->items) { /* arrays of arrays of ... */
+        if (hops > MAX_DEPTH)
+            return true;
+        if (f->type == SQ_T_OBJECT)
+            return f->object != NULL && schema_loops(w, f->object);
+        if (f->type != SQ_T_ARRAY)
+            return false;
+    }
     return false;
 }
 
-static bool field_too_deep(const sq_field_t *f, unsigned depth)
+static bool field_too_deep(const sq_field_t *f)
 {
-    for (; f != NULL; depth++) {
-        if (depth > MAX_DEPTH)
-            return true;
-        if (f->type == SQ_T_OBJECT)
-            return f->object != NULL && schema_too_deep(f->object, depth + 1);
-        if (f->type != SQ_T_ARRAY)
-            return false;
-        f = f->items;
-    }
-    return false;
+    walk_t *w = calloc(1, sizeof(*w));
+    bool loops = w == NULL || field_loops(w, f);
+    free(w);
+    return loops;
+}
+
+static bool schema_too_deep(const sq_schema_t *s)
+{
+    walk_t *w = calloc(1, sizeof(*w));
+    bool loops = w == NULL || schema_loops(w, s);
+    free(w);
+    return loops;
 }
 
 /* A components key: OpenAPI 3.1 §4.8.7 wants ^[a-zA-Z0-9.\-_]+$. */
@@ -349,7 +383,7 @@ static json_t *merge_defs(doc_t *d, json_t *local)
 /* The schema of a field (a parameter), its nested objects into the components. */
 static json_t *field_schema(doc_t *d, const sq_field_t *f)
 {
-    if (field_too_deep(f, 0))
+    if (field_too_deep(f))
         return json_pack("{s:s}", "type", "object");
     json_t *local = json_object();
     json_t *s = local ? sq_field_to_json_schema(f, REF_PREFIX, local) : NULL;
@@ -367,7 +401,7 @@ static json_t *field_schema(doc_t *d, const sq_field_t *f)
  * models), or the schema inline when it has no title to be named by. */
 static json_t *schema_ref(doc_t *d, const sq_schema_t *s)
 {
-    if (schema_too_deep(s, 0))
+    if (schema_too_deep(s))
         return s->title ? json_pack("{s:s,s:s}", "type", "object", "title", s->title)
                         : json_pack("{s:s}", "type", "object");
     json_t *local = json_object(), *out = NULL;
