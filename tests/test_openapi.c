@@ -49,9 +49,7 @@ static void any_get(sq_req_t *req, sq_res_t *res, void *data)
     sq_res_send_json_new(res, 200, json_pack("{s:s}", "Hello", "World"));
 }
 
-static void blocking_any(const sq_breq_t *req, sq_bres_t *res, void *data)
-{
-}
+static void blocking_any(const sq_breq_t *req, sq_bres_t *res, void *data) {}
 
 static const sq_field_t item_fields[] = {
     {.name = "name", .type = SQ_T_STRING},
@@ -65,15 +63,13 @@ static const sq_field_t q_query[] = {
     {.name = "q", .type = SQ_T_STRING, .nullable = true, .default_json = "null"}, {0}};
 
 static const sq_op_t read_root_op = {.summary = "Read Root"};
-static const sq_op_t read_item_op = {.summary = "Read Item", .path = item_id_path,
-                                     .query = q_query};
-static const sq_op_t update_item_op = {.summary = "Update Item", .path = item_id_path,
-                                       .body = &item_schema};
+static const sq_op_t read_item_op = {
+    .summary = "Read Item", .path = item_id_path, .query = q_query};
+static const sq_op_t update_item_op = {
+    .summary = "Update Item", .path = item_id_path, .body = &item_schema};
 static const sq_handler_t root_h = {.get = any_get, .op.get = &read_root_op};
-static const sq_handler_t items_h = {.get = any_get,
-                                     .put = any_get,
-                                     .op.get = &read_item_op,
-                                     .op.put = &update_item_op};
+static const sq_handler_t items_h = {
+    .get = any_get, .put = any_get, .op.get = &read_item_op, .op.put = &update_item_op};
 
 static sq_app_t *lecture_app(void)
 {
@@ -254,8 +250,8 @@ static void expect_valid(const json_t *doc)
 
 static const json_t *at(const json_t *doc, const char *path, const char *method)
 {
-    const json_t *op = json_object_get(json_object_get(json_object_get(doc, "paths"), path),
-                                       method);
+    const json_t *op =
+        json_object_get(json_object_get(json_object_get(doc, "paths"), path), method);
     if (op == NULL) {
         char *d = dump(doc);
         cr_assert_fail("no %s %s in the document:\n%s", method, path, d);
@@ -299,16 +295,15 @@ Test(openapi, checker_refuses_broken_documents)
         json_t *paths = json_object_get(doc, "paths");
         json_t *root_get = json_object_get(json_object_get(paths, "/"), "get");
         json_t *put = json_object_get(json_object_get(paths, "/items/{item_id}"), "put");
-        json_t *item = json_object_get(json_object_get(json_object_get(doc, "components"),
-                                                       "schemas"), "Item");
+        json_t *item =
+            json_object_get(json_object_get(json_object_get(doc, "components"), "schemas"), "Item");
         switch (i) {
         case 0:
             json_object_del(json_object_get(json_object_get(root_get, "responses"), "200"),
                             "description");
             break;
         case 1:
-            json_object_del(json_object_get(json_object_get(doc, "components"), "schemas"),
-                            "Item");
+            json_object_del(json_object_get(json_object_get(doc, "components"), "schemas"), "Item");
             break;
         case 2:
             json_object_del(put, "parameters");
@@ -371,59 +366,77 @@ Test(openapi, opts_refused_and_info_written)
 typedef enum { SIZE_S, SIZE_M, SIZE_L } size_e;
 static const char *const sizes[] = {"S", "M", "L", NULL};
 static const sq_field_t tag_fields[] = {
-    {.name = "label", .type = SQ_T_STRING, .min_length = SQ_LEN(1), .max_length = SQ_LEN(20)},
-    {0}};
+    {.name = "label", .type = SQ_T_STRING, .min_length = SQ_LEN(1), .max_length = SQ_LEN(20)}, {0}};
 static const sq_schema_t tag_schema = {.title = "Tag", .fields = tag_fields};
 static const sq_field_t tag_item = {.type = SQ_T_OBJECT, .object = &tag_schema};
 static const sq_field_t string_item = {.type = SQ_T_STRING};
-static const sq_field_t dim_fields[] = {
-    {.name = "w", .type = SQ_T_NUMBER, .gt = SQ_LIMIT(0)},
-    {.name = "h", .type = SQ_T_NUMBER, .gt = SQ_LIMIT(0)},
-    {0}};
+static const sq_field_t dim_fields[] = {{.name = "w", .type = SQ_T_NUMBER, .gt = SQ_LIMIT(0)},
+                                        {.name = "h", .type = SQ_T_NUMBER, .gt = SQ_LIMIT(0)},
+                                        {0}};
 static const sq_schema_t dim_schema = {.title = "Dimensions", .fields = dim_fields};
 static const sq_field_t product_fields[] = {
     {.name = "name", .type = SQ_T_STRING, .description = "What it is called"},
     {.name = "price", .type = SQ_T_NUMBER, .ge = SQ_LIMIT(0), .lt = SQ_LIMIT(1e6)},
     {.name = "size", .type = SQ_T_ENUM, .enum_values = sizes, .default_json = "\"M\""},
-    {.name = "tags", .type = SQ_T_ARRAY, .items = &tag_item, .max_length = SQ_LEN(10),
+    {.name = "tags",
+     .type = SQ_T_ARRAY,
+     .items = &tag_item,
+     .max_length = SQ_LEN(10),
      .default_json = "[]"},
     {.name = "aliases", .type = SQ_T_ARRAY, .items = &string_item, .default_json = "[]"},
-    {.name = "dims", .type = SQ_T_OBJECT, .object = &dim_schema, .nullable = true,
+    {.name = "dims",
+     .type = SQ_T_OBJECT,
+     .object = &dim_schema,
+     .nullable = true,
      .default_json = "null"},
     {.name = "sku", .type = SQ_T_STRING, .pattern = "^[A-Z]{3}-[0-9]+$"},
     {0}};
-static const sq_schema_t product_schema = {.title = "Product", .description = "A thing sold",
-                                           .fields = product_fields};
+static const sq_schema_t product_schema = {
+    .title = "Product", .description = "A thing sold", .fields = product_fields};
 static const sq_field_t created_fields[] = {{.name = "id", .type = SQ_T_INTEGER}, {0}};
 static const sq_schema_t created_schema = {.title = "Created", .fields = created_fields};
 static const sq_field_t list_query[] = {
     {.name = "skip", .type = SQ_T_INTEGER, .default_json = "0", .ge = SQ_LIMIT(0)},
     {.name = "limit", .type = SQ_T_INTEGER, .default_json = "10", .le = SQ_LIMIT(100)},
-    {.name = "size", .type = SQ_T_ENUM, .enum_values = sizes, .nullable = true,
+    {.name = "size",
+     .type = SQ_T_ENUM,
+     .enum_values = sizes,
+     .nullable = true,
      .default_json = "null"},
     {.name = "needy", .type = SQ_T_STRING, .description = "Must be given"},
     {.name = "skip", .type = SQ_T_STRING}, /* twice: the first is written */
     {0}};
 static const char *const shop_tags[] = {"products", "shop", NULL};
-static const sq_op_t list_op = {.summary = "List Products", .tags = shop_tags,
+static const sq_op_t list_op = {.summary = "List Products",
+                                .tags = shop_tags,
                                 .description = "All of them, a page at a time.",
                                 .query = list_query};
-static const sq_op_t create_op = {.tags = shop_tags, .body = &product_schema, .status = 201,
+static const sq_op_t create_op = {.tags = shop_tags,
+                                  .body = &product_schema,
+                                  .status = 201,
                                   .response = &created_schema,
                                   .response_description = "Created"};
 static const sq_field_t pid_path[] = {
     {.name = "pid", .type = SQ_T_STRING, .format = SQ_FMT_UUID, .description = "The id"},
     {.name = "ghost", .type = SQ_T_INTEGER}, /* not in the pattern: left out */
     {0}};
-static const sq_op_t delete_op = {.summary = "Remove", .path = pid_path, .deprecated = true,
-                                  .status = 204, .operation_id = "remove_product"};
-static const sq_op_t patch_op = {.summary = "Patch", .body = &product_schema,
-                                 .body_optional = true, .operation_id = "remove_product"};
+static const sq_op_t delete_op = {.summary = "Remove",
+                                  .path = pid_path,
+                                  .deprecated = true,
+                                  .status = 204,
+                                  .operation_id = "remove_product"};
+static const sq_op_t patch_op = {.summary = "Patch",
+                                 .body = &product_schema,
+                                 .body_optional = true,
+                                 .operation_id = "remove_product"};
 static const sq_op_t secret_op = {.summary = "Secret", .hidden = true};
-static const sq_handler_t products_h = {.get = any_get, .post = any_get,
-                                        .op.get = &list_op, .op.post = &create_op};
-static const sq_handler_t product_h = {.del = any_get, .patch = any_get, .get = any_get,
-                                       .op.del = &delete_op, .op.patch = &patch_op,
+static const sq_handler_t products_h = {
+    .get = any_get, .post = any_get, .op.get = &list_op, .op.post = &create_op};
+static const sq_handler_t product_h = {.del = any_get,
+                                       .patch = any_get,
+                                       .get = any_get,
+                                       .op.del = &delete_op,
+                                       .op.patch = &patch_op,
                                        .op.get = &secret_op};
 static const sq_handler_t plain_h = {.get = any_get, .head = any_get, .options = any_get};
 static const sq_handler_t blocking_h = {.blocking.get = blocking_any, .blocking.put = blocking_any};
@@ -587,20 +600,20 @@ Test(openapi, same_title_different_tables_are_told_apart)
     expect_valid(doc);
     const json_t *schemas = json_object_get(json_object_get(doc, "components"), "schemas");
     cr_assert_str_eq(str_at(json_object_get(schemas, "Item"), "title"), "Item");
-    cr_assert_not_null(json_object_get(json_object_get(json_object_get(schemas, "Item"),
-                                                       "properties"), "price"));
+    cr_assert_not_null(
+        json_object_get(json_object_get(json_object_get(schemas, "Item"), "properties"), "price"));
     /* a title that is no components key is made one */
     const json_t *order = json_object_get(schemas, "Order_Form_");
     cr_assert_not_null(order);
     expect_json(json_object_get(json_object_get(order, "properties"), "item"),
                 "{\"$ref\":\"#/components/schemas/Item_2\"}");
-    cr_assert_not_null(json_object_get(json_object_get(json_object_get(schemas, "Item_2"),
-                                                       "properties"), "sku"));
+    cr_assert_not_null(
+        json_object_get(json_object_get(json_object_get(schemas, "Item_2"), "properties"), "sku"));
     /* the response is the first Item again */
     const json_t *put = at(doc, "/order", "put");
-    expect_json(json_object_get(json_object_get(json_object_get(put, "responses"), "200"),
-                                "content"),
-                "{\"application/json\":{\"schema\":{\"$ref\":\"#/components/schemas/Item\"}}}");
+    expect_json(
+        json_object_get(json_object_get(json_object_get(put, "responses"), "200"), "content"),
+        "{\"application/json\":{\"schema\":{\"$ref\":\"#/components/schemas/Item\"}}}");
     cr_assert_eq(json_object_size(schemas), 5); /* Item, Item_2, Order_Form_, 2 errors */
     json_decref(doc);
     sq_app_destroy(app);
@@ -615,9 +628,8 @@ static const sq_field_t node_fields[] = {
     {.name = "children", .type = SQ_T_ARRAY, .items = &node_child, .default_json = "[]"},
     {0}};
 static const sq_schema_t node_schema = {.title = "Node", .fields = node_fields};
-static const sq_field_t node_query[] = {{.name = "n", .type = SQ_T_OBJECT, .object = &node_schema,
-                                         .default_json = "null"},
-                                        {0}};
+static const sq_field_t node_query[] = {
+    {.name = "n", .type = SQ_T_OBJECT, .object = &node_schema, .default_json = "null"}, {0}};
 /* a binary tree: two references to itself per level (walked once, not 2^depth times),
  * and a list that holds itself */
 static const sq_schema_t pair_schema;
@@ -627,11 +639,10 @@ static const sq_field_t pair_fields[] = {
     {0}};
 static const sq_schema_t pair_schema = {.title = "Pair", .fields = pair_fields};
 static const sq_field_t self_list = {.name = "l", .type = SQ_T_ARRAY, .items = &self_list};
-static const sq_field_t pair_query[] = {{.name = "l", .type = SQ_T_ARRAY, .items = &self_list,
-                                         .default_json = "[]"},
-                                        {0}};
-static const sq_op_t pair_op = {.body = &pair_schema, .response = &pair_schema,
-                                .query = pair_query};
+static const sq_field_t pair_query[] = {
+    {.name = "l", .type = SQ_T_ARRAY, .items = &self_list, .default_json = "[]"}, {0}};
+static const sq_op_t pair_op = {
+    .body = &pair_schema, .response = &pair_schema, .query = pair_query};
 static const sq_handler_t pair_h = {.put = any_get, .op.put = &pair_op};
 static const sq_op_t node_op = {.body = &node_schema, .query = node_query};
 static const sq_handler_t node_h = {.post = any_get, .op.post = &node_op};
@@ -654,11 +665,11 @@ Test(openapi, self_referring_table_does_not_recurse)
 
 /* Thirty tables, each with two members of the one below: 2^30 paths from the top, 31
  * tables. Each is walked and written once (walking every path would not end in time). */
-#define LEVEL(k, below)                                                                        \
-    static const sq_field_t l##k##_fields[] = {                                                \
-        {.name = "a", .type = SQ_T_OBJECT, .object = &l##below},                               \
-        {.name = "b", .type = SQ_T_OBJECT, .object = &l##below},                               \
-        {0}};                                                                                  \
+#define LEVEL(k, below)                                                                            \
+    static const sq_field_t l##k##_fields[] = {                                                    \
+        {.name = "a", .type = SQ_T_OBJECT, .object = &l##below},                                   \
+        {.name = "b", .type = SQ_T_OBJECT, .object = &l##below},                                   \
+        {0}};                                                                                      \
     static const sq_schema_t l##k = {.title = "L" #k, .fields = l##k##_fields};
 static const sq_field_t l0_fields[] = {{.name = "x", .type = SQ_T_INTEGER}, {0}};
 static const sq_schema_t l0 = {.title = "L0", .fields = l0_fields};
@@ -705,9 +716,9 @@ Test(openapi, wide_and_deep_tables_are_walked_once, .timeout = 20)
     json_t *doc = document(app, "t");
     const json_t *schemas = json_object_get(json_object_get(doc, "components"), "schemas");
     cr_assert_eq(json_object_size(schemas), 31 + 2);
-    expect_json(json_object_get(json_object_get(json_object_get(schemas, "L30"), "properties"),
-                                "b"),
-                "{\"$ref\":\"#/components/schemas/L29\"}");
+    expect_json(
+        json_object_get(json_object_get(json_object_get(schemas, "L30"), "properties"), "b"),
+        "{\"$ref\":\"#/components/schemas/L29\"}");
     json_decref(doc);
     sq_app_destroy(app);
     /* swagger-parser walks every path through the references (2^30 here): the same
@@ -722,8 +733,8 @@ Test(openapi, wide_and_deep_tables_are_walked_once, .timeout = 20)
 
 /* Odd declarations: each is written validly, or left out. */
 static const char *const no_tags[] = {NULL};
-static const sq_op_t odd_status_op = {.summary = "Caf\xc3\xa9 \xe2\x98\x95", .status = 999,
-                                      .tags = no_tags};
+static const sq_op_t odd_status_op = {
+    .summary = "Caf\xc3\xa9 \xe2\x98\x95", .status = 999, .tags = no_tags};
 static const sq_op_t status_422_op = {.status = 422, .query = q_query};
 static const sq_op_t status_101_op = {.status = 101, .response = &item_schema};
 static const sq_op_t id_clash_op = {.operation_id = "items__item_id__get"};
@@ -953,18 +964,24 @@ Test(openapi, urls_that_are_not_literal_paths_are_refused)
     static const struct {
         const char *openapi, *docs;
     } bad[] = {
-        {NULL, "/docs"},           {"openapi.json", "/docs"}, {"/{x}", "/docs"},
-        {"/a%20b", "/docs"},       {"/a?b", "/docs"},         {"/*", "/docs"},
-        {"/o", "/d/*"},            {"/same", "/same"},        {"/d/swagger-ui.css", "/d"},
-        {"/a b", "/docs"},         {"/o", "docs"},
+        {NULL, "/docs"},
+        {"openapi.json", "/docs"},
+        {"/{x}", "/docs"},
+        {"/a%20b", "/docs"},
+        {"/a?b", "/docs"},
+        {"/*", "/docs"},
+        {"/o", "/d/*"},
+        {"/same", "/same"},
+        {"/d/swagger-ui.css", "/d"},
+        {"/a b", "/docs"},
+        {"/o", "docs"},
     };
     sq_openapi_opts_t o;
     for (size_t i = 0; i < SQ__ARRAY_SIZE(bad); i++) {
         sq_openapi_opts_init(&o);
         o.openapi_url = bad[i].openapi;
         o.docs_url = bad[i].docs;
-        cr_expect_eq(sq_openapi_mount(app, &o), UV_EINVAL, "%s %s", bad[i].openapi,
-                     bad[i].docs);
+        cr_expect_eq(sq_openapi_mount(app, &o), UV_EINVAL, "%s %s", bad[i].openapi, bad[i].docs);
     }
     cr_assert_eq(sq__app_nroutes(app), before);
     cr_assert_eq(sq_openapi_mount(NULL, NULL), UV_EINVAL);
@@ -1029,14 +1046,12 @@ static void read_item_echo(sq_req_t *req, sq_res_t *res, void *data)
 {
     int64_t id = 0;
     sq_req_param_int(req, "item_id", &id);
-    sq_res_send_json_new(res, 200, json_pack("{s:I,s:s?}", "item_id", (json_int_t)id, "q",
-                                             sq_req_query(req, "q")));
+    sq_res_send_json_new(
+        res, 200, json_pack("{s:I,s:s?}", "item_id", (json_int_t)id, "q", sq_req_query(req, "q")));
 }
 
-static const sq_handler_t items_echo_h = {.get = read_item_echo,
-                                          .put = any_get,
-                                          .op.get = &read_item_op,
-                                          .op.put = &update_item_op};
+static const sq_handler_t items_echo_h = {
+    .get = read_item_echo, .put = any_get, .op.get = &read_item_op, .op.put = &update_item_op};
 
 /* tests/browser/docs.mjs: chromium (headless, playwright-core) opens /docs with every
  * other origin refused, sees the three operations rendered, and runs GET
@@ -1133,4 +1148,35 @@ Test(openapi, options_from_older_and_newer_headers)
     cr_assert_eq(sq__app_nroutes(app), before);
     free(newer);
     sq_app_destroy(app);
+}
+
+/* ---- the documentation ---- */
+
+static char *slurp(const char *rel)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/../../%s", bin_dir(), rel);
+    FILE *f = fopen(path, "rb");
+    cr_assert_not_null(f, "%s: %s", path, strerror(errno));
+    static char *buf;
+    buf = malloc(1 << 20);
+    cr_assert_not_null(buf);
+    size_t n = fread(buf, 1, (1 << 20) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+/* docs/openapi.md shows docs/examples/openapi_example.c as it is. */
+Test(openapi, docs_page_holds_the_example_verbatim)
+{
+    char *md = slurp("docs/openapi.md"), *src = slurp("docs/examples/openapi_example.c");
+    const char *open = "<!-- example: docs/examples/openapi_example.c -->\n```c\n";
+    char *start = strstr(md, open), *end = start ? strstr(start, "```\n<!-- /example -->") : NULL;
+    cr_assert(start != NULL && end != NULL, "docs/openapi.md: no example markers");
+    start += strlen(open);
+    cr_assert_eq((size_t)(end - start), strlen(src), "the example in docs/openapi.md differs");
+    cr_assert_eq(memcmp(start, src, strlen(src)), 0, "the example in docs/openapi.md differs");
+    free(md);
+    free(src);
 }

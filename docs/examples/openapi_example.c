@@ -53,20 +53,20 @@ static void update_item(sq_req_t *req, sq_res_t *res, void *data)
         sq_res_send_error(res, 422, "name: a string is required");
         return;
     }
-    sq_res_send_json_new(res, 200, json_pack("{s:O,s:I}", "item_name", name, "item_id",
-                                             (json_int_t)id));
+    sq_res_send_json_new(res, 200,
+                         json_pack("{s:O,s:I}", "item_name", name, "item_id", (json_int_t)id));
     json_decref(item);
 }
 
 static const sq_op_t read_root_op = {.summary = "Read Root"};
-static const sq_op_t read_item_op = {.summary = "Read Item", .path = item_path,
-                                     .query = item_query};
-static const sq_op_t update_item_op = {.summary = "Update Item", .path = item_path,
-                                       .body = &item_schema};
+static const sq_op_t read_item_op = {
+    .summary = "Read Item", .path = item_path, .query = item_query};
+static const sq_op_t update_item_op = {
+    .summary = "Update Item", .path = item_path, .body = &item_schema};
 
 static const sq_handler_t root = {.get = read_root, .op.get = &read_root_op};
-static const sq_handler_t items = {.get = read_item, .op.get = &read_item_op,
-                                   .put = update_item, .op.put = &update_item_op};
+static const sq_handler_t items = {
+    .get = read_item, .op.get = &read_item_op, .put = update_item, .op.put = &update_item_op};
 
 int main(void)
 {

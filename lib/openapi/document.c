@@ -15,7 +15,7 @@ typedef enum { P_STR, P_INT, P_PATH } pkind_t;
 
 /* One route's pattern, split: the path key of the document and its parameters. */
 typedef struct tmpl {
-    char key[1024];  /* "/items/{item_id}" */
+    char key[1024];   /* "/items/{item_id}" */
     char shape[1024]; /* "/items/{}": paths that differ only by names are one path */
     unsigned n;
     struct {
@@ -243,8 +243,8 @@ static void component_name(char *out, size_t cap, const char *title)
     size_t o = 0;
     for (const char *s = title; *s != '\0' && o + 1 < cap; s++) {
         unsigned char ch = (unsigned char)*s;
-        out[o++] = ch < 0x80 && (isalnum(ch) || ch == '.' || ch == '-' || ch == '_') ? (char)ch
-                                                                                    : '_';
+        out[o++] =
+            ch < 0x80 && (isalnum(ch) || ch == '.' || ch == '-' || ch == '_') ? (char)ch : '_';
     }
     if (o == 0 && cap > 1)
         out[o++] = '_';
@@ -661,16 +661,15 @@ static json_t *operation(doc_t *d, const sq_op_t *op, const method_t *m, const t
                                                                       : "Successful Response";
     put(d, ok, "description", json_string(desc));
     if (body_allowed(status)) {
-        json_t *schema = op != NULL && op->response != NULL ? schema_ref(d, op->response)
-                                                            : json_object();
+        json_t *schema =
+            op != NULL && op->response != NULL ? schema_ref(d, op->response) : json_object();
         put(d, ok, "content", json_pack("{s:{s:o}}", "application/json", "schema", schema));
     }
     put(d, responses, key, ok);
     if (inputs && strcmp(key, "422") != 0) {
         put(d, responses, "422",
             json_pack("{s:s,s:{s:{s:{s:s}}}}", "description", "Validation Error", "content",
-                      "application/json", "schema", "$ref",
-                      REF_PREFIX "HTTPValidationError"));
+                      "application/json", "schema", "$ref", REF_PREFIX "HTTPValidationError"));
         d->validation = true;
     }
     put(d, o, "responses", responses);
@@ -683,18 +682,17 @@ static json_t *validation_error_schema(void)
 {
     return json_pack("{s:{s:{s:{s:[{s:s},{s:s}]},s:s,s:s},s:{s:s,s:s},s:{s:s,s:s}},"
                      "s:s,s:[s,s,s],s:s}",
-                     "properties", "loc", "items", "anyOf", "type", "string", "type",
-                     "integer", "type", "array", "title", "Location", "msg", "type", "string",
-                     "title", "Message", "type", "type", "string", "title", "Error Type",
-                     "type", "object", "required", "loc", "msg", "type", "title",
-                     "ValidationError");
+                     "properties", "loc", "items", "anyOf", "type", "string", "type", "integer",
+                     "type", "array", "title", "Location", "msg", "type", "string", "title",
+                     "Message", "type", "type", "string", "title", "Error Type", "type", "object",
+                     "required", "loc", "msg", "type", "title", "ValidationError");
 }
 
 static json_t *http_validation_error_schema(void)
 {
-    return json_pack("{s:{s:{s:{s:s},s:s,s:s}},s:s,s:s}", "properties", "detail", "items",
-                     "$ref", REF_PREFIX "ValidationError", "type", "array", "title", "Detail",
-                     "type", "object", "title", "HTTPValidationError");
+    return json_pack("{s:{s:{s:{s:s},s:s,s:s}},s:s,s:s}", "properties", "detail", "items", "$ref",
+                     REF_PREFIX "ValidationError", "type", "array", "title", "Detail", "type",
+                     "object", "title", "HTTPValidationError");
 }
 
 static void add_route(doc_t *d, const sq__route_t *r)
@@ -753,8 +751,7 @@ json_t *sq__openapi_build(const sq_app_t *app, const sq_openapi_opts_t *opts)
                .op_ids = json_object(),
                .shapes = json_object()};
     json_t *doc = json_object();
-    if (doc == NULL || d.paths == NULL || d.defs == NULL || d.op_ids == NULL ||
-        d.shapes == NULL)
+    if (doc == NULL || d.paths == NULL || d.defs == NULL || d.op_ids == NULL || d.shapes == NULL)
         d.oom = true;
     unsigned n = app != NULL ? sq__app_nroutes(app) : 0;
     for (unsigned i = 0; i < n && !d.oom; i++)

@@ -25,7 +25,7 @@ typedef struct asset {
 } asset_t;
 
 typedef struct mount {
-    unsigned refs;   /* routes holding it, and the mount call while it runs */
+    unsigned refs; /* routes holding it, and the mount call while it runs */
     const sq_app_t *app;
     sq_openapi_opts_t opts; /* strings point into `strings` */
     char *strings[6];
@@ -207,26 +207,31 @@ static int make_page(mount_t *m, const char *base)
     char *url_js = url ? json_dumps(url, JSON_ENCODE_ANY) : NULL; /* a JS string literal */
     json_decref(url);
     int rc = url_js ? 0 : UV_ENOMEM;
-    rc = rc ?: append_str(&b, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n"
-                              "<meta charset=\"utf-8\">\n"
-                              "<meta name=\"viewport\" content=\"width=device-width, "
-                              "initial-scale=1\">\n<title>");
+    rc = rc
+             ?: append_str(&b, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n"
+                               "<meta charset=\"utf-8\">\n"
+                               "<meta name=\"viewport\" content=\"width=device-width, "
+                               "initial-scale=1\">\n<title>");
     rc = rc ?: append_html(&b, m->opts.title);
-    rc = rc ?: append_str(&b, " - Swagger UI</title>\n<link rel=\"icon\" href=\"data:,\">\n"
-                              "<link rel=\"stylesheet\" href=\"");
+    rc = rc
+             ?: append_str(&b, " - Swagger UI</title>\n<link rel=\"icon\" href=\"data:,\">\n"
+                               "<link rel=\"stylesheet\" href=\"");
     rc = rc ?: append_html(&b, base);
-    rc = rc ?: append_str(&b, "/swagger-ui.css\">\n</head>\n<body>\n"
-                              "<div id=\"swagger-ui\"></div>\n<script src=\"");
+    rc = rc
+             ?: append_str(&b, "/swagger-ui.css\">\n</head>\n<body>\n"
+                               "<div id=\"swagger-ui\"></div>\n<script src=\"");
     rc = rc ?: append_html(&b, base);
-    rc = rc ?: append_str(&b, "/swagger-ui-bundle.js\"></script>\n<script>\n"
-                              "window.ui = SwaggerUIBundle({\n  url: ");
+    rc = rc
+             ?: append_str(&b, "/swagger-ui-bundle.js\"></script>\n<script>\n"
+                               "window.ui = SwaggerUIBundle({\n  url: ");
     rc = rc ?: append_str(&b, url_js);
-    rc = rc ?: append_str(&b, ",\n  dom_id: \"#swagger-ui\",\n  layout: \"BaseLayout\",\n"
-                              "  deepLinking: true,\n  showExtensions: true,\n"
-                              "  showCommonExtensions: true,\n"
-                              "  presets: [SwaggerUIBundle.presets.apis, "
-                              "SwaggerUIBundle.SwaggerUIStandalonePreset],\n});\n"
-                              "</script>\n</body>\n</html>\n");
+    rc = rc
+             ?: append_str(&b, ",\n  dom_id: \"#swagger-ui\",\n  layout: \"BaseLayout\",\n"
+                               "  deepLinking: true,\n  showExtensions: true,\n"
+                               "  showCommonExtensions: true,\n"
+                               "  presets: [SwaggerUIBundle.presets.apis, "
+                               "SwaggerUIBundle.SwaggerUIStandalonePreset],\n});\n"
+                               "</script>\n</body>\n</html>\n");
     free(url_js);
     if (rc != 0) {
         sq__buf_free(&b);
@@ -268,7 +273,8 @@ int sq_openapi_mount(sq_app_t *app, const sq_openapi_opts_t *opts)
             return rc;
     }
     if (!literal_path(o.openapi_url) ||
-        (o.docs_url != NULL && (!literal_path(o.docs_url) || strcmp(o.docs_url, o.openapi_url) == 0)))
+        (o.docs_url != NULL &&
+         (!literal_path(o.docs_url) || strcmp(o.docs_url, o.openapi_url) == 0)))
         return UV_EINVAL;
     /* "/docs/" serves its assets at "/docs/swagger-ui.css", "/" at "/swagger-ui.css" */
     char base[1100] = "";
