@@ -47,6 +47,6 @@ fi
 # finds it in web/node_modules by default).
 if [ -f "$here/web/package.json" ] && [ ! -f "$here/web/node_modules/swagger-ui-dist/swagger-ui-bundle.js" ]; then
     echo "deps: installing npm web assets (swagger-ui-dist)"
-    (cd "$here/web" && npm install --silent --no-audit --no-fund >/dev/null)
+    (cd "$here/web" && npm install --silent --no-audit --no-fund --ignore-scripts >/dev/null)
 fi
 exit 0

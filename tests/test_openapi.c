@@ -1180,3 +1180,43 @@ Test(openapi, docs_page_holds_the_example_verbatim)
     free(md);
     free(src);
 }
+
+/* ---- out of memory ---- */
+
+/* In a sanitizer build, LeakSanitizer's check on demand (as the harness's
+ * th_server_stop uses it); NULL otherwise. */
+extern int __lsan_do_recoverable_leak_check(void) __attribute__((weak));
+
+/* jansson's allocations fail after `budget` more (json_set_alloc_funcs: jansson's own
+ * test_chaos idea). */
+static long budget;
+static void *failing_malloc(size_t n)
+{
+    return budget-- > 0 ? malloc(n) : NULL;
+}
+
+/* Every allocation of jansson that the document makes fails in turn: each time the call
+ * returns NULL, frees what it made (LeakSanitizer in the ASan build) and never crashes;
+ * with enough memory it returns the whole document. */
+Test(openapi, out_of_memory_at_every_step_returns_null_and_leaks_nothing)
+{
+    sq_app_t *app = shop_app();
+    json_t *want = document(app, "t"); /* also parses and caches the defaults first */
+    long n;
+    json_t *doc = NULL;
+    for (n = 0; n < 200000 && doc == NULL; n++) {
+        budget = n;
+        json_set_alloc_funcs(failing_malloc, free);
+        doc = sq_openapi_document(app, NULL);
+        json_set_alloc_funcs(malloc, free);
+    }
+    cr_assert_not_null(doc, "no document after %ld allocations", n);
+    cr_assert_gt(n, 50, "the sweep did not reach the document's allocations");
+    json_object_set_new(doc, "info", json_incref(json_object_get(want, "info")));
+    cr_assert(json_equal(doc, want), "the document made at the edge of memory differs");
+    json_decref(doc);
+    json_decref(want);
+    sq_app_destroy(app);
+    if (__lsan_do_recoverable_leak_check != NULL)
+        cr_assert_eq(__lsan_do_recoverable_leak_check(), 0, "leaks (see above)");
+}

@@ -19,17 +19,26 @@ typedef struct sq__openapi_doc {
     bool oom;
 } sq__openapi_doc_t;
 
-/* Small JSON helpers that remember a failure (jansson's *_new steal `val` even then). */
+/* Small JSON helpers that remember a failure. `val` is stolen, even on failure and when
+ * `obj` is NULL (an allocation that failed before), as jansson's *_new calls do. */
 static inline void sq__openapi_put(sq__openapi_doc_t *d, json_t *obj, const char *key, json_t *val)
 {
-    if (val == NULL || obj == NULL || json_object_set_new(obj, key, val) != 0)
+    if (obj == NULL) {
+        json_decref(val);
         d->oom = true;
+    } else if (val == NULL || json_object_set_new(obj, key, val) != 0) {
+        d->oom = true;
+    }
 }
 
 static inline void sq__openapi_push(sq__openapi_doc_t *d, json_t *arr, json_t *val)
 {
-    if (val == NULL || arr == NULL || json_array_append_new(arr, val) != 0)
+    if (arr == NULL) {
+        json_decref(val);
         d->oom = true;
+    } else if (val == NULL || json_array_append_new(arr, val) != 0) {
+        d->oom = true;
+    }
 }
 
 /* components.c. The schema of a parameter's field; a body's or a response's schema (a
