@@ -85,6 +85,11 @@ $(LLHTTP_SRC)/%.c:
 	@exit 1
 
 
+# Where sq_openapi_mount finds swagger-ui-dist by default (web/package.json, installed by
+# scripts/deps.sh); a program may name another folder (docs/openapi.md).
+SWAGGER_UI_DIR ?= $(CURDIR)/web/node_modules/swagger-ui-dist
+$(BUILD)/lib/openapi/mount.o: CFLAGS_OURS += '-DSQ_SWAGGER_UI_DIR="$(SWAGGER_UI_DIR)"'
+
 $(BUILD)/%.o: %.c | $(BUILD)/.deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_OURS) -c $< -o $@

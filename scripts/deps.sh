@@ -32,12 +32,21 @@ if ((${#missing[@]})); then
 fi
 
 # Node test peers (the WebSocket `ws` package; playwright-core, which drives chromium for
-# the chat page's browser test) live in tests/peers/node_modules.
+# the browser tests; @apidevtools/swagger-parser and ajv, which validate the OpenAPI
+# documents) live in tests/peers/node_modules.
 here=$(cd "$(dirname "$0")/.." && pwd)
 if [ -f "$here/tests/peers/package.json" ] &&
    { [ ! -d "$here/tests/peers/node_modules/ws" ] ||
-     [ ! -d "$here/tests/peers/node_modules/playwright-core" ]; }; then
+     [ ! -d "$here/tests/peers/node_modules/playwright-core" ] ||
+     [ ! -d "$here/tests/peers/node_modules/@apidevtools/swagger-parser" ] ||
+     [ ! -d "$here/tests/peers/node_modules/ajv" ]; }; then
     echo "deps: installing npm test peers"
     (cd "$here/tests/peers" && npm install --silent --no-audit --no-fund >/dev/null)
+fi
+# Assets squall serves at run time: swagger-ui-dist, the /docs page's (sq_openapi_mount
+# finds it in web/node_modules by default).
+if [ -f "$here/web/package.json" ] && [ ! -f "$here/web/node_modules/swagger-ui-dist/swagger-ui-bundle.js" ]; then
+    echo "deps: installing npm web assets (swagger-ui-dist)"
+    (cd "$here/web" && npm install --silent --no-audit --no-fund --ignore-scripts >/dev/null)
 fi
 exit 0
