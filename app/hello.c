@@ -9,6 +9,7 @@
  *   curl -X PUT http://127.0.0.1:8000/items/5 -H 'Content-Type: application/json' \
  *        -d '{"name":"x","price":1.5}'
  *                                                 {"item_name":"x","item_id":5}
+ *   curl http://127.0.0.1:8000/openapi.json      the OpenAPI document; /docs to try it
  */
 #include <errno.h>
 #include <getopt.h>
@@ -31,7 +32,9 @@ static void root_get(sq_req_t *req, sq_res_t *res, void *data)
 {
     sq_res_send_json_new(res, 200, json_pack("{s:s}", "Hello", "World"));
 }
-static const sq_handler_t root = {.get = root_get};
+static const sq_op_t read_root_op = {.summary = "Read Root",
+                                     .operation_id = "read_root__get"};
+static const sq_handler_t root = {.get = root_get, .op.get = &read_root_op};
 
 /* GET /plaintext */
 static void plaintext_get(sq_req_t *req, sq_res_t *res, void *data)
@@ -156,62 +159,49 @@ static void ws_echo(sq_ws_t *ws, int binary, const char *msg, size_t len, void *
 }
 static const sq_ws_handler_t ws_echo_handler = {.message = ws_echo};
 
-/* ?ms=N for the sleep routes, checked as FastAPI checks `ms: int = Query(le=10000)`:
- * returns NULL when valid, else the 422 body (a new reference). */
-static json_t *check_ms(const char *ms, int64_t *out)
-{
-    char *end;
-    errno = 0;
-    long long v = ms ? strtoll(ms, &end, 10) : 0;
-    if (ms == NULL)
-        return json_pack("{s:[{s:s,s:[s,s],s:s,s:n}]}", "detail", "type", "missing", "loc",
-                         "query", "ms", "msg", "Field required", "input");
-    if (*ms == '\0' || *end != '\0' || errno != 0)
-        return json_pack("{s:[{s:s,s:[s,s],s:s,s:s}]}", "detail", "type", "int_parsing", "loc",
-                         "query", "ms", "msg",
-                         "Input should be a valid integer, unable to parse string as an integer",
-                         "input", ms);
-    if (v > 10000 || v < 0)
-        return json_pack("{s:[{s:s,s:[s,s],s:s,s:s,s:{s:i}}]}", "detail", "type",
-                         v < 0 ? "greater_than_equal" : "less_than_equal", "loc", "query", "ms",
-                         "msg",
-                         v < 0 ? "Input should be greater than or equal to 0"
-                               : "Input should be less than or equal to 10000",
-                         "input", ms, "ctx", v < 0 ? "ge" : "le", v < 0 ? 0 : 10000);
-    *out = v;
-    return NULL;
-}
+/* ?ms=N for the sleep routes, declared as FastAPI's `ms: int = Query(ge=0, le=10000)`:
+ * squall checks it before the handler runs (422 otherwise) and binds it here. */
+typedef struct sleep_in {
+    int64_t ms;
+} sleep_in_t;
+static const sq_field_t sleep_query[] = {{.name = "ms",
+                                          .type = SQ_T_INTEGER,
+                                          .ge = SQ_LIMIT(0),
+                                          .le = SQ_LIMIT(10000),
+                                          .bind = SQ_BIND(sleep_in_t, ms)},
+                                         {0}};
+static const sq_op_t sleep_op = {.summary = "Sleep",
+                                 .description = "Sleeps on the thread pool: the loop serves "
+                                                "everyone else meanwhile.",
+                                 .query = sleep_query,
+                                 .input_size = sizeof(sleep_in_t)};
+static const sq_op_t sleep_blocking_op = {.summary = "Sleep Blocking",
+                                          .description = "Sleeps on the loop: every other "
+                                                         "client waits (the lecture's mistake).",
+                                          .query = sleep_query,
+                                          .input_size = sizeof(sleep_in_t)};
 
 /* GET /sleep?ms=N — a blocking call done right: it runs on the thread pool, the loop goes
  * on serving everyone else (FastAPI's plain `def` endpoint, asyncio's run_in_executor). */
 static void sleep_get(const sq_breq_t *req, sq_bres_t *res, void *data)
 {
-    int64_t ms;
-    json_t *err = check_ms(sq_breq_query(req, "ms"), &ms);
-    if (err != NULL) {
-        sq_bres_send_json_new(res, 422, err);
-        return;
-    }
+    int64_t ms = ((const sleep_in_t *)sq_breq_input(req))->ms;
     usleep((useconds_t)ms * 1000);
     sq_bres_send_json_new(res, 200, json_pack("{s:I}", "slept_ms", (json_int_t)ms));
 }
-static const sq_handler_t sleeper = {.blocking.get = sleep_get};
+static const sq_handler_t sleeper = {.blocking.get = sleep_get, .op.get = &sleep_op};
 
 /* GET /sleep-blocking?ms=N — the lecture's mistake (time.sleep in an `async def`):
  * sleeping on the loop. Every other client waits meanwhile, and the watchdog
  * (--slow-callback-ms) names the culprit. */
 static void sleep_blocking_get(sq_req_t *req, sq_res_t *res, void *data)
 {
-    int64_t ms;
-    json_t *err = check_ms(sq_req_query(req, "ms"), &ms);
-    if (err != NULL) {
-        sq_res_send_json_new(res, 422, err);
-        return;
-    }
+    int64_t ms = ((const sleep_in_t *)sq_req_input(req))->ms;
     usleep((useconds_t)ms * 1000);
     sq_res_send_json_new(res, 200, json_pack("{s:I}", "slept_ms", (json_int_t)ms));
 }
-static const sq_handler_t sleeper_on_loop = {.get = sleep_blocking_get};
+static const sq_handler_t sleeper_on_loop = {.get = sleep_blocking_get,
+                                             .op.get = &sleep_blocking_op};
 
 /* ---- forms, uploads, cookies, hooks ---- */
 
@@ -663,6 +653,23 @@ int main(int argc, char **argv)
     sq_app_route(cfg.app, "/cookie", &cookies, NULL);
     sq_app_before(cfg.app, stamp_request_id, NULL);
     sq_app_after(cfg.app, log_request, NULL);
+    /* GET /openapi.json and /docs, written from the routes' declarations; /docs needs
+     * swagger-ui-dist (scripts/deps.sh installs it in web/): without it, the document */
+    sq_openapi_opts_t oa;
+    sq_openapi_opts_init(&oa);
+    oa.title = "hello";
+    oa.description = "FastAPI's first examples, in C with squall";
+    int orc = sq_openapi_mount(cfg.app, &oa);
+    if (orc == UV_ENOENT) {
+        fprintf(stderr, "hello: /docs is off: no swagger-ui-dist (run scripts/deps.sh)\n");
+        oa.docs_url = NULL;
+        orc = sq_openapi_mount(cfg.app, &oa);
+    }
+    if (orc != 0) {
+        fprintf(stderr, "hello: openapi: %s\n", sq_strerror(orc));
+        sq_app_destroy(cfg.app);
+        return 1;
+    }
     if (cfg.ncors > 0) {
         static const char *const any[] = {"*", NULL};
         sq_cors_opts_t co;

@@ -22,5 +22,6 @@
 #include "squall/client.h"
 #include "squall/schema.h"
 #include "squall/form.h"
+#include "squall/openapi.h"
 
 #endif

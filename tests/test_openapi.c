@@ -1220,3 +1220,31 @@ Test(openapi, out_of_memory_at_every_step_returns_null_and_leaks_nothing)
     if (__lsan_do_recoverable_leak_check != NULL)
         cr_assert_eq(__lsan_do_recoverable_leak_check(), 0, "leaks (see above)");
 }
+
+/* A sub-app mounted under a prefix: its routes are in the document under the prefix (its
+ * "/" as the prefix itself), their operations as declared, and the document validates. */
+Test(openapi, mounted_sub_apps_are_written_under_their_prefix)
+{
+    sq_app_t *app, *api, *v2;
+    cr_assert_eq(sq_app_create(&app), 0);
+    cr_assert_eq(sq_app_create(&api), 0);
+    cr_assert_eq(sq_app_create(&v2), 0);
+    cr_assert_eq(sq_app_route(app, "/", &root_h, NULL), 0);
+    cr_assert_eq(sq_app_route(api, "/", &root_h, NULL), 0);
+    cr_assert_eq(sq_app_route(api, "/items/{item_id}", &items_h, NULL), 0);
+    cr_assert_eq(sq_app_route(v2, "/items/{item_id}", &items_h, NULL), 0);
+    cr_assert_eq(sq_app_mount(api, "/v2", v2), 0);
+    cr_assert_eq(sq_app_mount(app, "/api", api), 0);
+    json_t *doc = document(app, "mounted");
+    cr_assert_not_null(at(doc, "/", "get"));
+    cr_assert_not_null(at(doc, "/api", "get"));
+    cr_assert_not_null(at(doc, "/api/items/{item_id}", "put"));
+    cr_assert_not_null(at(doc, "/api/v2/items/{item_id}", "get"));
+    cr_assert_null(json_object_get(json_object_get(doc, "paths"), "/api/"));
+    /* operation ids stay unique across the copies of one table */
+    cr_assert_str_neq(str_at(at(doc, "/api/items/{item_id}", "put"), "operationId"),
+                      str_at(at(doc, "/api/v2/items/{item_id}", "put"), "operationId"));
+    expect_valid(doc);
+    json_decref(doc);
+    sq_app_destroy(app);
+}

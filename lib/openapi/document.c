@@ -393,13 +393,20 @@ static json_t *http_validation_error_schema(void)
                      "object", "title", "HTTPValidationError");
 }
 
-static void add_route(sq__openapi_doc_t *d, const sq__route_t *r)
+static void add_route(sq__openapi_doc_t *d, const sq__route_t *r, const char *prefix)
 {
     if (sq__route_is_ws(r)) /* no HTTP operation: FastAPI leaves WebSocket routes out */
         return;
     const sq_handler_t *h = sq__route_handler(r);
     tmpl_t t;
-    if (!tmpl_parse(sq__route_pattern(r), &t))
+    /* a sub-app's route under its mount's prefix: its "/" is the prefix itself */
+    const char *pattern = sq__route_pattern(r);
+    char full[2048];
+    if (snprintf(full, sizeof(full), "%s%s", prefix,
+                 *prefix != '\0' && strcmp(pattern, "/") == 0 ? "" : pattern) >=
+        (int)sizeof(full))
+        return;
+    if (!tmpl_parse(full, &t))
         return;
     bool unified = false;
     for (size_t i = 0; i < SQ__ARRAY_SIZE(methods); i++) {
@@ -426,6 +433,24 @@ static void add_route(sq__openapi_doc_t *d, const sq__route_t *r)
     }
 }
 
+/* The routes of app and, through its mounts, of its sub-apps, in the router's order. */
+static void add_routes(sq__openapi_doc_t *d, const sq_app_t *app, const char *prefix)
+{
+    unsigned n = sq__app_nroutes(app);
+    for (unsigned i = 0; i < n && !d->oom; i++) {
+        const sq__route_t *r = sq__app_route_at(app, i);
+        const char *mprefix;
+        const sq_app_t *sub = sq__route_sub(r, &mprefix);
+        if (sub == NULL) {
+            add_route(d, r, prefix);
+            continue;
+        }
+        char p[2048];
+        if (snprintf(p, sizeof(p), "%s%s", prefix, mprefix) < (int)sizeof(p))
+            add_routes(d, sub, p);
+    }
+}
+
 json_t *sq__openapi_build(const sq_app_t *app, const sq_openapi_opts_t *opts)
 {
     sq__openapi_doc_t d = {.paths = json_object(),
@@ -435,9 +460,8 @@ json_t *sq__openapi_build(const sq_app_t *app, const sq_openapi_opts_t *opts)
     json_t *doc = json_object();
     if (doc == NULL || d.paths == NULL || d.defs == NULL || d.op_ids == NULL || d.shapes == NULL)
         d.oom = true;
-    unsigned n = app != NULL ? sq__app_nroutes(app) : 0;
-    for (unsigned i = 0; i < n && !d.oom; i++)
-        add_route(&d, sq__app_route_at(app, i));
+    if (app != NULL)
+        add_routes(&d, app, "");
     if (d.validation) {
         sq__openapi_put(&d, d.defs, "HTTPValidationError", http_validation_error_schema());
         sq__openapi_put(&d, d.defs, "ValidationError", validation_error_schema());
