@@ -590,3 +590,63 @@ Test(schema, booleans_taken_as_numbers)
     cr_expect_eq(json_integer_value(json_object_get(value, "id")), 1);
     json_decref(value);
 }
+
+/* A table that refers to itself (a tree), two tables of one title that differ, and a title
+ * that is not a URI fragment: the JSON Schema stays finite, tells them apart and encodes
+ * the reference. */
+typedef struct node {
+    const char *label;
+} node_t;
+static const sq_schema_t node_schema;
+static const sq_field_t node_child = {.type = SQ_T_OBJECT, .object = &node_schema};
+static const sq_field_t node_fields[] = {
+    {.name = "label", .type = SQ_T_STRING},
+    {.name = "children", .type = SQ_T_ARRAY, .items = &node_child, .default_json = "[]"},
+    {0}};
+static const sq_schema_t node_schema = {.title = "Node", .fields = node_fields};
+static const sq_field_t a_fields[] = {{.name = "x", .type = SQ_T_INTEGER}, {0}};
+static const sq_field_t b_fields[] = {{.name = "y", .type = SQ_T_STRING}, {0}};
+static const sq_schema_t thing_a = {.title = "Thing", .fields = a_fields};
+static const sq_schema_t thing_b = {.title = "Thing", .fields = b_fields};
+static const sq_schema_t odd_title = {.title = "Order Form!", .fields = a_fields};
+static const sq_field_t holder_fields[] = {
+    {.name = "tree", .type = SQ_T_OBJECT, .object = &node_schema},
+    {.name = "a", .type = SQ_T_OBJECT, .object = &thing_a},
+    {.name = "b", .type = SQ_T_OBJECT, .object = &thing_b},
+    {.name = "a2", .type = SQ_T_OBJECT, .object = &thing_a},
+    {.name = "odd", .type = SQ_T_OBJECT, .object = &odd_title},
+    {0}};
+static const sq_schema_t holder = {.title = "Holder", .fields = holder_fields};
+
+Test(schema, json_schema_of_self_referring_and_same_titled_tables)
+{
+    json_t *defs = json_object();
+    json_t *js = sq_schema_to_json_schema(&holder, "#/$defs/", defs);
+    cr_assert_not_null(js);
+    json_t *props = json_object_get(js, "properties");
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(props, "tree"), "$ref")),
+                     "#/$defs/Node");
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(props, "a"), "$ref")),
+                     "#/$defs/Thing");
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(props, "b"), "$ref")),
+                     "#/$defs/Thing_2");
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(props, "a2"), "$ref")),
+                     "#/$defs/Thing");
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(props, "odd"), "$ref")),
+                     "#/$defs/Order%20Form%21");
+    json_t *node = json_object_get(defs, "Node");
+    json_t *items = json_object_get(
+        json_object_get(json_object_get(node, "properties"), "children"), "items");
+    cr_assert_str_eq(json_string_value(json_object_get(items, "$ref")), "#/$defs/Node");
+    cr_assert_not_null(json_object_get(defs, "Order Form!"));
+    json_decref(js);
+    json_decref(defs);
+    /* inline (no defs): the self-reference stops at the table being written */
+    js = sq_schema_to_json_schema(&node_schema, NULL, NULL);
+    cr_assert_not_null(js);
+    items = json_object_get(
+        json_object_get(json_object_get(js, "properties"), "children"), "items");
+    cr_assert_str_eq(json_string_value(json_object_get(items, "type")), "object");
+    cr_assert_null(json_object_get(items, "properties"));
+    json_decref(js);
+}

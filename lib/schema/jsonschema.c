@@ -2,7 +2,9 @@
  * pydantic v2 writes a model's, so that a document generated from it reads as FastAPI's. */
 #include <ctype.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "schema/schema_int.h"
 
@@ -48,8 +50,97 @@ static void put_len(json_t *o, const char *key, const sq_len_t *l)
         json_object_set_new(o, key, json_integer((json_int_t)l->n));
 }
 
+/* A walk through nested schemas: where references point, the $defs being filled, and the
+ * schemas being written (a table may refer to itself, directly or not). */
+#define MAX_DEPTH 32
+typedef struct walk {
+    const char *ref_prefix;
+    json_t *defs;
+    const sq_schema_t *stack[MAX_DEPTH];
+    unsigned depth;
+    json_t *seen; /* "%p" of a table -> the name it got in defs: each is written once */
+} walk_t;
+
+static json_t *schema_js(walk_t *w, const sq_schema_t *s);
+static json_t *field_js(walk_t *w, const sq_field_t *f);
+
+static bool on_stack(const walk_t *w, const sq_schema_t *s)
+{
+    for (unsigned i = 0; i < w->depth; i++)
+        if (w->stack[i] == s)
+            return true;
+    return false;
+}
+
+/* "#/components/schemas/" + the name, percent-encoded past RFC 3986's unreserved
+ * characters (a fragment holding a JSON pointer: RFC 6901 §6). */
+static json_t *ref_to(const walk_t *w, const char *name)
+{
+    const char *pre = w->ref_prefix != NULL ? w->ref_prefix : "";
+    size_t n = strlen(pre), len = strlen(name);
+    char *r = malloc(n + 3 * len + 1), *p = r;
+    if (r == NULL)
+        return NULL;
+    memcpy(p, pre, n);
+    p += n;
+    for (const unsigned char *c = (const unsigned char *)name; *c; c++) {
+        if (isalnum(*c) || *c == '-' || *c == '.' || *c == '_') {
+            *p++ = (char)*c;
+        } else {
+            static const char hex[] = "0123456789ABCDEF";
+            *p++ = '%';
+            *p++ = hex[*c >> 4];
+            *p++ = hex[*c & 15];
+        }
+    }
+    *p = '\0';
+    json_t *j = json_pack("{s:s}", "$ref", r);
+    free(r);
+    return j;
+}
+
+/* A nested schema in $defs: under its title, or Title_2, Title_3, ... when another table
+ * of the same title wrote a different schema there. A table being written (a reference
+ * to itself) finds its placeholder and points at it. */
+static json_t *def_ref(walk_t *w, const sq_schema_t *s)
+{
+    char key[32];
+    snprintf(key, sizeof(key), "%p", (const void *)s);
+    const char *known = json_string_value(json_object_get(w->seen, key));
+    if (known != NULL)
+        return ref_to(w, known);
+    json_t *ref = NULL, *mine = NULL;
+    char name[256];
+    for (unsigned k = 1; k < 1000; k++) {
+        snprintf(name, sizeof(name), k == 1 ? "%s" : "%s_%u", s->title, k);
+        json_t *have = json_object_get(w->defs, name);
+        if (have == NULL) {
+            if (mine == NULL) {
+                json_object_set_new(w->defs, name, json_object()); /* the placeholder */
+                mine = schema_js(w, s);
+            }
+            json_object_set_new(w->defs, name, mine ? mine : json_object());
+            ref = ref_to(w, name);
+            break;
+        }
+        if (json_object_size(have) == 0 && on_stack(w, s))
+            return ref_to(w, name); /* itself, being written */
+        if (mine == NULL && (mine = schema_js(w, s)) == NULL)
+            return NULL;
+        if (json_equal(have, mine)) {
+            json_decref(mine);
+            ref = ref_to(w, name);
+            break;
+        }
+    }
+    if (ref == NULL)
+        return json_pack("{s:s}", "type", "object");
+    json_object_set_new(w->seen, key, json_string(name));
+    return ref;
+}
+
 /* The field's type with its constraints, before nullable, title and default. */
-static json_t *type_schema(const sq_field_t *f, const char *ref_prefix, json_t *defs)
+static json_t *type_schema(walk_t *w, const sq_field_t *f)
 {
     json_t *o = json_object();
     if (o == NULL)
@@ -87,8 +178,7 @@ static json_t *type_schema(const sq_field_t *f, const char *ref_prefix, json_t *
     }
     case SQ_T_ARRAY:
         json_object_set_new(o, "type", json_string("array"));
-        json_object_set_new(
-            o, "items", f->items != NULL ? type_schema(f->items, ref_prefix, defs) : json_object());
+        json_object_set_new(o, "items", f->items != NULL ? type_schema(w, f->items) : json_object());
         put_len(o, "minItems", &f->min_length);
         put_len(o, "maxItems", &f->max_length);
         break;
@@ -96,22 +186,20 @@ static json_t *type_schema(const sq_field_t *f, const char *ref_prefix, json_t *
         json_decref(o);
         if (f->object == NULL)
             return json_pack("{s:s}", "type", "object");
-        if (defs != NULL && f->object->title != NULL) {
-            if (json_object_get(defs, f->object->title) == NULL)
-                json_object_set_new(defs, f->object->title,
-                                    sq_schema_to_json_schema(f->object, ref_prefix, defs));
-            json_t *ref =
-                json_sprintf("%s%s", ref_prefix != NULL ? ref_prefix : "", f->object->title);
-            return json_pack("{s:o}", "$ref", ref);
-        }
-        return sq_schema_to_json_schema(f->object, ref_prefix, defs);
+        if (w->defs != NULL && f->object->title != NULL)
+            return def_ref(w, f->object);
+        if (on_stack(w, f->object) || w->depth == MAX_DEPTH) /* inline: no way to refer */
+            return f->object->title ? json_pack("{s:s,s:s}", "type", "object", "title",
+                                                f->object->title)
+                                    : json_pack("{s:s}", "type", "object");
+        return schema_js(w, f->object);
     }
     return o;
 }
 
-json_t *sq_field_to_json_schema(const sq_field_t *f, const char *ref_prefix, json_t *defs)
+static json_t *field_js(walk_t *w, const sq_field_t *f)
 {
-    json_t *t = type_schema(f, ref_prefix, defs);
+    json_t *t = type_schema(w, f);
     if (t == NULL)
         return NULL;
     json_t *o = t;
@@ -134,16 +222,20 @@ json_t *sq_field_to_json_schema(const sq_field_t *f, const char *ref_prefix, jso
     return o;
 }
 
-json_t *sq_schema_to_json_schema(const sq_schema_t *s, const char *ref_prefix, json_t *defs)
+static json_t *schema_js(walk_t *w, const sq_schema_t *s)
 {
+    if (w->depth == MAX_DEPTH)
+        return json_pack("{s:s}", "type", "object");
     json_t *o = json_object(), *props = json_object(), *req = json_array();
     if (o == NULL || props == NULL || req == NULL)
         goto fail;
+    w->stack[w->depth++] = s;
     for (const sq_field_t *f = s->fields; f != NULL && f->name != NULL; f++) {
-        json_object_set_new(props, f->name, sq_field_to_json_schema(f, ref_prefix, defs));
+        json_object_set_new(props, f->name, field_js(w, f));
         if (f->default_json == NULL)
             json_array_append_new(req, json_string(f->name));
     }
+    w->depth--;
     json_object_set_new(o, "type", json_string("object"));
     if (s->title != NULL)
         json_object_set_new(o, "title", json_string(s->title));
@@ -160,4 +252,20 @@ fail:
     json_decref(props);
     json_decref(req);
     return NULL;
+}
+
+json_t *sq_field_to_json_schema(const sq_field_t *f, const char *ref_prefix, json_t *defs)
+{
+    walk_t w = {.ref_prefix = ref_prefix, .defs = defs, .seen = json_object()};
+    json_t *j = w.seen ? field_js(&w, f) : NULL;
+    json_decref(w.seen);
+    return j;
+}
+
+json_t *sq_schema_to_json_schema(const sq_schema_t *s, const char *ref_prefix, json_t *defs)
+{
+    walk_t w = {.ref_prefix = ref_prefix, .defs = defs, .seen = json_object()};
+    json_t *j = w.seen ? schema_js(&w, s) : NULL;
+    json_decref(w.seen);
+    return j;
 }
