@@ -25,6 +25,7 @@
 #include <squall/openapi.h>
 
 #include "internal.h"
+#include "support/app.h"
 #include "support/harness.h"
 
 TestSuite(openapi, .timeout = 60);
@@ -1247,4 +1248,32 @@ Test(openapi, mounted_sub_apps_are_written_under_their_prefix)
     expect_valid(doc);
     json_decref(doc);
     sq_app_destroy(app);
+}
+
+/* The lecture's app as build/bin/hello serves it: its document validates, names the
+ * declared operations, and /docs is served. */
+Test(openapi, hellos_document_validates_and_its_docs_page_is_served)
+{
+    th_app_t a = th_app_start("hello", NULL);
+    th_res_t r;
+    cr_assert_eq(th_request(a.port, "GET /openapi.json HTTP/1.1\r\nHost: t\r\n\r\n", &r), 0);
+    cr_assert_eq(r.status, 200);
+    json_error_t e;
+    json_t *doc = json_loadb(r.body, r.body_len, 0, &e);
+    th_res_free(&r);
+    cr_assert_not_null(doc, "%s", e.text);
+    cr_assert_str_eq(str_at(at(doc, "/items/{item_id}", "put"), "operationId"),
+                     "update_item_items__item_id__put");
+    cr_assert_not_null(at(doc, "/sleep", "get"));
+    cr_assert_null(json_object_get(json_object_get(doc, "paths"), "/ws"));
+    cr_assert_not_null(json_object_get(json_object_get(json_object_get(doc, "components"),
+                                                       "schemas"),
+                                       "Item"));
+    expect_valid(doc);
+    json_decref(doc);
+    cr_assert_eq(th_request(a.port, "GET /docs HTTP/1.1\r\nHost: t\r\n\r\n", &r), 0);
+    cr_assert_eq(r.status, 200);
+    cr_assert_not_null(strstr(r.body, "swagger-ui-bundle.js"));
+    th_res_free(&r);
+    th_app_stop(&a);
 }

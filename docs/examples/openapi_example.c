@@ -32,30 +32,23 @@ static void read_root(sq_req_t *req, sq_res_t *res, void *data)
     sq_res_send_json_new(res, 200, json_pack("{s:s}", "Hello", "World"));
 }
 
-/* @app.get("/items/{item_id}") def read_item(item_id: int, q: Union[str, None] = None) */
+/* @app.get("/items/{item_id}") def read_item(item_id: int, q: Union[str, None] = None)
+ * Runs only once item_id and q were checked against the operation below. */
 static void read_item(sq_req_t *req, sq_res_t *res, void *data)
 {
-    int64_t id = 0;
-    sq_req_param_int(req, "item_id", &id);
-    const char *q = sq_req_query(req, "q");
-    sq_res_send_json_new(res, 200, json_pack("{s:I,s:s?}", "item_id", (json_int_t)id, "q", q));
+    const json_t *path = sq_req_input_json(req, "path"), *query = sq_req_input_json(req, "query");
+    sq_res_send_json_new(res, 200,
+                         json_pack("{s:O,s:O}", "item_id", json_object_get(path, "item_id"), "q",
+                                   json_object_get(query, "q")));
 }
 
 /* @app.put("/items/{item_id}") def update_item(item_id: int, item: Item) */
 static void update_item(sq_req_t *req, sq_res_t *res, void *data)
 {
-    int64_t id = 0;
-    sq_req_param_int(req, "item_id", &id);
-    json_t *item = sq_req_json(req, NULL);
-    json_t *name = json_object_get(item, "name");
-    if (!json_is_string(name)) {
-        json_decref(item);
-        sq_res_send_error(res, 422, "name: a string is required");
-        return;
-    }
+    const json_t *path = sq_req_input_json(req, "path"), *item = sq_req_input_json(req, "body");
     sq_res_send_json_new(res, 200,
-                         json_pack("{s:O,s:I}", "item_name", name, "item_id", (json_int_t)id));
-    json_decref(item);
+                         json_pack("{s:O,s:O}", "item_name", json_object_get(item, "name"),
+                                   "item_id", json_object_get(path, "item_id")));
 }
 
 static const sq_op_t read_root_op = {.summary = "Read Root"};
@@ -73,7 +66,7 @@ int main(void)
     signal(SIGPIPE, SIG_IGN);
     sq_app_t *app;
     if (sq_app_create(&app) != 0 || sq_app_route(app, "/", &root, NULL) != 0 ||
-        sq_app_route(app, "/items/{item_id:int}", &items, NULL) != 0) {
+        sq_app_route(app, "/items/{item_id}", &items, NULL) != 0) {
         fprintf(stderr, "openapi_example: cannot set up the routes\n");
         return 1;
     }
