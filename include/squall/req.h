@@ -100,11 +100,12 @@ SQ_EXTERN const char *sq_req_cookie(sq_req_t *req, const char *name);
  * handler never runs. */
 SQ_EXTERN int sq_req_next(sq_req_t *req);
 
-/* When the request's head was read: uv_hrtime() (nanoseconds, monotonic), for timing. */
+/* When the request's first byte was read: uv_hrtime() (nanoseconds, monotonic), for
+ * timing. */
 SQ_EXTERN uint64_t sq_req_start_ns(const sq_req_t *req);
 
 /* The request's id: a number unique within the process (one counter for every server),
- * given when its head was read; for logs and an X-Request-Id header. */
+ * given when its first byte was read; for logs and an X-Request-Id header. */
 SQ_EXTERN uint64_t sq_req_id(const sq_req_t *req);
 
 /* ---- a body read as a stream (sq_handler_t.stream_body) ----

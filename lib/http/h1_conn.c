@@ -153,6 +153,8 @@ static void respond_error(sq__conn_t *c, int status, const char *detail)
         return;
     }
     sq__h1(c)->state = SQ__H1_HANDLER;
+    if (x->id == 0)
+        sq__h1_stamp(x); /* an answer before any byte of a request (a timeout) */
     x->flags &= ~SQ__XF_KEEPALIVE;
     x->flags |= SQ__XF_HOLD_HANDLER | SQ__XF_IN_HANDLER;
     x->rh.len = 0;
@@ -359,13 +361,17 @@ static void answer(sq__conn_t *c, sq__exch_t *x)
 
 static atomic_uint_fast64_t request_ids; /* sq_req_id: one sequence for the process */
 
+void sq__h1_stamp(sq__exch_t *x)
+{
+    x->id = atomic_fetch_add_explicit(&request_ids, 1, memory_order_relaxed) + 1;
+    x->start_ns = uv_hrtime();
+}
+
 void sq__h1_dispatch(sq__conn_t *c, sq__exch_t *x)
 {
     x->flags |= SQ__XF_HOLD_HANDLER | SQ__XF_IN_HANDLER;
     x->refs++;        /* the handler's reference, dropped when it finishes the response */
     sq__exch_hold(x); /* this frame's: the handler may finish, take over or lose the client */
-    x->id = atomic_fetch_add_explicit(&request_ids, 1, memory_order_relaxed) + 1;
-    x->start_ns = uv_hrtime();
     if (sq__h1_run_before(x))
         answer(c, x);
     x->flags &= ~SQ__XF_IN_HANDLER;

@@ -239,6 +239,8 @@ SQ__HIDDEN bool sq__h1_validate(struct sq_req_s *x);
 /* Hooks (hooks.c): runs the before hooks from x->hook_i on; true when the request goes
  * on to its handler, false when a hook answered, failed (500) or waits (HOOK_WAIT). */
 SQ__HIDDEN bool sq__h1_run_before(struct sq_req_s *x);
+/* A new request begins: its id and start time (sq_req_id, sq_req_start_ns). */
+SQ__HIDDEN void sq__h1_stamp(struct sq_req_s *x);
 /* The after hooks, once per response, as its head is written. */
 SQ__HIDDEN void sq__h1_run_after(struct sq_req_s *x, int status);
 /* Answers status with {"detail": detail} (stolen; NULL: the reason phrase), or through

@@ -122,6 +122,7 @@ static int on_message_begin(llhttp_t *p)
         return -1;
     sq__h1(c)->state = SQ__H1_HEAD;
     sq__tq_put(c, SQ__TQ_HEAD);
+    sq__h1_stamp(sq__h1(c)->exch);
     return 0;
 }
 

@@ -34,6 +34,7 @@ void sq__exch_reset(sq__exch_t *x)
     x->user_data = NULL;
     x->input = NULL;
     x->hook_i = 0;
+    x->id = 0;
     x->body_cb = NULL;
     x->body_ud = NULL;
     x->body_seen = 0;
