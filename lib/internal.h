@@ -170,6 +170,8 @@ enum {
 /* Decodes %XX of src[0..n) into dst (at least n+1 bytes); NUL-terminates. Returns the
  * decoded length, or -1 for a bad escape or an encoded NUL (never with SQ__PCT_LENIENT). */
 SQ__HIDDEN ssize_t sq__pct_decode(char *dst, const char *src, size_t n, unsigned flags);
+/* The value of a hexadecimal digit, or -1. */
+SQ__HIDDEN int sq__hexval(unsigned char c);
 
 /* ---- router ---- */
 

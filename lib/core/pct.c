@@ -1,7 +1,7 @@
 /* Percent-decoding for paths and query strings (RFC 3986 §2.1). */
 #include "internal.h"
 
-static int hexval(unsigned char c)
+int sq__hexval(unsigned char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -22,8 +22,8 @@ ssize_t sq__pct_decode(char *dst, const char *src, size_t n, unsigned flags)
         unsigned char c = (unsigned char)src[i];
         if (c == '%') {
             int hi, lo;
-            if (i + 2 < n && (hi = hexval((unsigned char)src[i + 1])) >= 0 &&
-                (lo = hexval((unsigned char)src[i + 2])) >= 0 && (hi | lo) != 0) {
+            if (i + 2 < n && (hi = sq__hexval((unsigned char)src[i + 1])) >= 0 &&
+                (lo = sq__hexval((unsigned char)src[i + 2])) >= 0 && (hi | lo) != 0) {
                 c = (unsigned char)(hi << 4 | lo);
                 i += 2;
             } else if (!(flags & SQ__PCT_LENIENT)) {

@@ -6,17 +6,6 @@
 #include "internal.h"
 #include "squall/form.h"
 
-/* The value of a hexadecimal digit, or -1. */
-static inline int sq__form_hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c |= 0x20;
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
 /* A callback's answer turned into the parser's: 0 go on, 1 pause, < 0 abort. */
 static inline int sq__form_cb_rc(int rc)
 {

@@ -135,7 +135,7 @@ ssize_t sq_urlenc_feed(sq_urlenc_t *p, const char *buf, size_t len)
     while (i < len) {
         unsigned char c = (unsigned char)buf[i];
         if (p->pct == 1) {
-            if (sq__form_hexval(c) < 0) {
+            if (sq__hexval(c) < 0) {
                 if ((rc = pct_bad(p)) != 0)
                     break;
                 continue; /* c is read again, as itself */
@@ -146,13 +146,13 @@ ssize_t sq_urlenc_feed(sq_urlenc_t *p, const char *buf, size_t len)
             continue;
         }
         if (p->pct == 2) {
-            int lo = sq__form_hexval(c);
+            int lo = sq__hexval(c);
             if (lo < 0) {
                 if ((rc = pct_bad(p)) != 0)
                     break;
                 continue;
             }
-            char b = (char)(sq__form_hexval(p->pct_c) << 4 | lo);
+            char b = (char)(sq__hexval(p->pct_c) << 4 | lo);
             p->pct = 0;
             i++;
             if ((rc = put(p, &b, 1)) != 0)
