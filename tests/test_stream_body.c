@@ -54,7 +54,7 @@ static void on_piece(sq_req_t *req, int status, const char *data, size_t len, vo
             uv_timer_t *t = malloc(sizeof(*t));
             uv_timer_init(sq_req_loop(req), t);
             t->data = req;
-            uv_timer_start(t, resume_later, 400, 0);
+            uv_timer_start(t, resume_later, 1000, 0);
         }
         return;
     }
@@ -284,7 +284,7 @@ Test(stream_body, an_answer_before_the_body_closes_the_connection_after_it)
     stop(ts);
 }
 
-/* The reader pauses after its first piece for 400 ms: meanwhile the server stops reading
+/* The reader pauses after its first piece for a second: meanwhile the server stops reading
  * (the client's sends block once the socket buffers fill), and nothing more is delivered;
  * after the resume the body arrives whole. */
 Test(stream_body, a_paused_reader_stops_the_socket_and_resumes_to_the_whole_body)
@@ -302,10 +302,14 @@ Test(stream_body, a_paused_reader_stops_the_socket_and_resumes_to_the_whole_body
     sender_t s = {.c = &c, .data = body, .len = len};
     pthread_t th;
     pthread_create(&th, NULL, send_thread, &s);
-    th_sleep_ms(250);
+    /* the first piece arrives, the reader pauses for a second: sample inside it */
+    uint64_t t0 = th_now_ms();
+    while (atomic_load(&seen) == 0 && th_now_ms() - t0 < 5000)
+        th_sleep_ms(5);
+    th_sleep_ms(100);
     uint64_t during = atomic_load(&seen);
     size_t sent = atomic_load(&s.sent);
-    th_sleep_ms(100);
+    th_sleep_ms(200);
     cr_expect_eq(atomic_load(&seen), during, "pieces delivered while paused");
     cr_expect_lt(sent, len / 2, "the server kept reading while paused: %zu sent", sent);
     cr_expect_leq(during, 128 * 1024);
