@@ -71,9 +71,10 @@ valgrind: deps
 
 build-all: $(STATIC) $(SHARED) $(APP_BIN) $(BENCH_BIN)
 
-# Packages are checked once per build folder; delete the stamp to check again.
+# Packages are checked once per build folder, and again when the npm manifests change;
+# delete the stamp to check again.
 deps: $(BUILD)/.deps
-$(BUILD)/.deps: scripts/deps.sh
+$(BUILD)/.deps: scripts/deps.sh $(wildcard tests/peers/package*.json web/package*.json)
 	@mkdir -p $(BUILD)
 	@$(DEPS)
 	@touch $@

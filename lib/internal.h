@@ -170,6 +170,10 @@ enum {
 /* Decodes %XX of src[0..n) into dst (at least n+1 bytes); NUL-terminates. Returns the
  * decoded length, or -1 for a bad escape or an encoded NUL (never with SQ__PCT_LENIENT). */
 SQ__HIDDEN ssize_t sq__pct_decode(char *dst, const char *src, size_t n, unsigned flags);
+/* The length of the well-formed UTF-8 sequence (RFC 3629) at the NUL-terminated p, or 0
+ * (lib/core/utf8.c); whether all of s is well-formed. */
+SQ__HIDDEN size_t sq__utf8_seq(const unsigned char *p);
+SQ__HIDDEN bool sq__utf8_valid(const char *s);
 /* The value of a hexadecimal digit, or -1. */
 SQ__HIDDEN int sq__hexval(unsigned char c);
 
@@ -243,6 +247,13 @@ SQ__HIDDEN const sq__hook_t *sq__app_afters(const sq_app_t *app, unsigned *n);
 SQ__HIDDEN const sq__hook_t *sq__app_error(const sq_app_t *app, int status);
 /* A mount's sub-app and prefix; NULL for a route. */
 SQ__HIDDEN const sq_app_t *sq__route_sub(const sq__route_t *r, const char **prefix);
+
+/* An operation checked when its route is added (lib/schema/check.c): 0, or UV_EINVAL for
+ * a path field the pattern's parameters (path_names) lack, a list or object parameter, a
+ * body on a streamed method, text that is not UTF-8, a pattern ERE cannot read as Python
+ * does, a default that is not JSON. */
+SQ__HIDDEN int sq__op_check(const sq_op_t *op, const char *const *path_names, unsigned nnames,
+                            bool streamed);
 
 /* The operation declared for `method` (HEAD: .get's), or NULL. */
 SQ__HIDDEN const sq_op_t *sq__handler_op(const sq_handler_t *h, sq_method_t method);

@@ -35,8 +35,13 @@ fi
 # the browser tests; @apidevtools/swagger-parser and ajv, which validate the OpenAPI
 # documents) live in tests/peers/node_modules.
 here=$(cd "$(dirname "$0")/.." && pwd)
+# A tree is (re)installed when it is missing or older than its lock file (a package added).
+stale() {
+    [ ! -f "$1/node_modules/.package-lock.json" ] || [ "$1/package-lock.json" -nt "$1/node_modules/.package-lock.json" ]
+}
 if [ -f "$here/tests/peers/package.json" ] &&
-   { [ ! -d "$here/tests/peers/node_modules/ws" ] ||
+   { stale "$here/tests/peers" ||
+     [ ! -d "$here/tests/peers/node_modules/ws" ] ||
      [ ! -d "$here/tests/peers/node_modules/playwright-core" ] ||
      [ ! -d "$here/tests/peers/node_modules/@apidevtools/swagger-parser" ] ||
      [ ! -d "$here/tests/peers/node_modules/ajv" ]; }; then
@@ -45,7 +50,8 @@ if [ -f "$here/tests/peers/package.json" ] &&
 fi
 # Assets squall serves at run time: swagger-ui-dist, the /docs page's (sq_openapi_mount
 # finds it in web/node_modules by default).
-if [ -f "$here/web/package.json" ] && [ ! -f "$here/web/node_modules/swagger-ui-dist/swagger-ui-bundle.js" ]; then
+if [ -f "$here/web/package.json" ] &&
+   { stale "$here/web" || [ ! -f "$here/web/node_modules/swagger-ui-dist/swagger-ui-bundle.js" ]; }; then
     echo "deps: installing npm web assets (swagger-ui-dist)"
     (cd "$here/web" && npm install --silent --no-audit --no-fund --ignore-scripts >/dev/null)
 fi

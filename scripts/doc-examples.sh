@@ -4,7 +4,8 @@
 # C block.
 # This checks that the block is FILE's text, byte for byte, compiles FILE against the
 # static library of BUILD (default build) with -Werror, and runs those marked `run` (a
-# Criterion test file runs its tests; a program must exit 0). Run after `make`.
+# Criterion test file runs its tests; a program must exit 0); then runs the command lines
+# the README shows under its example, as a reader would type them. Run after `make`.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -67,4 +68,28 @@ EOF
     done < <(sed -n 's/^<!-- example: \(docs\/examples\/[^ ]*\)\( run\)\? -->$/\1\2/p' "$page")
 done
 [ "$n" -gt 0 ] || { echo "doc-examples: no example found" >&2; exit 1; }
+
+# The README's own command lines for its example, run as a reader would type them (in a
+# folder holding the example as items.c; the paths to include/ and build/ made absolute).
+/usr/bin/python3 - "$here" "$BUILD" >"$out/readme.sh" <<'EOF'
+import re, sys
+here, build = sys.argv[1], sys.argv[2]
+text = open(here + "/README.md", encoding="utf-8").read()
+m = re.search(r"<!-- /example -->\n\n((?:    .*\n)+)", text[text.index("readme_items.c run"):])
+if m is None:
+    sys.exit("doc-examples: README.md shows no command after its example")
+cmd = "".join(l[4:] for l in m.group(1).splitlines(True))
+cmd = re.sub(r"[ \t]+#.*", "", cmd)
+cmd = cmd.replace("-Iinclude", "-I" + here + "/include").replace("build/lib/", here + "/" + build + "/lib/")
+print("set -e\n" + cmd)
+EOF
+mkdir -p "$out/readme"
+cp docs/examples/readme_items.c "$out/readme/items.c"
+if (cd "$out/readme" && bash "$out/readme.sh" >"$out/readme.log" 2>&1); then
+    echo "doc-examples: README.md's commands ok ($(grep -o 'Tested: [0-9]* | Passing: [0-9]*' "$out/readme.log"))"
+else
+    echo "doc-examples: README.md's commands fail as shown:" >&2
+    tail -5 "$out/readme.log" >&2
+    fail=1
+fi
 exit $fail

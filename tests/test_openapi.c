@@ -419,7 +419,6 @@ static const sq_op_t create_op = {.tags = shop_tags,
                                   .response_description = "Created"};
 static const sq_field_t pid_path[] = {
     {.name = "pid", .type = SQ_T_STRING, .format = SQ_FMT_UUID, .description = "The id"},
-    {.name = "ghost", .type = SQ_T_INTEGER}, /* not in the pattern: left out */
     {0}};
 static const sq_op_t delete_op = {.summary = "Remove",
                                   .path = pid_path,
@@ -629,23 +628,19 @@ static const sq_field_t node_fields[] = {
     {.name = "children", .type = SQ_T_ARRAY, .items = &node_child, .default_json = "[]"},
     {0}};
 static const sq_schema_t node_schema = {.title = "Node", .fields = node_fields};
-static const sq_field_t node_query[] = {
-    {.name = "n", .type = SQ_T_OBJECT, .object = &node_schema, .default_json = "null"}, {0}};
 /* a binary tree: two references to itself per level (walked once, not 2^depth times),
  * and a list that holds itself */
 static const sq_schema_t pair_schema;
+static const sq_field_t self_list = {.name = "l", .type = SQ_T_ARRAY, .items = &self_list};
 static const sq_field_t pair_fields[] = {
     {.name = "left", .type = SQ_T_OBJECT, .object = &pair_schema, .nullable = true},
     {.name = "right", .type = SQ_T_OBJECT, .object = &pair_schema, .nullable = true},
+    {.name = "l", .type = SQ_T_ARRAY, .items = &self_list, .default_json = "[]"},
     {0}};
 static const sq_schema_t pair_schema = {.title = "Pair", .fields = pair_fields};
-static const sq_field_t self_list = {.name = "l", .type = SQ_T_ARRAY, .items = &self_list};
-static const sq_field_t pair_query[] = {
-    {.name = "l", .type = SQ_T_ARRAY, .items = &self_list, .default_json = "[]"}, {0}};
-static const sq_op_t pair_op = {
-    .body = &pair_schema, .response = &pair_schema, .query = pair_query};
+static const sq_op_t pair_op = {.body = &pair_schema, .response = &pair_schema};
 static const sq_handler_t pair_h = {.put = any_get, .op.put = &pair_op};
-static const sq_op_t node_op = {.body = &node_schema, .query = node_query};
+static const sq_op_t node_op = {.body = &node_schema};
 static const sq_handler_t node_h = {.post = any_get, .op.post = &node_op};
 
 Test(openapi, self_referring_table_does_not_recurse)

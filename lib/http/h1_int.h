@@ -235,6 +235,8 @@ SQ__HIDDEN void sq__exch_reset(struct sq_req_s *x);
  * 500 out of memory). Also takes an {x:int} the router could not convert
  * (SQ__MATCH_BAD_PARAM), reporting it with the rest (validate.c). */
 SQ__HIDDEN bool sq__h1_validate(struct sq_req_s *x);
+/* The last query parameter `name`, as Starlette's QueryParams.get gives it (request.c). */
+SQ__HIDDEN const char *sq__req_query_last(struct sq_req_s *x, const char *name);
 
 /* Hooks (hooks.c): runs the before hooks from x->hook_i on; true when the request goes
  * on to its handler, false when a hook answered, failed (500) or waits (HOOK_WAIT). */

@@ -165,6 +165,16 @@ const char *sq_req_query(sq_req_t *req, const char *name)
     return NULL;
 }
 
+const char *sq__req_query_last(sq_req_t *req, const char *name)
+{
+    if (!(req->flags & SQ__XF_QUERY_PARSED))
+        parse_query(req);
+    for (unsigned i = req->nqparams; i-- > 0;)
+        if (strcmp(req->qparams[i].name, name) == 0)
+            return req->qparams[i].value;
+    return NULL;
+}
+
 static const sq__param_t *find_param(const sq_req_t *req, const char *name)
 {
     for (unsigned i = 0; i < req->match.nparams; i++)

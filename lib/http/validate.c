@@ -12,24 +12,6 @@
 #include "squall/log.h"
 #include "squall/schema.h"
 
-/* The length of the well-formed UTF-8 sequence at p (RFC 3629 §4: no overlong forms, no
- * surrogates, nothing past U+10FFFF), or 0. */
-static size_t utf8_seq(const unsigned char *p)
-{
-    size_t n = *p < 0x80 ? 1 : (*p & 0xe0) == 0xc0 ? 2 : (*p & 0xf0) == 0xe0 ? 3
-             : (*p & 0xf8) == 0xf0 ? 4 : 0;
-    uint32_t cp = n == 1 ? *p : n == 2 ? *p & 0x1fu : n == 3 ? *p & 0x0fu : *p & 0x07u;
-    for (size_t i = 1; i < n; i++) {
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-        cp = cp << 6 | (p[i] & 0x3fu);
-    }
-    if (n == 0 || (n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) ||
-        (n == 4 && cp < 0x10000) || (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
-        return 0;
-    return n;
-}
-
 /* A parameter's decoded bytes as the string FastAPI sees: Python decodes percent-escapes
  * with errors="replace", so each byte that is not part of a well-formed sequence becomes
  * U+FFFD. Returns s itself when it is well-formed, else a copy in the request's memory
@@ -41,14 +23,14 @@ static const char *utf8_lossy(sq__exch_t *x, const char *s)
     const unsigned char *p = (const unsigned char *)s;
     size_t n, bad = 0;
     for (; *p != '\0'; p += n ? n : 1)
-        bad += (n = utf8_seq(p)) == 0;
+        bad += (n = sq__utf8_seq(p)) == 0;
     if (bad == 0)
         return s;
     char *out = sq__arena_alloc(&x->arena, strlen(s) + 2 * bad + 1), *o = out;
     if (out == NULL)
         return NULL;
     for (p = (const unsigned char *)s; *p != '\0'; p += n ? n : 1) {
-        n = utf8_seq(p);
+        n = sq__utf8_seq(p);
         memcpy(o, n ? (const char *)p : "\xef\xbf\xbd", n ? n : 3);
         o += n ? n : 3;
     }
@@ -61,9 +43,10 @@ static const char *path_get(void *ctx, const char *name)
     return utf8_lossy(ctx, sq_req_param(ctx, name));
 }
 
+/* With ?q=a&q=b, FastAPI's scalar q is "b": Starlette's QueryParams.get takes the last. */
 static const char *query_get(void *ctx, const char *name)
 {
-    return utf8_lossy(ctx, sq_req_query(ctx, name));
+    return utf8_lossy(ctx, sq__req_query_last(ctx, name));
 }
 
 /* FastAPI parses a body as JSON when the request has no Content-Type, or an
@@ -119,16 +102,31 @@ static int check_body(sq__exch_t *x, const sq_op_t *op, char *input, json_t *all
     void *bind = input == NULL ? NULL : op->body_bind.set ? input + op->body_bind.offset : input;
     json_t *errors = NULL;
     int rc;
-    if (len == 0 && op->body_optional) {
-        x->in_body = json_null();
-        return 0;
+    if (op->body_optional) { /* no body, or JSON null: the default, None */
+        size_t b = 0, e = len;
+        while (b < e && (body[b] == ' ' || body[b] == '\t' || body[b] == '\r' || body[b] == '\n'))
+            b++;
+        while (e > b && (body[e - 1] == ' ' || body[e - 1] == '\t' || body[e - 1] == '\r' ||
+                         body[e - 1] == '\n'))
+            e--;
+        if (e == b || (e - b == 4 && memcmp(body + b, "null", 4) == 0 &&
+                       is_json_type(sq_req_header(x, "Content-Type")))) {
+            x->in_body = json_null();
+            return 0;
+        }
     }
     if (len == 0 || is_json_type(sq_req_header(x, "Content-Type"))) {
         rc = sq_schema_validate_text(op->body, body, len, "body", &x->in_body, &errors, bind);
     } else {
         json_t *text = json_stringn(body, len);
-        rc = sq_schema_validate(op->body, text ? text : json_null(), "body", &x->in_body,
-                                &errors, bind);
+        if (text == NULL) /* not UTF-8: the same error, its input null */
+            errors = json_pack("[{s:s,s:[s],s:s,s:n}]", "type", "model_attributes_type", "loc",
+                               "body", "msg",
+                               "Input should be a valid dictionary or object to extract fields "
+                               "from",
+                               "input");
+        rc = text == NULL ? (errors ? UV_EINVAL : UV_ENOMEM)
+                          : sq_schema_validate(op->body, text, "body", &x->in_body, &errors, bind);
         json_decref(text);
     }
     add_errors(all, errors);

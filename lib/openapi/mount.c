@@ -227,7 +227,7 @@ static int make_page(mount_t *m, const char *base)
     rc = rc ?: append_str(&b, url_js);
     rc = rc
              ?: append_str(&b, ",\n  dom_id: \"#swagger-ui\",\n  layout: \"BaseLayout\",\n"
-                               "  deepLinking: true,\n  showExtensions: true,\n"
+                               "  deepLinking: true,\n  validatorUrl: null,\n  showExtensions: true,\n"
                                "  showCommonExtensions: true,\n"
                                "  presets: [SwaggerUIBundle.presets.apis, "
                                "SwaggerUIBundle.SwaggerUIStandalonePreset],\n});\n"

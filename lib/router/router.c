@@ -210,11 +210,26 @@ static int add_route(sq_app_t *app, const char *pattern, const sq_handler_t *han
     if (rc != 0)
         goto fail_pattern;
     unsigned nparams = 0;
+    const char *names[SQ__MAX_PARAMS];
     for (unsigned i = 0; i < r->nsegs; i++)
-        nparams += r->segs[i].kind != SEG_LIT;
+        if (r->segs[i].kind != SEG_LIT) {
+            if (nparams < SQ__MAX_PARAMS)
+                names[nparams] = r->segs[i].text ? r->segs[i].text : "*";
+            nparams++;
+        }
     rc = SQ_EPATTERN;
     if (nparams > SQ__MAX_PARAMS)
         goto fail_pattern;
+    static const sq_method_t declared[] = {SQ_METHOD_GET, SQ_METHOD_POST, SQ_METHOD_PUT,
+                                           SQ_METHOD_DELETE, SQ_METHOD_PATCH};
+    for (size_t i = 0; i < SQ__ARRAY_SIZE(declared); i++) {
+        const sq_op_t *op = sq__handler_op(&r->table, declared[i]);
+        rc = op == NULL ? 0
+                        : sq__op_check(op, names, nparams,
+                                       (r->table.stream_body & SQ_STREAM(declared[i])) != 0);
+        if (rc != 0)
+            goto fail_pattern;
+    }
     build_allow(r);
     rc = UV_ENOMEM;
     if (grow(app) != 0)

@@ -58,6 +58,7 @@ typedef struct walk {
     json_t *defs;
     const sq_schema_t *stack[MAX_DEPTH];
     unsigned depth;
+    unsigned arrays; /* lists within lists being written */
     json_t *seen; /* "%p" of a table -> the name it got in defs: each is written once */
 } walk_t;
 
@@ -178,7 +179,13 @@ static json_t *type_schema(walk_t *w, const sq_field_t *f)
     }
     case SQ_T_ARRAY:
         json_object_set_new(o, "type", json_string("array"));
-        json_object_set_new(o, "items", f->items != NULL ? type_schema(w, f->items) : json_object());
+        if (f->items == NULL || w->arrays == MAX_DEPTH) { /* a list that holds itself */
+            json_object_set_new(o, "items", json_object());
+        } else {
+            w->arrays++;
+            json_object_set_new(o, "items", type_schema(w, f->items));
+            w->arrays--;
+        }
         put_len(o, "minItems", &f->min_length);
         put_len(o, "maxItems", &f->max_length);
         break;

@@ -12,22 +12,23 @@
 typedef struct vctx {
     json_t *errors;
     json_t *loc;
+    bool oom; /* an allocation failed: the result is neither a value nor the errors */
 } vctx_t;
 
 /* Adds one error at the current location; input and ctx are stolen (ctx may be NULL). */
 static void err_add(vctx_t *c, const char *type, const char *msg, json_t *input, json_t *ctx)
 {
     json_t *e = json_object();
-    if (e == NULL)
-        goto out;
-    json_object_set_new(e, "type", json_string(type));
-    json_object_set_new(e, "loc", json_copy(c->loc));
-    json_object_set_new(e, "msg", json_string(msg));
-    json_object_set(e, "input", input != NULL ? input : json_null());
-    if (ctx != NULL)
-        json_object_set(e, "ctx", ctx);
-    json_array_append_new(c->errors, e);
-out:
+    if (e == NULL || json_object_set_new(e, "type", json_string(type)) != 0 ||
+        json_object_set_new(e, "loc", json_copy(c->loc)) != 0 ||
+        json_object_set_new(e, "msg", json_string(msg)) != 0 ||
+        json_object_set(e, "input", input != NULL ? input : json_null()) != 0 ||
+        (ctx != NULL && json_object_set(e, "ctx", ctx) != 0)) {
+        json_decref(e);
+        c->oom = true;
+    } else if (json_array_append_new(c->errors, e) != 0) { /* e is freed by it */
+        c->oom = true;
+    }
     json_decref(input);
     json_decref(ctx);
 }
@@ -243,6 +244,28 @@ static bool parse_int(const char *s, int64_t *out)
     return true;
 }
 
+/* A string as pydantic takes it for an int: an integer, or one followed by '.' and zeros
+ * ("5.0"); not "1e3", not "5.5". */
+static bool parse_int_str(const char *s, int64_t *out)
+{
+    const char *dot = strchr(s, '.');
+    if (dot == NULL)
+        return parse_int(s, out);
+    const char *p = dot + 1;
+    while (*p == '0')
+        p++;
+    while (isspace((unsigned char)*p))
+        p++;
+    if (*p != '\0' || dot == s || !isdigit((unsigned char)dot[-1]))
+        return false;
+    char buf[32];
+    if ((size_t)(dot - s) >= sizeof(buf))
+        return false;
+    memcpy(buf, s, (size_t)(dot - s));
+    buf[dot - s] = '\0';
+    return parse_int(buf, out);
+}
+
 static bool parse_num(const char *s, double *out)
 {
     const char *b, *e;
@@ -324,15 +347,23 @@ static json_t *check_array(vctx_t *c, const sq_field_t *f, const json_t *in)
     json_t *out = json_array();
     size_t nerr = json_array_size(c->errors), i;
     json_t *item;
+    if (out == NULL)
+        c->oom = true;
     json_array_foreach(in, i, item)
     {
-        json_array_append_new(c->loc, json_integer((json_int_t)i));
+        if (c->oom || json_array_append_new(c->loc, json_integer((json_int_t)i)) != 0) {
+            c->oom = true;
+            break;
+        }
+        size_t before = json_array_size(c->errors);
         json_t *v = f->items != NULL ? check_value(c, f->items, item) : json_incref(item);
         json_array_remove(c->loc, json_array_size(c->loc) - 1);
-        if (v != NULL)
-            json_array_append_new(out, v);
+        if (v != NULL ? json_array_append_new(out, v) != 0
+                      : json_array_size(c->errors) == before)
+            c->oom = true;
     }
-    bool ok = json_array_size(c->errors) == nerr && check_len(c, f, json_array_size(in), in, true);
+    bool ok = !c->oom && json_array_size(c->errors) == nerr &&
+              check_len(c, f, json_array_size(in), in, true);
     if (!ok) {
         json_decref(out);
         return NULL;
@@ -374,10 +405,7 @@ static json_t *check_value(vctx_t *c, const sq_field_t *f, const json_t *in)
             }
             v = (int64_t)d;
         } else if (s != NULL) {
-            double d;
-            if (!parse_int(s, &v) && parse_num(s, &d) && d == floor(d) && fabs(d) < 9e18)
-                v = (int64_t)d; /* "5.0", as pydantic takes it */
-            else if (!parse_int(s, &v)) {
+            if (!parse_int_str(s, &v)) {
                 err_add(c, "int_parsing",
                         "Input should be a valid integer, unable to parse string as an integer",
                         in_ref(in), NULL);
@@ -418,9 +446,11 @@ static json_t *check_value(vctx_t *c, const sq_field_t *f, const json_t *in)
             return json_incref((json_t *)in);
         if (json_is_integer(in) && (json_integer_value(in) == 0 || json_integer_value(in) == 1))
             b = (int)json_integer_value(in);
+        else if (json_is_real(in) && (json_real_value(in) == 0.0 || json_real_value(in) == 1.0))
+            b = json_real_value(in) == 1.0; /* pydantic's lax mode: 0.0 and 1.0 too */
         else if (s != NULL)
             b = parse_bool(s);
-        else if (!json_is_integer(in)) {
+        else if (!json_is_number(in)) {
             err_add(c, "bool_type", "Input should be a valid boolean", in_ref(in), NULL);
             return NULL;
         }
@@ -448,25 +478,37 @@ static json_t *check_fields(vctx_t *c, const sq_field_t *fields, const json_t *i
 {
     json_t *out = json_object();
     size_t nerr = json_array_size(c->errors);
-    for (const sq_field_t *f = fields; f != NULL && f->name != NULL; f++) {
+    if (out == NULL)
+        c->oom = true;
+    for (const sq_field_t *f = fields; f != NULL && f->name != NULL && !c->oom; f++) {
         const json_t *v = json_object_get(in, f->name);
         if (v == NULL && json_object_get(skip, f->name) != NULL)
             continue; /* already reported */
-        json_array_append_new(c->loc, json_string(f->name));
+        if (json_array_append_new(c->loc, json_string(f->name)) != 0) {
+            c->oom = true;
+            break;
+        }
         if (v == NULL) {
             const json_t *d = sq__schema_default(f);
-            if (d != NULL)
-                json_object_set_new(out, f->name, json_deep_copy(d));
-            else
+            if (d != NULL) {
+                if (json_object_set_new(out, f->name, json_deep_copy(d)) != 0)
+                    c->oom = true;
+            } else {
                 err_add(c, "missing", "Field required", params ? json_null() : in_ref(in), NULL);
+            }
         } else {
+            size_t before = json_array_size(c->errors);
             json_t *r = check_value(c, f, v);
-            if (r != NULL)
-                json_object_set_new(out, f->name, r);
+            if (r != NULL) {
+                if (json_object_set_new(out, f->name, r) != 0)
+                    c->oom = true;
+            } else if (json_array_size(c->errors) == before) {
+                c->oom = true; /* no value and no error: an allocation failed below */
+            }
         }
         json_array_remove(c->loc, json_array_size(c->loc) - 1);
     }
-    if (json_array_size(c->errors) != nerr) {
+    if (c->oom || json_array_size(c->errors) != nerr) {
         json_decref(out);
         return NULL;
     }
@@ -551,6 +593,15 @@ static int finish(vctx_t *c, json_t *value, const sq_field_t *fields, json_t **v
                   json_t **errors_out, void *bind)
 {
     json_decref(c->loc);
+    if (c->oom) { /* neither a value nor every error: say so, never half of either */
+        json_decref(value);
+        json_decref(c->errors);
+        if (value_out != NULL)
+            *value_out = NULL;
+        if (errors_out != NULL)
+            *errors_out = NULL;
+        return UV_ENOMEM;
+    }
     if (value == NULL) {
         if (errors_out != NULL)
             *errors_out = c->errors;
@@ -574,6 +625,7 @@ static int finish(vctx_t *c, json_t *value, const sq_field_t *fields, json_t **v
 
 static int ctx_init(vctx_t *c, const char *loc)
 {
+    c->oom = false;
     c->errors = json_array();
     c->loc = json_array();
     if (c->errors == NULL || c->loc == NULL)
@@ -596,7 +648,8 @@ int sq_schema_validate(const sq_schema_t *schema, const json_t *input, const cha
     int rc = ctx_init(&c, loc);
     if (rc != 0)
         return rc;
-    json_t *value = check_object(&c, schema, input);
+    /* FastAPI takes a body that is JSON null for no body at all */
+    json_t *value = check_object(&c, schema, json_is_null(input) ? NULL : input);
     return finish(&c, value, schema->fields, value_out, errors_out, bind);
 }
 
@@ -608,7 +661,12 @@ int sq_schema_validate_text(const sq_schema_t *schema, const char *text, size_t 
     if (len == 0)
         return sq_schema_validate(schema, NULL, loc, value_out, errors_out, bind);
     json_error_t jerr;
-    json_t *in = json_loadb(text, len, JSON_DECODE_ANY, &jerr);
+    json_t *in = json_loadb(text, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+    if (in == NULL && strstr(jerr.text, "too big integer") != NULL)
+        /* Python's json takes an integer of any size: so does a number field here (an
+         * integer field then says int_parsing_size) */
+        in = json_loadb(text, len, JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL,
+                        &jerr);
     if (in != NULL) {
         int rc = sq_schema_validate(schema, in, loc, value_out, errors_out, bind);
         json_decref(in);
@@ -646,7 +704,9 @@ int sq_params_validate(const sq_field_t *params, const char *loc, sq_param_get_c
         return rc;
     /* The raw strings, as an object, go through the same checks (strings are coerced). */
     json_t *in = json_object(), *skip = json_object();
-    for (const sq_field_t *f = params; f != NULL && f->name != NULL; f++) {
+    if (in == NULL || skip == NULL)
+        c.oom = true;
+    for (const sq_field_t *f = params; !c.oom && f != NULL && f->name != NULL; f++) {
         const char *raw = get(ctx, f->name);
         if (raw == NULL)
             continue;
