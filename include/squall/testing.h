@@ -235,4 +235,30 @@ SQ_EXTERN int sq_test_ws_recv(sq_test_ws_t *ws, uint64_t timeout_ms, const sq_te
  * reason over 123 bytes (nothing is sent; ws is freed). NULL is a no-op. */
 SQ_EXTERN int sq_test_ws_close(sq_test_ws_t *ws, int code, const char *reason, int *server_code);
 
+/* ---- responses read as they come (FastAPI TestClient's stream()) ----
+ *
+ * For an event stream, a long poll, a chunked download: what a handler writes is read as
+ * it arrives, without waiting for the end. A stream has a connection of its own. */
+typedef struct sq_test_stream_s sq_test_stream_t;
+
+/* Sends a request (as sq_test_request; body a NUL-terminated string or NULL) and runs the
+ * loop until the response's head has arrived, within timeout_ms (0: the default, 10 s).
+ * On success *s is the stream and *head (may be NULL) its status and headers, owned by
+ * the stream (its body grows as sq_test_stream_read reads). Returns 0, UV_ETIMEDOUT
+ * (no head in time: the connection is dropped), UV_EINVAL, SQ_EBUSY, SQ_ECLOSED,
+ * UV_ENOMEM. */
+SQ_EXTERN int sq_test_stream_open(sq_test_t *t, const char *method, const char *target,
+                                  const char *const *headers, const char *body,
+                                  uint64_t timeout_ms, sq_test_stream_t **s,
+                                  const sq_test_res_t **head);
+/* Runs the loop until more of the body has come, within timeout_ms (0: 10 s). Returns 0
+ * with the new bytes in *data and *len (borrowed until the next call on the stream; the
+ * chunked framing removed); UV_EOF once the body has ended and everything was read;
+ * UV_ETIMEDOUT when nothing came in time (the stream stays open: read again). */
+SQ_EXTERN int sq_test_stream_read(sq_test_stream_t *s, uint64_t timeout_ms, const char **data,
+                                  size_t *len);
+/* Closes the stream. One still open is dropped as a client that leaves (a reset: the
+ * handler is told, .aborted). sq_test_destroy closes the streams left open. */
+SQ_EXTERN void sq_test_stream_close(sq_test_stream_t *s);
+
 #endif

@@ -149,7 +149,7 @@ void sq__test_conn_release(sq_test_t *t, sq__tconn_t *c, bool half_close)
 
 /* Drops a connection as a client that gives up does: a reset, which tells a handler
  * still answering (.aborted). */
-static void conn_reset(sq_test_t *t, sq__tconn_t *c)
+void sq__test_conn_reset(sq_test_t *t, sq__tconn_t *c)
 {
     if (t->cur == c)
         t->cur = NULL;
@@ -177,6 +177,7 @@ int sq_test_destroy(sq_test_t *t)
         return 0;
     t->destroying = true;
     sq__test_ws_free_all(t);
+    sq__test_streams_free_all(t);
     t->cur = NULL;
     sq_server_destroy(t->srv, 0, on_server_closed, t);
     sq__test_deadline(t, DESTROY_WAIT_MS);
@@ -369,6 +370,7 @@ static int on_headers_complete(llhttp_t *p)
         return stop(rp, UV_EPROTO);
     rp->res->pub.status = p->status_code;
     rp->res->pub.http_minor = p->http_minor;
+    rp->headers_done = p->status_code >= 200 || p->status_code == 101;
     /* RFC 9112 §6.3: no body after HEAD, a 1xx, 204 or 304, whatever the headers say */
     if (rp->head || p->status_code < 200 || p->status_code == 204 || p->status_code == 304)
         return 1;
@@ -464,7 +466,7 @@ int sq__test_parse_pump(sq__tparse_t *rp, sq__tconn_t *c, bool eof)
     return rp->done ? 1 : 0;
 }
 
-static void res_seal(sq__tres_t *r)
+void sq__test_res_seal(sq__tres_t *r)
 {
     /* body and raw end in a NUL not counted in their lengths */
     if (sq__buf_reserve(&r->body, 1) == 0)
@@ -505,7 +507,7 @@ int sq__test_read_response(sq_test_t *t, sq__tconn_t *c, bool head, uint64_t tim
     sq__test_deadline(t, 0);
     t->waiting = false;
     if (rc == 1) {
-        res_seal(rp.res);
+        sq__test_res_seal(rp.res);
         *res = rp.res;
         rp.res = NULL;
         rc = 0;
@@ -528,7 +530,7 @@ static int send_and_read(sq_test_t *t, sq__tconn_t *c, const sq__buf_t *req, boo
     sq__tres_t *r = NULL;
     int rc = sq__test_read_response(t, c, head, timeout_ms, &r);
     if (rc == UV_ETIMEDOUT) {
-        conn_reset(t, c);
+        sq__test_conn_reset(t, c);
         return rc;
     }
     if (rc != 0) {
@@ -667,4 +669,12 @@ void sq_test_res_free(sq_test_res_t *res)
     sq__buf_free(&r->raw);
     json_decref(r->json);
     free(r);
+}
+
+int sq__test_build_request(sq__buf_t *b, const char *method, const char *target,
+                           const char *const *headers, const void *body, size_t body_len)
+{
+    sq_test_req_opts_t o;
+    sq_test_req_opts_init(&o);
+    return build_request(b, method, target, headers, NULL, body, body_len, &o);
 }

@@ -31,6 +31,7 @@ struct sq_test_s {
     sq__tconn_t *conns; /* every connection not freed yet */
     sq__tconn_t *cur;   /* kept alive for the next request, or NULL */
     sq_test_ws_t *wss;  /* open WebSockets */
+    sq_test_stream_t *streams; /* open streams */
 };
 
 /* A response being read (llhttp in response mode, RFC 9112 §6). */
@@ -39,6 +40,7 @@ typedef struct sq__tparse {
     struct sq__tres *res;
     sq__buf_t field, value;
     bool head; /* the request was HEAD: no body (RFC 9112 §6.3) */
+    bool headers_done; /* the final response's head is read */
     bool done;
     int err;
 } sq__tparse_t;
@@ -80,6 +82,18 @@ SQ__HIDDEN int sq__test_parse_pump(sq__tparse_t *rp, sq__tconn_t *c, bool eof);
  * response (moved out of rp). */
 SQ__HIDDEN int sq__test_read_response(sq_test_t *t, sq__tconn_t *c, bool head, uint64_t timeout_ms,
                                       sq__tres_t **res);
+
+/* Drops a connection as a client that gives up: a reset (.aborted for a handler). */
+SQ__HIDDEN void sq__test_conn_reset(sq_test_t *t, sq__tconn_t *c);
+/* The request's bytes, as sq_test_request sends them (testing.c). */
+SQ__HIDDEN int sq__test_build_request(sq__buf_t *b, const char *method, const char *target,
+                                      const char *const *headers, const void *body,
+                                      size_t body_len);
+/* Seals a response read whole or in part: NUL after the body, the public pointers. */
+SQ__HIDDEN void sq__test_res_seal(sq__tres_t *r);
+
+/* testing_stream.c */
+SQ__HIDDEN void sq__test_streams_free_all(sq_test_t *t);
 
 /* testing_ws.c */
 SQ__HIDDEN void sq__test_ws_free_all(sq_test_t *t);
