@@ -1,10 +1,15 @@
+/* clang-format off */
 /* squall — declared schemas and their validation, pydantic v2's way (docs/schema.md).
  *
  * A schema is a static const table: an object with fields, each with a type, whether it
  * is required or its default, and its constraints.
  *
- *     typedef struct item { const char *name; double price; bool is_offer; bool is_offer_null; }
- * item_t; static const sq_field_t item_fields[] = {
+ *     typedef struct item {
+ *         const char *name;
+ *         double price;
+ *         bool is_offer, is_offer_null;
+ *     } item_t;
+ *     static const sq_field_t item_fields[] = {
  *         {.name = "name", .type = SQ_T_STRING, .bind = SQ_BIND(item_t, name)},
  *         {.name = "price", .type = SQ_T_NUMBER, .bind = SQ_BIND(item_t, price)},
  *         {.name = "is_offer", .type = SQ_T_BOOLEAN, .nullable = true, .default_json = "null",
@@ -18,8 +23,10 @@
  *
  * This layer knows JSON (jansson) and nothing of HTTP: the HTTP layer calls it before a
  * handler runs. Everything here is reentrant; the compiled patterns and parsed defaults
- * are cached process-wide, under a lock, keyed by the address of their string.
+ * are cached process-wide, under a lock, keyed by the address and the text of their
+ * string.
  */
+/* clang-format on */
 #ifndef SQUALL_SCHEMA_H
 #define SQUALL_SCHEMA_H
 
