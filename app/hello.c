@@ -271,8 +271,8 @@ static int part_end(sq_multipart_t *mp, void *data)
     upload_t *u = data;
     if (u->filename == NULL) {
         json_t *v = json_stringn(u->value ? u->value : "", u->value_len);
-        json_object_set_new(u->fields, u->field, v ? v : json_null()); /* not UTF-8: null */
-        return 0;
+        /* a value that is not UTF-8 is null; a name that is not fails the upload (400) */
+        return json_object_set_new(u->fields, u->field, v ? v : json_null()) == 0 ? 0 : UV_EINVAL;
     }
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned mdlen = 0;
@@ -281,11 +281,11 @@ static int part_end(sq_multipart_t *mp, void *data)
         return UV_ENOMEM;
     for (unsigned i = 0; i < mdlen; i++)
         snprintf(hex + 2 * i, 3, "%02x", md[i]);
-    json_t *name = json_string(u->filename);
-    json_array_append_new(u->files, json_pack("{s:s,s:o,s:I,s:s}", "field", u->field, "filename",
-                                              name ? name : json_null(), "size",
-                                              (json_int_t)u->size, "sha256", hex));
-    return 0;
+    json_t *name = json_string(u->filename); /* not UTF-8: null */
+    json_t *file = json_pack("{s:s,s:o,s:I,s:s}", "field", u->field, "filename",
+                             name ? name : json_null(), "size", (json_int_t)u->size, "sha256", hex);
+    /* a field name that is not UTF-8 fails the upload (400), never drops the file */
+    return file != NULL && json_array_append_new(u->files, file) == 0 ? 0 : UV_EINVAL;
 }
 
 static const sq_multipart_cbs_t upload_cbs = {

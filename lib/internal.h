@@ -205,6 +205,7 @@ typedef struct sq__match_result {
     sq_blocking_cb bcb;     /* ...when a blocking one serves it */
     const sq_handler_t *handler;
     const sq_op_t *op;      /* the method's declared operation, or NULL */
+    const sq_app_t *app;    /* no route (404): the deepest mount whose prefix matched */
     void *data;
     const char *allow;      /* for 405 */
     const char *bad_param;  /* for 422 */

@@ -112,7 +112,8 @@ SQ_EXTERN uint64_t sq_req_id(const sq_req_t *req);
  *
  * The callback gets the body piece by piece: status 0 with `len` bytes (borrowed for the
  * call only; a piece is what arrived since the last one, up to about 128 KiB), then once UV_EOF (data NULL) at its end; or, instead of UV_EOF, an error
- * that ends it: UV_E2BIG (past the route's stream_body_max: answer 413), UV_ECONNRESET
+ * that ends it: UV_E2BIG (past the route's stream_body_max: answer 413), UV_ETIMEDOUT
+ * (the client sent nothing for body_timeout_ms: answer 408), UV_ECONNRESET
  * (the client went: finish the response, which returns UV_ECANCELED; the route's
  * .aborted runs after it only if the response is still not finished). It runs on the loop, from the loop, never inside a
  * squall call (not inside sq_req_body_read or sq_req_body_resume), and not again once the

@@ -141,7 +141,8 @@ typedef struct sq_cookie_opts {
     size_t size;
     int64_t max_age;     /* Max-Age in seconds; -1 (default): none (a session cookie);
                             0 deletes the cookie */
-    int64_t expires;     /* Expires, Unix time in seconds; 0 (default): none */
+    int64_t expires;     /* Expires, Unix time in seconds; 0 (default): none; past year
+                            9999: the end of 9999; negative: refused */
     const char *path;    /* Path; NULL (default): none */
     const char *domain;  /* Domain; NULL (default): none (this host only) */
     int secure;          /* Secure */

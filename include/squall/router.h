@@ -100,9 +100,12 @@ typedef struct sq_handler {
     unsigned stream_body;
     /* The most bytes a streamed body may have: a larger Content-Length is answered 413
      * before the handler runs, and a chunked body that grows past it ends the stream
-     * with UV_E2BIG. 0: no limit. */
+     * with UV_E2BIG. 0 (unset): SQ_STREAM_BODY_MAX (1 GiB); UINT64_MAX: no limit. */
     uint64_t stream_body_max;
 } sq_handler_t;
+
+/* The default of sq_handler_t.stream_body_max. */
+#define SQ_STREAM_BODY_MAX (1ull << 30)
 
 /* The bit of method m in sq_handler_t.stream_body. */
 #define SQ_STREAM(m) (1u << (m))
@@ -122,7 +125,9 @@ typedef struct sq_handler {
  * An after hook runs when the response's head is about to be written — whoever finishes
  * it (handler, hook, squall's own 404/405/422/408) — with its status, in the order
  * added (the app's first, then each sub-app's on the way to the route): it may add
- * headers (sq_res_header), and nothing else (a finishing call returns SQ_EBUSY there). */
+ * headers (sq_res_header), and nothing else (a finishing call returns SQ_EALREADY_SENT
+ * there). They run also for a response whose client has gone (nothing is sent): an
+ * access log sees every request. */
 typedef int (*sq_before_cb)(sq_req_t *req, sq_res_t *res, void *data);
 enum { SQ_NEXT = 0, SQ_PAUSE = 1 };
 typedef void (*sq_after_cb)(sq_req_t *req, sq_res_t *res, int status, void *data);
@@ -148,7 +153,8 @@ SQ_EXTERN int sq_app_mount(sq_app_t *app, const char *prefix, sq_app_t *sub);
  * that failed, out of memory) with FastAPI's {"detail": ...}. An error handler replaces
  * that body for one status: it gets the detail (a string, or the 422 list; borrowed) and
  * owns res as a handler does. The nearest app on the way to the route that has one is
- * used (a 404 outside every mount: the served app's). */
+ * used: for a 404, the sub-app under whose prefix the path is (the first such mount),
+ * else the served app — whose hooks run for it the same way. */
 typedef struct json_t json_t;
 typedef void (*sq_error_cb)(sq_req_t *req, sq_res_t *res, int status, const json_t *detail,
                             void *data);

@@ -22,8 +22,7 @@ static const char *find_in(sq_req_t *req, const char *v, const char *name, size_
 {
     const char *end = v + strlen(v);
     while (v < end) {
-        size_t left = strlen(v); /* v < end: what is left of the value */
-        const char *semi = memchr(v, ';', left);
+        const char *semi = memchr(v, ';', (size_t)(end - v)); /* v < end */
         const char *pe = semi ? semi : end;
         const char *p = skip_ows(v, pe);
         const char *eq = p < pe ? memchr(p, '=', (size_t)(pe - p)) : NULL;
@@ -123,7 +122,8 @@ int sq_res_set_cookie(sq_res_t *res, const char *name, const char *value,
     }
     if (name == NULL || *name == '\0' || value == NULL || !cookie_octets(value) ||
         (o.path != NULL && !path_ok(o.path)) || (o.domain != NULL && !domain_ok(o.domain)) ||
-        (o.same_site == SQ_SAMESITE_NONE && !o.secure) || (unsigned)o.same_site > SQ_SAMESITE_NONE)
+        (o.same_site == SQ_SAMESITE_NONE && !o.secure) || (unsigned)o.same_site > SQ_SAMESITE_NONE ||
+        o.expires < 0 || o.max_age < -1)
         return UV_EINVAL;
     for (const char *p = name; *p; p++)
         if (!sq__is_tchar((unsigned char)*p))
@@ -138,7 +138,8 @@ int sq_res_set_cookie(sq_res_t *res, const char *name, const char *value,
         n += snprintf(v + n, cap - (size_t)n, "; Max-Age=%" PRId64, o.max_age);
     if (o.expires > 0) {
         char date[30];
-        sq__date_format(o.expires, date);
+        /* RFC 6265 §5.1.1 reads years to 9999: a later date is the end of that year */
+        sq__date_format(o.expires < 253402300799 ? o.expires : 253402300799, date);
         n += snprintf(v + n, cap - (size_t)n, "; Expires=%s", date);
     }
     if (o.domain != NULL)

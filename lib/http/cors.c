@@ -104,9 +104,13 @@ static bool in_list(char *const *l, const char *s, size_t n, bool nocase)
     return false;
 }
 
-/* Fetch §2.2.2: the request headers a page may send without asking. */
+/* Fetch §2.2.2: the request headers a page may send without asking — Content-Type only
+ * for the three form types, so a fetch() with application/json asks for it: every
+ * preflight answer names them all, as Starlette's does. */
 static const char *const safelisted[] = {"accept", "accept-language", "content-language",
                                          "content-type", NULL};
+static const char *const safelisted_names[] = {"Accept", "Accept-Language", "Content-Language",
+                                               "Content-Type", NULL};
 
 /* Every header named in a preflight's Access-Control-Request-Headers is allowed. */
 static bool headers_allowed(const cors_t *c, const char *req)
@@ -151,7 +155,7 @@ static int cors_before(sq_req_t *req, sq_res_t *res, void *data)
         }
         sq_res_header(res, "Access-Control-Allow-Origin", star ? "*" : origin);
         sq_res_header(res, "Access-Control-Allow-Methods", c->any_method ? want : c->methods);
-        if (c->any_header ? req_headers != NULL : *c->headers != '\0')
+        if (!c->any_header || req_headers != NULL)
             sq_res_header(res, "Access-Control-Allow-Headers",
                           c->any_header ? req_headers : c->headers);
         sq_res_header(res, "Access-Control-Max-Age", c->max_age);
@@ -198,7 +202,7 @@ int sq_app_cors(sq_app_t *app, const sq_cors_opts_t *opts)
     c->header_list = copy_list(o.headers ? o.headers : none, true, &bad);
     if (c->origins == NULL || c->method_list == NULL || c->header_list == NULL ||
         (c->methods = join(c->method_list, NULL)) == NULL ||
-        (c->headers = join(c->header_list, NULL)) == NULL) {
+        (c->headers = join(c->header_list, safelisted_names)) == NULL) {
         cors_free(c);
         return UV_ENOMEM;
     }

@@ -118,10 +118,16 @@ bool sq__exch_deliver_aborts(sq_server_t *srv)
         sq__list_remove(&x->anode);
         const sq_handler_t *h = x->match.handler;
         sq__h1_body_aborted(x); /* a body's reader first: its stream ended */
-        /* a hook that waits learns it from sq_req_next: the handler never ran */
-        if (h != NULL && h->aborted != NULL &&
-            !(x->flags & (SQ__XF_FINISHED | SQ__XF_HOOK_WAIT)))
+        if ((x->flags & SQ__XF_HOOK_NEXT) && !(x->flags & SQ__XF_FINISHED)) {
+            /* sq_req_next was called, and the client went before the tick took it on:
+             * the handler never ran, so nobody else will release the response */
+            x->flags &= ~SQ__XF_HOOK_NEXT;
+            sq_res_send(&x->res, 500, NULL, NULL, 0);
+        } else if (h != NULL && h->aborted != NULL &&
+                   !(x->flags & (SQ__XF_FINISHED | SQ__XF_HOOK_WAIT))) {
+            /* a hook that waits learns it from sq_req_next: the handler never ran */
             h->aborted(x, &x->res, x->match.data);
+        }
         sq__exch_unhold(x);
     }
     return !sq__list_empty(&sq__hs(srv)->aborts); /* told while telling: the next round */

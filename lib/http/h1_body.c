@@ -95,7 +95,14 @@ int sq_req_body_read(sq_req_t *req, sq_body_cb cb, void *ud)
         return UV_ECANCELED;
     req->body_cb = cb;
     req->body_ud = ud;
-    sq__tick_add(req->conn);
+    if ((req->flags & SQ__XF_CONTINUE_OWED) && sq__h1(req->conn)->state == SQ__H1_BODY) {
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        uv_buf_t b = uv_buf_init((char *)cont, sizeof(cont) - 1);
+        req->flags &= ~SQ__XF_CONTINUE_OWED;
+        if (sq__conn_write(req->conn, &b, 1, NULL, NULL) != 0)
+            return UV_ENOMEM;
+    }
+    sq__tick_add(req->conn); /* flushes the 100, hands over what is staged */
     return 0;
 }
 

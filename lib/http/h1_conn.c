@@ -155,6 +155,19 @@ static void respond_error(sq__conn_t *c, int status, const char *detail)
     sq__h1(c)->state = SQ__H1_HANDLER;
     if (x->id == 0)
         sq__h1_stamp(x); /* an answer before any byte of a request (a timeout) */
+    if (!(x->flags & SQ__XF_HEAD_DONE)) {
+        /* the head never ended: what was read of it is no request (after hooks, the log
+         * see an empty method, target and path, and no headers) */
+        x->hb.len = 0;
+        x->hidx.len = 0;
+        if (sq__buf_append(&x->hb, "", 1) != 0) {
+            sq__conn_teardown(c);
+            return;
+        }
+        x->path = "";
+        x->query = "";
+        x->flags |= SQ__XF_PATH_DECODED;
+    }
     x->flags &= ~SQ__XF_KEEPALIVE;
     x->flags |= SQ__XF_HOLD_HANDLER | SQ__XF_IN_HANDLER;
     x->rh.len = 0;
@@ -548,6 +561,18 @@ static void h1_on_close(sq__conn_t *c, void *ud)
 
 static void h1_on_timeout(sq__conn_t *c, void *ud, int which)
 {
+    sq__exch_t *x = sq__h1(c)->exch;
+    if (which == SQ__TQ_BODY && x != NULL && (x->flags & SQ__XF_STREAM) && x->body_cb != NULL &&
+        !(x->flags & (SQ__XF_HEADERS_SENT | SQ__XF_FINISHED | SQ__XF_BODY_END))) {
+        /* a streamed body went silent: its reader is told (UV_ETIMEDOUT) and its handler
+         * answers (408); nothing more is parsed or read (h1_body.c closes after it) */
+        c->srv->stats.timeouts++;
+        x->body_err = UV_ETIMEDOUT;
+        sq__h1(c)->flags |= SQ__HF_PAUSED;
+        sq__tq_put(c, SQ__TQ_IDLE); /* and if it never answers, it is dropped */
+        sq__tick_add(c);
+        return;
+    }
     if (which == SQ__TQ_HEAD || which == SQ__TQ_BODY) {
         /* RFC 9110 §15.5.9: 408, then close (slowloris, stalled bodies). */
         c->srv->stats.timeouts++;

@@ -68,6 +68,8 @@ enum {
     SQ__XF_HOOK_NEXT = 1 << 27,  /* ...and called sq_req_next: the tick goes on */
     SQ__XF_AFTER_RAN = 1 << 28,  /* the after hooks ran (once per response) */
     SQ__XF_IN_AFTER = 1 << 29,   /* an after hook is on the stack: no finishing call */
+    SQ__XF_HEAD_DONE = 1u << 30, /* the request's head was read whole (method, target...) */
+    SQ__XF_CONTINUE_OWED = 1u << 31, /* a streamed body's 100 Continue, sent when it is read */
 };
 
 typedef struct sq__hdr {

@@ -299,6 +299,7 @@ static int on_headers_complete(llhttp_t *p)
     x->llmethod = p->method;
     x->method = method_id(p->method);
     x->http_minor = p->http_minor;
+    x->flags |= SQ__XF_HEAD_DONE;
     if (!gap_end(x))
         return fail(x, 400); /* a bare LF ends the request line or the head */
     if (p->http_major != 1 || p->http_minor > 1)
@@ -343,9 +344,10 @@ static int on_headers_complete(llhttp_t *p)
     bool stream = x->verdict == SQ__MATCH_OK && x->match.cb != NULL && h != NULL &&
                   (h->stream_body & SQ_STREAM(x->method)) &&
                   ((p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length));
-    uint64_t max_body = stream ? h->stream_body_max : srv->opts.max_body_bytes;
-    if ((p->flags & F_CONTENT_LENGTH) && (!stream || max_body != 0) &&
-        p->content_length > max_body)
+    uint64_t max_body = !stream                     ? srv->opts.max_body_bytes
+                        : h->stream_body_max != 0 ? h->stream_body_max
+                                                  : SQ_STREAM_BODY_MAX;
+    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > max_body)
         return fail(x, 413);
 
     /* RFC 9110 §10.1.1: tell a client that waits for it to send the body — unless the
@@ -365,9 +367,15 @@ static int on_headers_complete(llhttp_t *p)
             sq__h1_dispatch(c, x);
             return HPE_PAUSED;
         }
-        uv_buf_t b = uv_buf_init((char *)cont, sizeof(cont) - 1);
-        if (sq__conn_write(c, &b, 1, NULL, NULL) != 0)
-            return fail(x, 500);
+        if (stream) {
+            /* its hooks and handler decide first: 100 goes when the body is read
+             * (sq_req_body_read), so a refused upload is never sent (RFC 9110 §10.1.1) */
+            x->flags |= SQ__XF_CONTINUE_OWED;
+        } else {
+            uv_buf_t b = uv_buf_init((char *)cont, sizeof(cont) - 1);
+            if (sq__conn_write(c, &b, 1, NULL, NULL) != 0)
+                return fail(x, 500);
+        }
     }
     sq__h1(c)->state = SQ__H1_BODY;
     sq__tq_put(c, SQ__TQ_BODY);
@@ -395,7 +403,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
         uint64_t max = x->match.handler->stream_body_max;
         x->body_seen += len;
         sq__tick_add(c);
-        if (max != 0 && x->body_seen > max) {
+        if (x->body_seen > (max != 0 ? max : SQ_STREAM_BODY_MAX)) {
             /* the reader is told; its handler answers (413) and the connection closes
              * after it (h1_body.c). Until then nothing more is parsed or read. */
             x->body_err = UV_E2BIG;

@@ -12,7 +12,9 @@
 static unsigned chain(const sq__exch_t *x, const sq_app_t **apps)
 {
     const sq_app_t *root = sq__hs(x->srv)->app;
-    const sq_app_t *a = x->match.route != NULL ? sq__route_app(x->match.route) : root;
+    const sq_app_t *a = x->match.route != NULL ? sq__route_app(x->match.route)
+                        : x->match.app != NULL   ? x->match.app /* a 404 under a mount */
+                                                 : root;
     const sq_app_t *rev[SQ__MAX_MOUNT_DEPTH];
     unsigned n = 0;
     for (; a != NULL && n < SQ__MAX_MOUNT_DEPTH; a = sq__app_parent(a))
@@ -44,13 +46,15 @@ bool sq__h1_run_before(sq__exch_t *x)
         if (h == NULL)
             return true;
         x->hook_i++;
+        x->flags |= SQ__XF_HOOK_WAIT; /* so that sq_req_next works inside the hook too */
         int rc = h->cb.before(x, &x->res, h->data);
-        if (x->flags & SQ__XF_FINISHED)
-            return false;
-        if (rc == SQ_PAUSE) {
-            x->flags |= SQ__XF_HOOK_WAIT;
+        if (x->flags & SQ__XF_FINISHED) {
+            x->flags &= ~(SQ__XF_HOOK_WAIT | SQ__XF_HOOK_NEXT);
             return false;
         }
+        if (rc == SQ_PAUSE)
+            return false; /* waits (HOOK_WAIT), or goes on from the tick (HOOK_NEXT) */
+        x->flags &= ~(SQ__XF_HOOK_WAIT | SQ__XF_HOOK_NEXT); /* goes on now, once */
         if (rc < 0) {
             sq_log(SQ_LOG_ERROR, "%s %s: before hook %u failed: %s", sq_req_method(x),
                    x->path ? x->path : "", x->hook_i, sq_strerror(rc));

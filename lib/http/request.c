@@ -53,6 +53,8 @@ void sq__exch_reset(sq__exch_t *x)
 
 const char *sq_req_method(const sq_req_t *req)
 {
+    if (!(req->flags & SQ__XF_HEAD_DONE))
+        return ""; /* squall's answer to a head that never ended (400, 408, 431) */
     return llhttp_method_name((llhttp_method_t)req->llmethod);
 }
 

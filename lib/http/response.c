@@ -177,11 +177,12 @@ static int write_head(sq__exch_t *x, int status, const char *ctype, int64_t clen
 }
 
 /* Common entry of every finishing call. Returns 1 to go on, or the call's result. */
-static int begin_finish(sq__exch_t *x)
+static int begin_finish(sq__exch_t *x, int status)
 {
     if (x->flags & (SQ__XF_FINISHED | SQ__XF_HEADERS_SENT | SQ__XF_IN_AFTER))
         return SQ_EALREADY_SENT;
     if (!x->ops->open(x)) {
+        sq__h1_run_after(x, status); /* an access log sees it too, though nothing is sent */
         sq__exch_finished(x);
         return UV_ECANCELED;
     }
@@ -213,7 +214,7 @@ int sq_res_send(sq_res_t *res, int status, const char *content_type, const void 
         return UV_EINVAL;
     if (len > (size_t)INT64_MAX)
         return UV_EMSGSIZE;
-    int rc = begin_finish(x);
+    int rc = begin_finish(x, status);
     if (rc != 1)
         return rc;
     if (!status_has_body(status))
@@ -230,7 +231,7 @@ int sq_res_send_ref(sq_res_t *res, int status, const char *content_type, const v
     sq__exch_t *x = res->req;
     int rc = !sq__status_is_final(status) || !sq__field_value_ok(content_type) ? UV_EINVAL
              : len > (size_t)INT64_MAX                                         ? UV_EMSGSIZE
-                                                                              : begin_finish(x);
+                                                                              : begin_finish(x, status);
     if (rc != 1) {
         if (free_cb != NULL)
             free_cb((void *)body, free_data);
@@ -347,8 +348,10 @@ int sq_res_start(sq_res_t *res, int status, const char *content_type)
         return UV_EINVAL;
     if (x->flags & (SQ__XF_FINISHED | SQ__XF_HEADERS_SENT | SQ__XF_IN_AFTER))
         return SQ_EALREADY_SENT;
-    if (!x->ops->open(x))
+    if (!x->ops->open(x)) {
+        sq__h1_run_after(x, status);
         return UV_ECANCELED; /* sq_res_end releases res (res.h) */
+    }
     int rc = write_head(x, status, content_type, -1);
     if (rc != 0) {
         x->ops->fail(x);

@@ -433,6 +433,10 @@ static sq__match_t match(const sq_app_t *app, sq_method_t method, const char *pa
                 continue;
             const char *rest = path_len > r->prefix_len ? path + r->prefix_len : "/";
             size_t rlen = path_len > r->prefix_len ? path_len - r->prefix_len : 1;
+            /* a 404 under a prefix is its sub-app's: the first mount whose prefix the path
+             * is under, and the first within it (out->app is reset for each request) */
+            if (out->app == NULL || out->app == app)
+                out->app = r->sub;
             sq__match_t m = match(r->sub, method, rest, rlen, arena, out, shape, allowed);
             if (m != SQ__MATCH_NONE)
                 return m;
@@ -648,6 +652,24 @@ static int build_url(const sq__route_t *r, const char *const *params, char *buf,
         int64_t iv;
         if (s->kind == SEG_INT && !parse_int64(v, &iv))
             return UV_EINVAL;
+        /* RFC 3986 §5.2.4: a "." or ".." segment would be removed by the client, sending
+         * it elsewhere: in a segment it is written %2E; in a {x:path} value, refused */
+        if (s->kind != SEG_PATH && (strcmp(v, ".") == 0 || strcmp(v, "..") == 0)) {
+            for (const char *d = v; *d; d++) {
+                PUT_CH('%');
+                PUT_CH('2');
+                PUT_CH('E');
+            }
+            continue;
+        }
+        if (s->kind == SEG_PATH) {
+            for (const char *seg = v; *seg;) {
+                size_t sl = strcspn(seg, "/");
+                if ((sl == 1 && seg[0] == '.') || (sl == 2 && seg[0] == '.' && seg[1] == '.'))
+                    return UV_EINVAL;
+                seg += sl + (seg[sl] == '/');
+            }
+        }
         for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
             if (seg_char(*p, s->kind == SEG_PATH)) {
                 PUT_CH((char)*p);
@@ -666,26 +688,27 @@ static int build_url(const sq__route_t *r, const char *const *params, char *buf,
 #undef PUT_CH
 }
 
-static int url_for(const sq_app_t *app, const char *name, const char *const *params, char *buf,
-                   size_t len, size_t o)
+/* The route named `name` in app or, through its mounts, below it (its own routes first,
+ * then each mount in order); prefixes[] gets the mounts' prefixes on the way. */
+static const sq__route_t *find_named(const sq_app_t *app, const char *name,
+                                     const char **prefixes, unsigned *n)
 {
     for (unsigned i = 0; i < app->nroutes; i++) {
         const sq__route_t *r = app->routes[i];
         if (r->route_name != NULL && strcmp(r->route_name, name) == 0)
-            return build_url(r, params, buf, len, o);
+            return r;
     }
     for (unsigned i = 0; i < app->nroutes; i++) {
         const sq__route_t *r = app->routes[i];
-        if (r->sub == NULL)
+        if (r->sub == NULL || *n == SQ__MAX_MOUNT_DEPTH)
             continue;
-        if (o + r->prefix_len >= len)
-            return UV_ENOBUFS;
-        memcpy(buf + o, r->pattern, r->prefix_len);
-        int rc = url_for(r->sub, name, params, buf, len, o + r->prefix_len);
-        if (rc != UV_ENOENT)
-            return rc;
+        prefixes[(*n)++] = r->pattern;
+        const sq__route_t *found = find_named(r->sub, name, prefixes, n);
+        if (found != NULL)
+            return found;
+        (*n)--;
     }
-    return UV_ENOENT;
+    return NULL;
 }
 
 int sq_app_url_for(const sq_app_t *app, const char *name, const char *const *params, char *buf,
@@ -693,7 +716,20 @@ int sq_app_url_for(const sq_app_t *app, const char *name, const char *const *par
 {
     if (app == NULL || name == NULL || buf == NULL || len == 0)
         return UV_EINVAL;
-    return url_for(app, name, params, buf, len, 0);
+    const char *prefixes[SQ__MAX_MOUNT_DEPTH];
+    unsigned n = 0;
+    const sq__route_t *r = find_named(app, name, prefixes, &n);
+    if (r == NULL)
+        return UV_ENOENT;
+    size_t o = 0;
+    for (unsigned i = 0; i < n; i++) {
+        size_t pl = strlen(prefixes[i]);
+        if (o + pl >= len)
+            return UV_ENOBUFS;
+        memcpy(buf + o, prefixes[i], pl);
+        o += pl;
+    }
+    return build_url(r, params, buf, len, o);
 }
 
 const sq_app_t *sq__route_app(const sq__route_t *r)
