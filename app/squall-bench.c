@@ -437,7 +437,9 @@ static void preflight(void)
         int e = errno;
         close(fd);
         fprintf(stderr, PROG ": connect to %s: %s\n", g_o.hostport,
-                e == EINPROGRESS ? "timed out" : strerror(e));
+                e == EINPROGRESS     ? "timed out"
+                : e == ECONNREFUSED ? "connection refused (is the server running?)"
+                                    : strerror(e));
         exit(1);
     }
     close(fd);
