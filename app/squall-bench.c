@@ -172,7 +172,9 @@ static void usage(FILE *f)
             "  -c, --connections N   connections (64); split between the threads\n"
             "  -d, --duration D      how long to run (10s); D is 500ms, 10s, 2m or seconds\n"
             "  -t, --threads N       N loops in N threads (1); pin with taskset if you want\n"
-            "  -p, --pipeline N      requests (messages) in flight per connection (1, at most %d)\n"
+            "  -p, --pipeline N      requests (messages) sent at once on a connection, the\n"
+            "                        next batch when all are answered (1, at most %d); with\n"
+            "                        --rate: at most N in flight on a connection\n"
             "  -s, --size BYTES      WebSocket message size (32); binary unless --text\n"
             "      --text            send text messages ('x' repeated) instead of binary\n"
             "  -r, --rate R          R requests (messages) per second in all, on a fixed\n"
@@ -578,7 +580,7 @@ typedef struct conn {
     unsigned slots;        /* --rate: this connection's share of the worker's free_slots */
     uint8_t src;           /* the source address it was opened from (worker_t.src) */
     uint8_t state;
-    bool writing, close_after, established, ready;
+    bool writing, close_after, established, ready, opening;
     /* WebSocket frames being read (RFC 6455 section 5.2) */
     uint8_t hdr[14], hdr_len, opcode, ctl_len;
     bool fin;
@@ -655,8 +657,26 @@ static void hold_failed(conn_t *c)
     }
 }
 
+/* The connection is open (upgraded, or its first answer came) or gone: it no longer
+ * counts against CONNECTS_IN_FLIGHT. Counting the whole opening, not only the TCP
+ * connect, keeps the server's accept queue from overflowing (a dropped SYN costs a
+ * second) while --hold opens thousands. */
+static void open_done(conn_t *c)
+{
+    if (c->opening) {
+        c->opening = false;
+        c->w->connecting--;
+    }
+}
+
+static void start_more(worker_t *w);
+
 static void established(conn_t *c)
 {
+    if (c->opening) {
+        open_done(c);
+        start_more(c->w);
+    }
     if (c->established)
         return;
     c->established = true;
@@ -893,11 +913,10 @@ static void after_answers(conn_t *c)
     }
     if (!k || w->stopping || g_o.hold)
         return;
-    if (g_o.rate > 0) {
+    if (g_o.rate > 0)
         dispatch(w);
-    } else {
-        conn_send(c, k, w->now, 0);
-    }
+    else if (c->inflight == 0)
+        conn_send(c, g_o.pipeline, w->now, 0); /* the next batch once all are answered */
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
@@ -975,6 +994,7 @@ static void on_closed(uv_handle_t *h)
     c->state = C_DOWN;
     if (w->stopping)
         return;
+    start_more(w);
     if (g_o.hold && c->established && c->retry_at == 0)
         return; /* a held connection is not reopened */
     if (c->retry_at <= w->now)
@@ -989,6 +1009,7 @@ static void conn_close(conn_t *c, bool retry_now)
     if (c->state == C_CLOSING || c->state == C_DOWN || c->state == C_NEW)
         return;
     slots_add(c, -(int)c->slots);
+    open_done(c);
     w->now = uv_hrtime();
     c->retry_at = retry_now ? w->now : w->now + RETRY_NS;
     if (g_o.hold)
@@ -1000,6 +1021,8 @@ static void conn_close(conn_t *c, bool retry_now)
 
 static void start_more(worker_t *w)
 {
+    if (w->stopping)
+        return;
     while (w->next_connect < w->nconns && w->connecting < CONNECTS_IN_FLIGHT && !w->stopping)
         conn_start(&w->conns[w->next_connect++]);
 }
@@ -1018,10 +1041,8 @@ static void on_connect(uv_connect_t *req, int status)
 {
     conn_t *c = req->data;
     worker_t *w = c->w;
-    w->connecting--;
     if (status == UV_ECANCELED || w->stopping)
         return;
-    start_more(w);
     if (status == UV_EADDRNOTAVAIL && g_o.loopback4 && w->src + 1 < MAX_SOURCES) {
         /* This source address has no ephemeral port left for the server: next one. */
         if (w->src == c->src)
@@ -1073,7 +1094,7 @@ static void conn_start(conn_t *c)
 {
     worker_t *w = c->w;
     c->head = c->inflight = c->owed = c->done_in_read = 0;
-    c->writing = c->close_after = c->ready = false;
+    c->writing = c->close_after = c->ready = c->opening = false;
     c->hdr_len = 0;
     c->remaining = 0;
     c->hs_len = 0;
@@ -1126,6 +1147,7 @@ static void conn_start(conn_t *c)
         return;
     }
     w->connecting++;
+    c->opening = true;
 }
 
 /* --rate: hands the messages that are due to connections with room, oldest first. */
