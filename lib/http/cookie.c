@@ -105,8 +105,8 @@ static bool domain_ok(const char *s)
     if (*s == '\0')
         return false;
     for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-        if (!((*p | 0x20) >= 'a' && (*p | 0x20) <= 'z') && !(*p >= '0' && *p <= '9') &&
-            *p != '-' && *p != '.')
+        if (!((*p | 0x20) >= 'a' && (*p | 0x20) <= 'z') && !(*p >= '0' && *p <= '9') && *p != '-' &&
+            *p != '.')
             return false;
     return true;
 }
@@ -122,8 +122,8 @@ int sq_res_set_cookie(sq_res_t *res, const char *name, const char *value,
     }
     if (name == NULL || *name == '\0' || value == NULL || !cookie_octets(value) ||
         (o.path != NULL && !path_ok(o.path)) || (o.domain != NULL && !domain_ok(o.domain)) ||
-        (o.same_site == SQ_SAMESITE_NONE && !o.secure) || (unsigned)o.same_site > SQ_SAMESITE_NONE ||
-        o.expires < 0 || o.max_age < -1)
+        (o.same_site == SQ_SAMESITE_NONE && !o.secure) ||
+        (unsigned)o.same_site > SQ_SAMESITE_NONE || o.expires < 0 || o.max_age < -1)
         return UV_EINVAL;
     for (const char *p = name; *p; p++)
         if (!sq__is_tchar((unsigned char)*p))

@@ -12,11 +12,11 @@
 typedef struct cors {
     char **origins; /* NULL-terminated copies */
     bool any_origin, any_method, any_header, credentials;
-    char *methods;  /* "GET, POST": the Allow-Methods value */
+    char *methods; /* "GET, POST": the Allow-Methods value */
     char **method_list;
-    char **header_list;  /* lower-case */
-    char *headers;  /* the Allow-Headers value when not any */
-    char *expose;   /* the Expose-Headers value, or NULL */
+    char **header_list; /* lower-case */
+    char *headers;      /* the Allow-Headers value when not any */
+    char *expose;       /* the Expose-Headers value, or NULL */
     char max_age[24];
 } cors_t;
 

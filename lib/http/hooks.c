@@ -13,8 +13,8 @@ static unsigned chain(const sq__exch_t *x, const sq_app_t **apps)
 {
     const sq_app_t *root = sq__hs(x->srv)->app;
     const sq_app_t *a = x->match.route != NULL ? sq__route_app(x->match.route)
-                        : x->match.app != NULL   ? x->match.app /* a 404 under a mount */
-                                                 : root;
+                        : x->match.app != NULL ? x->match.app /* a 404 under a mount */
+                                               : root;
     const sq_app_t *rev[SQ__MAX_MOUNT_DEPTH];
     unsigned n = 0;
     for (; a != NULL && n < SQ__MAX_MOUNT_DEPTH; a = sq__app_parent(a))

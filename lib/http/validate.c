@@ -86,10 +86,10 @@ static void add_bad_param(const sq__exch_t *x, const sq_op_t *op, json_t *all)
             return;
     json_t *in = json_string(x->match.bad_value);
     json_array_append_new(
-        all, json_pack("{s:s,s:[s,s],s:s,s:o}", "type", "int_parsing", "loc", "path",
-                       x->match.bad_param, "msg",
-                       "Input should be a valid integer, unable to parse string as an integer",
-                       "input", in ? in : json_null()));
+        all,
+        json_pack("{s:s,s:[s,s],s:s,s:o}", "type", "int_parsing", "loc", "path", x->match.bad_param,
+                  "msg", "Input should be a valid integer, unable to parse string as an integer",
+                  "input", in ? in : json_null()));
 }
 
 /* The body's part. A body that is not JSON by its Content-Type is handed over as text, as
@@ -177,7 +177,7 @@ bool sq__h1_validate(sq__exch_t *x)
 fail:
     json_decref(all);
     sq_log(SQ_LOG_ERROR, "%s %s: out of memory validating the request", sq_req_method(x),
-            sq__route_pattern(x->match.route));
+           sq__route_pattern(x->match.route));
     sq__h1_error(x, 500, json_string("Internal Server Error"));
     return false;
 }

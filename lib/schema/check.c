@@ -60,8 +60,7 @@ static bool params_ok(const sq_field_t *params)
     return true;
 }
 
-int sq__op_check(const sq_op_t *op, const char *const *path_names, unsigned nnames,
-                 bool streamed)
+int sq__op_check(const sq_op_t *op, const char *const *path_names, unsigned nnames, bool streamed)
 {
     if (!text_ok(op->summary) || !text_ok(op->description) || !text_ok(op->operation_id) ||
         !text_ok(op->response_description))

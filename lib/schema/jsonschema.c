@@ -59,7 +59,7 @@ typedef struct walk {
     const sq_schema_t *stack[MAX_DEPTH];
     unsigned depth;
     unsigned arrays; /* lists within lists being written */
-    json_t *seen; /* "%p" of a table -> the name it got in defs: each is written once */
+    json_t *seen;    /* "%p" of a table -> the name it got in defs: each is written once */
 } walk_t;
 
 static json_t *schema_js(walk_t *w, const sq_schema_t *s);
@@ -196,9 +196,9 @@ static json_t *type_schema(walk_t *w, const sq_field_t *f)
         if (w->defs != NULL && f->object->title != NULL)
             return def_ref(w, f->object);
         if (on_stack(w, f->object) || w->depth == MAX_DEPTH) /* inline: no way to refer */
-            return f->object->title ? json_pack("{s:s,s:s}", "type", "object", "title",
-                                                f->object->title)
-                                    : json_pack("{s:s}", "type", "object");
+            return f->object->title
+                       ? json_pack("{s:s,s:s}", "type", "object", "title", f->object->title)
+                       : json_pack("{s:s}", "type", "object");
         return schema_js(w, f->object);
     }
     return o;

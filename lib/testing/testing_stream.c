@@ -10,7 +10,7 @@ struct sq_test_stream_s {
     sq_test_t *t;
     sq__tconn_t *c;
     sq__tparse_t rp;
-    size_t taken;      /* body bytes given to the caller */
+    size_t taken; /* body bytes given to the caller */
     sq_test_stream_t *next;
 };
 
@@ -82,8 +82,7 @@ int sq_test_stream_open(sq_test_t *t, const char *method, const char *target,
     if (t->waiting)
         return SQ_EBUSY;
     sq__buf_t req = {0};
-    int rc = sq__test_build_request(&req, method, target, headers, body,
-                                    body ? strlen(body) : 0);
+    int rc = sq__test_build_request(&req, method, target, headers, body, body ? strlen(body) : 0);
     if (rc != 0) {
         sq__buf_free(&req);
         return rc;
@@ -114,8 +113,7 @@ int sq_test_stream_open(sq_test_t *t, const char *method, const char *target,
     return 0;
 }
 
-int sq_test_stream_read(sq_test_stream_t *s, uint64_t timeout_ms, const char **data,
-                        size_t *len)
+int sq_test_stream_read(sq_test_stream_t *s, uint64_t timeout_ms, const char **data, size_t *len)
 {
     if (s == NULL || data == NULL || len == NULL)
         return UV_EINVAL;
