@@ -51,7 +51,7 @@ endif
 STATIC := $(BUILD)/lib/libsquall.a
 SHARED := $(BUILD)/lib/libsquall.so
 
-.PHONY: all deps run test asan valgrind bench bench-hub install format clean version \
+.PHONY: all deps run test asan valgrind bench bench-hub fuzz install format clean version \
         build-all build-test build-run build-valgrind
 # Objects built on the way to a binary (app/, bench/) are kept: no rebuild on the next make.
 .SECONDARY:
@@ -142,6 +142,10 @@ build-valgrind: build-all $(BUILD)/bin/squall-tests
 
 bench: all
 	bash scripts/bench-peers.sh
+
+# libFuzzer harnesses (fuzz/), FUZZ_SECONDS each (scripts/fuzz.sh)
+fuzz: deps
+	FUZZ_SECONDS=$(or $(FUZZ_SECONDS),10) bash scripts/fuzz.sh
 
 bench-hub: all
 	bash scripts/bench-hub.sh

@@ -11,6 +11,8 @@ pkgs=(build-essential pkg-config libuv1-dev node-llhttp libjansson-dev libwslay-
       libcriterion-dev libssl-dev libhiredis-dev
       redis-server chromium curl wrk nginx-light valgrind nodejs npm python3 python3-websockets python3-aiohttp python3-requests
       iproute2 util-linux procps)
+# make fuzz: clang and its libFuzzer runtime
+pkgs+=(clang libclang-rt-14-dev)
 
 missing=()
 for p in "${pkgs[@]}"; do

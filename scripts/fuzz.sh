@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The libFuzzer harnesses of fuzz/ (clang, -fsanitize=fuzzer,address,undefined), each run
+# for FUZZ_SECONDS (default 10) from its committed seeds in fuzz/corpus/NAME; inputs it
+# finds new go to build-fuzz/corpus/NAME, a crash to build-fuzz/artifacts/ (and the run
+# fails: make it a regression test, then fix it). Needs clang (Debian's, with its
+# libFuzzer runtime).
+#   make fuzz                       every harness, 10 s each
+#   make fuzz FUZZ_SECONDS=3600     an hour each
+#   FUZZ_ONLY=request scripts/fuzz.sh
+#   FUZZ_SEED=1 scripts/fuzz.sh      the same inputs each run (CI)
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+SECONDS_EACH=${FUZZ_SECONDS:-10}
+B=build-fuzz
+command -v clang >/dev/null || { echo "fuzz: clang is not installed (apt-get install clang)" >&2; exit 1; }
+make -j2 --no-print-directory BUILD=$B CC=clang OPT="-O1 -g" \
+    SAN="-fsanitize=fuzzer-no-link,address,undefined" \
+    WARN="-Wall -Wno-unused-parameter -Wno-cast-align" $B/lib/libsquall.a >/dev/null
+llhttp_inc=$(sed -n 's/^LLHTTP_INC ?= //p' third_party/llhttp/llhttp.mk)
+libs="$(pkg-config --libs libuv jansson libcrypto hiredis) -lwslay -lpthread -lm"
+mkdir -p $B/bin $B/artifacts
+fail=0
+for src in fuzz/fuzz_*.c; do
+    name=$(basename "$src" .c)
+    name=${name#fuzz_}
+    [ -n "${FUZZ_ONLY:-}" ] && [ "$FUZZ_ONLY" != "$name" ] && continue
+    # shellcheck disable=SC2086
+    clang -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=fuzzer,address,undefined \
+        -fno-sanitize-recover=undefined -Iinclude -Ilib -I"$llhttp_inc" \
+        -o $B/bin/fuzz-"$name" "$src" $B/lib/libsquall.a $libs
+    mkdir -p $B/corpus/"$name"
+    echo "fuzz: $name for ${SECONDS_EACH}s"
+    if ! UBSAN_OPTIONS=halt_on_error=1 $B/bin/fuzz-"$name" -max_total_time="$SECONDS_EACH" \
+        -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 ${FUZZ_SEED:+-seed=$FUZZ_SEED} \
+        -artifact_prefix=$B/artifacts/"$name"- $B/corpus/"$name" fuzz/corpus/"$name" \
+        >$B/fuzz-"$name".log 2>&1; then
+        echo "fuzz: $name found a failure (input in $B/artifacts/):" >&2
+        grep -E "ERROR|SUMMARY|runtime error" $B/fuzz-"$name".log | head -5 >&2
+        fail=1
+    else
+        grep -E "^stat::number_of_executed_units|^stat::peak_rss_mb" $B/fuzz-"$name".log |
+            tr '\n' ' ' | sed 's/^/fuzz:   /'
+        echo
+    fi
+done
+exit $fail
