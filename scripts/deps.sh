@@ -10,7 +10,7 @@ set -euo pipefail
 pkgs=(build-essential pkg-config libuv1-dev node-llhttp libjansson-dev libwslay-dev
       libcriterion-dev libssl-dev libhiredis-dev
       redis-server chromium curl wrk nginx-light valgrind nodejs npm python3 python3-websockets python3-aiohttp python3-requests
-      iproute2 util-linux procps)
+      python3-uvicorn python3-uvloop python3-httptools h2o iproute2 util-linux procps)
 
 missing=()
 for p in "${pkgs[@]}"; do
