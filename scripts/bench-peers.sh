@@ -189,6 +189,10 @@ load() {
     t0=$(cpu_ticks $SRV_CPU_PIDS)
     if ! (ulimit -n "$NOFILE"; exec timeout $((${dur%s} + 120)) "${nice_cmd[@]}" \
         taskset -c "$LOAD_CPU" "$BENCH" "$url" -d "$dur" --json "$@") >"$f" 2>"$f.err"; then
+        if [ "$round" = 0 ]; then
+            echo "  warning: warm-up against $name failed: $(head -n1 "$f.err")" >&2
+            return 0
+        fi
         echo "squall-bench failed against $name ($row):" >&2
         cat "$f.err" >&2
         tail -n 5 "$TMPD/server.log" >&2
@@ -202,15 +206,26 @@ load() {
 import json, sys
 f, row, name, rnd, rep, ticks, hz = sys.argv[1:]
 j = json.load(open(f))
-errs = sum(j["errors"].values())
+errs = ", ".join(f"{v} {k}" for k, v in j["errors"].items() if v)
 if "hold" in j:
     h = j["hold"]
     line = f"{h['opened']} conns, {h['bytes_per_conn']} B/conn"
 else:
     cpu = int(ticks) * 1e6 / int(hz) / max(j["requests"], 1)
     line = f"{j['requests_per_s']:.0f}/s, {cpu:.2f} us CPU each, p99 {j['latency_us']['p99'] / 1000:.2f} ms"
-print(f"  round {rnd}/{rep} {row:<12} {name:<14} {line}" + (f"  ({errs} errors)" if errs else ""))
+print(f"  round {rnd}/{rep} {row:<12} {name:<14} {line}" + (f"  (errors: {errs})" if errs else ""))
 PYEOF
+}
+
+# wait_drained PORT: after a --hold, waits (up to 60 s) until the server has let go of the
+# held connections, so that closing them does not fall into the next measurement.
+wait_drained() {
+    local _
+    for _ in $(seq 1 600); do
+        [ "$(ss -Htn "( sport = :$1 )" | grep -vc TIME-WAIT || true)" -eq 0 ] && return 0
+        sleep 0.1
+    done
+    echo "  warning: connections to port $1 still open 60 s after the hold" >&2
 }
 
 # rows_for NAME ROUND PORT: the rows measured on a fresh NAME.
@@ -224,6 +239,7 @@ rows_for() {
         path=/plaintext
         load "$name" idle-http "$round" "http://127.0.0.1:$port$path" 1s --hold "$HOLD_N" \
             --pid "$SRV_PID_MEM" --timeout 30s
+        wait_drained "$port"
         load "$name" warmup 0 "http://127.0.0.1:$port$path" 1s -c 50
         for row in $HTTP_ROWS; do
             c=${row##*-c}; p=1
@@ -236,6 +252,7 @@ rows_for() {
         [ "$name" = squall-ws ] && path=/ws/echo label=squall
         load "$label" idle-ws "$round" "ws://127.0.0.1:$port$path" 1s --hold "$HOLD_N" \
             --pid "$SRV_PID_MEM" --timeout 30s
+        wait_drained "$port"
         load "$name" warmup 0 "ws://127.0.0.1:$port$path" 1s -c 50
         for row in $WS_ROWS; do
             c=${row#ws-c}; c=${c%%-*}; s=32

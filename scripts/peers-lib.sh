@@ -1,4 +1,5 @@
 # Helpers shared by scripts/bench-peers.sh and scripts/mem-idle.sh. Sourced, not run.
+# shellcheck shell=bash
 # They expect `set -euo pipefail` and a scratch folder in $TMPD that the caller removes.
 
 # Prints a TCP port that nothing listens on, between 20000 and 29999 (below Linux's
