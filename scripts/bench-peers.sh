@@ -1,178 +1,308 @@
 #!/usr/bin/env bash
-# bench-peers.sh — squall's hello next to nginx on the same machine, in one run.
+# bench-peers.sh — squall's hello next to its peers, in one run and one table.
 #
-# Both servers answer `GET /plaintext` with "Hello, world" on one worker. The server is
-# pinned to CPU 1 and wrk to CPU 0 (taskset); each measurement is repeated REPEAT times,
-# alternating servers, and the median is reported, with the server's CPU time per request
-# (utime + stime from /proc/PID/stat, before and after each run). Two loads:
-#   plaintext    wrk -t1 -c50 -dDURATION URL
-#   pipelined16  the same with a Lua script that sends 16 requests per write
+# HTTP: hello (1 worker), nginx (1 worker, `return 200`), Node.js `http`
+# (bench/peers/node_http.js), uvicorn with uvloop and httptools (bench/peers/uvicorn_app.py)
+# and h2o (1 thread, an mruby handler), each answering `GET /plaintext` with "Hello, world".
+# WebSocket echo: hello's /ws/echo, Node's `ws` (bench/ws-echo-node.js) and Python's
+# `websockets` (bench/peers/ws_echo_py.py). A peer that is not installed is left out, with
+# a line saying so.
 #
-#   scripts/bench-peers.sh                   # 10 s x 3 per cell, about 2.5 minutes
-#   DURATION=2s REPEAT=1 scripts/bench-peers.sh   # quick look
+# One server runs at a time, pinned to SERVER_CPU; the load generator, build/bin/squall-bench
+# (--json), is pinned to LOAD_CPU. Every round starts each server afresh (the order rotates
+# from round to round) and measures, on that process:
+#   idle-http / idle-ws  --hold HOLD_N idle connections, VmRSS before and after (--pid)
+#   plain-c50            plaintext, 50 connections          (HTTP servers)
+#   plain-c256           plaintext, 256 connections
+#   pipe16-c256          plaintext, 256 connections, 16 requests per write
+#   ws-c50-32B ...       echo, 50 and 500 connections x 32 B and 16 KiB  (WebSocket servers)
+# with the server's CPU time (utime + stime of the server's processes, /proc/PID/stat,
+# before and after the load) divided by the answers. REPEAT rounds; medians are reported,
+# with squall's ratio to each peer, by scripts/bench-peers-report.py, which also writes
+# a PNG chart when gnuplot is installed and, with --check, fails when a target is missed.
 #
-# Env: DURATION (10s), REPEAT (3), CONNS (50), PIPELINE (16), SERVER_CPU (1), WRK_CPU (0),
-# NICE (unset; e.g. -20 runs the servers and wrk at that niceness, as root, so that other
-# work sharing the machine disturbs the figures less).
+#   scripts/bench-peers.sh                 # 10 s x 3 rounds, every row: about 15 minutes
+#   QUICK=1 scripts/bench-peers.sh         # 2 s x 1 round, fewer rows: about a minute
+#   scripts/bench-peers.sh --check         # exit 1 when a target is missed
+#
+# Env: DURATION (10s; QUICK 2s), REPEAT (3; QUICK 1), HOLD_N (10000; QUICK 2000),
+# SERVER_CPU (1), LOAD_CPU (0), NOFILE (20000, the open-file limit given to the servers
+# and to squall-bench), OUT (build/bench-peers: table.txt, results.tsv, chart.png),
+# NICE (unset; e.g. -20, as root, runs servers and load at that niceness).
 set -euo pipefail
 
-DURATION=${DURATION:-10s}
-REPEAT=${REPEAT:-3}
-CONNS=${CONNS:-50}
-PIPELINE=${PIPELINE:-16}
-SERVER_CPU=${SERVER_CPU:-1}
-WRK_CPU=${WRK_CPU:-0}
+CHECK=""
+for a in "$@"; do
+    case $a in
+        --check) CHECK=--check ;;
+        -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "bench-peers: unknown argument $a (--check, --help)" >&2; exit 2 ;;
+    esac
+done
 
-nice_cmd=()
-[ -n "${NICE:-}" ] && nice_cmd=(nice -n "$NICE")
+QUICK=${QUICK:-}
+[ "$QUICK" = 0 ] && QUICK=""
+if [ -n "$QUICK" ]; then
+    DURATION=${DURATION:-2s}; REPEAT=${REPEAT:-1}; HOLD_N=${HOLD_N:-2000}
+else
+    DURATION=${DURATION:-10s}; REPEAT=${REPEAT:-3}; HOLD_N=${HOLD_N:-10000}
+fi
+SERVER_CPU=${SERVER_CPU:-1}
+LOAD_CPU=${LOAD_CPU:-0}
+NOFILE=${NOFILE:-20000}
 
 root=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${OUT:-$root/build/bench-peers}
 # shellcheck source=scripts/peers-lib.sh
 . "$root/scripts/peers-lib.sh"
 
 secs=${DURATION%s}
 case $secs in
-    '' | *[!0-9]*) echo "DURATION must be whole seconds, like 10s" >&2; exit 2 ;;
+    '' | *[!0-9]* | 0) echo "DURATION must be whole seconds, like 10s" >&2; exit 2 ;;
 esac
 case $REPEAT in
     '' | *[!0-9]* | 0) echo "REPEAT must be a positive integer" >&2; exit 2 ;;
 esac
+case $HOLD_N in
+    '' | *[!0-9]* | 0) echo "HOLD_N must be a positive integer" >&2; exit 2 ;;
+esac
+if [ "$HOLD_N" -gt $((NOFILE - 500)) ]; then
+    echo "HOLD_N=$HOLD_N does not fit under the open-file limit ($NOFILE)" >&2
+    exit 2
+fi
+
+nice_cmd=()
+[ -n "${NICE:-}" ] && nice_cmd=(nice -n "$NICE")
+PY=/usr/bin/python3
 
 make --no-print-directory -s -C "$root" all
-for tool in wrk nginx taskset curl ss pgrep; do
+for tool in taskset curl ss pgrep "$PY"; do
     command -v "$tool" >/dev/null || { echo "missing $tool: run scripts/deps.sh" >&2; exit 1; }
 done
+BENCH=$root/build/bin/squall-bench
+NODE_PATH=$root/tests/peers/node_modules
+export NODE_PATH
 
-TMPD=$(mktemp -d /tmp/squall-bench.XXXXXX)
-SQ_PID=""
-NGX_PID=""
-NGX_WORKERS=""
+# --- which peers are here -------------------------------------------------------------
+HTTP_SERVERS="squall"
+WS_SERVERS="squall"
+skipped=()
+if command -v nginx >/dev/null; then HTTP_SERVERS+=" nginx"; else skipped+=("nginx: not installed"); fi
+if command -v node >/dev/null; then
+    HTTP_SERVERS+=" node"
+    if [ -d "$NODE_PATH/ws" ]; then WS_SERVERS+=" node-ws"
+    else skipped+=("node-ws: tests/peers/node_modules/ws missing (scripts/deps.sh)"); fi
+else
+    skipped+=("node, node-ws: node not installed")
+fi
+if "$PY" -c 'import uvicorn, uvloop, httptools' 2>/dev/null; then HTTP_SERVERS+=" uvicorn"
+else skipped+=("uvicorn: python3-uvicorn, python3-uvloop or python3-httptools not installed"); fi
+if command -v h2o >/dev/null; then HTTP_SERVERS+=" h2o"; else skipped+=("h2o: not installed"); fi
+if "$PY" -c 'import websockets' 2>/dev/null; then WS_SERVERS+=" py-websockets"
+else skipped+=("py-websockets: python3-websockets not installed"); fi
+
+if [ -n "$QUICK" ]; then
+    HTTP_ROWS="plain-c50 pipe16-c256"
+    WS_ROWS="ws-c50-32B ws-c500-16K"
+else
+    HTTP_ROWS="plain-c50 plain-c256 pipe16-c256"
+    WS_ROWS="ws-c50-32B ws-c50-16K ws-c500-32B ws-c500-16K"
+fi
+
+TMPD=$(mktemp -d /tmp/squall-bench-peers.XXXXXX)
+SRV_PID=""
+SRV_CPU_PIDS=""
 cleanup() {
     trap - EXIT INT TERM
-    [ -n "$SQ_PID" ] && stop_pid "$SQ_PID"
-    if [ -n "$NGX_PID" ]; then
-        stop_pid "$NGX_PID"
-        for w in $NGX_WORKERS; do stop_pid "$w"; done
-    fi
+    stop_server
     rm -rf "$TMPD"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# --- servers -------------------------------------------------------------------------
-SQ_PORT=$(free_port)
-"${nice_cmd[@]}" taskset -c "$SERVER_CPU" "$root/build/bin/hello" --host 127.0.0.1 --port "$SQ_PORT" \
-    --workers 1 --slow-callback-ms 0 >"$TMPD/hello.log" 2>&1 &
-SQ_PID=$!
-wait_http "http://127.0.0.1:$SQ_PORT/plaintext" "$SQ_PID"
+# srv_exec CMD...: runs CMD as the server, in the background, pinned to SERVER_CPU with the
+# open-file limit raised; sets SRV_PID.
+srv_exec() {
+    (
+        ulimit -n "$NOFILE"
+        exec "${nice_cmd[@]}" taskset -c "$SERVER_CPU" "$@"
+    ) >>"$TMPD/server.log" 2>&1 &
+    SRV_PID=$!
+}
 
-NGX_PORT=$(free_port)
-while [ "$NGX_PORT" = "$SQ_PORT" ]; do NGX_PORT=$(free_port); done
-nginx_conf "$NGX_PORT" 1024 65s
-# shellcheck disable=SC2046
-"${nice_cmd[@]}" taskset -c "$SERVER_CPU" $(nginx_cmd) >"$TMPD/nginx.log" 2>&1 &
-NGX_PID=$!
-wait_http "http://127.0.0.1:$NGX_PORT/plaintext" "$NGX_PID"
-NGX_WORKERS=$(pgrep -P "$NGX_PID" | tr '\n' ' ')
-
-for url in "http://127.0.0.1:$SQ_PORT/plaintext" "http://127.0.0.1:$NGX_PORT/plaintext"; do
-    body=$(curl -fs --max-time 2 "$url")
-    [ "$body" = "Hello, world" ] || { echo "unexpected body from $url: $body" >&2; exit 1; }
-done
-
-# wrk's Lua hook: one write carries PIPELINE requests; wrk counts every response.
-cat >"$TMPD/pipeline.lua" <<EOF
-init = function(args)
-    local batch = {}
-    for i = 1, $PIPELINE do batch[i] = wrk.format(nil, wrk.path) end
-    pipelined = table.concat(batch)
-end
-request = function() return pipelined end
-EOF
-
-clk_tck=$(getconf CLK_TCK)
-
-# run_one NAME PORT LOAD DURATION [warmup]: one wrk run; appends "rps cpu_us_per_req" to
-# $TMPD/NAME.LOAD, except for a warm-up.
-run_one() {
-    local name=$1 port=$2 load=$3 dur=$4 warm=${5:-} pids t0 t1 out reqs rps args=()
-    if [ "$name" = squall ]; then pids=$SQ_PID; else pids="$NGX_PID $NGX_WORKERS"; fi
-    [ "$load" = pipelined ] && args=(-s "$TMPD/pipeline.lua")
-    # shellcheck disable=SC2086
-    t0=$(cpu_ticks $pids)
-    out=$(timeout $((${dur%s} + 30)) "${nice_cmd[@]}" taskset -c "$WRK_CPU" \
-        wrk -t1 -c"$CONNS" -d"$dur" "${args[@]}" "http://127.0.0.1:$port/plaintext" 2>&1) || {
-        echo "wrk failed against $name:" >&2
-        echo "$out" >&2
-        exit 1
-    }
-    # shellcheck disable=SC2086
-    t1=$(cpu_ticks $pids)
-    if grep -qE 'Socket errors|Non-2xx' <<<"$out"; then
-        echo "warning: $name $load: $(grep -E 'Socket errors|Non-2xx' <<<"$out" | tr -s ' ')" >&2
+# start_server NAME PORT: starts NAME on PORT and waits until it answers; sets SRV_PID (the
+# process --pid reads VmRSS of: nginx's worker) and SRV_CPU_PIDS (all its processes).
+start_server() {
+    local name=$1 port=$2
+    case $name in
+        squall)
+            srv_exec "$root/build/bin/hello" --host 127.0.0.1 --port "$port" --workers 1 \
+                --slow-callback-ms 0 --idle-timeout 600000 ;;
+        nginx)
+            nginx_conf "$port" $((NOFILE - 100)) 120s
+            # shellcheck disable=SC2046
+            srv_exec $(nginx_cmd) ;;
+        node) srv_exec node "$root/bench/peers/node_http.js" "$port" ;;
+        uvicorn)
+            srv_exec "$PY" -m uvicorn --app-dir "$root/bench/peers" uvicorn_app:app \
+                --host 127.0.0.1 --port "$port" --loop uvloop --http httptools \
+                --no-access-log --log-level warning --timeout-keep-alive 120 --backlog 2048 ;;
+        h2o)
+            h2o_conf "$port"
+            srv_exec h2o -c "$TMPD/h2o/h2o.conf" ;;
+        node-ws) srv_exec node "$root/bench/ws-echo-node.js" "$port" ;;
+        py-websockets) srv_exec "$PY" "$root/bench/peers/ws_echo_py.py" "$port" ;;
+    esac
+    case $name in
+        node-ws | py-websockets) wait_tcp "$port" "$SRV_PID" ;;
+        *) wait_http "http://127.0.0.1:$port/plaintext" "$SRV_PID" ;;
+    esac
+    SRV_CPU_PIDS=$(proc_pids "$SRV_PID" | tr '\n' ' ')
+    if [ "$name" = nginx ]; then
+        local w
+        w=$(pgrep -P "$SRV_PID" | head -n1)
+        [ -n "$w" ] && SRV_PID_MEM=$w || SRV_PID_MEM=$SRV_PID
+    else
+        SRV_PID_MEM=$SRV_PID
     fi
-    [ -n "$warm" ] && return 0
-    reqs=$(awk '/ requests in / { print $1 }' <<<"$out")
-    rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
-    awk -v r="$rps" -v n="$reqs" -v d=$((t1 - t0)) -v hz="$clk_tck" \
-        'BEGIN { printf "%.0f %.3f\n", r, (n > 0 ? d * 1e6 / hz / n : 0) }' \
-        >>"$TMPD/$name.$load"
 }
 
-# median FILE COLUMN
-median() {
-    sort -g -k"$2,$2" "$1" | awk -v c="$2" '{ v[NR] = $c }
-        END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+stop_server() {
+    local p
+    [ -z "$SRV_PID" ] && return 0
+    for p in $SRV_CPU_PIDS; do [ "$p" != "$SRV_PID" ] && stop_pid "$p"; done
+    stop_pid "$SRV_PID"
+    SRV_PID=""
+    SRV_CPU_PIDS=""
 }
 
-echo "bench-peers: wrk -t1 -c$CONNS -d$DURATION, $REPEAT runs per cell alternating servers;" \
-    "server on CPU $SERVER_CPU, wrk on CPU $WRK_CPU${NICE:+, nice $NICE}"
-echo "  squall: build/bin/hello --workers 1 --slow-callback-ms 0 (pid $SQ_PID, port $SQ_PORT)"
-echo "  nginx:  $(nginx -v 2>&1 | sed 's/^nginx version: //'), 1 worker, return 200 (port $NGX_PORT)"
+# load NAME ROW ROUND URL DUR SQUALL-BENCH-ARGS...: one squall-bench run against the running
+# server; appends "ROW NAME ROUND cpu_ticks json_file" to $TMPD/runs (not for ROUND 0, the
+# warm-up).
+nrun=0
+load() {
+    local name=$1 row=$2 round=$3 url=$4 dur=$5 t0 t1 f
+    shift 5
+    nrun=$((nrun + 1))
+    f=$TMPD/run.$nrun.json
+    # shellcheck disable=SC2086
+    t0=$(cpu_ticks $SRV_CPU_PIDS)
+    if ! (ulimit -n "$NOFILE"; exec timeout $((${dur%s} + 120)) "${nice_cmd[@]}" \
+        taskset -c "$LOAD_CPU" "$BENCH" "$url" -d "$dur" --json "$@") >"$f" 2>"$f.err"; then
+        if [ "$round" = 0 ]; then
+            echo "  warning: warm-up against $name failed: $(head -n1 "$f.err")" >&2
+            return 0
+        fi
+        echo "squall-bench failed against $name ($row):" >&2
+        cat "$f.err" >&2
+        tail -n 5 "$TMPD/server.log" >&2
+        exit 1
+    fi
+    # shellcheck disable=SC2086
+    t1=$(cpu_ticks $SRV_CPU_PIDS)
+    [ "$round" = 0 ] && return 0
+    echo "$row $name $round $((t1 - t0)) $f" >>"$TMPD/runs"
+    "$PY" - "$f" "$row" "$name" "$round" "$REPEAT" "$((t1 - t0))" "$(getconf CLK_TCK)" <<'PYEOF'
+import json, sys
+f, row, name, rnd, rep, ticks, hz = sys.argv[1:]
+j = json.load(open(f))
+errs = ", ".join(f"{v} {k}" for k, v in j["errors"].items() if v)
+if "hold" in j:
+    h = j["hold"]
+    line = f"{h['opened']} conns, {h['bytes_per_conn']} B/conn"
+else:
+    cpu = int(ticks) * 1e6 / int(hz) / max(j["requests"], 1)
+    line = f"{j['requests_per_s']:.0f}/s, {cpu:.2f} us CPU each, p99 {j['latency_us']['p99'] / 1000:.2f} ms"
+print(f"  round {rnd}/{rep} {row:<12} {name:<14} {line}" + (f"  (errors: {errs})" if errs else ""))
+PYEOF
+}
 
-load0=$(cut -d' ' -f1 /proc/loadavg)
-if awk -v l="$load0" 'BEGIN { exit !(l > 0.5) }'; then
-    echo "  warning: load average $load0 before the run: other work shares these 2 CPUs," \
-        "req/s will be noisy (CPU us/req less so)"
+# wait_drained PORT: after a --hold, waits (up to 60 s) until the server has let go of the
+# held connections, so that closing them does not fall into the next measurement.
+wait_drained() {
+    local _
+    for _ in $(seq 1 600); do
+        [ "$(ss -Htn "( sport = :$1 )" | grep -vc TIME-WAIT || true)" -eq 0 ] && return 0
+        sleep 0.1
+    done
+    echo "  warning: connections to port $1 still open 60 s after the hold" >&2
+}
+
+# rows_for NAME ROUND PORT: the rows measured on a fresh NAME.
+rows_for() {
+    local name=$1 round=$2 port=$3 row c p s scheme path label
+    case $name in
+        node-ws | py-websockets | squall-ws) scheme=ws ;;
+        *) scheme=http ;;
+    esac
+    if [ $scheme = http ]; then
+        path=/plaintext
+        load "$name" idle-http "$round" "http://127.0.0.1:$port$path" 1s --hold "$HOLD_N" \
+            --pid "$SRV_PID_MEM" --timeout 30s
+        wait_drained "$port"
+        load "$name" warmup 0 "http://127.0.0.1:$port$path" 1s -c 50
+        for row in $HTTP_ROWS; do
+            c=${row##*-c}; p=1
+            case $row in pipe16-*) p=16 ;; esac
+            load "$name" "$row" "$round" "http://127.0.0.1:$port$path" "$DURATION" -c "$c" \
+                --pipeline "$p"
+        done
+    else
+        path=/ label=$name
+        [ "$name" = squall-ws ] && path=/ws/echo label=squall
+        load "$label" idle-ws "$round" "ws://127.0.0.1:$port$path" 1s --hold "$HOLD_N" \
+            --pid "$SRV_PID_MEM" --timeout 30s
+        wait_drained "$port"
+        load "$name" warmup 0 "ws://127.0.0.1:$port$path" 1s -c 50
+        for row in $WS_ROWS; do
+            c=${row#ws-c}; c=${c%%-*}; s=32
+            case $row in *-16K) s=16384 ;; esac
+            load "$label" "$row" "$round" "ws://127.0.0.1:$port$path" "$DURATION" -c "$c" \
+                --size "$s"
+        done
+    fi
+}
+
+# rotate N WORDS...: the words, starting at the (N mod count)-th.
+rotate() {
+    local n=$1 i
+    shift
+    local a=("$@")
+    for ((i = 0; i < ${#a[@]}; i++)); do printf '%s ' "${a[$(((i + n) % ${#a[@]}))]}"; done
+}
+
+mkdir -p "$OUT"
+load0=$(cut -d' ' -f1-3 /proc/loadavg)
+{
+    echo "bench-peers: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs ($(awk -F': ' \
+        '/^model name/ { print $2; exit }' /proc/cpuinfo)), load average $load0"
+    echo "  server on CPU $SERVER_CPU, squall-bench on CPU $LOAD_CPU${NICE:+, nice $NICE};" \
+        "$DURATION per cell, $REPEAT round(s), servers in rotating order, medians;" \
+        "idle rows: $HOLD_N connections"
+    echo "  HTTP: $HTTP_SERVERS; WebSocket: ${WS_SERVERS/squall/squall(/ws/echo)}"
+    for s in "${skipped[@]}"; do echo "  left out: $s"; done
+} | tee "$OUT/header.txt"
+if awk -v l="${load0%% *}" 'BEGIN { exit !(l > 0.5) }'; then
+    echo "  warning: load average ${load0%% *} before the run: other work shares the CPUs," \
+        "rates will be noisy (CPU per request less so)" | tee -a "$OUT/header.txt"
 fi
 
-# Warm-up: one second each, not counted.
-for load in plaintext pipelined; do
-    run_one squall "$SQ_PORT" "$load" 1s warmup
-    run_one nginx "$NGX_PORT" "$load" 1s warmup
-done
-
-for i in $(seq 1 "$REPEAT"); do
-    for load in plaintext pipelined; do
-        if [ $((i % 2)) = 1 ]; then order="squall nginx"; else order="nginx squall"; fi
-        for name in $order; do
-            if [ "$name" = squall ]; then port=$SQ_PORT; else port=$NGX_PORT; fi
-            run_one "$name" "$port" "$load" "$DURATION"
-            printf '  run %d/%d %-9s %-6s %s req/s\n' "$i" "$REPEAT" "$load" "$name" \
-                "$(tail -n1 "$TMPD/$name.$load" | cut -d' ' -f1)"
-        done
+: >"$TMPD/runs"
+for round in $(seq 1 "$REPEAT"); do
+    # HTTP servers, then WebSocket servers (hello again, as squall-ws), each order rotated.
+    # shellcheck disable=SC2086
+    for name in $(rotate "$((round - 1))" $HTTP_SERVERS) \
+        $(rotate "$((round - 1))" ${WS_SERVERS/squall/squall-ws}); do
+        port=$(free_port)
+        srv=$name
+        [ "$name" = squall-ws ] && srv=squall
+        start_server "$srv" "$port"
+        rows_for "$name" "$round" "$port"
+        stop_server
     done
 done
+echo "  load average after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/header.txt"
+echo
 
-echo
-printf '%-12s %-7s %12s %10s   %s\n' load server "req/s (med)" "CPU us/req" "runs (req/s)"
-for load in plaintext pipelined; do
-    label=$load
-    [ "$load" = pipelined ] && label="pipelined$PIPELINE"
-    for name in squall nginx; do
-        f=$TMPD/$name.$load
-        printf '%-12s %-7s %12s %10s   %s\n' "$label" "$name" "$(median "$f" 1)" \
-            "$(median "$f" 2)" "$(cut -d' ' -f1 "$f" | paste -sd' ')"
-    done
-done
-echo "(load average before: $load0, after: $(cut -d' ' -f1 /proc/loadavg))"
-echo
-for load in plaintext pipelined; do
-    label=$load
-    [ "$load" = pipelined ] && label="pipelined$PIPELINE"
-    awk -v l="$label" -v sr="$(median "$TMPD/squall.$load" 1)" \
-        -v nr="$(median "$TMPD/nginx.$load" 1)" -v sc="$(median "$TMPD/squall.$load" 2)" \
-        -v nc="$(median "$TMPD/nginx.$load" 2)" 'BEGIN {
-            printf "%-12s squall/nginx: req/s %.2fx, CPU per request %.2fx\n", l,
-                (nr > 0 ? sr / nr : 0), (nc > 0 ? sc / nc : 0) }'
-done
+"$PY" "$root/scripts/bench-peers-report.py" --runs "$TMPD/runs" --out "$OUT" \
+    --hz "$(getconf CLK_TCK)" --header "$OUT/header.txt" ${QUICK:+--quick} $CHECK

@@ -4,13 +4,14 @@
 set -euo pipefail
 
 # Build and test: the first line. Peers and tools of the test suite and of the scripts
-# (bench-peers.sh: wrk, nginx, taskset from util-linux; mem-idle.sh: ss from iproute2,
+# (bench-peers.sh: nginx, h2o, uvicorn with uvloop and httptools, gnuplot, taskset from
+# util-linux; wrk for comparing squall-bench; mem-idle.sh: ss from iproute2,
 # pgrep from procps; the hub's Redis tests: redis-server; the chat page's browser test:
 # chromium): the rest.
 pkgs=(build-essential pkg-config libuv1-dev node-llhttp libjansson-dev libwslay-dev
       libcriterion-dev libssl-dev libhiredis-dev
       redis-server chromium curl wrk nginx-light valgrind nodejs npm python3 python3-websockets python3-aiohttp python3-requests
-      iproute2 util-linux procps)
+      python3-uvicorn python3-uvloop python3-httptools h2o gnuplot-nox iproute2 util-linux procps)
 # make fuzz: clang and its libFuzzer runtime
 pkgs+=(clang libclang-rt-14-dev)
 

@@ -1,4 +1,5 @@
 # Helpers shared by scripts/bench-peers.sh and scripts/mem-idle.sh. Sourced, not run.
+# shellcheck shell=bash
 # They expect `set -euo pipefail` and a scratch folder in $TMPD that the caller removes.
 
 # Prints a TCP port that nothing listens on, between 20000 and 29999 (below Linux's
@@ -111,4 +112,41 @@ stop_pid() {
         proc_alive "$pid" && kill -KILL "$pid" 2>/dev/null
     fi
     wait "$pid" 2>/dev/null || true
+}
+
+# wait_tcp PORT PID: waits up to 15 s for a listener on 127.0.0.1:PORT while PID lives
+# (WebSocket servers, which answer no plain GET).
+wait_tcp() {
+    local _
+    for _ in $(seq 1 150); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        proc_alive "$2" || { echo "server (pid $2) exited before listening on $1" >&2; return 1; }
+        sleep 0.1
+    done
+    echo "nothing listens on 127.0.0.1:$1 within 15 s" >&2
+    return 1
+}
+
+# h2o_conf PORT: writes $TMPD/h2o/h2o.conf, one thread answering `GET /plaintext` with
+# "Hello, world" from an mruby handler (h2o has no fixed-response directive), keep-alive
+# two minutes, room for 20000 connections.
+h2o_conf() {
+    local d=$TMPD/h2o
+    mkdir -p "$d"
+    cat >"$d/h2o.conf" <<EOF
+num-threads: 1
+max-connections: 20000
+http1-request-timeout: 120
+hosts:
+  default:
+    listen:
+      host: 127.0.0.1
+      port: $1
+    paths:
+      /plaintext:
+        mruby.handler: |
+          Proc.new do |env|
+            [200, {"content-type" => "text/plain"}, ["Hello, world"]]
+          end
+EOF
 }
