@@ -144,7 +144,17 @@ SQ__HIDDEN int sq__app_keep(sq_app_t *app, void *p, void (*free_fn)(void *p));
 SQ__HIDDEN bool sq__uri_host_char(unsigned char ch);
 SQ__HIDDEN bool sq__uri_path_char(unsigned char ch);
 SQ__HIDDEN bool sq__uri_span_ok(const char *s, size_t len, bool (*ok)(unsigned char));
-SQ__HIDDEN bool sq__is_tchar(unsigned char ch);
+/* Byte classes for header fields: a token's characters (tchar, RFC 9110 §5.6.2) and what
+ * a field value may hold (§5.5: visible, SP, HTAB, obs-text). */
+enum { SQ__CH_TCHAR = 1, SQ__CH_VALUE = 2 };
+SQ__HIDDEN extern const uint8_t sq__char_class[256];
+static inline bool sq__is_tchar(unsigned char ch)
+{
+    return sq__char_class[ch] & SQ__CH_TCHAR;
+}
+/* The length of NUL-terminated s when every byte is of class cls (SQ__CH_*), else
+ * SIZE_MAX. */
+SQ__HIDDEN size_t sq__field_len(const char *s, unsigned cls);
 
 /* A URL a client connects to, split: host (an IPv6 literal without its brackets), port in
  * decimal, "host[:port]" as written (the Host header), and the request target. */

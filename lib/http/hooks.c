@@ -15,6 +15,10 @@ static unsigned chain(const sq__exch_t *x, const sq_app_t **apps)
     const sq_app_t *a = x->match.route != NULL ? sq__route_app(x->match.route)
                         : x->match.app != NULL ? x->match.app /* a 404 under a mount */
                                                : root;
+    if (sq__app_parent(a) == NULL) { /* no mount on the way: the common case */
+        apps[0] = a;
+        return 1;
+    }
     const sq_app_t *rev[SQ__MAX_MOUNT_DEPTH];
     unsigned n = 0;
     for (; a != NULL && n < SQ__MAX_MOUNT_DEPTH; a = sq__app_parent(a))
@@ -24,11 +28,9 @@ static unsigned chain(const sq__exch_t *x, const sq_app_t **apps)
     return n;
 }
 
-/* The i-th before hook on x's chain, or NULL past the last. */
-static const sq__hook_t *before_at(const sq__exch_t *x, unsigned i)
+/* The i-th before hook on a chain of n apps, or NULL past the last. */
+static const sq__hook_t *before_at(const sq_app_t *const *apps, unsigned n, unsigned i)
 {
-    const sq_app_t *apps[SQ__MAX_MOUNT_DEPTH];
-    unsigned n = chain(x, apps);
     for (unsigned k = 0; k < n; k++) {
         unsigned cnt;
         const sq__hook_t *h = sq__app_befores(apps[k], &cnt);
@@ -41,8 +43,10 @@ static const sq__hook_t *before_at(const sq__exch_t *x, unsigned i)
 
 bool sq__h1_run_before(sq__exch_t *x)
 {
+    const sq_app_t *apps[SQ__MAX_MOUNT_DEPTH];
+    unsigned n = chain(x, apps); /* the match, so the chain, stays while hooks run */
     for (;;) {
-        const sq__hook_t *h = before_at(x, x->hook_i);
+        const sq__hook_t *h = before_at(apps, n, x->hook_i);
         if (h == NULL)
             return true;
         x->hook_i++;

@@ -83,9 +83,16 @@ bool sq__status_is_final(int status)
  * separate field line of the same list. */
 bool sq__header_is_framing(const char *name, const char *value)
 {
-    if (strcasecmp(name, "Content-Length") == 0 || strcasecmp(name, "Transfer-Encoding") == 0)
-        return true;
-    return strcasecmp(name, "Connection") == 0 && strcasecmp(value, "upgrade") != 0;
+    switch (name[0] | 0x20) { /* most names are none of the three: one comparison */
+    case 'c':
+        if (strcasecmp(name, "Content-Length") == 0)
+            return true;
+        return strcasecmp(name, "Connection") == 0 && strcasecmp(value, "upgrade") != 0;
+    case 't':
+        return strcasecmp(name, "Transfer-Encoding") == 0;
+    default:
+        return false;
+    }
 }
 
 static bool status_has_body(int status)
@@ -297,26 +304,14 @@ int sq_res_send_error(sq_res_t *res, int status, const char *detail)
     return sq_res_send_json_new(res, status, j);
 }
 
-/* RFC 9110 §5.6.2: tchar, what a token (a field name) is made of. */
-static bool is_tchar(unsigned char ch)
-{
-    return (ch >= '0' && ch <= '9') || ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'z') ||
-           (ch != 0 && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
-}
-
 /* RFC 9110 §5.5: a field value is visible characters, spaces and tabs (obs-text too);
  * CR and LF would end the field and start another (response splitting), and the other
  * controls are invalid. A name is a token (§5.1): tchars only. */
 bool sq__field_ok(const char *s, bool is_name)
 {
-    if (*s == '\0' && is_name)
-        return false;
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (is_name ? !is_tchar(ch) : (ch < 0x20 && ch != '\t') || ch == 0x7f)
-            return false;
-    }
-    return true;
+    if (is_name)
+        return *s != '\0' && sq__field_len(s, SQ__CH_TCHAR) != SIZE_MAX;
+    return sq__field_len(s, SQ__CH_VALUE) != SIZE_MAX;
 }
 
 bool sq__field_value_ok(const char *value)
@@ -329,9 +324,9 @@ int sq_res_header(sq_res_t *res, const char *name, const char *value)
     sq__exch_t *x = res->req;
     if (x->flags & (SQ__XF_FINISHED | SQ__XF_HEADERS_SENT))
         return SQ_EALREADY_SENT;
-    if (!sq__field_ok(name, true) || !sq__field_ok(value, false) || sq__header_is_framing(name, value))
+    size_t nl = sq__field_len(name, SQ__CH_TCHAR), vl = sq__field_len(value, SQ__CH_VALUE);
+    if (nl == 0 || nl == SIZE_MAX || vl == SIZE_MAX || sq__header_is_framing(name, value))
         return UV_EINVAL;
-    size_t nl = strlen(name), vl = strlen(value);
     if (sq__buf_reserve(&x->rh, nl + vl + 4) != 0)
         return UV_ENOMEM;
     sq__buf_append_unsafe(&x->rh, name, nl);
