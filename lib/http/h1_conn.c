@@ -52,11 +52,11 @@ static void save_pending(sq__conn_t *c, const char *pos, size_t rest)
 {
     if (rest == 0)
         return;
-    if (c->pending.base != NULL && pos >= c->pending.base &&
-        pos < c->pending.base + c->pending.cap) {
-        memmove(c->pending.base, pos, rest);
-        c->pending.len = rest;
-    } else if (sq__buf_append(&c->pending, pos, rest) != 0) {
+    if (c->pending != NULL && pos >= c->pending->base &&
+        pos < c->pending->base + c->pending->cap) {
+        memmove(c->pending->base, pos, rest);
+        c->pending->len = rest;
+    } else if (sq__pend_append(c, pos, rest) != 0) {
         sq__conn_teardown(c);
     }
 }
@@ -226,10 +226,10 @@ void sq__h1_resume(sq__conn_t *c)
         llhttp_resume(&sq__h1(c)->exch->parser);
     c->flags |= SQ__CF_IN_READ;
     sq__exch_t *x = sq__h1(c)->exch;
-    if (c->pending.len > 0) {
-        size_t n = c->pending.len;
-        c->pending.len = 0;
-        sq__h1_process(c, c->pending.base, n);
+    if (sq__pend_len(c) > 0) {
+        size_t n = c->pending->len;
+        c->pending->len = 0;
+        sq__h1_process(c, c->pending->base, n);
     } else if (x != NULL && (x->flags & SQ__XF_STREAM) && sq__h1(c)->state == SQ__H1_BODY) {
         /* a streamed body paused on its last byte: llhttp ends the message (and calls
          * on_message_complete) when it runs again, even with nothing new to read */
@@ -248,15 +248,15 @@ static void idle_release(sq__conn_t *c)
 {
     if (sq__h1(c)->state != SQ__H1_IDLE || (c->flags & SQ__CF_CLOSED))
         return;
-    if (sq__h1(c)->exch != NULL && c->pending.len == 0 && sq__h1(c)->exch->hb.len == 0 &&
+    if (sq__h1(c)->exch != NULL && sq__pend_len(c) == 0 && sq__h1(c)->exch->hb.len == 0 &&
         !(sq__h1(c)->flags & SQ__HF_PAUSED)) { /* a paused parser keeps its exchange */
         sq__exch_t *x = sq__h1(c)->exch;
         sq__h1(c)->exch = NULL;
         x->conn = NULL;
         sq__exch_release(x, SQ__XF_HOLD_CONN);
     }
-    if (c->pending.len == 0 && c->pending.cap != 0)
-        sq__buf_free(&c->pending);
+    if (c->pending != NULL && c->pending->len == 0)
+        sq__pend_free(c);
 }
 
 /* Work deferred to the tick: going on after an answer given later, after a drain, or
@@ -424,7 +424,7 @@ int sq__res_takeover(sq_res_t *res, const sq__proto_t *proto, void *ud)
     x->conn = NULL;
     sq__exch_release(x, SQ__XF_HOLD_CONN);
     sq__exch_release(x, SQ__XF_HOLD_HANDLER);
-    if (c->pending.len > 0) { /* read behind the upgrade: the new protocol's */
+    if (sq__pend_len(c) > 0) { /* read behind the upgrade: the new protocol's */
         c->flags |= SQ__CF_REDELIVER;
         sq__tick_add(c);
     }
@@ -515,11 +515,11 @@ static void h1_on_read(sq__conn_t *c, void *ud, const char *data, ssize_t nread)
         return; /* closing after an answer: nothing more is parsed */
     if (sq__h1(c)->flags & SQ__HF_PAUSED) {
         /* A response is outstanding: keep what is pipelined behind it, up to a limit. */
-        if (sq__buf_append(&c->pending, data, (size_t)nread) != 0) {
+        if (sq__pend_append(c, data, (size_t)nread) != 0) {
             sq__conn_teardown(c);
             return;
         }
-        if (c->pending.len >= c->srv->opts.max_pipeline_bytes)
+        if (c->pending->len >= c->srv->opts.max_pipeline_bytes)
             sq__conn_read(c, false);
         return;
     }
@@ -532,7 +532,7 @@ static void h1_on_shutdown(sq__conn_t *c, void *ud)
     sq__h1conn_t *h = sq__h1(c);
     switch (h->state) {
     case SQ__H1_IDLE:
-        if (c->pending.len == 0 && (c->wq == NULL || !c->wq->inflight)) {
+        if (sq__pend_len(c) == 0 && (c->wq == NULL || !c->wq->inflight)) {
             sq__conn_teardown(c);
             return;
         }
@@ -578,7 +578,7 @@ static void h1_on_timeout(sq__conn_t *c, void *ud, int which)
         c->srv->stats.timeouts++;
         respond_error(c, 408, "Request Timeout");
         sq__conn_flush(c);
-    } else if (which == SQ__TQ_IDLE && c->pending.len > 0 &&
+    } else if (which == SQ__TQ_IDLE && sq__pend_len(c) > 0 &&
                !(c->flags & SQ__CF_CLOSE_AFTER) && (c->wq == NULL || !c->wq->inflight)) {
         /* Pipelined requests wait for answers that have drained just now, their tick
          * not run yet: not idle (test: regress_http/a_body_of_4_gib_and_more_is_sent_whole).

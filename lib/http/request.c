@@ -217,7 +217,7 @@ int sq_req_peer(const sq_req_t *req, char *buf, size_t len)
 {
     if (req->conn == NULL)
         return UV_ECANCELED;
-    return req->conn->io->peer(req->conn, buf, len);
+    return sq__conn_io(req->conn)->peer(req->conn, buf, len);
 }
 
 int sq_req_is_aborted(const sq_req_t *req)

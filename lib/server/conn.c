@@ -19,7 +19,7 @@ void sq__conn_read(sq__conn_t *c, bool on)
         sq__conn_read_start(c);
     } else if (!on && !(c->flags & SQ__CF_READ_STOPPED)) {
         c->flags |= SQ__CF_READ_STOPPED;
-        c->io->read_stop(c);
+        sq__conn_io(c)->read_stop(c);
     }
 }
 
@@ -37,14 +37,44 @@ static void on_conn_close(uv_handle_t *h)
         sq__batch_complete(c, &c->wq->b[1], UV_ECANCELED);
         sq__wq_put(srv, c->wq);
     }
-    sq__buf_free(&c->pending);
+    sq__pend_free(c);
+    sq__tick_forget(c);
     sq__list_remove(&c->node);
     srv->nconns--;
     srv->stats.connections_open--;
-    if (c->io != NULL && c->io->freed != NULL)
-        c->io->freed(c);
+    if (sq__conn_io(c)->freed != NULL)
+        sq__conn_io(c)->freed(c);
     free(c);
     sq__server_maybe_done(srv);
+}
+
+int sq__pend_append(sq__conn_t *c, const char *p, size_t n)
+{
+    sq__pend_t *b = c->pending;
+    size_t len = b != NULL ? b->len : 0;
+    if (n > SIZE_MAX - sizeof(*b) - len)
+        return UV_ENOMEM;
+    if (b == NULL || b->cap - len < n) {
+        size_t cap = b != NULL ? b->cap : 0;
+        cap = cap > len + n ? cap : len + n;
+        if (cap < SIZE_MAX / 4)
+            cap += cap / 2 + 256; /* room for what follows, as a buffer grows */
+        b = realloc(b, sizeof(*b) + cap);
+        if (b == NULL)
+            return UV_ENOMEM;
+        b->len = len;
+        b->cap = cap;
+        c->pending = b;
+    }
+    memcpy(b->base + len, p, n);
+    b->len = len + n;
+    return 0;
+}
+
+void sq__pend_free(sq__conn_t *c)
+{
+    free(c->pending);
+    c->pending = NULL;
 }
 
 /* The protocol lets go of the connection, once. */
@@ -66,11 +96,11 @@ void sq__conn_teardown(sq__conn_t *c)
     c->flags |= SQ__CF_CLOSED;
     c->state = SQ__CS_CLOSING;
     sq__tq_drop(c);
-    sq__list_remove(&c->knode);
     if (c->wq != NULL && c->wq->b[c->wq->fill].nsegs)
         sq__batch_complete(c, &c->wq->b[c->wq->fill], UV_ECANCELED);
     proto_close(c);
-    c->pending.len = 0; /* freed in on_conn_close: it may be the buffer being parsed */
+    if (c->pending != NULL)
+        c->pending->len = 0; /* freed in on_conn_close: it may be the buffer being parsed */
     c->h.handle.data = c;
     uv_close(&c->h.handle, on_conn_close);
 }
@@ -100,7 +130,7 @@ void sq__conn_close(sq__conn_t *c, bool force)
              * and drain reads for a while (lingering close). */
             uv_shutdown_t *req = malloc(sizeof(*req));
             c->h.handle.data = c;
-            if (req != NULL && c->io->shutdown(c, req, on_shutdown) == 0) {
+            if (req != NULL && sq__conn_io(c)->shutdown(c, req, on_shutdown) == 0) {
                 c->state = SQ__CS_CLOSING;
                 proto_close(c);
                 if (c->flags & SQ__CF_READ_STOPPED) {
@@ -136,7 +166,7 @@ void sq__conn_on_read(sq__conn_t *c, const char *data, ssize_t nread)
 
 int sq__conn_read_start(sq__conn_t *c)
 {
-    return c->io->read_start(c);
+    return sq__conn_io(c)->read_start(c);
 }
 
 /* Into the server's registry and counters, with the server's first protocol. */
@@ -161,7 +191,6 @@ void sq__conn_accept(sq_server_t *srv, uv_stream_t *listener, bool is_pipe)
         free(c);
         return;
     }
-    c->io = &sq__io_stream;
     if (is_pipe)
         c->flags |= SQ__CF_PIPE;
     c->h.handle.data = c;

@@ -102,7 +102,7 @@ static void mem_read_stop(sq__conn_t *c)
 /* Everything is taken at once: the sink grows. */
 static int mem_try_write(sq__conn_t *c, const uv_buf_t *bufs, unsigned n)
 {
-    sq__memsink_t *sink = c->io_ud;
+    sq__memsink_t *sink = c->h.mem.sink;
     size_t total = 0;
     for (unsigned i = 0; i < n; i++) {
         if (sq__buf_append(&sink->out, bufs[i].base, bufs[i].len) != 0)
@@ -148,7 +148,7 @@ static void mem_shut_run(uv_idle_t *idle)
 
 static int mem_shutdown(sq__conn_t *c, uv_shutdown_t *req, uv_shutdown_cb cb)
 {
-    sq__memsink_t *sink = c->io_ud;
+    sq__memsink_t *sink = c->h.mem.sink;
     mem_shut_t *s = malloc(sizeof(*s));
     if (s == NULL)
         return UV_ENOMEM;
@@ -172,7 +172,7 @@ static int mem_peer(const sq__conn_t *c, char *buf, size_t len)
 
 static void mem_freed(sq__conn_t *c)
 {
-    sq__memsink_t *sink = c->io_ud;
+    sq__memsink_t *sink = c->h.mem.sink;
     mem_shut_t *s = sink->shut;
     if (s != NULL) {
         /* as uv_close does for a stream's pending shutdown: cancelled, while the
@@ -186,7 +186,7 @@ static void mem_freed(sq__conn_t *c)
     sink->closed = true;
 }
 
-static const sq__io_t io_mem = {
+const sq__io_t sq__io_mem = {
     .read_start = mem_read_start,
     .read_stop = mem_read_stop,
     .try_write = mem_try_write,
@@ -204,8 +204,7 @@ int sq__mem_accept(sq_server_t *srv, sq__memsink_t *sink)
     if (c == NULL)
         return UV_ENOMEM;
     uv_idle_init(srv->loop, &c->h.idle);
-    c->io = &io_mem;
-    c->io_ud = sink;
+    c->h.mem.sink = sink;
     c->flags |= SQ__CF_MEM;
     sink->conn = c;
     return sq__conn_start(srv, c);

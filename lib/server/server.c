@@ -16,7 +16,7 @@ int sq__server_init(sq_server_t *srv)
 {
     sq__list_init(&srv->listeners);
     sq__list_init(&srv->conns);
-    sq__list_init(&srv->ticks);
+    srv->ticks_tail = &srv->ticks;
     for (int i = 0; i < SQ__TQ_COUNT; i++)
         sq__list_init(&srv->tq[i]);
     srv->tq_timeout[SQ__TQ_HEAD] = srv->opts.header_timeout_ms;

@@ -71,6 +71,7 @@ typedef struct sq__io {
 } sq__io_t;
 
 SQ__HIDDEN extern const sq__io_t sq__io_stream;
+SQ__HIDDEN extern const sq__io_t sq__io_mem;
 
 /* The transport's state of a connection; the protocol keeps its own. */
 enum {
@@ -88,6 +89,7 @@ enum {
     SQ__CF_EOF = 1 << 9,         /* the peer half-closed: nothing more will be read */
     SQ__CF_REDELIVER = 1 << 10,  /* the tick hands `pending` to the protocol's on_read */
     SQ__CF_MEM = 1 << 11,        /* bytes move through memory (sq__mem_*): no socket */
+    SQ__CF_TICK = 1 << 12,       /* in the tick queue or the round being run (knext) */
 };
 
 /* A connection: a stream, its write queue and timeouts, and the protocol reading it. The
@@ -100,22 +102,45 @@ struct sq__conn {
         uv_tcp_t tcp;
         uv_pipe_t pipe;
         uv_idle_t idle;   /* a memory connection's handle: only closed */
+        struct {
+            uv_idle_t handle;
+            struct sq__memsink *sink; /* ...and its sink, in room a socket would take */
+        } mem;
     } h;
-    const sq__io_t *io;
-    void *io_ud;          /* a memory connection's sink */
     sq_server_t *srv;
     sq__list_t node;      /* srv->conns */
     sq__list_t tnode;     /* a timeout queue */
-    sq__list_t knode;     /* the tick queue */
+    struct sq__conn *knext; /* the tick queue (SQ__CF_TICK) */
     uint64_t deadline;    /* for the timeout queue it is in */
     sq__wq_t *wq;         /* lent while bytes are queued */
-    sq__buf_t pending;    /* bytes read that the protocol has not consumed yet */
+    struct sq__pend *pending; /* bytes read that the protocol has not consumed yet */
     const sq__proto_t *proto;
     void *proto_ud;
     uint16_t flags;       /* SQ__CF_* */
     uint8_t state;        /* SQ__CS_* */
     uint8_t tq;           /* which timeout queue tnode is in */
 };
+
+/* Bytes read and kept for later (pipelined behind a paused request, read before a
+ * take-over): lent while there are some, a pointer per connection otherwise. */
+typedef struct sq__pend {
+    size_t len, cap;
+    char base[];
+} sq__pend_t;
+
+static inline size_t sq__pend_len(const sq__conn_t *c)
+{
+    return c->pending != NULL ? c->pending->len : 0;
+}
+/* Appends n bytes (the buffer may move). 0 or UV_ENOMEM. */
+SQ__HIDDEN int sq__pend_append(sq__conn_t *c, const char *p, size_t n);
+SQ__HIDDEN void sq__pend_free(sq__conn_t *c);
+
+/* How c's bytes move: memory or a stream (a flag, not a pointer per connection). */
+static inline const sq__io_t *sq__conn_io(const sq__conn_t *c)
+{
+    return c->flags & SQ__CF_MEM ? &sq__io_mem : &sq__io_stream;
+}
 
 enum { SQ__TQ_NONE, SQ__TQ_HEAD, SQ__TQ_BODY, SQ__TQ_IDLE, SQ__TQ_LINGER, SQ__TQ_COUNT };
 
@@ -138,7 +163,9 @@ struct sq_server_s {
     sq__list_t conns;
     sq__list_t tq[SQ__TQ_COUNT]; /* timeout queues; each FIFO, so deadlines ascend */
     uint64_t tq_timeout[SQ__TQ_COUNT];
-    sq__list_t ticks;           /* connections with work for the next tick */
+    /* Connections with work for the next tick, singly linked through knext (a pointer
+     * per connection, not two), and the rest of the round being run. */
+    sq__conn_t *ticks, **ticks_tail, *tick_round;
     size_t conn_size;           /* bytes of a connection with its first protocol's state */
     bool (*on_tick)(sq_server_t *srv); /* the server's own tick work (.aborted notices);
                                     true: more is queued */
@@ -231,6 +258,7 @@ SQ__HIDDEN void sq__tq_put(sq__conn_t *conn, int which);
 SQ__HIDDEN void sq__tq_drop(sq__conn_t *conn);
 /* Queues the connection for the next tick; sq__tick_wake starts the tick. */
 SQ__HIDDEN void sq__tick_add(sq__conn_t *conn);
+SQ__HIDDEN void sq__tick_forget(sq__conn_t *conn);
 SQ__HIDDEN void sq__tick_wake(sq_server_t *srv);
 /* The tick's handles: init with the server, closed with it (close_cb once per handle). */
 SQ__HIDDEN void sq__tick_init(sq_server_t *srv);

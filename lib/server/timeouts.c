@@ -51,12 +51,12 @@ static void on_timer(uv_timer_t *t)
                 break;
             sq__tq_drop(c);
             if (q == SQ__TQ_IDLE && c->wq != NULL && c->wq->inflight &&
-                c->io->queued(c) < c->wq->mark) {
+                sq__conn_io(c)->queued(c) < c->wq->mark) {
                 /* No request, but an answer is still being written: the client took some
                  * of it since the last look, so it is not idle. One that takes nothing
                  * for a whole idle period is closed (tests: backpressure/slow_reader_*,
                  * backpressure/reader_that_stalls_*). */
-                c->wq->mark = c->io->queued(c);
+                c->wq->mark = sq__conn_io(c)->queued(c);
                 sq__tq_put(c, SQ__TQ_IDLE);
             } else if (q != SQ__TQ_LINGER && c->proto != NULL && c->proto->on_timeout) {
                 c->proto->on_timeout(c, c->proto_ud, q); /* HTTP/1: 408 for a slow head */
@@ -94,15 +94,15 @@ static void conn_tick(sq__conn_t *c)
 {
     if (c->flags & SQ__CF_CLOSED)
         return;
-    if ((c->flags & SQ__CF_REDELIVER) && c->pending.len > 0) {
-        size_t n = c->pending.len;
+    if ((c->flags & SQ__CF_REDELIVER) && sq__pend_len(c) > 0) {
+        size_t n = c->pending->len;
         c->flags &= ~SQ__CF_REDELIVER;
-        c->pending.len = 0;
+        c->pending->len = 0;
         c->flags |= SQ__CF_IN_READ;
-        c->proto->on_read(c, c->proto_ud, c->pending.base, (ssize_t)n);
+        c->proto->on_read(c, c->proto_ud, c->pending->base, (ssize_t)n);
         c->flags &= ~SQ__CF_IN_READ;
-        if (!(c->flags & SQ__CF_CLOSED) && c->pending.len == 0)
-            sq__buf_free(&c->pending);
+        if (!(c->flags & SQ__CF_CLOSED) && sq__pend_len(c) == 0)
+            sq__pend_free(c);
     }
     if (!(c->flags & SQ__CF_CLOSED) && c->proto != NULL && c->proto->on_tick != NULL)
         c->proto->on_tick(c, c->proto_ud);
@@ -114,12 +114,15 @@ static void conn_tick(sq__conn_t *c)
  * loop poll in between. */
 static void tick_run(sq_server_t *srv)
 {
-    sq__list_t round;
-    sq__list_take(&srv->ticks, &round);
-    while (!sq__list_empty(&round)) {
-        sq__conn_t *c = sq__container_of(round.next, sq__conn_t, knode);
-        sq__list_remove(&c->knode);
-        conn_tick(c);
+    srv->tick_round = srv->ticks;
+    srv->ticks = NULL;
+    srv->ticks_tail = &srv->ticks;
+    sq__conn_t *c;
+    while ((c = srv->tick_round) != NULL) {
+        srv->tick_round = c->knext;
+        c->knext = NULL;
+        c->flags &= ~SQ__CF_TICK;
+        conn_tick(c); /* a connection closed meanwhile stays queued, and is skipped */
     }
     /* the server's own work last, so what the connections queued (.aborted notices of
      * the ones that closed) goes in this round */
@@ -133,7 +136,7 @@ static void tick_run(sq_server_t *srv)
             return; /* the server is closing its handles: nothing is left to tick */
         more = true; /* what the hook finished is told in the next round */
     }
-    if (!sq__list_empty(&srv->ticks) || more) {
+    if (srv->ticks != NULL || more) {
         uv_idle_start(&srv->tick_idle, on_tick_idle); /* the poll must not block on it */
         return;
     }
@@ -190,10 +193,35 @@ void sq__tick_wake(sq_server_t *srv)
 
 void sq__tick_add(sq__conn_t *c)
 {
-    if (sq__list_linked(&c->knode) || (c->flags & SQ__CF_CLOSED))
+    if (c->flags & (SQ__CF_TICK | SQ__CF_CLOSED))
         return;
-    sq__tick_wake(c->srv);
-    sq__list_insert_tail(&c->srv->ticks, &c->knode);
+    sq_server_t *srv = c->srv;
+    sq__tick_wake(srv);
+    c->knext = NULL;
+    *srv->ticks_tail = c;
+    srv->ticks_tail = &c->knext;
+    c->flags |= SQ__CF_TICK;
+}
+
+/* c is being freed: out of the queue or the round it is still in (a connection closed
+ * while queued; rare, so a walk costs little). */
+void sq__tick_forget(sq__conn_t *c)
+{
+    if (!(c->flags & SQ__CF_TICK))
+        return;
+    sq_server_t *srv = c->srv;
+    for (sq__conn_t **pp = &srv->tick_round; *pp != NULL; pp = &(*pp)->knext)
+        if (*pp == c) {
+            *pp = c->knext;
+            return;
+        }
+    for (sq__conn_t **pp = &srv->ticks; *pp != NULL; pp = &(*pp)->knext)
+        if (*pp == c) {
+            *pp = c->knext;
+            if (srv->ticks_tail == &c->knext)
+                srv->ticks_tail = pp;
+            return;
+        }
 }
 
 void sq__conn_want_flush(sq__conn_t *c)

@@ -265,8 +265,8 @@ again:;
         q->iov[n++].len = s->len;
     }
     unsigned first = 0;
-    if (n > 0 && c->io->queued(c) == 0) {
-        int w = c->io->try_write(c, q->iov, n);
+    if (n > 0 && sq__conn_io(c)->queued(c) == 0) {
+        int w = sq__conn_io(c)->try_write(c, q->iov, n);
         if (w < 0 && w != UV_EAGAIN) {
             sq__batch_complete(c, b, w);
             sq__conn_teardown(c);
@@ -296,7 +296,7 @@ again:;
     q->inflight = true;
     q->mark = SIZE_MAX;
     c->h.handle.data = c;
-    int rc = c->io->write(c, &q->req, q->iov + first, n - first, on_write);
+    int rc = sq__conn_io(c)->write(c, &q->req, q->iov + first, n - first, on_write);
     if (rc != 0) {
         q->inflight = false;
         q->fill ^= 1;
@@ -360,7 +360,7 @@ int sq__conn_write_ref(sq__conn_t *c, const void *base, size_t len, sq_free_cb f
 
 size_t sq__conn_queued_bytes(const sq__conn_t *c)
 {
-    size_t n = c->io->queued(c);
+    size_t n = sq__conn_io(c)->queued(c);
     if (c->wq != NULL)
         n += c->wq->b[c->wq->fill].bytes;
     return n;
