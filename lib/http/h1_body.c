@@ -12,7 +12,7 @@
  * client reads it rather than a reset (RFC 9112 §9.6). */
 static void answered_early(sq__conn_t *c)
 {
-    sq__h1(c)->state = SQ__H1_HANDLER;
+    c->pstate = SQ__H1_HANDLER;
     sq__tq_drop(c);
     c->flags |= SQ__CF_CLOSE_AFTER | SQ__CF_LINGER;
     sq__conn_close(c, false);
@@ -69,7 +69,7 @@ void sq__h1_body_tick(sq__conn_t *c, sq__exch_t *x)
         if (x->flags & SQ__XF_FINISHED)
             answered_early(c);
         else if (x->body_err == 0 && !(x->flags & SQ__XF_BODY_PAUSED) &&
-                 (sq__h1(c)->flags & SQ__HF_PAUSED) && x->body.len == 0 &&
+                 (c->pflags & SQ__HF_PAUSED) && x->body.len == 0 &&
                  !(c->flags & SQ__CF_CLOSE_AFTER))
             sq__h1_resume(c); /* the staged bytes were taken: parse what waits */
     }
@@ -95,7 +95,7 @@ int sq_req_body_read(sq_req_t *req, sq_body_cb cb, void *ud)
         return UV_ECANCELED;
     req->body_cb = cb;
     req->body_ud = ud;
-    if ((req->flags & SQ__XF_CONTINUE_OWED) && sq__h1(req->conn)->state == SQ__H1_BODY) {
+    if ((req->flags & SQ__XF_CONTINUE_OWED) && req->conn->pstate == SQ__H1_BODY) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         uv_buf_t b = uv_buf_init((char *)cont, sizeof(cont) - 1);
         req->flags &= ~SQ__XF_CONTINUE_OWED;
@@ -109,7 +109,7 @@ int sq_req_body_read(sq_req_t *req, sq_body_cb cb, void *ud)
 void sq_req_body_pause(sq_req_t *req)
 {
     req->flags |= SQ__XF_BODY_PAUSED;
-    if (req->conn != NULL && sq__h1(req->conn)->state == SQ__H1_BODY)
+    if (req->conn != NULL && req->conn->pstate == SQ__H1_BODY)
         sq__tq_drop(req->conn); /* the application holds it: no timeout runs */
 }
 
@@ -120,7 +120,7 @@ void sq_req_body_resume(sq_req_t *req)
     req->flags &= ~SQ__XF_BODY_PAUSED;
     if (req->conn == NULL)
         return;
-    if (sq__h1(req->conn)->state == SQ__H1_BODY && (req->flags & SQ__XF_STREAM) &&
+    if (req->conn->pstate == SQ__H1_BODY && (req->flags & SQ__XF_STREAM) &&
         !(req->conn->flags & SQ__CF_CLOSE_AFTER))
         sq__tq_put(req->conn, SQ__TQ_BODY);
     sq__tick_add(req->conn);

@@ -76,9 +76,9 @@ void sq__h1_process(sq__conn_t *c, const char *data, size_t len)
         sq__hs(srv)->rd_base = data;
         sq__hs(srv)->rd_end = end;
         err = llhttp_execute(&px->parser, data, (size_t)(end - data));
-        if (err == HPE_PAUSED_UPGRADE && sq__h1(c)->state == SQ__H1_IDLE && sq__h1(c)->exch == px &&
+        if (err == HPE_PAUSED_UPGRADE && c->pstate == SQ__H1_IDLE && sq__h1(c)->exch == px &&
             !(c->flags & (SQ__CF_CLOSED | SQ__CF_CLOSE_AFTER)) &&
-            !(sq__h1(c)->flags & SQ__HF_PAUSED)) {
+            !(c->pflags & SQ__HF_PAUSED)) {
             /* RFC 9110 §7.8: the route answered without taking the connection over, so
              * the Upgrade is ignored and HTTP/1.1 goes on (curl's h2c offer, say) */
             data = llhttp_get_error_pos(&px->parser);
@@ -112,7 +112,7 @@ void sq__h1_process(sq__conn_t *c, const char *data, size_t len)
     if (c->flags & SQ__CF_CLOSED)
         goto out;
     if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
-        if (sq__h1(c)->state == SQ__H1_TAKEN) {
+        if (c->pstate == SQ__H1_TAKEN) {
             if (rest > 0)
                 c->proto->on_read(c, c->proto_ud, pos, (ssize_t)rest);
         } else if (!(c->flags & SQ__CF_CLOSE_AFTER)) {
@@ -152,7 +152,7 @@ static void respond_error(sq__conn_t *c, int status, const char *detail)
         sq__conn_teardown(c); /* a handler owns the response already: nothing sane to send */
         return;
     }
-    sq__h1(c)->state = SQ__H1_HANDLER;
+    c->pstate = SQ__H1_HANDLER;
     if (x->id == 0)
         sq__h1_stamp(x); /* an answer before any byte of a request (a timeout) */
     if (!(x->flags & SQ__XF_HEAD_DONE)) {
@@ -193,14 +193,14 @@ bool sq__h1_response_done(sq__conn_t *c)
         sq__h1(c)->exch = NULL;
         x->conn = NULL;
         sq__exch_release(x, SQ__XF_HOLD_CONN);
-        sq__h1(c)->state = SQ__H1_IDLE;
-        sq__h1(c)->flags |= SQ__HF_PAUSED;
+        c->pstate = SQ__H1_IDLE;
+        c->pflags |= SQ__HF_PAUSED;
         sq__tq_put(c, SQ__TQ_IDLE);
         sq__tick_add(c);
         return false;
     }
     sq__exch_reset(x);
-    sq__h1(c)->state = SQ__H1_IDLE;
+    c->pstate = SQ__H1_IDLE;
     sq__tq_put(c, SQ__TQ_IDLE);
     return true;
 }
@@ -214,14 +214,14 @@ bool sq__h1_drain_pause(sq__conn_t *c)
 {
     if (sq__conn_queued_bytes(c) <= c->srv->opts.max_pipeline_bytes)
         return false;
-    sq__h1(c)->flags |= SQ__HF_PAUSED | SQ__HF_DRAIN;
+    c->pflags |= SQ__HF_PAUSED | SQ__HF_DRAIN;
     return true;
 }
 
 /* Parses what was read while the parser was paused, and reads again. */
 void sq__h1_resume(sq__conn_t *c)
 {
-    sq__h1(c)->flags &= ~(SQ__HF_PAUSED | SQ__HF_DRAIN);
+    c->pflags &= ~(SQ__HF_PAUSED | SQ__HF_DRAIN);
     if (sq__h1(c)->exch != NULL)
         llhttp_resume(&sq__h1(c)->exch->parser);
     c->flags |= SQ__CF_IN_READ;
@@ -230,14 +230,14 @@ void sq__h1_resume(sq__conn_t *c)
         size_t n = c->pending->len;
         c->pending->len = 0;
         sq__h1_process(c, c->pending->base, n);
-    } else if (x != NULL && (x->flags & SQ__XF_STREAM) && sq__h1(c)->state == SQ__H1_BODY) {
+    } else if (x != NULL && (x->flags & SQ__XF_STREAM) && c->pstate == SQ__H1_BODY) {
         /* a streamed body paused on its last byte: llhttp ends the message (and calls
          * on_message_complete) when it runs again, even with nothing new to read */
         sq__h1_process(c, "", 0);
     }
     c->flags &= ~SQ__CF_IN_READ;
     if ((c->flags & (SQ__CF_READ_STOPPED | SQ__CF_CLOSED | SQ__CF_EOF)) == SQ__CF_READ_STOPPED &&
-        !(sq__h1(c)->flags & SQ__HF_PAUSED)) {
+        !(c->pflags & SQ__HF_PAUSED)) {
         c->flags &= ~SQ__CF_READ_STOPPED;
         sq__conn_read_start(c);
     }
@@ -246,10 +246,10 @@ void sq__h1_resume(sq__conn_t *c)
 /* Between requests with nothing buffered, give the exchange and the read-ahead back. */
 static void idle_release(sq__conn_t *c)
 {
-    if (sq__h1(c)->state != SQ__H1_IDLE || (c->flags & SQ__CF_CLOSED))
+    if (c->pstate != SQ__H1_IDLE || (c->flags & SQ__CF_CLOSED))
         return;
     if (sq__h1(c)->exch != NULL && sq__pend_len(c) == 0 && sq__h1(c)->exch->hb.len == 0 &&
-        !(sq__h1(c)->flags & SQ__HF_PAUSED)) { /* a paused parser keeps its exchange */
+        !(c->pflags & SQ__HF_PAUSED)) { /* a paused parser keeps its exchange */
         sq__exch_t *x = sq__h1(c)->exch;
         sq__h1(c)->exch = NULL;
         x->conn = NULL;
@@ -274,17 +274,17 @@ static void h1_on_tick(sq__conn_t *c, void *ud)
         if (c->flags & SQ__CF_CLOSED)
             return;
     }
-    if (h->state == SQ__H1_HANDLER && h->exch != NULL && (h->exch->flags & SQ__XF_FINISHED) &&
+    if (h->conn.pstate == SQ__H1_HANDLER && h->exch != NULL && (h->exch->flags & SQ__XF_FINISHED) &&
         !(c->flags & SQ__CF_CLOSE_AFTER)) {
         /* answered later: go on with the pipelined requests, unless the answers queued
          * so far must drain first */
-        h->flags &= ~SQ__HF_PAUSED;
+        h->conn.pflags &= ~SQ__HF_PAUSED;
         if (sq__h1_response_done(c) && !sq__h1_drain_pause(c))
             sq__h1_resume(c);
-    } else if (h->state == SQ__H1_IDLE && h->exch == NULL && (h->flags & SQ__HF_PAUSED) &&
+    } else if (h->conn.pstate == SQ__H1_IDLE && h->exch == NULL && (h->conn.pflags & SQ__HF_PAUSED) &&
                !(c->flags & SQ__CF_CLOSE_AFTER)) {
         sq__h1_resume(c); /* after an exchange kept by write callbacks: a fresh one */
-    } else if ((h->flags & SQ__HF_DRAIN) && !(c->flags & SQ__CF_CLOSE_AFTER)) {
+    } else if ((h->conn.pflags & SQ__HF_DRAIN) && !(c->flags & SQ__CF_CLOSE_AFTER)) {
         if (sq__conn_queued_bytes(c) <= c->srv->opts.max_pipeline_bytes)
             sq__h1_resume(c);
     }
@@ -297,7 +297,7 @@ static void h1_on_tick(sq__conn_t *c, void *ud)
 static void eof_check(sq__conn_t *c)
 {
     if ((c->flags & (SQ__CF_EOF | SQ__CF_CLOSED | SQ__CF_CLOSE_AFTER)) != SQ__CF_EOF ||
-        sq__h1(c)->state == SQ__H1_HANDLER || (sq__h1(c)->flags & SQ__HF_PAUSED))
+        c->pstate == SQ__H1_HANDLER || (c->pflags & SQ__HF_PAUSED))
         return;
     sq__conn_close(c, false);
 }
@@ -416,8 +416,8 @@ int sq__res_takeover(sq_res_t *res, const sq__proto_t *proto, void *ud)
     }
     c->proto = proto;
     c->proto_ud = ud;
-    sq__h1(c)->state = SQ__H1_TAKEN;
-    sq__h1(c)->flags &= ~SQ__HF_PAUSED;
+    c->pstate = SQ__H1_TAKEN;
+    c->pflags &= ~SQ__HF_PAUSED;
     sq__tq_drop(c);
     x->flags |= SQ__XF_FINISHED;
     sq__h1(c)->exch = NULL;
@@ -513,7 +513,7 @@ static void h1_on_read(sq__conn_t *c, void *ud, const char *data, ssize_t nread)
     }
     if (c->flags & SQ__CF_CLOSE_AFTER)
         return; /* closing after an answer: nothing more is parsed */
-    if (sq__h1(c)->flags & SQ__HF_PAUSED) {
+    if (c->pflags & SQ__HF_PAUSED) {
         /* A response is outstanding: keep what is pipelined behind it, up to a limit. */
         if (sq__pend_append(c, data, (size_t)nread) != 0) {
             sq__conn_teardown(c);
@@ -530,7 +530,7 @@ static void h1_on_read(sq__conn_t *c, void *ud, const char *data, ssize_t nread)
 static void h1_on_shutdown(sq__conn_t *c, void *ud)
 {
     sq__h1conn_t *h = sq__h1(c);
-    switch (h->state) {
+    switch (h->conn.pstate) {
     case SQ__H1_IDLE:
         if (sq__pend_len(c) == 0 && (c->wq == NULL || !c->wq->inflight)) {
             sq__conn_teardown(c);
@@ -568,7 +568,7 @@ static void h1_on_timeout(sq__conn_t *c, void *ud, int which)
          * answers (408); nothing more is parsed or read (h1_body.c closes after it) */
         c->srv->stats.timeouts++;
         x->body_err = UV_ETIMEDOUT;
-        sq__h1(c)->flags |= SQ__HF_PAUSED;
+        c->pflags |= SQ__HF_PAUSED;
         sq__tq_put(c, SQ__TQ_IDLE); /* and if it never answers, it is dropped */
         sq__tick_add(c);
         return;
@@ -596,7 +596,7 @@ static void h1_on_timeout(sq__conn_t *c, void *ud, int which)
  * tick parses what waits. Between requests, the exchange goes back to the pool. */
 static void h1_on_flushed(sq__conn_t *c, void *ud, bool idle)
 {
-    if ((sq__h1(c)->flags & SQ__HF_DRAIN) && !(c->flags & SQ__CF_CLOSE_AFTER) &&
+    if ((c->pflags & SQ__HF_DRAIN) && !(c->flags & SQ__CF_CLOSE_AFTER) &&
         sq__conn_queued_bytes(c) <= c->srv->opts.max_pipeline_bytes)
         sq__tick_add(c);
     if (idle)

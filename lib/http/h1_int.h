@@ -174,8 +174,7 @@ enum {
 typedef struct sq__h1conn {
     sq__conn_t conn;
     struct sq_req_s *exch; /* the request being read or answered */
-    uint8_t state;         /* SQ__H1_* */
-    uint8_t flags;         /* SQ__HF_* */
+    /* its state (SQ__H1_*) and flags (SQ__HF_*) are conn.pstate and conn.pflags */
 } sq__h1conn_t;
 
 static inline sq__h1conn_t *sq__h1(sq__conn_t *c)

@@ -120,7 +120,7 @@ static int on_message_begin(llhttp_t *p)
     sq__conn_t *c = CONN(p);
     if (sq__h1(c)->exch == NULL && (sq__h1(c)->exch = sq__h1_new_exch(c)) == NULL)
         return -1;
-    sq__h1(c)->state = SQ__H1_HEAD;
+    c->pstate = SQ__H1_HEAD;
     sq__tq_put(c, SQ__TQ_HEAD);
     sq__h1_stamp(sq__h1(c)->exch);
     return 0;
@@ -359,7 +359,7 @@ static int on_headers_complete(llhttp_t *p)
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         if (x->verdict != SQ__MATCH_OK) {
             sq__tq_drop(c);
-            sq__h1(c)->state = SQ__H1_HANDLER;
+            c->pstate = SQ__H1_HANDLER;
             c->flags |= SQ__CF_CLOSE_AFTER | SQ__CF_LINGER;
             srv->stats.requests++;
             if (x->method == SQ_METHOD_HEAD)
@@ -377,7 +377,7 @@ static int on_headers_complete(llhttp_t *p)
                 return fail(x, 500);
         }
     }
-    sq__h1(c)->state = SQ__H1_BODY;
+    c->pstate = SQ__H1_BODY;
     sq__tq_put(c, SQ__TQ_BODY);
     if (stream) {
         x->flags |= SQ__XF_STREAM;
@@ -386,7 +386,7 @@ static int on_headers_complete(llhttp_t *p)
         if (c->flags & SQ__CF_CLOSED)
             return HPE_PAUSED;
         if (x->flags & SQ__XF_FINISHED) { /* answered at once: the tick closes */
-            sq__h1(c)->flags |= SQ__HF_PAUSED;
+            c->pflags |= SQ__HF_PAUSED;
             sq__tick_add(c);
             return HPE_PAUSED;
         }
@@ -408,7 +408,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
              * after it (h1_body.c). Until then nothing more is parsed or read. */
             x->body_err = UV_E2BIG;
             sq__tq_drop(c);
-            sq__h1(c)->flags |= SQ__HF_PAUSED;
+            c->pflags |= SQ__HF_PAUSED;
             return HPE_PAUSED;
         }
         if (sq__buf_append(&x->body, at, len) != 0)
@@ -417,7 +417,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
             sq__tq_put(c, SQ__TQ_BODY); /* while streaming, a silence timeout */
         if (x->body.len < SQ__STREAM_STAGE)
             return 0;
-        sq__h1(c)->flags |= SQ__HF_PAUSED;
+        c->pflags |= SQ__HF_PAUSED;
         return HPE_PAUSED;
     }
     if (x->body.len + len > c->srv->opts.max_body_bytes)
@@ -458,7 +458,7 @@ static int on_message_complete(llhttp_t *p)
     if (!gap_end(x))
         return fail(x, 400); /* a bare LF ends the trailer section */
     sq__tq_drop(c);
-    sq__h1(c)->state = SQ__H1_HANDLER;
+    c->pstate = SQ__H1_HANDLER;
     if (!(x->flags & SQ__XF_STREAM))
         c->srv->stats.requests++;
     if (llhttp_should_keep_alive(p) && !c->srv->closing)
@@ -475,10 +475,10 @@ static int on_message_complete(llhttp_t *p)
             x->body.base[x->body.len] = '\0';
         sq__h1_dispatch(c, x);
     }
-    if (c->flags & SQ__CF_CLOSED || sq__h1(c)->state == SQ__H1_TAKEN)
+    if (c->flags & SQ__CF_CLOSED || c->pstate == SQ__H1_TAKEN)
         return HPE_PAUSED;
     if (!(x->flags & SQ__XF_FINISHED)) {
-        sq__h1(c)->flags |= SQ__HF_PAUSED; /* answered later; pipelined bytes wait in order */
+        c->pflags |= SQ__HF_PAUSED; /* answered later; pipelined bytes wait in order */
         return HPE_PAUSED;
     }
     if (!sq__h1_response_done(c))

@@ -119,6 +119,8 @@ struct sq__conn {
     uint16_t flags;       /* SQ__CF_* */
     uint8_t state;        /* SQ__CS_* */
     uint8_t tq;           /* which timeout queue tnode is in */
+    uint8_t pstate;       /* two bytes of the protocol's own (HTTP/1: its state and */
+    uint8_t pflags;       /* flags), where its struct would pad them to eight */
 };
 
 /* Bytes read and kept for later (pipelined behind a paused request, read before a
