@@ -63,7 +63,7 @@ static void save_pending(sq__conn_t *c, const char *pos, size_t rest)
 
 void sq__h1_process(sq__conn_t *c, const char *data, size_t len)
 {
-    sq_server_t *srv = c->srv;
+    sq_server_t *srv = sq__conn_srv(c);
     const char *end = data + len;
     llhttp_errno_t err;
     sq__exch_t *px = sq__h1(c)->exch; /* its parser; held, since a take-over may release it */
@@ -123,9 +123,9 @@ void sq__h1_process(sq__conn_t *c, const char *data, size_t len)
     const char *detail;
     int status = status_for_error(c, &px->parser, err, &detail);
     if (status == 413 || status == 414 || status == 431)
-        c->srv->stats.limit_errors++;
+        sq__conn_srv(c)->stats.limit_errors++;
     else
-        c->srv->stats.parse_errors++;
+        sq__conn_srv(c)->stats.parse_errors++;
     respond_error(c, status, detail);
 out:
     sq__exch_unhold(px);
@@ -182,7 +182,7 @@ static void respond_error(sq__conn_t *c, int status, const char *detail)
 bool sq__h1_response_done(sq__conn_t *c)
 {
     sq__exch_t *x = sq__h1(c)->exch;
-    if (!(x->flags & SQ__XF_KEEPALIVE) || c->srv->closing) {
+    if (!(x->flags & SQ__XF_KEEPALIVE) || sq__conn_srv(c)->closing) {
         c->flags |= SQ__CF_CLOSE_AFTER;
         return false;
     }
@@ -212,7 +212,7 @@ bool sq__h1_response_done(sq__conn_t *c)
  * backpressure/pipelined_answers_wait_*). Returns true when it paused. */
 bool sq__h1_drain_pause(sq__conn_t *c)
 {
-    if (sq__conn_queued_bytes(c) <= c->srv->opts.max_pipeline_bytes)
+    if (sq__conn_queued_bytes(c) <= sq__conn_srv(c)->opts.max_pipeline_bytes)
         return false;
     c->pflags |= SQ__HF_PAUSED | SQ__HF_DRAIN;
     return true;
@@ -285,7 +285,7 @@ static void h1_on_tick(sq__conn_t *c, void *ud)
                !(c->flags & SQ__CF_CLOSE_AFTER)) {
         sq__h1_resume(c); /* after an exchange kept by write callbacks: a fresh one */
     } else if ((h->conn.pflags & SQ__HF_DRAIN) && !(c->flags & SQ__CF_CLOSE_AFTER)) {
-        if (sq__conn_queued_bytes(c) <= c->srv->opts.max_pipeline_bytes)
+        if (sq__conn_queued_bytes(c) <= sq__conn_srv(c)->opts.max_pipeline_bytes)
             sq__h1_resume(c);
     }
     if (!(c->flags & SQ__CF_CLOSED))
@@ -335,9 +335,9 @@ static void answer(sq__conn_t *c, sq__exch_t *x)
             sq__blocking_dispatch(x);
         } else {
             sq_watchdog_span_t span; /* asyncio's debug mode: who held the loop */
-            sq_watchdog_span_begin(sq__hs(c->srv)->wd, &span, sq__route_pattern(x->match.route));
+            sq_watchdog_span_begin(sq__hs(sq__conn_srv(c))->wd, &span, sq__route_pattern(x->match.route));
             x->match.cb(x, &x->res, x->match.data);
-            sq_watchdog_span_end(sq__hs(c->srv)->wd, &span);
+            sq_watchdog_span_end(sq__hs(sq__conn_srv(c))->wd, &span);
         }
         break;
     case SQ__MATCH_NONE:
@@ -495,7 +495,7 @@ static const sq__exch_ops_t h1_exch_ops = {
 
 sq__exch_t *sq__h1_new_exch(sq__conn_t *c)
 {
-    sq__exch_t *x = sq__exch_get(c->srv, &h1_exch_ops, c);
+    sq__exch_t *x = sq__exch_get(sq__conn_srv(c), &h1_exch_ops, c);
     if (x != NULL) {
         llhttp_init(&x->parser, HTTP_REQUEST, &sq__h1_settings);
         x->parser.data = c;
@@ -519,7 +519,7 @@ static void h1_on_read(sq__conn_t *c, void *ud, const char *data, ssize_t nread)
             sq__conn_teardown(c);
             return;
         }
-        if (c->pending->len >= c->srv->opts.max_pipeline_bytes)
+        if (c->pending->len >= sq__conn_srv(c)->opts.max_pipeline_bytes)
             sq__conn_read(c, false);
         return;
     }
@@ -566,7 +566,7 @@ static void h1_on_timeout(sq__conn_t *c, void *ud, int which)
         !(x->flags & (SQ__XF_HEADERS_SENT | SQ__XF_FINISHED | SQ__XF_BODY_END))) {
         /* a streamed body went silent: its reader is told (UV_ETIMEDOUT) and its handler
          * answers (408); nothing more is parsed or read (h1_body.c closes after it) */
-        c->srv->stats.timeouts++;
+        sq__conn_srv(c)->stats.timeouts++;
         x->body_err = UV_ETIMEDOUT;
         c->pflags |= SQ__HF_PAUSED;
         sq__tq_put(c, SQ__TQ_IDLE); /* and if it never answers, it is dropped */
@@ -575,7 +575,7 @@ static void h1_on_timeout(sq__conn_t *c, void *ud, int which)
     }
     if (which == SQ__TQ_HEAD || which == SQ__TQ_BODY) {
         /* RFC 9110 §15.5.9: 408, then close (slowloris, stalled bodies). */
-        c->srv->stats.timeouts++;
+        sq__conn_srv(c)->stats.timeouts++;
         respond_error(c, 408, "Request Timeout");
         sq__conn_flush(c);
     } else if (which == SQ__TQ_IDLE && sq__pend_len(c) > 0 &&
@@ -597,7 +597,7 @@ static void h1_on_timeout(sq__conn_t *c, void *ud, int which)
 static void h1_on_flushed(sq__conn_t *c, void *ud, bool idle)
 {
     if ((c->pflags & SQ__HF_DRAIN) && !(c->flags & SQ__CF_CLOSE_AFTER) &&
-        sq__conn_queued_bytes(c) <= c->srv->opts.max_pipeline_bytes)
+        sq__conn_queued_bytes(c) <= sq__conn_srv(c)->opts.max_pipeline_bytes)
         sq__tick_add(c);
     if (idle)
         idle_release(c);

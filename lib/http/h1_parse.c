@@ -295,7 +295,7 @@ static int on_headers_complete(llhttp_t *p)
 {
     sq__conn_t *c = CONN(p);
     sq__exch_t *x = sq__h1(c)->exch;
-    sq_server_t *srv = c->srv;
+    sq_server_t *srv = sq__conn_srv(c);
     x->llmethod = p->method;
     x->method = method_id(p->method);
     x->http_minor = p->http_minor;
@@ -420,7 +420,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
         c->pflags |= SQ__HF_PAUSED;
         return HPE_PAUSED;
     }
-    if (x->body.len + len > c->srv->opts.max_body_bytes)
+    if (x->body.len + len > sq__conn_srv(c)->opts.max_body_bytes)
         return fail(x, 413);
     if (sq__buf_append(&x->body, at, len) != 0)
         return fail(x, 500);
@@ -460,8 +460,8 @@ static int on_message_complete(llhttp_t *p)
     sq__tq_drop(c);
     c->pstate = SQ__H1_HANDLER;
     if (!(x->flags & SQ__XF_STREAM))
-        c->srv->stats.requests++;
-    if (llhttp_should_keep_alive(p) && !c->srv->closing)
+        sq__conn_srv(c)->stats.requests++;
+    if (llhttp_should_keep_alive(p) && !sq__conn_srv(c)->closing)
         x->flags |= SQ__XF_KEEPALIVE;
     if (p->upgrade)
         x->flags |= SQ__XF_UPGRADE;

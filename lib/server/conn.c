@@ -25,13 +25,13 @@ void sq__conn_read(sq__conn_t *c, bool on)
 
 uv_loop_t *sq__conn_loop(const sq__conn_t *c)
 {
-    return c->srv->loop;
+    return sq__conn_srv(c)->loop;
 }
 
 static void on_conn_close(uv_handle_t *h)
 {
-    sq__conn_t *c = h->data;
-    sq_server_t *srv = c->srv;
+    sq__conn_t *c = (sq__conn_t *)h; /* the handle starts it */
+    sq_server_t *srv = sq__conn_srv(c);
     if (c->wq != NULL) {
         sq__batch_complete(c, &c->wq->b[0], UV_ECANCELED);
         sq__batch_complete(c, &c->wq->b[1], UV_ECANCELED);
@@ -101,13 +101,12 @@ void sq__conn_teardown(sq__conn_t *c)
     proto_close(c);
     if (c->pending != NULL)
         c->pending->len = 0; /* freed in on_conn_close: it may be the buffer being parsed */
-    c->h.handle.data = c;
     uv_close(&c->h.handle, on_conn_close);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status)
 {
-    sq__conn_t *c = req->handle->data;
+    sq__conn_t *c = (sq__conn_t *)req->handle;
     free(req);
     if (status < 0)
         sq__conn_teardown(c);
@@ -129,8 +128,7 @@ void sq__conn_close(sq__conn_t *c, bool force)
              * reset the connection and destroy the response in flight. Shut down our side
              * and drain reads for a while (lingering close). */
             uv_shutdown_t *req = malloc(sizeof(*req));
-            c->h.handle.data = c;
-            if (req != NULL && sq__conn_io(c)->shutdown(c, req, on_shutdown) == 0) {
+                    if (req != NULL && sq__conn_io(c)->shutdown(c, req, on_shutdown) == 0) {
                 c->state = SQ__CS_CLOSING;
                 proto_close(c);
                 if (c->flags & SQ__CF_READ_STOPPED) {
@@ -172,9 +170,9 @@ int sq__conn_read_start(sq__conn_t *c)
 /* Into the server's registry and counters, with the server's first protocol. */
 static void conn_register(sq_server_t *srv, sq__conn_t *c)
 {
-    c->srv = srv;
+    c->h.handle.data = srv; /* sq__conn_srv: a connection is found from its handle by
+                               position (it starts with it), so data holds the server */
     c->proto = srv->proto0;
-    c->h.handle.data = c;
     sq__list_insert_tail(&srv->conns, &c->node);
     srv->nconns++;
     srv->stats.connections_open++;
@@ -193,7 +191,6 @@ void sq__conn_accept(sq_server_t *srv, uv_stream_t *listener, bool is_pipe)
     }
     if (is_pipe)
         c->flags |= SQ__CF_PIPE;
-    c->h.handle.data = c;
     rc = uv_accept(listener, &c->h.stream);
     if (rc != 0) {
         conn_register(srv, c); /* counted, then closed through the one close path */

@@ -11,16 +11,16 @@
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
-    sq__conn_t *c = h->data;
+    sq__conn_t *c = (sq__conn_t *)h; /* the handle starts it */
     /* One buffer per server: every byte read is parsed (or copied) before on_read returns,
      * so an idle connection holds no read memory at all. */
-    buf->base = c->srv->rbuf;
-    buf->len = c->srv->rbuf_cap;
+    buf->base = sq__conn_srv(c)->rbuf;
+    buf->len = sq__conn_srv(c)->rbuf_cap;
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
-    sq__conn_on_read(s->data, buf->base, nread);
+    sq__conn_on_read((sq__conn_t *)s, buf->base, nread);
 }
 
 static int stream_read_start(sq__conn_t *c)
@@ -158,7 +158,7 @@ static int mem_shutdown(sq__conn_t *c, uv_shutdown_t *req, uv_shutdown_cb cb)
     s->cb = cb;
     s->sink = sink;
     sink->shut = s;
-    uv_idle_init(c->srv->loop, &s->idle);
+    uv_idle_init(sq__conn_srv(c)->loop, &s->idle);
     s->idle.data = s;
     uv_idle_start(&s->idle, mem_shut_run);
     return 0;
@@ -221,9 +221,9 @@ void sq__mem_feed(sq__memsink_t *sink, const void *data, size_t len)
     }
     /* the server's read buffer, as a socket's read would use */
     while (len > 0 && sink->conn != NULL && !(c->flags & SQ__CF_CLOSED)) {
-        size_t n = len < c->srv->rbuf_cap ? len : c->srv->rbuf_cap;
-        memcpy(c->srv->rbuf, data, n);
-        sq__conn_on_read(c, c->srv->rbuf, (ssize_t)n);
+        size_t n = len < sq__conn_srv(c)->rbuf_cap ? len : sq__conn_srv(c)->rbuf_cap;
+        memcpy(sq__conn_srv(c)->rbuf, data, n);
+        sq__conn_on_read(c, sq__conn_srv(c)->rbuf, (ssize_t)n);
         data = (const char *)data + n;
         len -= n;
     }

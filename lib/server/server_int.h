@@ -107,8 +107,7 @@ struct sq__conn {
             struct sq__memsink *sink; /* ...and its sink, in room a socket would take */
         } mem;
     } h;
-    sq_server_t *srv;
-    sq__list_t node;      /* srv->conns */
+    sq__list_t node;      /* srv->conns; the server is h.handle.data (sq__conn_srv) */
     sq__list_t tnode;     /* a timeout queue */
     struct sq__conn *knext; /* the tick queue (SQ__CF_TICK) */
     uint64_t deadline;    /* for the timeout queue it is in */
@@ -122,6 +121,11 @@ struct sq__conn {
     uint8_t pstate;       /* two bytes of the protocol's own (HTTP/1: its state and */
     uint8_t pflags;       /* flags), where its struct would pad them to eight */
 };
+
+static inline sq_server_t *sq__conn_srv(const sq__conn_t *c)
+{
+    return (sq_server_t *)c->h.handle.data;
+}
 
 /* Bytes read and kept for later (pipelined behind a paused request, read before a
  * take-over): lent while there are some, a pointer per connection otherwise. */

@@ -26,7 +26,7 @@ void sq__tq_drop(sq__conn_t *c)
  * connection in a queue got the same timeout, the tail always has the latest deadline. */
 void sq__tq_put(sq__conn_t *c, int which)
 {
-    sq_server_t *srv = c->srv;
+    sq_server_t *srv = sq__conn_srv(c);
     uint64_t to = srv->tq_timeout[which];
     sq__list_remove(&c->tnode);
     c->tq = SQ__TQ_NONE;
@@ -195,7 +195,7 @@ void sq__tick_add(sq__conn_t *c)
 {
     if (c->flags & (SQ__CF_TICK | SQ__CF_CLOSED))
         return;
-    sq_server_t *srv = c->srv;
+    sq_server_t *srv = sq__conn_srv(c);
     sq__tick_wake(srv);
     c->knext = NULL;
     *srv->ticks_tail = c;
@@ -209,7 +209,7 @@ void sq__tick_forget(sq__conn_t *c)
 {
     if (!(c->flags & SQ__CF_TICK))
         return;
-    sq_server_t *srv = c->srv;
+    sq_server_t *srv = sq__conn_srv(c);
     for (sq__conn_t **pp = &srv->tick_round; *pp != NULL; pp = &(*pp)->knext)
         if (*pp == c) {
             *pp = c->knext;

@@ -10,7 +10,7 @@ static sq__wq_t *wq_get(sq__conn_t *c)
 {
     if (c->wq != NULL)
         return c->wq;
-    sq_server_t *srv = c->srv;
+    sq_server_t *srv = sq__conn_srv(c);
     sq__wq_t *q = srv->wq_free;
     if (q != NULL) {
         srv->wq_free = q->next_free;
@@ -204,7 +204,7 @@ static void after_write(sq__conn_t *c, int status)
 static void on_write(uv_write_t *req, int status)
 {
     sq__wq_t *q = sq__container_of(req, sq__wq_t, req);
-    sq__conn_t *c = req->handle->data;
+    sq__conn_t *c = (sq__conn_t *)req->handle;
     q->inflight = false;
     sq__batch_complete(c, &q->b[q->fill ^ 1], status);
     after_write(c, status);
@@ -226,7 +226,7 @@ static void wq_release(sq__conn_t *c)
     if (q != NULL && !q->inflight && q->b[0].nsegs == 0 && q->b[1].nsegs == 0 &&
         !(c->flags & SQ__CF_CLOSED)) {
         c->wq = NULL;
-        sq__wq_put(c->srv, q);
+        sq__wq_put(sq__conn_srv(c), q);
     }
 }
 
@@ -295,7 +295,6 @@ again:;
     q->fill ^= 1;
     q->inflight = true;
     q->mark = SIZE_MAX;
-    c->h.handle.data = c;
     int rc = sq__conn_io(c)->write(c, &q->req, q->iov + first, n - first, on_write);
     if (rc != 0) {
         q->inflight = false;
