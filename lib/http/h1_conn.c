@@ -27,7 +27,7 @@ static void hooks_go_on(sq__conn_t *c, sq__exch_t *x);
 static int status_for_error(sq__conn_t *c, const llhttp_t *parser, llhttp_errno_t err,
                             const char **detail)
 {
-    sq__exch_t *x = sq__h1(c)->exch;
+    sq__exch_t *x = sq__h1_x(c);
     if (x != NULL && x->err_status != 0) {
         *detail = sq__status_reason(x->err_status);
         return x->err_status;
@@ -66,8 +66,8 @@ void sq__h1_process(sq__conn_t *c, const char *data, size_t len)
     sq_server_t *srv = sq__conn_srv(c);
     const char *end = data + len;
     llhttp_errno_t err;
-    sq__exch_t *px = sq__h1(c)->exch; /* its parser; held, since a take-over may release it */
-    if (px == NULL && (px = sq__h1(c)->exch = sq__h1_new_exch(c)) == NULL) {
+    sq__exch_t *px = sq__h1_x(c); /* its parser; held, since a take-over may release it */
+    if (px == NULL && (px = c->exch = sq__h1_new_exch(c)) == NULL) {
         sq__conn_teardown(c);
         return;
     }
@@ -76,7 +76,7 @@ void sq__h1_process(sq__conn_t *c, const char *data, size_t len)
         sq__hs(srv)->rd_base = data;
         sq__hs(srv)->rd_end = end;
         err = llhttp_execute(&px->parser, data, (size_t)(end - data));
-        if (err == HPE_PAUSED_UPGRADE && c->pstate == SQ__H1_IDLE && sq__h1(c)->exch == px &&
+        if (err == HPE_PAUSED_UPGRADE && c->pstate == SQ__H1_IDLE && sq__h1_x(c) == px &&
             !(c->flags & (SQ__CF_CLOSED | SQ__CF_CLOSE_AFTER)) &&
             !(c->pflags & SQ__HF_PAUSED)) {
             /* RFC 9110 §7.8: the route answered without taking the connection over, so
@@ -85,7 +85,7 @@ void sq__h1_process(sq__conn_t *c, const char *data, size_t len)
             llhttp_resume_after_upgrade(&px->parser);
             continue;
         }
-        sq__exch_t *x = sq__h1(c)->exch;
+        sq__exch_t *x = sq__h1_x(c);
         if (err != HPE_PAUSED || x == NULL || !(x->flags & SQ__XF_TRAILER_PAUSE) ||
             (c->flags & SQ__CF_CLOSED))
             break;
@@ -99,7 +99,7 @@ void sq__h1_process(sq__conn_t *c, const char *data, size_t len)
         llhttp_resume(&px->parser);
     }
     if (SQ__LIKELY(err == HPE_OK)) {
-        sq__exch_t *x = sq__h1(c)->exch;
+        sq__exch_t *x = sq__h1_x(c);
         if (x != NULL && (x->flags & SQ__XF_GAP)) {
             /* the head goes on in the next read: keep its pending line endings */
             sq__h1_gap_scan(x, x->gap_from ? x->gap_from : data, end, false);
@@ -136,13 +136,13 @@ static void respond_error(sq__conn_t *c, int status, const char *detail)
 {
     if (c->flags & SQ__CF_CLOSED)
         return;
-    sq__exch_t *x = sq__h1(c)->exch;
+    sq__exch_t *x = sq__h1_x(c);
     c->flags |= SQ__CF_CLOSE_AFTER | SQ__CF_LINGER;
     /* an earlier answer may still be in flight to a client that does not read: the
      * idle check closes it if it takes nothing for a whole idle period */
     sq__tq_put(c, SQ__TQ_IDLE);
     if (x == NULL) {
-        x = sq__h1(c)->exch = sq__h1_new_exch(c);
+        x = c->exch = sq__h1_new_exch(c);
         if (x == NULL) {
             sq__conn_teardown(c);
             return;
@@ -181,7 +181,7 @@ static void respond_error(sq__conn_t *c, int status, const char *detail)
  * Returns true when the connection goes on parsing. */
 bool sq__h1_response_done(sq__conn_t *c)
 {
-    sq__exch_t *x = sq__h1(c)->exch;
+    sq__exch_t *x = sq__h1_x(c);
     if (!(x->flags & SQ__XF_KEEPALIVE) || sq__conn_srv(c)->closing) {
         c->flags |= SQ__CF_CLOSE_AFTER;
         return false;
@@ -190,7 +190,7 @@ bool sq__h1_response_done(sq__conn_t *c)
         /* Streaming write callbacks still to run get this exchange's res: the next request
          * must not reuse it. Let it go, and parse what follows with a fresh exchange (and a
          * fresh parser) on the next tick. */
-        sq__h1(c)->exch = NULL;
+        c->exch = NULL;
         x->conn = NULL;
         sq__exch_release(x, SQ__XF_HOLD_CONN);
         c->pstate = SQ__H1_IDLE;
@@ -222,10 +222,10 @@ bool sq__h1_drain_pause(sq__conn_t *c)
 void sq__h1_resume(sq__conn_t *c)
 {
     c->pflags &= ~(SQ__HF_PAUSED | SQ__HF_DRAIN);
-    if (sq__h1(c)->exch != NULL)
-        llhttp_resume(&sq__h1(c)->exch->parser);
+    if (sq__h1_x(c) != NULL)
+        llhttp_resume(&sq__h1_x(c)->parser);
     c->flags |= SQ__CF_IN_READ;
-    sq__exch_t *x = sq__h1(c)->exch;
+    sq__exch_t *x = sq__h1_x(c);
     if (sq__pend_len(c) > 0) {
         size_t n = c->pending->len;
         c->pending->len = 0;
@@ -248,10 +248,10 @@ static void idle_release(sq__conn_t *c)
 {
     if (c->pstate != SQ__H1_IDLE || (c->flags & SQ__CF_CLOSED))
         return;
-    if (sq__h1(c)->exch != NULL && sq__pend_len(c) == 0 && sq__h1(c)->exch->hb.len == 0 &&
+    if (sq__h1_x(c) != NULL && sq__pend_len(c) == 0 && sq__h1_x(c)->hb.len == 0 &&
         !(c->pflags & SQ__HF_PAUSED)) { /* a paused parser keeps its exchange */
-        sq__exch_t *x = sq__h1(c)->exch;
-        sq__h1(c)->exch = NULL;
+        sq__exch_t *x = sq__h1_x(c);
+        c->exch = NULL;
         x->conn = NULL;
         sq__exch_release(x, SQ__XF_HOLD_CONN);
     }
@@ -263,7 +263,7 @@ static void idle_release(sq__conn_t *c)
  * with a fresh exchange; and closing once a half-closed client has its answers. */
 static void h1_on_tick(sq__conn_t *c, void *ud)
 {
-    sq__h1conn_t *h = sq__h1(c);
+    sq__conn_t *h = c;
     if (h->exch != NULL && (h->exch->flags & SQ__XF_HOOK_NEXT)) {
         hooks_go_on(c, h->exch);
         if (c->flags & SQ__CF_CLOSED)
@@ -274,17 +274,17 @@ static void h1_on_tick(sq__conn_t *c, void *ud)
         if (c->flags & SQ__CF_CLOSED)
             return;
     }
-    if (h->conn.pstate == SQ__H1_HANDLER && h->exch != NULL && (h->exch->flags & SQ__XF_FINISHED) &&
+    if (h->pstate == SQ__H1_HANDLER && h->exch != NULL && (h->exch->flags & SQ__XF_FINISHED) &&
         !(c->flags & SQ__CF_CLOSE_AFTER)) {
         /* answered later: go on with the pipelined requests, unless the answers queued
          * so far must drain first */
-        h->conn.pflags &= ~SQ__HF_PAUSED;
+        h->pflags &= ~SQ__HF_PAUSED;
         if (sq__h1_response_done(c) && !sq__h1_drain_pause(c))
             sq__h1_resume(c);
-    } else if (h->conn.pstate == SQ__H1_IDLE && h->exch == NULL && (h->conn.pflags & SQ__HF_PAUSED) &&
+    } else if (h->pstate == SQ__H1_IDLE && h->exch == NULL && (h->pflags & SQ__HF_PAUSED) &&
                !(c->flags & SQ__CF_CLOSE_AFTER)) {
         sq__h1_resume(c); /* after an exchange kept by write callbacks: a fresh one */
-    } else if ((h->conn.pflags & SQ__HF_DRAIN) && !(c->flags & SQ__CF_CLOSE_AFTER)) {
+    } else if ((h->pflags & SQ__HF_DRAIN) && !(c->flags & SQ__CF_CLOSE_AFTER)) {
         if (sq__conn_queued_bytes(c) <= sq__conn_srv(c)->opts.max_pipeline_bytes)
             sq__h1_resume(c);
     }
@@ -414,13 +414,13 @@ int sq__res_takeover(sq_res_t *res, const sq__proto_t *proto, void *ud)
         sq__exch_release(x, SQ__XF_HOLD_HANDLER);
         return UV_ECANCELED;
     }
+    c->exch = NULL; /* before proto_ud, the same pointer */
     c->proto = proto;
     c->proto_ud = ud;
     c->pstate = SQ__H1_TAKEN;
     c->pflags &= ~SQ__HF_PAUSED;
     sq__tq_drop(c);
     x->flags |= SQ__XF_FINISHED;
-    sq__h1(c)->exch = NULL;
     x->conn = NULL;
     sq__exch_release(x, SQ__XF_HOLD_CONN);
     sq__exch_release(x, SQ__XF_HOLD_HANDLER);
@@ -529,8 +529,8 @@ static void h1_on_read(sq__conn_t *c, void *ud, const char *data, ssize_t nread)
 /* Server shutdown: idle connections close now, busy ones after their response. */
 static void h1_on_shutdown(sq__conn_t *c, void *ud)
 {
-    sq__h1conn_t *h = sq__h1(c);
-    switch (h->conn.pstate) {
+    sq__conn_t *h = c;
+    switch (h->pstate) {
     case SQ__H1_IDLE:
         if (sq__pend_len(c) == 0 && (c->wq == NULL || !c->wq->inflight)) {
             sq__conn_teardown(c);
@@ -552,16 +552,16 @@ static void h1_on_shutdown(sq__conn_t *c, void *ud)
 /* The connection closes (or lingers): a handler still answering is told. */
 static void h1_on_close(sq__conn_t *c, void *ud)
 {
-    sq__exch_t *x = sq__h1(c)->exch;
+    sq__exch_t *x = sq__h1_x(c);
     if (x != NULL) {
-        sq__h1(c)->exch = NULL;
+        c->exch = NULL;
         sq__exch_abort(x);
     }
 }
 
 static void h1_on_timeout(sq__conn_t *c, void *ud, int which)
 {
-    sq__exch_t *x = sq__h1(c)->exch;
+    sq__exch_t *x = sq__h1_x(c);
     if (which == SQ__TQ_BODY && x != NULL && (x->flags & SQ__XF_STREAM) && x->body_cb != NULL &&
         !(x->flags & (SQ__XF_HEADERS_SENT | SQ__XF_FINISHED | SQ__XF_BODY_END))) {
         /* a streamed body went silent: its reader is told (UV_ETIMEDOUT) and its handler

@@ -169,17 +169,15 @@ enum {
     SQ__HF_DRAIN = 1 << 1,  /* parser paused until queued answers drain (back-pressure) */
 };
 
-/* A connection while it speaks HTTP/1: the transport's part first, then HTTP/1's. The
- * server allocates this much for every connection (srv->conn_size). */
-typedef struct sq__h1conn {
-    sq__conn_t conn;
-    struct sq_req_s *exch; /* the request being read or answered */
-    /* its state (SQ__H1_*) and flags (SQ__HF_*) are conn.pstate and conn.pflags */
-} sq__h1conn_t;
+/* A connection while it speaks HTTP/1 keeps its state in the transport's struct: the
+ * request being read or answered in c->exch (the protocol's pointer), SQ__H1_* in
+ * c->pstate and SQ__HF_* in c->pflags. Nothing more per connection. */
 
-static inline sq__h1conn_t *sq__h1(sq__conn_t *c)
+/* The connection's exchange, or NULL once it was taken over (c->exch is then the new
+ * protocol's pointer). Every read of it in HTTP/1 goes through here. */
+static inline sq__exch_t *sq__h1_x(const sq__conn_t *c)
 {
-    return (sq__h1conn_t *)c;
+    return c->pstate == SQ__H1_TAKEN ? NULL : c->exch;
 }
 
 /* HTTP/1 as a connection's protocol (h1_conn.c). */

@@ -108,7 +108,7 @@ static bool gap_end(sq__exch_t *x)
 
 static int on_version(llhttp_t *p, const char *at, size_t len)
 {
-    sq__exch_t *x = sq__h1(CONN(p))->exch;
+    sq__exch_t *x = sq__h1_x(CONN(p));
     x->flags |= SQ__XF_GAP;
     x->gap_from = at + len;
     x->gap_n = 0;
@@ -118,17 +118,17 @@ static int on_version(llhttp_t *p, const char *at, size_t len)
 static int on_message_begin(llhttp_t *p)
 {
     sq__conn_t *c = CONN(p);
-    if (sq__h1(c)->exch == NULL && (sq__h1(c)->exch = sq__h1_new_exch(c)) == NULL)
+    if (sq__h1_x(c) == NULL && (c->exch = sq__h1_new_exch(c)) == NULL)
         return -1;
     c->pstate = SQ__H1_HEAD;
     sq__tq_put(c, SQ__TQ_HEAD);
-    sq__h1_stamp(sq__h1(c)->exch);
+    sq__h1_stamp(sq__h1_x(c));
     return 0;
 }
 
 static int on_url(llhttp_t *p, const char *at, size_t len)
 {
-    sq__exch_t *x = sq__h1(CONN(p))->exch;
+    sq__exch_t *x = sq__h1_x(CONN(p));
     sq_server_t *srv = x->srv;
     x->target_len += (uint32_t)len;
     if (x->target_len > srv->opts.max_uri_bytes)
@@ -141,7 +141,7 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
 
 static int on_url_complete(llhttp_t *p)
 {
-    sq__exch_t *x = sq__h1(CONN(p))->exch;
+    sq__exch_t *x = sq__h1_x(CONN(p));
     return sq__buf_append(&x->hb, "", 1) ? fail(x, 500) : 0;
 }
 
@@ -150,7 +150,7 @@ static int on_url_complete(llhttp_t *p)
  * into the header section the handler reads, and squall has no use for them. */
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
-    sq__exch_t *x = sq__h1(CONN(p))->exch;
+    sq__exch_t *x = sq__h1_x(CONN(p));
     sq_server_t *srv = x->srv;
     if (!(x->flags & SQ__XF_IN_FIELD)) {
         if (!gap_crlf(x, at, len))
@@ -174,7 +174,7 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
 
 static int on_header_field_complete(llhttp_t *p)
 {
-    sq__exch_t *x = sq__h1(CONN(p))->exch;
+    sq__exch_t *x = sq__h1_x(CONN(p));
     sq__hdr_t h = {.name_off = x->cur_off, .name_len = (uint32_t)x->hb.len - x->cur_off};
     x->flags &= ~SQ__XF_IN_FIELD;
     if (x->flags & SQ__XF_TRAILERS)
@@ -187,7 +187,7 @@ static int on_header_field_complete(llhttp_t *p)
 
 static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
-    sq__exch_t *x = sq__h1(CONN(p))->exch;
+    sq__exch_t *x = sq__h1_x(CONN(p));
     /* An empty value (RFC 9110 §5.5 allows it) comes as an empty span placed after its
      * line's CRLF: no bytes to check, and that CRLF is checked before the next field or
      * at the end of the head (test: regress_http/empty_header_values_are_accepted). */
@@ -234,7 +234,7 @@ static void check_transfer_encoding(sq__exch_t *x, const char *v, size_t n)
 
 static int on_header_value_complete(llhttp_t *p)
 {
-    sq__exch_t *x = sq__h1(CONN(p))->exch;
+    sq__exch_t *x = sq__h1_x(CONN(p));
     if (x->flags & SQ__XF_TRAILERS)
         return 0;
     sq__hdr_t *h = (sq__hdr_t *)(x->hidx.base + x->hidx.len) - 1;
@@ -294,7 +294,7 @@ static sq_method_t method_id(uint8_t m)
 static int on_headers_complete(llhttp_t *p)
 {
     sq__conn_t *c = CONN(p);
-    sq__exch_t *x = sq__h1(c)->exch;
+    sq__exch_t *x = sq__h1_x(c);
     sq_server_t *srv = sq__conn_srv(c);
     x->llmethod = p->method;
     x->method = method_id(p->method);
@@ -397,7 +397,7 @@ static int on_headers_complete(llhttp_t *p)
 static int on_body(llhttp_t *p, const char *at, size_t len)
 {
     sq__conn_t *c = CONN(p);
-    sq__exch_t *x = sq__h1(c)->exch;
+    sq__exch_t *x = sq__h1_x(c);
     if (x->flags & SQ__XF_STREAM) {
         /* staged for the reader; the tick hands it over (h1_body.c) */
         uint64_t max = x->match.handler->stream_body_max;
@@ -435,7 +435,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
  * trailers, past which the request is answered 413 (test: regress_http/chunk_ext_*). */
 static int on_chunk_extension(llhttp_t *p, const char *at, size_t len)
 {
-    sq__exch_t *x = sq__h1(CONN(p))->exch;
+    sq__exch_t *x = sq__h1_x(CONN(p));
     x->header_bytes += len;
     return x->header_bytes > x->srv->opts.max_header_bytes ? fail(x, 413) : 0;
 }
@@ -444,7 +444,7 @@ static int on_chunk_extension(llhttp_t *p, const char *at, size_t len)
  * starts and can check how it ends (see gap_check). Chunked requests only. */
 static int on_chunk_header(llhttp_t *p)
 {
-    sq__exch_t *x = sq__h1(CONN(p))->exch;
+    sq__exch_t *x = sq__h1_x(CONN(p));
     if (p->content_length != 0 || (x->flags & SQ__XF_TRAILERS))
         return 0;
     x->flags |= SQ__XF_TRAILERS | SQ__XF_TRAILER_PAUSE;
@@ -454,7 +454,7 @@ static int on_chunk_header(llhttp_t *p)
 static int on_message_complete(llhttp_t *p)
 {
     sq__conn_t *c = CONN(p);
-    sq__exch_t *x = sq__h1(c)->exch;
+    sq__exch_t *x = sq__h1_x(c);
     if (!gap_end(x))
         return fail(x, 400); /* a bare LF ends the trailer section */
     sq__tq_drop(c);

@@ -131,7 +131,7 @@ int sq_server_create(sq_server_t **out, uv_loop_t *loop, sq_app_t *app,
         return UV_ENOMEM;
     }
     hs->pool = srv->opts.blocking_pool;
-    srv->conn_size = sizeof(sq__h1conn_t); /* every connection starts as HTTP/1 */
+    srv->conn_size = sizeof(sq__conn_t); /* HTTP/1 keeps its state in it */
     srv->proto0 = &sq__h1_proto;
     srv->on_tick = sq__exch_deliver_aborts;
     srv->on_free = server_free;

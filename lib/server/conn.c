@@ -39,12 +39,11 @@ static void on_conn_close(uv_handle_t *h)
     }
     sq__pend_free(c);
     sq__tick_forget(c);
-    sq__list_remove(&c->node);
     srv->nconns--;
     srv->stats.connections_open--;
     if (sq__conn_io(c)->freed != NULL)
         sq__conn_io(c)->freed(c);
-    free(c);
+    sq__conn_dealloc(srv, c);
     sq__server_maybe_done(srv);
 }
 
@@ -173,7 +172,6 @@ static void conn_register(sq_server_t *srv, sq__conn_t *c)
     c->h.handle.data = srv; /* sq__conn_srv: a connection is found from its handle by
                                position (it starts with it), so data holds the server */
     c->proto = srv->proto0;
-    sq__list_insert_tail(&srv->conns, &c->node);
     srv->nconns++;
     srv->stats.connections_open++;
     srv->stats.connections_total++;
@@ -181,12 +179,12 @@ static void conn_register(sq_server_t *srv, sq__conn_t *c)
 
 void sq__conn_accept(sq_server_t *srv, uv_stream_t *listener, bool is_pipe)
 {
-    sq__conn_t *c = calloc(1, srv->conn_size);
+    sq__conn_t *c = sq__conn_alloc(srv);
     if (c == NULL)
         return;
     int rc = is_pipe ? uv_pipe_init(srv->loop, &c->h.pipe, 0) : uv_tcp_init(srv->loop, &c->h.tcp);
     if (rc != 0) {
-        free(c);
+        sq__conn_dealloc(srv, c);
         return;
     }
     if (is_pipe)

@@ -200,7 +200,7 @@ const sq__io_t sq__io_mem = {
 int sq__mem_accept(sq_server_t *srv, sq__memsink_t *sink)
 {
     memset(sink, 0, sizeof(*sink));
-    sq__conn_t *c = calloc(1, srv->conn_size);
+    sq__conn_t *c = sq__conn_alloc(srv);
     if (c == NULL)
         return UV_ENOMEM;
     uv_idle_init(srv->loop, &c->h.idle);

@@ -15,7 +15,6 @@
 int sq__server_init(sq_server_t *srv)
 {
     sq__list_init(&srv->listeners);
-    sq__list_init(&srv->conns);
     srv->ticks_tail = &srv->ticks;
     for (int i = 0; i < SQ__TQ_COUNT; i++)
         sq__list_init(&srv->tq[i]);
@@ -262,6 +261,7 @@ static void free_server(sq_server_t *srv)
     if (srv->on_free != NULL)
         srv->on_free(srv); /* what the protocols pooled */
     sq__wq_pool_free(srv);
+    sq__slab_free(srv);
     free(srv->rbuf);
     free(srv);
 }
@@ -310,12 +310,7 @@ int sq_server_destroy(sq_server_t *srv, uint64_t grace_ms, sq_server_close_cb cb
         sq__list_remove(&l->node);
         uv_close(&l->h.handle, on_listener_close);
     }
-    n = srv->conns.next;
-    while (n != &srv->conns) {
-        sq__conn_t *c = sq__container_of(n, sq__conn_t, node);
-        n = n->next;
-        sq__conn_shutdown(c);
-    }
+    sq__conns_each(srv, sq__conn_shutdown);
     /* The grace deadline rides on the timeout timer; 0 means abort at once. */
     uint64_t now = uv_now(srv->loop);
     if (grace_ms == 0)

@@ -92,9 +92,9 @@ enum {
     SQ__CF_TICK = 1 << 12,       /* in the tick queue or the round being run (knext) */
 };
 
-/* A connection: a stream, its write queue and timeouts, and the protocol reading it. The
- * first protocol's own state follows it in the same allocation (srv->conn_size bytes:
- * HTTP/1's sq__h1conn_t starts with this struct). */
+/* A connection: a stream, its write queue and timeouts, and the protocol reading it, with
+ * room for the protocol's own pointer and two bytes (HTTP/1 needs no more); a protocol
+ * needing more would make srv->conn_size larger and follow this struct. */
 struct sq__conn {
     union {
         uv_handle_t handle;
@@ -107,14 +107,17 @@ struct sq__conn {
             struct sq__memsink *sink; /* ...and its sink, in room a socket would take */
         } mem;
     } h;
-    sq__list_t node;      /* srv->conns; the server is h.handle.data (sq__conn_srv) */
     sq__list_t tnode;     /* a timeout queue */
     struct sq__conn *knext; /* the tick queue (SQ__CF_TICK) */
     uint64_t deadline;    /* for the timeout queue it is in */
     sq__wq_t *wq;         /* lent while bytes are queued */
     struct sq__pend *pending; /* bytes read that the protocol has not consumed yet */
     const sq__proto_t *proto;
-    void *proto_ud;
+    union {                /* the protocol's pointer: */
+        void *proto_ud;    /* what a take-over gave (passed to its callbacks) */
+        sq__exch_t *exch;  /* HTTP/1's (its callbacks ignore ud): the request being read
+                              or answered */
+    };
     uint16_t flags;       /* SQ__CF_* */
     uint8_t state;        /* SQ__CS_* */
     uint8_t tq;           /* which timeout queue tnode is in */
@@ -150,6 +153,8 @@ static inline const sq__io_t *sq__conn_io(const sq__conn_t *c)
 
 enum { SQ__TQ_NONE, SQ__TQ_HEAD, SQ__TQ_BODY, SQ__TQ_IDLE, SQ__TQ_LINGER, SQ__TQ_COUNT };
 
+typedef struct sq__slab_blk sq__slab_blk_t;
+
 typedef struct sq__listener {
     sq__list_t node;
     sq_server_t *srv;
@@ -166,7 +171,9 @@ struct sq_server_s {
     uv_loop_t *loop;
     sq_server_opts_t opts;
     sq__list_t listeners;
-    sq__list_t conns;
+    /* The connections' blocks (slab.c): what they are allocated from is also how they
+     * are found (sq__conns_each). A connection's server is its h.handle.data. */
+    sq__slab_blk_t *slab, *slab_tail;
     sq__list_t tq[SQ__TQ_COUNT]; /* timeout queues; each FIFO, so deadlines ascend */
     uint64_t tq_timeout[SQ__TQ_COUNT];
     /* Connections with work for the next tick, singly linked through knext (a pointer
@@ -214,6 +221,13 @@ struct sq_server_s {
 SQ__HIDDEN void sq__conn_accept(sq_server_t *srv, uv_stream_t *listener, bool is_pipe);
 SQ__HIDDEN int sq__conn_start(sq_server_t *srv, sq__conn_t *c);
 SQ__HIDDEN void sq__conn_shutdown(sq__conn_t *conn);
+/* slab.c: a zeroed connection of srv->conn_size bytes (NULL: out of memory); giving one
+ * back; every connection allocated and not given back, to fn (which may close them); and
+ * the blocks, once the last connection is gone. */
+SQ__HIDDEN sq__conn_t *sq__conn_alloc(sq_server_t *srv);
+SQ__HIDDEN void sq__conn_dealloc(sq_server_t *srv, sq__conn_t *c);
+SQ__HIDDEN void sq__conns_each(sq_server_t *srv, void (*fn)(sq__conn_t *c));
+SQ__HIDDEN void sq__slab_free(sq_server_t *srv);
 /* Closes now: queued bytes are dropped, the protocol and a handler still answering are
  * told. */
 SQ__HIDDEN void sq__conn_teardown(sq__conn_t *conn);

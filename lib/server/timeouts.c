@@ -67,12 +67,7 @@ static void on_timer(uv_timer_t *t)
     }
     if (srv->closing && srv->grace_due != 0 && srv->grace_due <= now) {
         srv->grace_due = 0;
-        sq__list_t *n = srv->conns.next;
-        while (n != &srv->conns) {
-            sq__conn_t *c = sq__container_of(n, sq__conn_t, node);
-            n = n->next;
-            sq__conn_teardown(c);
-        }
+        sq__conns_each(srv, sq__conn_teardown);
     }
     uint64_t due = 0;
     for (int q = SQ__TQ_HEAD; q < SQ__TQ_COUNT; q++) {
