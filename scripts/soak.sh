@@ -249,8 +249,8 @@ main_alive() {
     wait "$MAIN_PID" 2>/dev/null || st=$?
     local how="exited with status $st"
     [ "$st" -gt 128 ] && how="killed by signal $((st - 128))"
-    check "$1" server_alive 0 "hello $how during this phase; its stderr:"
-    tail -n 5 "$TMPD/main.err" | sed 's/^/        /'
+    check "$1" server_alive 0 "hello $how during this phase"
+    tail -n 5 "$TMPD/main.err" | sed 's/^/        stderr: /'
     cp "$TMPD/main.err" "$TMPD/main.err.$1"
     start_main
     echo "  (a new hello for the next phases: port $MAIN_PORT)"
@@ -467,8 +467,8 @@ if proc_alive "$FD_PID"; then
     check fds fds_back "$([ "$fds_end" -le "$fd_start" ] && echo 1 || echo 0)" \
         "$fd_start fds at rest, $fds_end after"
 else
-    check fds server_alive 0 "hello under ulimit -n $FD_LIMIT died; its stderr:"
-    tail -n 5 "$TMPD/fd.err" | sed 's/^/        /'
+    check fds server_alive 0 "hello under ulimit -n $FD_LIMIT died"
+    tail -n 5 "$TMPD/fd.err" | sed 's/^/        stderr: /'
 fi
 stop_pid "$FD_PID"
 FD_PID=""
