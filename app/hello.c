@@ -538,8 +538,9 @@ static int parse_flag(const char *s, unsigned long long max, unsigned long long 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: hello [--host ADDR|NAME] [--port N] [--workers N] [--max-body BYTES]\n"
-               "             [--max-header BYTES] [--header-timeout MS] [--idle-timeout MS]\n"
-               "             [--slow-callback-ms MS (100; 0 off)] [--threadpool N]\n"
+               "             [--max-header BYTES] [--header-timeout MS] [--body-timeout MS]\n"
+               "             [--idle-timeout MS] [--slow-callback-ms MS (100; 0 off)]\n"
+               "             [--threadpool N]\n"
                "             [--max-upload BYTES (10 GiB)] [--cors-origin ORIGIN]...\n"
                "             [--log-level debug|info|warn|error] [--help]\n");
 }
@@ -571,6 +572,7 @@ int main(int argc, char **argv)
         {"max-body", required_argument, NULL, 'b'},
         {"max-header", required_argument, NULL, 'H'},
         {"header-timeout", required_argument, NULL, 't'},
+        {"body-timeout", required_argument, NULL, 'B'},
         {"idle-timeout", required_argument, NULL, 'i'},
         {"slow-callback-ms", required_argument, NULL, 's'},
         {"threadpool", required_argument, NULL, 'T'},
@@ -592,6 +594,7 @@ int main(int argc, char **argv)
         case 'b': bad = parse_flag(optarg, SIZE_MAX, &v); cfg.opts.max_body_bytes = v; break;
         case 'H': bad = parse_flag(optarg, SIZE_MAX, &v); cfg.opts.max_header_bytes = v; break;
         case 't': bad = parse_flag(optarg, UINT64_MAX, &v); cfg.opts.header_timeout_ms = v; break;
+        case 'B': bad = parse_flag(optarg, UINT64_MAX, &v); cfg.opts.body_timeout_ms = v; break;
         case 'i': bad = parse_flag(optarg, UINT64_MAX, &v); cfg.opts.idle_timeout_ms = v; break;
         case 's': bad = parse_flag(optarg, UINT64_MAX, &v); cfg.opts.slow_callback_ms = v; break;
         case 'T': bad = parse_flag(optarg, UINT_MAX, &v); cfg.threadpool = (unsigned)v; break;
