@@ -170,6 +170,7 @@ static void respond_error(sq__conn_t *c, int status, const char *detail)
     }
     x->flags &= ~SQ__XF_KEEPALIVE;
     x->flags |= SQ__XF_HOLD_HANDLER | SQ__XF_IN_HANDLER;
+    x->refs++; /* the handler's reference, as sq__h1_dispatch takes: finishing drops it */
     x->rh.len = 0;
     if (x->http_minor == 0 && x->method == 0)
         x->http_minor = 1;
