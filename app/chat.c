@@ -413,6 +413,7 @@ static const sq_ws_handler_t ws_handler = {
 /* ---- the program ---- */
 
 #define MAX_WORKERS 64      /* threads, each with its own loop and listener */
+#define MAX_PROCESSES 64    /* processes, each with its workers (rooms shared by Redis) */
 #define MAX_THREADPOOL 1024 /* libuv's limit for UV_THREADPOOL_SIZE */
 #define MAX_HISTORY 1000000 /* --history: messages kept per room */
 
@@ -428,6 +429,8 @@ typedef struct config {
     const char *host;
     int port;
     unsigned workers;
+    unsigned processes;          /* --processes: copies of the whole server, one port */
+    unsigned process;            /* which one this is */
     unsigned threadpool;
     sq_server_opts_t opts;
     sq_app_t *app;
@@ -478,10 +481,13 @@ static int setup(uv_loop_t *loop, unsigned index, void *data, sq_server_t **out)
         sq_server_destroy(srv, 0, NULL, NULL);
         return rc;
     }
-    if (index == 0) {
-        printf("chat: serving on http://%s%s%s:%d/ with %u worker%s\n",
-               strchr(cfg->host, ':') ? "[" : "", cfg->host, strchr(cfg->host, ':') ? "]" : "",
-               sq_server_port(srv), cfg->workers, cfg->workers == 1 ? "" : "s");
+    if (index == 0 && cfg->process == 0) {
+        printf("chat: serving on http://%s%s%s:%d/ with %u worker%s", strchr(cfg->host, ':') ? "[" : "",
+               cfg->host, strchr(cfg->host, ':') ? "]" : "", sq_server_port(srv), cfg->workers,
+               cfg->workers == 1 ? "" : "s");
+        if (cfg->processes > 1)
+            printf(" in each of %u processes", cfg->processes);
+        printf("\n");
         fflush(stdout);
     }
     *out = srv;
@@ -495,6 +501,30 @@ static void teardown(uv_loop_t *loop, unsigned index, void *data)
 {
     config_t *cfg = data;
     worker_detach(&cfg->w[index], loop);
+}
+
+/* Listens on the configured address once (with an app of no routes) and closes again: 0,
+ * or why it cannot. */
+static int try_listen(config_t *cfg)
+{
+    uv_loop_t loop;
+    int rc = uv_loop_init(&loop);
+    if (rc != 0)
+        return rc;
+    sq_app_t *app = NULL;
+    sq_server_t *srv;
+    rc = sq_app_create(&app);
+    if (rc == 0)
+        rc = sq_server_create(&srv, &loop, app, &cfg->opts);
+    if (rc == 0) {
+        rc = sq_server_listen(srv, cfg->host, cfg->port);
+        sq_server_destroy(srv, 0, NULL, NULL);
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    if (app != NULL)
+        sq_app_destroy(app);
+    return rc;
 }
 
 /* A flag's number: decimal digits only (no sign, no blanks, nothing after), at most max.
@@ -515,6 +545,7 @@ static int parse_flag(const char *s, unsigned long long max, unsigned long long 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: chat [--host ADDR|NAME] [--port N] [--workers N] [--history N (1000)]\n"
+               "            [--processes N (needs --redis)]\n"
                "            [--redis redis://HOST:PORT] [--max-text BYTES (65536)]\n"
                "            [--max-body BYTES] [--max-header BYTES] [--header-timeout MS]\n"
                "            [--idle-timeout MS] [--slow-callback-ms MS (100; 0 off)]\n"
@@ -538,7 +569,7 @@ static int bad_usage(const char *fmt, ...)
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN); /* a client that leaves mid-write must not kill us */
-    static config_t cfg = {.host = "127.0.0.1", .port = 8000, .workers = 1};
+    static config_t cfg = {.host = "127.0.0.1", .port = 8000, .workers = 1, .processes = 1};
     sq_server_opts_init(&cfg.opts);
     cfg.opts.slow_callback_ms = 100;
     sq_hub_opts_t hopts;
@@ -547,6 +578,7 @@ int main(int argc, char **argv)
         {"host", required_argument, NULL, 'h'},
         {"port", required_argument, NULL, 'p'},
         {"workers", required_argument, NULL, 'w'},
+        {"processes", required_argument, NULL, 'P'},
         {"history", required_argument, NULL, 'n'},
         {"redis", required_argument, NULL, 'r'},
         {"max-text", required_argument, NULL, 'x'},
@@ -569,6 +601,7 @@ int main(int argc, char **argv)
         case 'h': cfg.host = optarg; break;
         case 'p': bad = parse_flag(optarg, 65535, &v); cfg.port = (int)v; break;
         case 'w': bad = parse_flag(optarg, UINT_MAX, &v); cfg.workers = (unsigned)v; break;
+        case 'P': bad = parse_flag(optarg, UINT_MAX, &v); cfg.processes = (unsigned)v; break;
         case 'n': bad = parse_flag(optarg, MAX_HISTORY, &v); hopts.history_count = v; break;
         case 'r': hopts.redis_url = optarg; break;
         case 'x': bad = parse_flag(optarg, SIZE_MAX, &v); hopts.max_text_bytes = v; break;
@@ -595,6 +628,8 @@ int main(int argc, char **argv)
             return bad_usage("--%s: not a valid number: '%s'", longopts[li].name, optarg);
         if (ch == 'w' && (cfg.workers == 0 || cfg.workers > MAX_WORKERS))
             return bad_usage("--workers must be 1..%d", MAX_WORKERS);
+        if (ch == 'P' && (cfg.processes == 0 || cfg.processes > MAX_PROCESSES))
+            return bad_usage("--processes must be 1..%d", MAX_PROCESSES);
         if (ch == 'T' && (cfg.threadpool == 0 || cfg.threadpool > MAX_THREADPOOL))
             return bad_usage("--threadpool must be 1..%d", MAX_THREADPOOL);
     }
@@ -602,11 +637,16 @@ int main(int argc, char **argv)
         return bad_usage("unexpected argument '%s'", argv[optind]);
     /* each worker listens on its own socket (SO_REUSEPORT): with port 0 each would get a
      * port of its own, and all but one would be unreachable */
-    if (cfg.port == 0 && cfg.workers > 1)
-        return bad_usage("--port 0 needs --workers 1 (each worker would get its own port)");
+    if (cfg.port == 0 && (cfg.workers > 1 || cfg.processes > 1))
+        return bad_usage("--port 0 needs --workers 1 and --processes 1 (each would get its "
+                         "own port)");
+    /* threads share one hub in memory; processes can share rooms only through Redis */
+    if (cfg.processes > 1 && hopts.redis_url == NULL)
+        return bad_usage("--processes needs --redis (rooms are shared between processes "
+                         "through Redis)");
     if (hopts.redis_url != NULL && strncasecmp(hopts.redis_url, "redis://", 8) != 0)
         return bad_usage("--redis: not a redis://HOST[:PORT] URL: '%s'", hopts.redis_url);
-    cfg.opts.reuseport = cfg.workers > 1;
+    cfg.opts.reuseport = cfg.workers > 1 || cfg.processes > 1;
     if (cfg.threadpool > 0 && sq_work_threadpool_set_size(cfg.threadpool) != 0)
         return bad_usage("--threadpool must be 1..%d", MAX_THREADPOOL);
     unsigned threads = sq_work_threadpool_size();
@@ -614,6 +654,26 @@ int main(int argc, char **argv)
     if (cfg.opts.blocking_max_in_flight == 0)
         cfg.opts.blocking_max_in_flight = 1;
 
+    if (cfg.processes > 1) {
+        /* copies of this process on one port, each with its own descriptor limit and its
+         * own hub on the same Redis; the address is tried once first, so that a busy port
+         * is one line, not one per copy */
+        int prc = try_listen(&cfg);
+        if (prc != 0) {
+            bool v6 = strchr(cfg.host, ':') != NULL;
+            fprintf(stderr, "chat: listen %s%s%s:%d: %s\n", v6 ? "[" : "", cfg.host,
+                    v6 ? "]" : "", cfg.port, sq_strerror(prc));
+            return 1;
+        }
+        int code = 0;
+        prc = sq_processes_run(cfg.processes, &cfg.process, &code);
+        if (prc < 0) {
+            fprintf(stderr, "chat: --processes: %s\n", sq_strerror(prc));
+            return 1;
+        }
+        if (prc == 1)
+            return code; /* the supervisor: every copy has exited (each said why it failed) */
+    }
     int rc = sq_hub_create(&cfg.chat.hub, &hopts);
     if (rc == UV_EINVAL && hopts.redis_url != NULL)
         return bad_usage("--redis: not a redis://HOST[:PORT] URL: '%s'", hopts.redis_url);

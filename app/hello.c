@@ -485,6 +485,8 @@ typedef struct config {
     const char *host;
     int port;
     unsigned workers;
+    unsigned processes;          /* --processes: copies of the whole server, one port */
+    unsigned process;            /* which one this is */
     unsigned threadpool;
     sq_server_opts_t opts;
     sq_app_t *app;
@@ -507,14 +509,35 @@ static int setup(uv_loop_t *loop, unsigned index, void *data, sq_server_t **out)
         sq_server_destroy(srv, 0, NULL, NULL);
         return rc;
     }
-    if (index == 0) {
-        printf("hello: serving on http://%s%s%s:%d/ with %u worker%s\n",
-               strchr(cfg->host, ':') ? "[" : "", cfg->host, strchr(cfg->host, ':') ? "]" : "",
-               sq_server_port(srv), cfg->workers, cfg->workers == 1 ? "" : "s");
+    if (index == 0 && cfg->process == 0) {
+        printf("hello: serving on http://%s%s%s:%d/ with %u worker%s", strchr(cfg->host, ':') ? "[" : "",
+               cfg->host, strchr(cfg->host, ':') ? "]" : "", sq_server_port(srv), cfg->workers,
+               cfg->workers == 1 ? "" : "s");
+        if (cfg->processes > 1)
+            printf(" in each of %u processes", cfg->processes);
+        printf("\n");
         fflush(stdout);
     }
     *out = srv;
     return 0;
+}
+
+/* Listens on the configured address once and closes again: 0, or why it cannot. */
+static int try_listen(config_t *cfg)
+{
+    uv_loop_t loop;
+    int rc = uv_loop_init(&loop);
+    if (rc != 0)
+        return rc;
+    sq_server_t *srv;
+    rc = sq_server_create(&srv, &loop, cfg->app, &cfg->opts);
+    if (rc == 0) {
+        rc = sq_server_listen(srv, cfg->host, cfg->port);
+        sq_server_destroy(srv, 0, NULL, NULL);
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    return rc;
 }
 
 /* A flag's number: decimal digits only (no sign, no blanks, nothing after), at most max.
@@ -533,12 +556,14 @@ static int parse_flag(const char *s, unsigned long long max, unsigned long long 
 }
 
 #define MAX_WORKERS 64      /* threads, each with its own loop and listener */
+#define MAX_PROCESSES 64    /* processes, each with its workers */
 #define MAX_THREADPOOL 1024 /* libuv's limit for UV_THREADPOOL_SIZE */
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: hello [--host ADDR|NAME] [--port N] [--workers N] [--max-body BYTES]\n"
-               "             [--max-header BYTES] [--header-timeout MS] [--body-timeout MS]\n"
+    fprintf(f, "usage: hello [--host ADDR|NAME] [--port N] [--workers N] [--processes N]\n"
+               "             [--max-body BYTES] [--max-header BYTES] [--header-timeout MS]\n"
+               "             [--body-timeout MS]\n"
                "             [--idle-timeout MS] [--slow-callback-ms MS (100; 0 off)]\n"
                "             [--threadpool N]\n"
                "             [--max-upload BYTES (10 GiB)] [--cors-origin ORIGIN]...\n"
@@ -562,13 +587,15 @@ static int bad_usage(const char *fmt, ...)
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN); /* a client that leaves mid-write must not kill us */
-    config_t cfg = {.host = "127.0.0.1", .port = 8000, .workers = 1, .max_upload = 10ull << 30};
+    config_t cfg = {.host = "127.0.0.1", .port = 8000, .workers = 1, .processes = 1,
+                    .max_upload = 10ull << 30};
     sq_server_opts_init(&cfg.opts);
     cfg.opts.slow_callback_ms = 100;
     static const struct option longopts[] = {
         {"host", required_argument, NULL, 'h'},
         {"port", required_argument, NULL, 'p'},
         {"workers", required_argument, NULL, 'w'},
+        {"processes", required_argument, NULL, 'P'},
         {"max-body", required_argument, NULL, 'b'},
         {"max-header", required_argument, NULL, 'H'},
         {"header-timeout", required_argument, NULL, 't'},
@@ -591,6 +618,7 @@ int main(int argc, char **argv)
         case 'h': cfg.host = optarg; break;
         case 'p': bad = parse_flag(optarg, 65535, &v); cfg.port = (int)v; break;
         case 'w': bad = parse_flag(optarg, UINT_MAX, &v); cfg.workers = (unsigned)v; break;
+        case 'P': bad = parse_flag(optarg, UINT_MAX, &v); cfg.processes = (unsigned)v; break;
         case 'b': bad = parse_flag(optarg, SIZE_MAX, &v); cfg.opts.max_body_bytes = v; break;
         case 'H': bad = parse_flag(optarg, SIZE_MAX, &v); cfg.opts.max_header_bytes = v; break;
         case 't': bad = parse_flag(optarg, UINT64_MAX, &v); cfg.opts.header_timeout_ms = v; break;
@@ -628,6 +656,8 @@ int main(int argc, char **argv)
             return bad_usage("--%s: not a valid number: '%s'", longopts[li].name, optarg);
         if (ch == 'w' && (cfg.workers == 0 || cfg.workers > MAX_WORKERS))
             return bad_usage("--workers must be 1..%d", MAX_WORKERS);
+        if (ch == 'P' && (cfg.processes == 0 || cfg.processes > MAX_PROCESSES))
+            return bad_usage("--processes must be 1..%d", MAX_PROCESSES);
         if (ch == 'T' && (cfg.threadpool == 0 || cfg.threadpool > MAX_THREADPOOL))
             return bad_usage("--threadpool must be 1..%d", MAX_THREADPOOL);
     }
@@ -635,9 +665,10 @@ int main(int argc, char **argv)
         return bad_usage("unexpected argument '%s'", argv[optind]);
     /* each worker listens on its own socket (SO_REUSEPORT): with port 0 each would get a
      * port of its own, and all but one would be unreachable */
-    if (cfg.port == 0 && cfg.workers > 1)
-        return bad_usage("--port 0 needs --workers 1 (each worker would get its own port)");
-    cfg.opts.reuseport = cfg.workers > 1;
+    if (cfg.port == 0 && (cfg.workers > 1 || cfg.processes > 1))
+        return bad_usage("--port 0 needs --workers 1 and --processes 1 (each would get its "
+                         "own port)");
+    cfg.opts.reuseport = cfg.workers > 1 || cfg.processes > 1;
     if (cfg.threadpool > 0 && sq_work_threadpool_set_size(cfg.threadpool) != 0)
         return bad_usage("--threadpool must be 1..%d", MAX_THREADPOOL);
     /* libuv has one thread pool per process: each worker's blocking routes get their
@@ -692,6 +723,29 @@ int main(int argc, char **argv)
         }
     }
 
+    if (cfg.processes > 1) {
+        /* copies of this process, all on one port: each has its own descriptor limit. The
+         * address is tried once first, so that a busy port is one line, not one per copy */
+        int prc = try_listen(&cfg);
+        if (prc != 0) {
+            bool v6 = strchr(cfg.host, ':') != NULL;
+            fprintf(stderr, "hello: listen %s%s%s:%d: %s\n", v6 ? "[" : "", cfg.host,
+                    v6 ? "]" : "", cfg.port, sq_strerror(prc));
+            sq_app_destroy(cfg.app);
+            return 1;
+        }
+        int code = 0;
+        prc = sq_processes_run(cfg.processes, &cfg.process, &code);
+        if (prc < 0) {
+            fprintf(stderr, "hello: --processes: %s\n", sq_strerror(prc));
+            sq_app_destroy(cfg.app);
+            return 1;
+        }
+        if (prc == 1) { /* the supervisor: every copy has exited (each said why it failed) */
+            sq_app_destroy(cfg.app);
+            return code;
+        }
+    }
     int rc = sq_workers_run(cfg.workers, setup, NULL, &cfg, 5000);
     sq_app_destroy(cfg.app);
     if (rc != 0) {

@@ -24,6 +24,7 @@
 
 #include "support/app.h"
 #include "support/harness.h"
+#include "support/redis_server.h"
 #include "support/ws_raw.h"
 
 /* ---- chat ---- */
@@ -1004,6 +1005,56 @@ Test(chat, two_workers_share_the_rooms, .timeout = 60)
         th_conn_close(&w[i]);
     }
     th_app_stop(&a);
+}
+
+/* Copies of chat in several processes on one port (--processes), their rooms shared
+ * through Redis: every subscriber, on whichever copy, gets every message once, in order. */
+Test(chat, processes_share_the_rooms_through_redis, .timeout = 60)
+{
+    tr_redis_t *r = tr_redis_start();
+    th_app_t a = chat_start("--processes", "3", "--redis", tr_redis_url(r), NULL);
+    cr_assert_not_null(strstr(a.line, "in each of 3 processes"), "%s", a.line);
+    enum { SUBS = 6, WSS = 6, N = 30 };
+    sse_t s[SUBS];
+    th_conn_t w[WSS];
+    for (int i = 0; i < SUBS; i++)
+        sse_open(&s[i], a.port, "shared", "since=0");
+    for (int i = 0; i < WSS; i++)
+        ws_open(&w[i], a.port, "room=shared&since=0");
+    sent_t want[N];
+    char texts[N][16];
+    for (int i = 0; i < N; i++) {
+        snprintf(texts[i], sizeof(texts[i]), "p%d", i);
+        want[i] = (sent_t){0, texts[i], strlen(texts[i])};
+        want[i].id = post(a.port, "shared", texts[i]); /* a new connection each: any copy */
+        cr_assert_eq(want[i].id, (uint64_t)i + 1, "ids count up across processes");
+    }
+    for (int i = 0; i < SUBS; i++) {
+        msgs_t ms = {0};
+        sse_until(&s[i], "shared", &ms, N, 10000);
+        expect_msgs(&ms, want, N, "SSE subscriber");
+        msgs_free(&ms);
+        sse_close(&s[i]);
+    }
+    for (int i = 0; i < WSS; i++) {
+        msgs_t ms = {0};
+        ws_until(&w[i], "shared", &ms, N, 10000);
+        expect_msgs(&ms, want, N, "WS subscriber");
+        msgs_free(&ms);
+        th_conn_close(&w[i]);
+    }
+    th_app_stop(&a); /* SIGTERM to the supervisor stops every copy: exit 0 */
+    tr_redis_stop(r);
+}
+
+Test(chat, processes_need_redis, .timeout = 30)
+{
+    th_app_run_t r;
+    th_app_run(&r, "chat", 5000, "--port", "0", "--processes", "2", NULL);
+    cr_assert_eq(r.code, 2, "stderr: %s", r.err);
+    th_app_run(&r, "chat", 5000, "--processes", "2", NULL);
+    cr_assert_eq(r.code, 2, "stderr: %s", r.err);
+    cr_assert_not_null(strstr(r.err, "--processes needs --redis"), "%s", r.err);
 }
 
 /* ---- what is refused ---- */

@@ -593,3 +593,73 @@ Test(errors, zero_has_a_name_and_a_message)
     cr_assert_str_eq(sq_err_name(UV_EADDRINUSE), "EADDRINUSE");
     cr_assert_str_eq(sq_err_name(SQ_ECLOSED), "SQ_ECLOSED");
 }
+
+/* ---- hello --processes: copies of the server on one port (SO_REUSEPORT) ---- */
+
+/* The children of pid, from /proc (0 when it has none or is gone). */
+static int count_children(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)pid, (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    int n = 0, c;
+    while (fscanf(f, "%d", &c) == 1)
+        n++;
+    fclose(f);
+    return n;
+}
+
+Test(hello, processes_serve_one_port_and_stop_together_on_sigterm, .timeout = 30)
+{
+    th_hello_t h = th_hello_start("--processes", "3", NULL);
+    cr_assert_not_null(strstr(h.line, "in each of 3 processes"), "%s", h.line);
+    cr_assert_eq(count_children(h.pid), 3, "hello should supervise 3 copies");
+    for (int i = 0; i < 12; i++)
+        get_root("127.0.0.1", h.port);
+    th_hello_stop(&h); /* SIGTERM to the supervisor reaches every copy: exit 0 */
+}
+
+Test(hello, processes_on_a_busy_port_fail_with_one_line, .timeout = 30)
+{
+    int port;
+    int fd = listen_on("127.0.0.1", 0, &port);
+    cr_assert_geq(fd, 0);
+    char p[16];
+    snprintf(p, sizeof(p), "%d", port);
+    th_hello_run_t r;
+    th_hello_run(&r, 5000, "--port", p, "--processes", "4", NULL);
+    expect_failed_start(&r, "busy port, 4 processes", "address already in use");
+    close(fd);
+}
+
+Test(hello, processes_refuse_port_0_and_bad_counts, .timeout = 30)
+{
+    th_hello_run_t r;
+    th_hello_run(&r, 5000, "--port", "0", "--processes", "2", NULL);
+    cr_assert_eq(r.code, 2, "stderr: %s", r.err);
+    cr_assert_not_null(strstr(r.err, "--port 0 needs"), "%s", r.err);
+    th_hello_run(&r, 5000, "--processes", "0", NULL);
+    cr_assert_eq(r.code, 2, "stderr: %s", r.err);
+    cr_assert_not_null(strstr(r.err, "--processes must be 1..64"), "%s", r.err);
+}
+
+Test(hello, a_copy_that_dies_stops_the_others_and_the_status_says_so, .timeout = 30)
+{
+    th_hello_t h = th_hello_start("--processes", "2", NULL);
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)h.pid, (int)h.pid);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f);
+    int child = 0;
+    cr_assert_eq(fscanf(f, "%d", &child), 1);
+    fclose(f);
+    kill(child, SIGKILL); /* a crash, as far as the supervisor can tell */
+    int st = th_hello_wait(h.pid, 10000);
+    cr_assert_neq(st, -1, "the supervisor did not exit");
+    cr_assert(WIFEXITED(st), "the supervisor died of signal %d", WTERMSIG(st));
+    cr_assert_eq(WEXITSTATUS(st), 128 + SIGKILL, "the supervisor's status: %d", WEXITSTATUS(st));
+    if (h.errpath[0] != '\0')
+        unlink(h.errpath);
+}
