@@ -128,27 +128,25 @@ int sq__ws_create(sq_ws_t **out, uv_loop_t *loop, bool client, const sq_ws_handl
     ws->close_code = SQ_WS_ABNORMAL;
     if (client)
         ws->flags |= SQ__WS_CLIENT;
-    uv_timer_init(loop, &ws->timer);
-    ws->timer.data = ws;
+    if (sq__ws_clock_get(ws, loop) != 0) {
+        free(ws);
+        return UV_ENOMEM;
+    }
     *out = ws;
     return 0;
 }
 
-static void on_timer_closed(uv_handle_t *h)
+/* Frees ws now: called when the transport is gone and none of our frames holds ws. */
+static void ws_destroy(sq_ws_t *ws)
 {
-    sq_ws_t *ws = h->data;
+    sq__ws_clock_release(ws);
     sq__buf_free(&ws->msg);
     free(ws->rx.ctl);
     free(ws->peer_reason);
     free(ws);
 }
 
-static void ws_destroy(sq_ws_t *ws)
-{
-    uv_close((uv_handle_t *)&ws->timer, on_timer_closed);
-}
-
-/* ---- deadlines: one timer per connection, armed for the earliest ----
+/* ---- deadlines: one per connection in the loop's clock (clock.c), the earliest ----
  *
  * A connection taken over from HTTP leaves the server's timeout lists (their timeouts
  * are the server's, not the route's), so each WebSocket keeps its own deadlines: idle
@@ -157,15 +155,11 @@ static void ws_destroy(sq_ws_t *ws)
  * arrives), which costs nothing: the timer fires at the old one, finds it moved, and is
  * armed again. Only an earlier deadline restarts it (ws_arm). */
 
-static void on_timer(uv_timer_t *t);
-
 static void ws_arm(sq_ws_t *ws, uint64_t deadline)
 {
     if ((ws->flags & SQ__WS_DEAD) || (ws->due != 0 && ws->due <= deadline))
         return;
-    uint64_t now = uv_now(ws->loop);
-    ws->due = deadline;
-    uv_timer_start(&ws->timer, on_timer, deadline > now ? deadline - now : 0, 0);
+    sq__ws_clock_arm(ws, deadline);
 }
 
 static uint64_t earliest(uint64_t a, uint64_t b)
@@ -294,10 +288,8 @@ static void ws_check_deadlines(sq_ws_t *ws, uint64_t now)
     sq_ws_ping(ws, payload, sizeof(payload));
 }
 
-static void on_timer(uv_timer_t *t)
+void sq__ws_on_deadline(sq_ws_t *ws)
 {
-    sq_ws_t *ws = t->data;
-    ws->due = 0;
     if (ws->flags & SQ__WS_DEAD)
         return;
     ws->depth++;
@@ -324,8 +316,7 @@ void sq__ws_transport_closed(sq_ws_t *ws)
     if (ws->flags & SQ__WS_DEAD)
         return;
     ws->flags |= SQ__WS_DEAD;
-    uv_timer_stop(&ws->timer);
-    ws->due = 0;
+    sq__ws_clock_disarm(ws);
     /* The peer's code when its close frame came; when squall failed the connection or
      * closed a slow consumer and no answer came, the code squall sent says why */
     const char *reason = ws->why != NULL ? ws->why : ""; /* and the reason is squall's own */

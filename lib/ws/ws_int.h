@@ -121,6 +121,8 @@ enum {
                                        or we failed the connection */
 };
 
+typedef struct sq__ws_clock sq__ws_clock_t; /* clock.c */
+
 struct sq_ws_s {
     uv_loop_t *loop;
     const sq_ws_handler_t *h;
@@ -138,8 +140,9 @@ struct sq_ws_s {
     int close_code;        /* what .close reports when no close frame counts: 1006, or the
                               code squall itself closed with (see sq__ws_transport_closed) */
     int error;             /* client: why connecting failed (sq_ws_error), or 0 */
-    uv_timer_t timer;      /* every deadline below; fires at `due` */
-    uint64_t due;          /* loop time the timer is armed for; 0: not armed */
+    uint32_t slot;         /* in the clock's heap; UINT32_MAX: not in it */
+    sq__ws_clock_t *clock; /* the loop's: every deadline below; fires at `due` */
+    uint64_t due;          /* loop time the clock is armed for; 0: not armed */
     uint64_t last_rx;      /* a frame (or data of one) last arrived: the idle clock */
     uint64_t msg_since;    /* the data message being received began (SQ__WS_IN_MSG) */
     uint64_t close_since;  /* our close frame went out (SQ__WS_CLOSING) */
@@ -155,6 +158,19 @@ struct sq_ws_s {
     sq_watchdog_t *wd;     /* the server's: times the handler's callbacks; or NULL */
     const char *name;      /* the route pattern, for the watchdog */
 };
+
+/* ---- clock.c: one timer per loop for the deadlines of its WebSockets ---- */
+
+/* Joins ws to its loop's clock (made on first use). 0 or UV_ENOMEM. */
+SQ__HIDDEN int sq__ws_clock_get(sq_ws_t *ws, uv_loop_t *loop);
+/* Leaves it (disarmed); the last WebSocket of a loop closes the clock's timer. */
+SQ__HIDDEN void sq__ws_clock_release(sq_ws_t *ws);
+/* sq__ws_on_deadline(ws) runs at loop time `due` (a time passed: at the next turn of the
+ * loop). Replaces an earlier arming. */
+SQ__HIDDEN void sq__ws_clock_arm(sq_ws_t *ws, uint64_t due);
+SQ__HIDDEN void sq__ws_clock_disarm(sq_ws_t *ws);
+/* ws.c: the time ws was armed for came (ws->due is 0 again). */
+SQ__HIDDEN void sq__ws_on_deadline(sq_ws_t *ws);
 
 /* Options and handler tables from the caller, whose header decided their size
  * (common.h, "Structs that grow"): each fills the library's full struct, defaults for
