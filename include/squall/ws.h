@@ -1,4 +1,4 @@
-/* squall — WebSocket (RFC 6455), server and client, framed by wslay over libuv streams.
+/* squall — WebSocket (RFC 6455), server and client, framed by squall over libuv streams.
  *
  *     static void on_msg(sq_ws_t *ws, int binary, const char *msg, size_t len, void *data)
  *     {
