@@ -192,7 +192,7 @@ Test(ws_frames, a_frame_split_at_every_byte_boundary_is_read_whole, .timeout = 6
         uint8_t buf[200];
         size_t n = frame_form(buf, FIN | frames[fi].op, frames[fi].form, len, p, len);
         for (size_t k = 1; k < n; k++) {
-            char tag[32];
+            char tag[64];
             snprintf(tag, sizeof(tag), "frame %zu split at %zu", fi, k);
             send_synced(&c, buf, k, tag);
             cr_assert_eq(th_conn_send(&c, buf + k, n - k), 0);
@@ -258,7 +258,7 @@ Test(ws_frames, a_frame_with_a_64_bit_length_is_read, .timeout = 30)
     cr_assert_eq(n, N + 14);
     /* the header split at each of its bytes, then the payload in one go */
     for (size_t k = 1; k <= 14; k++) {
-        char tag[32];
+        char tag[64];
         snprintf(tag, sizeof(tag), "header split at %zu", k);
         send_synced(&c, buf, k, tag);
         cr_assert_eq(th_conn_send(&c, buf + k, n - k), 0);
@@ -439,7 +439,7 @@ Test(ws_frames, close_codes_outside_rfc_6455_7_4_get_1002_and_valid_ones_are_ech
         uint8_t p[8], buf[32];
         size_t pl = close_payload(p, bad[i], "x");
         size_t n = frame_build(buf, FIN | OP_CLOSE, true, p, pl);
-        char what[32];
+        char what[64];
         snprintf(what, sizeof(what), "close code %d", bad[i]);
         expect_failure(&e, "/echo", buf, n, SQ_WS_PROTOCOL_ERROR, what);
     }
@@ -476,7 +476,7 @@ Test(ws_frames, a_close_reason_that_is_not_utf8_gets_1007, .timeout = 30)
         uint8_t p[32], buf[64];
         size_t pl = close_payload(p, 1000, reasons[i]);
         size_t n = frame_build(buf, FIN | OP_CLOSE, true, p, pl);
-        char what[32];
+        char what[64];
         snprintf(what, sizeof(what), "reason %zu", i);
         expect_failure(&e, "/echo", buf, n, SQ_WS_INVALID_DATA, what);
     }

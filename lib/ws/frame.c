@@ -23,8 +23,8 @@ unsigned sq__ws_mask(uint8_t *p, size_t n, const uint8_t mask[4], unsigned phase
 {
     /* the key turned to `phase`, twice: byte i of the payload takes m8[i % 8] */
     uint8_t m8[8];
-    for (unsigned i = 0; i < 8; i++)
-        m8[i] = mask[(phase + i) & 3];
+    for (unsigned i = 0; i < 4; i++)
+        m8[i] = m8[i + 4] = mask[(phase + i) & 3];
     uint64_t m;
     memcpy(&m, m8, 8);
     size_t i = 0;
