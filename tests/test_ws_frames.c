@@ -161,6 +161,32 @@ static uint8_t *pattern(size_t n, unsigned seed)
     return p;
 }
 
+/* ---- unmasking (RFC 6455 §5.3), without a socket ---- */
+
+Test(ws_frames, unmasking_in_place_matches_the_bytewise_xor_at_every_length_and_phase)
+{
+    static const uint8_t key[4] = {0x01, 0x80, 0xFE, 0x5A};
+    uint8_t *src = pattern(300, 9);
+    uint8_t buf[300 + 8];
+    for (size_t off = 0; off < 8; off++) /* every alignment of the buffer */
+        for (unsigned phase = 0; phase < 4; phase++)
+            for (size_t n = 0; n <= 300 - off; n += n < 80 ? 1 : 37) {
+                memcpy(buf + off, src, n);
+                unsigned next = sq__ws_mask(buf + off, n, key, phase);
+                for (size_t i = 0; i < n; i++)
+                    cr_assert_eq(buf[off + i], src[i] ^ key[(phase + i) & 3],
+                                 "offset %zu, phase %u, %zu bytes: byte %zu", off, phase, n, i);
+                cr_assert_eq(next, (phase + n) & 3);
+            }
+    /* in two pieces, the second at the phase the first left */
+    memcpy(buf, src, 300);
+    unsigned ph = sq__ws_mask(buf, 7, key, 0);
+    sq__ws_mask(buf + 7, 293, key, ph);
+    for (size_t i = 0; i < 300; i++)
+        cr_assert_eq(buf[i], src[i] ^ key[i & 3], "byte %zu", i);
+    free(src);
+}
+
 /* ---- splits ---- */
 
 Test(ws_frames, a_frame_split_at_every_byte_boundary_is_read_whole, .timeout = 60)
