@@ -27,7 +27,7 @@ CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden -MMD -MP $(OPT) 
 CFLAGS_OURS := $(CFLAGS_BASE) $(WARN) -Iinclude -Ilib -Itests -I$(LLHTTP_INC) \
                $(shell pkg-config --cflags libuv jansson libcrypto hiredis 2>/dev/null)
 LIBS    := $(or $(shell pkg-config --libs libuv jansson libcrypto hiredis 2>/dev/null),-luv -ljansson -lcrypto -lhiredis) \
-           -lwslay -lpthread -lm
+           -lpthread -lm
 
 LIB_SRC := $(sort $(wildcard lib/*.c lib/*/*.c))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)

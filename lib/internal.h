@@ -288,7 +288,9 @@ typedef struct sq_req_s sq__exch_t;
  * (WebSocket) installs another. The three optional entries may be NULL. */
 typedef struct sq__proto {
     /* Bytes read (nread > 0), or the end of the stream (nread < 0, a libuv code; after
-     * UV_EOF the transport reads no more unless told to). */
+     * UV_EOF the transport reads no more unless told to). The bytes are the transport's
+     * own writable buffer, not read again once this returns: the protocol may change
+     * them in place (WebSocket unmasks there, lib/ws/frame.c). */
     void (*on_read)(sq__conn_t *conn, void *ud, const char *data, ssize_t nread);
     /* The server is shutting down: say goodbye (WebSocket 1001) and close soon. */
     void (*on_shutdown)(sq__conn_t *conn, void *ud);

@@ -8,7 +8,7 @@ set -euo pipefail
 # util-linux; wrk for comparing squall-bench; mem-idle.sh: ss from iproute2,
 # pgrep from procps; the hub's Redis tests: redis-server; the chat page's browser test:
 # chromium): the rest.
-pkgs=(build-essential pkg-config libuv1-dev node-llhttp libjansson-dev libwslay-dev
+pkgs=(build-essential pkg-config libuv1-dev node-llhttp libjansson-dev
       libcriterion-dev libssl-dev libhiredis-dev
       redis-server chromium curl wrk nginx-light valgrind nodejs npm python3 python3-websockets python3-aiohttp python3-requests
       python3-uvicorn python3-uvloop python3-httptools h2o gnuplot-nox iproute2 util-linux procps)

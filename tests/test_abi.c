@@ -587,7 +587,7 @@ Test(abi, ws_client_opts_and_handler_from_an_older_header_take_defaults, .timeou
                      0, "%zu-byte options, %zu-byte handler table", cut, hcut);
         free(p);
         free(h);
-        sq_ws_opts_t kept = ws->opts;
+        sq_ws_opts_t kept = *ws->opts;
         /* the client keeps its own copy of the offers: compare what they say */
         cr_assert_eq(kept.subprotocols != NULL, fits(&ws_opts_fields[7], cut));
         if (kept.subprotocols != NULL) {

@@ -1,7 +1,7 @@
 /* The lecture's FastAPI app in squall, with its OpenAPI document and /docs page:
  *
  *     cc -o openapi_example docs/examples/openapi_example.c -Iinclude build/lib/libsquall.a \
- *         $(pkg-config --libs libuv jansson libcrypto hiredis) -lwslay -lpthread -lm
+ *         $(pkg-config --libs libuv jansson libcrypto hiredis) -lpthread -lm
  *     ./openapi_example        # then open http://127.0.0.1:8000/docs
  */
 #include <signal.h>

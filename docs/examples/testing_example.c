@@ -1,7 +1,7 @@
 /* An app and its tests with squall's test client (docs/testing.md).
  *
  *   cc -std=c11 -D_GNU_SOURCE -Iinclude docs/examples/testing_example.c build/lib/libsquall.a \
- *      $(pkg-config --cflags --libs libuv jansson libcrypto hiredis) -lwslay -lpthread -lm \
+ *      $(pkg-config --cflags --libs libuv jansson libcrypto hiredis) -lpthread -lm \
  *      -lcriterion -o testing_example && ./testing_example
  */
 #include <string.h>

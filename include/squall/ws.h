@@ -1,4 +1,4 @@
-/* squall — WebSocket (RFC 6455), server and client, framed by wslay over libuv streams.
+/* squall — WebSocket (RFC 6455), server and client, framed by squall over libuv streams.
  *
  *     static void on_msg(sq_ws_t *ws, int binary, const char *msg, size_t len, void *data)
  *     {
@@ -139,7 +139,7 @@ typedef struct sq_ws_handler {
      * "pong timeout", "send stalled"), and on the client side when connecting failed
      * (then `reason` says why and .open was never called). `reason` is the peer's, or,
      * when the code is squall's own, why squall closed ("idle timeout", "message too
-     * big", ...); valid during the call. ws is freed after this returns. Runs once for
+     * big", ...; "" for a protocol error, 1002); valid during the call. ws is freed after this returns. Runs once for
      * every WebSocket, from the loop, except for a client still connecting that
      * sq_ws_close cancels: then it runs inside that call. */
     void (*close)(sq_ws_t *ws, int code, const char *reason, void *data);

@@ -9,7 +9,14 @@ bool sq__utf8_feed(sq__utf8_t *u, const uint8_t *p, size_t n)
     while (i < n) {
         uint8_t b = p[i];
         if (u->need == 0) {
-            /* ASCII runs, eight bytes at a time */
+            /* ASCII runs, 32 then eight bytes at a time */
+            while (i + 32 <= n) {
+                uint64_t w[4];
+                memcpy(w, p + i, 32);
+                if ((w[0] | w[1] | w[2] | w[3]) & 0x8080808080808080ull)
+                    break;
+                i += 32;
+            }
             while (i + 8 <= n) {
                 uint64_t w;
                 memcpy(&w, p + i, 8);

@@ -1,11 +1,10 @@
-/* The WebSocket core: wslay parses incoming frames, answers pings and runs the close
- * handshake; squall frames outgoing data itself, straight into the transport's write
- * queue (one copy, or none for a shared broadcast frame), and enforces the limits.
+/* The WebSocket core: the deadlines, the lifetime and the close state. Frames are read
+ * by frame.c and written by ws_send.c, straight into the transport's write queue (one
+ * copy, or none for a shared broadcast frame).
  *
  * Lifetime: ws lives until its transport closes. .close runs exactly once, then ws is
- * freed — deferred while our own frames (wslay's recv loop, a user callback) are on the
- * stack, so nothing is freed under a caller. */
-#include <openssl/rand.h>
+ * freed — deferred while our own frames (the reader, a user callback) are on the stack,
+ * so nothing is freed under a caller. */
 #include <stdlib.h>
 
 #include "core/abi.h"
@@ -47,16 +46,6 @@ int sq__ws_handler_in(sq_ws_handler_t *h, const sq_ws_handler_t *handler, size_t
     return sq__abi_table_in(h, sizeof(*h), handler, size);
 }
 
-/* Runs a user callback under the server's watchdog, named by the route (asyncio's debug
- * mode names the slow callback; a NULL watchdog measures nothing). */
-#define WS_TIMED(ws, call)                                                                 \
-    do {                                                                                   \
-        sq_watchdog_span_t span_;                                                          \
-        sq_watchdog_span_begin((ws)->wd, &span_, (ws)->name);                              \
-        call;                                                                              \
-        sq_watchdog_span_end((ws)->wd, &span_);                                            \
-    } while (0)
-
 static void ws_destroy(sq_ws_t *ws);
 static void ws_check_backlog(sq_ws_t *ws);
 static void ws_arm(sq_ws_t *ws, uint64_t deadline);
@@ -67,12 +56,12 @@ static void ws_arm(sq_ws_t *ws, uint64_t deadline);
  * watched: bytes are about to be queued. */
 static void ws_watch_queue(sq_ws_t *ws)
 {
-    if (ws->opts.idle_timeout_ms == 0 || ws->stall_since != 0 || (ws->flags & SQ__WS_DEAD))
+    if (ws->opts->idle_timeout_ms == 0 || ws->stall_since != 0 || (ws->flags & SQ__WS_DEAD))
         return;
     uint64_t now = uv_now(ws->loop);
     ws->stall_since = now ? now : 1;
     ws->stall_out = ws->added - ws->io->queued(ws);
-    ws_arm(ws, now + ws->opts.idle_timeout_ms);
+    ws_arm(ws, now + ws->opts->idle_timeout_ms);
 }
 
 /* Every byte squall queues goes through these two: they count what went in, so the
@@ -99,232 +88,28 @@ int sq__ws_io_write_ref(sq_ws_t *ws, const void *base, size_t len, sq_free_cb fr
     return rc;
 }
 
-/* ---- wslay callbacks ---- */
+/* ---- failing ---- */
 
-static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
-                       void *ud)
-{
-    sq_ws_t *ws = ud;
-    if (ws->rlen == 0) {
-        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
-        return -1;
-    }
-    size_t n = len < ws->rlen ? len : ws->rlen;
-    memcpy(buf, ws->rptr, n);
-    ws->rptr += n;
-    ws->rlen -= n;
-    return (ssize_t)n;
-}
-
-/* wslay's own frames: pongs and close frames. */
-static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
-                       void *ud)
-{
-    sq_ws_t *ws = ud;
-    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len); /* at most 125 + 4 bytes */
-    if (ws->flags & SQ__WS_DEAD || sq__ws_io_write(ws, &b, 1, false) != 0) {
-        wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
-        return -1;
-    }
-    return (ssize_t)len;
-}
-
-static int genmask_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, void *ud)
-{
-    /* RFC 6455 §5.3: masks must be unpredictable */
-    return RAND_bytes(buf, (int)len) == 1 ? 0 : -1;
-}
-
-/* Fails the connection (RFC 6455 §7.1.7): close frame with `code`, no more reading. The
- * code is what .close reports unless the peer's close frame had already arrived. */
-static void ws_fail(sq_ws_t *ws, int code, const char *why)
+void sq__ws_fail(sq_ws_t *ws, int code, const char *why)
 {
     if (ws->flags & SQ__WS_FAILED)
         return;
-    ws->flags |= SQ__WS_FAILED | SQ__WS_CLOSE_QUEUED;
+    ws->flags |= SQ__WS_FAILED | SQ__WS_CLOSE_QUEUED | SQ__WS_RX_OFF;
     ws->close_code = code;
     ws->why = why;
-    sq_log(SQ_LOG_DEBUG, "websocket: failing with %d: %s", code, why);
-    wslay_event_queue_close(ws->ctx, (uint16_t)code, (const uint8_t *)why, strlen(why));
-    wslay_event_shutdown_read(ws->ctx);
-}
-
-
-/* wslay answers an error its frame layer finds (a control frame over 125 bytes or
- * fragmented, a length not in its shortest form) with a close frame that has no status
- * code, queued before squall hears of the error; RFC 6455 §7.4.1 asks for 1002. So wslay
- * stops writing (its frame is dropped, with any pong queued in the same read) and squall
- * writes the close frame itself (test: ws/control_frame_of_126_bytes_gets_1002). */
-static void ws_fail_unframed(sq_ws_t *ws, int code, const char *why)
-{
-    bool sent = wslay_event_get_close_sent(ws->ctx);
-    wslay_event_shutdown_read(ws->ctx);
-    wslay_event_shutdown_write(ws->ctx);
-    if (!(ws->flags & SQ__WS_FAILED)) {
-        ws->close_code = code;
-        ws->why = why;
-    }
-    ws->flags |= SQ__WS_FAILED | SQ__WS_CLOSE_QUEUED;
-    sq_log(SQ_LOG_DEBUG, "websocket: failing with %d: %s", code, why);
-    if (sent)
-        return; /* one close frame per connection */
-    uint8_t p[2 + 123];
-    size_t wl = strlen(why) < 123 ? strlen(why) : 123;
-    p[0] = (uint8_t)(code >> 8);
-    p[1] = (uint8_t)code;
-    memcpy(p + 2, why, wl);
-    sq__ws_write_frame(ws, WSLAY_CONNECTION_CLOSE, p, 2 + wl, false);
+    sq_log(SQ_LOG_DEBUG, "websocket: failing with %d: %s", code, why ? why : "(no reason)");
+    /* one close frame per connection: after the application's, only reading stops */
+    if (!(ws->flags & (SQ__WS_CLOSE_SENT | SQ__WS_DEAD)))
+        sq__ws_send_close(ws, code, why, why ? strlen(why) : 0);
 }
 
 /* The data message being reassembled is given up (a deadline, a close): its memory goes
  * now, not when the connection does. Never called while .message holds ws->msg. */
-static void ws_drop_partial(sq_ws_t *ws)
+void sq__ws_drop_partial(sq_ws_t *ws)
 {
     ws->flags &= ~SQ__WS_IN_MSG;
     sq__buf_free(&ws->msg);
 }
-
-/* RFC 6455 §7.1.4: once our close frame is queued (the application's sq_ws_close, or a
- * failure), data frames that still arrive are read, to reach the peer's close frame,
- * but dropped, as browsers do in the CLOSING state: no .message after a close (test:
- * ws/data_after_the_applications_close_is_not_delivered). */
-static bool ws_dropping_data(const sq_ws_t *ws)
-{
-    return (ws->flags & (SQ__WS_CLOSE_QUEUED | SQ__WS_FAILED | SQ__WS_DEAD)) != 0;
-}
-
-static void frame_start_cb(wslay_event_context_ptr ctx,
-                           const struct wslay_event_on_frame_recv_start_arg *arg, void *ud)
-{
-    sq_ws_t *ws = ud;
-    if (arg->opcode >= 0x8) {
-        ws->flags |= SQ__WS_IN_CONTROL;
-        /* RFC 6455 §5.5.1: a close body, if there is one, starts with a two-byte code;
-         * wslay takes a single byte for "no code" */
-        if (arg->opcode == WSLAY_CONNECTION_CLOSE && arg->payload_length == 1)
-            ws_fail(ws, SQ_WS_PROTOCOL_ERROR, "close frame body of one byte");
-        return;
-    }
-    ws->flags &= ~(SQ__WS_IN_CONTROL | SQ__WS_FRAME_FIN);
-    if (arg->fin)
-        ws->flags |= SQ__WS_FRAME_FIN;
-    if (!(ws->flags & SQ__WS_IN_MSG)) {
-        /* the message-assembly deadline runs from its first frame's header to its end */
-        ws->flags |= SQ__WS_IN_MSG;
-        ws->msg_since = uv_now(ws->loop);
-    }
-    if (ws_dropping_data(ws)) {
-        if (ws->msg.cap > 0)
-            ws_drop_partial(ws);
-        ws->flags |= SQ__WS_IN_MSG; /* ...until its last frame, but nothing is kept */
-        return;
-    }
-    if (arg->opcode == WSLAY_TEXT_FRAME) {
-        ws->flags |= SQ__WS_IN_TEXT;
-        sq__utf8_init(&ws->utf8);
-    } else if (arg->opcode == WSLAY_BINARY_FRAME) {
-        ws->flags &= ~SQ__WS_IN_TEXT;
-    }
-    if (arg->opcode != WSLAY_CONTINUATION_FRAME) {
-        ws->msg_opcode = arg->opcode;
-        ws->msg.len = 0;
-    }
-    /* RFC 6455 §10.4: the whole message is limited, not only each frame; refused before a
-     * byte of it is stored */
-    if (ws->opts.max_message_bytes > 0 &&
-        arg->payload_length > ws->opts.max_message_bytes - ws->msg.len)
-        ws_fail(ws, SQ_WS_TOO_BIG, "message too big");
-}
-
-static void frame_chunk_cb(wslay_event_context_ptr ctx,
-                           const struct wslay_event_on_frame_recv_chunk_arg *arg, void *ud)
-{
-    sq_ws_t *ws = ud;
-    if (ws->flags & SQ__WS_IN_CONTROL)
-        return; /* control frames are buffered by wslay (at most 125 bytes) */
-    ws->last_rx = uv_now(ws->loop); /* data moving: not idle (the message deadline bounds it) */
-    if (ws_dropping_data(ws))
-        return;
-    if ((ws->flags & SQ__WS_IN_TEXT) && !sq__utf8_feed(&ws->utf8, arg->data, arg->data_length)) {
-        ws_fail(ws, SQ_WS_INVALID_DATA, "invalid UTF-8 in a text message");
-        return;
-    }
-    /* squall reassembles messages itself, into one buffer per connection: wslay's own
-     * buffering keeps an allocation per fragment, which a peer sending many one-byte
-     * fragments would turn into far more memory than max_message_bytes */
-    if (sq__buf_append(&ws->msg, arg->data, arg->data_length) != 0)
-        ws_fail(ws, SQ_WS_INTERNAL, "out of memory");
-}
-
-static void frame_end_cb(wslay_event_context_ptr ctx, void *ud)
-{
-    sq_ws_t *ws = ud;
-    /* a frame received whole, control or data: the idle clock starts again (a control
-     * frame trickled in byte by byte does not hold it off) */
-    ws->last_rx = uv_now(ws->loop);
-    if (ws->flags & SQ__WS_IN_CONTROL || !(ws->flags & SQ__WS_FRAME_FIN))
-        return;
-    ws->flags &= ~SQ__WS_IN_MSG;
-    if (ws_dropping_data(ws)) {
-        if (ws->msg.cap > 0)
-            ws_drop_partial(ws);
-        return;
-    }
-    bool binary = ws->msg_opcode == WSLAY_BINARY_FRAME;
-    if (!binary && !sq__utf8_complete(&ws->utf8)) {
-        ws_fail(ws, SQ_WS_INVALID_DATA, "truncated UTF-8 in a text message");
-        return;
-    }
-    if (ws->h->message != NULL)
-        WS_TIMED(ws, ws->h->message(ws, binary, ws->msg.len ? ws->msg.base : "", ws->msg.len,
-                                    ws->data));
-    ws->msg.len = 0;
-    /* a big message does not keep its memory, nor does one that closed the connection */
-    if (ws->msg.cap > 256 * 1024 || ws_dropping_data(ws))
-        sq__buf_free(&ws->msg);
-}
-
-static void msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
-                   void *ud)
-{
-    sq_ws_t *ws = ud;
-    if (ws->flags & (SQ__WS_FAILED | SQ__WS_DEAD))
-        return;
-    switch (arg->opcode) {
-    case WSLAY_PONG:
-        ws->flags &= ~SQ__WS_AWAIT_PONG;
-        if (ws->h->pong != NULL)
-            WS_TIMED(ws, ws->h->pong(ws, (const char *)arg->msg, arg->msg_length, ws->data));
-        break;
-    case WSLAY_CONNECTION_CLOSE: {
-        /* RFC 6455 §5.5.1: a close reason is UTF-8 */
-        sq__utf8_t u;
-        sq__utf8_init(&u);
-        if (arg->msg_length > 2 &&
-            (!sq__utf8_feed(&u, arg->msg + 2, arg->msg_length - 2) || !sq__utf8_complete(&u)))
-            ws_fail(ws, SQ_WS_INVALID_DATA, "invalid UTF-8 in the close reason");
-        size_t rl = arg->msg_length > 2 ? arg->msg_length - 2 : 0;
-        if (rl >= sizeof(ws->close_reason))
-            rl = sizeof(ws->close_reason) - 1;
-        if (rl > 0) /* a close frame without a body comes with msg NULL */
-            memcpy(ws->close_reason, arg->msg + 2, rl);
-        ws->close_reason[rl] = '\0';
-        break;
-    }
-    default:
-        break;
-    }
-}
-
-static const struct wslay_event_callbacks wslay_cbs = {
-    .recv_callback = recv_cb,
-    .send_callback = send_cb,
-    .genmask_callback = genmask_cb,
-    .on_frame_recv_start_callback = frame_start_cb,
-    .on_frame_recv_chunk_callback = frame_chunk_cb,
-    .on_frame_recv_end_callback = frame_end_cb,
-    .on_msg_recv_callback = msg_cb, /* control frames only: data is reassembled above */
-};
 
 /* ---- lifetime ---- */
 
@@ -334,46 +119,34 @@ int sq__ws_create(sq_ws_t **out, uv_loop_t *loop, bool client, const sq_ws_handl
     sq_ws_t *ws = calloc(1, sizeof(*ws));
     if (ws == NULL)
         return UV_ENOMEM;
-    int rc = client ? wslay_event_context_client_init(&ws->ctx, &wslay_cbs, ws)
-                    : wslay_event_context_server_init(&ws->ctx, &wslay_cbs, ws);
-    if (rc != 0) {
-        free(ws);
-        return UV_ENOMEM;
-    }
     ws->loop = loop;
     ws->h = h;
     ws->data = data;
-    ws->opts = *opts;
+    ws->opts = opts;
     ws->io = io;
     ws->transport = transport;
     ws->close_code = SQ_WS_ABNORMAL;
     if (client)
         ws->flags |= SQ__WS_CLIENT;
-    wslay_event_config_set_no_buffering(ws->ctx, 1);
-    /* 0 is no limit to squall, but a limit of zero bytes to wslay */
-    wslay_event_config_set_max_recv_msg_length(
-        ws->ctx, ws->opts.max_message_bytes ? (uint64_t)ws->opts.max_message_bytes : UINT64_MAX);
-    uv_timer_init(loop, &ws->timer);
-    ws->timer.data = ws;
+    if (sq__ws_clock_get(ws, loop) != 0) {
+        free(ws);
+        return UV_ENOMEM;
+    }
     *out = ws;
     return 0;
 }
 
-static void on_timer_closed(uv_handle_t *h)
+/* Frees ws now: called when the transport is gone and none of our frames holds ws. */
+static void ws_destroy(sq_ws_t *ws)
 {
-    sq_ws_t *ws = h->data;
-    wslay_event_context_free(ws->ctx);
-    sq__buf_free(&ws->scratch);
+    sq__ws_clock_release(ws);
     sq__buf_free(&ws->msg);
+    free(ws->rx.ctl);
+    free(ws->peer_reason);
     free(ws);
 }
 
-static void ws_destroy(sq_ws_t *ws)
-{
-    uv_close((uv_handle_t *)&ws->timer, on_timer_closed);
-}
-
-/* ---- deadlines: one timer per connection, armed for the earliest ----
+/* ---- deadlines: one per connection in the loop's clock (clock.c), the earliest ----
  *
  * A connection taken over from HTTP leaves the server's timeout lists (their timeouts
  * are the server's, not the route's), so each WebSocket keeps its own deadlines: idle
@@ -382,15 +155,11 @@ static void ws_destroy(sq_ws_t *ws)
  * arrives), which costs nothing: the timer fires at the old one, finds it moved, and is
  * armed again. Only an earlier deadline restarts it (ws_arm). */
 
-static void on_timer(uv_timer_t *t);
-
 static void ws_arm(sq_ws_t *ws, uint64_t deadline)
 {
     if ((ws->flags & SQ__WS_DEAD) || (ws->due != 0 && ws->due <= deadline))
         return;
-    uint64_t now = uv_now(ws->loop);
-    ws->due = deadline;
-    uv_timer_start(&ws->timer, on_timer, deadline > now ? deadline - now : 0, 0);
+    sq__ws_clock_arm(ws, deadline);
 }
 
 static uint64_t earliest(uint64_t a, uint64_t b)
@@ -401,7 +170,7 @@ static uint64_t earliest(uint64_t a, uint64_t b)
 /* The earliest deadline in force, or UINT64_MAX. */
 static uint64_t ws_next_deadline(const sq_ws_t *ws)
 {
-    const sq_ws_opts_t *o = &ws->opts;
+    const sq_ws_opts_t *o = ws->opts;
     uint64_t d = UINT64_MAX;
     if (ws->flags & SQ__WS_CLOSING) {
         if (o->close_timeout_ms > 0)
@@ -419,7 +188,7 @@ static uint64_t ws_next_deadline(const sq_ws_t *ws)
         if (!(ws->flags & (SQ__WS_READ_PAUSED | SQ__WS_CLOSE_QUEUED)))
             d = earliest(d, ws->last_rx + o->idle_timeout_ms);
     }
-    if (o->message_timeout_ms > 0 && (ws->flags & SQ__WS_IN_MSG) && !ws_dropping_data(ws))
+    if (o->message_timeout_ms > 0 && (ws->flags & SQ__WS_IN_MSG) && !sq__ws_dropping_data(ws))
         d = earliest(d, ws->msg_since + o->message_timeout_ms);
     if (o->ping_interval_ms > 0 && !(ws->flags & SQ__WS_CLOSE_QUEUED)) {
         if (!(ws->flags & SQ__WS_AWAIT_PONG))
@@ -450,7 +219,7 @@ static void ws_drop(sq_ws_t *ws, const char *why)
 /* Acts on every deadline that has passed; at most one ends the connection. */
 static void ws_check_deadlines(sq_ws_t *ws, uint64_t now)
 {
-    const sq_ws_opts_t *o = &ws->opts;
+    const sq_ws_opts_t *o = ws->opts;
     if (ws->flags & SQ__WS_CLOSING) {
         /* the peer never answered our close frame (RFC 6455 §7.1.1) */
         if (ws_next_deadline(ws) <= now)
@@ -475,11 +244,11 @@ static void ws_check_deadlines(sq_ws_t *ws, uint64_t now)
             return;
         }
     }
-    if (o->message_timeout_ms > 0 && (ws->flags & SQ__WS_IN_MSG) && !ws_dropping_data(ws) &&
+    if (o->message_timeout_ms > 0 && (ws->flags & SQ__WS_IN_MSG) && !sq__ws_dropping_data(ws) &&
         now - ws->msg_since >= o->message_timeout_ms) {
         /* RFC 6455 §7.4.1: 1008, a policy violation (1009 is for size, not time) */
-        ws_fail(ws, SQ_WS_POLICY, "message not received in time");
-        ws_drop_partial(ws);
+        sq__ws_fail(ws, SQ_WS_POLICY, "message not received in time");
+        sq__ws_drop_partial(ws);
         return;
     }
     if (o->idle_timeout_ms > 0 && !(ws->flags & (SQ__WS_READ_PAUSED | SQ__WS_CLOSE_QUEUED)) &&
@@ -487,7 +256,7 @@ static void ws_check_deadlines(sq_ws_t *ws, uint64_t now)
         /* RFC 6455 §7.4.1: 1001, the endpoint is going away; 1008 is for a message that
          * violates a policy, and no message came. The close handshake runs as usual: a
          * live peer answers, a gone one is dropped at the close timeout. */
-        ws_drop_partial(ws);
+        sq__ws_drop_partial(ws);
         if (sq_ws_close(ws, SQ_WS_GOING_AWAY, "idle timeout") != 0) {
             ws_drop(ws, "idle timeout"); /* no close frame can go: do not wait for one */
             return;
@@ -519,10 +288,8 @@ static void ws_check_deadlines(sq_ws_t *ws, uint64_t now)
     sq_ws_ping(ws, payload, sizeof(payload));
 }
 
-static void on_timer(uv_timer_t *t)
+void sq__ws_on_deadline(sq_ws_t *ws)
 {
-    sq_ws_t *ws = t->data;
-    ws->due = 0;
     if (ws->flags & SQ__WS_DEAD)
         return;
     ws->depth++;
@@ -539,7 +306,7 @@ void sq__ws_open(sq_ws_t *ws, sq_req_t *req)
     ws->ping_sent_at = now; /* the first ping goes one interval after the open */
     ws->depth++;
     if (ws->h->open != NULL)
-        WS_TIMED(ws, ws->h->open(ws, req, ws->data));
+        SQ__WS_TIMED(ws, ws->h->open(ws, req, ws->data));
     ws->depth--;
     sq__ws_after(ws);
 }
@@ -549,24 +316,18 @@ void sq__ws_transport_closed(sq_ws_t *ws)
     if (ws->flags & SQ__WS_DEAD)
         return;
     ws->flags |= SQ__WS_DEAD;
-    uv_timer_stop(&ws->timer);
-    ws->due = 0;
+    sq__ws_clock_disarm(ws);
     /* The peer's code when its close frame came; when squall failed the connection or
      * closed a slow consumer and no answer came, the code squall sent says why */
-    if (!(ws->flags & SQ__WS_FAILED) && wslay_event_get_close_received(ws->ctx)) {
-        uint16_t code = wslay_event_get_status_code_received(ws->ctx);
-        ws->close_code = code ? code : SQ_WS_NO_STATUS;
-    } else {
-        if ((ws->flags & SQ__WS_FAILED) && ws->close_code == SQ_WS_ABNORMAL &&
-            wslay_event_get_close_sent(ws->ctx))
-            ws->close_code = wslay_event_get_status_code_sent(ws->ctx); /* wslay failed it */
-        if (ws->why != NULL) /* and the reason is squall's own */
-            snprintf(ws->close_reason, sizeof(ws->close_reason), "%s", ws->why);
+    const char *reason = ws->why != NULL ? ws->why : ""; /* and the reason is squall's own */
+    if (!(ws->flags & SQ__WS_FAILED) && (ws->flags & SQ__WS_CLOSE_RCVD)) {
+        ws->close_code = ws->rx_code ? ws->rx_code : SQ_WS_NO_STATUS;
+        reason = ws->peer_reason != NULL ? ws->peer_reason : "";
     }
     if (!(ws->flags & SQ__WS_CLOSED_CB) && (ws->flags & SQ__WS_OPEN) && ws->h->close != NULL) {
         ws->flags |= SQ__WS_CLOSED_CB;
         ws->depth++;
-        WS_TIMED(ws, ws->h->close(ws, ws->close_code, ws->close_reason, ws->data));
+        SQ__WS_TIMED(ws, ws->h->close(ws, ws->close_code, reason, ws->data));
         ws->depth--;
     }
     ws->flags |= SQ__WS_CLOSED_CB;
@@ -577,13 +338,14 @@ void sq__ws_transport_closed(sq_ws_t *ws)
 void sq__ws_fail_before_open(sq_ws_t *ws, const char *reason)
 {
     ws->flags |= SQ__WS_OPEN; /* so that .close reports it */
-    snprintf(ws->close_reason, sizeof(ws->close_reason), "%s", reason);
+    ws->why = reason;        /* the caller's: lives until this returns, as .close runs */
     ws->close_code = SQ_WS_ABNORMAL;
     sq__ws_transport_closed(ws);
 }
 
-/* After each batch of work: send what wslay queued, close once both sides said goodbye,
- * free if the transport went while we were busy. */
+/* After each batch of work: the backlog check, the next deadline; TCP closes once nothing
+ * more is read (both close frames went, or squall failed the connection); frees if the
+ * transport went while we were busy. */
 void sq__ws_after(sq_ws_t *ws)
 {
     if (ws->depth > 0)
@@ -592,60 +354,18 @@ void sq__ws_after(sq_ws_t *ws)
         ws_destroy(ws);
         return;
     }
-    ws->depth++;
-    wslay_event_send(ws->ctx);
-    ws->depth--;
-    if (ws->flags & SQ__WS_DEAD) {
-        ws_destroy(ws);
-        return;
-    }
     ws_check_backlog(ws);
-    if (wslay_event_get_close_sent(ws->ctx) && !(ws->flags & SQ__WS_CLOSING)) {
-        ws->flags |= SQ__WS_CLOSING; /* the close timeout runs from here */
-        ws->close_since = uv_now(ws->loop);
-    }
     ws_rearm(ws);
-    if (!wslay_event_want_read(ws->ctx) && !wslay_event_want_write(ws->ctx))
+    if (ws->flags & SQ__WS_RX_OFF)
         ws->io->close(ws, false); /* RFC 6455 §7.1.1: the server closes TCP first */
 }
 
-void sq__ws_feed(sq_ws_t *ws, const char *data, ssize_t n)
-{
-    if (ws->flags & SQ__WS_DEAD)
-        return;
-    if (n < 0) {
-        ws->io->close(ws, true);
-        return;
-    }
-    ws->rptr = (const uint8_t *)data;
-    ws->rlen = (size_t)n;
-    ws->depth++;
-    int rc = wslay_event_recv(ws->ctx);
-    ws->depth--;
-    ws->rlen = 0;
-    if (rc == 0 && !(ws->flags & (SQ__WS_DEAD | SQ__WS_FAILED)) &&
-        !wslay_event_get_read_enabled(ws->ctx) && !wslay_event_get_close_received(ws->ctx)) {
-        /* wslay failed the connection itself (1002, 1007, 1009): its close frame is queued */
-        ws->flags |= SQ__WS_FAILED | SQ__WS_CLOSE_QUEUED;
-    }
-    if (rc != 0 && !(ws->flags & SQ__WS_DEAD)) {
-        /* our recv callback never fails: the frame layer found an error, or memory ran out */
-        ws->depth++;
-        if (rc == WSLAY_ERR_NOMEM)
-            ws_fail_unframed(ws, SQ_WS_INTERNAL, "out of memory");
-        else
-            ws_fail_unframed(ws, SQ_WS_PROTOCOL_ERROR, "protocol error");
-        ws->depth--;
-    }
-    sq__ws_after(ws);
-}
-
-/* A peer that sends pings (or anything wslay answers) and never reads would grow our
- * queue without bound, since wslay's answers do not pass the send limit: past
+/* A peer that sends pings and never reads would grow our queue without bound, since our
+ * answers (pongs) do not pass the send limit: past
  * max_queued_bytes, stop reading until the queue is back under half (sq__ws_written). */
 static void ws_check_backlog(sq_ws_t *ws)
 {
-    size_t max = ws->opts.max_queued_bytes;
+    size_t max = ws->opts->max_queued_bytes;
     if (max == 0 || (ws->flags & (SQ__WS_READ_PAUSED | SQ__WS_DEAD)) ||
         ws->io->queued(ws) <= max)
         return;
@@ -659,7 +379,7 @@ void sq__ws_written(sq_ws_t *ws, int status)
     if (ws->flags & SQ__WS_DEAD)
         return;
     if (ws->flags & SQ__WS_READ_PAUSED) {
-        if (ws->io->queued(ws) <= ws->opts.max_queued_bytes / 2) {
+        if (ws->io->queued(ws) <= ws->opts->max_queued_bytes / 2) {
             ws->flags &= ~SQ__WS_READ_PAUSED;
             /* the idle clock and the pong wait stood while we did not read */
             ws->last_rx = uv_now(ws->loop);
@@ -673,12 +393,12 @@ void sq__ws_written(sq_ws_t *ws, int status)
     }
     if (!(ws->flags & SQ__WS_DRAIN))
         return;
-    if (ws->io->queued(ws) > ws->opts.max_queued_bytes / 2)
+    if (ws->io->queued(ws) > ws->opts->max_queued_bytes / 2)
         return;
     ws->flags &= ~SQ__WS_DRAIN;
     if (ws->h->drain != NULL) {
         ws->depth++;
-        WS_TIMED(ws, ws->h->drain(ws, ws->data));
+        SQ__WS_TIMED(ws, ws->h->drain(ws, ws->data));
         ws->depth--;
         sq__ws_after(ws);
     }

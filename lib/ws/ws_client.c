@@ -17,6 +17,7 @@ typedef struct wsc {
     uv_loop_t *loop;
     sq_ws_t *ws;
     sq_ws_handler_t h;       /* a copy: the caller's may be of an older, smaller header */
+    sq_ws_opts_t opts;       /* the caller's, filled to full size; ws points here */
     uv_getaddrinfo_t gai;
     struct addrinfo *addrs, *next_addr;
     uv_connect_t connect;
@@ -344,7 +345,7 @@ static const llhttp_settings_t hs_settings = {
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
-static void hs_read(wsc_t *c, const char *data, size_t n)
+static void hs_read(wsc_t *c, char *data, size_t n)
 {
     llhttp_errno_t err = llhttp_execute(&c->parser, data, n);
     if (!c->hs_done) {
@@ -369,7 +370,9 @@ static void hs_read(wsc_t *c, const char *data, size_t n)
         fail(c, "invalid handshake response", 0);
         return;
     }
-    const char *pos = err == HPE_PAUSED_UPGRADE ? llhttp_get_error_pos(&c->parser) : NULL;
+    /* the rest of the read is frames, in c->rbuf: writable, as the reader wants */
+    char *pos = err == HPE_PAUSED_UPGRADE ? data + (llhttp_get_error_pos(&c->parser) - data)
+                                          : NULL;
     size_t rest = pos ? (size_t)(data + n - pos) : 0;
     uv_timer_stop(&c->timer);
     c->state = WSC_OPEN;
@@ -582,28 +585,27 @@ int sq_ws_connect_sized(uv_loop_t *loop, const char *url, const sq_ws_handler_t 
 {
     if (loop == NULL || url == NULL || handler == NULL)
         return UV_EINVAL;
-    sq_ws_opts_t o; /* only what the caller's header has; defaults for the rest */
-    int rc = sq__ws_opts_in(&o, opts);
-    if (rc != 0)
-        return rc;
     if (sq__ws_crypto_init() != 0)
         return UV_ENOMEM;
     wsc_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return UV_ENOMEM;
     c->loop = loop;
-    rc = sq__ws_handler_in(&c->h, handler, handler_size);
+    /* only what the caller's header has; defaults for the rest */
+    int rc = sq__ws_opts_in(&c->opts, opts);
+    if (rc == 0)
+        rc = sq__ws_handler_in(&c->h, handler, handler_size);
     if (rc == 0)
         rc = parse_url(c, url);
     if (rc == 0)
-        rc = copy_offers(c, o.subprotocols);
-    if (rc != 0)
-        goto fail_args;
-    rc = sq__ws_create(&c->ws, loop, true, &c->h, data, &o, &client_io, c);
+        rc = copy_offers(c, c->opts.subprotocols);
     if (rc != 0)
         goto fail_args;
     /* the copy is what counts: the caller's array may go once this returns */
-    c->ws->opts.subprotocols = c->offers;
+    c->opts.subprotocols = c->offers;
+    rc = sq__ws_create(&c->ws, loop, true, &c->h, data, &c->opts, &client_io, c);
+    if (rc != 0)
+        goto fail_args;
     uv_timer_init(loop, &c->timer);
     c->timer.data = c;
     c->handles = 1;
@@ -623,8 +625,8 @@ int sq_ws_connect_sized(uv_loop_t *loop, const char *url, const sq_ws_handler_t 
             *out = c->ws;
         return 0;
     }
-    if (c->ws->opts.handshake_timeout_ms > 0)
-        uv_timer_start(&c->timer, on_hs_timeout, c->ws->opts.handshake_timeout_ms, 0);
+    if (c->opts.handshake_timeout_ms > 0)
+        uv_timer_start(&c->timer, on_hs_timeout, c->opts.handshake_timeout_ms, 0);
     if (out != NULL)
         *out = c->ws;
     return 0;

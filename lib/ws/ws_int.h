@@ -3,8 +3,6 @@
 #ifndef SQUALL_WS_INT_H
 #define SQUALL_WS_INT_H
 
-#include <wslay/wslay.h>
-
 #include "internal.h"
 #include "squall/ws.h"
 
@@ -42,7 +40,20 @@ SQ__HIDDEN bool sq__ws_key_valid(const char *key);
 /* True when the comma-separated header value contains `token` (case-insensitive). */
 SQ__HIDDEN bool sq__header_has_token(const char *value, const char *token);
 
-/* ---- frames ---- */
+/* ---- frames (RFC 6455 §5.2) ---- */
+
+/* Opcodes (§5.2, §11.8). */
+enum {
+    SQ__WS_OP_CONT = 0x0,
+    SQ__WS_OP_TEXT = 0x1,
+    SQ__WS_OP_BINARY = 0x2,
+    SQ__WS_OP_CLOSE = 0x8, /* control frames have the high bit of the opcode set (§5.5) */
+    SQ__WS_OP_PING = 0x9,
+    SQ__WS_OP_PONG = 0xA,
+};
+
+/* The largest control frame payload (§5.5). */
+#define SQ__WS_CONTROL_MAX 125
 
 /* Or'ed into an opcode: the frame is not the last of its message (FIN clear). */
 #define SQ__WS_NOFIN 0x100
@@ -50,6 +61,27 @@ SQ__HIDDEN bool sq__header_has_token(const char *value, const char *token);
 /* Writes a frame header for `opcode` (FIN set unless SQ__WS_NOFIN is or'ed in) and `len`
  * payload bytes, masked with `mask` when not NULL. Returns its length (2 to 14 bytes). */
 SQ__HIDDEN size_t sq__ws_frame_header(uint8_t *h, int opcode, uint64_t len, const uint8_t *mask);
+/* XORs `n` bytes in place with the 4-byte `mask`, starting at byte `phase` (0-3) of it
+ * (§5.3), eight bytes at a time. Returns the phase for the byte after the last. */
+SQ__HIDDEN unsigned sq__ws_mask(uint8_t *p, size_t n, const uint8_t mask[4], unsigned phase);
+/* RFC 6455 §7.4.1-2: the codes a close frame may carry (sent or received). */
+SQ__HIDDEN bool sq__ws_close_code_valid(int code);
+
+/* The incoming frame being read (frame.c): a few dozen bytes, whatever the frame's size. */
+typedef struct sq__ws_rx {
+    uint64_t left;     /* payload bytes of the frame still to come */
+    uint8_t *ctl;      /* a control frame's payload split between reads: 125 bytes lent
+                          while it comes in, NULL otherwise */
+    uint8_t hdr[14];   /* the header, when it comes in pieces */
+    uint8_t hlen;      /* header bytes collected (0: none) */
+    uint8_t op;        /* the frame's opcode */
+    uint8_t mask[4];   /* its masking key (§5.3) */
+    uint8_t phase;     /* the mask byte of the next payload byte */
+    uint8_t ctl_len;   /* bytes in ctl */
+    bool fin;          /* the frame ends its message */
+    bool payload;      /* the header is read: payload bytes come next */
+    bool masked;
+} sq__ws_rx_t;
 
 /* ---- a WebSocket over a transport (server connection or client socket) ---- */
 
@@ -71,37 +103,46 @@ enum {
     SQ__WS_CLOSED_CB = 1 << 1,  /* .close ran */
     SQ__WS_DEAD = 1 << 2,       /* transport closed: free when the stack unwinds */
     SQ__WS_IN_TEXT = 1 << 3,    /* the data message being received is text */
-    SQ__WS_IN_CONTROL = 1 << 4, /* the frame being received is a control frame */
+    SQ__WS_RX_FRAG = 1 << 4,    /* a fragmented message is open: the next data frame must
+                                   be its continuation (RFC 6455 §5.4) */
     SQ__WS_DRAIN = 1 << 5,      /* .drain is owed once the queue falls below half */
     SQ__WS_AWAIT_PONG = 1 << 6,
     SQ__WS_CLIENT = 1 << 7,
     SQ__WS_CLOSING = 1 << 8,    /* we sent a close frame; the close timer runs */
     SQ__WS_FAILED = 1 << 9,     /* we failed the connection (1002/1007/1009) */
-    SQ__WS_CLOSE_QUEUED = 1 << 10, /* our close frame is queued or sent: no more sends */
+    SQ__WS_CLOSE_QUEUED = 1 << 10, /* our close frame is sent (or failing): no more sends */
     SQ__WS_READ_PAUSED = 1 << 11, /* reading stopped: our answers (pongs) are not taken */
-    SQ__WS_FRAME_FIN = 1 << 12,   /* the data frame being received ends its message */
+    SQ__WS_CLOSE_RCVD = 1 << 12,  /* the peer's close frame arrived (rx_code holds its code) */
     SQ__WS_SENDING_FRAGS = 1 << 13, /* a fragmented message is being sent */
     SQ__WS_SEND_BINARY = 1 << 14,   /* ...and it is binary */
     SQ__WS_IN_MSG = 1 << 15,        /* a data message is being received (msg_since) */
+    SQ__WS_CLOSE_SENT = 1 << 16,    /* our close frame went to the transport */
+    SQ__WS_RX_OFF = 1 << 17,        /* nothing more is read: the peer's close frame came,
+                                       or we failed the connection */
 };
+
+typedef struct sq__ws_clock sq__ws_clock_t; /* clock.c */
 
 struct sq_ws_s {
     uv_loop_t *loop;
     const sq_ws_handler_t *h;
     void *data;            /* the route's (or connect's) data */
     void *user;            /* sq_ws_set_data */
-    sq_ws_opts_t opts;
+    const sq_ws_opts_t *opts; /* the route's (or the client's) copy: lives longer than ws */
     const sq__ws_io_t *io;
     void *transport;       /* sq__conn_t (server) or the client's socket */
-    wslay_event_context_ptr ctx;
-    const uint8_t *rptr;   /* bytes being fed to wslay */
-    size_t rlen;
-    sq__utf8_t utf8;
+    sq__ws_rx_t rx;        /* the frame being read */
+    sq__utf8_t utf8;       /* the text message being received */
     sq__utf8_t send_utf8;  /* the fragmented text message being sent */
+    uint16_t rx_code;      /* the code of the peer's close frame (0: it had none) */
     uint32_t flags;
-    unsigned depth;        /* nesting of our calls into wslay and the user */
-    uv_timer_t timer;      /* every deadline below; fires at `due` */
-    uint64_t due;          /* loop time the timer is armed for; 0: not armed */
+    unsigned depth;        /* nesting of our calls into the reader and the user */
+    int close_code;        /* what .close reports when no close frame counts: 1006, or the
+                              code squall itself closed with (see sq__ws_transport_closed) */
+    int error;             /* client: why connecting failed (sq_ws_error), or 0 */
+    uint32_t slot;         /* in the clock's heap; UINT32_MAX: not in it */
+    sq__ws_clock_t *clock; /* the loop's: every deadline below; fires at `due` */
+    uint64_t due;          /* loop time the clock is armed for; 0: not armed */
     uint64_t last_rx;      /* a frame (or data of one) last arrived: the idle clock */
     uint64_t msg_since;    /* the data message being received began (SQ__WS_IN_MSG) */
     uint64_t close_since;  /* our close frame went out (SQ__WS_CLOSING) */
@@ -110,17 +151,26 @@ struct sq_ws_s {
     uint64_t stall_since;  /* queued bytes last moved (or began to wait); 0: none queued */
     uint64_t stall_out;    /* ...and how many had gone out then (added - queued) */
     const char *why;       /* the reason squall closed with itself, for .close */
+    char *peer_reason;     /* the reason in the peer's close frame (malloc'd), or NULL */
     const char *subprotocol;
-    sq__buf_t scratch;     /* client: masked frames are built here */
-    sq__buf_t msg;         /* the data message being reassembled (max_message_bytes) */
-    uint8_t msg_opcode;    /* its opcode: text or binary */
-    char close_reason[124];
-    int close_code;        /* what .close reports when no close frame counts: 1006, or the
-                              code squall itself closed with (see sq__ws_transport_closed) */
-    int error;             /* client: why connecting failed (sq_ws_error), or 0 */
+    sq__buf_t msg;         /* a data message split between frames or reads, reassembled
+                              (max_message_bytes); freed after each */
     sq_watchdog_t *wd;     /* the server's: times the handler's callbacks; or NULL */
     const char *name;      /* the route pattern, for the watchdog */
 };
+
+/* ---- clock.c: one timer per loop for the deadlines of its WebSockets ---- */
+
+/* Joins ws to its loop's clock (made on first use). 0 or UV_ENOMEM. */
+SQ__HIDDEN int sq__ws_clock_get(sq_ws_t *ws, uv_loop_t *loop);
+/* Leaves it (disarmed); the last WebSocket of a loop closes the clock's timer. */
+SQ__HIDDEN void sq__ws_clock_release(sq_ws_t *ws);
+/* sq__ws_on_deadline(ws) runs at loop time `due` (a time passed: at the next turn of the
+ * loop). Replaces an earlier arming. */
+SQ__HIDDEN void sq__ws_clock_arm(sq_ws_t *ws, uint64_t due);
+SQ__HIDDEN void sq__ws_clock_disarm(sq_ws_t *ws);
+/* ws.c: the time ws was armed for came (ws->due is 0 again). */
+SQ__HIDDEN void sq__ws_on_deadline(sq_ws_t *ws);
 
 /* Options and handler tables from the caller, whose header decided their size
  * (common.h, "Structs that grow"): each fills the library's full struct, defaults for
@@ -130,14 +180,16 @@ SQ__HIDDEN void sq__ws_opts_defaults(sq_ws_opts_t *o);
 SQ__HIDDEN int sq__ws_opts_in(sq_ws_opts_t *o, const sq_ws_opts_t *opts);
 SQ__HIDDEN int sq__ws_handler_in(sq_ws_handler_t *h, const sq_ws_handler_t *handler,
                                  size_t size);
-/* `h` is borrowed until .close returns; `opts` (full, see above) is copied. */
+/* `h` and `opts` (full, see above) are borrowed until ws is freed (after .close). */
 SQ__HIDDEN int sq__ws_create(sq_ws_t **out, uv_loop_t *loop, bool client,
                              const sq_ws_handler_t *h, void *data, const sq_ws_opts_t *opts,
                              const sq__ws_io_t *io, void *transport);
 /* The handshake is done: .open runs (req may be NULL), keepalive starts. */
 SQ__HIDDEN void sq__ws_open(sq_ws_t *ws, sq_req_t *req);
-/* Bytes from the peer (n > 0) or the end of the stream (n < 0). */
-SQ__HIDDEN void sq__ws_feed(sq_ws_t *ws, const char *data, ssize_t n);
+/* Bytes from the peer (n > 0) or the end of the stream (n < 0). The bytes are the
+ * transport's read buffer, which nothing reads again once this returns: they are unmasked
+ * in place, and a message that lies whole in them is handed to .message from there. */
+SQ__HIDDEN void sq__ws_feed(sq_ws_t *ws, char *data, ssize_t n);
 /* The transport is closing: .close runs (once), then ws is freed. */
 SQ__HIDDEN void sq__ws_transport_closed(sq_ws_t *ws);
 /* Bytes written with notify left squall. */
@@ -154,5 +206,35 @@ SQ__HIDDEN void sq__ws_after(sq_ws_t *ws);
 /* ws_send.c: one whole message (FIN set) framed straight into the transport's queue. */
 SQ__HIDDEN int sq__ws_write_frame(sq_ws_t *ws, int opcode, const void *msg, size_t len,
                                   bool notify);
+/* ws_send.c: our close frame (code 0: no body; the reason is cut at 123 bytes); the close
+ * handshake's deadline starts. One per connection: later calls send nothing. */
+SQ__HIDDEN int sq__ws_send_close(sq_ws_t *ws, int code, const void *reason, size_t len);
+/* ws.c: fails the connection (RFC 6455 §7.1.7): a close frame with `code` and `why` as
+ * its reason (unless ours went already), nothing more read, TCP closed once it is
+ * written; .close reports the code and `why` (a string that lives as long as the
+ * program). A protocol error (1002) has why NULL: the code says it all, and .close gets
+ * "" (test: ws_peers/ws_client_app_failures_are_one_line_on_stderr_and_exit_1). */
+SQ__HIDDEN void sq__ws_fail(sq_ws_t *ws, int code, const char *why);
+/* ws.c: the data message being reassembled is given up; its memory goes now. */
+SQ__HIDDEN void sq__ws_drop_partial(sq_ws_t *ws);
+
+/* RFC 6455 §7.1.4: once our close frame is sent (the application's sq_ws_close, or a
+ * failure), data frames that still arrive are read, to reach the peer's close frame,
+ * but dropped, as browsers do in the CLOSING state: no .message after a close (test:
+ * ws/data_after_the_applications_close_is_not_delivered). */
+static inline bool sq__ws_dropping_data(const sq_ws_t *ws)
+{
+    return (ws->flags & (SQ__WS_CLOSE_QUEUED | SQ__WS_FAILED | SQ__WS_DEAD)) != 0;
+}
+
+/* Runs a user callback under the server's watchdog, named by the route (asyncio's debug
+ * mode names the slow callback; a NULL watchdog measures nothing). */
+#define SQ__WS_TIMED(ws, call)                                                             \
+    do {                                                                                   \
+        sq_watchdog_span_t span_;                                                          \
+        sq_watchdog_span_begin((ws)->wd, &span_, (ws)->name);                              \
+        call;                                                                              \
+        sq_watchdog_span_end((ws)->wd, &span_);                                            \
+    } while (0)
 
 #endif

@@ -13,18 +13,18 @@
 static int ws_admit(sq_ws_t *ws, size_t len, bool *notify)
 {
     /* RFC 6455 §5.5.1: no data frame after our close frame, even one still queued */
-    if (ws->flags & (SQ__WS_DEAD | SQ__WS_CLOSING | SQ__WS_FAILED | SQ__WS_CLOSE_QUEUED) ||
-        wslay_event_get_close_sent(ws->ctx) || wslay_event_get_close_received(ws->ctx))
+    if (ws->flags & (SQ__WS_DEAD | SQ__WS_CLOSING | SQ__WS_FAILED | SQ__WS_CLOSE_QUEUED |
+                     SQ__WS_CLOSE_SENT | SQ__WS_CLOSE_RCVD))
         return SQ_ECLOSED;
     if (!(ws->flags & SQ__WS_OPEN))
         return UV_ENOTCONN; /* a client still connecting */
     size_t q = ws->io->queued(ws);
-    size_t max = ws->opts.max_queued_bytes;
+    size_t max = ws->opts->max_queued_bytes;
     /* a message larger than the limit still goes out when nothing is queued before it:
      * the limit bounds a backlog, not the size of one message */
     if (max > 0 && q > 0 && q + len > max) {
-        if (ws->opts.overflow != SQ_WS_OVERFLOW_DROP) {
-            int code = ws->opts.overflow == SQ_WS_OVERFLOW_TRY_AGAIN ? SQ_WS_TRY_AGAIN
+        if (ws->opts->overflow != SQ_WS_OVERFLOW_DROP) {
+            int code = ws->opts->overflow == SQ_WS_OVERFLOW_TRY_AGAIN ? SQ_WS_TRY_AGAIN
                                                                      : SQ_WS_POLICY;
             if (sq_ws_close(ws, code, "slow consumer") == 0) {
                 ws->close_code = code; /* .close says why if the peer never answers */
@@ -40,7 +40,8 @@ static int ws_admit(sq_ws_t *ws, size_t len, bool *notify)
 }
 
 /* Frames one message (FIN set) straight into the transport's queue: header and payload
- * as they are on the server side; masked into scratch on the client side. */
+ * as they are on the server side; masked into a buffer of its own on the client side
+ * (the transport copies it before the write returns). */
 int sq__ws_write_frame(sq_ws_t *ws, int opcode, const void *msg, size_t len, bool notify)
 {
     uint8_t hdr[14];
@@ -54,17 +55,44 @@ int sq__ws_write_frame(sq_ws_t *ws, int opcode, const void *msg, size_t len, boo
     uint8_t mask[4];
     if (RAND_bytes(mask, 4) != 1)
         return UV_EIO;
+    uint8_t small[256];
     size_t hl = sq__ws_frame_header(hdr, opcode, len, mask);
-    ws->scratch.len = 0;
-    if (sq__buf_reserve(&ws->scratch, hl + len) != 0)
+    uint8_t *f = hl + len <= sizeof(small) ? small : malloc(hl + len);
+    if (f == NULL)
         return UV_ENOMEM;
-    sq__buf_append_unsafe(&ws->scratch, hdr, hl);
-    uint8_t *dst = (uint8_t *)ws->scratch.base + hl;
-    const uint8_t *src = msg;
-    for (size_t i = 0; i < len; i++)
-        dst[i] = src[i] ^ mask[i & 3];
-    uv_buf_t b = uv_buf_init(ws->scratch.base, (unsigned)(hl + len));
-    return sq__ws_io_write(ws, &b, 1, notify);
+    memcpy(f, hdr, hl);
+    if (len > 0)
+        memcpy(f + hl, msg, len);
+    sq__ws_mask(f + hl, len, mask, 0);
+    uv_buf_t b = uv_buf_init((char *)f, (unsigned)(hl + len));
+    int rc = sq__ws_io_write(ws, &b, 1, notify);
+    if (f != small)
+        free(f);
+    return rc;
+}
+
+int sq__ws_send_close(sq_ws_t *ws, int code, const void *reason, size_t len)
+{
+    if (ws->flags & SQ__WS_CLOSE_SENT)
+        return SQ_ECLOSED;
+    uint8_t p[SQ__WS_CONTROL_MAX];
+    size_t n = 0;
+    if (code != 0) {
+        /* §5.5.1: the code, big-endian, then the reason; 125 bytes in all */
+        if (len > sizeof(p) - 2)
+            len = sizeof(p) - 2;
+        p[0] = (uint8_t)(code >> 8);
+        p[1] = (uint8_t)code;
+        if (len > 0)
+            memcpy(p + 2, reason, len);
+        n = 2 + len;
+    }
+    ws->flags |= SQ__WS_CLOSE_SENT | SQ__WS_CLOSE_QUEUED;
+    if (!(ws->flags & SQ__WS_CLOSING)) {
+        ws->flags |= SQ__WS_CLOSING; /* the close timeout runs from here */
+        ws->close_since = uv_now(ws->loop);
+    }
+    return sq__ws_write_frame(ws, SQ__WS_OP_CLOSE, p, n, false);
 }
 
 /* Callers have refused len > SQ_WS_MAX_SEND_BYTES (UV_EMSGSIZE) before looking at the
@@ -90,7 +118,7 @@ int sq_ws_send(sq_ws_t *ws, int binary, const void *msg, size_t len)
         if (!sq__utf8_feed(&u, msg, len) || !sq__utf8_complete(&u))
             return UV_EINVAL; /* RFC 6455 §5.6: text is UTF-8 */
     }
-    return ws_send_frame(ws, binary ? WSLAY_BINARY_FRAME : WSLAY_TEXT_FRAME, msg, len);
+    return ws_send_frame(ws, binary ? SQ__WS_OP_BINARY : SQ__WS_OP_TEXT, msg, len);
 }
 
 int sq_ws_send_fragment(sq_ws_t *ws, int binary, const void *data, size_t len, int fin)
@@ -107,8 +135,8 @@ int sq_ws_send_fragment(sq_ws_t *ws, int binary, const void *data, size_t len, i
      * fragments, but the last one must end on a boundary */
     if (!binary && (!sq__utf8_feed(&u, data, len) || (fin && !sq__utf8_complete(&u))))
         return UV_EINVAL;
-    int opcode = !first ? WSLAY_CONTINUATION_FRAME
-                        : binary ? WSLAY_BINARY_FRAME : WSLAY_TEXT_FRAME;
+    int opcode = !first ? SQ__WS_OP_CONT
+                        : binary ? SQ__WS_OP_BINARY : SQ__WS_OP_TEXT;
     int rc = ws_send_frame(ws, fin ? opcode : opcode | SQ__WS_NOFIN, data, len);
     if (rc != 0)
         return rc; /* nothing was sent: the message stays where it was */
@@ -132,33 +160,24 @@ int sq_ws_send_binary(sq_ws_t *ws, const void *msg, size_t len)
 
 int sq_ws_ping(sq_ws_t *ws, const void *payload, size_t len)
 {
-    if (len > 125)
+    if (len > SQ__WS_CONTROL_MAX)
         return UV_EINVAL;
-    if (ws->flags & (SQ__WS_DEAD | SQ__WS_CLOSING | SQ__WS_CLOSE_QUEUED) ||
-        wslay_event_get_close_sent(ws->ctx))
+    if (ws->flags & (SQ__WS_DEAD | SQ__WS_CLOSING | SQ__WS_CLOSE_QUEUED | SQ__WS_CLOSE_SENT))
         return SQ_ECLOSED;
     if (!(ws->flags & SQ__WS_OPEN))
-        return UV_ENOTCONN; /* queued now, wslay's writer would fail and stop for good */
-    struct wslay_event_msg m = {.opcode = WSLAY_PING, .msg = payload, .msg_length = len};
-    if (wslay_event_queue_msg(ws->ctx, &m) != 0)
-        return SQ_ECLOSED;
+        return UV_ENOTCONN; /* a client still connecting */
+    int rc = sq__ws_write_frame(ws, SQ__WS_OP_PING, payload, len, false);
+    if (rc != 0)
+        return rc == UV_ENOMEM ? rc : SQ_ECLOSED;
     sq__ws_after(ws);
     return 0;
 }
 
-/* RFC 6455 §7.4.1-2: the codes an endpoint may put in a close frame. */
-static bool close_code_sendable(int code)
-{
-    return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
-           (code >= 3000 && code <= 4999);
-}
-
 int sq_ws_close(sq_ws_t *ws, int code, const char *reason)
 {
-    if (!close_code_sendable(code))
+    if (!sq__ws_close_code_valid(code))
         return UV_EINVAL;
-    if (ws->flags & (SQ__WS_DEAD | SQ__WS_CLOSING | SQ__WS_CLOSE_QUEUED) ||
-        wslay_event_get_close_sent(ws->ctx))
+    if (ws->flags & (SQ__WS_DEAD | SQ__WS_CLOSING | SQ__WS_CLOSE_QUEUED | SQ__WS_CLOSE_SENT))
         return SQ_ECLOSED;
     if (!(ws->flags & SQ__WS_OPEN)) {
         /* a client still connecting: cancel; .close reports "cancelled" before this returns
@@ -167,11 +186,8 @@ int sq_ws_close(sq_ws_t *ws, int code, const char *reason)
         return 0;
     }
     size_t rl = reason ? strlen(reason) : 0;
-    if (rl > 123)
-        rl = 123;
-    if (wslay_event_queue_close(ws->ctx, (uint16_t)code, (const uint8_t *)reason, rl) != 0)
-        return SQ_ECLOSED;
-    ws->flags |= SQ__WS_CLOSE_QUEUED;
+    /* sent, or the transport is going: either way the close handshake has begun */
+    sq__ws_send_close(ws, code, reason, rl > 123 ? 123 : rl);
     sq__ws_after(ws);
     return 0;
 }
@@ -236,7 +252,7 @@ int sq_ws_frame_create(sq_ws_frame_t **out, int binary, const void *msg, size_t 
     if (f == NULL)
         return UV_ENOMEM;
     f->refs = 1;
-    f->opcode = binary ? WSLAY_BINARY_FRAME : WSLAY_TEXT_FRAME;
+    f->opcode = binary ? SQ__WS_OP_BINARY : SQ__WS_OP_TEXT;
     f->hlen = sq__ws_frame_header(f->bytes, f->opcode, len, NULL);
     memcpy(f->bytes + f->hlen, msg, len);
     f->len = f->hlen + len;

@@ -58,7 +58,12 @@ static const sq__ws_io_t server_io = {
 
 static void proto_read(sq__conn_t *c, void *ud, const char *data, ssize_t n)
 {
-    sq__ws_feed(ud, data, n);
+    /* The bytes are the transport's: its read buffer (the server's, shared by its
+     * connections: lib/server/io.c) or, for bytes read past the upgrade request, the
+     * connection's pending buffer. Both are squall's own writable memory, handed over for
+     * this call only and never read again after it, so the reader unmasks them in place
+     * (see sq__proto_t.on_read). */
+    sq__ws_feed(ud, (char *)data, n);
 }
 
 static void proto_shutdown(sq__conn_t *c, void *ud)
