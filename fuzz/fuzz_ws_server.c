@@ -11,8 +11,9 @@
  * After each input, besides what the sanitizers catch (and the leak check at exit):
  * - every frame the server wrote is well formed: FIN on control frames, no RSV bits, no
  *   mask, a known opcode, a control payload of at most 125 bytes (RFC 6455 §5.2, §5.5);
- * - a client frame that breaks RFC 6455 §5 (checked here by a small reader of our own:
- *   an impossible length once its header is in, any other fault once the frame is whole),
+ * - a client frame that breaks RFC 6455 §5 (checked by the harnesses' own reader,
+ *   ws_frames.h: an impossible length once its header is in, any other fault once the
+ *   frame is whole),
  *   a message past max_message_bytes, or a client close frame, is answered with a close
  *   frame or the end of the connection;
  * - otherwise, when the input ended on a frame boundary and nobody closed, the
@@ -24,6 +25,7 @@
 #include <squall.h>
 
 #include "server/server_int.h"
+#include "ws_frames.h"
 
 #define NVARIANTS 4
 /* max_message_bytes: 64 KiB for variant 0, 1 KiB for the others (1009 within reach) */
@@ -106,87 +108,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
-/* ---- frames ---- */
-
-/* What a stream of frames amounts to, read the way RFC 6455 §5 has it. */
-typedef struct frames {
-    bool masked_ok;      /* client frames: must be masked; server frames: must not */
-    size_t max_msg;      /* 0: no limit */
-    size_t boundary;     /* bytes up to the end of the last whole frame */
-    bool violation;      /* a header that breaks §5 was read whole */
-    bool too_big;        /* more than max_msg bytes of one message were read */
-    bool close;          /* a whole close frame was read */
-    bool in_msg;         /* a fragmented message is open */
-    size_t msg_len;
-    size_t pongs_alive;  /* pongs whose payload is "alive" */
-} frames_t;
-
-/* Reads `n` bytes of frames from the start; stops at the first violation or close. */
-static void frames_read(frames_t *f, const uint8_t *p, size_t n)
-{
-    size_t off = 0;
-    while (off + 2 <= n) {
-        uint8_t b0 = p[off], b1 = p[off + 1];
-        int op = b0 & 0x0F;
-        bool fin = b0 & 0x80, mask = b1 & 0x80, control = op & 0x08;
-        uint64_t len = b1 & 0x7F;
-        size_t h = 2;
-        if (len == 126)
-            h += 2;
-        else if (len == 127)
-            h += 8;
-        if (mask)
-            h += 4;
-        if (off + h > n)
-            return;
-        if (len == 126)
-            len = (uint64_t)p[off + 2] << 8 | p[off + 3];
-        else if (len == 127)
-            for (int i = 0; i < 8; i++)
-                len = (i == 0 ? 0 : len << 8) | p[off + 2 + i];
-        uint64_t have = n - off - h;
-        /* a length no frame may have is refused at the header; other faults at the latest
-         * once the frame is whole (a reader may take its payload first) */
-        bool known = op <= 2 || (op >= 8 && op <= 10);
-        if ((len >> 63) || (control && len > 125)) {
-            f->violation = true;
-            return;
-        }
-        if ((b0 & 0x70) || !known || mask != f->masked_ok || (control && !fin) ||
-            (op == 0 && !f->in_msg) || ((op == 1 || op == 2) && f->in_msg)) {
-            f->violation = have >= len;
-            return;
-        }
-        if (!control) {
-            uint64_t got = have < len ? have : len;
-            if (f->max_msg != 0 && f->msg_len + got > f->max_msg) {
-                f->too_big = true;
-                return;
-            }
-        }
-        if (have < len)
-            return;
-        const uint8_t *pl = p + off + h;
-        if (op == 8) {
-            f->close = true;
-            f->boundary = off + h + (size_t)len;
-            return;
-        }
-        if (op == 10 && len == 5) {
-            char m[5];
-            for (int i = 0; i < 5; i++)
-                m[i] = (char)(pl[i] ^ (mask ? p[off + h - 4 + (i & 3)] : 0));
-            if (memcmp(m, "alive", 5) == 0)
-                f->pongs_alive++;
-        }
-        if (!control) {
-            f->msg_len = fin ? 0 : f->msg_len + (size_t)len;
-            f->in_msg = !fin;
-        }
-        off += h + (size_t)len;
-        f->boundary = off;
-    }
-}
+/* ---- checks ---- */
 
 /* The server's frames after its 101 answer: well formed, and what they say. */
 static void server_frames(const sq__buf_t *out, frames_t *f)
