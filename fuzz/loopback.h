@@ -89,8 +89,7 @@ static void peer_connection(uv_stream_t *l, int status)
     peer_t *p = l->data;
     if (status < 0)
         return;
-    p->conns++;
-    if (p->open || p->out == NULL) {
+    if (p->conns++ > 0 || p->out == NULL) {
         /* a second connection (a retry, a redirect): taken and closed at once */
         uv_tcp_t *extra = malloc(sizeof(*extra));
         if (extra == NULL)
