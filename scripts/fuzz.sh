@@ -2,8 +2,9 @@
 # The libFuzzer harnesses of fuzz/ (clang, -fsanitize=fuzzer,address,undefined), each run
 # for FUZZ_SECONDS (default 10) from its committed seeds in fuzz/corpus/NAME; inputs it
 # finds new go to build-fuzz/corpus/NAME, a crash to build-fuzz/artifacts/ (and the run
-# fails: make it a regression test, then fix it). Needs clang (Debian's, with its
-# libFuzzer runtime).
+# fails: make it a regression test, then fix it). Each harness gets the dictionary that
+# suits it (fuzz/http.dict or fuzz/ws.dict; fuzz/NAME.dict overrides). Needs clang
+# (Debian's, with its libFuzzer runtime).
 #   make fuzz                       every harness, 10 s each
 #   make fuzz FUZZ_SECONDS=3600     an hour each
 #   FUZZ_ONLY=request scripts/fuzz.sh
