@@ -21,6 +21,7 @@ make -j2 --no-print-directory BUILD=$B CC=clang OPT="-O1 -g" \
 llhttp_inc=$(sed -n 's/^LLHTTP_INC ?= //p' third_party/llhttp/llhttp.mk)
 # the libraries the Makefile links the library with (its LIBS), so that the harnesses
 # follow it when a dependency comes or goes
+# shellcheck disable=SC2016  # $(LIBS) is make's, not the shell's
 libs=$(printf 'fuzz-print-libs:\n\t@echo $(LIBS)\n' |
     make -s --no-print-directory -f Makefile -f - fuzz-print-libs)
 [ -n "$libs" ] || { echo "fuzz: cannot read LIBS from the Makefile" >&2; exit 1; }
