@@ -8,7 +8,7 @@
  * Checks, for the first final response on the connection:
  * - a 101 comes only for a GET over HTTP/1.1 whose request, as the hook saw it, has
  *   Upgrade naming websocket and Connection naming upgrade (comma lists, over any number
- *   of lines, RFC 9110 §5.3), Sec-WebSocket-Version exactly 13 and exactly one
+ *   of lines, RFC 9110 §5.3), one Sec-WebSocket-Version line, 13, and exactly one
  *   Sec-WebSocket-Key that is base64 of 16 bytes; the 101 carries exactly one
  *   Sec-WebSocket-Accept, equal to base64(SHA-1(key + GUID)) computed here with OpenSSL;
  *   a Sec-WebSocket-Protocol in it is one the route has and the client offered;
@@ -37,7 +37,7 @@ typedef struct seen {
     bool hooked;
     bool get, http11;
     char key[128];
-    size_t key_lines;
+    size_t key_lines, version_lines;
     bool upgrade, connection, version13;
     char offers[1024]; /* the client's Sec-WebSocket-Protocol lines, joined by commas */
 } seen_t;
@@ -86,7 +86,8 @@ static int ws_accept(sq_req_t *req, const char **subprotocol, void *data)
         } else if (strcasecmp(name, "Connection") == 0) {
             seen.connection |= list_has(value, "upgrade");
         } else if (strcasecmp(name, "Sec-WebSocket-Version") == 0) {
-            seen.version13 = strcmp(value, "13") == 0;
+            /* RFC 6455 §11.3.5: once in a request */
+            seen.version13 = seen.version_lines++ == 0 && strcmp(value, "13") == 0;
         } else if (strcasecmp(name, "Sec-WebSocket-Protocol") == 0) {
             size_t l = strlen(seen.offers);
             snprintf(seen.offers + l, sizeof(seen.offers) - l, ",%s", value);
@@ -154,8 +155,7 @@ static void expected_accept(const char *key, char out[29])
 
 /* The value of header `name` in a response head ("HTTP/1.1 ...\r\n...\r\n\r\n"), copied
  * to out; returns how many lines have that name. */
-static int response_header(const char *head, size_t len, const char *name, char *out,
-                           size_t outsz)
+static int response_header(const char *head, size_t len, const char *name, char *out, size_t outsz)
 {
     int lines = 0;
     size_t nl = strlen(name);
@@ -238,14 +238,10 @@ static void run(int turns)
 }
 
 static const char *const request_lines[8] = {
-    "GET /ws HTTP/1.1\r\n",
-    "GET /chat/a?x=1 HTTP/1.1\r\n",
-    "GET /ws HTTP/1.0\r\n",
-    "HEAD /ws HTTP/1.1\r\n",
-    "POST /ws HTTP/1.1\r\n",
-    "GET /chat/%20 HTTP/1.1\r\n",
-    "GET /ws/ HTTP/1.1\r\n",
-    "", /* the input writes its own request line */
+    "GET /ws HTTP/1.1\r\n",  "GET /chat/a?x=1 HTTP/1.1\r\n",
+    "GET /ws HTTP/1.0\r\n",  "HEAD /ws HTTP/1.1\r\n",
+    "POST /ws HTTP/1.1\r\n", "GET /chat/%20 HTTP/1.1\r\n",
+    "GET /ws/ HTTP/1.1\r\n", "", /* the input writes its own request line */
 };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

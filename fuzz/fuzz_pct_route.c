@@ -36,9 +36,7 @@ static sq_app_t *app;
 
 /* ---- the app ---- */
 
-static void any(sq_req_t *req, sq_res_t *res, void *data)
-{
-}
+static void any(sq_req_t *req, sq_res_t *res, void *data) {}
 
 static const sq_handler_t get_only = {.get = any};
 static const sq_handler_t post_only = {.post = any};
@@ -290,8 +288,8 @@ static void check_url(const char *url)
         return;
     }
     long port = strtol(u.port, NULL, 10);
-    if (u.host == NULL || u.hostport == NULL || u.target == NULL || u.host[0] == '\0' ||
-        port < 1 || port > 65535 || u.target[0] != '/' ||
+    if (u.host == NULL || u.hostport == NULL || u.target == NULL || u.host[0] == '\0' || port < 1 ||
+        port > 65535 || u.target[0] != '/' ||
         !sq__uri_span_ok(u.target, strlen(u.target), sq__uri_path_char))
         abort();
     for (const char *p = u.hostport; *p; p++)

@@ -142,8 +142,8 @@ typedef struct run {
     unsigned closes;
     int code;
     int error;
-    size_t got;       /* messages delivered */
-    bool we_closed;   /* a message asked the client to close */
+    size_t got;     /* messages delivered */
+    bool we_closed; /* a message asked the client to close */
 } run_t;
 
 static run_t run;
@@ -187,12 +187,10 @@ static void on_close(sq_ws_t *ws, int code, const char *reason, void *data)
     run.code = code;
     run.error = sq_ws_error(ws);
     if (verbose)
-        fprintf(stderr, "close %d %s (error %d, %zu messages)\n", code, reason, run.error,
-                run.got);
+        fprintf(stderr, "close %d %s (error %d, %zu messages)\n", code, reason, run.error, run.got);
 }
 
-static const sq_ws_handler_t handler = {.open = on_open, .message = on_message,
-                                        .close = on_close};
+static const sq_ws_handler_t handler = {.open = on_open, .message = on_message, .close = on_close};
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -264,17 +262,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (mode <= 2) {
                 char accept[29], head[256];
                 accept_for(peer.head, accept);
-                int n = snprintf(head, sizeof(head),
-                                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                                 "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s%s",
-                                 accept, mode <= 1 && offer ? "Sec-WebSocket-Protocol: chat\r\n" : "",
-                                 mode <= 1 ? "\r\n" : "");
+                int n =
+                    snprintf(head, sizeof(head),
+                             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                             "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n%s%s",
+                             accept, mode <= 1 && offer ? "Sec-WebSocket-Protocol: chat\r\n" : "",
+                             mode <= 1 ? "\r\n" : "");
                 peer_prepend(&peer, head, (size_t)n);
-                /* the answer's head goes whole, the input in pieces */
-                peer.out_off = 0;
+                /* the answer's head goes in one write, the input in pieces */
                 uv_buf_t b = uv_buf_init(head, (unsigned)n);
-                if (peer.open && uv_try_write((uv_stream_t *)&peer.conn, &b, 1) == n)
-                    peer.out_off = (size_t)n;
+                int w = peer.open ? uv_try_write((uv_stream_t *)&peer.conn, &b, 1) : 0;
+                peer.out_off = w > 0 ? (size_t)w : 0;
             }
         }
         bool more = peer_pump(&peer);
@@ -283,14 +281,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     peer_finish(&peer);
     uv_run(&peer.loop, UV_RUN_DEFAULT); /* the client's handles close */
 
-    if (run.error == UV_ETIMEDOUT || (run.code == SQ_WS_ABNORMAL && run.error == 0 &&
-                                      !run.opened))
+    if (run.error == UV_ETIMEDOUT || (run.code == SQ_WS_ABNORMAL && run.error == 0 && !run.opened))
         abort(); /* waited for a deadline, though the server always ends the connection */
     if (run.check_frames) {
         if (run.got > ref.messages)
             abort();
-        bool clean = !ref.violation && !ref.too_big && !ref.nonminimal && !reset &&
-                     !run.we_closed;
+        bool clean = !ref.violation && !ref.too_big && !ref.nonminimal && !reset && !run.we_closed;
         if (clean && run.opened && run.got < nwant_ok)
             abort(); /* messages of a valid stream lost */
     }

@@ -95,7 +95,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
          * subprotocol */
         if (v > 0)
             o.max_queued_bytes = 512;
-        o.overflow = v == 2 ? SQ_WS_OVERFLOW_DROP
+        o.overflow = v == 2   ? SQ_WS_OVERFLOW_DROP
                      : v == 3 ? SQ_WS_OVERFLOW_TRY_AGAIN
                               : SQ_WS_OVERFLOW_CLOSE;
         if (v == 3)

@@ -3,7 +3,7 @@
  * pieces, one piece per turn of the loop — on loopback a write is in the client's socket
  * before the next poll, so the client reads each piece apart — then ends the connection
  * (FIN, or a close that may reset). The client runs on the same private loop, so one
- * input is one thread's work from start to end. Static functions only: each client
+ * input is one thread's work from start to end. Static inline functions only: each client
  * harness includes it. */
 #ifndef FUZZ_LOOPBACK_H
 #define FUZZ_LOOPBACK_H
@@ -22,8 +22,8 @@ typedef struct peer {
     /* the connection of the current input */
     uv_tcp_t conn;
     uv_shutdown_t shut;
-    bool open;       /* conn initialised and not closed */
-    bool shutting;   /* FIN sent (or being sent) */
+    bool open;     /* conn initialised and not closed */
+    bool shutting; /* FIN sent (or being sent) */
     char head[16384];
     size_t head_len;
     bool head_done;  /* the request's head is in */
@@ -31,30 +31,30 @@ typedef struct peer {
     /* what to write */
     uint8_t *out;
     size_t out_len, out_off, step;
-    bool reset;      /* end with uv_close at once rather than a FIN */
-    unsigned conns;  /* connections accepted for this input */
+    bool reset;     /* end with uv_close at once rather than a FIN */
+    unsigned conns; /* connections accepted for this input */
 } peer_t;
 
-static void peer_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+static inline void peer_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     static char rbuf[65536];
     buf->base = rbuf;
     buf->len = sizeof(rbuf);
 }
 
-static void peer_closed(uv_handle_t *h)
+static inline void peer_closed(uv_handle_t *h)
 {
     peer_t *p = h->data;
     p->open = false;
 }
 
-static void peer_close(peer_t *p)
+static inline void peer_close(peer_t *p)
 {
     if (p->open && !uv_is_closing((uv_handle_t *)&p->conn))
         uv_close((uv_handle_t *)&p->conn, peer_closed);
 }
 
-static void peer_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+static inline void peer_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
     peer_t *p = s->data;
     if (n < 0) {
@@ -75,16 +75,14 @@ static void peer_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     p->received += (size_t)n - i;
 }
 
-static void peer_shut(uv_shutdown_t *req, int status)
-{
-}
+static inline void peer_shut(uv_shutdown_t *req, int status) {}
 
-static void peer_extra_closed(uv_handle_t *h)
+static inline void peer_extra_closed(uv_handle_t *h)
 {
     free(h);
 }
 
-static void peer_connection(uv_stream_t *l, int status)
+static inline void peer_connection(uv_stream_t *l, int status)
 {
     peer_t *p = l->data;
     if (status < 0)
@@ -111,7 +109,7 @@ static void peer_connection(uv_stream_t *l, int status)
 
 /* Listens on 127.0.0.1, a port the kernel picks. The listener does not keep the loop
  * running (uv_run returns once the client and the connection are done). */
-static void peer_init(peer_t *p)
+static inline void peer_init(peer_t *p)
 {
     memset(p, 0, sizeof(*p));
     if (uv_loop_init(&p->loop) != 0 || uv_tcp_init(&p->loop, &p->listener) != 0)
@@ -130,7 +128,7 @@ static void peer_init(peer_t *p)
 }
 
 /* The next input: `out` (copied) is what goes to the client once its head is in. */
-static void peer_start(peer_t *p, const uint8_t *out, size_t len, size_t step, bool reset)
+static inline void peer_start(peer_t *p, const uint8_t *out, size_t len, size_t step, bool reset)
 {
     p->out = malloc(len + 1);
     if (p->out == NULL)
@@ -150,7 +148,7 @@ static void peer_start(peer_t *p, const uint8_t *out, size_t len, size_t step, b
 }
 
 /* Puts bytes before what is to be written (before the writing began). */
-static void peer_prepend(peer_t *p, const void *data, size_t len)
+static inline void peer_prepend(peer_t *p, const void *data, size_t len)
 {
     uint8_t *o = realloc(p->out, p->out_len + len + 1);
     if (o == NULL)
@@ -163,7 +161,7 @@ static void peer_prepend(peer_t *p, const void *data, size_t len)
 
 /* One step of the script: the next piece, or the end once all is written. Returns true
  * while it has more to do (the caller then turns the loop without blocking). */
-static bool peer_pump(peer_t *p)
+static inline bool peer_pump(peer_t *p)
 {
     if (!p->open || !p->head_done || p->shutting)
         return false;
@@ -186,7 +184,7 @@ static bool peer_pump(peer_t *p)
 }
 
 /* After the input: the connection closed, the loop empty but for the listener. */
-static void peer_finish(peer_t *p)
+static inline void peer_finish(peer_t *p)
 {
     peer_close(p);
     for (int i = 0; i < 1000 && p->open; i++)

@@ -1,6 +1,6 @@
 /* A small reader of RFC 6455 §5 frames, written for the WebSocket harnesses to hold
  * squall's reader to: what a stream of frames amounts to (where it stops being valid, the
- * messages it carries, whether it closes). It is static functions only: each harness
+ * messages it carries, whether it closes). It is static inline functions only: each harness
  * includes it. */
 #ifndef FUZZ_WS_FRAMES_H
 #define FUZZ_WS_FRAMES_H
@@ -12,37 +12,37 @@
 
 typedef struct frames {
     /* set by the caller */
-    bool masked_ok;      /* frames from a client must be masked; from a server, must not */
-    size_t max_msg;      /* max_message_bytes of the reading side; 0: no limit */
+    bool masked_ok; /* frames from a client must be masked; from a server, must not */
+    size_t max_msg; /* max_message_bytes of the reading side; 0: no limit */
     /* each whole data message (reassembled, unmasked), in order; NULL: not wanted */
     void (*message)(struct frames *f, int opcode, const uint8_t *msg, size_t len);
     void *data;
     /* what the stream amounts to */
-    size_t boundary;     /* bytes up to the end of the last whole frame read */
-    bool violation;      /* a frame that breaks §5 (see frames_read) */
-    bool nonminimal;     /* a length not in its shortest form (§5.2 says a sender MUST use
-                            it, but not what a reader does: squall's refuses it); the
-                            reader stops there, and neither outcome is held against it */
-    bool too_big;        /* more than max_msg bytes of one message */
-    bool close;          /* a whole close frame was read */
-    bool in_msg;         /* a fragmented message is open */
+    size_t boundary; /* bytes up to the end of the last whole frame read */
+    bool violation;  /* a frame that breaks §5 (see frames_read) */
+    bool nonminimal; /* a length not in its shortest form (§5.2 says a sender MUST use
+                        it, but not what a reader does: squall's refuses it); the
+                        reader stops there, and neither outcome is held against it */
+    bool too_big;    /* more than max_msg bytes of one message */
+    bool close;      /* a whole close frame was read */
+    bool in_msg;     /* a fragmented message is open */
     int msg_opcode;
     size_t msg_len;
-    size_t pongs_alive;  /* pongs whose payload is "alive" */
-    size_t messages;     /* whole data messages */
-    uint8_t *buf;        /* the message being reassembled (when `message` is set) */
+    size_t pongs_alive; /* pongs whose payload is "alive" */
+    size_t messages;    /* whole data messages */
+    uint8_t *buf;       /* the message being reassembled (when `message` is set) */
     size_t cap;
 } frames_t;
 
-static void frames_free(frames_t *f)
+static inline void frames_free(frames_t *f)
 {
     free(f->buf);
     f->buf = NULL;
     f->cap = 0;
 }
 
-static void frames_append(frames_t *f, const uint8_t *p, size_t n, const uint8_t *mask,
-                          size_t at)
+static inline void frames_append(frames_t *f, const uint8_t *p, size_t n, const uint8_t *mask,
+                                 size_t at)
 {
     if (f->message == NULL || n == 0)
         return;
@@ -66,7 +66,7 @@ static void frames_append(frames_t *f, const uint8_t *p, size_t n, const uint8_t
  * unknown opcode, the wrong mask bit, a fragmented control frame, a continuation with no
  * message open, a new message inside one) once the frame is whole, since a reader may
  * take a frame's payload before it judges it. */
-static void frames_read(frames_t *f, const uint8_t *p, size_t n)
+static inline void frames_read(frames_t *f, const uint8_t *p, size_t n)
 {
     size_t off = 0;
     while (off + 2 <= n) {
@@ -89,8 +89,8 @@ static void frames_read(frames_t *f, const uint8_t *p, size_t n)
             for (int i = 0; i < 8; i++)
                 len = (i == 0 ? 0 : len << 8) | p[off + 2 + i];
         uint64_t have = n - off - h;
-        if (((b1 & 0x7F) == 126 && len < 126) || ((b1 & 0x7F) == 127 && len <= 0xFFFF &&
-                                                   !(len >> 63))) {
+        if (((b1 & 0x7F) == 126 && len < 126) ||
+            ((b1 & 0x7F) == 127 && len <= 0xFFFF && !(len >> 63))) {
             f->nonminimal = true;
             return;
         }
