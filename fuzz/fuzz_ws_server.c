@@ -10,12 +10,12 @@
  *
  * After each input, besides what the sanitizers catch (and the leak check at exit):
  * - every frame the server wrote is well formed: FIN on control frames, no RSV bits, no
- *   mask, a known opcode, a control payload of at most 125 bytes (RFC 6455 §5.2, §5.5);
+ *   mask, a known opcode, a control payload of at most 125 bytes, a length in its
+ *   shortest form (RFC 6455 §5.2, §5.5);
  * - a client frame that breaks RFC 6455 §5 (checked by the harnesses' own reader,
  *   ws_frames.h: an impossible length once its header is in, any other fault once the
- *   frame is whole),
- *   a message past max_message_bytes, or a client close frame, is answered with a close
- *   frame or the end of the connection;
+ *   frame is whole), a message past max_message_bytes, or a client close frame, is
+ *   answered with a close frame or the end of the connection;
  * - otherwise, when the input ended on a frame boundary and nobody closed, the
  *   connection still works: a ping sent after the input comes back as a pong. */
 #include <stdint.h>
@@ -119,7 +119,7 @@ static void server_frames(const sq__buf_t *out, frames_t *f)
         abort(); /* the handshake was answered whole before any frame */
     size_t start = (size_t)(end + 4 - out->base);
     frames_read(f, (const uint8_t *)out->base + start, out->len - start);
-    if (f->violation)
+    if (f->violation || f->nonminimal)
         abort(); /* a malformed frame from the server */
 }
 
