@@ -183,20 +183,29 @@ static int response_header(const char *head, size_t len, const char *name, char 
     return lines;
 }
 
-static void check_response(const sq__buf_t *out, bool closed)
+/* What the server wrote past its interim responses (100 Continue): the final response,
+ * if one came; *len 0 if none. */
+static const char *final_response(const sq__buf_t *out, size_t *len)
 {
     const char *b = out->base;
-    size_t len = out->len;
-    if (verbose)
-        fprintf(stderr, "%.*s\n--\n", (int)(len < 400 ? len : 400), b ? b : "");
-    /* skip interim responses (100 Continue) */
-    while (len >= 12 && memcmp(b, "HTTP/1.1 1", 10) == 0 && memcmp(b, "HTTP/1.1 101", 12) != 0) {
-        const char *e = memmem(b, len, "\r\n\r\n", 4);
+    *len = out->len;
+    while (*len >= 12 && memcmp(b, "HTTP/1.1 1", 10) == 0 && memcmp(b, "HTTP/1.1 101", 12) != 0) {
+        const char *e = memmem(b, *len, "\r\n\r\n", 4);
         if (e == NULL)
-            abort();
-        len -= (size_t)(e + 4 - b);
+            abort(); /* an interim response written in part */
+        *len -= (size_t)(e + 4 - b);
         b = e + 4;
     }
+    return b;
+}
+
+static void check_response(const sq__buf_t *out, bool closed)
+{
+    size_t len;
+    const char *b = final_response(out, &len);
+    if (verbose)
+        fprintf(stderr, "%.*s\n--\n", (int)(out->len < 400 ? out->len : 400),
+                out->base ? out->base : "");
     if (len == 0) {
         if (!closed)
             abort(); /* no answer to a whole request on an open connection */
@@ -275,8 +284,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         sq__mem_feed(&sink, "\r\n\r\n", 4);
     run(8);
     bool upgraded = sink.out.len >= 12 && memcmp(sink.out.base, "HTTP/1.1 101", 12) == 0;
-    if (!upgraded && !sink.closed && sink.out.len == 0) {
-        /* nothing yet: a body announced and never sent; the client's half-close ends it */
+    size_t final_len;
+    final_response(&sink.out, &final_len);
+    if (!sink.closed && final_len == 0) {
+        /* no answer yet: a body announced and never sent; the client's half-close ends it */
         sq__mem_feed(&sink, NULL, 0);
         run(16);
     }
