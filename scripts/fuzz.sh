@@ -2,8 +2,9 @@
 # The libFuzzer harnesses of fuzz/ (clang, -fsanitize=fuzzer,address,undefined), each run
 # for FUZZ_SECONDS (default 10) from its committed seeds in fuzz/corpus/NAME; inputs it
 # finds new go to build-fuzz/corpus/NAME, a crash to build-fuzz/artifacts/ (and the run
-# fails: make it a regression test, then fix it). Needs clang (Debian's, with its
-# libFuzzer runtime).
+# fails: make it a regression test, then fix it). Each harness gets the dictionary that
+# suits it (fuzz/http.dict or fuzz/ws.dict; fuzz/NAME.dict overrides). Needs clang
+# (Debian's, with its libFuzzer runtime).
 #   make fuzz                       every harness, 10 s each
 #   make fuzz FUZZ_SECONDS=3600     an hour each
 #   FUZZ_ONLY=request scripts/fuzz.sh
@@ -18,7 +19,24 @@ make -j2 --no-print-directory BUILD=$B CC=clang OPT="-O1 -g" \
     SAN="-fsanitize=fuzzer-no-link,address,undefined" \
     WARN="-Wall -Wno-unused-parameter -Wno-cast-align" $B/lib/libsquall.a >/dev/null
 llhttp_inc=$(sed -n 's/^LLHTTP_INC ?= //p' third_party/llhttp/llhttp.mk)
-libs="$(pkg-config --libs libuv jansson libcrypto hiredis) -lwslay -lpthread -lm"
+# the libraries the Makefile links the library with (its LIBS), so that the harnesses
+# follow it when a dependency comes or goes
+# shellcheck disable=SC2016  # $(LIBS) is make's, not the shell's
+libs=$(printf 'fuzz-print-libs:\n\t@echo $(LIBS)\n' |
+    make -s --no-print-directory -f Makefile -f - fuzz-print-libs)
+[ -n "$libs" ] || { echo "fuzz: cannot read LIBS from the Makefile" >&2; exit 1; }
+# The dictionary each harness gets (libFuzzer -dict): fuzz/NAME.dict when there is one,
+# else this table.
+dict_for() {
+    local d=
+    case $1 in
+    request | handshake | client_response | pct_route | multipart | urlenc) d=fuzz/http.dict ;;
+    ws_server | ws_client) d=fuzz/ws.dict ;;
+    esac
+    [ -f fuzz/"$1".dict ] && d=fuzz/"$1".dict
+    [ -n "$d" ] && [ -f "$d" ] && echo "$d"
+    return 0
+}
 mkdir -p $B/bin $B/artifacts
 fail=0
 for src in fuzz/fuzz_*.c; do
@@ -30,18 +48,22 @@ for src in fuzz/fuzz_*.c; do
         -fno-sanitize-recover=undefined -Iinclude -Ilib -I"$llhttp_inc" \
         -o $B/bin/fuzz-"$name" "$src" $B/lib/libsquall.a $libs
     mkdir -p $B/corpus/"$name"
-    echo "fuzz: $name for ${SECONDS_EACH}s"
+    dict=$(dict_for "$name")
+    echo "fuzz: $name for ${SECONDS_EACH}s${dict:+ (dictionary $dict)}"
+    # shellcheck disable=SC2086
     if ! UBSAN_OPTIONS=halt_on_error=1 $B/bin/fuzz-"$name" -max_total_time="$SECONDS_EACH" \
         -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 ${FUZZ_SEED:+-seed=$FUZZ_SEED} \
+        ${dict:+-dict=$dict} \
         -artifact_prefix=$B/artifacts/"$name"- $B/corpus/"$name" fuzz/corpus/"$name" \
         >$B/fuzz-"$name".log 2>&1; then
         echo "fuzz: $name found a failure (input in $B/artifacts/):" >&2
         grep -E "ERROR|SUMMARY|runtime error" $B/fuzz-"$name".log | head -5 >&2
         fail=1
     else
+        cov=$(grep -oE "cov: [0-9]+" $B/fuzz-"$name".log | tail -1)
         grep -E "^stat::number_of_executed_units|^stat::peak_rss_mb" $B/fuzz-"$name".log |
             tr '\n' ' ' | sed 's/^/fuzz:   /'
-        echo
+        echo "${cov:+edges ${cov#cov: }}"
     fi
 done
 exit $fail
