@@ -152,7 +152,10 @@ static void ws_get(sq_req_t *req, sq_res_t *res, void *data)
         refuse(res, 400, "WebSocket handshake must be a GET");
         return;
     }
-    if (version == NULL || strcmp(version, "13") != 0) {
+    /* RFC 6455 §11.3.5: the request carries the header once; a second line (even "13"
+     * again) is a version squall cannot be sure of (test: fuzz_found/repeated_...) */
+    if (version == NULL || strcmp(version, "13") != 0 ||
+        req_header_lines(req, "Sec-WebSocket-Version") > 1) {
         refuse(res, 426, "unsupported Sec-WebSocket-Version");
         return;
     }
