@@ -563,7 +563,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: hello [--host ADDR|NAME] [--port N] [--workers N] [--processes N]\n"
                "             [--max-body BYTES] [--max-header BYTES] [--header-timeout MS]\n"
-               "             [--body-timeout MS]\n"
+               "             [--body-timeout MS] [--max-connections N (16384 a worker)]\n"
                "             [--idle-timeout MS] [--slow-callback-ms MS (100; 0 off)]\n"
                "             [--threadpool N]\n"
                "             [--max-upload BYTES (10 GiB)] [--cors-origin ORIGIN]...\n"
@@ -596,6 +596,7 @@ int main(int argc, char **argv)
         {"port", required_argument, NULL, 'p'},
         {"workers", required_argument, NULL, 'w'},
         {"processes", required_argument, NULL, 'P'},
+        {"max-connections", required_argument, NULL, 'M'},
         {"max-body", required_argument, NULL, 'b'},
         {"max-header", required_argument, NULL, 'H'},
         {"header-timeout", required_argument, NULL, 't'},
@@ -619,6 +620,7 @@ int main(int argc, char **argv)
         case 'p': bad = parse_flag(optarg, 65535, &v); cfg.port = (int)v; break;
         case 'w': bad = parse_flag(optarg, UINT_MAX, &v); cfg.workers = (unsigned)v; break;
         case 'P': bad = parse_flag(optarg, UINT_MAX, &v); cfg.processes = (unsigned)v; break;
+        case 'M': bad = parse_flag(optarg, UINT_MAX, &v); cfg.opts.max_connections = (unsigned)v; break;
         case 'b': bad = parse_flag(optarg, SIZE_MAX, &v); cfg.opts.max_body_bytes = v; break;
         case 'H': bad = parse_flag(optarg, SIZE_MAX, &v); cfg.opts.max_header_bytes = v; break;
         case 't': bad = parse_flag(optarg, UINT64_MAX, &v); cfg.opts.header_timeout_ms = v; break;
@@ -656,6 +658,8 @@ int main(int argc, char **argv)
             return bad_usage("--%s: not a valid number: '%s'", longopts[li].name, optarg);
         if (ch == 'w' && (cfg.workers == 0 || cfg.workers > MAX_WORKERS))
             return bad_usage("--workers must be 1..%d", MAX_WORKERS);
+        if (ch == 'M' && cfg.opts.max_connections == 0)
+            return bad_usage("--max-connections must be 1 or more");
         if (ch == 'P' && (cfg.processes == 0 || cfg.processes > MAX_PROCESSES))
             return bad_usage("--processes must be 1..%d", MAX_PROCESSES);
         if (ch == 'T' && (cfg.threadpool == 0 || cfg.threadpool > MAX_THREADPOOL))

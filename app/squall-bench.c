@@ -1404,6 +1404,10 @@ int main(int argc, char **argv)
             sleep_until(now + 2000000);
         }
         open_ns = uv_hrtime() - g_start_ns;
+        /* at once, for a script that waits for several generators to be open */
+        fprintf(stderr, "%s: %llu of %u open in %.3f s (%llu failed), holding\n", PROG,
+                (unsigned long long)t.opened, g_o.hold, (double)open_ns / 1e9,
+                (unsigned long long)t.failed);
         if (g_o.pid > 0) {
             sleep_until(uv_hrtime() + 100000000ull); /* let the server settle */
             rss_after = read_rss_kb(g_o.pid);
