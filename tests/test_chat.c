@@ -962,6 +962,27 @@ Test(chat, an_sse_reader_that_stops_reading_is_cut_off_while_others_get_everythi
 /* With two workers, connections land on either (SO_REUSEPORT spreads them by address):
  * messages posted on many connections reach subscribers on many, each message once and
  * in id order. */
+/* Every SSE and WebSocket subscriber of room "shared" got the n messages of want, once
+ * each, in order; then they are closed. */
+static void expect_everyone_got(sse_t *s, int nsse, th_conn_t *w, int nws, const sent_t *want,
+                                size_t n)
+{
+    for (int i = 0; i < nsse; i++) {
+        msgs_t ms = {0};
+        sse_until(&s[i], "shared", &ms, n, 10000);
+        expect_msgs(&ms, want, n, "SSE subscriber");
+        msgs_free(&ms);
+        sse_close(&s[i]);
+    }
+    for (int i = 0; i < nws; i++) {
+        msgs_t ms = {0};
+        ws_until(&w[i], "shared", &ms, n, 10000);
+        expect_msgs(&ms, want, n, "WS subscriber");
+        msgs_free(&ms);
+        th_conn_close(&w[i]);
+    }
+}
+
 Test(chat, two_workers_share_the_rooms, .timeout = 60)
 {
     th_app_t a = chat_start("--workers", "2", NULL);
@@ -990,20 +1011,7 @@ Test(chat, two_workers_share_the_rooms, .timeout = 60)
         }
         cr_assert_eq(want[i].id, (uint64_t)i + 1, "ids count up across workers");
     }
-    for (int i = 0; i < SUBS; i++) {
-        msgs_t ms = {0};
-        sse_until(&s[i], "shared", &ms, N, 10000);
-        expect_msgs(&ms, want, N, "SSE subscriber");
-        msgs_free(&ms);
-        sse_close(&s[i]);
-    }
-    for (int i = 0; i < WSS; i++) {
-        msgs_t ms = {0};
-        ws_until(&w[i], "shared", &ms, N, 10000);
-        expect_msgs(&ms, want, N, "WS subscriber");
-        msgs_free(&ms);
-        th_conn_close(&w[i]);
-    }
+    expect_everyone_got(s, SUBS, w, WSS, want, N);
     th_app_stop(&a);
 }
 
@@ -1029,20 +1037,7 @@ Test(chat, processes_share_the_rooms_through_redis, .timeout = 60)
         want[i].id = post(a.port, "shared", texts[i]); /* a new connection each: any copy */
         cr_assert_eq(want[i].id, (uint64_t)i + 1, "ids count up across processes");
     }
-    for (int i = 0; i < SUBS; i++) {
-        msgs_t ms = {0};
-        sse_until(&s[i], "shared", &ms, N, 10000);
-        expect_msgs(&ms, want, N, "SSE subscriber");
-        msgs_free(&ms);
-        sse_close(&s[i]);
-    }
-    for (int i = 0; i < WSS; i++) {
-        msgs_t ms = {0};
-        ws_until(&w[i], "shared", &ms, N, 10000);
-        expect_msgs(&ms, want, N, "WS subscriber");
-        msgs_free(&ms);
-        th_conn_close(&w[i]);
-    }
+    expect_everyone_got(s, SUBS, w, WSS, want, N);
     th_app_stop(&a); /* SIGTERM to the supervisor stops every copy: exit 0 */
     tr_redis_stop(r);
 }
