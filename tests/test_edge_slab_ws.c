@@ -505,3 +505,166 @@ Test(conn_edge, processes_run_children_end_when_the_supervisor_is_killed, .timeo
     close(fds[0]);
     cr_assert(gone, "the child %d still runs 3 s after its supervisor was killed", (int)child);
 }
+
+/* ---- the accept path without memory ---- */
+
+static void swap_conn_size(sq_server_t *srv, void *data)
+{
+    size_t *sz = data, old = srv->conn_size;
+    srv->conn_size = *sz;
+    *sz = old;
+}
+
+/* A connection that cannot be allocated (the slab's mmap failed) must not stop the
+ * listener for good: libuv accepts nothing more until uv_accept takes the pending one. */
+Test(conn_edge, a_connection_refused_for_want_of_memory_does_not_stop_the_listener,
+     .timeout = 30)
+{
+    sq_app_t *app;
+    cr_assert_eq(sq_app_create(&app), 0);
+    cr_assert_eq(sq_app_route(app, "/", &hello_route, NULL), 0);
+    th_server_t *ts = th_server_start(app, NULL);
+    int port = th_server_port(ts);
+    th_expect_healthy(port, "/", "hi");
+    size_t sz = (size_t)1 << 20; /* more than a slab's slot may be: sq__conn_alloc fails */
+    th_server_call(ts, swap_conn_size, &sz);
+    th_conn_t a;
+    cr_assert_eq(th_conn_open(&a, port), 0);
+    cr_assert_eq(th_conn_sends(&a, "GET / HTTP/1.1\r\nHost: t\r\n\r\n"), 0);
+    th_conn_read_some(&a, 300); /* the server had its go at accepting it */
+    th_server_call(ts, swap_conn_size, &sz); /* memory is back */
+    th_conn_t b;
+    cr_assert_eq(th_conn_open(&b, port), 0);
+    cr_assert_eq(th_conn_sends(&b, "GET / HTTP/1.1\r\nHost: t\r\n\r\n"), 0);
+    th_res_t r;
+    int rc = th_conn_read_res(&b, &r, 3000, false);
+    if (rc == 0)
+        th_res_free(&r);
+    th_conn_close(&a);
+    th_conn_close(&b);
+    th_server_stop(ts, 500);
+    sq_app_destroy(app);
+    cr_assert_eq(rc, 0, "a connection after the failed one got no answer: %s", uv_err_name(rc));
+}
+
+/* ---- the take-over: HTTP/1's exchange shares its pointer with the WebSocket ---- */
+
+static int pass_hook(sq_req_t *req, sq_res_t *res, void *data)
+{
+    return SQ_NEXT;
+}
+
+/* A before hook that decides later: sq_req_next from a timer, so the handler (the
+ * WebSocket's take-over) runs from HTTP/1's tick. */
+static void next_later(uv_timer_t *t)
+{
+    sq_req_next(t->data);
+    uv_close((uv_handle_t *)t, (uv_close_cb)free);
+}
+
+static int later_hook(sq_req_t *req, sq_res_t *res, void *data)
+{
+    uv_timer_t *t = malloc(sizeof(*t));
+    if (t == NULL)
+        return -1;
+    uv_timer_init(sq_req_loop(req), t);
+    t->data = req;
+    uv_timer_start(t, next_later, 1, 0);
+    return SQ_PAUSE;
+}
+
+Test(ws_edge, an_upgrade_after_a_hook_that_went_on_later_is_taken_over_cleanly, .timeout = 30)
+{
+    wenv_t e;
+    memset(&e, 0, sizeof(e));
+    cr_assert_eq(sq_app_create(&e.app), 0);
+    cr_assert_eq(sq_app_before(e.app, later_hook, NULL), 0);
+    sq_ws_opts_t o;
+    sq_ws_opts_init(&o);
+    cr_assert_eq(sq_app_websocket(e.app, "/echo", &w_echo, &o, &e.st), 0);
+    e.ts = th_server_start(e.app, NULL);
+    e.port = th_server_port(e.ts);
+    uint8_t fr[32];
+    size_t fl = frame_build(fr, FIN | OP_TEXT, true, "behind", 6);
+    for (int i = 0; i < 20; i++) {
+        th_conn_t c;
+        raw_case = "upgrade after a paused hook";
+        upgrade_to(&c, e.port, "/echo", i % 2 ? fr : NULL, i % 2 ? fl : 0);
+        if (i % 2)
+            expect_frame(&c, OP_TEXT, "behind", 6);
+        frame_send(&c, FIN | OP_TEXT, true, "ok", 2);
+        expect_frame(&c, OP_TEXT, "ok", 2);
+        th_conn_close(&c);
+    }
+    wenv_stop(&e);
+    cr_assert_eq(atomic_load(&e.st.opens), 20);
+}
+
+Test(ws_edge, clients_that_reset_right_after_the_upgrade_request_leave_the_server_well,
+     .timeout = 60)
+{
+    wenv_t e;
+    memset(&e, 0, sizeof(e));
+    cr_assert_eq(sq_app_create(&e.app), 0);
+    cr_assert_eq(sq_app_before(e.app, pass_hook, NULL), 0);
+    sq_ws_opts_t o;
+    sq_ws_opts_init(&o);
+    cr_assert_eq(sq_app_websocket(e.app, "/echo", &w_echo, &o, &e.st), 0);
+    e.ts = th_server_start(e.app, NULL);
+    e.port = th_server_port(e.ts);
+    uint8_t fr[32];
+    size_t fl = frame_build(fr, FIN | OP_TEXT, true, "x", 1);
+    for (int i = 0; i < 200; i++) {
+        th_conn_t c;
+        cr_assert_eq(th_conn_open(&c, e.port), 0);
+        char req[512];
+        int n = snprintf(req, sizeof(req), "%s", upgrade_request);
+        if (i % 4 == 1) /* a pipelined request behind the upgrade: WebSocket bytes now */
+            n += snprintf(req + n, sizeof(req) - (size_t)n, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+        if (i % 4 == 2) {
+            memcpy(req + n, fr, fl);
+            n += (int)fl;
+        }
+        cr_assert_eq(th_conn_send(&c, req, (size_t)n), 0);
+        if (i % 4 == 3)
+            th_conn_read_some(&c, 1000); /* the 101 came */
+        th_conn_abort(&c);
+    }
+    cr_assert_eq(th_server_wait_open(e.ts, 0, 10000), 0);
+    th_conn_t d;
+    raw_case = "after the resets";
+    upgrade_to(&d, e.port, "/echo", NULL, 0);
+    frame_send(&d, FIN | OP_TEXT, true, "ok", 2);
+    expect_frame(&d, OP_TEXT, "ok", 2);
+    th_conn_close(&d);
+    wenv_stop(&e);
+}
+
+Test(ws_edge, a_server_stopped_with_websockets_over_several_slabs_says_goodbye_to_each,
+     .timeout = 60)
+{
+    enum { N = 300 };
+    wenv_t e;
+    wenv_start(&e);
+    static th_conn_t c[N];
+    raw_case = "many open";
+    for (int i = 0; i < N; i++)
+        upgrade_to(&c[i], e.port, "/echo", NULL, 0);
+    for (int i = 0; i < N; i += 3) /* some gone already, freeing slots here and there */
+        th_conn_abort(&c[i]);
+    th_server_stop(e.ts, 2000);
+    int closes = 0;
+    for (int i = 0; i < N; i++) {
+        if (i % 3 == 0)
+            continue;
+        rframe_t f;
+        if (frame_read(&c[i], &f, 3000) == 0) {
+            closes += f.opcode == OP_CLOSE;
+            frame_free(&f);
+        }
+        th_conn_close(&c[i]);
+    }
+    sq_app_destroy(e.app);
+    cr_assert_eq(atomic_load(&e.st.closes), N);
+    cr_assert_eq(closes, N - (N + 2) / 3);
+}
