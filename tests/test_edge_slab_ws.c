@@ -668,3 +668,134 @@ Test(ws_edge, a_server_stopped_with_websockets_over_several_slabs_says_goodbye_t
     cr_assert_eq(atomic_load(&e.st.closes), N);
     cr_assert_eq(closes, N - (N + 2) / 3);
 }
+
+/* ---- the client role: a scripted server on a raw socket ---- */
+
+#include <netinet/in.h>
+#include <openssl/evp.h>
+
+typedef struct script {
+    int lfd, port;
+    uv_thread_t thread;
+    const char *after; /* bytes sent in the 101's packet, after its head */
+    size_t after_len;
+} script_t;
+
+static void script_main(void *arg)
+{
+    script_t *s = arg;
+    struct pollfd pfd = {.fd = s->lfd, .events = POLLIN};
+    if (poll(&pfd, 1, 5000) != 1)
+        return;
+    int fd = accept(s->lfd, NULL, NULL);
+    if (fd < 0)
+        return;
+    struct timeval tv = {.tv_sec = 5};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    char req[4096];
+    size_t len = 0;
+    while (len < sizeof(req) - 1 && memmem(req, len, "\r\n\r\n", 4) == NULL) {
+        ssize_t n = recv(fd, req + len, sizeof(req) - 1 - len, 0);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    req[len] = '\0';
+    char key[64] = "", acc[64] = "";
+    const char *k = strcasestr(req, "\r\nSec-WebSocket-Key: ");
+    if (k != NULL)
+        sscanf(k + 21, "%60[^\r]", key);
+    char cat[128];
+    int cl = snprintf(cat, sizeof(cat), "%s258EAFA5-E914-47DA-95CA-C5AB0DC85B11", key);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    EVP_Digest(cat, (size_t)cl, md, &mdlen, EVP_sha1(), NULL);
+    EVP_EncodeBlock((unsigned char *)acc, md, (int)mdlen);
+    char res[512];
+    int rl = snprintf(res, sizeof(res),
+                      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                      "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n",
+                      acc);
+    memcpy(res + rl, s->after, s->after_len);
+    send(fd, res, (size_t)rl + s->after_len, MSG_NOSIGNAL);
+    char sink[512]; /* until the client closes */
+    while (recv(fd, sink, sizeof(sink), 0) > 0)
+        ;
+    close(fd);
+}
+
+typedef struct wcli {
+    uv_loop_t loop;
+    int messages, closes, close_code;
+    char msg[64];
+} wcli_t;
+
+static void wc_message(sq_ws_t *ws, int binary, const char *msg, size_t len, void *data)
+{
+    wcli_t *c = data;
+    snprintf(c->msg, sizeof(c->msg), "%.*s", (int)len, msg);
+    if (++c->messages == 2)
+        sq_ws_close(ws, SQ_WS_NORMAL, NULL);
+}
+
+static void wc_close(sq_ws_t *ws, int code, const char *reason, void *data)
+{
+    wcli_t *c = data;
+    c->closes++;
+    c->close_code = code;
+}
+
+static const sq_ws_handler_t wc_handler = {.message = wc_message, .close = wc_close};
+
+static void script_run(wcli_t *c, const char *after, size_t after_len)
+{
+    script_t s = {.after = after, .after_len = after_len};
+    s.lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(s.lfd, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    cr_assert_eq(bind(s.lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+    cr_assert_eq(listen(s.lfd, 8), 0);
+    socklen_t sl = sizeof(a);
+    cr_assert_eq(getsockname(s.lfd, (struct sockaddr *)&a, &sl), 0);
+    s.port = ntohs(a.sin_port);
+    cr_assert_eq(uv_thread_create(&s.thread, script_main, &s), 0);
+    memset(c, 0, sizeof(*c));
+    cr_assert_eq(uv_loop_init(&c->loop), 0);
+    char url[64];
+    snprintf(url, sizeof(url), "ws://127.0.0.1:%d/", s.port);
+    sq_ws_opts_t o;
+    sq_ws_opts_init(&o);
+    o.handshake_timeout_ms = 5000;
+    o.close_timeout_ms = 1000;
+    o.idle_timeout_ms = 3000;
+    cr_assert_eq(sq_ws_connect(&c->loop, url, &wc_handler, c, &o, NULL), 0);
+    uv_run(&c->loop, UV_RUN_DEFAULT);
+    cr_assert_eq(uv_loop_close(&c->loop), 0);
+    uv_thread_join(&s.thread);
+    close(s.lfd);
+}
+
+Test(ws_edge, a_client_fails_a_masked_frame_from_the_server_with_1002, .timeout = 20)
+{
+    signal(SIGPIPE, SIG_IGN);
+    /* "hi" masked with 01 02 03 04 */
+    static const char masked[] = "\x81\x82\x01\x02\x03\x04"
+                                 "ik";
+    wcli_t c;
+    script_run(&c, masked, 8);
+    cr_assert_eq(c.closes, 1);
+    cr_assert_eq(c.messages, 0);
+    cr_assert_eq(c.close_code, 1002);
+}
+
+Test(ws_edge, a_client_reads_frames_in_the_packet_of_the_101, .timeout = 20)
+{
+    signal(SIGPIPE, SIG_IGN);
+    static const char frames[] = "\x81\x03one"
+                                 "\x01\x01t\x80\x02wo";
+    wcli_t c;
+    script_run(&c, frames, 12);
+    cr_assert_eq(c.messages, 2);
+    cr_assert_str_eq(c.msg, "two");
+    cr_assert_eq(c.closes, 1);
+}
