@@ -179,8 +179,7 @@ Test(ws_edge, a_64_bit_length_over_4_gib_fails_at_its_header_under_a_limit, .tim
     wenv_stop(&e);
 }
 
-Test(ws_edge, a_64_bit_length_over_4_gib_without_a_limit_is_read_until_the_peer_goes,
-     .timeout = 30)
+Test(ws_edge, a_64_bit_length_over_4_gib_without_a_limit_is_read_until_the_peer_goes, .timeout = 30)
 {
     wenv_t e;
     wenv_start(&e);
@@ -336,8 +335,8 @@ Test(ws_edge, pings_from_a_client_that_never_reads_queue_no_more_than_max_queued
     wenv_stop(&e);
     cr_assert_gt(sent, (size_t)2 * Q_MAX, "only %zu bytes of pings went", sent);
     cr_assert_leq(peak, (size_t)2 * Q_MAX,
-                  "%zu bytes of pongs queued after %zu bytes of pings (max_queued_bytes %d)",
-                  peak, sent, Q_MAX);
+                  "%zu bytes of pongs queued after %zu bytes of pings (max_queued_bytes %d)", peak,
+                  sent, Q_MAX);
 }
 
 /* ---- connections in slabs ---- */
@@ -517,8 +516,7 @@ static void swap_conn_size(sq_server_t *srv, void *data)
 
 /* A connection that cannot be allocated (the slab's mmap failed) must not stop the
  * listener for good: libuv accepts nothing more until uv_accept takes the pending one. */
-Test(conn_edge, a_connection_refused_for_want_of_memory_does_not_stop_the_listener,
-     .timeout = 30)
+Test(conn_edge, a_connection_refused_for_want_of_memory_does_not_stop_the_listener, .timeout = 30)
 {
     sq_app_t *app;
     cr_assert_eq(sq_app_create(&app), 0);
@@ -531,7 +529,7 @@ Test(conn_edge, a_connection_refused_for_want_of_memory_does_not_stop_the_listen
     th_conn_t a;
     cr_assert_eq(th_conn_open(&a, port), 0);
     cr_assert_eq(th_conn_sends(&a, "GET / HTTP/1.1\r\nHost: t\r\n\r\n"), 0);
-    th_conn_read_some(&a, 300); /* the server had its go at accepting it */
+    th_conn_read_some(&a, 300);              /* the server had its go at accepting it */
     th_server_call(ts, swap_conn_size, &sz); /* memory is back */
     th_conn_t b;
     cr_assert_eq(th_conn_open(&b, port), 0);
