@@ -797,3 +797,84 @@ Test(ws_edge, a_client_reads_frames_in_the_packet_of_the_101, .timeout = 20)
     cr_assert_str_eq(c.msg, "two");
     cr_assert_eq(c.closes, 1);
 }
+
+/* ---- two servers on one loop ---- */
+
+static void count_closed(sq_server_t *srv, void *data)
+{
+    (*(int *)data)++;
+}
+
+/* Runs the loop until `done` or 5 s. */
+static void spin(uv_loop_t *loop, const int *done, int want)
+{
+    uint64_t until = th_now_ms() + 5000;
+    while ((done == NULL || *done < want) && th_now_ms() < until) {
+        uv_run(loop, UV_RUN_NOWAIT);
+        if (done == NULL)
+            break;
+        th_sleep_ms(1);
+    }
+}
+
+Test(conn_edge, two_servers_on_one_loop_one_destroyed_with_connections_mid_close, .timeout = 30)
+{
+    signal(SIGPIPE, SIG_IGN);
+    uv_loop_t loop;
+    cr_assert_eq(uv_loop_init(&loop), 0);
+    sq_app_t *app;
+    cr_assert_eq(sq_app_create(&app), 0);
+    cr_assert_eq(sq_app_route(app, "/", &hello_route, NULL), 0);
+    sq_server_t *s[2];
+    int port[2];
+    for (int k = 0; k < 2; k++) {
+        cr_assert_eq(sq_server_create(&s[k], &loop, app, NULL), 0);
+        cr_assert_eq(sq_server_listen(s[k], "127.0.0.1", 0), 0);
+        port[k] = sq_server_port(s[k]);
+    }
+    enum { N = 200 };
+    static th_conn_t c[2][N];
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < N; i++) {
+            cr_assert_eq(th_conn_open(&c[k][i], port[k]), 0);
+            cr_assert_eq(th_conn_sends(&c[k][i], i % 2 ? "GET / HTTP/1.1\r\nHost: t\r\n\r\n"
+                                                       : "GET / HTTP/1.1\r\nHo"),
+                         0);
+        }
+    for (int r = 0; r < 200; r++)
+        spin(&loop, NULL, 0);
+    /* half of the first server's clients go, then it is destroyed while they close */
+    for (int i = 0; i < N; i += 2)
+        th_conn_abort(&c[0][i]);
+    spin(&loop, NULL, 0);
+    int closed = 0;
+    cr_assert_eq(sq_server_destroy(s[0], 0, count_closed, &closed), 0);
+    spin(&loop, &closed, 1);
+    cr_assert_eq(closed, 1);
+    /* the second still answers, its connections untouched */
+    for (int i = 1; i < N; i += 2) {
+        th_res_t r;
+        cr_assert_eq(th_conn_read_res(&c[1][i], &r, 2000, false), 0);
+        cr_assert_eq(r.status, 200);
+        th_res_free(&r);
+    }
+    th_conn_t d;
+    cr_assert_eq(th_conn_open(&d, port[1]), 0);
+    cr_assert_eq(th_conn_sends(&d, "GET / HTTP/1.1\r\nHost: t\r\n\r\n"), 0);
+    for (int r = 0; r < 100; r++)
+        spin(&loop, NULL, 0);
+    th_res_t r;
+    cr_assert_eq(th_conn_read_res(&d, &r, 2000, false), 0);
+    cr_assert_eq(r.status, 200);
+    th_res_free(&r);
+    th_conn_close(&d);
+    cr_assert_eq(sq_server_destroy(s[1], 0, count_closed, &closed), 0);
+    spin(&loop, &closed, 2);
+    cr_assert_eq(closed, 2);
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < N; i++)
+            th_conn_close(&c[k][i]);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    cr_assert_eq(uv_loop_close(&loop), 0);
+    sq_app_destroy(app);
+}
