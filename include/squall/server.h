@@ -145,7 +145,7 @@ typedef struct sq_server_stats {
     size_t size;                   /* bytes filled: set by sq_server_stats */
     uint64_t connections_open;
     uint64_t connections_total;
-    uint64_t connections_rejected; /* over max_connections */
+    uint64_t connections_rejected; /* over max_connections, or no memory for them */
     uint64_t requests;
     uint64_t responses_4xx;
     uint64_t responses_5xx;

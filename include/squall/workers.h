@@ -42,9 +42,10 @@ SQ_EXTERN int sq_workers_run(unsigned nworkers, sq_worker_setup_cb setup,
  * call as their supervisor: SIGINT and SIGTERM are passed on to every child, the first
  * child that exits with a failure (a bind error, a crash) stops the others with SIGTERM,
  * and once all have exited it returns 1 with *exit_code 0, or the first failure's status
- * (its exit code, or 128 + the signal that ended it). Negative: UV_EINVAL (n is 0),
- * UV_ENOMEM, or fork's error (the children already started are stopped and waited for
- * first). Each process has its own file descriptor limit: n processes hold n times the
+ * (its exit code, or 128 + the signal that ended it). On Linux a child is sent SIGTERM
+ * when its supervisor dies without passing a signal on (SIGKILL). Negative: UV_EINVAL
+ * (n is 0), UV_ENOMEM, or fork's error (the children already started are stopped and
+ * waited for first). Each process has its own file descriptor limit: n processes hold n times the
  * connections one can. Call it before any thread or loop is started; Linux and other
  * systems with fork(2). */
 SQ_EXTERN int sq_processes_run(unsigned n, unsigned *index, int *exit_code);

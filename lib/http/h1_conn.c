@@ -265,14 +265,17 @@ static void idle_release(sq__conn_t *c)
 static void h1_on_tick(sq__conn_t *c, void *ud)
 {
     sq__conn_t *h = c;
-    if (h->exch != NULL && (h->exch->flags & SQ__XF_HOOK_NEXT)) {
+    /* each step may end HTTP/1 on c: the handler a hook let go on, or one reading a
+     * body, may take the connection over, and c->exch is then the new protocol's pointer
+     * (test: ws_edge/an_upgrade_after_a_hook_that_went_on_later_is_taken_over_cleanly) */
+    if (sq__h1_x(c) != NULL && (h->exch->flags & SQ__XF_HOOK_NEXT)) {
         hooks_go_on(c, h->exch);
-        if (c->flags & SQ__CF_CLOSED)
+        if ((c->flags & SQ__CF_CLOSED) || c->pstate == SQ__H1_TAKEN)
             return;
     }
-    if (h->exch != NULL && (h->exch->body_cb != NULL || (h->exch->flags & SQ__XF_STREAM))) {
+    if (sq__h1_x(c) != NULL && (h->exch->body_cb != NULL || (h->exch->flags & SQ__XF_STREAM))) {
         sq__h1_body_tick(c, h->exch); /* a body read piece by piece */
-        if (c->flags & SQ__CF_CLOSED)
+        if ((c->flags & SQ__CF_CLOSED) || c->pstate == SQ__H1_TAKEN)
             return;
     }
     if (h->pstate == SQ__H1_HANDLER && h->exch != NULL && (h->exch->flags & SQ__XF_FINISHED) &&

@@ -177,14 +177,55 @@ static void conn_register(sq_server_t *srv, sq__conn_t *c)
     srv->stats.connections_total++;
 }
 
+typedef union drop_handle {
+    uv_handle_t handle;
+    uv_stream_t stream;
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+} drop_handle_t;
+
+static void on_drop_closed(uv_handle_t *h)
+{
+    sq_server_t *srv = h->data;
+    free(h);
+    srv->holds--;
+    sq__server_maybe_done(srv);
+}
+
+/* No memory for the connection: it is accepted and closed at once, since libuv accepts
+ * nothing more on a listener until its pending connection is taken (test:
+ * conn_edge/a_connection_refused_for_want_of_memory_does_not_stop_the_listener). The
+ * handle is a malloc of its own: a slab's mmap can fail where malloc does not. */
+static void accept_drop(sq_server_t *srv, uv_stream_t *listener, bool is_pipe)
+{
+    srv->stats.connections_rejected++;
+    drop_handle_t *d = malloc(sizeof(*d));
+    if (d == NULL) {
+        sq_log(SQ_LOG_WARN, "server: out of memory: no connection is accepted until one is");
+        return;
+    }
+    int rc = is_pipe ? uv_pipe_init(srv->loop, &d->pipe, 0) : uv_tcp_init(srv->loop, &d->tcp);
+    if (rc != 0) {
+        free(d);
+        return;
+    }
+    d->handle.data = srv;
+    srv->holds++; /* a closing server waits for its close */
+    uv_accept(listener, &d->stream);
+    uv_close(&d->handle, on_drop_closed);
+}
+
 void sq__conn_accept(sq_server_t *srv, uv_stream_t *listener, bool is_pipe)
 {
     sq__conn_t *c = sq__conn_alloc(srv);
-    if (c == NULL)
+    if (c == NULL) {
+        accept_drop(srv, listener, is_pipe);
         return;
+    }
     int rc = is_pipe ? uv_pipe_init(srv->loop, &c->h.pipe, 0) : uv_tcp_init(srv->loop, &c->h.tcp);
     if (rc != 0) {
         sq__conn_dealloc(srv, c);
+        accept_drop(srv, listener, is_pipe);
         return;
     }
     if (is_pipe)

@@ -7,6 +7,9 @@
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 
 #include "internal.h"
 #include "squall/workers.h"
@@ -47,10 +50,26 @@ int sq_processes_run(unsigned n, unsigned *index, int *exit_code)
         free(pids);
         return uv_translate_sys_error(rc);
     }
+    /* A SIGCHLD ignored (a disposition that survives exec) has the kernel reap the
+     * children, and none would be waited for: the default while supervising (test:
+     * conn_edge/processes_run_returns_when_sigchld_was_ignored) */
+    struct sigaction dfl = {.sa_handler = SIG_DFL}, old_chld;
+    sigemptyset(&dfl.sa_mask);
+    sigaction(SIGCHLD, &dfl, &old_chld);
+    pid_t supervisor = getpid();
     unsigned started = 0;
     for (; started < n; started++) {
         pid_t pid = fork();
         if (pid == 0) {
+#ifdef __linux__
+            /* a supervisor killed outright (SIGKILL, the OOM killer) cannot pass SIGTERM
+             * on: the kernel does, so no child keeps the port unsupervised (test:
+             * conn_edge/processes_run_children_end_when_the_supervisor_is_killed) */
+            prctl(PR_SET_PDEATHSIG, SIGTERM);
+            if (getppid() != supervisor)
+                raise(SIGTERM); /* it went before the call above */
+#endif
+            sigaction(SIGCHLD, &old_chld, NULL);
             pthread_sigmask(SIG_SETMASK, &old, NULL);
             free(pids);
             *index = started;
@@ -81,7 +100,13 @@ int sq_processes_run(unsigned n, unsigned *index, int *exit_code)
         }
         int st;
         pid_t pid;
-        while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+        while ((pid = waitpid(-1, &st, WNOHANG)) != 0) {
+            if (pid < 0) {
+                if (errno == EINTR)
+                    continue;
+                left = 0; /* ECHILD: none is left to wait for */
+                break;
+            }
             for (unsigned i = 0; i < started; i++)
                 if (pids[i] == pid) {
                     pids[i] = 0;
@@ -96,6 +121,7 @@ int sq_processes_run(unsigned n, unsigned *index, int *exit_code)
                 }
         }
     }
+    sigaction(SIGCHLD, &old_chld, NULL);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     free(pids);
     *exit_code = code;

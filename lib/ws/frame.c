@@ -4,7 +4,7 @@
  *
  * The bytes are the transport's read buffer (the server's shared one, or the client's),
  * which nothing reads again once sq__ws_feed returns: payloads are unmasked there, in
- * place, eight bytes at a time, and a data message whose single frame lies whole in one
+ * place, 32 bytes a turn, and a data message whose single frame lies whole in one
  * read is handed to .message straight from it — one pass over the payload to unmask, one
  * more for the UTF-8 of text, no copy. Only a message split between frames (§5.4) or
  * between reads is reassembled, into ws->msg. A control frame split between reads is
