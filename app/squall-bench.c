@@ -181,7 +181,8 @@ static void usage(FILE *f)
             "                        schedule; latency counts from each intended send time\n"
             "      --hold N          open N idle connections (HTTP keep-alive after one\n"
             "                        request, or WebSocket after the upgrade), keep them -d,\n"
-            "                        report the time to open them all; -c is ignored\n"
+            "                        report the time to open them all (and, without --json,\n"
+            "                        say so on stderr as soon as they are); -c is ignored\n"
             "      --pid PID         with --hold: the server's VmRSS (/proc/PID/status) before\n"
             "                        and after opening them, and the bytes per connection\n"
             "      --timeout D       a connect, upgrade or response slower than D is an\n"
@@ -1404,8 +1405,10 @@ int main(int argc, char **argv)
             sleep_until(now + 2000000);
         }
         open_ns = uv_hrtime() - g_start_ns;
-        /* at once, for a script that waits for several generators to be open */
-        fprintf(stderr, "%s: %llu of %u open in %.3f s (%llu failed), holding\n", PROG,
+        /* at once, for a script that waits for several generators to be open (with
+         * --json, the one object on stdout is all there is) */
+        if (!g_o.json)
+            fprintf(stderr, "%s: %llu of %u open in %.3f s (%llu failed), holding\n", PROG,
                 (unsigned long long)t.opened, g_o.hold, (double)open_ns / 1e9,
                 (unsigned long long)t.failed);
         if (g_o.pid > 0) {

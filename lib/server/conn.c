@@ -127,7 +127,7 @@ void sq__conn_close(sq__conn_t *c, bool force)
              * reset the connection and destroy the response in flight. Shut down our side
              * and drain reads for a while (lingering close). */
             uv_shutdown_t *req = malloc(sizeof(*req));
-                    if (req != NULL && sq__conn_io(c)->shutdown(c, req, on_shutdown) == 0) {
+            if (req != NULL && sq__conn_io(c)->shutdown(c, req, on_shutdown) == 0) {
                 c->state = SQ__CS_CLOSING;
                 proto_close(c);
                 if (c->flags & SQ__CF_READ_STOPPED) {

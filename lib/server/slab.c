@@ -34,9 +34,9 @@
 #define MAX_SLOTS 256
 
 struct sq__slab_blk {
-    sq__slab_blk_t *prev, *next;     /* the server's blocks: those with a free slot first */
+    sq__slab_blk_t *prev, *next;        /* the server's blocks: those with a free slot first */
     uint64_t used_bits[MAX_SLOTS / 64]; /* which slots hold a connection */
-    unsigned used;                   /* how many */
+    unsigned used;                      /* how many */
     unsigned nslots;
     unsigned slot_size;
 };
@@ -97,8 +97,7 @@ static void push_back(sq_server_t *srv, sq__slab_blk_t *b)
 /* A zeroed block aligned to its size: twice the size mapped, the unaligned ends unmapped. */
 static sq__slab_blk_t *blk_new(size_t slot_size)
 {
-    char *p = mmap(NULL, 2 * BLK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
-                   0);
+    char *p = mmap(NULL, 2 * BLK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
         return NULL;
     uintptr_t a = ((uintptr_t)p + BLK_SIZE - 1) & ~(uintptr_t)(BLK_SIZE - 1);
