@@ -878,3 +878,49 @@ Test(conn_edge, two_servers_on_one_loop_one_destroyed_with_connections_mid_close
     cr_assert_eq(uv_loop_close(&loop), 0);
     sq_app_destroy(app);
 }
+
+/* The slab alone: a slot just given back is taken last, and a block emptied while another
+ * has room is kept aside once, then reused, so that a count moving across a block's edge
+ * does not map and unmap a block each time. */
+Test(conn_edge, slab_takes_a_freed_slot_last_and_keeps_one_empty_block_aside)
+{
+    sq_server_t *srv = calloc(1, sizeof(*srv));
+    cr_assert_not_null(srv);
+    srv->conn_size = sizeof(sq__conn_t);
+    sq__conn_t *a = sq__conn_alloc(srv);
+    cr_assert_not_null(a);
+    sq__conn_dealloc(srv, a);
+    sq__conn_t *b = sq__conn_alloc(srv);
+    cr_assert_not_null(b);
+    cr_assert_neq(a, b, "the slot just freed was taken again at once");
+    /* fill the first block and start a second */
+    enum { MAX = 512 };
+    sq__conn_t *c[MAX];
+    uintptr_t mask = ~(uintptr_t)(64 * 1024 - 1);
+    int n = 0;
+    c[n++] = b;
+    while (n < MAX) {
+        c[n] = sq__conn_alloc(srv);
+        cr_assert_not_null(c[n]);
+        if (((uintptr_t)c[n] & mask) != ((uintptr_t)b & mask))
+            break;
+        n++;
+    }
+    cr_assert_lt(n, MAX, "no second block after %d connections", n);
+    sq__conn_t *second = c[n];
+    uintptr_t second_blk = (uintptr_t)second & mask;
+    sq__conn_dealloc(srv, second); /* the second block is empty: kept aside */
+    cr_assert_eq((uintptr_t)srv->slab_spare, second_blk);
+    sq__conn_dealloc(srv, c[0]); /* room in the first again */
+    sq__conn_t *again = sq__conn_alloc(srv);
+    cr_assert_eq((uintptr_t)again & mask, (uintptr_t)b & mask, "the block with room first");
+    sq__conn_t *next = sq__conn_alloc(srv); /* the first is full: the spare comes back */
+    cr_assert_eq((uintptr_t)next & mask, second_blk);
+    cr_assert_null(srv->slab_spare);
+    sq__conn_dealloc(srv, next);
+    sq__conn_dealloc(srv, again);
+    for (int i = 1; i < n; i++)
+        sq__conn_dealloc(srv, c[i]);
+    sq__slab_free(srv);
+    free(srv);
+}

@@ -174,6 +174,7 @@ struct sq_server_s {
     /* The connections' blocks (slab.c): what they are allocated from is also how they
      * are found (sq__conns_each). A connection's server is its h.handle.data. */
     sq__slab_blk_t *slab, *slab_tail;
+    sq__slab_blk_t *slab_spare; /* one empty block kept aside (not walked), or NULL */
     sq__list_t tq[SQ__TQ_COUNT]; /* timeout queues; each FIFO, so deadlines ascend */
     uint64_t tq_timeout[SQ__TQ_COUNT];
     /* Connections with work for the next tick, singly linked through knext (a pointer

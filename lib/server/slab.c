@@ -37,6 +37,7 @@ struct sq__slab_blk {
     sq__slab_blk_t *prev, *next;        /* the server's blocks: those with a free slot first */
     uint64_t used_bits[MAX_SLOTS / 64]; /* which slots hold a connection */
     unsigned used;                      /* how many */
+    unsigned cursor;                    /* where the search for a free slot starts */
     unsigned nslots;
     unsigned slot_size;
 };
@@ -120,6 +121,26 @@ static void blk_unmap(sq__slab_blk_t *b)
     munmap(b, BLK_SIZE);
 }
 
+/* The first free slot from the cursor on, round the block (nslots: none). A slot just
+ * given back is taken again last, so that a stale pointer to it meets a poisoned slot
+ * (ASan) or its old contents for as long as possible, as with malloc's quarantine. */
+static unsigned find_free(const sq__slab_blk_t *b)
+{
+    for (int pass = 0; pass < 2; pass++) {
+        unsigned to = pass == 0 ? b->nslots : b->cursor;
+        for (unsigned i = pass == 0 ? b->cursor : 0; i < to; i = (i & ~63u) + 64) {
+            uint64_t free_bits = ~b->used_bits[i / 64] & (~(uint64_t)0 << (i % 64));
+            if (free_bits != 0) {
+                unsigned j = (i & ~63u) + (unsigned)__builtin_ctzll(free_bits);
+                if (j < to)
+                    return j;
+                break;
+            }
+        }
+    }
+    return b->nslots;
+}
+
 sq__conn_t *sq__conn_alloc(sq_server_t *srv)
 {
     size_t size = (srv->conn_size + 7) & ~(size_t)7; /* pointers are the widest member */
@@ -127,18 +148,15 @@ sq__conn_t *sq__conn_alloc(sq_server_t *srv)
         return NULL; /* never: a connection is a few hundred bytes */
     sq__slab_blk_t *b = srv->slab;
     if (b == NULL || blk_full(b)) {
-        b = blk_new(size);
+        b = srv->slab_spare != NULL ? srv->slab_spare : blk_new(size);
         if (b == NULL)
             return NULL;
+        srv->slab_spare = NULL;
         push_front(srv, b);
     }
-    unsigned i = 0;
-    for (unsigned w = 0; w < MAX_SLOTS / 64; w++)
-        if (~b->used_bits[w] != 0) {
-            i = w * 64 + (unsigned)__builtin_ctzll(~b->used_bits[w]);
-            break;
-        }
+    unsigned i = find_free(b);
     assert(i < b->nslots);
+    b->cursor = i + 1 < b->nslots ? i + 1 : 0;
     b->used_bits[i / 64] |= (uint64_t)1 << (i % 64);
     b->used++;
     sq__conn_t *c = slot_at(b, i);
@@ -160,8 +178,14 @@ void sq__conn_dealloc(sq_server_t *srv, sq__conn_t *c)
     b->used--;
     POISON(c, b->slot_size);
     if (b->used == 0 && (srv->slab != b || b->next != NULL)) {
-        unlink_blk(srv, b); /* another block is left for the next connection */
-        blk_unmap(b);
+        /* another block is left for the next connection; this one is kept aside, unless
+         * one already is, so that a count going up and down across a block's edge does
+         * not map and unmap a block each time */
+        unlink_blk(srv, b);
+        if (srv->slab_spare == NULL)
+            srv->slab_spare = b;
+        else
+            blk_unmap(b);
         return;
     }
     if (was_full) {
@@ -187,6 +211,9 @@ void sq__conns_each(sq_server_t *srv, void (*fn)(sq__conn_t *c))
 
 void sq__slab_free(sq_server_t *srv)
 {
+    if (srv->slab_spare != NULL)
+        blk_unmap(srv->slab_spare);
+    srv->slab_spare = NULL;
     while (srv->slab != NULL) {
         sq__slab_blk_t *b = srv->slab;
         assert(b->used == 0); /* the server is freed after its last connection */
