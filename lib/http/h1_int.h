@@ -22,6 +22,12 @@ typedef struct sq__httpsrv {
     bool own_pool;
     char server_line[96];       /* "Server: squall\r\n" */
     size_t server_line_len;
+    /* The start of the last head written — status line, Server, Date — kept while the
+     * status and the second stay the same: one copy per response instead of six. */
+    char head[16 + 64 + 96 + 40];
+    size_t head_len;
+    int head_status;
+    uint64_t head_sec;
 } sq__httpsrv_t;
 
 /* Every sq_server_t is made by sq_server_create (lib/http/server.c), as an sq__httpsrv_t. */

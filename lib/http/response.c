@@ -141,17 +141,28 @@ static int write_head(sq__exch_t *x, int status, const char *ctype, int64_t clen
         x->flags &= ~SQ__XF_KEEPALIVE;
 
     char *start = b->buf.base + b->buf.len, *p = start;
-    p = PUTS(p, "HTTP/1.1 ");
-    *p++ = (char)('0' + status / 100);
-    *p++ = (char)('0' + status / 10 % 10);
-    *p++ = (char)('0' + status % 10);
-    *p++ = ' ';
-    p = put(p, reason, rlen);
-    p = PUTS(p, "\r\n");
-    p = put(p, sq__hs(srv)->server_line, sq__hs(srv)->server_line_len);
-    p = PUTS(p, "Date: ");
-    p = put(p, sq__date_get(&sq__hs(srv)->date), 29);
-    p = PUTS(p, "\r\n");
+    sq__httpsrv_t *hs = sq__hs(srv);
+    const char *date = sq__date_get(&hs->date);
+    if (hs->head_status != status || hs->head_sec != hs->date.sec) {
+        if (rlen > 64)
+            rlen = 64; /* never: squall's reason phrases are short */
+        char *h = hs->head;
+        h = PUTS(h, "HTTP/1.1 ");
+        *h++ = (char)('0' + status / 100);
+        *h++ = (char)('0' + status / 10 % 10);
+        *h++ = (char)('0' + status % 10);
+        *h++ = ' ';
+        h = put(h, reason, rlen);
+        h = PUTS(h, "\r\n");
+        h = put(h, hs->server_line, hs->server_line_len);
+        h = PUTS(h, "Date: ");
+        h = put(h, date, 29);
+        h = PUTS(h, "\r\n");
+        hs->head_len = (size_t)(h - hs->head);
+        hs->head_status = status;
+        hs->head_sec = hs->date.sec;
+    }
+    p = put(p, hs->head, hs->head_len);
     if (ctype != NULL) {
         p = PUTS(p, "Content-Type: ");
         p = put(p, ctype, ctlen);
