@@ -365,7 +365,8 @@ static bool parse_int64(const char *s, int64_t *out)
 }
 
 /* Tries one route against the path. Returns SQ__MATCH_NONE, _OK or _BAD_PARAM. */
-static sq__match_t try_route(const sq__route_t *r, const char *path, size_t len,
+/* has_pct: the path holds a '%' somewhere (else no literal segment needs decoding). */
+static sq__match_t try_route(const sq__route_t *r, const char *path, size_t len, bool has_pct,
                              sq__arena_t *arena, sq__match_result_t *out)
 {
     const char *p = path + 1, *end = path + len;
@@ -382,7 +383,7 @@ static sq__match_t try_route(const sq__route_t *r, const char *path, size_t len,
         size_t slen = (size_t)(send - p);
         if (s->kind == SEG_LIT) {
             if (slen != s->len || memcmp(p, s->text, slen) != 0) {
-                if (memchr(p, '%', slen) == NULL)
+                if (!has_pct || memchr(p, '%', slen) == NULL)
                     return SQ__MATCH_NONE;
                 char tmp[256];
                 if (slen >= sizeof(tmp) || sq__pct_decode(tmp, p, slen, 0) != (ssize_t)s->len ||
@@ -421,8 +422,8 @@ static sq__match_t try_route(const sq__route_t *r, const char *path, size_t len,
 /* Matches in app and, through its mounts, in its sub-apps. *shape is the first route
  * whose shape fits but not the method, *allowed the methods of all such routes. */
 static sq__match_t match(const sq_app_t *app, sq_method_t method, const char *path,
-                         size_t path_len, sq__arena_t *arena, sq__match_result_t *out,
-                         const sq__route_t **shape, unsigned *allowed)
+                         size_t path_len, bool has_pct, sq__arena_t *arena,
+                         sq__match_result_t *out, const sq__route_t **shape, unsigned *allowed)
 {
     for (unsigned i = 0; i < app->nroutes; i++) {
         const sq__route_t *r = app->routes[i];
@@ -437,12 +438,13 @@ static sq__match_t match(const sq_app_t *app, sq_method_t method, const char *pa
              * is under, and the first within it (out->app is reset for each request) */
             if (out->app == NULL || out->app == app)
                 out->app = r->sub;
-            sq__match_t m = match(r->sub, method, rest, rlen, arena, out, shape, allowed);
+            sq__match_t m =
+                match(r->sub, method, rest, rlen, has_pct, arena, out, shape, allowed);
             if (m != SQ__MATCH_NONE)
                 return m;
             continue;
         }
-        sq__match_t m = try_route(r, path, path_len, arena, out);
+        sq__match_t m = try_route(r, path, path_len, has_pct, arena, out);
         if (m == SQ__MATCH_NONE)
             continue;
         sq_handler_cb cb = handler_for(r->handler, method);
@@ -469,7 +471,9 @@ sq__match_t sq__app_match(const sq_app_t *app, sq_method_t method, const char *p
 {
     const sq__route_t *shape = NULL;
     unsigned allowed = 0; /* the methods of every route of this shape, for 405's Allow */
-    sq__match_t m = match(app, method, path, path_len, arena, out, &shape, &allowed);
+    /* looked for once: most paths have no escape, and then no route needs to look */
+    bool has_pct = memchr(path, '%', path_len) != NULL;
+    sq__match_t m = match(app, method, path, path_len, has_pct, arena, out, &shape, &allowed);
     if (m != SQ__MATCH_NONE)
         return m;
     if (shape != NULL) {
