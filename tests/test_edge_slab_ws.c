@@ -670,7 +670,6 @@ Test(ws_edge, a_server_stopped_with_websockets_over_several_slabs_says_goodbye_t
 /* ---- the client role: a scripted server on a raw socket ---- */
 
 #include <netinet/in.h>
-#include <openssl/evp.h>
 
 typedef struct script {
     int lfd, port;
@@ -688,27 +687,8 @@ static void script_main(void *arg)
     int fd = accept(s->lfd, NULL, NULL);
     if (fd < 0)
         return;
-    struct timeval tv = {.tv_sec = 5};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    char req[4096];
-    size_t len = 0;
-    while (len < sizeof(req) - 1 && memmem(req, len, "\r\n\r\n", 4) == NULL) {
-        ssize_t n = recv(fd, req + len, sizeof(req) - 1 - len, 0);
-        if (n <= 0)
-            break;
-        len += (size_t)n;
-    }
-    req[len] = '\0';
-    char key[64] = "", acc[64] = "";
-    const char *k = strcasestr(req, "\r\nSec-WebSocket-Key: ");
-    if (k != NULL)
-        sscanf(k + 21, "%60[^\r]", key);
-    char cat[128];
-    int cl = snprintf(cat, sizeof(cat), "%s258EAFA5-E914-47DA-95CA-C5AB0DC85B11", key);
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    EVP_Digest(cat, (size_t)cl, md, &mdlen, EVP_sha1(), NULL);
-    EVP_EncodeBlock((unsigned char *)acc, md, (int)mdlen);
+    char acc[64];
+    raw_read_handshake(fd, acc);
     char res[512];
     int rl = snprintf(res, sizeof(res),
                       "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"

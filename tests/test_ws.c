@@ -12,7 +12,6 @@
  */
 #include <criterion/criterion.h>
 #include <netinet/in.h>
-#include <openssl/evp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -2321,26 +2320,8 @@ static void script_main(void *arg)
     int fd = accept(s->lfd, NULL, NULL);
     if (fd < 0)
         return;
-    char req[4096];
-    size_t len = 0;
-    while (len < sizeof(req) - 1 && memmem(req, len, "\r\n\r\n", 4) == NULL) {
-        ssize_t n = recv(fd, req + len, sizeof(req) - 1 - len, 0);
-        if (n <= 0)
-            break;
-        len += (size_t)n;
-    }
-    req[len] = '\0';
-    /* base64(SHA-1(key + GUID)), computed here with OpenSSL, not with squall's code */
-    char key[64] = "", accept_value[64] = "";
-    const char *k = strcasestr(req, "\r\nSec-WebSocket-Key: ");
-    if (k != NULL)
-        sscanf(k + 21, "%60[^\r]", key);
-    char cat[128];
-    int cl = snprintf(cat, sizeof(cat), "%s258EAFA5-E914-47DA-95CA-C5AB0DC85B11", key);
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    EVP_Digest(cat, (size_t)cl, md, &mdlen, EVP_sha1(), NULL);
-    EVP_EncodeBlock((unsigned char *)accept_value, md, (int)mdlen);
+    char accept_value[64];
+    raw_read_handshake(fd, accept_value); /* with OpenSSL, not squall's code */
     char res[1024];
     const char *at = strstr(s->response, "%s");
     int rl = at ? snprintf(res, sizeof(res), "%.*s%s%s", (int)(at - s->response), s->response,

@@ -4,6 +4,9 @@
 #include <strings.h>
 
 #include <criterion/criterion.h>
+#include <openssl/evp.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 
 #include "support/ws_raw.h"
 
@@ -188,4 +191,29 @@ void raw_upgrade_with(th_conn_t *c, int port, const void *extra, size_t extra_le
 void raw_upgrade(th_conn_t *c, int port)
 {
     raw_upgrade_with(c, port, NULL, 0);
+}
+
+void raw_read_handshake(int fd, char accept_value[64])
+{
+    struct timeval tv = {.tv_sec = 5};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    char req[4096];
+    size_t len = 0;
+    while (len < sizeof(req) - 1 && memmem(req, len, "\r\n\r\n", 4) == NULL) {
+        ssize_t n = recv(fd, req + len, sizeof(req) - 1 - len, 0);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    req[len] = '\0';
+    char key[64] = "";
+    const char *k = strcasestr(req, "\r\nSec-WebSocket-Key: ");
+    if (k != NULL)
+        sscanf(k + 21, "%60[^\r]", key);
+    char cat[128];
+    int cl = snprintf(cat, sizeof(cat), "%s258EAFA5-E914-47DA-95CA-C5AB0DC85B11", key);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    EVP_Digest(cat, (size_t)cl, md, &mdlen, EVP_sha1(), NULL);
+    EVP_EncodeBlock((unsigned char *)accept_value, md, (int)mdlen);
 }

@@ -59,4 +59,9 @@ void raw_upgrade_req(th_conn_t *c, int port, const char *request, const void *ex
 void raw_upgrade_with(th_conn_t *c, int port, const void *extra, size_t extra_len);
 void raw_upgrade(th_conn_t *c, int port);
 
+/* A scripted server's side: reads a handshake request from fd (up to its blank line, 5 s
+ * at most) and writes into accept_value (64 bytes) the Sec-WebSocket-Accept for its key,
+ * base64(SHA-1(key + GUID)) computed with OpenSSL, not with squall's code. */
+void raw_read_handshake(int fd, char accept_value[64]);
+
 #endif
