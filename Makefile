@@ -25,8 +25,8 @@ CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden -MMD -MP $(OPT) 
 # pkg-config is asked when the Makefile is read, which on a fresh machine is before
 # scripts/deps.sh has installed it: with no answer, the plain Debian flags are used.
 CFLAGS_OURS := $(CFLAGS_BASE) $(WARN) -Iinclude -Ilib -Itests -I$(LLHTTP_INC) \
-               $(shell pkg-config --cflags libuv jansson libcrypto hiredis 2>/dev/null)
-LIBS    := $(or $(shell pkg-config --libs libuv jansson libcrypto hiredis 2>/dev/null),-luv -ljansson -lcrypto -lhiredis) \
+               $(shell pkg-config --cflags libuv jansson libssl libcrypto zlib hiredis 2>/dev/null)
+LIBS    := $(or $(shell pkg-config --libs libuv jansson libssl libcrypto zlib hiredis 2>/dev/null),-luv -ljansson -lssl -lcrypto -lz -lhiredis) \
            -lpthread -lm
 
 LIB_SRC := $(sort $(wildcard lib/*.c lib/*/*.c))

@@ -9,7 +9,7 @@ set -euo pipefail
 # pgrep from procps; the hub's Redis tests: redis-server; the chat page's browser test:
 # chromium): the rest.
 pkgs=(build-essential pkg-config libuv1-dev node-llhttp libjansson-dev
-      libcriterion-dev libssl-dev libhiredis-dev
+      libcriterion-dev libssl-dev zlib1g-dev libhiredis-dev
       redis-server chromium curl wrk nginx-light valgrind nodejs npm python3 python3-websockets python3-aiohttp python3-requests
       python3-uvicorn python3-uvloop python3-httptools h2o gnuplot-nox iproute2 util-linux procps)
 # make fuzz: clang and its libFuzzer runtime
