@@ -111,7 +111,7 @@ static const field_t server_opts_fields[] = {
     FIELD(sq_server_opts_t, reuseport),          FIELD(sq_server_opts_t, server_name),
     FIELD(sq_server_opts_t, slow_callback_ms),   FIELD(sq_server_opts_t, blocking_pool),
     FIELD(sq_server_opts_t, blocking_max_in_flight), FIELD(sq_server_opts_t, on_shutdown),
-    FIELD(sq_server_opts_t, on_shutdown_data),
+    FIELD(sq_server_opts_t, on_shutdown_data), FIELD(sq_server_opts_t, request_id_header),
 };
 #define N_SERVER_OPTS SQ__ARRAY_SIZE(server_opts_fields)
 
@@ -145,6 +145,7 @@ static sq_server_opts_t server_opts_alt(sq_work_pool_t *pool)
     o.blocking_max_in_flight = 2;
     o.on_shutdown = abi_shutdown;
     o.on_shutdown_data = &abi_shutdowns;
+    o.request_id_header = "X-Abi-Id";
     return o;
 }
 
@@ -176,6 +177,8 @@ Test(abi, server_opts_from_an_older_header_take_defaults_past_their_size, .timeo
         sq_server_opts_t kept = srv->opts;
         kept.server_name = fits(&server_opts_fields[11], cut) ? alt.server_name
                                                                : defaults.server_name;
+        bool rid = fits(&server_opts_fields[17], cut);
+        kept.request_id_header = rid ? alt.request_id_header : NULL; /* kept as its line */
         check_fields("sq_server_create", server_opts_fields, N_SERVER_OPTS, cut, &kept, false,
                      &alt, &defaults);
         const char *line = fits(&server_opts_fields[11], cut) ? "Server: abi\r\n"
@@ -183,6 +186,7 @@ Test(abi, server_opts_from_an_older_header_take_defaults_past_their_size, .timeo
         cr_assert_eq(sq__hs(srv)->server_line_len, strlen(line));
         cr_assert(memcmp(sq__hs(srv)->server_line, line, strlen(line)) == 0);
         cr_assert_eq(sq_server_watchdog(srv) != NULL, fits(&server_opts_fields[12], cut));
+        cr_assert_eq(sq__hs(srv)->rid_name_len, rid ? strlen("X-Abi-Id: ") : 0);
         cr_assert_eq(sq_server_destroy(srv, 0, NULL, NULL), 0);
         uv_run(&loop, UV_RUN_DEFAULT);
     }
@@ -706,7 +710,7 @@ Test(abi, handler_table_from_an_older_header_leaves_later_callbacks_unset, .time
 
 Test(abi, growable_structs_have_no_tail_padding)
 {
-    cr_assert(ENDS_AT_LAST_FIELD(sq_server_opts_t, on_shutdown_data));
+    cr_assert(ENDS_AT_LAST_FIELD(sq_server_opts_t, request_id_header));
     cr_assert(ENDS_AT_LAST_FIELD(sq_server_stats_t, aborted));
     cr_assert(ENDS_AT_LAST_FIELD(sq_watchdog_opts_t, data));
     cr_assert(ENDS_AT_LAST_FIELD(sq_watchdog_span_t, name));

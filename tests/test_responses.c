@@ -222,3 +222,79 @@ Test(responses, blocking_builder_refuses_interim_status_and_framing_headers, .ti
     int want[] = {UV_EINVAL, UV_EINVAL, UV_EINVAL, 0};
     expect_rcs(want, 4, 4);
 }
+
+/* GET /id: answers with the id the handler sees, for the header to be compared with */
+static void id_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    char body[32];
+    int n = snprintf(body, sizeof(body), "%llu", (unsigned long long)sq_req_id(req));
+    sq_res_send(res, 200, "text/plain", body, (size_t)n);
+}
+static const sq_handler_t ider = {.get = id_get};
+
+/* opts.request_id_header: every answer names its request, squall's own too (a 404, a 400
+ * for a request that could not be parsed), with the id sq_req_id gives the handler. */
+Test(responses, request_id_header_names_every_answer, .timeout = 10)
+{
+    reset();
+    sq_app_t *app;
+    cr_assert_eq(sq_app_create(&app), 0);
+    cr_assert_eq(sq_app_route(app, "/id", &ider, NULL), 0);
+    sq_server_opts_t o;
+    sq_server_opts_init(&o);
+    char name[] = "X-Request-Id";
+    o.request_id_header = name;
+    th_server_t *ts = th_server_start(app, &o);
+    name[0] = 'Y'; /* copied when the server was made */
+    int port = th_server_port(ts);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, port), 0);
+    unsigned long long prev = 0;
+    for (int i = 0; i < 3; i++) {
+        th_res_t r;
+        cr_assert_eq(th_conn_sends(&c, i == 1 ? GET("/none") : GET("/id")), 0);
+        cr_assert_eq(th_conn_read_res(&c, &r, 5000, false), 0);
+        const char *id = th_res_header(&r, "X-Request-Id");
+        cr_assert_not_null(id, "%s", r.head);
+        unsigned long long v = strtoull(id, NULL, 10);
+        cr_assert_gt(v, prev, "ids grow: %llu after %llu", v, prev);
+        if (i != 1)
+            cr_assert_str_eq(r.body, id, "the handler's sq_req_id is the header's");
+        else
+            cr_assert_eq(r.status, 404);
+        prev = v;
+        th_res_free(&r);
+    }
+    th_conn_close(&c);
+    th_res_t bad;
+    cr_assert_eq(th_request(port, "GET /id HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", &bad), 0);
+    cr_assert_eq(bad.status, 400, "%s", bad.raw);
+    cr_assert_not_null(th_res_header(&bad, "X-Request-Id"), "%s", bad.head);
+    cr_assert_null(th_res_header(&bad, "Y-Request-Id"));
+    th_res_free(&bad);
+    th_server_stop(ts, 1000);
+    sq_app_destroy(app);
+}
+
+Test(responses, request_id_header_must_be_a_short_token)
+{
+    uv_loop_t loop;
+    cr_assert_eq(uv_loop_init(&loop), 0);
+    sq_app_t *app;
+    cr_assert_eq(sq_app_create(&app), 0);
+    static const char *const bad[] = {"", "X Id", "X-Id:", "X-Id\r\nEvil: 1",
+                                      "X-01234567890123456789012345678901234567890123456"};
+    sq_server_opts_t o;
+    sq_server_opts_init(&o);
+    sq_server_t *srv;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        o.request_id_header = bad[i];
+        cr_assert_eq(sq_server_create(&srv, &loop, app, &o), UV_EINVAL, "\"%s\"", bad[i]);
+    }
+    o.request_id_header = "X-0123456789012345678901234567890123456789012345"; /* 48 */
+    cr_assert_eq(sq_server_create(&srv, &loop, app, &o), 0);
+    cr_assert_eq(sq_server_destroy(srv, 0, NULL, NULL), 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    cr_assert_eq(uv_loop_close(&loop), 0);
+    sq_app_destroy(app);
+}

@@ -73,6 +73,11 @@ typedef struct sq_server_opts {
      * on_shutdown. The server closes only after it returned. NULL (default): none. */
     void (*on_shutdown)(sq_server_t *srv, void *data);
     void *on_shutdown_data;      /* given to on_shutdown (borrowed) */
+    /* A header naming each request's sq_req_id in its response ("X-Request-Id"), squall's
+     * own answers (400, 404, 408...) included; written with the head, so it costs no hook
+     * and no check per request. A token of at most 48 bytes, copied. NULL (default):
+     * none. */
+    const char *request_id_header;
 } sq_server_opts_t;
 
 /* What sq_server_opts_init calls: fills the `size` bytes of opts with the defaults (zeros
@@ -89,6 +94,7 @@ static inline void sq_server_opts_init(sq_server_opts_t *opts)
  *   0            *srv is the server;
  *   UV_EINVAL    srv, loop or app is NULL; opts->size is 0 (opts never initialised); or
  *                opts->server_name holds CR or LF or is longer than 85 bytes;
+ *                opts->request_id_header is not a token of 1 to 48 bytes;
  *   UV_ENOTSUP   opts comes from a newer header and sets a field this library lacks;
  *   UV_ENOMEM.
  * On an error nothing was made and *srv is unchanged. */

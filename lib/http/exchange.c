@@ -44,7 +44,9 @@ static void exch_put(sq__exch_t *x)
 {
     sq_server_t *srv = x->srv;
     srv->holds--;
-    sq__exch_reset(x);
+    if (!x->reset_done)
+        sq__exch_reset(x);
+    x->reset_done = 0;
     if (sq__hs(srv)->exch_free_n < SQ__POOL_MAX && !srv->closing) {
         x->next_free = sq__hs(srv)->exch_free;
         sq__hs(srv)->exch_free = x;

@@ -254,6 +254,9 @@ static void idle_release(sq__conn_t *c)
         sq__exch_t *x = sq__h1_x(c);
         c->exch = NULL;
         x->conn = NULL;
+        /* sq__h1_response_done reset it, and no request has begun since (that would
+         * have stamped an id): the pool need not reset it again */
+        x->reset_done = x->id == 0 && x->status == 0 && x->err_status == 0;
         sq__exch_release(x, SQ__XF_HOLD_CONN);
     }
     if (c->pending != NULL && c->pending->len == 0)

@@ -22,6 +22,8 @@ typedef struct sq__httpsrv {
     bool own_pool;
     char server_line[96];       /* "Server: squall\r\n" */
     size_t server_line_len;
+    char rid_name[52];          /* opts.request_id_header ": ", or empty */
+    size_t rid_name_len;
     /* The start of the last head written — status line, Server, Date — kept while the
      * status and the second stay the same: one copy per response instead of six. */
     char head[16 + 64 + 96 + 40];
@@ -102,6 +104,7 @@ struct sq_req_s {
     uint8_t llmethod;           /* llhttp's method number */
     uint8_t http_minor;
     uint8_t host_count;
+    uint8_t reset_done;         /* reset and untouched since: put back without another */
     int err_status;             /* a limit or framing error found while parsing */
     sq__buf_t hb;               /* target\0name\0value\0... as received */
     sq__buf_t hidx;             /* sq__hdr_t[] */

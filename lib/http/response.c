@@ -120,7 +120,8 @@ static int write_head(sq__exch_t *x, int status, const char *ctype, int64_t clen
         status = 500;
     const char *reason = sq__status_reason(status);
     size_t ctlen = ctype ? strlen(ctype) : 0, rlen = strlen(reason);
-    size_t need = HEAD_FIXED + rlen + sq__hs(srv)->server_line_len + ctlen + x->rh.len;
+    size_t need = HEAD_FIXED + rlen + sq__hs(srv)->server_line_len + ctlen + x->rh.len +
+                  sq__hs(srv)->rid_name_len + 20 + 2;
     if (b == NULL || sq__buf_reserve(&b->buf, need) != 0)
         return UV_ENOMEM;
     x->status = status;
@@ -182,6 +183,11 @@ static int write_head(sq__exch_t *x, int status, const char *ctype, int64_t clen
             p = PUTS(p, "Connection: close\r\n");
         else if (x->http_minor == 0)
             p = PUTS(p, "Connection: keep-alive\r\n");
+    }
+    if (hs->rid_name_len != 0) {
+        p = put(p, hs->rid_name, hs->rid_name_len);
+        p = put_u64(p, x->id);
+        p = PUTS(p, "\r\n");
     }
     if (x->rh.len)
         p = put(p, x->rh.base, x->rh.len);

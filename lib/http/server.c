@@ -112,6 +112,18 @@ int sq_server_create(sq_server_t **out, uv_loop_t *loop, sq_app_t *app,
         hs->server_line_len = (size_t)n;
     }
     srv->opts.server_name = NULL; /* not kept: the caller's string may go */
+    if (srv->opts.request_id_header != NULL) {
+        const char *name = srv->opts.request_id_header;
+        size_t n = strlen(name);
+        if (n == 0 || n > 48 || sq__field_len(name, SQ__CH_TCHAR) != n) {
+            free(hs);
+            return UV_EINVAL;
+        }
+        memcpy(hs->rid_name, name, n);
+        memcpy(hs->rid_name + n, ": ", 2);
+        hs->rid_name_len = n + 2;
+    }
+    srv->opts.request_id_header = NULL; /* not kept either */
     sq__list_init(&hs->aborts);
     if (srv->opts.slow_callback_ms > 0) {
         sq_watchdog_opts_t wo;
