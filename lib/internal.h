@@ -254,6 +254,8 @@ SQ__HIDDEN const sq_app_t *sq__route_app(const sq__route_t *r);
 SQ__HIDDEN const sq_app_t *sq__app_parent(const sq_app_t *app);
 SQ__HIDDEN const sq__hook_t *sq__app_befores(const sq_app_t *app, unsigned *n);
 SQ__HIDDEN const sq__hook_t *sq__app_afters(const sq_app_t *app, unsigned *n);
+/* true when app or an app mounted below it has a before (after: an after) hook */
+SQ__HIDDEN bool sq__app_tree_hooks(const sq_app_t *app, bool after);
 /* The app's own error handler for status, or NULL. */
 SQ__HIDDEN const sq__hook_t *sq__app_error(const sq_app_t *app, int status);
 /* A mount's sub-app and prefix; NULL for a route. */

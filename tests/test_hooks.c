@@ -358,3 +358,36 @@ Test(hooks, a_failing_hook_is_answered_500)
     cr_assert_str_eq(sq_test_res_header(r, "X-After"), "app:500");
     sq_test_res_free(r);
 }
+
+/* The served app has no hook of its own; the hooks are in a sub-app two mounts down, one
+ * added before its mount and one after: both run for its routes (the served app knows
+ * its tree has hooks), and an app with none anywhere runs none. */
+Test(hooks, hooks_deep_in_a_sub_app_run_though_the_served_app_has_none)
+{
+    sq_app_t *root, *mid, *leaf;
+    cr_assert_eq(sq_app_create(&root), 0);
+    cr_assert_eq(sq_app_create(&mid), 0);
+    cr_assert_eq(sq_app_create(&leaf), 0);
+    cr_assert_eq(sq_app_route(leaf, "/id", &id_route, NULL), 0);
+    cr_assert_eq(sq_app_route(root, "/id", &id_route, NULL), 0);
+    cr_assert_eq(sq_app_before(leaf, before_a, NULL), 0);
+    cr_assert_eq(sq_app_mount(mid, "/m", leaf), 0);
+    cr_assert_eq(sq_app_mount(root, "/r", mid), 0);
+    cr_assert_eq(sq_app_after(leaf, after_stamp, s_api), 0); /* after both mounts */
+    sq_test_t *t;
+    cr_assert_eq(sq_test_create(&t, root, NULL), 0);
+    sq_test_res_t *r;
+    trail[0] = '\0';
+    cr_assert_eq(sq_test_request(t, "GET", "/r/m/id", NULL, NULL, &r), 0);
+    cr_assert_eq(r->status, 200);
+    cr_assert_str_eq(sq_test_res_header(r, "X-After"), "api:200");
+    cr_assert_str_eq(trail, "az");
+    sq_test_res_free(r);
+    cr_assert_eq(sq_test_request(t, "GET", "/id", NULL, NULL, &r), 0);
+    cr_assert_eq(r->status, 200);
+    cr_assert_null(sq_test_res_header(r, "X-After"), "the served app's own route has none");
+    cr_assert_str_eq(trail, "az");
+    sq_test_res_free(r);
+    cr_assert_eq(sq_test_destroy(t), 0);
+    sq_app_destroy(root);
+}

@@ -43,6 +43,8 @@ static const sq__hook_t *before_at(const sq_app_t *const *apps, unsigned n, unsi
 
 bool sq__h1_run_before(sq__exch_t *x)
 {
+    if (!sq__app_tree_hooks(sq__hs(x->srv)->app, false))
+        return true; /* no hook anywhere in the served app */
     const sq_app_t *apps[SQ__MAX_MOUNT_DEPTH];
     unsigned n = chain(x, apps); /* the match, so the chain, stays while hooks run */
     for (;;) {
@@ -72,7 +74,10 @@ void sq__h1_run_after(sq__exch_t *x, int status)
 {
     if (x->flags & SQ__XF_AFTER_RAN)
         return;
-    x->flags |= SQ__XF_AFTER_RAN | SQ__XF_IN_AFTER;
+    x->flags |= SQ__XF_AFTER_RAN;
+    if (!sq__app_tree_hooks(sq__hs(x->srv)->app, true))
+        return;
+    x->flags |= SQ__XF_IN_AFTER;
     const sq_app_t *apps[SQ__MAX_MOUNT_DEPTH];
     unsigned n = chain(x, apps);
     for (unsigned k = 0; k < n; k++) {

@@ -42,8 +42,11 @@ struct sq_app_s {
     unsigned cap;
     sq__hook_t *before, *after;
     unsigned nbefore, nafter;
+    /* ...and how many there are in this app and the apps mounted below it: none in the
+     * served app's tree spares every request the walk along its chain */
+    unsigned tree_before, tree_after;
     sq__hook_t errors[4];   /* 404, 405, 422, 500 */
-    const sq_app_t *parent; /* the app it is mounted in, or NULL */
+    sq_app_t *parent;       /* the app it is mounted in, or NULL */
     struct kept {
         void *p;
         void (*free_fn)(void *p);
@@ -508,14 +511,20 @@ int sq_app_before(sq_app_t *app, sq_before_cb cb, void *data)
 {
     if (app == NULL || cb == NULL)
         return UV_EINVAL;
-    return add_hook(&app->before, &app->nbefore, (sq__hook_t){.cb.before = cb, .data = data});
+    int rc = add_hook(&app->before, &app->nbefore, (sq__hook_t){.cb.before = cb, .data = data});
+    for (sq_app_t *a = app; rc == 0 && a != NULL; a = a->parent)
+        a->tree_before++;
+    return rc;
 }
 
 int sq_app_after(sq_app_t *app, sq_after_cb cb, void *data)
 {
     if (app == NULL || cb == NULL)
         return UV_EINVAL;
-    return add_hook(&app->after, &app->nafter, (sq__hook_t){.cb.after = cb, .data = data});
+    int rc = add_hook(&app->after, &app->nafter, (sq__hook_t){.cb.after = cb, .data = data});
+    for (sq_app_t *a = app; rc == 0 && a != NULL; a = a->parent)
+        a->tree_after++;
+    return rc;
 }
 
 static int error_slot(int status)
@@ -596,6 +605,10 @@ int sq_app_mount(sq_app_t *app, const char *prefix, sq_app_t *sub)
     r->app = app;
     r->handler = &r->table; /* empty: a mount serves nothing itself */
     sub->parent = app;
+    for (sq_app_t *a = app; a != NULL; a = a->parent) {
+        a->tree_before += sub->tree_before;
+        a->tree_after += sub->tree_after;
+    }
     app->routes[app->nroutes++] = r;
     return 0;
 }
@@ -750,6 +763,11 @@ const sq__hook_t *sq__app_befores(const sq_app_t *app, unsigned *n)
 {
     *n = app->nbefore;
     return app->before;
+}
+
+bool sq__app_tree_hooks(const sq_app_t *app, bool after)
+{
+    return (after ? app->tree_after : app->tree_before) != 0;
 }
 
 const sq__hook_t *sq__app_afters(const sq_app_t *app, unsigned *n)
