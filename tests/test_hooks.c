@@ -391,3 +391,32 @@ Test(hooks, hooks_deep_in_a_sub_app_run_though_the_served_app_has_none)
     cr_assert_eq(sq_test_destroy(t), 0);
     sq_app_destroy(root);
 }
+
+/* The watchdog times the handler, not the wait of a hook before it: a before hook that
+ * decides 300 ms later (the handler itself is quick) makes no slow span under a 100 ms
+ * watchdog, though the request is 300 ms old when its handler runs; a request whose head
+ * and handler come in one read starts its span at the request's stamp. */
+Test(hooks, the_watchdog_times_the_handler_not_a_hook_that_waited, .timeout = 10)
+{
+    sq_app_t *a2;
+    cr_assert_eq(sq_app_create(&a2), 0);
+    cr_assert_eq(sq_app_route(a2, "/id", &id_route, NULL), 0);
+    cr_assert_eq(sq_app_before(a2, later_hook, s_slow), 0);
+    sq_server_opts_t o;
+    sq_server_opts_init(&o);
+    o.slow_callback_ms = 100;
+    sq_test_t *t2;
+    cr_assert_eq(sq_test_create(&t2, a2, &o), 0);
+    sq_test_res_t *r;
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(sq_test_request(t2, "GET", "/id", NULL, NULL, &r), 0);
+        cr_assert_eq(r->status, 200);
+        sq_test_res_free(r);
+    }
+    sq_watchdog_stats_t st;
+    sq_watchdog_stats(sq_server_watchdog(sq_test_server(t2)), &st);
+    cr_assert_eq(st.slow_spans, 0, "a hook's 300 ms wait is not the handler's");
+    cr_assert_eq(st.spans, 2);
+    cr_assert_eq(sq_test_destroy(t2), 0);
+    sq_app_destroy(a2);
+}

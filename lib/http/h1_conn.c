@@ -128,6 +128,7 @@ void sq__h1_process(sq__conn_t *c, const char *data, size_t len)
         sq__conn_srv(c)->stats.parse_errors++;
     respond_error(c, status, detail);
 out:
+    sq__hs(srv)->parse_pass++;
     sq__exch_unhold(px);
 }
 
@@ -341,10 +342,21 @@ static void answer(sq__conn_t *c, sq__exch_t *x)
         if (x->match.bcb != NULL) {
             sq__blocking_dispatch(x);
         } else {
-            sq_watchdog_span_t span; /* asyncio's debug mode: who held the loop */
-            sq_watchdog_span_begin(sq__hs(sq__conn_srv(c))->wd, &span, sq__route_pattern(x->match.route));
+            sq__httpsrv_t *hs = sq__hs(sq__conn_srv(c));
+            if (hs->wd == NULL) {
+                x->match.cb(x, &x->res, x->match.data);
+                break;
+            }
+            /* asyncio's debug mode: who held the loop. The span starts at the request's
+             * stamp when its head was parsed in this same call (microseconds ago), and
+             * reads the clock itself otherwise (a hook that waited, a body read later). */
+            sq_watchdog_span_t span = {.size = sizeof(span),
+                                       .start_ns = x->stamp_pass == hs->parse_pass
+                                                       ? x->start_ns
+                                                       : uv_hrtime(),
+                                       .name = sq__route_pattern(x->match.route)};
             x->match.cb(x, &x->res, x->match.data);
-            sq_watchdog_span_end(sq__hs(sq__conn_srv(c))->wd, &span);
+            sq_watchdog_span_end(hs->wd, &span);
         }
         break;
     case SQ__MATCH_NONE:
@@ -385,6 +397,7 @@ void sq__h1_stamp(sq__exch_t *x)
 {
     x->id = atomic_fetch_add_explicit(&request_ids, 1, memory_order_relaxed) + 1;
     x->start_ns = uv_hrtime();
+    x->stamp_pass = sq__hs(x->srv)->parse_pass;
 }
 
 void sq__h1_dispatch(sq__conn_t *c, sq__exch_t *x)

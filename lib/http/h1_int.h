@@ -22,6 +22,9 @@ typedef struct sq__httpsrv {
     bool own_pool;
     char server_line[96];       /* "Server: squall\r\n" */
     size_t server_line_len;
+    /* sq__h1_process calls that have ended: a request stamped and dispatched within one
+     * call (no return to the loop between) lets the watchdog's span start at its stamp */
+    uint32_t parse_pass;
     char rid_name[52];          /* opts.request_id_header ": ", or empty */
     size_t rid_name_len;
     /* The start of the last head written — status line, Server, Date — kept while the
@@ -126,6 +129,7 @@ struct sq_req_s {
     void *input;                /* a declared operation's bound struct (in arena) */
     uint64_t id;                /* sq_req_id */
     uint64_t start_ns;          /* sq_req_start_ns */
+    uint32_t stamp_pass;        /* the server's parse_pass at the stamp */
     unsigned hook_i;            /* the next before hook to run (hooks.c) */
     sq_body_cb body_cb;         /* the body's reader (sq_req_body_read), or NULL */
     void *body_ud;
