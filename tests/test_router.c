@@ -417,3 +417,18 @@ Test(routes, json_body_in_and_json_response_out, .timeout = 10)
           "3\r\n[1,\r\n2\r\n2]\r\n0\r\n\r\n",
           201, "{\"got\":[1,2]}");
 }
+
+/* A pattern of literal segments is compared with the path whole; with an escape in the
+ * path, segment by segment once decoded. Either way only its own path matches: not a
+ * prefix of it, nor it with a slash more, nor an encoded slash standing for one. */
+Test(routes, literal_routes_match_their_own_path_only, .timeout = 10)
+{
+    check_get("/order/lit", 200, "param"); /* first registered, as before */
+    check_get("/caf%C3%A9", 200, "cafe");
+    check_get("/caf%c3%a9", 200, "cafe");
+    static const char *const miss[] = {"/caf", "/caf%C3%A9/", "/caf%C3%A9x", "//caf%C3%A9",
+                                       "/caf%C3", "/order%2Flit", "/hd", "/hdr/", "/hdrx",
+                                       "//", "/multi/x", "/%2F"};
+    for (size_t i = 0; i < sizeof(miss) / sizeof(miss[0]); i++)
+        sq_test_res_free(call("GET", miss[i], NULL, 404, NULL));
+}

@@ -32,6 +32,8 @@ struct sq__route {
     const sq_app_t *app;    /* the app it belongs to */
     sq_app_t *sub;          /* a mount (sq_app_mount): its sub-app; pattern is the prefix */
     size_t prefix_len;
+    size_t literal_len;     /* a pattern of literal segments only: its length (it is `name`),
+                               which a path without '%' must equal; else 0 */
     unsigned methods;       /* ALLOW_* bits of the methods the handler serves */
     char allow[ALLOW_MAX];  /* the Allow header for 405, from `methods` */
 };
@@ -220,6 +222,8 @@ static int add_route(sq_app_t *app, const char *pattern, const sq_handler_t *han
                 names[nparams] = r->segs[i].text ? r->segs[i].text : "*";
             nparams++;
         }
+    if (nparams == 0)
+        r->literal_len = strlen(r->name);
     rc = SQ_EPATTERN;
     if (nparams > SQ__MAX_PARAMS)
         goto fail_pattern;
@@ -377,6 +381,16 @@ static sq__match_t try_route(const sq__route_t *r, const char *path, size_t len,
     sq__match_t verdict = SQ__MATCH_OK;
     if (len == 0 || path[0] != '/')
         return SQ__MATCH_NONE;
+    if (r->literal_len != 0) {
+        /* literal segments only: the path is the pattern itself, or, with an escape in
+         * it, may decode to it segment by segment below */
+        if (len == r->literal_len && memcmp(path, r->name, len) == 0) {
+            out->nparams = 0;
+            return SQ__MATCH_OK;
+        }
+        if (!has_pct)
+            return SQ__MATCH_NONE;
+    }
     for (unsigned i = 0; i < r->nsegs; i++) {
         const seg_t *s = &r->segs[i];
         if (p > end)
