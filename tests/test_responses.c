@@ -4,6 +4,8 @@
  * (res.h). Handlers record each return code; the codes are compared once the server has
  * stopped. */
 #include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <criterion/criterion.h>
@@ -296,5 +298,48 @@ Test(responses, request_id_header_must_be_a_short_token)
     cr_assert_eq(sq_server_destroy(srv, 0, NULL, NULL), 0);
     uv_run(&loop, UV_RUN_DEFAULT);
     cr_assert_eq(uv_loop_close(&loop), 0);
+    sq_app_destroy(app);
+}
+
+/* GET /len?n=N: a body of N bytes */
+static void len_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    const char *n = sq_req_query(req, "n");
+    size_t len = n ? strtoull(n, NULL, 10) : 0;
+    char *body = malloc(len ? len : 1);
+    memset(body, 'x', len);
+    sq_res_send(res, 200, "text/plain", body, len);
+    free(body);
+}
+static const sq_handler_t lener = {.get = len_get};
+
+/* Content-Length in decimal at every number of digits and at each edge between two. */
+Test(responses, content_length_is_written_right_at_every_digit_count, .timeout = 30)
+{
+    reset();
+    sq_app_t *app;
+    cr_assert_eq(sq_app_create(&app), 0);
+    cr_assert_eq(sq_app_route(app, "/len", &lener, NULL), 0);
+    sq_server_opts_t o;
+    sq_server_opts_init(&o);
+    th_server_t *ts = th_server_start(app, &o);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    static const size_t lens[] = {0,    1,    9,     10,     11,     99,     100,    101,
+                                  999,  1000, 1001,  9999,   10000,  65535,  99999,  100000,
+                                  123456, 999999, 1000000, 4194304, 9999999, 10000000};
+    for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+        char req[64], want[24];
+        snprintf(req, sizeof(req), "GET /len?n=%zu HTTP/1.1\r\nHost: t\r\n\r\n", lens[i]);
+        snprintf(want, sizeof(want), "%zu", lens[i]);
+        th_res_t r;
+        cr_assert_eq(th_conn_sends(&c, req), 0);
+        cr_assert_eq(th_conn_read_res(&c, &r, 10000, false), 0);
+        cr_assert_str_eq(th_res_header(&r, "Content-Length"), want);
+        cr_assert_eq(r.body_len, lens[i]);
+        th_res_free(&r);
+    }
+    th_conn_close(&c);
+    th_server_stop(ts, 1000);
     sq_app_destroy(app);
 }

@@ -60,17 +60,31 @@ static char *put(char *p, const char *s, size_t n)
 }
 #define PUTS(p, lit) put((p), (lit), sizeof(lit) - 1)
 
+/* v in decimal: its digits counted first, then written from the last, two a step (a
+ * Content-Length and a request id on every response). */
 static char *put_u64(char *p, uint64_t v)
 {
-    char tmp[24];
-    int i = 0;
-    do {
-        tmp[i++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    while (i > 0)
-        *p++ = tmp[--i];
-    return p;
+    static const char pairs[] = "00010203040506070809101112131415161718192021222324252627282930"
+                                "31323334353637383940414243444546474849505152535455565758596061"
+                                "62636465666768697071727374757677787980818283848586878889909192"
+                                "93949596979899";
+    unsigned n = 1;
+    for (uint64_t t = v; t >= 10; t /= 10)
+        n++;
+    char *q = p + n;
+    while (v >= 100) {
+        unsigned d = (unsigned)(v % 100) * 2;
+        v /= 100;
+        *--q = pairs[d + 1];
+        *--q = pairs[d];
+    }
+    if (v >= 10) {
+        *--q = pairs[v * 2 + 1];
+        *--q = pairs[v * 2];
+    } else {
+        *--q = (char)('0' + v);
+    }
+    return p + n;
 }
 
 bool sq__status_is_final(int status)
