@@ -378,7 +378,10 @@ static int on_headers_complete(llhttp_t *p)
         }
     }
     c->pstate = SQ__H1_BODY;
-    sq__tq_put(c, SQ__TQ_BODY);
+    /* the body's timeout, for a body; without one (most requests) llhttp ends the message
+     * before it returns, and it stays in the head's queue until then */
+    if (stream || (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0))
+        sq__tq_put(c, SQ__TQ_BODY);
     if (stream) {
         x->flags |= SQ__XF_STREAM;
         srv->stats.requests++;
