@@ -103,6 +103,8 @@ static int ws_send_frame(sq_ws_t *ws, int opcode, const void *msg, size_t len)
     int rc = ws_admit(ws, len + 14, &notify);
     if (rc != 0)
         return rc;
+    if (ws->pmd != NULL)
+        return sq__ws_pmd_send(ws, opcode, msg, len, notify); /* RFC 7692 */
     return sq__ws_write_frame(ws, opcode, msg, len, notify);
 }
 
