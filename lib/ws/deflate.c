@@ -24,8 +24,52 @@ struct sq__ws_pmd {
     z_stream *tx;            /* the compressor, while it exists */
     z_stream *rx;            /* the inflater, while it exists */
     sq__ws_pmd_conf_t conf;
+    size_t held;             /* bytes zlib holds for this connection, now */
     bool rx_ended;           /* the peer ended its deflate stream (BFINAL) in this message */
 };
+
+/* zlib's memory, counted per connection (sq__ws_pmd_held): each block carries its size
+ * in front. */
+typedef union zblock {
+    size_t size;
+    max_align_t align;
+} zblock_t;
+
+static voidpf z_alloc(voidpf opaque, uInt items, uInt size)
+{
+    sq__ws_pmd_t *d = opaque;
+    size_t n = (size_t)items * size;
+    zblock_t *b = malloc(sizeof(*b) + n);
+    if (b == NULL)
+        return NULL;
+    b->size = n;
+    d->held += n;
+    return b + 1;
+}
+
+static void z_free(voidpf opaque, voidpf address)
+{
+    sq__ws_pmd_t *d = opaque;
+    zblock_t *b = (zblock_t *)address - 1;
+    d->held -= b->size;
+    free(b);
+}
+
+size_t sq__ws_pmd_held(const sq_ws_t *ws)
+{
+    return ws->pmd != NULL ? ws->pmd->held : 0;
+}
+
+static z_stream *z_new(sq__ws_pmd_t *d)
+{
+    z_stream *z = calloc(1, sizeof(*z));
+    if (z != NULL) {
+        z->zalloc = z_alloc;
+        z->zfree = z_free;
+        z->opaque = d;
+    }
+    return z;
+}
 
 /* ---- the extension header (RFC 6455 §9.1, RFC 7692 §7) ---- */
 
@@ -234,7 +278,7 @@ static int min_int(int a, int b)
 }
 
 bool sq__ws_pmd_server_answer(const sq_ws_opts_t *o, const char *offers,
-                              sq__ws_pmd_conf_t *conf, char answer[128])
+                              sq__ws_pmd_conf_t *conf, char answer[SQ__WS_PMD_HDR])
 {
     const char *cur = offers;
     ext_elem_t e;
@@ -261,35 +305,35 @@ bool sq__ws_pmd_server_answer(const sq_ws_opts_t *o, const char *offers,
             say_rx = p.client_bits > 0 || rx < 15;
         }
         conf->rx_bits = (uint8_t)rx;
-        int n = snprintf(answer, 128, "%s%s%s", PMD_NAME,
+        int n = snprintf(answer, SQ__WS_PMD_HDR, "%s%s%s", PMD_NAME,
                          conf->tx_no_ctx ? "; server_no_context_takeover" : "",
                          conf->rx_no_ctx ? "; client_no_context_takeover" : "");
         /* §7.1.2.1: a server_max_window_bits offer is answered with the same or smaller
          * value; without one, the client inflates with 15 bits, which takes any window */
         if (p.server_bits)
-            n += snprintf(answer + n, 128 - (size_t)n, "; server_max_window_bits=%d",
+            n += snprintf(answer + n, SQ__WS_PMD_HDR - (size_t)n, "; server_max_window_bits=%d",
                           conf->tx_bits);
         if (say_rx)
-            snprintf(answer + n, 128 - (size_t)n, "; client_max_window_bits=%d", rx);
+            snprintf(answer + n, SQ__WS_PMD_HDR - (size_t)n, "; client_max_window_bits=%d", rx);
         return true;
     }
     return false; /* none, or a malformed header: no extension (RFC 6455 §9.1) */
 }
 
-void sq__ws_pmd_client_offer(const sq_ws_opts_t *o, char offer[128])
+void sq__ws_pmd_client_offer(const sq_ws_opts_t *o, char offer[SQ__WS_PMD_HDR])
 {
-    int n = snprintf(offer, 128, "%s%s%s", PMD_NAME,
+    int n = snprintf(offer, SQ__WS_PMD_HDR, "%s%s%s", PMD_NAME,
                      o->deflate_no_context_takeover ? "; client_no_context_takeover" : "",
                      o->deflate_peer_no_context_takeover ? "; server_no_context_takeover" : "");
     if (o->deflate_peer_window_bits < 15)
-        n += snprintf(offer + n, 128 - (size_t)n, "; server_max_window_bits=%d",
+        n += snprintf(offer + n, SQ__WS_PMD_HDR - (size_t)n, "; server_max_window_bits=%d",
                       o->deflate_peer_window_bits);
     /* §7.1.2.2: the server may ask us for a smaller window; with a value, ours is said */
     if (o->deflate_window_bits < 15)
-        snprintf(offer + n, 128 - (size_t)n, "; client_max_window_bits=%d",
+        snprintf(offer + n, SQ__WS_PMD_HDR - (size_t)n, "; client_max_window_bits=%d",
                  o->deflate_window_bits);
     else
-        snprintf(offer + n, 128 - (size_t)n, "; client_max_window_bits");
+        snprintf(offer + n, SQ__WS_PMD_HDR - (size_t)n, "; client_max_window_bits");
 }
 
 bool sq__ws_pmd_client_check(const sq_ws_opts_t *o, const char *answer, sq__ws_pmd_conf_t *conf)
@@ -384,7 +428,7 @@ static int deflate_msg(sq_ws_t *ws, const void *msg, size_t len, sq__buf_t *out)
     sq__ws_pmd_t *d = ws->pmd;
     const sq_ws_opts_t *o = ws->opts;
     if (d->tx == NULL) {
-        z_stream *z = calloc(1, sizeof(*z));
+        z_stream *z = z_new(d);
         if (z == NULL)
             return UV_ENOMEM;
         if (deflateInit2(z, o->deflate_level, Z_DEFLATED, -(int)d->conf.tx_bits,
@@ -434,11 +478,17 @@ int sq__ws_pmd_send(sq_ws_t *ws, int opcode, const void *msg, size_t len, bool n
     sq__buf_t out = {0};
     int rc = deflate_msg(ws, msg, len, &out);
     if (rc == 0 && fin) {
-        /* §7.2.1: the message's last 4 bytes, 0x00 0x00 0xff 0xff, are not sent */
-        if (out.len < 4 || memcmp(out.base + out.len - 4, "\0\0\xff\xff", 4) != 0)
+        if (out.len == 0) {
+            /* nothing to flush: zlib writes nothing when the last call flushed already and
+             * no byte came since (an empty message, or an empty last fragment); §7.2.3.6:
+             * a single 0x00 byte, an empty stored block once the tail is back */
+            rc = sq__buf_append(&out, "", 1);
+        } else if (out.len < 4 || memcmp(out.base + out.len - 4, "\0\0\xff\xff", 4) != 0) {
             rc = UV_ENOMEM; /* cannot happen with a sync flush */
-        else
+        } else {
+            /* §7.2.1: the message's last 4 bytes, 0x00 0x00 0xff 0xff, are not sent */
             out.len -= 4;
+        }
     }
     if (rc == 0)
         rc = write_owned(ws, first ? opcode | SQ__WS_RSV1 : opcode, (uint8_t *)out.base,
@@ -522,7 +572,7 @@ bool sq__ws_pmd_inflate(sq_ws_t *ws, const uint8_t *p, size_t n, bool last)
     static const uint8_t tail[4] = {0x00, 0x00, 0xff, 0xff};
     sq__ws_pmd_t *d = ws->pmd;
     if (d->rx == NULL) {
-        z_stream *z = calloc(1, sizeof(*z));
+        z_stream *z = z_new(d);
         /* a window of 8 bits is inflated with 9: zlib's compressors cannot write 8 */
         int bits = d->conf.rx_bits < 9 ? 9 : d->conf.rx_bits;
         if (z == NULL || inflateInit2(z, -bits) != Z_OK) {

@@ -441,7 +441,7 @@ static int build_request(const wsc_t *c, const char *key, sq__buf_t *b)
     if (c->offers != NULL && c->offers[0] != NULL && buf_puts(b, "\r\n"))
         return UV_ENOMEM;
     if (c->opts.deflate) { /* RFC 7692 §5 */
-        char offer[128];
+        char offer[SQ__WS_PMD_HDR];
         sq__ws_pmd_client_offer(&c->opts, offer);
         if (buf_puts(b, "Sec-WebSocket-Extensions: ") || buf_puts(b, offer) ||
             buf_puts(b, "\r\n"))

@@ -229,6 +229,10 @@ SQ__HIDDEN void sq__ws_drop_partial(sq_ws_t *ws);
  * frame, RFC 7692 §6). */
 #define SQ__WS_RSV1 0x200
 
+/* Room for an offer or an answer: the longest, every parameter with a two-digit value,
+ * is 127 bytes with its NUL. */
+#define SQ__WS_PMD_HDR 160
+
 /* What the handshake agreed: each side's window and whether it resets after each
  * message. "tx" is what this side sends (compresses), "rx" what it receives. */
 typedef struct sq__ws_pmd_conf {
@@ -241,13 +245,13 @@ typedef struct sq__ws_pmd_conf {
  * honour (RFC 7692 §5, §7.1): an offer with an unknown or repeated parameter, or a value
  * out of range, is declined, as is one asking for a window of 8 bits for our side.
  * Returns true and fills `conf` and `answer` (the Sec-WebSocket-Extensions value, NUL-
- * terminated, at most 128 bytes with its NUL) when one is accepted; false otherwise (the
+ * terminated, at most SQ__WS_PMD_HDR bytes with its NUL) when one is accepted; false otherwise (the
  * connection goes on without compression). */
 SQ__HIDDEN bool sq__ws_pmd_server_answer(const sq_ws_opts_t *o, const char *offers,
-                                         sq__ws_pmd_conf_t *conf, char answer[128]);
+                                         sq__ws_pmd_conf_t *conf, char answer[SQ__WS_PMD_HDR]);
 /* Client: the offer (the Sec-WebSocket-Extensions value) for these options, in `offer`
- * (128 bytes with its NUL). */
-SQ__HIDDEN void sq__ws_pmd_client_offer(const sq_ws_opts_t *o, char offer[128]);
+ * (SQ__WS_PMD_HDR bytes with its NUL). */
+SQ__HIDDEN void sq__ws_pmd_client_offer(const sq_ws_opts_t *o, char offer[SQ__WS_PMD_HDR]);
 /* Client: checks the server's answer (every Sec-WebSocket-Extensions line joined with
  * commas) against the offer made with `o` (RFC 7692 §7.1): one permessage-deflate
  * element, known parameters once each, values in range. Returns true and fills conf, or
@@ -269,6 +273,9 @@ SQ__HIDDEN int sq__ws_pmd_send(sq_ws_t *ws, int opcode, const void *msg, size_t 
  * checked as it comes out. Stops as soon as the output passes max_message_bytes (1009);
  * a broken stream is 1007. Returns true, or false once it failed the connection. */
 SQ__HIDDEN bool sq__ws_pmd_inflate(sq_ws_t *ws, const uint8_t *p, size_t n, bool last);
+/* Bytes of zlib state ws holds now (0 without deflate, or between messages without
+ * context takeover): for tests and measurements. */
+SQ__HIDDEN size_t sq__ws_pmd_held(const sq_ws_t *ws);
 /* The compressed message being received is over (delivered or given up): the inflater
  * is freed when the peer resets it after each message. */
 SQ__HIDDEN void sq__ws_pmd_rx_done(sq_ws_t *ws);

@@ -139,7 +139,7 @@ static const char *pick_subprotocol(const ws_route_t *r, const sq_req_t *req)
  * line of the request (a list, RFC 9110 §5.3) read as one. True and `answer` filled when
  * an offer is accepted. */
 static bool pick_deflate(const ws_route_t *r, const sq_req_t *req, sq__ws_pmd_conf_t *conf,
-                         char answer[128])
+                         char answer[SQ__WS_PMD_HDR])
 {
     if (!r->opts.deflate)
         return false;
@@ -214,7 +214,7 @@ static void ws_get(sq_req_t *req, sq_res_t *res, void *data)
     }
     ws->subprotocol = sub;
     sq__ws_pmd_conf_t pmd;
-    char pmd_answer[128];
+    char pmd_answer[SQ__WS_PMD_HDR];
     bool deflate = pick_deflate(r, req, &pmd, pmd_answer);
     ws->wd = sq__hs(req->srv)->wd;
     ws->name = sq__route_pattern(req->match.route);
