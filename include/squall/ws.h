@@ -342,8 +342,9 @@ SQ_EXTERN int sq_ws_connect_sized(uv_loop_t *loop, const char *url,
  * The server's answer is checked whatever the order of its headers (RFC 6455 §4.1):
  * status 101, Upgrade: websocket, Connection: Upgrade (each may be split over several
  * lines), exactly one right Sec-WebSocket-Accept, at most one Sec-WebSocket-Protocol
- * naming one of the offers, and no Sec-WebSocket-Extensions (none is offered). A header
- * name or value over 8 KiB is refused.
+ * naming one of the offers, and no Sec-WebSocket-Extensions unless opts->deflate offered
+ * permessage-deflate: then exactly an answer to that offer (RFC 7692 §7.1; anything else
+ * is an invalid handshake response). A header name or value over 8 KiB is refused.
  *
  * `url` is copied. .open, and every other callback, runs later, on `loop`'s thread, from
  * the loop — even when the name does not resolve — except .close for a connection that

@@ -124,7 +124,7 @@ static size_t req_header_lines(const sq_req_t *req, const char *name)
 
 /* The first of the route's subprotocols that the client offered (server's preference),
  * in any of its Sec-WebSocket-Protocol lines (a list, RFC 6455 §11.3.4). Extensions are
- * a list too, but squall agrees to none, whatever is offered. */
+ * a list too: pick_deflate below. */
 static const char *pick_subprotocol(const ws_route_t *r, const sq_req_t *req)
 {
     if (r->opts.subprotocols == NULL)
