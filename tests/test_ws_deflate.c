@@ -25,6 +25,7 @@
 
 #include <squall.h>
 
+#include "support/app.h"
 #include "support/harness.h"
 #include "support/ws_raw.h"
 #include "ws/ws_int.h"
@@ -656,6 +657,43 @@ Test(ws_deflate, a_bomb_is_stopped_at_the_message_limit, .timeout = 90)
     /* the limit (1 MiB) and the buffer's doubling, not the 1 GiB it would inflate to */
     if (cr != NULL)
         cr_assert_lt(peak - rss0, 16 * 1024, "the peak grew by %ld KiB", peak - rss0);
+}
+
+Test(ws_deflate, hello_takes_ws_deflate_on_its_websocket_routes, .timeout = 30)
+{
+    th_app_t a = th_app_start("hello", "--ws-deflate", NULL);
+    static const char *const paths[] = {"/ws", "/ws/echo"};
+    for (int i = 0; i < 2; i++) {
+        th_conn_t c;
+        char *ext = upgrade(&c, a.port, paths[i], "permessage-deflate; client_max_window_bits");
+        cr_assert(ext != NULL && strcmp(ext, "permessage-deflate; client_max_window_bits=12") == 0,
+                  "%s: %s", paths[i], ext ? ext : "(none)");
+        free(ext);
+        th_conn_close(&c);
+    }
+    /* a compressed message to /ws/echo comes back compressed */
+    th_conn_t c;
+    free(upgrade(&c, a.port, "/ws/echo", "permessage-deflate"));
+    peer_z_t z;
+    pz_init(&z, 15);
+    char *msg = text_of(4000, 2);
+    size_t cl, len;
+    uint8_t *cm = pz_compress(&z, msg, 4000, true, &cl);
+    frame_send(&c, FIN | RSV1 | OP_TEXT, true, cm, cl);
+    char *back = read_message(&c, &z, OP_TEXT, true, &len);
+    cr_assert(len == 4000 && memcmp(back, msg, len) == 0);
+    free(back);
+    free(cm);
+    free(msg);
+    pz_free(&z);
+    th_conn_close(&c);
+    th_app_stop(&a);
+
+    a = th_app_start("hello", NULL); /* off by default */
+    char *ext = upgrade(&c, a.port, "/ws/echo", "permessage-deflate");
+    cr_assert_null(ext, "without --ws-deflate: %s", ext);
+    th_conn_close(&c);
+    th_app_stop(&a);
 }
 
 /* ---- the zlib state a connection holds ---- */
