@@ -158,10 +158,9 @@ static bool data_begin(sq_ws_t *ws, uint64_t len)
     }
     if (rx->op != SQ__WS_OP_CONT) {
         ws->msg.len = 0;
-        if (rx->rsv1)
-            ws->flags |= SQ__WS_RX_DEFLATE;
-        else
-            ws->flags &= ~SQ__WS_RX_DEFLATE;
+        /* RSV1 (deflate agreed: header_check) marks the message compressed */
+        ws->flags = (ws->flags & ~(uint32_t)SQ__WS_RX_DEFLATE) |
+                    (rx->rsv1 ? (uint32_t)SQ__WS_RX_DEFLATE : 0);
         if (rx->op == SQ__WS_OP_TEXT) {
             ws->flags |= SQ__WS_IN_TEXT;
             sq__utf8_init(&ws->utf8);
