@@ -581,7 +581,8 @@ Test(ws_deflate, a_broken_stream_or_bad_utf8_inside_is_1007)
     peer_z_t z;
     pz_init(&z, 15);
     size_t cl;
-    uint8_t *cm = pz_compress(&z, "ok \xff\xfe not utf-8", 17, true, &cl);
+    static const char bad[] = "ok \xff\xfe not utf-8";
+    uint8_t *cm = pz_compress(&z, bad, sizeof(bad) - 1, true, &cl);
     raw_case = "invalid UTF-8 once inflated";
     frame_send(&c, FIN | RSV1 | OP_TEXT, true, cm, cl);
     expect_close(&c, 1007);
