@@ -478,6 +478,7 @@ typedef struct config {
     uint64_t max_upload;         /* POST /upload's limit */
     const char *cors[16 + 1];    /* --cors-origin, NULL-terminated */
     unsigned ncors;
+    int ws_deflate;              /* --ws-deflate: permessage-deflate on the WebSocket routes */
 } config_t;
 
 /* Each worker's server. A failure is reported once, by main, from sq_workers_run's
@@ -552,7 +553,7 @@ static void usage(FILE *f)
                "             [--idle-timeout MS] [--slow-callback-ms MS (100; 0 off)]\n"
                "             [--threadpool N]\n"
                "             [--max-upload BYTES (10 GiB)] [--cors-origin ORIGIN]...\n"
-               "             [--log-level debug|info|warn|error] [--help]\n");
+               "             [--log-level debug|info|warn|error] [--ws-deflate] [--help]\n");
 }
 
 /* What is wrong, on one line, then the usage; status 2. */
@@ -594,6 +595,7 @@ int main(int argc, char **argv)
         {"cors-origin", required_argument, NULL, 'C'},
         {"log-level", required_argument, NULL, 'L'},
         {"help", no_argument, NULL, 'u'},
+        {"ws-deflate", no_argument, NULL, 'D'},
         {NULL, 0, NULL, 0},
     };
     int ch, li = 0;
@@ -615,6 +617,7 @@ int main(int argc, char **argv)
         case 's': bad = parse_flag(optarg, UINT64_MAX, &v); cfg.opts.slow_callback_ms = v; break;
         case 'T': bad = parse_flag(optarg, UINT_MAX, &v); cfg.threadpool = (unsigned)v; break;
         case 'U': bad = parse_flag(optarg, UINT64_MAX, &v); cfg.max_upload = v; break;
+        case 'D': cfg.ws_deflate = 1; break;
         case 'C':
             if (cfg.ncors == sizeof(cfg.cors) / sizeof(cfg.cors[0]) - 1)
                 return bad_usage("--cors-origin: at most 16");
@@ -674,8 +677,11 @@ int main(int argc, char **argv)
     sq_app_route(cfg.app, "/echo", &echo, NULL);
     sq_app_route(cfg.app, "/sleep", &sleeper, NULL);
     sq_app_route(cfg.app, "/sleep-blocking", &sleeper_on_loop, NULL);
-    sq_app_websocket(cfg.app, "/ws", &ws_said_handler, NULL, NULL);
-    sq_app_websocket(cfg.app, "/ws/echo", &ws_echo_handler, NULL, NULL);
+    sq_ws_opts_t wso; /* docs/deflate.md */
+    sq_ws_opts_init(&wso);
+    wso.deflate = cfg.ws_deflate;
+    sq_app_websocket(cfg.app, "/ws", &ws_said_handler, &wso, NULL);
+    sq_app_websocket(cfg.app, "/ws/echo", &ws_echo_handler, &wso, NULL);
     sq_handler_t up = uploads;
     up.stream_body_max = cfg.max_upload;
     sq_app_route(cfg.app, "/upload", &up, NULL);

@@ -16,6 +16,9 @@
  *
  *   build/bin/ws-client [--count N] [--timeout MS] [URL]
  *
+ * --deflate offers permessage-deflate (RFC 7692, docs/deflate.md), as aiohttp's
+ * compress=15 does.
+ *
  * URL defaults to ws://127.0.0.1:8000/ws; an http:// URL is taken as ws://, as aiohttp's
  * ws_connect does. It sends "hi", then prints each text message on its own line (stdout:
  * the messages exactly, nothing added) and sends it back unchanged, until a message is
@@ -192,6 +195,7 @@ int main(int argc, char **argv)
         {"count", required_argument, NULL, 'c'},
         {"timeout", required_argument, NULL, 't'},
         {"help", no_argument, NULL, 'h'},
+        {"deflate", no_argument, NULL, 'D'},
         {NULL, 0, NULL, 0},
     };
     int ch;
@@ -206,6 +210,8 @@ int main(int argc, char **argv)
             if ((v = parse_number(optarg, 1, 3600000)) <= 0)
                 return usage("--timeout must be 1..3600000 milliseconds, not", optarg);
             opts.handshake_timeout_ms = (uint64_t)v;
+        } else if (ch == 'D') {
+            opts.deflate = 1; /* offer permessage-deflate (docs/deflate.md) */
         } else if (ch == 'h') {
             fputs(usage_text, stdout);
             return 0;

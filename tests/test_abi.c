@@ -521,6 +521,11 @@ static const field_t ws_opts_fields[] = {
     FIELD(sq_ws_opts_t, pong_timeout_ms),      FIELD(sq_ws_opts_t, close_timeout_ms),
     FIELD(sq_ws_opts_t, handshake_timeout_ms), FIELD(sq_ws_opts_t, subprotocols),
     FIELD(sq_ws_opts_t, idle_timeout_ms),      FIELD(sq_ws_opts_t, message_timeout_ms),
+    FIELD(sq_ws_opts_t, deflate),              FIELD(sq_ws_opts_t, deflate_no_context_takeover),
+    FIELD(sq_ws_opts_t, deflate_peer_no_context_takeover),
+    FIELD(sq_ws_opts_t, deflate_window_bits),  FIELD(sq_ws_opts_t, deflate_peer_window_bits),
+    FIELD(sq_ws_opts_t, deflate_mem_level),    FIELD(sq_ws_opts_t, deflate_level),
+    FIELD(sq_ws_opts_t, deflate_threshold),
 };
 #define N_WS_OPTS SQ__ARRAY_SIZE(ws_opts_fields)
 
@@ -559,6 +564,14 @@ static sq_ws_opts_t ws_opts_alt(void)
     o.subprotocols = offers;
     o.idle_timeout_ms = 7007;
     o.message_timeout_ms = 8008;
+    o.deflate = 1;
+    o.deflate_no_context_takeover = 1;
+    o.deflate_peer_no_context_takeover = 1;
+    o.deflate_window_bits = 10;
+    o.deflate_peer_window_bits = 11;
+    o.deflate_mem_level = 3;
+    o.deflate_level = 2;
+    o.deflate_threshold = 9009;
     return o;
 }
 
@@ -717,5 +730,5 @@ Test(abi, growable_structs_have_no_tail_padding)
     cr_assert(ENDS_AT_LAST_FIELD(sq_watchdog_stats_t, slowest_span));
     cr_assert(ENDS_AT_LAST_FIELD(sq_work_pool_opts_t, max_queued));
     cr_assert(ENDS_AT_LAST_FIELD(sq_work_pool_stats_t, rejected));
-    cr_assert(ENDS_AT_LAST_FIELD(sq_ws_opts_t, message_timeout_ms));
+    cr_assert(ENDS_AT_LAST_FIELD(sq_ws_opts_t, deflate_threshold));
 }

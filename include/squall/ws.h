@@ -91,6 +91,43 @@ typedef struct sq_ws_opts {
      * byte, across fragments — within this, else close with 1008 (policy violation: a
      * message trickled in holds up to max_message_bytes of memory). 60 s; 0: off. */
     uint64_t message_timeout_ms;
+    /* permessage-deflate (RFC 7692; docs/deflate.md). Off by default. A route with
+     * `deflate` set accepts the first offer of a client it can honour (and answers it in
+     * Sec-WebSocket-Extensions); a client with it set offers the extension. When it is
+     * agreed, data messages of `deflate_threshold` bytes or more are sent compressed
+     * (RSV1 set on their first frame), smaller ones and every control frame as they are;
+     * either kind is received. A compressed message is inflated in bounded steps and
+     * closed with 1009 as soon as its inflated size passes max_message_bytes; a broken
+     * stream closes with 1007. 0: off. */
+    int deflate;
+    /* 1: this side compresses each message on its own (RFC 7692 §7.1.1): its compressor
+     * exists only while a message is compressed. Server: also what a client's
+     * server_no_context_takeover gets; client: offered as client_no_context_takeover.
+     * 0 (default): the window carries from message to message (better ratio, and the
+     * compressor's memory stays while the connection lives). */
+    int deflate_no_context_takeover;
+    /* 1: ask the peer to compress each message on its own, so that this side's inflater
+     * exists only while a message is received. Server: answered as
+     * client_no_context_takeover (a client must accept it); client: offered as
+     * server_no_context_takeover (a server may decline it). 0 (default). */
+    int deflate_peer_no_context_takeover;
+    /* log2 of this side's LZ77 window, 9-15 (a peer's smaller *_max_window_bits lowers
+     * it; one asking for 8 is declined, zlib cannot compress with 256 bytes). The
+     * compressor's memory is about 2^(bits+2) + 2^(mem_level+9) bytes: 32 KiB with the
+     * defaults, 256 KiB with 15 and 8 (zlib's own defaults). 12. */
+    int deflate_window_bits;
+    /* log2 of the window asked of the peer, 8-15 (server: client_max_window_bits, when
+     * the client offered it; client: server_max_window_bits): this side's inflater holds
+     * 2^bits bytes (and about 7 KiB of zlib's state). 12. */
+    int deflate_peer_window_bits;
+    /* zlib's memLevel for this side's compressor, 1-9 (less memory, less speed). 5. */
+    int deflate_mem_level;
+    /* zlib's compression level, 0-9, or -1 for zlib's default (6). -1. */
+    int deflate_level;
+    /* Messages shorter than this go uncompressed. A fragmented message
+     * (sq_ws_send_fragment) is compressed unless its first fragment ends it and is
+     * shorter. A broadcast frame (sq_ws_frame_create) is never compressed. 128. */
+    size_t deflate_threshold;
 } sq_ws_opts_t;
 
 /* The largest message one send takes: libuv's buffers count 32 bits, and a frame header
@@ -305,8 +342,9 @@ SQ_EXTERN int sq_ws_connect_sized(uv_loop_t *loop, const char *url,
  * The server's answer is checked whatever the order of its headers (RFC 6455 §4.1):
  * status 101, Upgrade: websocket, Connection: Upgrade (each may be split over several
  * lines), exactly one right Sec-WebSocket-Accept, at most one Sec-WebSocket-Protocol
- * naming one of the offers, and no Sec-WebSocket-Extensions (none is offered). A header
- * name or value over 8 KiB is refused.
+ * naming one of the offers, and no Sec-WebSocket-Extensions unless opts->deflate offered
+ * permessage-deflate: then exactly an answer to that offer (RFC 7692 §7.1; anything else
+ * is an invalid handshake response). A header name or value over 8 KiB is refused.
  *
  * `url` is copied. .open, and every other callback, runs later, on `loop`'s thread, from
  * the loop — even when the name does not resolve — except .close for a connection that

@@ -90,8 +90,16 @@ static int header_check(const sq_ws_t *ws, uint8_t b0, uint8_t b1, const char **
     bool fin = b0 & 0x80, masked = b1 & 0x80;
     unsigned len7 = b1 & 0x7F;
     if (b0 & 0x70) {
-        *why = "reserved bits set"; /* §5.2: no extension was agreed */
-        return SQ_WS_PROTOCOL_ERROR;
+        /* §5.2: only an extension agreed on sets them; permessage-deflate's RSV1 goes on
+         * the first frame of a data message alone (RFC 7692 §6, §6.1) */
+        if ((b0 & 0x70) != 0x40 || ws->pmd == NULL)
+            *why = "reserved bits set";
+        else if (op == SQ__WS_OP_CONT)
+            *why = "RSV1 on a continuation frame";
+        else if (op & 0x8)
+            *why = "RSV1 on a control frame";
+        if (*why != NULL)
+            return SQ_WS_PROTOCOL_ERROR;
     }
     if (masked != !(ws->flags & SQ__WS_CLIENT)) {
         /* §5.1: a client masks every frame, a server none */
@@ -150,6 +158,9 @@ static bool data_begin(sq_ws_t *ws, uint64_t len)
     }
     if (rx->op != SQ__WS_OP_CONT) {
         ws->msg.len = 0;
+        /* RSV1 (deflate agreed: header_check) marks the message compressed */
+        ws->flags = (ws->flags & ~(uint32_t)SQ__WS_RX_DEFLATE) |
+                    (rx->rsv1 ? (uint32_t)SQ__WS_RX_DEFLATE : 0);
         if (rx->op == SQ__WS_OP_TEXT) {
             ws->flags |= SQ__WS_IN_TEXT;
             sq__utf8_init(&ws->utf8);
@@ -168,7 +179,8 @@ static bool data_begin(sq_ws_t *ws, uint64_t len)
         return true;
     }
     size_t max = ws->opts->max_message_bytes;
-    if (max > 0 && len > max - ws->msg.len) {
+    /* a compressed message is measured as it inflates (deflate.c) */
+    if (max > 0 && len > max - ws->msg.len && !(ws->flags & SQ__WS_RX_DEFLATE)) {
         sq__ws_fail(ws, SQ_WS_TOO_BIG, "message too big");
         return false;
     }
@@ -188,6 +200,10 @@ static void data_chunk(sq_ws_t *ws, const uint8_t *p, size_t n)
     ws->last_rx = uv_now(ws->loop); /* data moving: not idle (the message deadline bounds it) */
     if (sq__ws_dropping_data(ws))
         return;
+    if (ws->flags & SQ__WS_RX_DEFLATE) {
+        sq__ws_pmd_inflate(ws, p, n, false); /* checks the UTF-8 of what comes out */
+        return;
+    }
     /* §8.1: invalid UTF-8 fails the connection as soon as the byte arrives */
     if ((ws->flags & SQ__WS_IN_TEXT) && !sq__utf8_feed(&ws->utf8, p, n)) {
         sq__ws_fail(ws, SQ_WS_INVALID_DATA, "invalid UTF-8 in a text message");
@@ -207,11 +223,15 @@ static void data_end(sq_ws_t *ws)
     if (!ws->rx.fin)
         return;
     ws->flags &= ~SQ__WS_IN_MSG;
+    bool deflated = ws->flags & SQ__WS_RX_DEFLATE;
     if (sq__ws_dropping_data(ws)) {
         if (ws->msg.cap > 0)
             sq__ws_drop_partial(ws);
         return;
     }
+    /* RFC 7692 §7.2.2: the tail goes back on, and what it flushes comes out */
+    if (deflated && !sq__ws_pmd_inflate(ws, NULL, 0, true))
+        return;
     if ((ws->flags & SQ__WS_IN_TEXT) && !sq__utf8_complete(&ws->utf8)) {
         sq__ws_fail(ws, SQ_WS_INVALID_DATA, "truncated UTF-8 in a text message");
         return;
@@ -219,6 +239,8 @@ static void data_end(sq_ws_t *ws)
     deliver(ws, ws->msg.len ? ws->msg.base : "", ws->msg.len);
     /* the buffer is lent for one message: an idle connection holds none */
     sq__buf_free(&ws->msg);
+    if (deflated && ws->pmd != NULL)
+        sq__ws_pmd_rx_done(ws);
 }
 
 /* A message of one frame whose payload lies whole in this read: unmasked in place and
@@ -337,6 +359,7 @@ static uint8_t *frame_begin(sq_ws_t *ws, const uint8_t *h, uint8_t *p, uint8_t *
     rx->op = h[0] & 0x0F;
     rx->fin = h[0] & 0x80;
     rx->masked = h[1] & 0x80;
+    rx->rsv1 = h[0] & 0x40; /* header_check let it through: deflate was agreed */
     if (rx->masked)
         memcpy(rx->mask, h + off, 4);
     rx->phase = 0;
@@ -361,7 +384,8 @@ static uint8_t *frame_begin(sq_ws_t *ws, const uint8_t *h, uint8_t *p, uint8_t *
     }
     if (!data_begin(ws, len))
         return end;
-    if (len <= avail && rx->op != SQ__WS_OP_CONT && rx->fin) {
+    /* a compressed message is inflated on the way (data_chunk) */
+    if (len <= avail && rx->op != SQ__WS_OP_CONT && rx->fin && !rx->rsv1) {
         if (!sq__ws_dropping_data(ws))
             data_whole(ws, p, (size_t)len);
         else

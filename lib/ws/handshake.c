@@ -70,7 +70,9 @@ bool sq__header_has_token(const char *value, const char *token)
 size_t sq__ws_frame_header(uint8_t *h, int opcode, uint64_t len, const uint8_t *mask)
 {
     size_t n;
-    h[0] = (uint8_t)((opcode & SQ__WS_NOFIN ? 0 : 0x80) | (opcode & 0x0F));
+    /* SQ__WS_RSV1 (0x200) shifted down is RSV1 (0x40) */
+    h[0] = (uint8_t)((opcode & SQ__WS_NOFIN ? 0 : 0x80) | ((opcode >> 3) & 0x40) |
+                     (opcode & 0x0F));
     if (len < 126) {
         h[1] = (uint8_t)len;
         n = 2;

@@ -35,6 +35,7 @@ typedef struct wsc {
     llhttp_t parser;
     sq__buf_t field;         /* the handshake response's header being read */
     sq__buf_t value;
+    sq__buf_t ext;           /* the answer's Sec-WebSocket-Extensions lines, joined */
     bool upgrade_ok, connection_ok, accept_ok;
     bool seen_accept, seen_proto; /* headers the answer may carry once (RFC 6455 §11.3) */
     const char *hs_bad;           /* why the answer is refused, whatever comes after */
@@ -207,6 +208,7 @@ static void wsc_free(wsc_t *c)
         uv_freeaddrinfo(c->addrs);
     sq__buf_free(&c->field);
     sq__buf_free(&c->value);
+    sq__buf_free(&c->ext);
     wsc_free_strings(c);
     free(c);
 }
@@ -312,8 +314,12 @@ static int hs_value_complete(llhttp_t *p)
         c->seen_accept = true;
         c->accept_ok = strcmp(v, c->accept) == 0;
     } else if (strcasecmp(f, "sec-websocket-extensions") == 0) {
-        /* RFC 6455 §4.1: the client offered none, so any named fails */
-        c->hs_bad = "an extension that was never offered";
+        /* RFC 6455 §4.1: only what was offered (permessage-deflate, when opts.deflate);
+         * the lines are a list, read as one when the headers are complete */
+        if (!c->opts.deflate)
+            c->hs_bad = "an extension that was never offered";
+        else if (sq__buf_append(&c->ext, v, strlen(v)) || sq__buf_append(&c->ext, ",", 1))
+            return -1;
     } else if (strcasecmp(f, "sec-websocket-protocol") == 0) {
         if (c->seen_proto)
             c->hs_bad = "Sec-WebSocket-Protocol repeated"; /* RFC 6455 §11.3.4 */
@@ -365,6 +371,13 @@ static void hs_read(wsc_t *c, char *data, size_t n)
         c->hs_bad = "no Upgrade: websocket and Connection: Upgrade";
     if (c->hs_bad == NULL && !c->accept_ok)
         c->hs_bad = "a wrong or missing Sec-WebSocket-Accept";
+    sq__ws_pmd_conf_t pmd;
+    bool deflate = c->ext.len > 0;
+    if (c->hs_bad == NULL && deflate &&
+        (sq__buf_append(&c->ext, "", 1) || !sq__ws_pmd_client_check(&c->opts, c->ext.base, &pmd)))
+        c->hs_bad = "an extension answer that does not match the offer"; /* RFC 7692 §7.1 */
+    if (c->hs_bad == NULL && deflate && sq__ws_pmd_start(c->ws, &pmd) != 0)
+        c->hs_bad = "out of memory";
     if (c->hs_bad != NULL) {
         sq_log(SQ_LOG_DEBUG, "websocket client: handshake answer refused: %s", c->hs_bad);
         fail(c, "invalid handshake response", 0);
@@ -427,6 +440,13 @@ static int build_request(const wsc_t *c, const char *key, sq__buf_t *b)
             return UV_ENOMEM;
     if (c->offers != NULL && c->offers[0] != NULL && buf_puts(b, "\r\n"))
         return UV_ENOMEM;
+    if (c->opts.deflate) { /* RFC 7692 §5 */
+        char offer[SQ__WS_PMD_HDR];
+        sq__ws_pmd_client_offer(&c->opts, offer);
+        if (buf_puts(b, "Sec-WebSocket-Extensions: ") || buf_puts(b, offer) ||
+            buf_puts(b, "\r\n"))
+            return UV_ENOMEM;
+    }
     return buf_puts(b, "\r\n");
 }
 

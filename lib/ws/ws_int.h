@@ -81,6 +81,7 @@ typedef struct sq__ws_rx {
     bool fin;          /* the frame ends its message */
     bool payload;      /* the header is read: payload bytes come next */
     bool masked;
+    bool rsv1;         /* RSV1: the message this frame begins is compressed (RFC 7692 §6) */
 } sq__ws_rx_t;
 
 /* ---- a WebSocket over a transport (server connection or client socket) ---- */
@@ -119,9 +120,12 @@ enum {
     SQ__WS_CLOSE_SENT = 1 << 16,    /* our close frame went to the transport */
     SQ__WS_RX_OFF = 1 << 17,        /* nothing more is read: the peer's close frame came,
                                        or we failed the connection */
+    SQ__WS_RX_DEFLATE = 1 << 18,    /* the data message being received is compressed */
+    SQ__WS_SEND_DEFLATE = 1 << 19,  /* the fragmented message being sent is compressed */
 };
 
 typedef struct sq__ws_clock sq__ws_clock_t; /* clock.c */
+typedef struct sq__ws_pmd sq__ws_pmd_t;     /* deflate.c */
 
 struct sq_ws_s {
     uv_loop_t *loop;
@@ -157,6 +161,7 @@ struct sq_ws_s {
                               (max_message_bytes); freed after each */
     sq_watchdog_t *wd;     /* the server's: times the handler's callbacks; or NULL */
     const char *name;      /* the route pattern, for the watchdog */
+    sq__ws_pmd_t *pmd;     /* permessage-deflate, when agreed (deflate.c); else NULL */
 };
 
 /* ---- clock.c: one timer per loop for the deadlines of its WebSockets ---- */
@@ -217,6 +222,63 @@ SQ__HIDDEN int sq__ws_send_close(sq_ws_t *ws, int code, const void *reason, size
 SQ__HIDDEN void sq__ws_fail(sq_ws_t *ws, int code, const char *why);
 /* ws.c: the data message being reassembled is given up; its memory goes now. */
 SQ__HIDDEN void sq__ws_drop_partial(sq_ws_t *ws);
+
+/* ---- deflate.c: permessage-deflate (RFC 7692) ---- */
+
+/* Or'ed into an opcode for sq__ws_frame_header: RSV1 set (a compressed message's first
+ * frame, RFC 7692 §6). */
+#define SQ__WS_RSV1 0x200
+
+/* Room for an offer or an answer: the longest, every parameter with a two-digit value,
+ * is 127 bytes with its NUL. */
+#define SQ__WS_PMD_HDR 160
+
+/* What the handshake agreed: each side's window and whether it resets after each
+ * message. "tx" is what this side sends (compresses), "rx" what it receives. */
+typedef struct sq__ws_pmd_conf {
+    uint8_t tx_bits, rx_bits;
+    bool tx_no_ctx, rx_no_ctx;
+} sq__ws_pmd_conf_t;
+
+/* Server: reads the client's offers (every Sec-WebSocket-Extensions line of the request,
+ * joined with commas in `offers`), and picks the first permessage-deflate offer it can
+ * honour (RFC 7692 §5, §7.1): an offer with an unknown or repeated parameter, or a value
+ * out of range, is declined, as is one asking for a window of 8 bits for our side.
+ * Returns true and fills `conf` and `answer` (the Sec-WebSocket-Extensions value, NUL-
+ * terminated, at most SQ__WS_PMD_HDR bytes with its NUL) when one is accepted; false otherwise (the
+ * connection goes on without compression). */
+SQ__HIDDEN bool sq__ws_pmd_server_answer(const sq_ws_opts_t *o, const char *offers,
+                                         sq__ws_pmd_conf_t *conf, char answer[SQ__WS_PMD_HDR]);
+/* Client: the offer (the Sec-WebSocket-Extensions value) for these options, in `offer`
+ * (SQ__WS_PMD_HDR bytes with its NUL). */
+SQ__HIDDEN void sq__ws_pmd_client_offer(const sq_ws_opts_t *o, char offer[SQ__WS_PMD_HDR]);
+/* Client: checks the server's answer (every Sec-WebSocket-Extensions line joined with
+ * commas) against the offer made with `o` (RFC 7692 §7.1): one permessage-deflate
+ * element, known parameters once each, values in range. Returns true and fills conf, or
+ * false (the client fails the connection). */
+SQ__HIDDEN bool sq__ws_pmd_client_check(const sq_ws_opts_t *o, const char *answer,
+                                        sq__ws_pmd_conf_t *conf);
+/* Starts compression on ws as agreed (no zlib state yet: it comes with the first
+ * compressed message). 0 or UV_ENOMEM. */
+SQ__HIDDEN int sq__ws_pmd_start(sq_ws_t *ws, const sq__ws_pmd_conf_t *conf);
+/* Frees ws->pmd and its zlib state. */
+SQ__HIDDEN void sq__ws_pmd_free(sq_ws_t *ws);
+/* Sends one data frame (a whole message, or a fragment: SQ__WS_NOFIN, SQ__WS_OP_CONT),
+ * compressed when the message is (RFC 7692 §7.2.1); otherwise as sq__ws_write_frame.
+ * Returns as sq__ws_write_frame, or UV_ENOMEM. */
+SQ__HIDDEN int sq__ws_pmd_send(sq_ws_t *ws, int opcode, const void *msg, size_t len,
+                               bool notify);
+/* Inflates n bytes of a compressed message being received into ws->msg (RFC 7692
+ * §7.2.2); `last`: they end the message, the 0x00 0x00 0xff 0xff tail is added. Text is
+ * checked as it comes out. Stops as soon as the output passes max_message_bytes (1009);
+ * a broken stream is 1007. Returns true, or false once it failed the connection. */
+SQ__HIDDEN bool sq__ws_pmd_inflate(sq_ws_t *ws, const uint8_t *p, size_t n, bool last);
+/* Bytes of zlib state ws holds now (0 without deflate, or between messages without
+ * context takeover): for tests and measurements. */
+SQ__HIDDEN size_t sq__ws_pmd_held(const sq_ws_t *ws);
+/* The compressed message being received is over (delivered or given up): the inflater
+ * is freed when the peer resets it after each message. */
+SQ__HIDDEN void sq__ws_pmd_rx_done(sq_ws_t *ws);
 
 /* RFC 6455 §7.1.4: once our close frame is sent (the application's sq_ws_close, or a
  * failure), data frames that still arrive are read, to reach the peer's close frame,

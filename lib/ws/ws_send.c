@@ -96,13 +96,16 @@ int sq__ws_send_close(sq_ws_t *ws, int code, const void *reason, size_t len)
 }
 
 /* Callers have refused len > SQ_WS_MAX_SEND_BYTES (UV_EMSGSIZE) before looking at the
- * bytes: libuv's buffers count 32 bits (uv_buf_init), header included. */
-static int ws_send_frame(sq_ws_t *ws, int opcode, const void *msg, size_t len)
+ * bytes: libuv's buffers count 32 bits (uv_buf_init), header included. Inline: it is the
+ * path of every message sent. */
+static inline int ws_send_frame(sq_ws_t *ws, int opcode, const void *msg, size_t len)
 {
     bool notify = false;
     int rc = ws_admit(ws, len + 14, &notify);
     if (rc != 0)
         return rc;
+    if (SQ__UNLIKELY(ws->pmd != NULL))
+        return sq__ws_pmd_send(ws, opcode, msg, len, notify); /* RFC 7692 */
     return sq__ws_write_frame(ws, opcode, msg, len, notify);
 }
 

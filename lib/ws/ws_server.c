@@ -124,7 +124,7 @@ static size_t req_header_lines(const sq_req_t *req, const char *name)
 
 /* The first of the route's subprotocols that the client offered (server's preference),
  * in any of its Sec-WebSocket-Protocol lines (a list, RFC 6455 §11.3.4). Extensions are
- * a list too, but squall agrees to none, whatever is offered. */
+ * a list too: pick_deflate below. */
 static const char *pick_subprotocol(const ws_route_t *r, const sq_req_t *req)
 {
     if (r->opts.subprotocols == NULL)
@@ -133,6 +133,29 @@ static const char *pick_subprotocol(const ws_route_t *r, const sq_req_t *req)
         if (req_has_token(req, "Sec-WebSocket-Protocol", *p))
             return *p;
     return NULL;
+}
+
+/* permessage-deflate (RFC 7692), on a route that takes it: every Sec-WebSocket-Extensions
+ * line of the request (a list, RFC 9110 §5.3) read as one. True and `answer` filled when
+ * an offer is accepted. */
+static bool pick_deflate(const ws_route_t *r, const sq_req_t *req, sq__ws_pmd_conf_t *conf,
+                         char answer[SQ__WS_PMD_HDR])
+{
+    if (!r->opts.deflate)
+        return false;
+    sq__buf_t all = {0};
+    size_t n = sq_req_header_count(req);
+    bool ok = true;
+    for (size_t i = 0; i < n && ok; i++) {
+        const char *hn, *hv;
+        if (sq_req_header_at(req, i, &hn, &hv) == 0 &&
+            strcasecmp(hn, "Sec-WebSocket-Extensions") == 0)
+            ok = sq__buf_append(&all, hv, strlen(hv)) == 0 && sq__buf_append(&all, ",", 1) == 0;
+    }
+    ok = ok && all.len > 0 && sq__buf_append(&all, "", 1) == 0 &&
+         sq__ws_pmd_server_answer(&r->opts, all.base, conf, answer);
+    sq__buf_free(&all);
+    return ok; /* out of memory: no compression, the connection goes on */
 }
 
 static void ws_get(sq_req_t *req, sq_res_t *res, void *data)
@@ -190,6 +213,9 @@ static void ws_get(sq_req_t *req, sq_res_t *res, void *data)
         return;
     }
     ws->subprotocol = sub;
+    sq__ws_pmd_conf_t pmd;
+    char pmd_answer[SQ__WS_PMD_HDR];
+    bool deflate = pick_deflate(r, req, &pmd, pmd_answer);
     ws->wd = sq__hs(req->srv)->wd;
     ws->name = sq__route_pattern(req->match.route);
     /* a 101 without its Accept would be a handshake the client must fail: out of memory
@@ -197,7 +223,9 @@ static void ws_get(sq_req_t *req, sq_res_t *res, void *data)
     if (sq_res_header(res, "Upgrade", "websocket") != 0 ||
         sq_res_header(res, "Connection", "Upgrade") != 0 ||
         sq_res_header(res, "Sec-WebSocket-Accept", accept) != 0 ||
-        (sub != NULL && sq_res_header(res, "Sec-WebSocket-Protocol", sub) != 0)) {
+        (sub != NULL && sq_res_header(res, "Sec-WebSocket-Protocol", sub) != 0) ||
+        (deflate && (sq__ws_pmd_start(ws, &pmd) != 0 ||
+                     sq_res_header(res, "Sec-WebSocket-Extensions", pmd_answer) != 0))) {
         sq__ws_transport_closed(ws); /* never opened: no callbacks, just freed */
         refuse(res, 500, "Internal Server Error");
         return;
