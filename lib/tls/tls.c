@@ -262,6 +262,12 @@ void sq__tls_close_notify(sq__tls_t *t)
     ERR_clear_error();
 }
 
+size_t sq__tls_out_read(sq__tls_t *t, void *dst, size_t n)
+{
+    int r = BIO_read(t->wbio, dst, n > INT32_MAX ? INT32_MAX : (int)n);
+    return r > 0 ? (size_t)r : 0;
+}
+
 int sq__tls_take_out(sq__tls_t *t, sq__buf_t *out)
 {
     size_t n = BIO_ctrl_pending(t->wbio);

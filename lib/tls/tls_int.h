@@ -50,6 +50,8 @@ static inline size_t sq__tls_out_len(const sq__tls_t *t)
 {
     return BIO_ctrl_pending(t->wbio);
 }
+/* Moves up to n bytes of the ciphertext waiting to be sent into dst; how many. */
+SQ__HIDDEN size_t sq__tls_out_read(sq__tls_t *t, void *dst, size_t n);
 /* Moves the ciphertext waiting to be sent to the end of out. 0 or UV_ENOMEM. */
 SQ__HIDDEN int sq__tls_take_out(sq__tls_t *t, sq__buf_t *out);
 /* OpenSSL's reason for the last failure on this thread (its error queue, then cleared),
