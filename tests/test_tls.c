@@ -604,12 +604,15 @@ Test(tls, squall_client_and_ws_client_against_squall_server)
 /* Verification is on by default: an unknown CA, a certificate for another name and an
  * expired one each fail with their own code, the same for fetch and for wss://; the
  * system store alone does not trust the test CA; tls_insecure turns it off. */
+/* static: what one server's stop checks for leaks must see the others' as reachable */
+static tls_server_t self, other, old, good;
+
 Test(tls, verification_failures_are_clear_errors)
 {
-    tls_server_t self = tls_start("self", NULL);
-    tls_server_t other = tls_start("other", NULL);
-    tls_server_t old = tls_start("old", NULL);
-    tls_server_t good = tls_start("srv", NULL);
+    self = tls_start("self", NULL);
+    other = tls_start("other", NULL);
+    old = tls_start("old", NULL);
+    good = tls_start("srv", NULL);
     cr_assert_eq(uv_loop_init(&loop), 0);
     sq_client_t *cl = client_new(P("ca.pem"), 0);
     struct {

@@ -61,6 +61,7 @@ int sq_client_new(sq_client_t **out, uv_loop_t *loop, const sq_client_opts_t *op
         c->opts.tls_ca_file = c->tls_ca_file;
         if (c->tls_ca_file == NULL || sq__cl_tls_ctx(c, &err) == NULL) {
             SSL_CTX_free(c->tls_ctx);
+            free(c->tls_buf);
             free(c->tls_ca_file);
             free(c->user_agent);
             free(c);
