@@ -83,6 +83,8 @@ typedef struct sq_client_opts {
                                     or its host name — anyone on the path can read and
                                     change the traffic; for tests only. 0 (default):
                                     checked */
+    unsigned reserved0;          /* 0. Fills what would be tail padding (see
+                                    sq_server_opts_t.reserved0) */
 } sq_client_opts_t;
 
 SQ_EXTERN void sq_client_opts_init_sized(sq_client_opts_t *opts, size_t size);

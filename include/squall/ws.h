@@ -98,6 +98,7 @@ typedef struct sq_ws_opts {
      * (anyone on the path can read and change the traffic; tests only). 0 (default):
      * checked, against the host of the URL (RFC 6125). A route ignores it. */
     int tls_insecure;
+    unsigned reserved0; /* 0. Fills what would be tail padding (see sq_server_opts_t) */
 } sq_ws_opts_t;
 
 /* The largest message one send takes: libuv's buffers count 32 bits, and a frame header
