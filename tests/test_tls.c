@@ -144,6 +144,18 @@ static void echo_post(sq_req_t *req, sq_res_t *res, void *data)
     sq_res_send(res, 200, "application/octet-stream", b, len);
 }
 
+static char *big_body; /* BIG bytes of the pattern, made once per test process */
+
+static void big_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    if (big_body == NULL) {
+        big_body = malloc(BIG);
+        for (size_t i = 0; big_body != NULL && i < BIG; i++)
+            big_body[i] = pattern_at(i);
+    }
+    sq_res_send_ref(res, 200, "text/plain", big_body, BIG, NULL, NULL);
+}
+
 typedef struct streamer {
     int sent;
     char chunk[STREAM_CHUNK];
@@ -186,6 +198,7 @@ static void ws_echo(sq_ws_t *ws, int binary, const char *msg, size_t len, void *
 static const sq_handler_t root = {.get = root_get};
 static const sq_handler_t echo = {.post = echo_post};
 static const sq_handler_t streamed = {.get = stream_get};
+static const sq_handler_t big_h = {.get = big_get};
 static const sq_ws_handler_t ws_echo_handler = {.message = ws_echo};
 
 static sq_app_t *make_app(void)
@@ -195,6 +208,7 @@ static sq_app_t *make_app(void)
     sq_app_route(app, "/", &root, NULL);
     sq_app_route(app, "/echo", &echo, NULL);
     sq_app_route(app, "/stream", &streamed, NULL);
+    sq_app_route(app, "/big", &big_h, NULL);
     sq_ws_opts_t wo;
     sq_ws_opts_init(&wo);
     wo.max_message_bytes = 8u << 20;
@@ -267,6 +281,24 @@ static bool file_is_pattern(const char *path, size_t n)
 }
 
 /* ---- real peers ---- */
+
+/* The last response of a connection (Connection: close) is written whole before the
+ * close, though its ciphertext is still on its way when the response is done: a slow
+ * reader gets all of it. */
+Test(tls, a_closing_response_is_sent_whole_to_a_slow_reader)
+{
+    tls_server_t s = tls_start("srv", NULL);
+    char out[4096];
+    int rc = run(out, sizeof(out),
+                 "curl -sS --cacert %s -H 'Connection: close' --limit-rate 8M "
+                 "https://localhost:%d/big -o %s",
+                 P("ca.pem"), s.port, P("big.out"));
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_assert(file_is_pattern(P("big.out"), BIG), "the body is whole");
+    tls_stop(&s, NULL);
+    free(big_body);
+    big_body = NULL;
+}
 
 Test(tls, curl_gets_posts_a_big_body_and_reads_a_stream)
 {

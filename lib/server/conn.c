@@ -121,6 +121,9 @@ void sq__conn_close(sq__conn_t *c, bool force)
             sq__conn_want_flush(c);
             return; /* sq__conn_flush comes back here once everything is written */
         }
+        if ((c->flags & SQ__CF_TLS) && sq__conn_io(c)->queued(c) > 0)
+            return; /* the last record is still on its way: lib/server/tls.c comes back
+                       here once it has left (drained) */
         if ((c->flags & (SQ__CF_LINGER | SQ__CF_EOF)) == SQ__CF_LINGER &&
             c->state != SQ__CS_CLOSING) {
             /* After an error response the client may still be sending: closing now could

@@ -153,7 +153,13 @@ static void drained(sq__conn_t *c)
         int rc = uv_shutdown(req, &c->h.stream, t->scb);
         if (rc != 0)
             t->scb(req, rc);
+        return;
     }
+    /* a close that waited for the ciphertext of the last write (tls_try_write counts a
+     * record the socket took in part as taken: the write queue saw it done) */
+    if ((c->flags & (SQ__CF_CLOSE_AFTER | SQ__CF_CLOSED)) == SQ__CF_CLOSE_AFTER &&
+        c->state != SQ__CS_CLOSING && (c->wq == NULL || !c->wq->inflight))
+        sq__conn_close(c, false);
 }
 
 /* A write failed (or was cancelled by the close): whoever waits is told. */
