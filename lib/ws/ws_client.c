@@ -1,8 +1,10 @@
-/* The WebSocket client: ws:// URL, DNS (uv_getaddrinfo), TCP connect (each resolved
- * address in turn), the client handshake (RFC 6455 §4.1) checked with llhttp, then the
- * shared WebSocket core with masked frames. About 730 lines, kept whole: every stage
- * reads and writes the one connection state (wsc_t) and its failure path; the HTTP
- * client will take the URL, DNS and connect stages into a layer of their own. */
+/* The WebSocket client: ws:// or wss:// URL, DNS (uv_getaddrinfo), TCP connect (each
+ * resolved address in turn), for wss:// the TLS handshake (lib/tls: memory BIOs over the
+ * TCP stream, the plaintext read into tls_buf), the client handshake (RFC 6455 §4.1)
+ * checked with llhttp, then the shared WebSocket core with masked frames. About 780
+ * lines, kept whole: every stage reads and writes the one connection state (wsc_t) and
+ * its failure path; the HTTP client will take the URL, DNS and connect stages into a
+ * layer of their own. */
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <stdio.h>
