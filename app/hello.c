@@ -496,8 +496,8 @@ static int setup(uv_loop_t *loop, unsigned index, void *data, sq_server_t **out)
         return rc;
     }
     if (index == 0 && cfg->process == 0) {
-        printf("hello: serving on http://%s%s%s:%d/ with %u worker%s", strchr(cfg->host, ':') ? "[" : "",
-               cfg->host, strchr(cfg->host, ':') ? "]" : "", sq_server_port(srv), cfg->workers,
+        printf("hello: serving on %s://%s%s%s:%d/ with %u worker%s", cfg->opts.tls ? "https" : "http",
+               strchr(cfg->host, ':') ? "[" : "", cfg->host, strchr(cfg->host, ':') ? "]" : "", sq_server_port(srv), cfg->workers,
                cfg->workers == 1 ? "" : "s");
         if (cfg->processes > 1)
             printf(" in each of %u processes", cfg->processes);
@@ -553,7 +553,8 @@ static void usage(FILE *f)
                "             [--idle-timeout MS] [--slow-callback-ms MS (100; 0 off)]\n"
                "             [--threadpool N]\n"
                "             [--max-upload BYTES (10 GiB)] [--cors-origin ORIGIN]...\n"
-               "             [--log-level debug|info|warn|error] [--ws-deflate] [--help]\n");
+               "             [--log-level debug|info|warn|error] [--ws-deflate] [--help]\n"
+               "             [--tls-cert FILE --tls-key FILE (HTTPS and WSS)]\n");
 }
 
 /* What is wrong, on one line, then the usage; status 2. */
@@ -596,10 +597,13 @@ int main(int argc, char **argv)
         {"log-level", required_argument, NULL, 'L'},
         {"help", no_argument, NULL, 'u'},
         {"ws-deflate", no_argument, NULL, 'D'},
+        {"tls-cert", required_argument, NULL, 'c'},
+        {"tls-key", required_argument, NULL, 'k'},
         {NULL, 0, NULL, 0},
     };
     int ch, li = 0;
     unsigned long long v = 0;
+    const char *tls_cert = NULL, *tls_key = NULL;
     opterr = 0; /* getopt's own messages would name argv[0]: hello words its own */
     while ((ch = getopt_long(argc, argv, ":", longopts, &li)) != -1) {
         int bad = 0;
@@ -633,6 +637,8 @@ int main(int argc, char **argv)
             sq_log_set_level((sq_log_level_t)l);
             break;
         }
+        case 'c': tls_cert = optarg; break;
+        case 'k': tls_key = optarg; break;
         case 'u':
             usage(stdout);
             return 0;
@@ -656,6 +662,16 @@ int main(int argc, char **argv)
     }
     if (optind < argc)
         return bad_usage("unexpected argument '%s'", argv[optind]);
+    if ((tls_cert == NULL) != (tls_key == NULL))
+        return bad_usage("--tls-cert and --tls-key go together");
+    if (tls_cert != NULL) {
+        int trc = sq_tls_ctx_server(&cfg.opts.tls, tls_cert, tls_key);
+        if (trc != 0) {
+            fprintf(stderr, "hello: --tls-cert %s --tls-key %s: %s\n", tls_cert, tls_key,
+                    sq_strerror(trc));
+            return 1;
+        }
+    }
     /* each worker listens on its own socket (SO_REUSEPORT): with port 0 each would get a
      * port of its own, and all but one would be unreachable */
     if (cfg.port == 0 && (cfg.workers > 1 || cfg.processes > 1))
@@ -744,6 +760,7 @@ int main(int argc, char **argv)
     }
     int rc = sq_workers_run(cfg.workers, setup, NULL, &cfg, 5000);
     sq_app_destroy(cfg.app);
+    sq_tls_ctx_free(cfg.opts.tls);
     if (rc != 0) {
         bool v6 = strchr(cfg.host, ':') != NULL;
         fprintf(stderr, "hello: listen %s%s%s:%d: %s\n", v6 ? "[" : "", cfg.host, v6 ? "]" : "",

@@ -161,12 +161,13 @@ SQ__HIDDEN size_t sq__field_len(const char *s, unsigned cls);
 typedef struct sq__url {
     char *host, *hostport, *target;
     char port[8];
+    bool tls; /* the TLS scheme (https://, wss://) */
 } sq__url_t;
 /* Splits "SCHEME://host[:port][/path][?query]" (`scheme` "http://" or "ws://", their
  * TLS twin `tls_scheme`; case-insensitive, RFC 3986 §3.1), checking every byte that goes
  * into the request line and the Host header: no user info, no fragment, RFC 3986
- * characters and well-formed escapes only. Returns 0; UV_EINVAL; UV_EPROTONOSUPPORT for a
- * well-formed TLS URL (no TLS in this build); UV_ENOMEM. On an error u holds nothing. */
+ * characters and well-formed escapes only; u->tls tells the TLS scheme. Returns 0;
+ * UV_EINVAL; UV_ENOMEM. On an error u holds nothing. */
 SQ__HIDDEN int sq__url_parse(const char *url, const char *scheme, const char *tls_scheme,
                              sq__url_t *u);
 SQ__HIDDEN void sq__url_free(sq__url_t *u);

@@ -14,7 +14,7 @@ import statistics
 import subprocess
 import sys
 
-ROW_ORDER = ["plain-c50", "plain-c256", "pipe16-c256", "idle-http",
+ROW_ORDER = ["plain-c50", "plain-c256", "pipe16-c256", "idle-http", "tls-c50",
              "ws-c50-32B", "ws-c50-16K", "ws-c500-32B", "ws-c500-16K", "idle-ws"]
 SERVER_ORDER = ["squall", "nginx", "node", "uvicorn", "h2o", "node-ws", "py-websockets"]
 ROW_TEXT = {
@@ -22,6 +22,7 @@ ROW_TEXT = {
     "plain-c256": "GET /plaintext, 256 connections",
     "pipe16-c256": "GET /plaintext, 256 connections, 16 pipelined",
     "idle-http": "idle keep-alive connections (--hold)",
+    "tls-c50": "GET /plaintext over TLS (ECDHE, AES-128-GCM), 50 connections, wrk",
     "ws-c50-32B": "WebSocket echo, 50 connections, 32 B",
     "ws-c50-16K": "WebSocket echo, 50 connections, 16 KiB",
     "ws-c500-32B": "WebSocket echo, 500 connections, 32 B",

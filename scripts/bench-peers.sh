@@ -16,6 +16,11 @@
 #   plain-c256           plaintext, 256 connections
 #   pipe16-c256          plaintext, 256 connections, 16 requests per write
 #   ws-c50-32B ...       echo, 50 and 500 connections x 32 B and 16 KiB  (WebSocket servers)
+#   tls-c50              plaintext over TLS, 50 keep-alive connections: hello --tls-cert
+#                        against nginx with the same certificate (P-256) and cipher (the
+#                        client offers only ECDHE with AES-128-GCM; TLS 1.3 or 1.2 as both
+#                        pick). The load is wrk (-t1), which speaks https (squall-bench
+#                        does not), its numbers printed as squall-bench --json's.
 # with the server's CPU time (utime + stime of the server's processes, /proc/PID/stat,
 # before and after the load) divided by the answers. REPEAT rounds; medians are reported,
 # with squall's ratio to each peer, by scripts/bench-peers-report.py, which also writes
@@ -28,7 +33,8 @@
 # Env: DURATION (10s; QUICK 2s), REPEAT (3; QUICK 1), HOLD_N (10000; QUICK 2000),
 # SERVER_CPU (1), LOAD_CPU (0), NOFILE (20000, the open-file limit given to the servers
 # and to squall-bench), OUT (build/bench-peers: table.txt, results.tsv, chart.png),
-# NICE (unset; e.g. -20, as root, runs servers and load at that niceness).
+# NICE (unset; e.g. -20, as root, runs servers and load at that niceness), SUITES ("http
+# ws tls": which servers run; SUITES=tls runs the TLS row alone).
 set -euo pipefail
 
 CHECK=""
@@ -50,6 +56,7 @@ fi
 SERVER_CPU=${SERVER_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 NOFILE=${NOFILE:-20000}
+SUITES=${SUITES:-http ws tls}
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$root/build/bench-peers}
@@ -100,6 +107,16 @@ else skipped+=("uvicorn: python3-uvicorn, python3-uvloop or python3-httptools no
 if command -v h2o >/dev/null; then HTTP_SERVERS+=" h2o"; else skipped+=("h2o: not installed"); fi
 if "$PY" -c 'import websockets' 2>/dev/null; then WS_SERVERS+=" py-websockets"
 else skipped+=("py-websockets: python3-websockets not installed"); fi
+TLS_SERVERS=""
+if command -v wrk >/dev/null && command -v openssl >/dev/null; then
+    TLS_SERVERS="squall-tls"
+    if command -v nginx >/dev/null; then TLS_SERVERS+=" nginx-tls"; fi
+else
+    skipped+=("tls-c50: wrk or openssl not installed")
+fi
+case " $SUITES " in *" http "*) ;; *) HTTP_SERVERS="" ;; esac
+case " $SUITES " in *" ws "*) ;; *) WS_SERVERS="" ;; esac
+case " $SUITES " in *" tls "*) ;; *) TLS_SERVERS="" ;; esac
 
 if [ -n "$QUICK" ]; then
     HTTP_ROWS="plain-c50 pipe16-c256"
@@ -119,6 +136,10 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+if [ -n "$TLS_SERVERS" ]; then
+    tls_files "$TMPD/tls"
+    wrk_json >"$TMPD/tls/json.lua"
+fi
 
 # srv_exec CMD...: runs CMD as the server, in the background, pinned to SERVER_CPU with the
 # open-file limit raised; sets SRV_PID.
@@ -150,15 +171,24 @@ start_server() {
         h2o)
             h2o_conf "$port"
             srv_exec h2o -c "$TMPD/h2o/h2o.conf" ;;
+        squall-tls)
+            srv_exec "$root/build/bin/hello" --host 127.0.0.1 --port "$port" --workers 1 \
+                --slow-callback-ms 0 --idle-timeout 600000 \
+                --tls-cert "$TMPD/tls/cert.pem" --tls-key "$TMPD/tls/key.pem" ;;
+        nginx-tls)
+            nginx_conf "$port" $((NOFILE - 100)) 120s "$TMPD/tls/cert.pem" "$TMPD/tls/key.pem"
+            # shellcheck disable=SC2046
+            srv_exec $(nginx_cmd) ;;
         node-ws) srv_exec node "$root/bench/ws-echo-node.js" "$port" ;;
         py-websockets) srv_exec "$PY" "$root/bench/peers/ws_echo_py.py" "$port" ;;
     esac
     case $name in
         node-ws | py-websockets) wait_tcp "$port" "$SRV_PID" ;;
+        *-tls) wait_http "https://127.0.0.1:$port/plaintext" "$SRV_PID" ;;
         *) wait_http "http://127.0.0.1:$port/plaintext" "$SRV_PID" ;;
     esac
     SRV_CPU_PIDS=$(proc_pids "$SRV_PID" | tr '\n' ' ')
-    if [ "$name" = nginx ]; then
+    if [ "$name" = nginx ] || [ "$name" = nginx-tls ]; then
         local w
         w=$(pgrep -P "$SRV_PID" | head -n1)
         [ -n "$w" ] && SRV_PID_MEM=$w || SRV_PID_MEM=$SRV_PID
@@ -201,8 +231,39 @@ load() {
     # shellcheck disable=SC2086
     t1=$(cpu_ticks $SRV_CPU_PIDS)
     [ "$round" = 0 ] && return 0
-    echo "$row $name $round $((t1 - t0)) $f" >>"$TMPD/runs"
-    "$PY" - "$f" "$row" "$name" "$round" "$REPEAT" "$((t1 - t0))" "$(getconf CLK_TCK)" <<'PYEOF'
+    say_run "$f" "$row" "$name" "$round" "$((t1 - t0))"
+}
+
+# load_wrk NAME ROW ROUND URL DUR CONNS: as load, with wrk (https://) offering only the
+# cipher of $TMPD/tls/client.cnf; its summary becomes a squall-bench --json file.
+load_wrk() {
+    local name=$1 row=$2 round=$3 url=$4 dur=$5 c=$6 t0 t1 f
+    nrun=$((nrun + 1))
+    f=$TMPD/run.$nrun.json
+    # shellcheck disable=SC2086
+    t0=$(cpu_ticks $SRV_CPU_PIDS)
+    if ! (ulimit -n "$NOFILE"; export OPENSSL_CONF=$TMPD/tls/client.cnf
+        exec timeout $((${dur%s} + 60)) "${nice_cmd[@]}" taskset -c "$LOAD_CPU" \
+            wrk -t1 -c "$c" -d "$dur" -s "$TMPD/tls/json.lua" "$url") >"$f.out" 2>"$f.err" ||
+        ! tail -n1 "$f.out" | grep -q '^{' ; then
+        [ "$round" = 0 ] && { echo "  warning: warm-up against $name failed" >&2; return 0; }
+        echo "wrk failed against $name ($row):" >&2
+        cat "$f.out" "$f.err" >&2
+        tail -n 5 "$TMPD/server.log" >&2
+        exit 1
+    fi
+    # shellcheck disable=SC2086
+    t1=$(cpu_ticks $SRV_CPU_PIDS)
+    tail -n1 "$f.out" >"$f"
+    [ "$round" = 0 ] && return 0
+    say_run "$f" "$row" "$name" "$round" "$((t1 - t0))"
+}
+
+# say_run JSON ROW NAME ROUND TICKS: records a measured run in $TMPD/runs and prints it.
+say_run() {
+    local f=$1 row=$2 name=$3 round=$4 ticks=$5
+    echo "$row $name $round $ticks $f" >>"$TMPD/runs"
+    "$PY" - "$f" "$row" "$name" "$round" "$REPEAT" "$ticks" "$(getconf CLK_TCK)" <<'PYEOF'
 import json, sys
 f, row, name, rnd, rep, ticks, hz = sys.argv[1:]
 j = json.load(open(f))
@@ -233,9 +294,14 @@ rows_for() {
     local name=$1 round=$2 port=$3 row c p s scheme path label
     case $name in
         node-ws | py-websockets | squall-ws) scheme=ws ;;
+        *-tls) scheme=https ;;
         *) scheme=http ;;
     esac
-    if [ $scheme = http ]; then
+    if [ $scheme = https ]; then
+        label=${name%-tls}
+        load_wrk "$label" warmup 0 "https://127.0.0.1:$port/plaintext" 1s 50
+        load_wrk "$label" tls-c50 "$round" "https://127.0.0.1:$port/plaintext" "$DURATION" 50
+    elif [ $scheme = http ]; then
         path=/plaintext
         load "$name" idle-http "$round" "http://127.0.0.1:$port$path" 1s --hold "$HOLD_N" \
             --pid "$SRV_PID_MEM" --timeout 30s
@@ -279,7 +345,8 @@ load0=$(cut -d' ' -f1-3 /proc/loadavg)
     echo "  server on CPU $SERVER_CPU, squall-bench on CPU $LOAD_CPU${NICE:+, nice $NICE};" \
         "$DURATION per cell, $REPEAT round(s), servers in rotating order, medians;" \
         "idle rows: $HOLD_N connections"
-    echo "  HTTP: $HTTP_SERVERS; WebSocket: ${WS_SERVERS/squall/squall(/ws/echo)}"
+    echo "  HTTP: ${HTTP_SERVERS:-none}; WebSocket: ${WS_SERVERS/squall/squall(/ws/echo)};" \
+        "TLS (wrk): ${TLS_SERVERS:-none}"
     for s in "${skipped[@]}"; do echo "  left out: $s"; done
 } | tee "$OUT/header.txt"
 if awk -v l="${load0%% *}" 'BEGIN { exit !(l > 0.5) }'; then
@@ -292,7 +359,8 @@ for round in $(seq 1 "$REPEAT"); do
     # HTTP servers, then WebSocket servers (hello again, as squall-ws), each order rotated.
     # shellcheck disable=SC2086
     for name in $(rotate "$((round - 1))" $HTTP_SERVERS) \
-        $(rotate "$((round - 1))" ${WS_SERVERS/squall/squall-ws}); do
+        $(rotate "$((round - 1))" ${WS_SERVERS/squall/squall-ws}) \
+        $(rotate "$((round - 1))" $TLS_SERVERS); do
         port=$(free_port)
         srv=$name
         [ "$name" = squall-ws ] && srv=squall

@@ -17,11 +17,12 @@ free_port() {
     return 1
 }
 
-# wait_http URL PID: waits up to 10 s for URL to answer 200 while process PID lives.
+# wait_http URL PID: waits up to 10 s for URL to answer 200 while process PID lives (an
+# https:// URL's certificate is not checked: the benchmarks make their own).
 wait_http() {
     local _
     for _ in $(seq 1 100); do
-        curl -fs -o /dev/null --max-time 1 "$1" && return 0
+        curl -fsk -o /dev/null --max-time 1 "$1" && return 0
         proc_alive "$2" || { echo "server (pid $2) exited before answering $1" >&2; return 1; }
         sleep 0.1
     done
@@ -29,11 +30,16 @@ wait_http() {
     return 1
 }
 
-# nginx_conf PORT WORKER_CONNECTIONS KEEPALIVE_TIMEOUT: writes $TMPD/nginx/nginx.conf, a
-# self-contained configuration (its own prefix, pid file, logs and temp folders) with one
-# worker answering `GET /plaintext` as hello does, keep-alive on, no access log.
+# nginx_conf PORT WORKER_CONNECTIONS KEEPALIVE_TIMEOUT [CERT KEY]: writes
+# $TMPD/nginx/nginx.conf, a self-contained configuration (its own prefix, pid file, logs
+# and temp folders) with one worker answering `GET /plaintext` as hello does, keep-alive
+# on, no access log; with CERT and KEY, over TLS (1.2 and 1.3) with them.
 nginx_conf() {
-    local d=$TMPD/nginx
+    local d=$TMPD/nginx ssl="" tls=""
+    if [ $# -ge 5 ]; then
+        ssl=" ssl"
+        tls="ssl_certificate $4; ssl_certificate_key $5; ssl_protocols TLSv1.2 TLSv1.3;"
+    fi
     mkdir -p "$d/logs"
     cat >"$d/nginx.conf" <<EOF
 worker_processes 1;
@@ -54,7 +60,8 @@ http {
     uwsgi_temp_path $d/uwsgi;
     scgi_temp_path $d/scgi;
     server {
-        listen 127.0.0.1:$1;
+        listen 127.0.0.1:$1$ssl;
+        $tls
         location = /plaintext { return 200 "Hello, world"; }
     }
 }
@@ -148,5 +155,40 @@ hosts:
           Proc.new do |env|
             [200, {"content-type" => "text/plain"}, ["Hello, world"]]
           end
+EOF
+}
+
+# tls_files DIR: a P-256 key and a self-signed certificate for 127.0.0.1 and localhost in
+# DIR (key.pem, cert.pem), and DIR/client.cnf, an OpenSSL configuration that makes a client
+# (wrk) offer only ECDHE with AES-128-GCM (TLS 1.3's TLS_AES_128_GCM_SHA256, TLS 1.2's
+# ECDHE-ECDSA-AES128-GCM-SHA256): every server is measured with the same cipher.
+tls_files() {
+    mkdir -p "$1"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+        -keyout "$1/key.pem" -out "$1/cert.pem" 2>/dev/null
+    cat >"$1/client.cnf" <<EOF
+openssl_conf = conf
+[conf]
+ssl_conf = ssl
+[ssl]
+system_default = sys
+[sys]
+Ciphersuites = TLS_AES_128_GCM_SHA256
+CipherString = ECDHE-ECDSA-AES128-GCM-SHA256
+EOF
+}
+
+# wrk_json: a wrk script whose done() prints, as its last line, what squall-bench --json
+# gives for a load run (requests, requests_per_s, latency_us.p99, errors).
+wrk_json() {
+    cat <<'EOF'
+done = function(summary, latency, requests)
+    local e = summary.errors
+    io.write(string.format('{"requests": %d, "requests_per_s": %.1f, "latency_us": ' ..
+        '{"p99": %d}, "errors": {"connect": %d, "read": %d, "write": %d, "status": %d, ' ..
+        '"timeout": %d}}\n', summary.requests, summary.requests / (summary.duration / 1e6),
+        latency:percentile(99), e.connect, e.read, e.write, e.status, e.timeout))
+end
 EOF
 }

@@ -723,12 +723,13 @@ Test(abi, handler_table_from_an_older_header_leaves_later_callbacks_unset, .time
 
 Test(abi, growable_structs_have_no_tail_padding)
 {
-    cr_assert(ENDS_AT_LAST_FIELD(sq_server_opts_t, request_id_header));
-    cr_assert(ENDS_AT_LAST_FIELD(sq_server_stats_t, aborted));
+    cr_assert(ENDS_AT_LAST_FIELD(sq_server_opts_t, tls_handshake_timeout_ms));
+    cr_assert(ENDS_AT_LAST_FIELD(sq_server_stats_t, tls_timeouts));
     cr_assert(ENDS_AT_LAST_FIELD(sq_watchdog_opts_t, data));
     cr_assert(ENDS_AT_LAST_FIELD(sq_watchdog_span_t, name));
     cr_assert(ENDS_AT_LAST_FIELD(sq_watchdog_stats_t, slowest_span));
     cr_assert(ENDS_AT_LAST_FIELD(sq_work_pool_opts_t, max_queued));
     cr_assert(ENDS_AT_LAST_FIELD(sq_work_pool_stats_t, rejected));
-    cr_assert(ENDS_AT_LAST_FIELD(sq_ws_opts_t, deflate_threshold));
+    cr_assert(ENDS_AT_LAST_FIELD(sq_ws_opts_t, reserved0));
+    cr_assert(ENDS_AT_LAST_FIELD(sq_client_opts_t, reserved0));
 }

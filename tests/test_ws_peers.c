@@ -766,20 +766,14 @@ Test(ws_peers, ws_client_app_failures_are_one_line_on_stderr_and_exit_1)
     }
 }
 
-/* wss:// (and https://, as aiohttp takes it) needs TLS: said so, not "invalid argument".
- * A URL that cannot be used and bad flags are usage errors too: exit 2, one line. */
-Test(ws_peers, ws_client_app_says_wss_needs_tls)
+/* A URL that cannot be used and bad flags are usage errors: exit 2, one line (wss://
+ * itself connects: tests/test_tls.c). */
+Test(ws_peers, ws_client_app_explains_usage_errors)
 {
     static const struct {
         const char *args[4];
         const char *err;
     } cases[] = {
-        {{"wss://127.0.0.1:9/ws", NULL},
-         "ws-client: wss://127.0.0.1:9/ws: wss:// needs TLS, which this build does not have "
-         "yet\n"},
-        {{"--count", "2", "https://example.com/ws", NULL},
-         "ws-client: https://example.com/ws: wss:// needs TLS, which this build does not "
-         "have yet\n"},
         {{"ws://127.0.0.1/a b", NULL},
          "ws-client: ws://127.0.0.1/a b: not a ws:// URL this client can use "
          "(ws://host[:port][/path][?query])\n"},

@@ -23,8 +23,10 @@
  * HTTP/1.1 (RFC 9112) over llhttp in response mode: keep-alive connections pooled per
  * host and port (opts.max_conns_per_host at once, further requests wait in a queue),
  * Content-Length, chunked and close-delimited bodies, HEAD, redirects when asked for
- * (bounded), DNS with uv_getaddrinfo (IPv4 and IPv6), http:// only (https:// is refused
- * with UV_EPROTONOSUPPORT until TLS is in). A request reused on a pooled connection that
+ * (bounded), DNS with uv_getaddrinfo (IPv4 and IPv6), http:// and https:// (TLS 1.2+
+ * with OpenSSL: the server's certificate is checked against the system's CA store and
+ * must name the host — RFC 6125 — unless opts.tls_insecure; SNI is sent for a host
+ * name; ALPN http/1.1). A request reused on a pooled connection that
  * the server had closed meanwhile is sent again once on a new connection, when its method
  * is idempotent (RFC 9110 §9.2.2) and nothing of the response had come.
  *
@@ -73,6 +75,16 @@ typedef struct sq_client_opts {
     const char *user_agent;      /* `User-Agent` sent unless the request has one;
                                     "squall/<version>"; NULL: none. Copied; CR or LF in
                                     it: UV_EINVAL from sq_client_new */
+    const char *tls_ca_file;     /* https://: a PEM file of CA certificates trusted besides
+                                    the system's store (a private CA, tests); loaded by
+                                    sq_client_new (SQ_ETLSCONF when it cannot be). NULL
+                                    (default): the system's store only */
+    int tls_insecure;            /* 1: https:// WITHOUT checking the server's certificate
+                                    or its host name — anyone on the path can read and
+                                    change the traffic; for tests only. 0 (default):
+                                    checked */
+    unsigned reserved0;          /* 0. Fills what would be tail padding (see
+                                    sq_server_opts_t.reserved0) */
 } sq_client_opts_t;
 
 SQ_EXTERN void sq_client_opts_init_sized(sq_client_opts_t *opts, size_t size);
@@ -83,7 +95,7 @@ static inline void sq_client_opts_init(sq_client_opts_t *opts)
 
 /* Makes a client on `loop`; `opts` copied (NULL: defaults). Returns 0; UV_EINVAL (NULL
  * out or loop, opts->size 0, a user_agent with CR or LF); UV_ENOTSUP (options from a
- * newer header); UV_ENOMEM. Idle pooled connections do not keep the loop running (they
+ * newer header); SQ_ETLSCONF (opts->tls_ca_file cannot be loaded); UV_ENOMEM. Idle pooled connections do not keep the loop running (they
  * are unref'd): uv_run returns once no fetch is pending; sq_client_close frees them. */
 SQ_EXTERN int sq_client_new(sq_client_t **out, uv_loop_t *loop, const sq_client_opts_t *opts);
 
@@ -148,7 +160,7 @@ typedef int (*sq_fetch_body_cb)(sq_fetch_t *f, const char *chunk, size_t len, vo
 typedef struct sq_fetch_req {
     size_t size;                /* set by sq_fetch_req_init */
     const char *method;         /* "GET" (default), "POST", "HEAD", any RFC 9110 token */
-    const char *url;            /* "http://host[:port]/path?query" (required) */
+    const char *url;            /* "http[s]://host[:port]/path?query" (required) */
     const sq_header_t *headers; /* nheaders lines (names and values checked: no CR, LF,
                                    NUL; `Host`, `Content-Length`, `Transfer-Encoding` and
                                    `Connection` are squall's and refused) */
@@ -176,15 +188,22 @@ static inline void sq_fetch_req_init(sq_fetch_req_t *req)
  *                     it), or a redirect's Location cannot be followed;
  *   UV_EMSGSIZE       past max_header_bytes, max_headers or max_body_bytes (a
  *                     Content-Length past max_body_bytes fails when the head comes);
- *   UV_ECANCELED      sq_fetch_cancel, sq_client_close, or on_body asked to stop.
+ *   UV_ECANCELED      sq_fetch_cancel, sq_client_close, or on_body asked to stop;
+ *   SQ_ECERT          https://: the server's certificate chain is not trusted (an
+ *                     unknown CA, self-signed, expired, not yet valid, ...; the reason
+ *                     is logged at SQ_LOG_DEBUG);
+ *   SQ_ECERTNAME      https://: the certificate is valid but names another host;
+ *   SQ_ETLS           https://: the TLS handshake failed otherwise (no common protocol
+ *                     or cipher, the server does not speak TLS) or a record was broken.
+ * connect_timeout_ms covers the TLS handshake too.
  * `f` is valid during the call only. */
 typedef void (*sq_fetch_cb)(sq_fetch_t *f, int status, const sq_response_t *res, void *data);
 
 /* Starts a request. `cb` (required) is told how it ended, exactly once. `out` (may be
  * NULL) receives the fetch, valid until cb returns, for sq_fetch_cancel. Returns 0 (cb
  * will run); UV_EINVAL for a NULL client, req, url or cb, req->size 0, a URL that is not
- * http://host[:port][/path][?query] (RFC 3986 characters only), a bad method or header;
- * UV_EPROTONOSUPPORT for https://; SQ_ECLOSED once sq_client_close was called;
+ * http[s]://host[:port][/path][?query] (RFC 3986 characters only), a bad method or header;
+ * SQ_ECLOSED once sq_client_close was called;
  * UV_ENOBUFS past max_queued; UV_ENOTSUP (a request struct from a newer header);
  * UV_ENOMEM. On an error cb does not run. */
 SQ_EXTERN int sq_fetch(sq_client_t *client, const sq_fetch_req_t *req, sq_fetch_cb cb,

@@ -17,7 +17,11 @@
     XX(ENOTSTREAMING, -30004, "response is not streaming")                                 \
     XX(ECLOSED, -30006, "object is closing or closed")                                     \
     XX(EBUSY, -30008, "operation already in progress")                                     \
-    XX(ERESET, -30010, "the room started again")
+    XX(ERESET, -30010, "the room started again")                                           \
+    XX(ETLS, -30012, "TLS handshake or record failed")                                      \
+    XX(ECERT, -30014, "peer certificate verification failed")                               \
+    XX(ECERTNAME, -30016, "peer certificate does not match the host name")                  \
+    XX(ETLSCONF, -30018, "TLS certificate or key unusable")
 
 typedef enum {
 #define SQ__ERR_ENUM(name, val, msg) SQ_##name = (val),

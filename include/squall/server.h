@@ -22,6 +22,7 @@
 
 #include "common.h"
 #include "router.h"
+#include "tls.h"
 
 typedef struct sq_server_s sq_server_t;
 typedef struct sq_work_pool_s sq_work_pool_t;
@@ -78,6 +79,18 @@ typedef struct sq_server_opts {
      * and no check per request. A token of at most 48 bytes, copied. NULL (default):
      * none. */
     const char *request_id_header;
+    /* TLS (tls.h): non-NULL, every listener serves HTTPS and WSS with this context; the
+     * server takes a reference of its own (sq_tls_ctx_free yours when you like). NULL
+     * (default): plaintext. */
+    sq_tls_ctx_t *tls;
+    /* SNI (RFC 6066 §3): called on the loop thread during a handshake whose client named
+     * a host (`name`, borrowed for the call); returns the context to serve it with
+     * (borrowed: it must outlive the server), or NULL to keep opts.tls. A context that
+     * is not sq_tls_ctx_server's must set its own ALPN. NULL (default): opts.tls for all. */
+    sq_tls_ctx_t *(*tls_sni)(sq_server_t *srv, const char *name, void *data);
+    void *tls_sni_data;          /* given to tls_sni (borrowed) */
+    uint64_t tls_handshake_timeout_ms; /* accept to the end of the TLS handshake; 10 s ->
+                                    the connection is closed (stats.tls_timeouts) */
 } sq_server_opts_t;
 
 /* What sq_server_opts_init calls: fills the `size` bytes of opts with the defaults (zeros
@@ -97,6 +110,7 @@ static inline void sq_server_opts_init(sq_server_opts_t *opts)
  *                opts->request_id_header is not a token of 1 to 48 bytes;
  *   UV_ENOTSUP   opts comes from a newer header and sets a field this library lacks;
  *   UV_ENOMEM.
+ * With opts->tls, every listener speaks TLS (tls.h), TCP and Unix alike.
  * On an error nothing was made and *srv is unchanged. */
 SQ_EXTERN int sq_server_create(sq_server_t **srv, uv_loop_t *loop, sq_app_t *app,
                                const sq_server_opts_t *opts);
@@ -159,6 +173,11 @@ typedef struct sq_server_stats {
     uint64_t limit_errors;         /* 413, 414, 431 */
     uint64_t timeouts;             /* header/body timeouts (408) */
     uint64_t aborted;              /* responses whose client left before they finished */
+    uint64_t tls_handshakes;       /* TLS handshakes completed */
+    uint64_t tls_errors;           /* TLS connections closed for a failed handshake (bad
+                                      or plaintext input, no common cipher) or a broken
+                                      record; the reason is logged at SQ_LOG_DEBUG */
+    uint64_t tls_timeouts;         /* handshakes past opts.tls_handshake_timeout_ms */
 } sq_server_stats_t;
 
 /* What sq_server_stats calls: fills the `size` bytes of out. Call sq_server_stats. */

@@ -128,6 +128,14 @@ typedef struct sq_ws_opts {
      * (sq_ws_send_fragment) is compressed unless its first fragment ends it and is
      * shorter. A broadcast frame (sq_ws_frame_create) is never compressed. 128. */
     size_t deflate_threshold;
+    /* Client, wss://: a PEM file of CA certificates trusted besides the system's store (a
+     * private CA, tests); NULL (default): the system's store only. A route ignores it. */
+    const char *tls_ca_file;
+    /* Client, wss://: 1 connects WITHOUT checking the server's certificate or host name
+     * (anyone on the path can read and change the traffic; tests only). 0 (default):
+     * checked, against the host of the URL (RFC 6125). A route ignores it. */
+    int tls_insecure;
+    unsigned reserved0; /* 0. Fills what would be tail padding (see sq_server_opts_t) */
 } sq_ws_opts_t;
 
 /* The largest message one send takes: libuv's buffers count 32 bits, and a frame header
@@ -322,8 +330,13 @@ SQ_EXTERN size_t sq_ws_broadcast(sq_ws_t *const *ws, size_t n, int binary, const
 SQ_EXTERN int sq_ws_connect_sized(uv_loop_t *loop, const char *url,
                                   const sq_ws_handler_t *handler, size_t handler_size,
                                   void *data, const sq_ws_opts_t *opts, sq_ws_t **out);
-/* Client: connects to a ws:// URL ("ws://host:port/path?query"): DNS, TCP, the client
- * handshake with a random key (the server's Accept is checked), then frames are masked.
+/* Client: connects to a ws:// or wss:// URL ("ws://host:port/path?query"): DNS, TCP,
+ * for wss:// TLS (OpenSSL: the server's certificate checked against the system's CA store
+ * and opts->tls_ca_file, and its host name, unless opts->tls_insecure; SNI sent for a
+ * host name), the client handshake with a random key (the server's Accept is checked),
+ * then frames are masked. A TLS failure is .close with SQ_WS_ABNORMAL, and sq_ws_error()
+ * says which: SQ_ECERT (an untrusted chain: unknown CA, expired, ...), SQ_ECERTNAME (the
+ * certificate names another host), SQ_ETLS (any other handshake or record failure).
  * `handler` and `data` as for the server; `opts` copied (NULL: defaults), and with it the
  * array of opts->subprotocols, whose strings are borrowed: they must live until .close
  * returns (sq_ws_subprotocol returns one of them). Every outcome is reported to the
@@ -351,8 +364,8 @@ SQ_EXTERN int sq_ws_connect_sized(uv_loop_t *loop, const char *url,
  * sq_ws_close cancels while connecting (see there).
  *
  * Returns 0; UV_EINVAL for a NULL loop, url or handler, opts->size 0 (opts never
- * initialised), a bad URL or a bad offer; UV_EPROTONOSUPPORT for a well-formed wss:// URL
- * (TLS is not in this build yet); UV_ENOTSUP for a handler table or options from a newer
+ * initialised), a bad URL or a bad offer; SQ_ETLSCONF for a wss:// URL whose
+ * opts->tls_ca_file cannot be loaded; UV_ENOTSUP for a handler table or options from a newer
  * header that set something this library lacks; or UV_ENOMEM. On an error no callback
  * runs and *out is not set. */
 static inline int sq_ws_connect(uv_loop_t *loop, const char *url,

@@ -17,6 +17,8 @@ static const sq_client_opts_t default_opts = {
     .max_body_bytes = 64 * 1024 * 1024,
     .max_redirects = 0,
     .user_agent = "squall/" SQ_VERSION_STRING,
+    .tls_ca_file = NULL,
+    .tls_insecure = 0,
 };
 
 void sq_client_opts_init_sized(sq_client_opts_t *opts, size_t size)
@@ -53,6 +55,19 @@ int sq_client_new(sq_client_t **out, uv_loop_t *loop, const sq_client_opts_t *op
         }
     }
     c->opts.user_agent = c->user_agent;
+    if (o.tls_ca_file != NULL) { /* loaded now: a bad file is sq_client_new's error */
+        int err = UV_ENOMEM;
+        c->tls_ca_file = strdup(o.tls_ca_file);
+        c->opts.tls_ca_file = c->tls_ca_file;
+        if (c->tls_ca_file == NULL || sq__cl_tls_ctx(c, &err) == NULL) {
+            SSL_CTX_free(c->tls_ctx);
+            free(c->tls_buf);
+            free(c->tls_ca_file);
+            free(c->user_agent);
+            free(c);
+            return err;
+        }
+    }
     sq__list_init(&c->pools);
     sq__list_init(&c->fetches);
     sq__list_init(&c->conns);
@@ -68,10 +83,23 @@ int sq_client_new(sq_client_t **out, uv_loop_t *loop, const sq_client_opts_t *op
 
 /* ---- pools and queues ---- */
 
-cl_pool_t *sq__cl_pool_get(sq_client_t *c, const char *host, const char *port)
+SSL_CTX *sq__cl_tls_ctx(sq_client_t *c, int *err)
+{
+    if (c->tls_ctx != NULL)
+        return c->tls_ctx;
+    c->tls_buf = c->tls_buf != NULL ? c->tls_buf : malloc(CL_TLS_BUF);
+    if (c->tls_buf == NULL) {
+        *err = UV_ENOMEM;
+        return NULL;
+    }
+    c->tls_ctx = sq__tls_client_ctx(c->opts.tls_ca_file, !c->opts.tls_insecure, err);
+    return c->tls_ctx;
+}
+
+cl_pool_t *sq__cl_pool_get(sq_client_t *c, const char *host, const char *port, bool tls)
 {
     char key[600];
-    int n = snprintf(key, sizeof(key), "%s %s", host, port);
+    int n = snprintf(key, sizeof(key), "%s%s %s", tls ? "https " : "", host, port);
     if (n < 0 || (size_t)n >= sizeof(key))
         return NULL;
     for (sq__list_t *l = c->pools.next; l != &c->pools; l = l->next) {
@@ -84,6 +112,7 @@ cl_pool_t *sq__cl_pool_get(sq_client_t *c, const char *host, const char *port)
         free(p);
         return NULL;
     }
+    p->tls = tls;
     sq__list_init(&p->idle);
     sq__list_init(&p->queue);
     sq__list_insert_tail(&c->pools, &p->link);
@@ -230,6 +259,9 @@ static void on_client_handle_closed(uv_handle_t *h)
     if (c->close_cb != NULL)
         c->close_cb(c, c->close_data);
     free(c->user_agent);
+    SSL_CTX_free(c->tls_ctx);
+    free(c->tls_buf);
+    free(c->tls_ca_file);
     free(c);
 }
 

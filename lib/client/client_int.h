@@ -17,6 +17,7 @@
 
 #include "core/abi.h"
 #include "internal.h"
+#include "tls/tls_int.h"
 
 typedef struct cl_pool cl_pool_t;
 typedef struct cl_conn cl_conn_t;
@@ -24,7 +25,8 @@ typedef struct cl_conn cl_conn_t;
 /* Keep-alive connections and waiting requests for one host:port. */
 struct cl_pool {
     sq__list_t link;  /* client->pools */
-    char *key;        /* "host port" */
+    char *key;        /* "host port", "https host port" */
+    bool tls;         /* https:// */
     sq__list_t idle;  /* idle connections, the most recently used last */
     sq__list_t queue; /* fetches waiting for a connection, in order */
     unsigned nconns;  /* connections of this pool not closed (any state) */
@@ -48,6 +50,7 @@ struct cl_conn {
     bool counted;   /* counted in pool->nconns and stats.open */
     unsigned handles;
     unsigned writes;   /* uv_write requests in flight */
+    sq__tls_t *tls;    /* https://: the session, from the TCP connect on; else NULL */
     uint64_t deadline; /* connecting: the connect deadline; idle: when it closes; or 0 */
     /* the response being read */
     llhttp_t parser;
@@ -116,11 +119,20 @@ struct sq_client_s {
     sq_client_close_cb close_cb;
     void *close_data;
     sq_client_stats_t stats;
+    SSL_CTX *tls_ctx;   /* made by the first https:// connection (or sq_client_new for
+                           opts.tls_ca_file), with tls_buf: the plaintext of one read */
+    char *tls_buf;
+    char *tls_ca_file;  /* opts.tls_ca_file's copy */
     char rbuf[64 * 1024];
 };
 
+#define CL_TLS_BUF (64 * 1024)
+
 /* client.c */
-SQ__HIDDEN cl_pool_t *sq__cl_pool_get(sq_client_t *c, const char *host, const char *port);
+SQ__HIDDEN cl_pool_t *sq__cl_pool_get(sq_client_t *c, const char *host, const char *port,
+                                      bool tls);
+/* The client's TLS context, made on first use; NULL and *err (SQ_ETLSCONF, UV_ENOMEM). */
+SQ__HIDDEN SSL_CTX *sq__cl_tls_ctx(sq_client_t *c, int *err);
 SQ__HIDDEN void sq__cl_dispatch(cl_pool_t *pool, sq_client_t *c);
 SQ__HIDDEN void sq__cl_arm(sq_client_t *c, uint64_t deadline);
 SQ__HIDDEN void sq__cl_maybe_free(sq_client_t *c);

@@ -1,6 +1,7 @@
 /* A connection of the HTTP client: DNS (uv_getaddrinfo), TCP connect (each address in
- * turn), writing a request, reading its response with llhttp (HTTP_RESPONSE mode, RFC
- * 9112), and keep-alive: back to its pool when the server allows it. */
+ * turn), for https:// the TLS handshake (lib/tls: memory BIOs over the TCP stream),
+ * writing a request, reading its response with llhttp (HTTP_RESPONSE mode, RFC 9112),
+ * and keep-alive: back to its pool when the server allows it. */
 #include <errno.h>
 #include <stdlib.h>
 #include <strings.h>
@@ -22,6 +23,10 @@ static void conn_maybe_free(cl_conn_t *conn)
     sq__list_remove(&conn->all);
     if (conn->addrs != NULL)
         uv_freeaddrinfo(conn->addrs);
+    if (conn->tls != NULL) {
+        sq__tls_free(conn->tls);
+        free(conn->tls);
+    }
     sq__buf_free(&conn->field);
     sq__buf_free(&conn->value);
     free(conn);
@@ -224,6 +229,9 @@ static bool has_unasked_bytes(cl_conn_t *conn)
 {
     uv_os_fd_t fd;
     char b;
+    if (conn->tls != NULL) /* ciphertext there may be a session ticket, no response: a
+                              byte of plaintext that came is seen by on_plain */
+        return false;
     if (uv_fileno((uv_handle_t *)&conn->tcp, &fd) != 0)
         return true;
     ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
@@ -313,11 +321,9 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     buf->len = sizeof(conn->client->rbuf);
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+/* What the server sent (plaintext), or the end of it. */
+static void on_plain(cl_conn_t *conn, const char *data, ssize_t nread)
 {
-    cl_conn_t *conn = s->data;
-    if (nread == 0 || conn->state == CL_CLOSED)
-        return;
     if (conn->state != CL_BUSY || conn->fetch == NULL) {
         sq__clconn_close(conn); /* an idle connection closed by the server, or sent to */
         return;
@@ -327,7 +333,98 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     conn->got_bytes = true;
-    feed(conn, buf->base, (size_t)nread);
+    feed(conn, data, (size_t)nread);
+}
+
+static void conn_send(cl_conn_t *conn);
+
+static void on_written(uv_write_t *req, int status);
+
+/* Sends the ciphertext OpenSSL wrote (a handshake message, an encrypted request). */
+static int tls_flush(cl_conn_t *conn)
+{
+    size_t n = sq__tls_out_len(conn->tls);
+    if (n == 0)
+        return 0;
+    cl_write_t *w = malloc(sizeof(*w) + n);
+    if (w == NULL)
+        return UV_ENOMEM;
+    n = sq__tls_out_read(conn->tls, w->data, n);
+    uv_buf_t b = {.base = w->data, .len = n};
+    w->conn = conn;
+    int rc = uv_write(&w->req, (uv_stream_t *)&conn->tcp, &b, 1, on_written);
+    if (rc != 0) {
+        free(w);
+        return rc;
+    }
+    conn->writes++;
+    return 0;
+}
+
+/* Ciphertext came: the handshake goes on (and the request leaves once it is done), or
+ * the plaintext it holds goes to on_plain. A failed handshake ends the fetch with the
+ * reason (SQ_ECERT, SQ_ECERTNAME, SQ_ETLS); a broken record with SQ_ETLS. */
+static void tls_read(cl_conn_t *conn, const char *data, size_t n)
+{
+    sq__tls_t *t = conn->tls;
+    if (sq__tls_feed(t, data, n) != 0) {
+        conn_fail(conn, UV_ENOMEM);
+        return;
+    }
+    if (!t->done) {
+        int r = sq__tls_handshake(t);
+        int rc = tls_flush(conn); /* the next flight, or the alert that ends it */
+        if (r < 0) {
+            char why[200];
+            sq_log(SQ_LOG_DEBUG, "client: tls handshake with %s: %s: %s",
+                   conn->fetch != NULL ? conn->fetch->hostport : "?", sq_strerror(r),
+                   sq__tls_reason(t, why, sizeof(why)));
+            conn_fail(conn, r);
+            return;
+        }
+        if (rc != 0) {
+            conn_fail(conn, rc);
+            return;
+        }
+        if (r == 0)
+            return;
+        conn->state = CL_BUSY;
+        conn->deadline = 0;
+        conn_send(conn);
+        if (conn->state == CL_CLOSED)
+            return;
+    }
+    char *buf = conn->client->tls_buf;
+    for (;;) {
+        ssize_t r = sq__tls_read(t, buf, CL_TLS_BUF);
+        if (r == 0)
+            break;
+        if (r < 0 && r != UV_EOF) {
+            char why[200];
+            sq_log(SQ_LOG_DEBUG, "client: tls: %s", sq__tls_reason(t, why, sizeof(why)));
+        }
+        on_plain(conn, buf, r < 0 && r != UV_EOF ? SQ_ETLS : r);
+        if (r < 0 || conn->state == CL_CLOSED || conn->tls == NULL)
+            return;
+    }
+    if (tls_flush(conn) != 0) /* a key update's answer */
+        sq__clconn_close(conn);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    cl_conn_t *conn = s->data;
+    if (nread == 0 || conn->state == CL_CLOSED)
+        return;
+    if (conn->tls != NULL && nread > 0) {
+        tls_read(conn, buf->base, (size_t)nread);
+        return;
+    }
+    if (conn->state == CL_CONNECTING) { /* the TLS handshake, cut short */
+        conn_fail(conn, nread == UV_EOF ? SQ_ETLS : (int)nread);
+        return;
+    }
+    on_plain(conn, buf->base, nread);
 }
 
 /* ---- writing a request ---- */
@@ -358,6 +455,15 @@ static void conn_send(cl_conn_t *conn)
     f->res = sq__response_new();
     sq__buf_t head = {0};
     int rc = f->res == NULL ? UV_ENOMEM : sq__fetch_head(f, &head);
+    if (rc == 0 && conn->tls != NULL) {
+        rc = sq__tls_write(conn->tls, head.base, head.len);
+        sq__buf_free(&head);
+        if (rc == 0)
+            rc = tls_flush(conn);
+        if (rc != 0)
+            conn_lost(conn, rc);
+        return;
+    }
     cl_write_t *w = rc == 0 ? malloc(sizeof(*w) + head.len) : NULL;
     if (w == NULL) {
         sq__buf_free(&head);
@@ -421,6 +527,28 @@ static void on_connect(uv_connect_t *req, int status)
         return;
     }
     conn->client->stats.connections++;
+    if (conn->pool->tls) { /* the handshake first, within connect_timeout_ms */
+        int rc = UV_ENOMEM;
+        SSL_CTX *ctx = sq__cl_tls_ctx(conn->client, &rc);
+        conn->tls = ctx != NULL ? calloc(1, sizeof(*conn->tls)) : NULL;
+        if (conn->tls != NULL) {
+            rc = sq__tls_client(conn->tls, ctx, conn->fetch->host,
+                                !conn->client->opts.tls_insecure);
+            if (rc != 0) {
+                free(conn->tls);
+                conn->tls = NULL;
+            }
+        }
+        if (rc == 0)
+            rc = uv_read_start((uv_stream_t *)&conn->tcp, on_alloc, on_read);
+        if (rc == 0) {
+            sq__tls_handshake(conn->tls); /* the ClientHello */
+            rc = tls_flush(conn);
+        }
+        if (rc != 0)
+            conn_fail(conn, rc);
+        return;
+    }
     conn->state = CL_BUSY;
     conn->deadline = 0;
     int rc = uv_read_start((uv_stream_t *)&conn->tcp, on_alloc, on_read);

@@ -163,23 +163,25 @@ void sq__fetch_free(sq_fetch_t *f)
     free(f);
 }
 
-/* The Location of a redirect as an absolute http:// URL (RFC 9110 §10.2.2, resolved as
- * RFC 3986 §5.2 has it, without removing dot segments), or NULL. */
+/* The Location of a redirect as an absolute http:// or https:// URL (RFC 9110 §10.2.2,
+ * resolved as RFC 3986 §5.2 has it, without removing dot segments: a relative one keeps
+ * the scheme of the request), or NULL. */
 static char *resolve_location(const sq_fetch_t *f, const char *loc)
 {
     size_t n = strcspn(loc, "#"); /* a fragment is the client's own */
     char *out = NULL;
+    const char *http = f->pool->tls ? "https" : "http";
     int rc;
     if (n == 0)
         return NULL;
     if (strncasecmp(loc, "http://", 7) == 0 || strncasecmp(loc, "https://", 8) == 0)
         rc = asprintf(&out, "%.*s", (int)n, loc);
     else if (loc[0] == '/' && loc[1] == '/')
-        rc = asprintf(&out, "http:%.*s", (int)n, loc);
+        rc = asprintf(&out, "%s:%.*s", http, (int)n, loc);
     else if (loc[0] == '/')
-        rc = asprintf(&out, "http://%s%.*s", f->hostport, (int)n, loc);
+        rc = asprintf(&out, "%s://%s%.*s", http, f->hostport, (int)n, loc);
     else if (loc[0] == '?')
-        rc = asprintf(&out, "http://%s%.*s%.*s", f->hostport, (int)strcspn(f->target, "?"),
+        rc = asprintf(&out, "%s://%s%.*s%.*s", http, f->hostport, (int)strcspn(f->target, "?"),
                       f->target, (int)n, loc);
     else if (strchr(loc, ':') != NULL && strcspn(loc, ":") < strcspn(loc, "/?"))
         return NULL; /* another scheme */
@@ -187,7 +189,8 @@ static char *resolve_location(const sq_fetch_t *f, const char *loc)
         size_t plen = strcspn(f->target, "?");
         while (plen > 0 && f->target[plen - 1] != '/')
             plen--;
-        rc = asprintf(&out, "http://%s%.*s%.*s", f->hostport, (int)plen, f->target, (int)n, loc);
+        rc = asprintf(&out, "%s://%s%.*s%.*s", http, f->hostport, (int)plen, f->target, (int)n,
+                      loc);
     }
     return rc < 0 ? NULL : out;
 }
@@ -225,7 +228,7 @@ static int follow(sq_fetch_t *f, const char *loc)
     free(url);
     if (rc != 0)
         return rc == UV_ENOMEM ? rc : UV_EPROTO;
-    cl_pool_t *pool = sq__cl_pool_get(f->client, u.host, u.port);
+    cl_pool_t *pool = sq__cl_pool_get(f->client, u.host, u.port, u.tls);
     if (pool == NULL) {
         sq__url_free(&u);
         return UV_ENOMEM;
@@ -281,7 +284,8 @@ void sq__fetch_response(sq_fetch_t *f, bool *redirected)
         *redirected = rc == 0;
         return;
     }
-    if (asprintf(&r->url, "http://%s%s", f->hostport, f->target) < 0) {
+    if (asprintf(&r->url, "%s://%s%s", f->pool->tls ? "https" : "http", f->hostport,
+                 f->target) < 0) {
         r->url = NULL;
         sq__fetch_finish(f, UV_ENOMEM);
         return;
@@ -328,6 +332,7 @@ int sq_fetch(sq_client_t *client, const sq_fetch_req_t *req, sq_fetch_cb cb, voi
         return UV_ENOMEM;
     }
     f->client = client;
+    bool tls = u.tls;
     fetch_set_url(f, &u);
     rc = UV_ENOMEM;
     f->method = strdup(method);
@@ -344,7 +349,7 @@ int sq_fetch(sq_client_t *client, const sq_fetch_req_t *req, sq_fetch_cb cb, voi
         memcpy(f->body, r.body, r.body_len);
         f->body_len = r.body_len;
     }
-    f->pool = sq__cl_pool_get(client, f->host, f->port);
+    f->pool = sq__cl_pool_get(client, f->host, f->port, tls);
     if (f->pool == NULL)
         goto fail;
     f->cb = cb;

@@ -141,10 +141,7 @@ int sq__url_parse(const char *url, const char *scheme, const char *tls_scheme, s
         sq__url_free(u);
         return UV_EINVAL;
     }
-    if (tls) {
-        sq__url_free(u);
-        return UV_EPROTONOSUPPORT;
-    }
+    u->tls = tls;
     snprintf(u->port, sizeof(u->port), "%ld", port);
     u->hostport = strndup(h, (size_t)(p - h));
     if (*p == '?') {

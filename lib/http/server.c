@@ -71,6 +71,7 @@ static void server_opts_defaults(sq_server_opts_t *o)
     o->backlog = 511;
     o->reuseport = 0;
     o->server_name = "squall";
+    o->tls_handshake_timeout_ms = 10000;
 }
 
 void sq_server_opts_init_sized(sq_server_opts_t *opts, size_t size)
@@ -143,7 +144,8 @@ int sq_server_create(sq_server_t **out, uv_loop_t *loop, sq_app_t *app,
         return UV_ENOMEM;
     }
     hs->pool = srv->opts.blocking_pool;
-    srv->conn_size = sizeof(sq__conn_t); /* HTTP/1 keeps its state in it */
+    /* HTTP/1 keeps its state in it; a TLS server's follows (lib/server/tls.c) */
+    srv->conn_size = sizeof(sq__conn_t) + (srv->tls_ctx != NULL ? sq__tlsconn_size : 0);
     srv->proto0 = &sq__h1_proto;
     srv->on_tick = sq__exch_deliver_aborts;
     srv->on_free = server_free;

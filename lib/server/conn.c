@@ -121,6 +121,9 @@ void sq__conn_close(sq__conn_t *c, bool force)
             sq__conn_want_flush(c);
             return; /* sq__conn_flush comes back here once everything is written */
         }
+        if ((c->flags & SQ__CF_TLS) && sq__conn_io(c)->queued(c) > 0)
+            return; /* the last record is still on its way: lib/server/tls.c comes back
+                       here once it has left (drained) */
         if ((c->flags & (SQ__CF_LINGER | SQ__CF_EOF)) == SQ__CF_LINGER &&
             c->state != SQ__CS_CLOSING) {
             /* After an error response the client may still be sending: closing now could
@@ -238,6 +241,12 @@ void sq__conn_accept(sq_server_t *srv, uv_stream_t *listener, bool is_pipe)
     }
     if (!is_pipe)
         uv_tcp_nodelay(&c->h.tcp, 1);
+    if (srv->tls_ctx != NULL && sq__conn_tls_start(srv, c) != 0) {
+        conn_register(srv, c);
+        srv->stats.connections_rejected++; /* no memory for its TLS session */
+        sq__conn_teardown(c);
+        return;
+    }
     sq__conn_start(srv, c);
 }
 
@@ -251,7 +260,9 @@ int sq__conn_start(sq_server_t *srv, sq__conn_t *c)
         sq__conn_teardown(c);
         return SQ_ECLOSED;
     }
-    sq__tq_put(c, SQ__TQ_IDLE); /* a client that says nothing is closed in time */
+    /* a client that says nothing is closed in time; over TLS, one that does not end its
+     * handshake in time (the protocol's clock starts after it: lib/server/tls.c) */
+    sq__tq_put(c, (c->flags & SQ__CF_TLS) ? SQ__TQ_TLS : SQ__TQ_IDLE);
     int rc = sq__conn_read_start(c);
     if (rc != 0)
         sq__conn_teardown(c);

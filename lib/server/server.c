@@ -26,6 +26,10 @@ int sq__server_init(sq_server_t *srv)
     srv->rbuf = malloc(srv->rbuf_cap);
     if (srv->rbuf == NULL)
         return UV_ENOMEM;
+    if (sq__server_tls_init(srv) != 0) {
+        free(srv->rbuf);
+        return UV_ENOMEM;
+    }
     uv_timer_init(srv->loop, &srv->timer);
     sq__tick_init(srv);
     srv->nhandles = 4; /* the timer and the tick's three */
@@ -262,6 +266,7 @@ static void free_server(sq_server_t *srv)
         srv->on_free(srv); /* what the protocols pooled */
     sq__wq_pool_free(srv);
     sq__slab_free(srv);
+    sq__server_tls_free(srv);
     free(srv->rbuf);
     free(srv);
 }

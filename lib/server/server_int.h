@@ -49,8 +49,8 @@ typedef struct sq__wq {
     struct sq__wq *next_free;
 } sq__wq_t;
 
-/* How a connection's bytes move: a libuv stream (TCP, a Unix socket), or memory (a
- * test sink: sq__mem_*). TLS would be a third, over the first. */
+/* How a connection's bytes move: a libuv stream (TCP, a Unix socket), memory (a test
+ * sink: sq__mem_*), or TLS over a libuv stream (lib/server/tls.c). */
 typedef struct sq__io {
     int (*read_start)(sq__conn_t *c);
     void (*read_stop)(sq__conn_t *c);
@@ -72,6 +72,7 @@ typedef struct sq__io {
 
 SQ__HIDDEN extern const sq__io_t sq__io_stream;
 SQ__HIDDEN extern const sq__io_t sq__io_mem;
+SQ__HIDDEN extern const sq__io_t sq__io_tls;
 
 /* The transport's state of a connection; the protocol keeps its own. */
 enum {
@@ -90,6 +91,8 @@ enum {
     SQ__CF_REDELIVER = 1 << 10,  /* the tick hands `pending` to the protocol's on_read */
     SQ__CF_MEM = 1 << 11,        /* bytes move through memory (sq__mem_*): no socket */
     SQ__CF_TICK = 1 << 12,       /* in the tick queue or the round being run (knext) */
+    SQ__CF_TLS = 1 << 13,        /* TLS over the stream (lib/server/tls.c): its state
+                                    ends the connection's srv->conn_size bytes */
 };
 
 /* A connection: a stream, its write queue and timeouts, and the protocol reading it, with
@@ -145,13 +148,24 @@ static inline size_t sq__pend_len(const sq__conn_t *c)
 SQ__HIDDEN int sq__pend_append(sq__conn_t *c, const char *p, size_t n);
 SQ__HIDDEN void sq__pend_free(sq__conn_t *c);
 
-/* How c's bytes move: memory or a stream (a flag, not a pointer per connection). */
+/* How c's bytes move: a stream, memory or TLS (a flag, not a pointer per connection). */
 static inline const sq__io_t *sq__conn_io(const sq__conn_t *c)
 {
-    return c->flags & SQ__CF_MEM ? &sq__io_mem : &sq__io_stream;
+    if (SQ__LIKELY(!(c->flags & (SQ__CF_MEM | SQ__CF_TLS))))
+        return &sq__io_stream;
+    return c->flags & SQ__CF_MEM ? &sq__io_mem : &sq__io_tls;
 }
 
-enum { SQ__TQ_NONE, SQ__TQ_HEAD, SQ__TQ_BODY, SQ__TQ_IDLE, SQ__TQ_LINGER, SQ__TQ_COUNT };
+/* SQ__TQ_TLS: accepted, the TLS handshake not done (opts.tls_handshake_timeout_ms). */
+enum {
+    SQ__TQ_NONE,
+    SQ__TQ_HEAD,
+    SQ__TQ_BODY,
+    SQ__TQ_IDLE,
+    SQ__TQ_LINGER,
+    SQ__TQ_TLS,
+    SQ__TQ_COUNT
+};
 
 typedef struct sq__slab_blk sq__slab_blk_t;
 
@@ -216,6 +230,8 @@ struct sq_server_s {
     sq_server_close_cb close_cb;
     void *close_data;
     sq_server_stats_t stats;
+    struct ssl_ctx_st *tls_ctx; /* opts.tls, a reference of the server's; NULL: plaintext */
+    char *tls_buf;              /* plaintext decrypted in one read (TLS servers only) */
 };
 
 /* lib/server/conn.c: the transport */
@@ -285,6 +301,15 @@ SQ__HIDDEN void sq__tick_wake(sq_server_t *srv);
 SQ__HIDDEN void sq__tick_init(sq_server_t *srv);
 SQ__HIDDEN void sq__tick_close(sq_server_t *srv, uv_close_cb close_cb);
 SQ__HIDDEN void sq__conn_want_flush(sq__conn_t *conn);
+
+/* lib/server/tls.c: the bytes a TLS server adds to each connection (srv->conn_size
+ * grows by them only when srv->tls_ctx is set), the server's TLS set-up from its options
+ * (0, or UV_ENOMEM: nothing to undo then) and its end, and a TLS session for an accepted
+ * connection (0, or UV_ENOMEM: the connection is plaintext yet and only to be closed). */
+SQ__HIDDEN extern const size_t sq__tlsconn_size;
+SQ__HIDDEN int sq__server_tls_init(sq_server_t *srv);
+SQ__HIDDEN void sq__server_tls_free(sq_server_t *srv);
+SQ__HIDDEN int sq__conn_tls_start(sq_server_t *srv, sq__conn_t *c);
 
 /* lib/server/server.c: the transport's part of sq_server_create */
 SQ__HIDDEN int sq__server_init(sq_server_t *srv);

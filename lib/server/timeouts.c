@@ -58,6 +58,10 @@ static void on_timer(uv_timer_t *t)
                  * backpressure/reader_that_stalls_*). */
                 c->wq->mark = sq__conn_io(c)->queued(c);
                 sq__tq_put(c, SQ__TQ_IDLE);
+            } else if (q == SQ__TQ_TLS) { /* a handshake past its deadline */
+                srv->stats.tls_timeouts++;
+                sq_log(SQ_LOG_DEBUG, "tls: handshake timed out");
+                sq__conn_teardown(c);
             } else if (q != SQ__TQ_LINGER && c->proto != NULL && c->proto->on_timeout) {
                 c->proto->on_timeout(c, c->proto_ud, q); /* HTTP/1: 408 for a slow head */
             } else {

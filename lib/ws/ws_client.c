@@ -1,14 +1,17 @@
-/* The WebSocket client: ws:// URL, DNS (uv_getaddrinfo), TCP connect (each resolved
- * address in turn), the client handshake (RFC 6455 §4.1) checked with llhttp, then the
- * shared WebSocket core with masked frames. About 730 lines, kept whole: every stage
- * reads and writes the one connection state (wsc_t) and its failure path; the HTTP
- * client will take the URL, DNS and connect stages into a layer of their own. */
+/* The WebSocket client: ws:// or wss:// URL, DNS (uv_getaddrinfo), TCP connect (each
+ * resolved address in turn), for wss:// the TLS handshake (lib/tls: memory BIOs over the
+ * TCP stream, the plaintext read into tls_buf), the client handshake (RFC 6455 §4.1)
+ * checked with llhttp, then the shared WebSocket core with masked frames. About 780
+ * lines, kept whole: every stage reads and writes the one connection state (wsc_t) and
+ * its failure path; the HTTP client will take the URL, DNS and connect stages into a
+ * layer of their own. */
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
 
+#include "tls/tls_int.h"
 #include "ws/ws_int.h"
 
 enum { WSC_RESOLVING, WSC_CONNECTING, WSC_HANDSHAKE, WSC_OPEN, WSC_CLOSED };
@@ -45,8 +48,13 @@ typedef struct wsc {
     const char **offers;          /* opts.subprotocols' array copied (NULL-terminated), its
                                      strings borrowed; or NULL */
     char port[8];
+    sq__tls_t *tls;               /* wss://: the session, from the TCP connect on */
+    SSL_CTX *tls_ctx;             /* wss://: this connection's context; else NULL */
+    char *tls_buf;                /* wss://: the plaintext of one read */
     char rbuf[64 * 1024];
 } wsc_t;
+
+#define WSC_TLS_BUF (64 * 1024)
 
 typedef struct wsc_write {
     uv_write_t req;
@@ -55,6 +63,7 @@ typedef struct wsc_write {
     bool notify;
     sq_free_cb free_cb;
     void *free_base, *free_ud;
+    char *ct;                /* wss://: the ciphertext written (data is not) */
     char data[];
 } wsc_write_t;
 
@@ -71,6 +80,7 @@ static void on_written(uv_write_t *req, int status)
     if (w->free_cb != NULL)
         w->free_cb(w->free_base, w->free_ud);
     bool notify = w->notify;
+    free(w->ct);
     free(w);
     if (status < 0 && c->state != WSC_CLOSED) {
         wsc_teardown(c, NULL);
@@ -82,13 +92,30 @@ static void on_written(uv_write_t *req, int status)
         wsc_teardown(c, NULL);
 }
 
+/* Over TLS: b's bytes encrypted, with what OpenSSL had to send before them, into w->ct. */
+static int tls_seal(wsc_t *c, wsc_write_t *w, uv_buf_t *b)
+{
+    int rc = b->len > 0 ? sq__tls_write(c->tls, b->base, b->len) : 0;
+    if (rc != 0)
+        return rc;
+    size_t n = sq__tls_out_len(c->tls);
+    w->ct = malloc(n > 0 ? n : 1);
+    if (w->ct == NULL)
+        return UV_ENOMEM;
+    *b = uv_buf_init(w->ct, (unsigned)sq__tls_out_read(c->tls, w->ct, n));
+    return 0;
+}
+
 static int wsc_send(wsc_t *c, wsc_write_t *w, uv_buf_t b)
 {
     w->c = c;
-    int rc = c->state == WSC_CLOSED || !c->tcp_open
-                 ? UV_ECANCELED
-                 : uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_written);
+    int rc = c->state == WSC_CLOSED || !c->tcp_open ? UV_ECANCELED : 0;
+    if (rc == 0 && c->tls != NULL)
+        rc = tls_seal(c, w, &b);
+    if (rc == 0)
+        rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_written);
     if (rc != 0) {
+        free(w->ct);
         if (w->free_cb != NULL)
             w->free_cb(w->free_base, w->free_ud);
         free(w);
@@ -108,7 +135,7 @@ static int io_write(sq_ws_t *ws, const uv_buf_t *bufs, unsigned n, bool notify)
     for (unsigned i = 0; i < n; i++)
         len += bufs[i].len;
     size_t skip = 0;
-    if (c->writes == 0 && !notify && c->tcp_open) {
+    if (c->writes == 0 && !notify && c->tcp_open && c->tls == NULL) {
         /* nothing queued: the socket usually takes it all, with no copy */
         int w = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
         if (w < 0 && w != UV_EAGAIN)
@@ -210,6 +237,12 @@ static void wsc_free(wsc_t *c)
     sq__buf_free(&c->value);
     sq__buf_free(&c->ext);
     wsc_free_strings(c);
+    if (c->tls != NULL) {
+        sq__tls_free(c->tls);
+        free(c->tls);
+    }
+    SSL_CTX_free(c->tls_ctx);
+    free(c->tls_buf);
     free(c);
 }
 
@@ -403,20 +436,91 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     buf->len = sizeof(c->rbuf);
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+/* What the server sent (plaintext, in writable memory), or the end of it. */
+static void on_plain(wsc_t *c, char *data, ssize_t nread)
 {
-    wsc_t *c = s->data;
-    if (nread == 0)
-        return;
     if (c->state == WSC_OPEN) {
-        sq__ws_feed(c->ws, buf->base, nread);
+        sq__ws_feed(c->ws, data, nread);
         return;
     }
     if (nread < 0) {
         fail(c, "connection closed during the handshake", (int)nread);
         return;
     }
-    hs_read(c, buf->base, (size_t)nread);
+    hs_read(c, data, (size_t)nread);
+}
+
+static void send_upgrade(wsc_t *c);
+
+/* Sends what OpenSSL wrote on its own (handshake messages, alerts). */
+static int tls_flush(wsc_t *c)
+{
+    if (sq__tls_out_len(c->tls) == 0)
+        return 0;
+    wsc_write_t *w = calloc(1, sizeof(*w));
+    return w == NULL ? UV_ENOMEM : wsc_send(c, w, uv_buf_init(NULL, 0));
+}
+
+/* Ciphertext came: the TLS handshake goes on (the upgrade request leaves when it is
+ * done), or its plaintext goes to on_plain, record by record. */
+static void tls_read(wsc_t *c, const char *data, size_t n)
+{
+    sq__tls_t *t = c->tls;
+    if (sq__tls_feed(t, data, n) != 0) {
+        fail(c, "TLS", UV_ENOMEM);
+        return;
+    }
+    if (!t->done) {
+        int r = sq__tls_handshake(t);
+        int rc = tls_flush(c);
+        if (r < 0) {
+            char why[200];
+            sq_log(SQ_LOG_DEBUG, "websocket client: tls handshake with %s: %s", c->hostport,
+                   sq__tls_reason(t, why, sizeof(why)));
+            fail_code(c, "TLS handshake", r, r);
+            return;
+        }
+        if (rc != 0) {
+            fail(c, "TLS handshake", rc);
+            return;
+        }
+        if (r == 0)
+            return;
+        send_upgrade(c);
+    }
+    while (c->state != WSC_CLOSED) {
+        ssize_t r = sq__tls_read(t, c->tls_buf, WSC_TLS_BUF);
+        if (r == 0)
+            break;
+        if (r < 0 && r != UV_EOF) {
+            char why[200];
+            sq_log(SQ_LOG_DEBUG, "websocket client: tls: %s", sq__tls_reason(t, why, sizeof(why)));
+            if (c->ws != NULL)
+                c->ws->error = SQ_ETLS;
+        }
+        on_plain(c, c->tls_buf, r < 0 && r != UV_EOF ? SQ_ETLS : r);
+        if (r < 0)
+            return;
+    }
+    if (c->state != WSC_CLOSED && tls_flush(c) != 0)
+        wsc_teardown(c, NULL);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    wsc_t *c = s->data;
+    if (nread == 0 || c->state == WSC_CLOSED)
+        return;
+    if (c->tls != NULL && nread > 0) {
+        tls_read(c, buf->base, (size_t)nread);
+        return;
+    }
+    if (c->tls != NULL && !c->tls->done) {
+        fail_code(c, "TLS handshake: connection closed", (int)nread,
+                  nread == UV_EOF ? SQ_ETLS : (int)nread);
+        return;
+    }
+    on_plain(c, buf->base, nread);
 }
 
 /* ---- connecting ---- */
@@ -477,6 +581,32 @@ static void on_connect(uv_connect_t *req, int status)
         return;
     }
     c->state = WSC_HANDSHAKE;
+    if (c->tls_ctx != NULL) { /* TLS first; the upgrade request once it is done */
+        int rc = UV_ENOMEM;
+        c->tls = calloc(1, sizeof(*c->tls));
+        if (c->tls != NULL) {
+            rc = sq__tls_client(c->tls, c->tls_ctx, c->host, !c->opts.tls_insecure);
+            if (rc != 0) {
+                free(c->tls);
+                c->tls = NULL;
+            }
+        }
+        if (rc == 0)
+            rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+        if (rc == 0) {
+            sq__tls_handshake(c->tls); /* the ClientHello */
+            rc = tls_flush(c);
+        }
+        if (rc != 0)
+            fail(c, "TLS", rc);
+        return;
+    }
+    send_upgrade(c);
+}
+
+/* The opening handshake's request, and reading its answer. */
+static void send_upgrade(wsc_t *c)
+{
     uint8_t raw[16];
     char key[25];
     if (RAND_bytes(raw, sizeof(raw)) != 1) { /* RFC 6455 §4.1: a random nonce, or nothing */
@@ -500,7 +630,7 @@ static void on_connect(uv_connect_t *req, int status)
     llhttp_init(&c->parser, HTTP_RESPONSE, &hs_settings);
     c->parser.data = c;
     rc = wsc_send(c, w, uv_buf_init(w->data, (unsigned)w->len));
-    if (rc == 0)
+    if (rc == 0 && c->tls == NULL)
         rc = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     if (rc != 0)
         fail(c, "handshake", rc);
@@ -583,15 +713,27 @@ static int copy_offers(wsc_t *c, const char *const *offers)
     return 0;
 }
 
-/* Splits "ws://host[:port][/path][?query]" (RFC 6455 §3; lib/core/uri.c checks every
- * byte that goes into the request line and the Host header). Returns 0, UV_EINVAL,
- * UV_EPROTONOSUPPORT for a well-formed wss:// URL (no TLS in this build), or UV_ENOMEM. */
+/* Splits "ws[s]://host[:port][/path][?query]" (RFC 6455 §3; lib/core/uri.c checks every
+ * byte that goes into the request line and the Host header); wss:// gets its TLS context
+ * (the CA file is read here). Returns 0, UV_EINVAL, SQ_ETLSCONF or UV_ENOMEM. */
 static int parse_url(wsc_t *c, const char *url)
 {
     sq__url_t u;
     int rc = sq__url_parse(url, "ws://", "wss://", &u);
     if (rc != 0)
         return rc;
+    if (u.tls) {
+        c->tls_buf = malloc(WSC_TLS_BUF);
+        c->tls_ctx = c->tls_buf != NULL ? sq__tls_client_ctx(c->opts.tls_ca_file,
+                                                              !c->opts.tls_insecure, &rc)
+                                        : NULL;
+        if (c->tls_ctx == NULL) {
+            free(c->tls_buf);
+            c->tls_buf = NULL;
+            sq__url_free(&u);
+            return c->tls_buf == NULL && rc == 0 ? UV_ENOMEM : rc;
+        }
+    }
     c->host = u.host;
     c->hostport = u.hostport;
     c->path = u.target;
@@ -653,6 +795,8 @@ int sq_ws_connect_sized(uv_loop_t *loop, const char *url, const sq_ws_handler_t 
 
 fail_args:
     wsc_free_strings(c);
+    SSL_CTX_free(c->tls_ctx);
+    free(c->tls_buf);
     free(c);
     return rc;
 }
