@@ -567,7 +567,8 @@ static void usage(FILE *f)
                "             [--idle-timeout MS] [--slow-callback-ms MS (100; 0 off)]\n"
                "             [--threadpool N]\n"
                "             [--max-upload BYTES (10 GiB)] [--cors-origin ORIGIN]...\n"
-               "             [--log-level debug|info|warn|error] [--help]\n");
+               "             [--log-level debug|info|warn|error] [--help]\n"
+               "             [--access-log FILE|-] [--metrics] [--gzip]\n");
 }
 
 /* What is wrong, on one line, then the usage; status 2. */
@@ -608,10 +609,14 @@ int main(int argc, char **argv)
         {"cors-origin", required_argument, NULL, 'C'},
         {"log-level", required_argument, NULL, 'L'},
         {"help", no_argument, NULL, 'u'},
+        {"access-log", required_argument, NULL, 'A'}, /* combined format; SIGHUP reopens */
+        {"metrics", no_argument, NULL, 'm'},          /* GET /metrics (Prometheus) */
+        {"gzip", no_argument, NULL, 'g'},             /* gzip what the client accepts */
         {NULL, 0, NULL, 0},
     };
     int ch, li = 0;
     unsigned long long v = 0;
+    struct { const char *access_log; bool metrics, gzip; } obs = {NULL, false, false};
     opterr = 0; /* getopt's own messages would name argv[0]: hello words its own */
     while ((ch = getopt_long(argc, argv, ":", longopts, &li)) != -1) {
         int bad = 0;
@@ -644,6 +649,9 @@ int main(int argc, char **argv)
             sq_log_set_level((sq_log_level_t)l);
             break;
         }
+        case 'A': obs.access_log = optarg; break;
+        case 'm': obs.metrics = true; break;
+        case 'g': obs.gzip = true; break;
         case 'u':
             usage(stdout);
             return 0;
@@ -749,6 +757,24 @@ int main(int argc, char **argv)
             sq_app_destroy(cfg.app);
             return code;
         }
+    }
+    /* --access-log, --metrics, --gzip (docs/access-log.md, metrics.md, compression.md):
+     * after the fork of --processes, so each copy has its log's writer thread */
+    sq_access_log_opts_t alo;
+    sq_access_log_opts_init(&alo);
+    alo.path = obs.access_log;
+    alo.reopen_on_sighup = 1;
+    int xrc = obs.access_log ? sq_app_access_log(cfg.app, &alo, NULL) : 0;
+    if (xrc != 0) {
+        fprintf(stderr, "hello: --access-log %s: %s\n", obs.access_log, sq_strerror(xrc));
+        sq_app_destroy(cfg.app);
+        return 1;
+    }
+    if ((obs.metrics && (xrc = sq_app_metrics(cfg.app, "/metrics", NULL)) != 0) ||
+        (obs.gzip && (xrc = sq_app_gzip(cfg.app, NULL)) != 0)) {
+        fprintf(stderr, "hello: %s\n", sq_strerror(xrc));
+        sq_app_destroy(cfg.app);
+        return 1;
     }
     int rc = sq_workers_run(cfg.workers, setup, NULL, &cfg, 5000);
     sq_app_destroy(cfg.app);

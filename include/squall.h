@@ -24,5 +24,7 @@
 #include "squall/form.h"
 #include "squall/openapi.h"
 #include "squall/gzip.h"
+#include "squall/access_log.h"
+#include "squall/metrics.h"
 
 #endif

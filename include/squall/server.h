@@ -153,6 +153,9 @@ typedef struct sq_server_stats {
     uint64_t limit_errors;         /* 413, 414, 431 */
     uint64_t timeouts;             /* header/body timeouts (408) */
     uint64_t aborted;              /* responses whose client left before they finished */
+    uint64_t bytes_read;           /* bytes read from clients (WebSockets' too) */
+    uint64_t bytes_written;        /* bytes handed to the sockets for sending */
+    uint64_t websockets_open;      /* connections taken over by WebSocket, open now */
 } sq_server_stats_t;
 
 /* What sq_server_stats calls: fills the `size` bytes of out. Call sq_server_stats. */
