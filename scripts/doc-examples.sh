@@ -13,7 +13,7 @@ BUILD=${BUILD:-build}
 CC=${CC:-cc}
 lib="$BUILD/lib/libsquall.a"
 [ -f "$lib" ] || { echo "doc-examples: $lib is not built (run make first)" >&2; exit 1; }
-libs="$(pkg-config --libs libuv jansson libcrypto hiredis)"
+libs="$(pkg-config --libs libuv jansson libcrypto zlib hiredis)"
 cflags="-std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter -Iinclude
         $(pkg-config --cflags libuv jansson)"
 out=$(mktemp -d)

@@ -12,10 +12,8 @@
 #include "core/abi.h"
 #include "http/h1_int.h"
 
-enum { GZ_CFG = 1, GZ_STREAM = 2 };
-
 typedef struct gz_cfg {
-    int kind;                 /* GZ_CFG */
+    struct sq__gz base;       /* cfg_ops */
     size_t min_bytes;
     int level;
     int streams;
@@ -23,7 +21,7 @@ typedef struct gz_cfg {
 } gz_cfg_t;
 
 typedef struct gz_stream {
-    int kind;                 /* GZ_STREAM */
+    struct sq__gz base;       /* stream_ops */
     z_stream z;
 } gz_stream_t;
 
@@ -67,9 +65,11 @@ static bool type_ok(const char *t)
     return true;
 }
 
+static const sq__gz_ops_t cfg_ops, stream_ops;
+
 static int gzip_before(sq_req_t *req, sq_res_t *res, void *data)
 {
-    req->gz = data; /* the nearest app's: a sub-app's hook runs after its parent's */
+    req->gz = &((gz_cfg_t *)data)->base; /* the nearest app's: a sub-app's hook runs after its parent's */
     return SQ_NEXT;
 }
 
@@ -93,7 +93,7 @@ int sq_app_gzip(sq_app_t *app, const sq_gzip_opts_t *opts)
     gz_cfg_t *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return UV_ENOMEM;
-    c->kind = GZ_CFG;
+    c->base.ops = &cfg_ops;
     c->min_bytes = o.min_bytes;
     c->level = o.level;
     c->streams = o.streams != 0;
@@ -312,11 +312,11 @@ static bool may_send(const sq__exch_t *x, int status, const char *ctype)
            x->ops->open(x);
 }
 
-int sq__gzip_send(sq__exch_t *x, int status, const char *ctype, const void *body, size_t len,
-                  sq_free_cb free_cb, void *free_data)
+static int gz_send(sq__exch_t *x, int status, const char *ctype, const void *body, size_t len,
+                   sq_free_cb free_cb, void *free_data)
 {
-    const gz_cfg_t *c = x->gz;
-    if (c->kind != GZ_CFG || !may_send(x, status, ctype) || !eligible(x, c, status, ctype))
+    const gz_cfg_t *c = (const gz_cfg_t *)x->gz;
+    if (!may_send(x, status, ctype) || !eligible(x, c, status, ctype))
         return 1;
     x->gz = NULL; /* the call below takes the plain path */
     if (sq_res_header(&x->res, "Vary", "Accept-Encoding") != 0)
@@ -343,10 +343,10 @@ int sq__gzip_send(sq__exch_t *x, int status, const char *ctype, const void *body
 
 /* ---- streamed bodies ---- */
 
-int sq__gzip_start(sq__exch_t *x, int status, const char *ctype)
+static int gz_start(sq__exch_t *x, int status, const char *ctype)
 {
-    const gz_cfg_t *c = x->gz;
-    if (c->kind != GZ_CFG || !may_send(x, status, ctype))
+    const gz_cfg_t *c = (const gz_cfg_t *)x->gz;
+    if (!may_send(x, status, ctype))
         return 1;
     x->gz = NULL; /* whatever is decided, the plain path from here on... */
     if (!c->streams || !eligible(x, c, status, ctype))
@@ -360,14 +360,14 @@ int sq__gzip_start(sq__exch_t *x, int status, const char *ctype)
     gz_stream_t *s = calloc(1, sizeof(*s));
     if (s == NULL)
         return 1;
-    s->kind = GZ_STREAM;
+    s->base.ops = &stream_ops;
     if (deflateInit2(&s->z, c->level, Z_DEFLATED, STREAM_WBITS + GZIP_WRAP, STREAM_MEMLEVEL,
                      Z_DEFAULT_STRATEGY) != Z_OK)
         goto fail_stream;
     if (sq_res_header(&x->res, "Content-Encoding", "gzip") != 0)
         goto fail_init;
     int rc = sq_res_start(&x->res, status, ctype);
-    x->gz = s; /* ...but sq_res_write and sq_res_end: kept until sq_res_end */
+    x->gz = &s->base; /* ...but sq_res_write and sq_res_end: kept until sq_res_end */
     return rc;
 
 fail_init:
@@ -422,11 +422,11 @@ fail:
     return NULL;
 }
 
-int sq__gzip_write(sq__exch_t *x, const void *data, size_t len, sq_free_cb free_cb,
-                   void *free_data, sq_res_write_cb cb, void *cb_data)
+static int gz_write(sq__exch_t *x, const void *data, size_t len, sq_free_cb free_cb,
+                    void *free_data, sq_res_write_cb cb, void *cb_data)
 {
-    gz_stream_t *s = x->gz;
-    if (s->kind != GZ_STREAM || len == 0 || (x->flags & SQ__XF_HEAD) ||
+    gz_stream_t *s = (gz_stream_t *)x->gz;
+    if (len == 0 || (x->flags & SQ__XF_HEAD) ||
         !(x->flags & SQ__XF_STREAMING) || (x->flags & SQ__XF_FINISHED) || !x->ops->open(x))
         return 1; /* the plain call answers (a HEAD's bytes are dropped there) */
     size_t zlen = 0;
@@ -436,18 +436,16 @@ int sq__gzip_write(sq__exch_t *x, const void *data, size_t len, sq_free_cb free_
     x->gz = NULL;
     int rc = z != NULL ? sq_res_write_ref(&x->res, z, zlen, out_free, NULL, cb, cb_data)
                        : UV_ENOMEM;
-    x->gz = s;
+    x->gz = &s->base;
     if (z == NULL) { /* as a plain write out of memory: the connection closes */
         x->ops->fail(x);
     }
     return rc;
 }
 
-int sq__gzip_end(sq__exch_t *x)
+static void gz_end(sq__exch_t *x)
 {
-    gz_stream_t *s = x->gz;
-    if (s->kind != GZ_STREAM)
-        return 1;
+    gz_stream_t *s = (gz_stream_t *)x->gz;
     x->gz = NULL;
     if ((x->flags & SQ__XF_STREAMING) && !(x->flags & (SQ__XF_HEAD | SQ__XF_FINISHED)) &&
         x->ops->open(x)) {
@@ -460,16 +458,49 @@ int sq__gzip_end(sq__exch_t *x)
             x->ops->fail(x); /* a body without its end must not look whole */
     }
     deflateEnd(&s->z);
-    free(s);
-    return 1; /* sq_res_end goes on: it reports what became of the response */
+    free(s); /* sq_res_end goes on: it reports what became of the response */
 }
 
-void sq__gzip_drop(sq__exch_t *x)
+static void stream_drop(sq__exch_t *x)
 {
-    gz_stream_t *s = x->gz;
+    gz_stream_t *s = (gz_stream_t *)x->gz;
     x->gz = NULL;
-    if (s->kind == GZ_STREAM) {
-        deflateEnd(&s->z);
-        free(s);
-    }
+    deflateEnd(&s->z);
+    free(s);
 }
+
+/* What the other kind does not do: the plain path. */
+static int pass_send(sq__exch_t *x, int status, const char *ctype, const void *body,
+                     size_t len, sq_free_cb free_cb, void *free_data)
+{
+    return 1;
+}
+static int pass_start(sq__exch_t *x, int status, const char *ctype)
+{
+    return 1;
+}
+static int pass_write(sq__exch_t *x, const void *data, size_t len, sq_free_cb free_cb,
+                      void *free_data, sq_res_write_cb cb, void *cb_data)
+{
+    return 1;
+}
+static void cfg_end(sq__exch_t *x)
+{
+}
+static void cfg_drop(sq__exch_t *x)
+{
+    x->gz = NULL; /* the app's: nothing to free */
+}
+
+/* An app's settings: a response not yet begun. */
+static const sq__gz_ops_t cfg_ops = {.send = gz_send,
+                                     .start = gz_start,
+                                     .write = pass_write,
+                                     .end = cfg_end,
+                                     .drop = cfg_drop};
+/* A streamed body being compressed. */
+static const sq__gz_ops_t stream_ops = {.send = pass_send,
+                                        .start = pass_start,
+                                        .write = gz_write,
+                                        .end = gz_end,
+                                        .drop = stream_drop};

@@ -45,7 +45,7 @@ void sq__exch_reset(sq__exch_t *x)
     x->in_path = x->in_query = x->in_body = NULL;
     sq__arena_reset(&x->arena);
     if (x->gz != NULL)
-        sq__gzip_drop(x); /* gzip (gzip.c) */
+        x->gz->ops->drop(x); /* gzip (gzip.c) */
     /* A request that needed a lot of memory does not keep it while pooled. */
     if (x->body.cap > 64 * 1024)
         sq__buf_free(&x->body);

@@ -230,7 +230,8 @@ int sq_res_send(sq_res_t *res, int status, const char *content_type, const void 
 {
     sq__exch_t *x = res->req;
     int rc;
-    if (x->gz != NULL && (rc = sq__gzip_send(x, status, content_type, body, len, NULL, NULL)) != 1)
+    if (x->gz != NULL &&
+        (rc = x->gz->ops->send(x, status, content_type, body, len, NULL, NULL)) != 1)
         return rc; /* compressed (gzip.c) */
     if (!sq__status_is_final(status) || !sq__field_value_ok(content_type))
         return UV_EINVAL;
@@ -253,7 +254,7 @@ int sq_res_send_ref(sq_res_t *res, int status, const char *content_type, const v
     sq__exch_t *x = res->req;
     int rc;
     if (x->gz != NULL &&
-        (rc = sq__gzip_send(x, status, content_type, body, len, free_cb, free_data)) != 1)
+        (rc = x->gz->ops->send(x, status, content_type, body, len, free_cb, free_data)) != 1)
         return rc; /* compressed (gzip.c) */
     rc = !sq__status_is_final(status) || !sq__field_value_ok(content_type) ? UV_EINVAL
              : len > (size_t)INT64_MAX                                         ? UV_EMSGSIZE
@@ -359,7 +360,7 @@ int sq_res_start(sq_res_t *res, int status, const char *content_type)
 {
     sq__exch_t *x = res->req;
     int zrc;
-    if (x->gz != NULL && (zrc = sq__gzip_start(x, status, content_type)) != 1)
+    if (x->gz != NULL && (zrc = x->gz->ops->start(x, status, content_type)) != 1)
         return zrc; /* compressed (gzip.c) */
     if (!sq__status_is_final(status) || !sq__field_value_ok(content_type))
         return UV_EINVAL;
@@ -397,7 +398,7 @@ static int res_write(sq_res_t *res, const void *data, size_t len, sq_free_cb fre
     sq__exch_t *x = res->req;
     int zrc;
     if (x->gz != NULL &&
-        (zrc = sq__gzip_write(x, data, len, free_cb, free_data, cb, cb_data)) != 1)
+        (zrc = x->gz->ops->write(x, data, len, free_cb, free_data, cb, cb_data)) != 1)
         return zrc; /* compressed (gzip.c) */
     bool copy = free_cb == SQ__WRITE_COPY;
     int rc = !(x->flags & SQ__XF_STREAMING) || (x->flags & SQ__XF_FINISHED) ? SQ_ENOTSTREAMING
@@ -462,7 +463,7 @@ int sq_res_end(sq_res_t *res)
 {
     sq__exch_t *x = res->req;
     if (x->gz != NULL)
-        sq__gzip_end(x); /* the gzip trailer (gzip.c) */
+        x->gz->ops->end(x); /* the gzip trailer (gzip.c) */
     if (x->flags & SQ__XF_FINISHED)
         return SQ_EALREADY_SENT;
     if (!x->ops->open(x)) {
