@@ -22,7 +22,8 @@
  * sq_res_write is compressed and flushed (Z_SYNC_FLUSH), so what a handler writes
  * reaches the client at once, as without gzip; sq_res_end writes the gzip trailer.
  * A streamed response keeps a deflate state of about 64 KiB until sq_res_end; a whole
- * body's state lives for the call only.
+ * body's state lives for the call only. Compression runs on the loop thread: tens of
+ * milliseconds a megabyte at level 6. A whole body over 2 GiB is sent as it is.
  *
  * When no app on the way to a route has gzip, responses take the plain path: one branch
  * on a NULL pointer.
@@ -39,8 +40,9 @@ typedef struct sq_gzip_opts {
     size_t min_bytes;         /* whole bodies smaller than this are sent as they are;
                                  1024 (default). Below about a packet, gzip saves no
                                  round trip and costs CPU on both ends */
-    int level;                /* zlib level 1-9; 6 (default, zlib's own): within a few
-                                 percent of level 9's size at about half its CPU */
+    int level;                /* zlib level 1-9; 6 (default, zlib's own): 2-7% larger
+                                 than level 9 on text and JSON for a third of its CPU;
+                                 level 1 is 1.5-3x faster and 3-12% larger */
     int streams;              /* 1 (default): compress streamed responses too; 0: never */
     const char *const *types; /* media types to compress, NULL-terminated, copied:
                                  "text/html" (exact, parameters ignored), "text/ *"

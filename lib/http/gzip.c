@@ -4,6 +4,7 @@
  * write. Each entry hands the compressed bytes back to the public call it came from,
  * with x->gz cleared for that call, so framing, HEAD and a client gone are decided in
  * one place (response.c). */
+#include <limits.h>
 #include <stdlib.h>
 #include <strings.h>
 
@@ -262,7 +263,8 @@ static void out_free(void *p, void *data)
     free(p);
 }
 
-/* Compresses len bytes into a malloc'd buffer; NULL when out of memory. */
+/* Compresses len bytes (at most UINT_MAX / 2: zlib counts in uInt) into a malloc'd
+ * buffer; NULL when out of memory. */
 static unsigned char *deflate_all(const gz_cfg_t *c, const void *body, size_t len,
                                   size_t *out_len)
 {
@@ -271,29 +273,18 @@ static unsigned char *deflate_all(const gz_cfg_t *c, const void *body, size_t le
     if (deflateInit2(&z, c->level, Z_DEFLATED, wb + GZIP_WRAP, wb >= 14 ? 8 : wb - 6,
                      Z_DEFAULT_STRATEGY) != Z_OK)
         return NULL;
-    size_t cap = len <= UINT_MAX ? deflateBound(&z, (uLong)len) : len + len / 1000 + 64;
+    uLong cap = deflateBound(&z, (uLong)len);
     unsigned char *out = malloc(cap);
     if (out == NULL)
         goto fail_init;
-    const unsigned char *in = body;
-    size_t left = len, done = 0;
-    int zrc;
-    do { /* zlib counts in uInt: a body past 4 GiB goes through in slices */
-        uInt slice = left > UINT_MAX ? UINT_MAX : (uInt)left;
-        z.next_in = (Bytef *)in;
-        z.avail_in = slice;
-        in += slice;
-        left -= slice;
-        z.next_out = out + done;
-        z.avail_out = cap - done > UINT_MAX ? UINT_MAX : (uInt)(cap - done);
-        zrc = deflate(&z, left == 0 ? Z_FINISH : Z_NO_FLUSH);
-        done = cap - done > UINT_MAX ? done + (UINT_MAX - z.avail_out)
-                                     : cap - z.avail_out;
-    } while (zrc == Z_OK && (left > 0 || z.avail_out == 0));
-    if (zrc != Z_STREAM_END)
+    z.next_in = (Bytef *)body;
+    z.avail_in = (uInt)len;
+    z.next_out = out;
+    z.avail_out = (uInt)cap;
+    if (deflate(&z, Z_FINISH) != Z_STREAM_END) /* deflateBound's room: one call ends it */
         goto fail_out;
+    *out_len = (size_t)z.total_out;
     deflateEnd(&z);
-    *out_len = done;
     return out;
 
 fail_out:
@@ -322,7 +313,8 @@ static int gz_send(sq__exch_t *x, int status, const char *ctype, const void *bod
     if (sq_res_header(&x->res, "Vary", "Accept-Encoding") != 0)
         return 1;
     int acc = accepts_gzip(x);
-    if (acc == ACC_NO || (acc == ACC_YES && len < c->min_bytes) || len == 0)
+    if (acc == ACC_NO || (acc == ACC_YES && len < c->min_bytes) || len == 0 ||
+        len > (size_t)UINT_MAX / 2)
         return 1;
     size_t zlen;
     unsigned char *z = deflate_all(c, body, len, &zlen);
