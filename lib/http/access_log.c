@@ -211,8 +211,12 @@ static void put_str(lb_t *b, const char *s)
 static void put_u64(lb_t *b, uint64_t v)
 {
     char t[24];
-    int n = snprintf(t, sizeof(t), "%llu", (unsigned long long)v);
-    put_mem(b, t, (size_t)n);
+    int i = sizeof(t);
+    do {
+        t[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    put_mem(b, t + i, sizeof(t) - (size_t)i);
 }
 
 /* A quoted field's text as Apache and nginx escape it: '"' and '\' with a backslash,
@@ -366,8 +370,7 @@ static void access_after(sq_req_t *req, sq_res_t *res, int status, void *data)
     bool no_body = !open || (x->flags & SQ__XF_HEAD) || status < 200 || status == 204 ||
                    status == 304;
     int64_t bytes = no_body ? 0 : x->res_len; /* -1: streamed */
-    char proto[12];
-    snprintf(proto, sizeof(proto), "HTTP/1.%d", x->http_minor);
+    const char *proto = x->http_minor == 0 ? "HTTP/1.0" : "HTTP/1.1";
 
     if (log->format == SQ_ACCESS_LOG_JSON) {
         char t[64];
