@@ -190,6 +190,51 @@ Test(access_log, json_lines_carry_the_id_and_the_duration, .timeout = 30)
     unlink(path);
 }
 
+/* The host field over IPv6 and a Unix socket (the TCP peer is formatted by the log
+ * itself: tests/test_access_log.c's 127.0.0.1 lines cover IPv4). */
+Test(access_log, the_host_is_the_peers_address_over_ipv6_and_unix_for_a_unix_socket,
+     .timeout = 30)
+{
+    char path[128], sock[128];
+    tmp_path(path, sizeof(path), "peers");
+    tmp_path(sock, sizeof(sock), "sock");
+    sq_access_log_opts_t o;
+    sq_access_log_opts_init(&o);
+    o.path = path;
+    o.flush_ms = 20;
+    o.format = SQ_ACCESS_LOG_COMMON;
+    sq_app_t *app = make_app(&o, NULL);
+    th_server_cfg_t cfg = {.app = app, .host = "::1"};
+    th_server_t *ts = th_server_start_cfg(&cfg);
+    th_conn_t c;
+    bool v6 = th_conn_open_host(&c, "::1", th_server_port(ts)) == 0;
+    if (v6) {
+        th_conn_sends(&c, "GET /ok?v6 HTTP/1.1\r\nHost: t\r\n\r\n");
+        th_res_t r;
+        cr_expect_eq(th_conn_read_res(&c, &r, 5000, false), 0);
+        th_res_free(&r);
+        th_conn_close(&c);
+    }
+    th_server_stop(ts, 1000);
+    th_server_cfg_t ucfg = {.app = app, .unix_path = sock};
+    ts = th_server_start_cfg(&ucfg);
+    cr_assert_eq(th_conn_open_unix(&c, sock), 0);
+    th_conn_sends(&c, "GET /ok?unix HTTP/1.1\r\nHost: t\r\n\r\n");
+    th_res_t r;
+    cr_expect_eq(th_conn_read_res(&c, &r, 5000, false), 0);
+    th_res_free(&r);
+    th_conn_close(&c);
+    char *s = wait_lines(path, v6 ? 2 : 1, 5000);
+    th_server_stop(ts, 1000);
+    sq_app_destroy(app);
+    unlink(sock);
+    if (v6)
+        cr_expect_not_null(strstr(s, "::1 - - ["), "%s", s);
+    cr_expect_not_null(strstr(s, "unix - - ["), "%s", s);
+    free(s);
+    unlink(path);
+}
+
 static void wait_reopens(sq_access_log_t *log, uint64_t want)
 {
     uint64_t end = th_now_ms() + 5000;
