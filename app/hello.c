@@ -554,7 +554,8 @@ static void usage(FILE *f)
                "             [--threadpool N]\n"
                "             [--max-upload BYTES (10 GiB)] [--cors-origin ORIGIN]...\n"
                "             [--log-level debug|info|warn|error] [--ws-deflate] [--help]\n"
-               "             [--tls-cert FILE --tls-key FILE (HTTPS and WSS)]\n");
+               "             [--tls-cert FILE --tls-key FILE (HTTPS and WSS)]\n"
+               "             [--access-log FILE|-] [--metrics] [--gzip]\n");
 }
 
 /* What is wrong, on one line, then the usage; status 2. */
@@ -599,11 +600,15 @@ int main(int argc, char **argv)
         {"ws-deflate", no_argument, NULL, 'D'},
         {"tls-cert", required_argument, NULL, 'c'},
         {"tls-key", required_argument, NULL, 'k'},
+        {"access-log", required_argument, NULL, 'A'}, /* combined format; SIGHUP reopens */
+        {"metrics", no_argument, NULL, 'm'},          /* GET /metrics (Prometheus) */
+        {"gzip", no_argument, NULL, 'g'},             /* gzip what the client accepts */
         {NULL, 0, NULL, 0},
     };
     int ch, li = 0;
     unsigned long long v = 0;
     const char *tls_cert = NULL, *tls_key = NULL;
+    struct { const char *access_log; bool metrics, gzip; } obs = {NULL, false, false};
     opterr = 0; /* getopt's own messages would name argv[0]: hello words its own */
     while ((ch = getopt_long(argc, argv, ":", longopts, &li)) != -1) {
         int bad = 0;
@@ -639,6 +644,9 @@ int main(int argc, char **argv)
         }
         case 'c': tls_cert = optarg; break;
         case 'k': tls_key = optarg; break;
+        case 'A': obs.access_log = optarg; break;
+        case 'm': obs.metrics = true; break;
+        case 'g': obs.gzip = true; break;
         case 'u':
             usage(stdout);
             return 0;
@@ -757,6 +765,26 @@ int main(int argc, char **argv)
             sq_app_destroy(cfg.app);
             return code;
         }
+    }
+    /* --access-log, --metrics, --gzip (docs/access-log.md, metrics.md, compression.md):
+     * after the fork of --processes, so each copy has its log's writer thread */
+    sq_access_log_opts_t alo;
+    sq_access_log_opts_init(&alo);
+    alo.path = obs.access_log;
+    alo.reopen_on_sighup = 1;
+    int xrc = obs.access_log ? sq_app_access_log(cfg.app, &alo, NULL) : 0;
+    if (xrc != 0) {
+        fprintf(stderr, "hello: --access-log %s: %s\n", obs.access_log, sq_strerror(xrc));
+        sq_app_destroy(cfg.app);
+        sq_tls_ctx_free(cfg.opts.tls);
+        return 1;
+    }
+    if ((obs.metrics && (xrc = sq_app_metrics(cfg.app, "/metrics", NULL)) != 0) ||
+        (obs.gzip && (xrc = sq_app_gzip(cfg.app, NULL)) != 0)) {
+        fprintf(stderr, "hello: %s\n", sq_strerror(xrc));
+        sq_app_destroy(cfg.app);
+        sq_tls_ctx_free(cfg.opts.tls);
+        return 1;
     }
     int rc = sq_workers_run(cfg.workers, setup, NULL, &cfg, 5000);
     sq_app_destroy(cfg.app);

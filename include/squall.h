@@ -23,5 +23,8 @@
 #include "squall/schema.h"
 #include "squall/form.h"
 #include "squall/openapi.h"
+#include "squall/gzip.h"
+#include "squall/access_log.h"
+#include "squall/metrics.h"
 
 #endif

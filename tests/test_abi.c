@@ -258,6 +258,8 @@ static const field_t server_stats_fields[] = {
     FIELD(sq_server_stats_t, responses_4xx),        FIELD(sq_server_stats_t, responses_5xx),
     FIELD(sq_server_stats_t, parse_errors),         FIELD(sq_server_stats_t, limit_errors),
     FIELD(sq_server_stats_t, timeouts),             FIELD(sq_server_stats_t, aborted),
+    FIELD(sq_server_stats_t, bytes_read),           FIELD(sq_server_stats_t, bytes_written),
+    FIELD(sq_server_stats_t, websockets_open),
 };
 
 static const field_t pool_stats_fields[] = {
@@ -342,7 +344,10 @@ Test(abi, counters_fill_only_what_the_callers_header_has)
                                      .parse_errors = 107,
                                      .limit_errors = 108,
                                      .timeouts = 109,
-                                     .aborted = 110};
+                                     .aborted = 110,
+                                     .bytes_read = 111,
+                                     .bytes_written = 112,
+                                     .websockets_open = 113};
     sq_work_pool_stats_t saved_pool = pool->stats;
     pool->stats.in_flight = 0; /* the pool's own bookkeeping: left sane */
     pool->stats.peak_in_flight = 3;
@@ -724,7 +729,11 @@ Test(abi, handler_table_from_an_older_header_leaves_later_callbacks_unset, .time
 Test(abi, growable_structs_have_no_tail_padding)
 {
     cr_assert(ENDS_AT_LAST_FIELD(sq_server_opts_t, tls_handshake_timeout_ms));
-    cr_assert(ENDS_AT_LAST_FIELD(sq_server_stats_t, tls_timeouts));
+    cr_assert(ENDS_AT_LAST_FIELD(sq_server_stats_t, websockets_open));
+    cr_assert(ENDS_AT_LAST_FIELD(sq_gzip_opts_t, types));
+    cr_assert(ENDS_AT_LAST_FIELD(sq_access_log_opts_t, flush_ms));
+    cr_assert(ENDS_AT_LAST_FIELD(sq_access_log_stats_t, reopens));
+    cr_assert(ENDS_AT_LAST_FIELD(sq_metrics_opts_t, reserved0));
     cr_assert(ENDS_AT_LAST_FIELD(sq_watchdog_opts_t, data));
     cr_assert(ENDS_AT_LAST_FIELD(sq_watchdog_span_t, name));
     cr_assert(ENDS_AT_LAST_FIELD(sq_watchdog_stats_t, slowest_span));

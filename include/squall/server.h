@@ -178,6 +178,9 @@ typedef struct sq_server_stats {
                                       or plaintext input, no common cipher) or a broken
                                       record; the reason is logged at SQ_LOG_DEBUG */
     uint64_t tls_timeouts;         /* handshakes past opts.tls_handshake_timeout_ms */
+    uint64_t bytes_read;           /* bytes read from clients (WebSockets' too) */
+    uint64_t bytes_written;        /* bytes handed to the sockets for sending */
+    uint64_t websockets_open;      /* connections taken over by WebSocket, open now */
 } sq_server_stats_t;
 
 /* What sq_server_stats calls: fills the `size` bytes of out. Call sq_server_stats. */

@@ -141,6 +141,10 @@ struct sq_req_s {
     struct sq_req_s *next_free;
     sq__arena_t arena;
     struct sq_res_s res;
+    /* Observability (gzip.c, access_log.c): NULL/unused unless an app turned them on. */
+    struct sq__gz *gz;          /* the nearest app's gzip settings, or a streamed body's
+                                   deflate state; NULL: the plain path */
+    int64_t res_len;            /* the body's length as the head is written; -1: streamed */
     char arena_inline[512];
 };
 
@@ -241,6 +245,26 @@ SQ__HIDDEN const char *sq__status_reason(int status);
 
 /* lib/http/request.c */
 SQ__HIDDEN void sq__exch_reset(struct sq_req_s *x);
+
+/* sq_res_write's free_cb for bytes to copy (response.c). */
+#define SQ__WRITE_COPY ((sq_free_cb)1)
+
+/* gzip (gzip.c) as the serializer sees it: what x->gz points to starts with its table,
+ * which response.c calls only when x->gz is set — so a program that never turns gzip on
+ * links neither gzip.c nor zlib. Each entry returns 1 when the response takes the plain
+ * path, else what the public call returns (the response went compressed). */
+typedef struct sq__gz_ops {
+    int (*send)(struct sq_req_s *x, int status, const char *ctype, const void *body,
+                size_t len, sq_free_cb free_cb, void *free_data);
+    int (*start)(struct sq_req_s *x, int status, const char *ctype);
+    int (*write)(struct sq_req_s *x, const void *data, size_t len, sq_free_cb free_cb,
+                 void *free_data, sq_res_write_cb cb, void *cb_data);
+    void (*end)(struct sq_req_s *x);  /* the trailer; x->gz is NULL after it */
+    void (*drop)(struct sq_req_s *x); /* the exchange is reset: frees what is left */
+} sq__gz_ops_t;
+struct sq__gz {
+    const sq__gz_ops_t *ops;
+};
 
 /* Checks the request against the route's declared operation (x->match.op, set) before
  * its handler runs: true when it may run; false when the request was answered (422, or

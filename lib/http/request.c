@@ -44,6 +44,8 @@ void sq__exch_reset(sq__exch_t *x)
     json_decref(x->in_body);
     x->in_path = x->in_query = x->in_body = NULL;
     sq__arena_reset(&x->arena);
+    if (x->gz != NULL)
+        x->gz->ops->drop(x); /* gzip (gzip.c) */
     /* A request that needed a lot of memory does not keep it while pooled. */
     if (x->body.cap > 64 * 1024)
         sq__buf_free(&x->body);

@@ -128,6 +128,7 @@ static bool status_has_body(int status)
 static int write_head(sq__exch_t *x, int status, const char *ctype, int64_t clen)
 {
     sq_server_t *srv = x->srv;
+    x->res_len = clen; /* for an access log's after hook */
     sq__h1_run_after(x, status); /* they may add headers: before the sizes are taken */
     sq__wbatch_t *b = x->ops->batch(x);
     if (status < 100 || status > 999)
@@ -248,11 +249,15 @@ int sq_res_send(sq_res_t *res, int status, const char *content_type, const void 
                 size_t len)
 {
     sq__exch_t *x = res->req;
+    int rc;
+    if (x->gz != NULL &&
+        (rc = x->gz->ops->send(x, status, content_type, body, len, NULL, NULL)) != 1)
+        return rc; /* compressed (gzip.c) */
     if (!sq__status_is_final(status) || !sq__field_value_ok(content_type))
         return UV_EINVAL;
     if (len > (size_t)INT64_MAX)
         return UV_EMSGSIZE;
-    int rc = begin_finish(x, status);
+    rc = begin_finish(x, status);
     if (rc != 1)
         return rc;
     if (!status_has_body(status))
@@ -267,7 +272,11 @@ int sq_res_send_ref(sq_res_t *res, int status, const char *content_type, const v
                     size_t len, sq_free_cb free_cb, void *free_data)
 {
     sq__exch_t *x = res->req;
-    int rc = !sq__status_is_final(status) || !sq__field_value_ok(content_type) ? UV_EINVAL
+    int rc;
+    if (x->gz != NULL &&
+        (rc = x->gz->ops->send(x, status, content_type, body, len, free_cb, free_data)) != 1)
+        return rc; /* compressed (gzip.c) */
+    rc = !sq__status_is_final(status) || !sq__field_value_ok(content_type) ? UV_EINVAL
              : len > (size_t)INT64_MAX                                         ? UV_EMSGSIZE
                                                                               : begin_finish(x, status);
     if (rc != 1) {
@@ -370,6 +379,9 @@ int sq_res_header(sq_res_t *res, const char *name, const char *value)
 int sq_res_start(sq_res_t *res, int status, const char *content_type)
 {
     sq__exch_t *x = res->req;
+    int zrc;
+    if (x->gz != NULL && (zrc = x->gz->ops->start(x, status, content_type)) != 1)
+        return zrc; /* compressed (gzip.c) */
     if (!sq__status_is_final(status) || !sq__field_value_ok(content_type))
         return UV_EINVAL;
     if (x->flags & (SQ__XF_FINISHED | SQ__XF_HEADERS_SENT | SQ__XF_IN_AFTER))
@@ -400,11 +412,14 @@ static void write_done(sq__conn_t *c, int status, void (*fn)(void), void *ud, vo
 
 /* The body of sq_res_write and sq_res_write_ref: `data` is copied when free_cb is
  * SQ__WRITE_COPY, else borrowed until free_cb runs (always exactly once). */
-#define SQ__WRITE_COPY ((sq_free_cb)1)
 static int res_write(sq_res_t *res, const void *data, size_t len, sq_free_cb free_cb,
                      void *free_data, sq_res_write_cb cb, void *cb_data)
 {
     sq__exch_t *x = res->req;
+    int zrc;
+    if (x->gz != NULL &&
+        (zrc = x->gz->ops->write(x, data, len, free_cb, free_data, cb, cb_data)) != 1)
+        return zrc; /* compressed (gzip.c) */
     bool copy = free_cb == SQ__WRITE_COPY;
     int rc = !(x->flags & SQ__XF_STREAMING) || (x->flags & SQ__XF_FINISHED) ? SQ_ENOTSTREAMING
              : !x->ops->open(x)                                           ? UV_ECANCELED
@@ -467,6 +482,8 @@ size_t sq_res_queued_bytes(const sq_res_t *res)
 int sq_res_end(sq_res_t *res)
 {
     sq__exch_t *x = res->req;
+    if (x->gz != NULL)
+        x->gz->ops->end(x); /* the gzip trailer (gzip.c) */
     if (x->flags & SQ__XF_FINISHED)
         return SQ_EALREADY_SENT;
     if (!x->ops->open(x)) {

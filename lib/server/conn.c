@@ -150,6 +150,8 @@ void sq__conn_on_read(sq__conn_t *c, const char *data, ssize_t nread)
 {
     if (nread == 0)
         return;
+    if (nread > 0)
+        sq__conn_srv(c)->stats.bytes_read += (uint64_t)nread;
     if (nread == UV_EOF) /* libuv has stopped reading */
         c->flags |= SQ__CF_EOF | SQ__CF_READ_STOPPED;
     if (c->state == SQ__CS_CLOSING) {

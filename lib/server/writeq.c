@@ -255,15 +255,18 @@ again:;
         q->iov_cap = b->nsegs;
     }
     unsigned n = 0;
+    uint64_t total = 0;
     for (unsigned i = 0; i < b->nsegs; i++) {
         sq__wseg_t *s = &b->segs[i];
         if (s->len == 0)
             continue;
+        total += s->len;
         /* not uv_buf_init, whose length is an unsigned int: a body of 4 GiB or more
          * would go out cut to its low 32 bits while its Content-Length says the whole */
         q->iov[n].base = (char *)(s->base ? s->base : b->buf.base + s->off);
         q->iov[n++].len = s->len;
     }
+    sq__conn_srv(c)->stats.bytes_written += total;
     unsigned first = 0;
     if (n > 0 && sq__conn_io(c)->queued(c) == 0) {
         int w = sq__conn_io(c)->try_write(c, q->iov, n);

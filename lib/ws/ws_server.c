@@ -73,6 +73,7 @@ static void proto_shutdown(sq__conn_t *c, void *ud)
 
 static void proto_close(sq__conn_t *c, void *ud)
 {
+    sq__conn_srv(c)->stats.websockets_open--;
     sq__ws_transport_closed(ud);
 }
 
@@ -236,6 +237,7 @@ static void ws_get(sq_req_t *req, sq_res_t *res, void *data)
         sq__ws_transport_closed(ws); /* never opened: no callbacks, just freed */
         return;
     }
+    sq__conn_srv(c)->stats.websockets_open++; /* proto_close takes it back */
     req->conn = c; /* readable in .open (sq_req_peer), though the connection is taken */
     sq__ws_open(ws, req);
     req->conn = NULL;
