@@ -565,7 +565,7 @@ static void usage(FILE *f)
                "             [--max-body BYTES] [--max-header BYTES] [--header-timeout MS]\n"
                "             [--body-timeout MS] [--max-connections N (16384 a worker)]\n"
                "             [--idle-timeout MS] [--slow-callback-ms MS (100; 0 off)]\n"
-               "             [--threadpool N]\n"
+               "             [--threadpool N] [--static DIR (served under /static/)]\n"
                "             [--max-upload BYTES (10 GiB)] [--cors-origin ORIGIN]...\n"
                "             [--log-level debug|info|warn|error] [--help]\n");
 }
@@ -607,16 +607,19 @@ int main(int argc, char **argv)
         {"max-upload", required_argument, NULL, 'U'},
         {"cors-origin", required_argument, NULL, 'C'},
         {"log-level", required_argument, NULL, 'L'},
+        {"static", required_argument, NULL, 'S'},
         {"help", no_argument, NULL, 'u'},
         {NULL, 0, NULL, 0},
     };
     int ch, li = 0;
+    const char *static_dir = NULL; /* --static: a folder served under /static/ */
     unsigned long long v = 0;
     opterr = 0; /* getopt's own messages would name argv[0]: hello words its own */
     while ((ch = getopt_long(argc, argv, ":", longopts, &li)) != -1) {
         int bad = 0;
         switch (ch) {
         case 'h': cfg.host = optarg; break;
+        case 'S': static_dir = optarg; break;
         case 'p': bad = parse_flag(optarg, 65535, &v); cfg.port = (int)v; break;
         case 'w': bad = parse_flag(optarg, UINT_MAX, &v); cfg.workers = (unsigned)v; break;
         case 'P': bad = parse_flag(optarg, UINT_MAX, &v); cfg.processes = (unsigned)v; break;
@@ -725,6 +728,13 @@ int main(int argc, char **argv)
             sq_app_destroy(cfg.app);
             return bad_usage("--cors-origin: not a valid origin");
         }
+    }
+
+    int src = static_dir ? sq_static_route(cfg.app, "/static", static_dir, NULL) : 0;
+    if (src != 0) {
+        fprintf(stderr, "hello: --static %s: %s\n", static_dir, sq_strerror(src));
+        sq_app_destroy(cfg.app);
+        return 1;
     }
 
     if (cfg.processes > 1) {

@@ -23,5 +23,6 @@
 #include "squall/schema.h"
 #include "squall/form.h"
 #include "squall/openapi.h"
+#include "squall/static.h"
 
 #endif
