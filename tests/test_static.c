@@ -887,7 +887,8 @@ static void reader_that_stops(int no_sendfile)
     th_conn_t c;
     cr_assert_eq(th_conn_open(&c, port), 0);
     cr_assert_eq(th_conn_sends(&c, "GET /static/stall.bin HTTP/1.1\r\nHost: t\r\n\r\n"), 0);
-    /* the client reads nothing: the server stops when the socket's buffers are full */
+    cr_assert_gt(th_conn_read_some(&c, 2000), 0); /* accepted, and the answer begun */
+    /* then the client reads nothing: the server stops when the socket's buffers are full */
     th_sleep_ms(500);
     long during = rss_kib();
     /* others are served meanwhile */
@@ -897,7 +898,7 @@ static void reader_that_stops(int no_sendfile)
                  during - before);
     /* it reads again: the whole file arrives */
     bool closed;
-    uint64_t got = drain(c.fd, 3000, &closed);
+    uint64_t got = c.len + drain(c.fd, 3000, &closed); /* c.len: read before the stall */
     cr_assert_gt(got, size, "%llu", (unsigned long long)got);
     cr_assert_lt(got, size + 1024);
     cr_assert_not(closed);
@@ -912,6 +913,61 @@ Test(static, a_reader_that_stops_costs_bounded_memory_by_sendfile)
 Test(static, a_reader_that_stops_costs_bounded_memory_by_reads)
 {
     reader_that_stops(1);
+}
+
+static void reader_that_never_reads(int no_sendfile)
+{
+    char p[160];
+    snprintf(p, sizeof(p), "%s/stall.bin", www);
+    int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    uint64_t size = 256ull << 20;
+    cr_assert_eq(ftruncate(fd, (off_t)size), 0);
+    close(fd);
+    sq_static_opts_t o;
+    sq_static_opts_init(&o);
+    o.no_sendfile = no_sendfile;
+    o.send_timeout_ms = 300;
+    int port = serve(&o);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, port), 0);
+    cr_assert_eq(th_conn_sends(&c, "GET /static/stall.bin HTTP/1.1\r\nHost: t\r\n\r\n"), 0);
+    cr_assert_gt(th_conn_read_some(&c, 2000), 0); /* accepted, and the answer begun */
+    /* then nothing is read: the socket fills, a piece waits 300 ms, and the server lets
+     * the connection go */
+    cr_assert_eq(th_server_wait_open(ts, 0, 10000), 0);
+    bool closed;
+    uint64_t got = drain(c.fd, 2000, &closed);
+    cr_assert_lt(got, size);
+    cr_assert(closed);
+    th_conn_close(&c);
+    th_expect_healthy(port, "/static/a.txt", "hello\n");
+}
+
+Test(static, a_reader_that_never_reads_is_closed_after_send_timeout_by_sendfile)
+{
+    reader_that_never_reads(0);
+}
+
+Test(static, a_reader_that_never_reads_is_closed_after_send_timeout_by_reads)
+{
+    reader_that_never_reads(1);
+}
+
+Test(static, a_slow_reader_that_keeps_reading_is_not_cut)
+{
+    need("/usr/bin/curl");
+    make_random("www/slow.bin", 3);
+    sq_static_opts_t o;
+    sq_static_opts_init(&o);
+    o.send_timeout_ms = 1000;
+    int port = serve(&o);
+    char *want = run("sha256sum < '%s/slow.bin' | cut -c1-64", www);
+    char *got = run(CURL "--limit-rate 1M http://127.0.0.1:%d/static/slow.bin | sha256sum | "
+                         "cut -c1-64",
+                    port);
+    cr_assert_str_eq(got, want);
+    free(got);
+    free(want);
 }
 
 Test(static, a_reader_that_leaves_mid_file_is_let_go)

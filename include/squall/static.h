@@ -30,7 +30,8 @@
  * reads on the thread pool (uv_fs_read) into one buffer of opts.chunk_bytes, written
  * through the response like any streamed body. Either way the next bytes are read only
  * when the previous ones were taken by the kernel, so a client that reads slowly costs
- * at most one buffer, not the file. A file that shrinks while it is sent ends the
+ * at most one buffer, not the file; one that takes nothing for opts.send_timeout_ms is
+ * disconnected. A file that shrinks while it is sent ends the
  * connection (the client sees a body shorter than its Content-Length).
  */
 #ifndef SQUALL_STATIC_H
@@ -57,6 +58,10 @@ typedef struct sq_static_opts {
                                    (default); at least 4 KiB, at most 16 MiB */
     int no_sendfile;            /* 1: always read and write (tests, filesystems whose
                                    sendfile misbehaves); 0 (default): sendfile to sockets */
+    uint64_t send_timeout_ms;   /* the longest a piece of the body may wait for the client
+                                   to take it before the connection is closed (a reader
+                                   that stopped); 60000 (default, nginx's send_timeout);
+                                   0: none */
 } sq_static_opts_t;
 
 SQ_EXTERN void sq_static_opts_init_sized(sq_static_opts_t *opts, size_t size);

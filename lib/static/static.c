@@ -28,6 +28,7 @@ static const sq_static_opts_t defaults = {
     .size = sizeof(sq_static_opts_t),
     .index = "index.html",
     .chunk_bytes = 64 * 1024,
+    .send_timeout_ms = 60000,
 };
 
 void sq_static_opts_init_sized(sq_static_opts_t *opts, size_t size)
@@ -39,6 +40,9 @@ void sq_static_opts_init_sized(sq_static_opts_t *opts, size_t size)
 typedef struct file {
     uv_work_t work;
     uv_fs_t fs;
+    uv_timer_t timer;    /* send_timeout_ms: a piece the client does not take */
+    bool timer_on;       /* ...initialised (closed with the request) */
+    unsigned closing;    /* closes still to complete before the request is freed */
     const sq__static_t *st;
     sq_req_t *req;
     sq_res_t *res;
@@ -191,25 +195,61 @@ static void open_work(uv_work_t *w)
 
 /* ---- the end of a request ---- */
 
-static void file_freed(uv_fs_t *req)
+static void file_release(file_t *f)
 {
-    file_t *f = sq__container_of(req, file_t, fs);
-    uv_fs_req_cleanup(req);
-    free(f);
+    if (--f->closing == 0)
+        free(f);
 }
 
-/* Lets the file go (closed on the thread pool) and frees the request. */
+static void file_closed(uv_fs_t *req)
+{
+    uv_fs_req_cleanup(req);
+    file_release(sq__container_of(req, file_t, fs));
+}
+
+static void timer_closed(uv_handle_t *h)
+{
+    file_release(sq__container_of((uv_timer_t *)h, file_t, timer));
+}
+
+/* Lets the file go (closed on the thread pool) and the timer, then frees the request. */
 static void file_free(file_t *f)
 {
     if (f->sock >= 0)
         close(f->sock); /* our duplicate: the connection keeps its own */
     free(f->buf);
     f->buf = NULL;
-    if (f->fd >= 0 && uv_fs_close(f->loop, &f->fs, f->fd, file_freed) == 0)
-        return;
-    if (f->fd >= 0)
-        close(f->fd);
-    free(f);
+    f->closing = 1; /* this call's */
+    if (f->timer_on) {
+        f->closing++;
+        uv_close((uv_handle_t *)&f->timer, timer_closed);
+    }
+    if (f->fd >= 0) {
+        f->closing++;
+        if (uv_fs_close(f->loop, &f->fs, f->fd, file_closed) != 0) {
+            close(f->fd);
+            f->closing--;
+        }
+    }
+    file_release(f);
+}
+
+/* A piece waited send_timeout_ms for the client to take it: the connection closes, as
+ * a failed write would close it. The pending write then completes with UV_ECANCELED
+ * (on_written, on_head_out), which ends the response. */
+static void on_stall(uv_timer_t *t)
+{
+    file_t *f = sq__container_of(t, file_t, timer);
+    sq__exch_t *x = f->res->req;
+    if (x->ops->open(x))
+        x->ops->fail(x);
+}
+
+/* Arms the stall timer for a write just queued (none when send_timeout_ms is 0). */
+static void watch_write(file_t *f)
+{
+    if (f->timer_on)
+        uv_timer_start(&f->timer, on_stall, f->st->send_timeout_ms, 0);
 }
 
 /* The body is whole (or the client went): the response ends. */
@@ -243,6 +283,8 @@ static int direct_fd(file_t *f, uv_os_fd_t *fd)
 static void on_written(sq_res_t *res, int status, void *data)
 {
     file_t *f = data;
+    if (f->timer_on)
+        uv_timer_stop(&f->timer);
     if (status < 0) {
         finish(f);
         return;
@@ -271,6 +313,8 @@ static void on_read(uv_fs_t *req)
     /* the buffer is borrowed until on_written: one piece in flight at a time */
     if (sq_res_write_ref(f->res, f->buf, (size_t)r, NULL, NULL, on_written, f) != 0)
         finish(f); /* the client went, or out of memory (the connection closed) */
+    else
+        watch_write(f);
 }
 
 /* The thread pool's part of sendfile: as much as the socket takes at once. Not
@@ -364,6 +408,8 @@ static void pump(file_t *f)
 static void on_head_out(sq_res_t *res, int status, void *data)
 {
     file_t *f = data;
+    if (f->timer_on)
+        uv_timer_stop(&f->timer);
     if (status < 0)
         finish(f);
     else
@@ -451,6 +497,8 @@ static void answer(file_t *f)
         finish(f);
         return;
     }
+    if (st->send_timeout_ms > 0 && uv_timer_init(f->loop, &f->timer) == 0)
+        f->timer_on = true;
     uv_os_fd_t sock;
     rc = st->no_sendfile ? UV_ENOTSUP : direct_fd(f, &sock);
     f->use_sendfile = rc == 0 || rc == UV_EBUSY; /* busy: the head waits in the queue */
@@ -461,6 +509,8 @@ static void answer(file_t *f)
     /* an empty write whose completion says the head has left */
     if (sq_res_write(res, "", 0, on_head_out, f) != 0)
         finish(f);
+    else
+        watch_write(f);
 }
 
 static void open_done(uv_work_t *w, int status)
@@ -611,6 +661,7 @@ int sq_static_route(sq_app_t *app, const char *prefix, const char *root,
     st->chunk_bytes = o.chunk_bytes;
     st->dotfiles = o.dotfiles != 0;
     st->no_sendfile = o.no_sendfile != 0;
+    st->send_timeout_ms = o.send_timeout_ms;
     bool oom = st->root == NULL || (o.index && st->index == NULL) ||
                (o.cache_control && st->cache_control == NULL);
     if (ntypes > 0 && !oom) {

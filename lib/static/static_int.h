@@ -15,6 +15,7 @@ typedef struct sq__static {
     char *cache_control;   /* NULL: none */
     char **types;          /* ext, type, ..., NULL; or NULL */
     size_t chunk_bytes;
+    uint64_t send_timeout_ms; /* 0: none */
     bool dotfiles;
     bool no_sendfile;
 } sq__static_t;
