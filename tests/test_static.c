@@ -282,6 +282,62 @@ Test(static, no_index_option_makes_every_folder_404)
     expect(port, "/static/sub/index.html", NULL, 200, "<h1>index</h1>\n");
 }
 
+Test(static, listing_option_lists_a_folder_without_index)
+{
+    sub_dir("www/list");
+    put_str("www/list/b.txt", "b");
+    put_str("www/list/a<&>\".txt", "a");
+    put_str("www/list/c:d", "c");
+    put_str("www/list/.hidden", "h");
+    sub_dir("www/list/z");
+    link_to("z", "www/list/y");
+    sq_static_opts_t o;
+    sq_static_opts_init(&o);
+    o.listing = 100;
+    int port = serve(&o);
+    th_res_t r;
+    ask(port, "GET", "/static/list/", NULL, &r);
+    cr_assert_eq(r.status, 200);
+    cr_assert_str_eq(th_res_header(&r, "Content-Type"), "text/html; charset=utf-8");
+    cr_assert_str_eq(r.body,
+                     "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Index of "
+                     "/static/list/</title></head>\n<body><h1>Index of /static/list/</h1>\n"
+                     "<ul>\n"
+                     "<li><a href=\"a%3C%26%3E%22.txt\">a&lt;&amp;&gt;&quot;.txt</a></li>\n"
+                     "<li><a href=\"b.txt\">b.txt</a></li>\n"
+                     "<li><a href=\"c%3Ad\">c:d</a></li>\n"
+                     "<li><a href=\"y/\">y/</a></li>\n"
+                     "<li><a href=\"z/\">z/</a></li>\n"
+                     "</ul></body></html>\n");
+    th_res_free(&r);
+    expect(port, "/static/sub/", NULL, 200, "<h1>index</h1>\n"); /* an index wins */
+    expect(port, "/static/list/z/", NULL, 200, NULL);              /* empty, listed */
+    expect(port, "/static/list/a%3C%26%3E%22.txt", NULL, 200, "a"); /* the links work */
+    expect(port, "/static/list/c%3Ad", NULL, 200, "c");
+    expect(port, "/static/list", NULL, 301, NULL);
+    expect(port, "/static/out/", NULL, 404, NULL); /* a link out of the root: not listed */
+}
+
+Test(static, listing_shows_at_most_its_limit)
+{
+    sub_dir("www/list");
+    put_str("www/list/a", "a");
+    put_str("www/list/b", "b");
+    put_str("www/list/c", "c");
+    sq_static_opts_t o;
+    sq_static_opts_init(&o);
+    o.listing = 2;
+    int port = serve(&o);
+    th_res_t r;
+    ask(port, "GET", "/static/list/", NULL, &r);
+    cr_assert_eq(r.status, 200);
+    size_t items = 0;
+    for (const char *p = r.body; (p = strstr(p, "<li>")) != NULL; p++)
+        items++;
+    cr_assert_eq(items, 2);
+    th_res_free(&r);
+}
+
 Test(static, cache_control_option_is_sent)
 {
     sq_static_opts_t o;

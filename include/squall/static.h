@@ -16,7 +16,8 @@
  *   satisfiable: 416 with a Content-Range giving the size only (§14.4); several ranges:
  *   the whole file, 200 (a server may ignore Range, §14.2); If-Range that does not match: the whole file.
  * - A folder asked for without its trailing slash: 301 to the same path with it. A
- *   folder with it: its index file (opts.index), or 404.
+ *   folder with it: its index file (opts.index), else 404 (or, with opts.listing, a list
+ *   of its names).
  * - 404 for anything that does not name a regular file or folder under the root: a `..`
  *   or `.` segment, an empty segment (`//`, an absolute path), `%2f`, `%5c` or `%00` in
  *   the target (a slash, backslash or NUL that is not a separator), a backslash, a
@@ -58,6 +59,10 @@ typedef struct sq_static_opts {
                                    (default); at least 4 KiB, at most 16 MiB */
     int no_sendfile;            /* 1: always read and write (tests, filesystems whose
                                    sendfile misbehaves); 0 (default): sendfile to sockets */
+    size_t listing;             /* a folder with no index file: 0 (default): 404; N > 0:
+                                   an HTML list of its names, at most N (those the
+                                   folder gives first), sorted, hidden names left out
+                                   unless dotfiles */
     uint64_t send_timeout_ms;   /* the longest a piece of the body may wait for the client
                                    to take it before the connection is closed (a reader
                                    that stopped); 60000 (default, nginx's send_timeout);

@@ -3,6 +3,7 @@
  * file's validators (cond.c), and the body sent with sendfile(2) to a plain socket or
  * read into one buffer for any other connection, a piece at a time: the next piece is
  * read only once the kernel took the last one (back-pressure). */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -67,6 +68,8 @@ typedef struct file {
                             (the socket is full), or the socket's error */
     size_t inflight;     /* bytes of buf being written */
     char *buf;
+    char *listing;       /* a folder's HTML list (opts.listing), or NULL */
+    size_t listing_len;
     char path[];         /* relative to the root: "", "a/b.txt", "css/" */
 } file_t;
 
@@ -156,7 +159,108 @@ static int open_stat(const sq__static_t *st, const char *rel, struct stat *sb)
     return fd;
 }
 
-/* The thread pool's part: resolve, open, stat; a folder's index. */
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool html_escaped(sq__buf_t *b, const char *s)
+{
+    bool ok = true;
+    for (; *s && ok; s++) {
+        switch (*s) {
+        case '&': ok = sq__buf_append(b, "&amp;", 5) == 0; break;
+        case '<': ok = sq__buf_append(b, "&lt;", 4) == 0; break;
+        case '>': ok = sq__buf_append(b, "&gt;", 4) == 0; break;
+        case '"': ok = sq__buf_append(b, "&quot;", 6) == 0; break;
+        case '\'': ok = sq__buf_append(b, "&#39;", 5) == 0; break;
+        default: ok = sq__buf_append(b, s, 1) == 0;
+        }
+    }
+    return ok;
+}
+
+/* RFC 3986 §2.1: everything but the unreserved characters as %XX, so no name reads as
+ * a scheme ("a:b"), a query or a fragment; a folder's trailing '/' is kept. */
+static bool href_encoded(sq__buf_t *b, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    bool ok = true;
+    for (; *s && ok; s++) {
+        unsigned char c = (unsigned char)*s;
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+            strchr("-._~", c) != NULL || (c == '/' && s[1] == '\0')) {
+            ok = sq__buf_append(b, s, 1) == 0;
+        } else {
+            char e[3] = {'%', hex[c >> 4], hex[c & 15]};
+            ok = sq__buf_append(b, e, 3) == 0;
+        }
+    }
+    return ok;
+}
+
+/* opts.listing: an HTML list of at most st->listing names of the folder (those readdir
+ * gives first), sorted, folders with a trailing '/', hidden names left out as they are
+ * served. Takes dirfd. Runs on the thread pool. Returns 0 or a negative errno. */
+static int list_dir(file_t *f, int dirfd)
+{
+    const sq__static_t *st = f->st;
+    DIR *d = fdopendir(dirfd);
+    if (d == NULL) {
+        int err = -errno;
+        close(dirfd);
+        return err;
+    }
+    char **names = calloc(st->listing, sizeof(char *));
+    size_t n = 0;
+    int err = names ? 0 : -ENOMEM;
+    struct dirent *e;
+    while (err == 0 && n < st->listing && (e = readdir(d)) != NULL) {
+        const char *nm = e->d_name;
+        if (nm[0] == '.' && (!st->dotfiles || nm[1] == '\0' || strcmp(nm, "..") == 0))
+            continue;
+        bool is_dir = e->d_type == DT_DIR;
+        struct stat sb;
+        if ((e->d_type == DT_LNK || e->d_type == DT_UNKNOWN) &&
+            fstatat(dirfd, nm, &sb, 0) == 0) /* the link's target */
+            is_dir = S_ISDIR(sb.st_mode);
+        size_t len = strlen(nm);
+        if ((names[n] = malloc(len + 2)) == NULL) {
+            err = -ENOMEM;
+            break;
+        }
+        memcpy(names[n], nm, len);
+        memcpy(names[n] + len, is_dir ? "/" : "", is_dir ? 2 : 1);
+        n++;
+    }
+    closedir(d);
+    if (err == 0)
+        qsort(names, n, sizeof(char *), cmp_names);
+    sq__buf_t b = {0};
+#define LIT(lit) (sq__buf_append(&b, (lit), sizeof(lit) - 1) == 0)
+    bool ok = err == 0 &&
+              LIT("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Index of ") &&
+              html_escaped(&b, st->prefix) && LIT("/") && html_escaped(&b, f->path) &&
+              LIT("</title></head>\n<body><h1>Index of ") && html_escaped(&b, st->prefix) &&
+              LIT("/") && html_escaped(&b, f->path) && LIT("</h1>\n<ul>\n");
+    for (size_t i = 0; i < n && ok; i++)
+        ok = LIT("<li><a href=\"") && href_encoded(&b, names[i]) && LIT("\">") &&
+             html_escaped(&b, names[i]) && LIT("</a></li>\n");
+    ok = ok && LIT("</ul></body></html>\n");
+#undef LIT
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    if (!ok) {
+        sq__buf_free(&b);
+        return err ? err : -ENOMEM;
+    }
+    f->listing = b.base;
+    f->listing_len = b.len;
+    return 0;
+}
+
+/* The thread pool's part: resolve, open, stat; a folder's index, or its list. */
 static void open_work(uv_work_t *w)
 {
     file_t *f = sq__container_of(w, file_t, work);
@@ -164,9 +268,10 @@ static void open_work(uv_work_t *w)
     struct stat sb;
     int fd = open_stat(st, f->path, &sb);
     if (fd >= 0 && S_ISDIR(sb.st_mode)) {
-        close(fd);
+        int dirfd = fd;
         fd = -ENOENT;
         if (!f->trailing) {
+            close(dirfd);
             f->redirect = true;
             return;
         }
@@ -178,6 +283,11 @@ static void open_work(uv_work_t *w)
                 fd = open_stat(st, p, &sb);
             f->name = st->index;
         }
+        if (fd == -ENOENT && st->listing > 0) {
+            f->err = list_dir(f, dirfd);
+            return;
+        }
+        close(dirfd);
     }
     if (fd >= 0 && !S_ISREG(sb.st_mode)) { /* a folder as index, a FIFO, a device */
         close(fd);
@@ -219,6 +329,8 @@ static void file_free(file_t *f)
         close(f->sock); /* our duplicate: the connection keeps its own */
     free(f->buf);
     f->buf = NULL;
+    free(f->listing);
+    f->listing = NULL;
     f->closing = 1; /* this call's */
     if (f->timer_on) {
         f->closing++;
@@ -536,6 +648,11 @@ static void open_done(uv_work_t *w, int status)
         file_free(f);
         return;
     }
+    if (f->listing != NULL) {
+        sq_res_send(f->res, 200, "text/html; charset=utf-8", f->listing, f->listing_len);
+        file_free(f);
+        return;
+    }
     answer(f);
 }
 
@@ -588,6 +705,7 @@ static void static_free(void *p)
     if (st->rootfd >= 0)
         close(st->rootfd);
     free(st->root);
+    free(st->prefix);
     free(st->index);
     free(st->cache_control);
     if (st->types != NULL)
@@ -655,6 +773,7 @@ int sq_static_route(sq_app_t *app, const char *prefix, const char *root,
     }
     st->rootfd = fd;
     st->root = strdup(real);
+    st->prefix = strdup(prefix);
     st->root_len = strlen(real);
     st->index = o.index ? strdup(o.index) : NULL;
     st->cache_control = o.cache_control ? strdup(o.cache_control) : NULL;
@@ -662,7 +781,8 @@ int sq_static_route(sq_app_t *app, const char *prefix, const char *root,
     st->dotfiles = o.dotfiles != 0;
     st->no_sendfile = o.no_sendfile != 0;
     st->send_timeout_ms = o.send_timeout_ms;
-    bool oom = st->root == NULL || (o.index && st->index == NULL) ||
+    st->listing = o.listing;
+    bool oom = st->root == NULL || st->prefix == NULL || (o.index && st->index == NULL) ||
                (o.cache_control && st->cache_control == NULL);
     if (ntypes > 0 && !oom) {
         st->types = calloc(ntypes + 1, sizeof(char *));

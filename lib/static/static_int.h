@@ -11,6 +11,8 @@ typedef struct sq__static {
     int rootfd;            /* the root folder, O_PATH: what paths are resolved beneath */
     char *root;            /* its realpath, for the check of a link followed by path */
     size_t root_len;
+    char *prefix;          /* the route's ("/static"), for a folder's list */
+    size_t listing;        /* opts.listing: 0, or the most names a folder's list shows */
     char *index;           /* NULL: none */
     char *cache_control;   /* NULL: none */
     char **types;          /* ext, type, ..., NULL; or NULL */
