@@ -22,6 +22,22 @@ typedef struct sq__static {
     bool no_sendfile;
 } sq__static_t;
 
+/* root.c: the raw target has no %2f, %5c, %00 or backslash in its path; the decoded
+ * path under the prefix has no empty, "." or ".." segment, no backslash, and no hidden
+ * segment unless dotfiles are served. */
+SQ__HIDDEN bool sq__static_target_ok(const char *target);
+SQ__HIDDEN bool sq__static_path_ok(const sq__static_t *st, const char *rel);
+/* Opens rel beneath the root (non-blocking, close-on-exec) and stats it: the descriptor,
+ * or a negative errno (EXDEV for a link out of the root). Thread pool only. */
+struct stat;
+SQ__HIDDEN int sq__static_open(const sq__static_t *st, const char *rel, struct stat *sb);
+/* opts.listing: an HTML list of at most st->listing names of the folder rel (those
+ * readdir gives first), sorted, folders with a trailing '/', hidden names left out as
+ * they are served; *out is malloc'd. Takes dirfd. Thread pool only. Returns 0 or a
+ * negative errno. */
+SQ__HIDDEN int sq__static_list(const sq__static_t *st, const char *rel, int dirfd, char **out,
+                               size_t *out_len);
+
 /* mime.c: the caller's types first, then the built-in table. */
 SQ__HIDDEN const char *sq__static_type(const sq__static_t *st, const char *name);
 
