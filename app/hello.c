@@ -551,7 +551,7 @@ static void usage(FILE *f)
                "             [--max-body BYTES] [--max-header BYTES] [--header-timeout MS]\n"
                "             [--body-timeout MS] [--max-connections N (16384 a worker)]\n"
                "             [--idle-timeout MS] [--slow-callback-ms MS (100; 0 off)]\n"
-               "             [--threadpool N]\n"
+               "             [--threadpool N] [--static DIR (served under /static/)]\n"
                "             [--max-upload BYTES (10 GiB)] [--cors-origin ORIGIN]...\n"
                "             [--log-level debug|info|warn|error] [--ws-deflate] [--help]\n"
                "             [--tls-cert FILE --tls-key FILE (HTTPS and WSS)]\n"
@@ -596,6 +596,7 @@ int main(int argc, char **argv)
         {"max-upload", required_argument, NULL, 'U'},
         {"cors-origin", required_argument, NULL, 'C'},
         {"log-level", required_argument, NULL, 'L'},
+        {"static", required_argument, NULL, 'S'},
         {"help", no_argument, NULL, 'u'},
         {"ws-deflate", no_argument, NULL, 'D'},
         {"tls-cert", required_argument, NULL, 'c'},
@@ -606,6 +607,7 @@ int main(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     int ch, li = 0;
+    const char *static_dir = NULL; /* --static: a folder served under /static/ */
     unsigned long long v = 0;
     const char *tls_cert = NULL, *tls_key = NULL;
     struct { const char *access_log; bool metrics, gzip; } obs = {NULL, false, false};
@@ -614,6 +616,7 @@ int main(int argc, char **argv)
         int bad = 0;
         switch (ch) {
         case 'h': cfg.host = optarg; break;
+        case 'S': static_dir = optarg; break;
         case 'p': bad = parse_flag(optarg, 65535, &v); cfg.port = (int)v; break;
         case 'w': bad = parse_flag(optarg, UINT_MAX, &v); cfg.workers = (unsigned)v; break;
         case 'P': bad = parse_flag(optarg, UINT_MAX, &v); cfg.processes = (unsigned)v; break;
@@ -741,6 +744,13 @@ int main(int argc, char **argv)
             sq_app_destroy(cfg.app);
             return bad_usage("--cors-origin: not a valid origin");
         }
+    }
+
+    int src = static_dir ? sq_static_route(cfg.app, "/static", static_dir, NULL) : 0;
+    if (src != 0) {
+        fprintf(stderr, "hello: --static %s: %s\n", static_dir, sq_strerror(src));
+        sq_app_destroy(cfg.app);
+        return 1;
     }
 
     if (cfg.processes > 1) {

@@ -26,5 +26,6 @@
 #include "squall/gzip.h"
 #include "squall/access_log.h"
 #include "squall/metrics.h"
+#include "squall/static.h"
 
 #endif

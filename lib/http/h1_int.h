@@ -242,6 +242,11 @@ SQ__HIDDEN void sq__blocking_dispatch(struct sq_req_s *x);
 
 /* lib/http/response.c */
 SQ__HIDDEN const char *sq__status_reason(int status);
+/* A streamed body of a known length, and its end when it cannot be completed (the
+ * connection closes): what lib/static sends files with. */
+SQ__HIDDEN int sq__res_start_length(struct sq_res_s *res, int status, const char *ctype,
+                                    uint64_t len);
+SQ__HIDDEN int sq__res_abort(struct sq_res_s *res);
 
 /* lib/http/request.c */
 SQ__HIDDEN void sq__exch_reset(struct sq_req_s *x);

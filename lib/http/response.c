@@ -35,9 +35,11 @@ const char *sq__status_reason(int status)
     case 409: return "Conflict";
     case 410: return "Gone";
     case 411: return "Length Required";
+    case 412: return "Precondition Failed";
     case 413: return "Content Too Large";
     case 414: return "URI Too Long";
     case 415: return "Unsupported Media Type";
+    case 416: return "Range Not Satisfiable";
     case 417: return "Expectation Failed";
     case 422: return "Unprocessable Content";
     case 426: return "Upgrade Required";
@@ -398,6 +400,47 @@ int sq_res_start(sq_res_t *res, int status, const char *content_type)
     x->flags |= SQ__XF_STREAMING;
     x->ops->flush(x);
     return 0;
+}
+
+/* A streamed body of a known length (lib/static): the head with Content-Length `len`,
+ * then the body through sq_res_write* with no chunk framing, then sq_res_end. Returns as
+ * sq_res_start. Writing more or fewer than `len` bytes breaks the framing: a body that
+ * cannot be completed ends with sq__res_abort. */
+int sq__res_start_length(sq_res_t *res, int status, const char *content_type, uint64_t len)
+{
+    sq__exch_t *x = res->req;
+    if (!sq__status_is_final(status) || !sq__field_value_ok(content_type) ||
+        len > (uint64_t)INT64_MAX)
+        return UV_EINVAL;
+    if (x->flags & (SQ__XF_FINISHED | SQ__XF_HEADERS_SENT | SQ__XF_IN_AFTER))
+        return SQ_EALREADY_SENT;
+    if (!x->ops->open(x)) {
+        sq__h1_run_after(x, status);
+        return UV_ECANCELED;
+    }
+    int rc = write_head(x, status, content_type, (int64_t)len);
+    if (rc != 0) {
+        x->ops->fail(x);
+        return rc;
+    }
+    x->flags |= SQ__XF_STREAMING;
+    x->ops->flush(x);
+    return 0;
+}
+
+/* Finishes a response whose body cannot be completed (a file that shrank while it was
+ * sent): the connection closes now, so the client sees a body cut short rather than one
+ * framed wrong. Returns UV_ECANCELED when the client had gone, else UV_EIO. */
+int sq__res_abort(sq_res_t *res)
+{
+    sq__exch_t *x = res->req;
+    if (x->flags & SQ__XF_FINISHED)
+        return SQ_EALREADY_SENT;
+    if (!x->ops->open(x)) {
+        sq__exch_finished(x);
+        return UV_ECANCELED;
+    }
+    return end_finish(x, UV_EIO);
 }
 
 /* A streaming write's completion (the write queue's): the handler's callback, then the

@@ -285,6 +285,10 @@ SQ__HIDDEN void sq__batch_complete(sq__conn_t *conn, sq__wbatch_t *b, int status
 /* Sends the filling batch (one writev when the socket takes it all). */
 SQ__HIDDEN void sq__conn_flush(sq__conn_t *conn);
 SQ__HIDDEN void sq__wq_put(sq_server_t *srv, sq__wq_t *q);
+/* The socket c's bytes go to, for a write that bypasses the queue (sendfile): 0 with
+ * *fd set; UV_ENOTSUP when the bytes do not go to a socket unchanged (memory, TLS);
+ * UV_EBUSY while bytes are queued or in flight; UV_ECANCELED once closing. */
+SQ__HIDDEN int sq__conn_direct_fd(const sq__conn_t *c, uv_os_fd_t *fd);
 /* Frees the write queues pooled for reuse (the server is going). */
 SQ__HIDDEN void sq__wq_pool_free(sq_server_t *srv);
 

@@ -367,3 +367,17 @@ size_t sq__conn_queued_bytes(const sq__conn_t *c)
         n += c->wq->b[c->wq->fill].bytes;
     return n;
 }
+
+/* A write that bypasses the queue (sendfile) may go to the socket only when the bytes
+ * go there unchanged (a libuv stream: not memory, not TLS) and nothing queued or in
+ * flight would be overtaken. */
+int sq__conn_direct_fd(const sq__conn_t *c, uv_os_fd_t *fd)
+{
+    if (c->flags & (SQ__CF_CLOSED | SQ__CF_CLOSE_AFTER))
+        return UV_ECANCELED;
+    if (sq__conn_io(c) != &sq__io_stream)
+        return UV_ENOTSUP;
+    if (sq__conn_queued_bytes(c) != 0 || (c->wq != NULL && c->wq->inflight))
+        return UV_EBUSY;
+    return uv_fileno(&c->h.handle, fd);
+}
