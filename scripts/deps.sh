@@ -3,13 +3,14 @@
 # Idempotent and quiet when everything is there. Run as root (or with sudo available).
 set -euo pipefail
 
-# Build and test: the first line. Peers and tools of the test suite and of the scripts
+# Build and test: the first line (openssl: the TLS tests make their certificates with it;
+# ca-certificates: the system store the clients trust by default). Peers and tools of the test suite and of the scripts
 # (bench-peers.sh: nginx, h2o, uvicorn with uvloop and httptools, gnuplot, taskset from
 # util-linux; wrk for comparing squall-bench; mem-idle.sh: ss from iproute2,
 # pgrep from procps; the hub's Redis tests: redis-server; the chat page's browser test:
 # chromium): the rest.
 pkgs=(build-essential pkg-config libuv1-dev node-llhttp libjansson-dev
-      libcriterion-dev libssl-dev zlib1g-dev libhiredis-dev
+      libcriterion-dev libssl-dev zlib1g-dev libhiredis-dev openssl ca-certificates
       redis-server chromium curl wrk nginx-light valgrind nodejs npm python3 python3-websockets python3-aiohttp python3-requests
       python3-uvicorn python3-uvloop python3-httptools h2o gnuplot-nox iproute2 util-linux procps)
 # make fuzz: clang and its libFuzzer runtime
