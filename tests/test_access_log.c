@@ -411,3 +411,34 @@ Test(access_log, hello_writes_a_line_per_curl_request, .timeout = 30)
     free(s);
     unlink(path);
 }
+
+Test(access_log, hello_with_processes_reopens_on_sighup_to_its_supervisor, .timeout = 30)
+{
+    /* logrotate's postrotate signals the process it started, the supervisor: it passes
+     * SIGHUP on to every copy, each of which reopens its log, and all go on serving */
+    char path[128], old[160];
+    tmp_path(path, sizeof(path), "procs");
+    snprintf(old, sizeof(old), "%s.1", path);
+    th_hello_t h = th_hello_start("--processes", "2", "--access-log", path, NULL);
+    request(h.port, "GET /plaintext?n=1 HTTP/1.1\r\nHost: t\r\n\r\n", 200);
+    free(wait_lines(path, 1, 5000));
+    cr_assert_eq(rename(path, old), 0);
+    cr_assert_eq(kill(h.pid, SIGHUP), 0);
+    char *s = NULL;
+    uint64_t end = th_now_ms() + 5000;
+    do { /* each copy reopens on its own time: ask until a line lands in the new file */
+        th_res_t r;
+        if (th_request(h.port, "GET /plaintext?n=2 HTTP/1.1\r\nHost: t\r\n\r\n", &r) == 0)
+            th_res_free(&r);
+        free(s);
+        th_sleep_ms(50);
+        s = slurp(path);
+    } while (th_count_lines(s) == 0 && th_now_ms() < end);
+    cr_expect_not_null(strstr(s, "/plaintext?n=2"), "no line in the reopened log: '%s'", s);
+    free(s);
+    int st;
+    cr_assert_eq(waitpid(h.pid, &st, WNOHANG), 0, "the supervisor is gone (status %d)", st);
+    th_hello_stop(&h);
+    unlink(path);
+    unlink(old);
+}

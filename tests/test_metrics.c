@@ -495,3 +495,31 @@ Test(metrics, hello_serves_metrics_with_loop_lag_and_process_figures, .timeout =
     cr_expect(!isnan(value(&s_sc, "squall_loop_lag_seconds", "stat=\"max\"")));
     cr_expect_gt(value(&s_sc, "process_resident_memory_bytes", ""), 0);
 }
+
+Test(metrics, bucket_bounds_are_written_as_plain_decimals, .timeout = 30)
+{
+    /* le="10", as Prometheus's own clients write it: "1e+01" names another series to a
+     * query that sums by le across programs */
+    sq_app_t *app;
+    cr_assert_eq(sq_app_create(&app), 0);
+    sq_app_route(app, "/items/{id:int}", &item_h, NULL);
+    sq_metrics_opts_t o;
+    sq_metrics_opts_init(&o);
+    static const double b[] = {0.0001, 2.5, 10, 250, 60000};
+    o.buckets = b;
+    o.nbuckets = 5;
+    cr_assert_eq(sq_app_metrics(app, "/metrics", &o), 0);
+    th_server_t *ts = th_server_start(app, NULL);
+    int port = th_server_port(ts);
+    get(port, "/items/1", 200);
+    char *text;
+    scrape_curl(port, &s_sc, &text);
+    static const char *const want[] = {"le=\"0.0001\"", "le=\"2.5\"", "le=\"10\"", "le=\"250\"",
+                                       "le=\"60000\""};
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+        cr_expect(strstr(text, want[i]) != NULL, "no %s in:\n%s", want[i], text);
+    cr_expect(strstr(text, "e+") == NULL, "%s", text);
+    free(text);
+    th_server_stop(ts, 1000);
+    sq_app_destroy(app);
+}

@@ -23,7 +23,9 @@
  * whose length is not known when its head is written), and for Combined the Referer and
  * User-Agent. JSON lines add the request id (sq_req_id) and the time from the request's
  * head to its response's head in seconds. Bytes that could end a field or a line are
- * escaped (\" \\ \xHH in the text formats, JSON escapes in JSON).
+ * escaped (\" \\ \xHH in the text formats, JSON escapes in JSON). Long fields are cut,
+ * escapes counted: the target at 4096 bytes, Referer and User-Agent at 1024 each, the
+ * method at 64; a line is at most 8 KiB.
  */
 #ifndef SQUALL_ACCESS_LOG_H
 #define SQUALL_ACCESS_LOG_H

@@ -39,7 +39,9 @@ SQ_EXTERN int sq_workers_run(unsigned nworkers, sq_worker_setup_cb setup,
 /* Forks `n` processes that each go on from this call, as a copy of the caller: in each,
  * it returns 0 with *index set to 0..n-1 (the child then builds its server, usually with
  * sq_workers_run, on the same port with opts.reuseport). The calling process stays in the
- * call as their supervisor: SIGINT and SIGTERM are passed on to every child, the first
+ * call as their supervisor: SIGINT, SIGTERM and SIGHUP are passed on to every child (a
+ * child that does not handle SIGHUP, as the access log's reopen_on_sighup does, ends by it
+ * and stops the others), the first
  * child that exits with a failure (a bind error, a crash) stops the others with SIGTERM,
  * and once all have exited it returns 1 with *exit_code 0, or the first failure's status
  * (its exit code, or 128 + the signal that ended it). On Linux a child is sent SIGTERM

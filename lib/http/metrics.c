@@ -359,8 +359,13 @@ int sq_app_metrics(sq_app_t *app, const char *path, const sq_metrics_opts_t *opt
         m->bounds[i] = bounds[i];
         m->bounds_ns[i] = (uint64_t)(bounds[i] * 1e9 + 0.5);
         snprintf(m->le[i], sizeof(m->le[i]), "%.17g", bounds[i]);
-        /* the shortest form that reads back as the same double: 0.1, not 0.10000000000000001 */
-        for (int prec = 1; prec <= 17; prec++) {
+        /* the shortest form that reads back as the same double: 0.1, not 0.10000000000000001;
+         * at least the integer part's digits, so 10 is "10" and not "1e+01" (the form
+         * Prometheus's clients write; test: metrics/bucket_bounds_are_written_as_plain_decimals) */
+        int digits = 1;
+        for (double v = bounds[i]; v >= 10 && digits < 17; v /= 10)
+            digits++;
+        for (int prec = digits; prec <= 17; prec++) {
             char t[24];
             snprintf(t, sizeof(t), "%.*g", prec, bounds[i]);
             if (strtod(t, NULL) == bounds[i]) {

@@ -44,6 +44,7 @@ int sq_processes_run(unsigned n, unsigned *index, int *exit_code)
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGCHLD);
     int rc = pthread_sigmask(SIG_BLOCK, &set, &old);
     if (rc != 0) {
@@ -83,7 +84,10 @@ int sq_processes_run(unsigned n, unsigned *index, int *exit_code)
     }
     if (rc != 0) /* a fork failed: the ones started stop, and their statuses are waited */
         kill_all(pids, started, SIGTERM);
-    /* Supervise: SIGINT and SIGTERM go to every child; the first child to fail (a bind
+    /* Supervise: SIGINT and SIGTERM go to every child, and SIGHUP (a log rotated: the
+     * access log's reopen_on_sighup), which must not end the supervisor as it would by
+     * default (test: access_log/hello_with_processes_reopens_on_sighup_to_its_supervisor);
+     * the first child to fail (a bind
      * error, a crash) stops the others, so that a half-started service does not stay up.
      * Returns once all have exited. */
     unsigned left = started;
@@ -95,6 +99,10 @@ int sq_processes_run(unsigned n, unsigned *index, int *exit_code)
             continue;
         if (sig == SIGINT || sig == SIGTERM) {
             stopping = true;
+            kill_all(pids, started, sig);
+            continue;
+        }
+        if (sig == SIGHUP) {
             kill_all(pids, started, sig);
             continue;
         }

@@ -98,6 +98,15 @@ int sq__conn_tls_start(sq_server_t *srv, sq__conn_t *c)
 
 static void on_flight(uv_write_t *req, int status);
 
+/* An emptied ciphertext buffer bigger than a read's worth goes: a body written whole
+ * (tls_write) grows it to the body's size, and a keep-alive connection would hold that
+ * while idle (test: tls/an_idle_connection_keeps_no_buffer_of_its_last_big_response). */
+static void trim(sq__buf_t *b)
+{
+    if (b->len == 0 && b->cap > SQ__TLS_BUF)
+        sq__buf_free(b);
+}
+
 /* Takes what OpenSSL wrote and hands it to the socket: what the socket takes at once
  * (`try`), the rest with one uv_write unless one is in flight already (it goes after).
  * 0 or a negative error (the connection is to close). */
@@ -117,6 +126,7 @@ static int pump(sq__conn_t *c, bool try)
         n = w > 0 ? (size_t)w : 0;
         if (n == t->out.len) {
             t->out.len = 0;
+            trim(&t->out);
             return 0;
         }
     }
@@ -191,6 +201,7 @@ static void on_flight(uv_write_t *req, int status)
     sq__tlsconn_t *t = tc(c);
     t->writing = false;
     t->flight.len = 0;
+    trim(&t->flight);
     if (status == 0 && !(c->flags & SQ__CF_CLOSED))
         status = pump(c, false); /* what was encrypted meanwhile */
     if (status < 0) {
@@ -349,10 +360,17 @@ static int tls_write(sq__conn_t *c, uv_write_t *req, const uv_buf_t *bufs, unsig
     sq__tlsconn_t *t = tc(c);
     if (!t->s.done || t->ureq != NULL)
         return UV_ENOTCONN;
+    /* a record at a time, moved out of OpenSSL's memory BIO as it is made: the BIO
+     * keeps the size it grew to for the connection's life */
     for (unsigned i = 0; i < n; i++) {
-        int rc = sq__tls_write(&t->s, bufs[i].base, bufs[i].len);
-        if (rc != 0)
-            return rc;
+        for (size_t off = 0; off < bufs[i].len; off += SQ__TLS_CHUNK) {
+            size_t k = bufs[i].len - off < SQ__TLS_CHUNK ? bufs[i].len - off : SQ__TLS_CHUNK;
+            int rc = sq__tls_write(&t->s, bufs[i].base + off, k);
+            if (rc == 0 && sq__tls_take_out(&t->s, &t->out) != 0)
+                rc = UV_ENOMEM;
+            if (rc != 0)
+                return rc;
+        }
     }
     int rc = pump(c, false); /* never done here: cb must not run inside this call */
     if (rc != 0)
