@@ -6,6 +6,7 @@
  * command in a temporary folder: a CA, a server certificate for localhost and 127.0.0.1
  * signed by it, one for other.test, a self-signed one and an expired one. */
 #include <criterion/criterion.h>
+#include <limits.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -940,4 +941,50 @@ Test(tls, an_idle_connection_keeps_no_buffer_of_its_last_big_response)
     cr_log_info("eight idle TLS connections held %zu KiB", (held - after) / 1024);
     cr_expect_lt(held - after, (size_t)4 << 20, "eight idle connections held %zu KiB",
                  (held - after) / 1024);
+}
+
+/* Where the features meet: hello with TLS, --static, --gzip and --ws-deflate at once. A
+ * file under /static/ goes through the read path (never sendfile on a TLS socket, which
+ * would send it unencrypted) and arrives whole; a .html asked for with gzip comes as the
+ * file, with its own length; Python's websockets over wss agrees on permessage-deflate
+ * and echoes a big compressible message. */
+Test(tls, hello_serves_static_files_and_compressed_wss_over_tls, .timeout = 90)
+{
+    char www[PATH_MAX], out[4096];
+    snprintf(www, sizeof(www), "%s", P("www"));
+    cr_assert_eq(mkdir(www, 0755), 0);
+    int rc = run(out, sizeof(out), "head -c 3000000 /dev/urandom > %s/big.bin && "
+                 "printf '<html>%%02000d</html>' 0 > %s/page.html", www, www);
+    cr_assert_eq(rc, 0, "%s", out);
+    th_hello_t h = th_hello_start("--tls-cert", P("srv.pem"), "--tls-key", P("srv.key"),
+                                  "--static", www, "--gzip", "--ws-deflate", NULL);
+    rc = run(out, sizeof(out),
+             "curl -sS --cacert %s -o %s https://localhost:%d/static/big.bin && "
+             "cmp %s %s/big.bin && echo same",
+             P("ca.pem"), P("got.bin"), h.port, P("got.bin"), www);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_assert_str_eq(out, "same\n");
+    rc = run(out, sizeof(out),
+             "curl -sS -D - -o /dev/null -H 'Accept-Encoding: gzip' --cacert %s "
+             "https://localhost:%d/static/page.html | tr -d '\\r' | "
+             "grep -i -E '^(content-length|content-encoding):' | sort",
+             P("ca.pem"), h.port);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_assert_str_eq(out, "Content-Length: 2013\n", "%s", out);
+    write_file(P("zws.py"),
+               "import asyncio, ssl, sys, websockets\n"
+               "async def main():\n"
+               "    ctx = ssl.create_default_context(cafile=sys.argv[1])\n"
+               "    async with websockets.connect('wss://localhost:%s/ws/echo' % sys.argv[2],\n"
+               "                                  ssl=ctx, max_size=None) as ws:\n"
+               "        ext = ws.response_headers.get('Sec-WebSocket-Extensions', '')\n"
+               "        msg = 'squall ' * 150000\n"
+               "        await ws.send(msg)\n"
+               "        back = await ws.recv()\n"
+               "        print(ext.split(';')[0], back == msg)\n"
+               "asyncio.run(asyncio.wait_for(main(), 30))\n");
+    rc = run(out, sizeof(out), "/usr/bin/python3 %s %s %d", P("zws.py"), P("ca.pem"), h.port);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_assert_str_eq(out, "permessage-deflate True\n");
+    th_hello_stop(&h);
 }

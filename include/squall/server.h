@@ -90,7 +90,8 @@ typedef struct sq_server_opts {
     sq_tls_ctx_t *(*tls_sni)(sq_server_t *srv, const char *name, void *data);
     void *tls_sni_data;          /* given to tls_sni (borrowed) */
     uint64_t tls_handshake_timeout_ms; /* accept to the end of the TLS handshake; 10 s ->
-                                    the connection is closed (stats.tls_timeouts) */
+                                    the connection is closed (stats.tls_timeouts); 0: no
+                                    limit (not advised: a silent client holds its slot) */
 } sq_server_opts_t;
 
 /* What sq_server_opts_init calls: fills the `size` bytes of opts with the defaults (zeros
