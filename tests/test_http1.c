@@ -1747,7 +1747,8 @@ Test(server, destroy_with_a_streaming_response_past_grace_aborts_it, .timeout = 
     th_conn_t c;
     cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
     cr_assert_eq(th_conn_sends(&c, GET("/tstream?ms=20&n=100000")), 0);
-    cr_assert_eq(th_wait_atomic(&n_wcb, 2, 5000), 2);
+    /* at least two pieces out (a third may follow while this thread waits its turn) */
+    cr_assert_geq(th_wait_atomic(&n_wcb, 2, 5000), 2);
     /* the timer's next write sees the abort and ends the response, so the loop empties */
     th_server_stop(ts, 100);
     th_conn_close(&c);
