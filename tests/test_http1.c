@@ -1003,6 +1003,9 @@ static const bad_request_t bad_requests[] = {
     {"version HTTP/1.2", IN("GET / HTTP/1.2\r\nHost: t\r\n\r\n"), .status = 505},
     {"version HTTP/0.9", IN("GET / HTTP/0.9\r\nHost: t\r\n\r\n"), .status = 505},
     {"version HTTP/3.0", IN("GET / HTTP/3.0\r\nHost: t\r\n\r\n"), .status = 505},
+    /* a version that is not digits is malformed (400), after another request too */
+    {"version HTTP/st", IN("GET / HTTP/st\r\nHost: t\r\n\r\n"), .status = 400},
+    {"version HTTP/1.x", IN("GET / HTTP/1.x\r\nHost: t\r\n\r\n"), .status = 400},
     /* garbage and bad tokens */
     {"garbage: HELLO", IN("HELLO\r\n\r\n"), .status = 400},
     {"garbage: lower-case method", IN("get / HTTP/1.1\r\nHost: t\r\n\r\n"), .status = 400},

@@ -38,7 +38,10 @@ static int status_for_error(sq__conn_t *c, const llhttp_t *parser, llhttp_errno_
     switch (err) {
     case HPE_INVALID_VERSION:
         /* RFC 9110 §15.6.6: 505 for a version squall does not speak; llhttp also reports
-         * a good version followed by a bad line ending here ("HTTP/1.1\rX"): that is 400 */
+         * a good version followed by a bad line ending here ("HTTP/1.1\rX"), and a version
+         * that is no digits ("HTTP/st"): those are 400 */
+        if (parser->http_major == SQ__H1_NO_VERSION || parser->http_minor == SQ__H1_NO_VERSION)
+            return 400;
         return parser->http_major == 1 && parser->http_minor <= 1 ? 400 : 505;
     case HPE_INVALID_TRANSFER_ENCODING:
         /* RFC 9112 §6.1: a coding we do not understand is 501; chunked not last is 400 */
@@ -66,12 +69,39 @@ void sq__h1_process(sq__conn_t *c, const char *data, size_t len)
     sq_server_t *srv = sq__conn_srv(c);
     const char *end = data + len;
     llhttp_errno_t err;
+    const char *pos;
+    const char *detail;
+    int status;
     sq__exch_t *px = sq__h1_x(c); /* its parser; held, since a take-over may release it */
     if (px == NULL && (px = c->exch = sq__h1_new_exch(c)) == NULL) {
         sq__conn_teardown(c);
         return;
     }
     sq__exch_hold(px);
+    /* Between requests, the common shape is read without llhttp (h1_fast.c); llhttp takes
+     * over at the first request that is not (and then parses from where it starts). */
+    while (c->pstate == SQ__H1_IDLE && data < end && sq__h1_x(c) == px &&
+           !sq__hs(srv)->fast_off && (!px->ll_live || llhttp_get_errno(&px->parser) == HPE_OK)) {
+        int r = sq__h1_fast(c, px, &data, end);
+        if (r == -1)
+            break;
+        if (r == -2) {
+            status = px->err_status;
+            detail = sq__status_reason(status);
+            goto error;
+        }
+        if (r != 0) {
+            pos = data;
+            goto paused;
+        }
+    }
+    if (data == end && c->pstate == SQ__H1_IDLE)
+        goto out;
+    if (!px->ll_live) {
+        llhttp_init(&px->parser, HTTP_REQUEST, &sq__h1_settings);
+        px->parser.data = c;
+        px->ll_live = 1;
+    }
     for (;;) {
         sq__hs(srv)->rd_base = data;
         sq__hs(srv)->rd_end = end;
@@ -107,26 +137,31 @@ void sq__h1_process(sq__conn_t *c, const char *data, size_t len)
         }
         goto out;
     }
-    const char *pos = llhttp_get_error_pos(&px->parser);
-    size_t rest = pos ? (size_t)(end - pos) : 0;
+    pos = llhttp_get_error_pos(&px->parser);
+    if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE)
+        goto paused;
     if (c->flags & SQ__CF_CLOSED)
         goto out;
-    if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
-        if (c->pstate == SQ__H1_TAKEN) {
-            if (rest > 0)
-                c->proto->on_read(c, c->proto_ud, pos, (ssize_t)rest);
-        } else if (!(c->flags & SQ__CF_CLOSE_AFTER)) {
-            save_pending(c, pos, rest);
-        }
+    status = status_for_error(c, &px->parser, err, &detail);
+error:
+    if (c->flags & SQ__CF_CLOSED)
         goto out;
-    }
-    const char *detail;
-    int status = status_for_error(c, &px->parser, err, &detail);
     if (status == 413 || status == 414 || status == 431)
         sq__conn_srv(c)->stats.limit_errors++;
     else
         sq__conn_srv(c)->stats.parse_errors++;
     respond_error(c, status, detail);
+    goto out;
+paused:
+    if (c->flags & SQ__CF_CLOSED)
+        goto out;
+    size_t rest = pos ? (size_t)(end - pos) : 0;
+    if (c->pstate == SQ__H1_TAKEN) {
+        if (rest > 0)
+            c->proto->on_read(c, c->proto_ud, pos, (ssize_t)rest);
+    } else if (!(c->flags & SQ__CF_CLOSE_AFTER)) {
+        save_pending(c, pos, rest);
+    }
 out:
     sq__hs(srv)->parse_pass++;
     sq__exch_unhold(px);
@@ -224,7 +259,7 @@ bool sq__h1_drain_pause(sq__conn_t *c)
 void sq__h1_resume(sq__conn_t *c)
 {
     c->pflags &= ~(SQ__HF_PAUSED | SQ__HF_DRAIN);
-    if (sq__h1_x(c) != NULL)
+    if (sq__h1_x(c) != NULL && sq__h1_x(c)->ll_live)
         llhttp_resume(&sq__h1_x(c)->parser);
     c->flags |= SQ__CF_IN_READ;
     sq__exch_t *x = sq__h1_x(c);
@@ -516,10 +551,8 @@ static const sq__exch_ops_t h1_exch_ops = {
 sq__exch_t *sq__h1_new_exch(sq__conn_t *c)
 {
     sq__exch_t *x = sq__exch_get(sq__conn_srv(c), &h1_exch_ops, c);
-    if (x != NULL) {
-        llhttp_init(&x->parser, HTTP_REQUEST, &sq__h1_settings);
-        x->parser.data = c;
-    }
+    if (x != NULL)
+        x->ll_live = 0; /* llhttp is set up when a request needs it (sq__h1_process) */
     return x;
 }
 

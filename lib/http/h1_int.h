@@ -25,6 +25,10 @@ typedef struct sq__httpsrv {
     /* sq__h1_process calls that have ended: a request stamped and dispatched within one
      * call (no return to the loop between) lets the watchdog's span start at its stamp */
     uint32_t parse_pass;
+    /* Requests h1_fast.c read; fast_off leaves every request to llhttp (tests hold the
+     * two readers to the same answers with it). */
+    uint64_t fast_n;
+    bool fast_off;
     char rid_name[52];          /* opts.request_id_header ": ", or empty */
     size_t rid_name_len;
     /* The start of the last head written — status line, Server, Date — kept while the
@@ -108,6 +112,7 @@ struct sq_req_s {
     uint8_t http_minor;
     uint8_t host_count;
     uint8_t reset_done;         /* reset and untouched since: put back without another */
+    uint8_t ll_live;            /* `parser` was initialised for this exchange (h1_conn.c) */
     int err_status;             /* a limit or framing error found while parsing */
     sq__buf_t hb;               /* target\0name\0value\0... as received */
     sq__buf_t hidx;             /* sq__hdr_t[] */
@@ -200,8 +205,22 @@ static inline sq__exch_t *sq__h1_x(const sq__conn_t *c)
 /* HTTP/1 as a connection's protocol (h1_conn.c). */
 SQ__HIDDEN extern const sq__proto_t sq__h1_proto;
 
+/* lib/http/h1_parse.c: llhttp's callbacks for requests. A request's http_major and
+ * http_minor hold SQ__H1_NO_VERSION until llhttp reads its version's digits. */
+#define SQ__H1_NO_VERSION 0xff
 /* lib/http/h1_parse.c: llhttp's callbacks for requests. */
 SQ__HIDDEN extern const llhttp_settings_t sq__h1_settings;
+/* The target split into path and query, and matched: 0, or -1 out of memory. */
+SQ__HIDDEN int sq__h1_route(struct sq_req_s *x);
+/* The request was read whole: dispatch it; 0 when parsing goes on, else HPE_PAUSED. */
+SQ__HIDDEN int sq__h1_complete(sq__conn_t *c, struct sq_req_s *x, bool keep_alive,
+                               bool upgrade);
+/* lib/http/h1_fast.c: a whole, plain request head at *pos (no body, nothing llhttp would
+ * treat apart) read without llhttp and dispatched. -1: not such a request, nothing done
+ * (llhttp parses it); -2: it could not be taken (x->err_status: out of memory);
+ * otherwise sq__h1_complete's answer, with *pos past the request. */
+SQ__HIDDEN int sq__h1_fast(sq__conn_t *c, struct sq_req_s *x, const char **pos,
+                           const char *end);
 /* Adds the line endings of p..end to x->gap (the strict line-ending checks). */
 SQ__HIDDEN void sq__h1_gap_scan(sq__exch_t *x, const char *p, const char *end,
                                 bool to_blank_line);

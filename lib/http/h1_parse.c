@@ -118,6 +118,9 @@ static int on_version(llhttp_t *p, const char *at, size_t len)
 static int on_message_begin(llhttp_t *p)
 {
     sq__conn_t *c = CONN(p);
+    /* "no version read yet": llhttp sets them as it reads the digits, and keeps the last
+     * request's otherwise, which status_for_error (h1_conn.c) must not take for this one */
+    p->http_major = p->http_minor = SQ__H1_NO_VERSION;
     if (sq__h1_x(c) == NULL && (c->exch = sq__h1_new_exch(c)) == NULL)
         return -1;
     c->pstate = SQ__H1_HEAD;
@@ -291,6 +294,37 @@ static sq_method_t method_id(uint8_t m)
     }
 }
 
+/* The target: origin-form "/path?query", absolute-form "http://host/path" (RFC 9112
+ * §3.2.2) or asterisk-form "*", split into path and query and matched against the app's
+ * routes. Returns 0, or -1 out of memory. */
+int sq__h1_route(sq__exch_t *x)
+{
+    const char *t = x->hb.base;
+    size_t tlen = x->target_len;
+    if (t[0] != '/' && tlen >= 7 &&
+        (strncasecmp(t, "http://", 7) == 0 || strncasecmp(t, "https://", 8) == 0)) {
+        const char *slash = memchr(t + 8, '/', tlen - 8 > tlen ? 0 : tlen - 8);
+        size_t skip = slash ? (size_t)(slash - t) : tlen;
+        t += skip;
+        tlen -= skip;
+    }
+    const char *q = memchr(t, '?', tlen);
+    size_t plen = q ? (size_t)(q - t) : tlen;
+    x->query = q ? q + 1 : "";
+    char *path = sq__arena_alloc(&x->arena, plen + 1);
+    if (path == NULL)
+        return -1;
+    memcpy(path, t, plen);
+    path[plen] = '\0';
+    x->path = path; /* raw until sq_req_path decodes it */
+    if (plen == 0 || path[0] != '/')
+        x->verdict = (plen == 1 && path[0] == '*') ? SQ__MATCH_ASTERISK : SQ__MATCH_NONE;
+    else
+        x->verdict = sq__app_match(sq__hs(x->srv)->app, x->method, path, plen, &x->arena,
+                                   &x->match);
+    return 0;
+}
+
 static int on_headers_complete(llhttp_t *p)
 {
     sq__conn_t *c = CONN(p);
@@ -313,30 +347,8 @@ static int on_headers_complete(llhttp_t *p)
     if (x->flags & SQ__XF_TE_UNKNOWN)
         return fail(x, 501);
 
-    /* The target: origin-form "/path?query", absolute-form "http://host/path" (RFC 9112
-     * §3.2.2) or asterisk-form "*". */
-    const char *t = x->hb.base;
-    size_t tlen = x->target_len;
-    if (t[0] != '/' && tlen >= 7 &&
-        (strncasecmp(t, "http://", 7) == 0 || strncasecmp(t, "https://", 8) == 0)) {
-        const char *slash = memchr(t + 8, '/', tlen - 8 > tlen ? 0 : tlen - 8);
-        size_t skip = slash ? (size_t)(slash - t) : tlen;
-        t += skip;
-        tlen -= skip;
-    }
-    const char *q = memchr(t, '?', tlen);
-    size_t plen = q ? (size_t)(q - t) : tlen;
-    x->query = q ? q + 1 : "";
-    char *path = sq__arena_alloc(&x->arena, plen + 1);
-    if (path == NULL)
+    if (sq__h1_route(x) != 0)
         return fail(x, 500);
-    memcpy(path, t, plen);
-    path[plen] = '\0';
-    x->path = path; /* raw until sq_req_path decodes it */
-    if (plen == 0 || path[0] != '/')
-        x->verdict = (plen == 1 && path[0] == '*') ? SQ__MATCH_ASTERISK : SQ__MATCH_NONE;
-    else
-        x->verdict = sq__app_match(sq__hs(srv)->app, x->method, path, plen, &x->arena, &x->match);
 
     /* A route that reads this method's body as a stream (h1_body.c) is bounded by its own
      * limit, and its handler runs now, before the body. */
@@ -454,19 +466,18 @@ static int on_chunk_header(llhttp_t *p)
     return HPE_PAUSED;
 }
 
-static int on_message_complete(llhttp_t *p)
+/* The request was read whole: count it, dispatch it (a streamed body's handler runs
+ * already) and decide whether parsing goes on (0) or waits (HPE_PAUSED): for an answer
+ * still to come, a connection closed, closing or taken over, or queued answers to drain. */
+int sq__h1_complete(sq__conn_t *c, sq__exch_t *x, bool keep_alive, bool upgrade)
 {
-    sq__conn_t *c = CONN(p);
-    sq__exch_t *x = sq__h1_x(c);
-    if (!gap_end(x))
-        return fail(x, 400); /* a bare LF ends the trailer section */
     sq__tq_drop(c);
     c->pstate = SQ__H1_HANDLER;
     if (!(x->flags & SQ__XF_STREAM))
         sq__conn_srv(c)->stats.requests++;
-    if (llhttp_should_keep_alive(p) && !sq__conn_srv(c)->closing)
+    if (keep_alive && !sq__conn_srv(c)->closing)
         x->flags |= SQ__XF_KEEPALIVE;
-    if (p->upgrade)
+    if (upgrade)
         x->flags |= SQ__XF_UPGRADE;
     if (x->method == SQ_METHOD_HEAD)
         x->flags |= SQ__XF_HEAD;
@@ -487,6 +498,15 @@ static int on_message_complete(llhttp_t *p)
     if (!sq__h1_response_done(c))
         return HPE_PAUSED;
     return sq__h1_drain_pause(c) ? HPE_PAUSED : 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    sq__conn_t *c = CONN(p);
+    sq__exch_t *x = sq__h1_x(c);
+    if (!gap_end(x))
+        return fail(x, 400); /* a bare LF ends the trailer section */
+    return sq__h1_complete(c, x, llhttp_should_keep_alive(p), p->upgrade);
 }
 
 const llhttp_settings_t sq__h1_settings = {

@@ -1,0 +1,221 @@
+/* HTTP/1 requests of the common shape, read without llhttp.
+ *
+ * Most requests are a method, an origin-form target, "HTTP/1.1" and a few plain header
+ * lines, with no body, all in one read. For those, llhttp's state machine and its dozen
+ * callbacks per request cost more than the rest of the request (docs/performance.md).
+ * This reader takes only a strict subset of what llhttp in strict mode accepts — one
+ * space between the parts, CRLF line endings, header names of tchar, values of visible
+ * characters and spaces, none of the header fields that frame a message or change the
+ * connection — and leaves everything else, untouched, to llhttp: a request outside the
+ * subset, a head not wholly in the bytes at hand, a head over a limit. A request it takes
+ * fills the exchange exactly as h1_parse.c's callbacks would, and goes the same way from
+ * there (sq__h1_route, sq__h1_complete). tests/test_h1_fast.c holds the two readers to
+ * the same answers. */
+#include "http/h1_int.h"
+#include "server/server_int.h"
+
+/* The subset's byte classes: a target's (RFC 3986 §3.3-3.4 pchar, "/", "?" and "%"), a
+ * field name's (RFC 9110 §5.6.2 tchar), a field value's (§5.5 visible characters and SP;
+ * HTAB and obs-text, which llhttp takes too, are left to it). */
+enum { T = 1, N = 2, V = 4, TV = T | V, NV = N | V, A = T | N | V };
+
+static const uint8_t fast_class[256] = {
+    /* 0x00-0x1f: controls (HTAB included) */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    /* SP ! " # $ % & ' ( ) * + , - . / */
+    V, A, V, NV, A, A, A, A, TV, TV, A, A, TV, A, A, TV,
+    /* 0-9 : ; < = > ? */
+    A, A, A, A, A, A, A, A, A, A, TV, TV, V, TV, V, TV,
+    /* @ A-O */
+    TV, A, A, A, A, A, A, A, A, A, A, A, A, A, A, A,
+    /* P-Z [ \ ] ^ _ */
+    A, A, A, A, A, A, A, A, A, A, A, V, V, V, NV, A,
+    /* ` a-o */
+    NV, A, A, A, A, A, A, A, A, A, A, A, A, A, A, A,
+    /* p-z { | } ~ DEL */
+    A, A, A, A, A, A, A, A, A, A, A, V, NV, V, A, 0,
+    /* 0x80-0xff: left to llhttp */
+};
+
+/* The most header lines the subset takes (more go through llhttp). */
+#define FAST_FIELDS 32
+
+typedef struct fast_field {
+    const char *name, *val;
+    uint32_t name_len, val_len;
+} fast_field_t;
+
+/* name (any case) is `lower`, of the same length */
+static bool name_is(const char *name, const char *lower, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((name[i] | 0x20) != lower[i])
+            return false;
+    return true;
+}
+
+/* A field llhttp or squall treats apart (framing, the connection, Expect), so that the
+ * request is llhttp's to read: 1. Host: 2. Any other: 0. */
+static int field_kind(const char *n, size_t len)
+{
+    switch (len) {
+    case 4:
+        return name_is(n, "host", 4) ? 2 : 0;
+    case 6:
+        return name_is(n, "expect", 6);
+    case 7:
+        return name_is(n, "upgrade", 7);
+    case 10:
+        return name_is(n, "connection", 10);
+    case 14:
+        return name_is(n, "content-length", 14);
+    case 16:
+        return name_is(n, "proxy-connection", 16);
+    case 17:
+        return name_is(n, "transfer-encoding", 17);
+    default:
+        return 0;
+    }
+}
+
+int sq__h1_fast(sq__conn_t *c, sq__exch_t *x, const char **pos, const char *end)
+{
+    const char *p = *pos;
+    uint8_t llmethod;
+    sq_method_t method;
+    if (end - p < 18) /* "GET / HTTP/1.1\r\n\r\n" and a Host line at least */
+        return -1;
+    /* RFC 9112 §3: method SP request-target SP HTTP-version CRLF */
+    switch (p[0]) {
+    case 'G':
+        if (memcmp(p, "GET ", 4) != 0)
+            return -1;
+        llmethod = HTTP_GET, method = SQ_METHOD_GET, p += 4;
+        break;
+    case 'H':
+        if (memcmp(p, "HEAD ", 5) != 0)
+            return -1;
+        llmethod = HTTP_HEAD, method = SQ_METHOD_HEAD, p += 5;
+        break;
+    case 'P':
+        if (memcmp(p, "POST ", 5) == 0)
+            llmethod = HTTP_POST, method = SQ_METHOD_POST, p += 5;
+        else if (memcmp(p, "PUT ", 4) == 0)
+            llmethod = HTTP_PUT, method = SQ_METHOD_PUT, p += 4;
+        else if (memcmp(p, "PATCH ", 6) == 0)
+            llmethod = HTTP_PATCH, method = SQ_METHOD_PATCH, p += 6;
+        else
+            return -1;
+        break;
+    case 'D':
+        if (memcmp(p, "DELETE ", 7) != 0)
+            return -1;
+        llmethod = HTTP_DELETE, method = SQ_METHOD_DELETE, p += 7;
+        break;
+    case 'O':
+        if (memcmp(p, "OPTIONS ", 8) != 0)
+            return -1;
+        llmethod = HTTP_OPTIONS, method = SQ_METHOD_OPTIONS, p += 8;
+        break;
+    default:
+        return -1;
+    }
+    const char *target = p;
+    if (*p != '/')
+        return -1; /* origin-form only (§3.2.1) */
+    while (p < end && (fast_class[(uint8_t)*p] & T))
+        p++;
+    size_t target_len = (size_t)(p - target);
+    if (end - p < 11 || memcmp(p, " HTTP/1.1\r\n", 11) != 0)
+        return -1;
+    p += 11;
+
+    /* RFC 9112 §5: field-name ":" OWS field-value OWS CRLF, then CRLF */
+    fast_field_t f[FAST_FIELDS];
+    unsigned nf = 0, hosts = 0;
+    size_t header_bytes = target_len, hb_need = target_len + 1;
+    for (;;) {
+        if (end - p < 2)
+            return -1;
+        if (p[0] == '\r') {
+            if (p[1] != '\n')
+                return -1;
+            p += 2;
+            break;
+        }
+        const char *name = p;
+        while (p < end && (fast_class[(uint8_t)*p] & N))
+            p++;
+        if (p == end || *p != ':' || p == name || nf == FAST_FIELDS)
+            return -1;
+        size_t name_len = (size_t)(p - name);
+        p++;
+        while (p < end && *p == ' ')
+            p++;
+        const char *val = p;
+        while (p < end && (fast_class[(uint8_t)*p] & V))
+            p++;
+        if (end - p < 2 || p[0] != '\r' || p[1] != '\n')
+            return -1;
+        size_t val_len = (size_t)(p - val);
+        p += 2;
+        int kind = field_kind(name, name_len);
+        if (kind == 1)
+            return -1;
+        hosts += kind == 2;
+        /* counted as h1_parse.c counts: the name, ": " and CRLF, the value as llhttp
+         * reports it (trailing spaces in) */
+        header_bytes += name_len + 4 + val_len;
+        while (val_len > 0 && val[val_len - 1] == ' ')
+            val_len--; /* RFC 9110 §5.5: trailing whitespace is not part of the value */
+        hb_need += name_len + val_len + 2;
+        f[nf++] = (fast_field_t){name, val, (uint32_t)name_len, (uint32_t)val_len};
+    }
+    /* RFC 9112 §3.2: exactly one Host. Limits, a missing or second Host: llhttp's path
+     * answers them (414, 431, 400). */
+    const sq_server_opts_t *o = &x->srv->opts;
+    if (hosts != 1 || target_len > o->max_uri_bytes || header_bytes > o->max_header_bytes ||
+        nf > o->max_headers || x->hb.len != 0 || x->hidx.len != 0)
+        return -1;
+    if (sq__buf_reserve(&x->hb, hb_need) != 0 ||
+        sq__buf_reserve(&x->hidx, nf * sizeof(sq__hdr_t)) != 0)
+        return -1; /* llhttp's path answers 500 */
+
+    /* target\0name\0value\0..., as h1_parse.c lays it out */
+    char *hb = x->hb.base;
+    sq__hdr_t *h = (sq__hdr_t *)x->hidx.base;
+    memcpy(hb, target, target_len);
+    hb[target_len] = '\0';
+    uint32_t off = (uint32_t)target_len + 1;
+    for (unsigned i = 0; i < nf; i++) {
+        h[i].name_off = off;
+        h[i].name_len = f[i].name_len;
+        memcpy(hb + off, f[i].name, f[i].name_len);
+        off += f[i].name_len;
+        hb[off++] = '\0';
+        h[i].val_off = off;
+        h[i].val_len = f[i].val_len;
+        memcpy(hb + off, f[i].val, f[i].val_len);
+        off += f[i].val_len;
+        hb[off++] = '\0';
+    }
+    x->hb.len = off;
+    x->hidx.len = nf * sizeof(sq__hdr_t);
+    x->target_len = (uint32_t)target_len;
+    x->header_bytes = header_bytes;
+    x->host_count = 1;
+    x->llmethod = llmethod;
+    x->method = method;
+    x->http_minor = 1;
+    x->flags |= SQ__XF_HEAD_DONE;
+    sq__hs(x->srv)->fast_n++;
+    sq__h1_stamp(x);
+    if (sq__h1_route(x) != 0) {
+        x->err_status = 500;
+        return -2;
+    }
+    *pos = p;
+    /* RFC 9112 §6.3: no Content-Length and no Transfer-Encoding: no body. HTTP/1.1
+     * without "Connection: close": the connection persists (§9.3). */
+    return sq__h1_complete(c, x, true, false);
+}

@@ -1,0 +1,282 @@
+/* The two request readers give the same answers: lib/http/h1_fast.c (the common shape,
+ * read without llhttp) and llhttp with h1_parse.c's callbacks. Each request below goes to
+ * two servers over the memory transport — one with the fast reader, one with it off —
+ * whole, split at every byte, and pipelined behind a plain request; what comes back must
+ * be the same bytes (but for the Date line). The handler writes back everything a handler
+ * can read of a request. The cases are the subset's edges: what it takes, and everything
+ * just outside it, which llhttp must get. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+
+#include "http/h1_int.h"
+
+typedef struct twin {
+    uv_loop_t loop;
+    sq_app_t *app;
+    sq_server_t *srv[2]; /* [0] fast reader on, [1] off */
+    int closed;
+} twin_t;
+
+static void show(sq_req_t *req, sq_res_t *res, void *data)
+{
+    char out[4096];
+    size_t n = 0, len;
+    const char *body = sq_req_body(req, &len);
+    n += (size_t)snprintf(
+        out + n, sizeof(out) - n, "%s|%s|%s|%s|1.%d|%d|%zu|%s|%s\n", sq_req_method(req),
+        sq_req_target(req), sq_req_path(req), sq_req_query_string(req), sq_req_version_minor(req),
+        (int)sq_req_method_id(req), len, sq_req_param(req, "id") ? sq_req_param(req, "id") : "-",
+        sq_req_query(req, "q") ? sq_req_query(req, "q") : "-");
+    size_t hc = sq_req_header_count(req);
+    for (size_t i = 0; i < hc && n < sizeof(out) - 200; i++) {
+        const char *name, *value;
+        sq_req_header_at(req, i, &name, &value);
+        n += (size_t)snprintf(out + n, sizeof(out) - n, "[%s]=[%s]\n", name, value);
+    }
+    const char *host = sq_req_header(req, "host");
+    n += (size_t)snprintf(out + n, sizeof(out) - n, "host=%s body=%.*s\n", host ? host : "-",
+                          (int)(len < 64 ? len : 64), body);
+    sq_res_send(res, 200, "text/plain", out, n);
+}
+
+static const sq_handler_t all = {.get = show,
+                                 .head = show,
+                                 .post = show,
+                                 .put = show,
+                                 .del = show,
+                                 .patch = show,
+                                 .options = show};
+static const sq_handler_t get_only = {.get = show};
+
+static void on_closed(sq_server_t *srv, void *data)
+{
+    ((twin_t *)data)->closed++;
+}
+
+static void twin_start(twin_t *t)
+{
+    memset(t, 0, sizeof(*t));
+    cr_assert_eq(uv_loop_init(&t->loop), 0);
+    cr_assert_eq(sq_app_create(&t->app), 0);
+    cr_assert_eq(sq_app_route(t->app, "/", &all, NULL), 0);
+    cr_assert_eq(sq_app_route(t->app, "/items/{id:int}", &all, NULL), 0);
+    cr_assert_eq(sq_app_route(t->app, "/get", &get_only, NULL), 0);
+    sq_server_opts_t o;
+    sq_server_opts_init(&o);
+    o.max_uri_bytes = 64; /* small limits, so that the cases reach them */
+    o.max_headers = 8;
+    o.max_header_bytes = 320;
+    o.request_id_header = NULL;
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(sq_server_create(&t->srv[i], &t->loop, t->app, &o), 0);
+    sq__hs(t->srv[1])->fast_off = true;
+}
+
+static void twin_stop(twin_t *t)
+{
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(sq_server_destroy(t->srv[i], 1000, on_closed, t), 0);
+    cr_assert_eq(uv_run(&t->loop, UV_RUN_DEFAULT), 0);
+    cr_assert_eq(t->closed, 2);
+    cr_assert_eq(uv_loop_close(&t->loop), 0);
+    sq_app_destroy(t->app);
+}
+
+/* The bytes sent back, without the Date line, NUL-terminated (malloc'd). The input goes
+ * in pieces of `step` bytes (0: whole), then the client's half-close. */
+static char *exchange(twin_t *t, int which, const char *in, size_t len, size_t step)
+{
+    sq__memsink_t sink;
+    memset(&sink, 0, sizeof(sink));
+    cr_assert_eq(sq__mem_accept(t->srv[which], &sink), 0);
+    if (step == 0)
+        step = len;
+    for (size_t off = 0; off < len && !sink.closed; off += step) {
+        size_t n = len - off < step ? len - off : step;
+        sq__mem_feed(&sink, in + off, n);
+        uv_run(&t->loop, UV_RUN_NOWAIT);
+    }
+    if (!sink.closed)
+        sq__mem_feed(&sink, NULL, 0);
+    uint64_t t0 = uv_hrtime();
+    while (!sink.closed && uv_hrtime() - t0 < 5000000000ull)
+        uv_run(&t->loop, UV_RUN_NOWAIT);
+    cr_assert(sink.closed, "the connection closes after the client's half-close");
+    char *out = malloc(sink.out.len + 1);
+    size_t o = 0;
+    const char *p = sink.out.base, *end = p + sink.out.len;
+    while (p < end) {
+        const char *eol = memmem(p, (size_t)(end - p), "\r\n", 2);
+        const char *next = eol ? eol + 2 : end;
+        if (!((size_t)(end - p) >= 6 && memcmp(p, "Date: ", 6) == 0)) {
+            memcpy(out + o, p, (size_t)(next - p));
+            o += (size_t)(next - p);
+        }
+        p = next;
+    }
+    out[o] = '\0';
+    sq__buf_free(&sink.out);
+    return out;
+}
+
+static void same(twin_t *t, const char *in, size_t len, size_t step, const char *what)
+{
+    char *a = exchange(t, 0, in, len, step), *b = exchange(t, 1, in, len, step);
+    cr_assert_str_eq(a, b, "%s (pieces of %zu): the fast reader answered\n%s\nllhttp\n%s", what,
+                     step, a, b);
+    free(a);
+    free(b);
+}
+
+#define PLAIN "GET /?q=1 HTTP/1.1\r\nHost: p\r\n\r\n"
+
+static const char *const cases[] = {
+    /* the subset */
+    "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    "GET /items/42?q=x%20y&r=1 HTTP/1.1\r\nHost: a:8000\r\nAccept: */*\r\n\r\n",
+    "HEAD / HTTP/1.1\r\nHost: a\r\n\r\n",
+    "POST / HTTP/1.1\r\nHost: a\r\n\r\n",
+    "PUT /items/7 HTTP/1.1\r\nhost: a\r\n\r\n",
+    "DELETE /items/7 HTTP/1.1\r\nHOST: a\r\n\r\n",
+    "PATCH /items/7 HTTP/1.1\r\nHoSt: a\r\n\r\n",
+    "OPTIONS / HTTP/1.1\r\nHost: a\r\n\r\n",
+    "GET /get HTTP/1.1\r\nHost: a\r\nX-A: 1  \r\nX-B:2\r\nX-C:    \r\nX-D:\r\n\r\n",
+    "GET /nowhere HTTP/1.1\r\nHost: a\r\n\r\n",
+    "POST /get HTTP/1.1\r\nHost: a\r\n\r\n",
+    "GET /items/x HTTP/1.1\r\nHost: a\r\n\r\n",
+    "GET /a/../b/./c;p=1@x:y!$&'()*+,=~_- HTTP/1.1\r\nHost: a\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\nX-Q: \"quoted\" <tag> {x} [y] \\ ^ ` | #\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\n!#$%&'*+-.^_`|~09AZaz: token\r\n\r\n",
+    /* the limits: 8 header lines, 64 bytes of target, 320 of head */
+    "GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\nF: 6\r\nG: 7\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\nF: 6\r\nG: 7\r\nH: "
+    "8\r\n\r\n",
+    "GET /0123456789012345678901234567890123456789012345678901234567890 HTTP/1.1\r\nHost: "
+    "a\r\n\r\n",
+    "GET /01234567890123456789012345678901234567890123456789012345678901 HTTP/1.1\r\nHost: "
+    "a\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\nX: "
+    "01234567890123456789012345678901234567890123456789012345678901234567890123456789"
+    "01234567890123456789012345678901234567890123456789012345678901234567890123456789"
+    "0123456789012345678901234567890123456789012345678901234567890123456789012345\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\nX: "
+    "01234567890123456789012345678901234567890123456789012345678901234567890123456789"
+    "01234567890123456789012345678901234567890123456789012345678901234567890123456789"
+    "01234567890123456789012345678901234567890123456789012345678901234567890123456789012\r\n\r\n",
+    /* just outside it: llhttp's */
+    "GET / HTTP/1.1\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    "GET / HTTP/1.0\r\n\r\n",
+    "GET / HTTP/1.0\r\nHost: a\r\n\r\n",
+    "GET / HTTP/1.2\r\nHost: a\r\n\r\n",
+    "GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+    "GET / http/1.1\r\nHost: a\r\n\r\n",
+    "GET / HTTP/st\r\nHost: a\r\n\r\n",
+    "GET / HTTP/1.x\r\nHost: a\r\n\r\n",
+    "GET / HTTP/2.x\r\nHost: a\r\n\r\n",
+    "get / HTTP/1.1\r\nHost: a\r\n\r\n",
+    "GETX / HTTP/1.1\r\nHost: a\r\n\r\n",
+    "PROPFIND / HTTP/1.1\r\nHost: a\r\n\r\n",
+    "GET  / HTTP/1.1\r\nHost: a\r\n\r\n",
+    "GET /  HTTP/1.1\r\nHost: a\r\n\r\n",
+    "GET / HTTP/1.1 \r\nHost: a\r\n\r\n",
+    "GET http://a/x?q=1 HTTP/1.1\r\nHost: a\r\n\r\n",
+    "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+    "GET /#frag HTTP/1.1\r\nHost: a\r\n\r\n",
+    "GET /\"x\" HTTP/1.1\r\nHost: a\r\n\r\n",
+    "GET /\x80 HTTP/1.1\r\nHost: a\r\n\r\n",
+    "GET / HTTP/1.1\nHost: a\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\n\n",
+    "GET / HTTP/1.1\r\nHost: a\r\rX: 1\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n 2\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n\t2\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\nX:\t1\t\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\nX: caf\xc3\xa9\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\nX: a\x01b\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\nX: a\x7f\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+    "GET / HTTP/1.1\r\n Host: a\r\n\r\n",
+    "GET / HTTP/1.1\r\nHo(st: a\r\n\r\n",
+    "GET / HTTP/1.1\r\n: a\r\nHost: a\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+    "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+    "POST / HTTP/1.1\r\nHost: a\r\ncontent-length: 3\r\n\r\nabc",
+    "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\nProxy-Connection: close\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n",
+    "POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi",
+    "GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
+    "\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    "\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\n",
+    "GET / HTTP/1.1\r\nHo",
+    "G",
+    "",
+    "\x16\x03\x01\x00\x05hello",
+};
+
+Test(h1_fast, both_readers_answer_every_case_alike_whole_and_split)
+{
+    twin_t t;
+    twin_start(&t);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *c = cases[i];
+        size_t len = strlen(c);
+        char what[64];
+        snprintf(what, sizeof(what), "case %zu", i);
+        same(&t, c, len, 0, what);
+        for (size_t step = 1; step < len && step < 64; step += step < 8 ? 1 : 7)
+            same(&t, c, len, step, what);
+        /* pipelined behind a plain request, and in front of one */
+        char two[1024];
+        int n = snprintf(two, sizeof(two), PLAIN "%s", c);
+        same(&t, two, (size_t)n, 0, what);
+        n = snprintf(two, sizeof(two), "%s" PLAIN, c);
+        same(&t, two, (size_t)n, 0, what);
+        n = snprintf(two, sizeof(two), PLAIN "%s" PLAIN, c);
+        same(&t, two, (size_t)n, 17, what);
+    }
+    cr_assert_gt(sq__hs(t.srv[0])->fast_n, 100, "the fast reader took the plain requests");
+    cr_assert_eq(sq__hs(t.srv[1])->fast_n, 0);
+    twin_stop(&t);
+}
+
+/* What the fast reader takes, and what it must leave to llhttp. */
+Test(h1_fast, takes_the_plain_shape_and_leaves_the_rest)
+{
+    twin_t t;
+    twin_start(&t);
+    static const struct {
+        const char *in;
+        unsigned taken;
+        size_t step;
+    } want[] = {
+        {"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 1, 0},
+        {"GET /get HTTP/1.1\r\nHost: a\r\nX-A: 1  \r\n\r\n", 1, 0},
+        {PLAIN PLAIN PLAIN, 3, 0},
+        {"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", 0, 0},
+        {"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 0, 0},
+        {"GET / HTTP/1.0\r\nHost: a\r\n\r\n", 0, 0},
+        {"GET / HTTP/1.1\r\nHost: a\r\nX: caf\xc3\xa9\r\n\r\n", 0, 0},
+        /* llhttp reads on to the end of the read it started; in the next read, a plain
+         * request is the fast reader's again */
+        {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi" PLAIN, 0, 0},
+        {"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi" PLAIN, 1, 49},
+        /* a head cut by the read is llhttp's, whole */
+        {"GET / HTTP/1.1\r\nHost: a\r\n", 0, 0},
+    };
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        uint64_t before = sq__hs(t.srv[0])->fast_n;
+        free(exchange(&t, 0, want[i].in, strlen(want[i].in), want[i].step));
+        cr_assert_eq(sq__hs(t.srv[0])->fast_n - before, want[i].taken, "case %zu", i);
+    }
+    twin_stop(&t);
+}
