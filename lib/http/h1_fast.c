@@ -83,8 +83,16 @@ int sq__h1_fast(sq__conn_t *c, sq__exch_t *x, const char **pos, const char *end)
     const char *p = *pos;
     uint8_t llmethod;
     sq_method_t method;
+    /* A whole head ends with LF: scan no further than the last LF at hand. Every loop
+     * below stops at an LF (no class holds it), so none needs a bound of its own. */
     if (end - p < 18) /* "GET / HTTP/1.1\r\n\r\n" and a Host line at least */
         return -1;
+    if (end[-1] != '\n') {
+        const char *lf = memrchr(p, '\n', (size_t)(end - p));
+        if (lf == NULL)
+            return -1;
+        end = lf + 1;
+    }
     /* RFC 9112 §3: method SP request-target SP HTTP-version CRLF */
     switch (p[0]) {
     case 'G':
@@ -123,7 +131,7 @@ int sq__h1_fast(sq__conn_t *c, sq__exch_t *x, const char **pos, const char *end)
     const char *target = p;
     if (*p != '/')
         return -1; /* origin-form only (§3.2.1) */
-    while (p < end && (fast_class[(uint8_t)*p] & T))
+    while (fast_class[(uint8_t)*p] & T)
         p++;
     size_t target_len = (size_t)(p - target);
     if (end - p < 11 || memcmp(p, " HTTP/1.1\r\n", 11) != 0)
@@ -135,27 +143,27 @@ int sq__h1_fast(sq__conn_t *c, sq__exch_t *x, const char **pos, const char *end)
     unsigned nf = 0, hosts = 0;
     size_t header_bytes = target_len, hb_need = target_len + 1;
     for (;;) {
-        if (end - p < 2)
-            return -1;
-        if (p[0] == '\r') {
+        if (p == end)
+            return -1; /* the head goes on past the bytes at hand */
+        if (p[0] == '\r') { /* not the last LF: p[1] is there */
             if (p[1] != '\n')
                 return -1;
             p += 2;
             break;
         }
         const char *name = p;
-        while (p < end && (fast_class[(uint8_t)*p] & N))
+        while (fast_class[(uint8_t)*p] & N)
             p++;
-        if (p == end || *p != ':' || p == name || nf == FAST_FIELDS)
+        if (*p != ':' || p == name || nf == FAST_FIELDS)
             return -1;
         size_t name_len = (size_t)(p - name);
         p++;
-        while (p < end && *p == ' ')
+        while (*p == ' ')
             p++;
         const char *val = p;
-        while (p < end && (fast_class[(uint8_t)*p] & V))
+        while (fast_class[(uint8_t)*p] & V)
             p++;
-        if (end - p < 2 || p[0] != '\r' || p[1] != '\n')
+        if (p[0] != '\r' || p[1] != '\n')
             return -1;
         size_t val_len = (size_t)(p - val);
         p += 2;

@@ -311,12 +311,16 @@ int sq__h1_route(sq__exch_t *x)
     const char *q = memchr(t, '?', tlen);
     size_t plen = q ? (size_t)(q - t) : tlen;
     x->query = q ? q + 1 : "";
-    char *path = sq__arena_alloc(&x->arena, plen + 1);
-    if (path == NULL)
-        return -1;
-    memcpy(path, t, plen);
-    path[plen] = '\0';
-    x->path = path; /* raw until sq_req_path decodes it */
+    const char *path = t; /* without a query, the target's own bytes (NUL-ended in hb) */
+    if (q != NULL) {
+        char *copy = sq__arena_alloc(&x->arena, plen + 1);
+        if (copy == NULL)
+            return -1;
+        memcpy(copy, t, plen);
+        copy[plen] = '\0';
+        path = copy;
+    }
+    x->path = path; /* raw: sq_req_path decodes a copy of it */
     if (plen == 0 || path[0] != '/')
         x->verdict = (plen == 1 && path[0] == '*') ? SQ__MATCH_ASTERISK : SQ__MATCH_NONE;
     else
