@@ -45,34 +45,25 @@ typedef struct fast_field {
     uint32_t name_len, val_len;
 } fast_field_t;
 
-/* name (any case) is `lower`, of the same length */
-static bool name_is(const char *name, const char *lower, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if ((name[i] | 0x20) != lower[i])
-            return false;
-    return true;
-}
-
 /* A field llhttp or squall treats apart (framing, the connection, Expect), so that the
  * request is llhttp's to read: 1. Host: 2. Any other: 0. */
 static int field_kind(const char *n, size_t len)
 {
     switch (len) {
     case 4:
-        return name_is(n, "host", 4) ? 2 : 0;
+        return sq__h1_name_is(n, 4, "host", 4) ? 2 : 0;
     case 6:
-        return name_is(n, "expect", 6);
+        return sq__h1_name_is(n, 6, "expect", 6);
     case 7:
-        return name_is(n, "upgrade", 7);
+        return sq__h1_name_is(n, 7, "upgrade", 7);
     case 10:
-        return name_is(n, "connection", 10);
+        return sq__h1_name_is(n, 10, "connection", 10);
     case 14:
-        return name_is(n, "content-length", 14);
+        return sq__h1_name_is(n, 14, "content-length", 14);
     case 16:
-        return name_is(n, "proxy-connection", 16);
+        return sq__h1_name_is(n, 16, "proxy-connection", 16);
     case 17:
-        return name_is(n, "transfer-encoding", 17);
+        return sq__h1_name_is(n, 17, "transfer-encoding", 17);
     default:
         return 0;
     }

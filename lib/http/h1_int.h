@@ -210,6 +210,16 @@ SQ__HIDDEN extern const sq__proto_t sq__h1_proto;
 #define SQ__H1_NO_VERSION 0xff
 /* lib/http/h1_parse.c: llhttp's callbacks for requests. */
 SQ__HIDDEN extern const llhttp_settings_t sq__h1_settings;
+/* A field name (any case) is `lower`: lower-case letters, digits and '-'. */
+static inline bool sq__h1_name_is(const char *name, size_t len, const char *lower, size_t llen)
+{
+    if (len != llen)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if ((name[i] | 0x20) != lower[i])
+            return false;
+    return true;
+}
 /* The target split into path and query, and matched: 0, or -1 out of memory. */
 SQ__HIDDEN int sq__h1_route(struct sq_req_s *x);
 /* The request was read whole: dispatch it; 0 when parsing goes on, else HPE_PAUSED. */

@@ -206,16 +206,6 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
     return sq__buf_append(&x->hb, at, len) ? fail(x, 500) : 0;
 }
 
-static bool name_is(const char *name, size_t len, const char *lower, size_t llen)
-{
-    if (len != llen)
-        return false;
-    for (size_t i = 0; i < len; i++)
-        if ((name[i] | 0x20) != lower[i])
-            return false;
-    return true;
-}
-
 /* Transfer-Encoding (RFC 9112 §6.1): squall implements chunked only, as the final and only
  * coding; anything else it cannot decode (501). */
 static void check_transfer_encoding(sq__exch_t *x, const char *v, size_t n)
@@ -228,7 +218,7 @@ static void check_transfer_encoding(sq__exch_t *x, const char *v, size_t n)
         const char *tok = p;
         while (p < end && *p != ',' && *p != ' ' && *p != '\t' && *p != ';')
             p++;
-        if (p > tok && !name_is(tok, (size_t)(p - tok), "chunked", 7))
+        if (p > tok && !sq__h1_name_is(tok, (size_t)(p - tok), "chunked", 7))
             x->flags |= SQ__XF_TE_UNKNOWN;
         while (p < end && *p != ',')
             p++;
@@ -255,17 +245,17 @@ static int on_header_value_complete(llhttp_t *p)
         return fail(x, 400); /* RFC 9110 §5.5: NUL in a field value */
     switch (h->name_len) {
     case 4:
-        if (name_is(name, 4, "host", 4) && x->host_count < 2)
+        if (sq__h1_name_is(name, 4, "host", 4) && x->host_count < 2)
             x->host_count++; /* saturates: 257 Host lines must not wrap to one */
         break;
     case 6:
-        if (name_is(name, 6, "expect", 6)) {
-            if (vlen == 12 && name_is(val, 12, "100-continue", 12))
+        if (sq__h1_name_is(name, 6, "expect", 6)) {
+            if (vlen == 12 && sq__h1_name_is(val, 12, "100-continue", 12))
                 x->flags |= SQ__XF_EXPECT;
         }
         break;
     case 17:
-        if (name_is(name, 17, "transfer-encoding", 17))
+        if (sq__h1_name_is(name, 17, "transfer-encoding", 17))
             check_transfer_encoding(x, val, vlen);
         break;
     }
