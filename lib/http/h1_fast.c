@@ -135,7 +135,7 @@ int sq__h1_fast(sq__conn_t *c, sq__exch_t *x, const char **pos, const char *end)
     size_t header_bytes = target_len, hb_need = target_len + 1;
     for (;;) {
         if (p == end)
-            return -1; /* the head goes on past the bytes at hand */
+            return -1;      /* the head goes on past the bytes at hand */
         if (p[0] == '\r') { /* not the last LF: p[1] is there */
             if (p[1] != '\n')
                 return -1;
