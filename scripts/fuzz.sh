@@ -31,7 +31,7 @@ dict_for() {
     local d=
     case $1 in
     request | handshake | client_response | pct_route | multipart | urlenc) d=fuzz/http.dict ;;
-    ws_server | ws_client) d=fuzz/ws.dict ;;
+    ws_server | ws_client | ws_deflate) d=fuzz/ws.dict ;;
     esac
     [ -f fuzz/"$1".dict ] && d=fuzz/"$1".dict
     [ -n "$d" ] && [ -f "$d" ] && echo "$d"
