@@ -249,6 +249,33 @@ Test(h1_fast, both_readers_answer_every_case_alike_whole_and_split)
     twin_stop(&t);
 }
 
+/* A value is checked eight bytes at a time: a byte that is not a visible character or SP
+ * at every place of a long value, and the bytes around the edges of that range. */
+Test(h1_fast, a_bad_byte_anywhere_in_a_long_value_is_found)
+{
+    twin_t t;
+    twin_start(&t);
+    static const unsigned char bad[] = {'\t', 0x00, 0x01, 0x1f, 0x7f, 0x80,
+                                        0xa0, 0xff, ' ',  '!',  '~'};
+    for (size_t b = 0; b < sizeof(bad); b++) {
+        for (size_t at = 0; at < 24; at++) {
+            static const char head[] = "GET / HTTP/1.1\r\nHost: a\r\nX: w";
+            char in[128];
+            size_t n = sizeof(head) - 1;
+            memcpy(in, head, n);
+            memset(in + n, 'v', 24);
+            in[n + at] = (char)bad[b];
+            n += 24;
+            memcpy(in + n, "w\r\n\r\n", 5);
+            n += 5;
+            char what[64];
+            snprintf(what, sizeof(what), "byte 0x%02x at %zu", bad[b], at);
+            same(&t, in, n, 0, what);
+        }
+    }
+    twin_stop(&t);
+}
+
 /* What the fast reader takes, and what it must leave to llhttp. */
 Test(h1_fast, takes_the_plain_shape_and_leaves_the_rest)
 {

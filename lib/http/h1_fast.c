@@ -69,6 +69,30 @@ static int field_kind(const char *n, size_t len)
     }
 }
 
+/* The first byte at or after p that is not a visible character or SP (a value's class
+ * V), looked for eight bytes at a time while eight are at hand: a byte outside
+ * 0x20-0x7e is one under 0x20 (its subtraction borrows), 0x7f (zero after the xor) or one
+ * with its high bit set. Borrows only ever mark bytes after the first such byte, and
+ * the lowest mark is the first (little-endian). The LF before end stops the last step. */
+static const char *value_end(const char *p, const char *end)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    while (end - p >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        uint64_t del = w ^ (ones * 0x7f);
+        uint64_t bad = (w | ((w - ones * 0x20) & ~w) | ((del - ones) & ~del)) & highs;
+        if (bad != 0)
+            return p + (__builtin_ctzll(bad) >> 3);
+        p += 8;
+    }
+#endif
+    while (fast_class[(uint8_t)*p] & V)
+        p++;
+    return p;
+}
+
 int sq__h1_fast(sq__conn_t *c, sq__exch_t *x, const char **pos, const char *end)
 {
     const char *p = *pos;
@@ -152,8 +176,7 @@ int sq__h1_fast(sq__conn_t *c, sq__exch_t *x, const char **pos, const char *end)
         while (*p == ' ')
             p++;
         const char *val = p;
-        while (fast_class[(uint8_t)*p] & V)
-            p++;
+        p = value_end(p, end);
         if (p[0] != '\r' || p[1] != '\n')
             return -1;
         size_t val_len = (size_t)(p - val);
