@@ -1,7 +1,8 @@
 /* HTTP/1 requests of the common shape, read without llhttp.
  *
- * Most requests are a method, an origin-form target, "HTTP/1.1" and a few plain header
- * lines, with no body, all in one read. For those, llhttp's state machine and its dozen
+ * Most requests are a method, an origin-form target, "HTTP/1.1" (or "HTTP/1.0") and a
+ * few plain header lines, perhaps "Connection: keep-alive" or "close", with no body, all
+ * in one read. For those, llhttp's state machine and its dozen
  * callbacks per request cost more than the rest of the request (docs/performance.md).
  * This reader takes only a strict subset of what llhttp in strict mode accepts — one
  * space between the parts, CRLF line endings, header names of tchar, values of visible
@@ -45,8 +46,8 @@ typedef struct fast_field {
     uint32_t name_len, val_len;
 } fast_field_t;
 
-/* A field llhttp or squall treats apart (framing, the connection, Expect), so that the
- * request is llhttp's to read: 1. Host: 2. Any other: 0. */
+/* A field llhttp or squall treats apart (framing, Upgrade, Expect), so that the request
+ * is llhttp's to read: 1. Host: 2. Connection: 3. Any other: 0. */
 static int field_kind(const char *n, size_t len)
 {
     switch (len) {
@@ -57,7 +58,7 @@ static int field_kind(const char *n, size_t len)
     case 7:
         return sq__h1_name_is(n, 7, "upgrade", 7);
     case 10:
-        return sq__h1_name_is(n, 10, "connection", 10);
+        return sq__h1_name_is(n, 10, "connection", 10) ? 3 : 0;
     case 14:
         return sq__h1_name_is(n, 14, "content-length", 14);
     case 16:
@@ -149,13 +150,16 @@ int sq__h1_fast(sq__conn_t *c, sq__exch_t *x, const char **pos, const char *end)
     while (fast_class[(uint8_t)*p] & T)
         p++;
     size_t target_len = (size_t)(p - target);
-    if (end - p < 11 || memcmp(p, " HTTP/1.1\r\n", 11) != 0)
+    if (end - p < 11 || memcmp(p, " HTTP/1.", 8) != 0 || (p[8] != '1' && p[8] != '0') ||
+        p[9] != '\r' || p[10] != '\n')
         return -1;
+    uint8_t minor = (uint8_t)(p[8] - '0');
     p += 11;
 
     /* RFC 9112 §5: field-name ":" OWS field-value OWS CRLF, then CRLF */
     fast_field_t f[FAST_FIELDS];
-    unsigned nf = 0, hosts = 0;
+    unsigned nf = 0, hosts = 0, conns = 0;
+    bool close = false, keep_alive = false;
     size_t header_bytes = target_len, hb_need = target_len + 1;
     for (;;) {
         if (p == end)
@@ -185,6 +189,18 @@ int sq__h1_fast(sq__conn_t *c, sq__exch_t *x, const char **pos, const char *end)
         if (kind == 1)
             return -1;
         hosts += kind == 2;
+        if (kind == 3) {
+            /* RFC 9112 §9.3: one "close" or "keep-alive" token, as the whole value (a
+             * list, "upgrade", another Connection line: llhttp's) */
+            if (conns++ != 0)
+                return -1;
+            if (sq__h1_name_is(val, val_len, "close", 5))
+                close = true;
+            else if (sq__h1_name_is(val, val_len, "keep-alive", 10))
+                keep_alive = true;
+            else
+                return -1;
+        }
         /* counted as h1_parse.c counts: the name, ": " and CRLF, the value as llhttp
          * reports it (trailing spaces in) */
         header_bytes += name_len + 4 + val_len;
@@ -193,11 +209,12 @@ int sq__h1_fast(sq__conn_t *c, sq__exch_t *x, const char **pos, const char *end)
         hb_need += name_len + val_len + 2;
         f[nf++] = (fast_field_t){name, val, (uint32_t)name_len, (uint32_t)val_len};
     }
-    /* RFC 9112 §3.2: exactly one Host. Limits, a missing or second Host: llhttp's path
-     * answers them (414, 431, 400). */
+    /* RFC 9112 §3.2: exactly one Host in HTTP/1.1, at most one in 1.0. Limits, a missing
+     * or second Host: llhttp's path answers them (414, 431, 400). */
     const sq_server_opts_t *o = &x->srv->opts;
-    if (hosts != 1 || target_len > o->max_uri_bytes || header_bytes > o->max_header_bytes ||
-        nf > o->max_headers || x->hb.len != 0 || x->hidx.len != 0)
+    if (hosts > 1 || hosts < minor || target_len > o->max_uri_bytes ||
+        header_bytes > o->max_header_bytes || nf > o->max_headers || x->hb.len != 0 ||
+        x->hidx.len != 0)
         return -1;
     if (sq__buf_reserve(&x->hb, hb_need) != 0 ||
         sq__buf_reserve(&x->hidx, nf * sizeof(sq__hdr_t)) != 0)
@@ -225,10 +242,10 @@ int sq__h1_fast(sq__conn_t *c, sq__exch_t *x, const char **pos, const char *end)
     x->hidx.len = nf * sizeof(sq__hdr_t);
     x->target_len = (uint32_t)target_len;
     x->header_bytes = header_bytes;
-    x->host_count = 1;
+    x->host_count = (uint8_t)hosts;
     x->llmethod = llmethod;
     x->method = method;
-    x->http_minor = 1;
+    x->http_minor = minor;
     x->flags |= SQ__XF_HEAD_DONE;
     sq__hs(x->srv)->fast_n++;
     sq__h1_stamp(x);
@@ -237,7 +254,8 @@ int sq__h1_fast(sq__conn_t *c, sq__exch_t *x, const char **pos, const char *end)
         return -2;
     }
     *pos = p;
-    /* RFC 9112 §6.3: no Content-Length and no Transfer-Encoding: no body. HTTP/1.1
-     * without "Connection: close": the connection persists (§9.3). */
-    return sq__h1_complete(c, x, true, false);
+    /* RFC 9112 §6.3: no Content-Length and no Transfer-Encoding: no body. §9.3: an
+     * HTTP/1.1 connection persists unless "close"; 1.0's only with "keep-alive" (as
+     * llhttp_should_keep_alive decides). */
+    return sq__h1_complete(c, x, minor == 1 ? !close : keep_alive, false);
 }
