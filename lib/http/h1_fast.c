@@ -1,8 +1,8 @@
 /* HTTP/1 requests of the common shape, read without llhttp.
  *
  * Most requests are a method, an origin-form target, "HTTP/1.1" (or "HTTP/1.0") and a
- * few plain header lines, perhaps "Connection: keep-alive" or "close", with no body, all
- * in one read. For those, llhttp's state machine and its dozen
+ * few plain header lines, perhaps "Connection: keep-alive" or "close", with no body or
+ * one of a Content-Length, all in one read. For those, llhttp's state machine and its dozen
  * callbacks per request cost more than the rest of the request (docs/performance.md).
  * This reader takes only a strict subset of what llhttp in strict mode accepts — one
  * space between the parts, CRLF line endings, header names of tchar, values of visible
@@ -46,8 +46,8 @@ typedef struct fast_field {
     uint32_t name_len, val_len;
 } fast_field_t;
 
-/* A field llhttp or squall treats apart (framing, Upgrade, Expect), so that the request
- * is llhttp's to read: 1. Host: 2. Connection: 3. Any other: 0. */
+/* A field llhttp or squall treats apart (chunked framing, Upgrade, Expect), so that the
+ * request is llhttp's to read: 1. Host: 2. Connection: 3. Content-Length: 4. Any other: 0. */
 static int field_kind(const char *n, size_t len)
 {
     switch (len) {
@@ -60,7 +60,7 @@ static int field_kind(const char *n, size_t len)
     case 10:
         return sq__h1_name_is(n, 10, "connection", 10) ? 3 : 0;
     case 14:
-        return sq__h1_name_is(n, 14, "content-length", 14);
+        return sq__h1_name_is(n, 14, "content-length", 14) ? 4 : 0;
     case 16:
         return sq__h1_name_is(n, 16, "proxy-connection", 16);
     case 17:
@@ -96,7 +96,7 @@ static const char *value_end(const char *p, const char *end)
 
 int sq__h1_fast(sq__conn_t *c, sq__exch_t *x, const char **pos, const char *end)
 {
-    const char *p = *pos;
+    const char *p = *pos, *const data_end = end;
     uint8_t llmethod;
     sq_method_t method;
     /* A whole head ends with LF: scan no further than the last LF at hand. Every loop
@@ -158,8 +158,9 @@ int sq__h1_fast(sq__conn_t *c, sq__exch_t *x, const char **pos, const char *end)
 
     /* RFC 9112 §5: field-name ":" OWS field-value OWS CRLF, then CRLF */
     fast_field_t f[FAST_FIELDS];
-    unsigned nf = 0, hosts = 0, conns = 0;
+    unsigned nf = 0, hosts = 0, conns = 0, lengths = 0;
     bool close = false, keep_alive = false;
+    uint64_t body_len = 0;
     size_t header_bytes = target_len, hb_need = target_len + 1;
     for (;;) {
         if (p == end)
@@ -204,15 +205,27 @@ int sq__h1_fast(sq__conn_t *c, sq__exch_t *x, const char **pos, const char *end)
         /* counted as h1_parse.c counts: the name, ": " and CRLF, the value as llhttp
          * reports it (trailing spaces in) */
         header_bytes += name_len + 4 + val_len;
+        size_t raw_len = val_len;
         while (val_len > 0 && val[val_len - 1] == ' ')
             val_len--; /* RFC 9110 §5.5: trailing whitespace is not part of the value */
+        if (kind == 4) {
+            /* RFC 9112 §6.2: 1*DIGIT; here at most 15 of them, nothing after, once */
+            if (lengths++ != 0 || val_len == 0 || val_len > 15 || raw_len != val_len)
+                return -1;
+            for (size_t i = 0; i < val_len; i++) {
+                if (val[i] < '0' || val[i] > '9')
+                    return -1;
+                body_len = body_len * 10 + (uint64_t)(val[i] - '0');
+            }
+        }
         hb_need += name_len + val_len + 2;
         f[nf++] = (fast_field_t){name, val, (uint32_t)name_len, (uint32_t)val_len};
     }
     /* RFC 9112 §3.2: exactly one Host in HTTP/1.1, at most one in 1.0. Limits, a missing
      * or second Host: llhttp's path answers them (414, 431, 400). */
     const sq_server_opts_t *o = &x->srv->opts;
-    if (hosts > 1 || hosts < minor || target_len > o->max_uri_bytes ||
+    if (hosts > 1 || hosts < minor || body_len > o->max_body_bytes ||
+        body_len > (uint64_t)(data_end - p) || target_len > o->max_uri_bytes ||
         header_bytes > o->max_header_bytes || nf > o->max_headers || x->hb.len != 0 ||
         x->hidx.len != 0)
         return -1;
@@ -247,15 +260,27 @@ int sq__h1_fast(sq__conn_t *c, sq__exch_t *x, const char **pos, const char *end)
     x->method = method;
     x->http_minor = minor;
     x->flags |= SQ__XF_HEAD_DONE;
-    sq__hs(x->srv)->fast_n++;
-    sq__h1_stamp(x);
     if (sq__h1_route(x) != 0) {
+        sq__h1_stamp(x);
         x->err_status = 500;
         return -2;
     }
-    *pos = p;
-    /* RFC 9112 §6.3: no Content-Length and no Transfer-Encoding: no body. §9.3: an
-     * HTTP/1.1 connection persists unless "close"; 1.0's only with "keep-alive" (as
-     * llhttp_should_keep_alive decides). */
+    const sq_handler_t *route = x->match.handler;
+    if (body_len > 0 && x->verdict == SQ__MATCH_OK && x->match.cb != NULL && route != NULL &&
+        (route->stream_body & SQ_STREAM(x->method))) {
+        sq__exch_reset(x); /* a body read as a stream: its handler runs at the head */
+        return -1;
+    }
+    sq__hs(x->srv)->fast_n++;
+    sq__h1_stamp(x);
+    /* RFC 9112 §6.3: the body is Content-Length bytes, or none without one (no
+     * Transfer-Encoding here). */
+    if (body_len > 0 && sq__buf_append(&x->body, p, (size_t)body_len) != 0) {
+        x->err_status = 500;
+        return -2;
+    }
+    *pos = p + body_len;
+    /* §9.3: an HTTP/1.1 connection persists unless "close"; 1.0's only with "keep-alive"
+     * (as llhttp_should_keep_alive decides). */
     return sq__h1_complete(c, x, minor == 1 ? !close : keep_alive, false);
 }
