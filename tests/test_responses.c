@@ -343,3 +343,65 @@ Test(responses, content_length_is_written_right_at_every_digit_count, .timeout =
     th_server_stop(ts, 1000);
     sq_app_destroy(app);
 }
+
+/* One request on c: its X-Request-Id, which must be what the handler's sq_req_id said. */
+static unsigned long long ask_id(th_conn_t *c)
+{
+    th_res_t r;
+    cr_assert_eq(th_conn_sends(c, GET("/id")), 0);
+    cr_assert_eq(th_conn_read_res(c, &r, 5000, false), 0);
+    const char *id = th_res_header(&r, "X-Request-Id");
+    cr_assert_not_null(id, "%s", r.head);
+    cr_assert_str_eq(r.body, id, "the handler's sq_req_id is the header's: %s, %s", r.body, id);
+    unsigned long long v = strtoull(id, NULL, 10);
+    char again[24];
+    snprintf(again, sizeof(again), "%llu", v);
+    cr_assert_str_eq(id, again, "plain decimal, no leading zero");
+    th_res_free(&r);
+    return v;
+}
+
+/* The id is written by counting up the text of the last one when it follows it: right
+ * past 9, 99 and 999 (a carry through every digit, one digit more), and right again when
+ * the ids a server sees jump (another server takes some: the text is made anew) and then
+ * follow each other again. Each test runs in a process of its own, so the ids start at 1. */
+Test(responses, request_id_header_is_right_past_every_digit_edge_and_after_a_jump,
+     .timeout = 60)
+{
+    sq_app_t *app;
+    cr_assert_eq(sq_app_create(&app), 0);
+    cr_assert_eq(sq_app_route(app, "/id", &ider, NULL), 0);
+    sq_server_opts_t o;
+    sq_server_opts_init(&o);
+    o.request_id_header = "X-Request-Id";
+    th_server_t *a = th_server_start(app, &o);
+    th_conn_t ca;
+    cr_assert_eq(th_conn_open(&ca, th_server_port(a)), 0);
+    unsigned long long prev = ask_id(&ca);
+    cr_assert_lt(prev, 9ull, "the ids of this process start low: %llu", prev);
+    while (prev < 1010) {
+        unsigned long long v = ask_id(&ca);
+        cr_assert_eq(v, prev + 1, "one server, one client: %llu after %llu", v, prev);
+        prev = v;
+    }
+    /* a second server takes every other id: each sees its ids jump */
+    th_server_t *b = th_server_start(app, &o);
+    th_conn_t cb;
+    cr_assert_eq(th_conn_open(&cb, th_server_port(b)), 0);
+    for (int i = 0; i < 20; i++) {
+        unsigned long long va = ask_id(&ca), vb = ask_id(&cb);
+        cr_assert_gt(va, prev);
+        cr_assert_eq(vb, va + 1, "%llu after %llu", vb, va);
+        prev = vb;
+    }
+    th_conn_close(&cb);
+    th_server_stop(b, 1000);
+    for (int i = 0; i < 20; i++) { /* back to one: after a jump, then in sequence */
+        unsigned long long v = ask_id(&ca);
+        cr_assert_eq(v, prev + 1, "%llu after %llu", v, prev);
+        prev = v;
+    }
+    th_conn_close(&ca);
+    th_server_stop(a, 1000);
+    sq_app_destroy(app);
+}

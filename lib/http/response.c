@@ -89,6 +89,31 @@ static char *put_u64(char *p, uint64_t v)
     return p + n;
 }
 
+/* The request id x->id in decimal, as put_u64 writes it: counted up in the server's copy
+ * of the last one written when it follows that one (the usual case), else written anew.
+ * Writes 20 bytes, of which the id is the first ones: the head's room has 20 for it. */
+static char *put_request_id(char *p, sq_server_t *srv, uint64_t id)
+{
+    char *t = srv->rid_text;
+    if (id != 0 && id - 1 == srv->rid_last && srv->rid_len != 0) {
+        int i = srv->rid_len - 1;
+        while (i >= 0 && t[i] == '9')
+            t[i--] = '0';
+        if (i >= 0) {
+            t[i]++;
+        } else { /* 9...9 + 1: one digit more (never past 20: UINT64_MAX has 20) */
+            memmove(t + 1, t, srv->rid_len);
+            t[0] = '1';
+            srv->rid_len++;
+        }
+    } else {
+        srv->rid_len = (uint8_t)(put_u64(t, id) - t);
+    }
+    srv->rid_last = id;
+    memcpy(p, t, sizeof(srv->rid_text));
+    return p + srv->rid_len;
+}
+
 bool sq__status_is_final(int status)
 {
     return status >= 200 && status <= 999;
@@ -203,7 +228,7 @@ static int write_head(sq__exch_t *x, int status, const char *ctype, int64_t clen
     }
     if (hs->rid_name_len != 0) {
         p = put(p, hs->rid_name, hs->rid_name_len);
-        p = put_u64(p, x->id);
+        p = put_request_id(p, srv, x->id);
         p = PUTS(p, "\r\n");
     }
     if (x->rh.len)

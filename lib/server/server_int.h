@@ -219,6 +219,12 @@ struct sq_server_s {
      * write states instead of allocating and freeing them on every message. */
     unsigned wq_lent, wq_peak, wq_peak_prev;
     uint64_t wq_window_at;
+    /* The decimal text of the last request id a response head named (response.c): when
+     * the next is that id + 1, as it is while one server takes the requests, the text is
+     * counted up in place rather than made again digit by digit. rid_len 0: none yet. */
+    uint64_t rid_last;
+    char rid_text[20];          /* the most digits of a uint64_t; not NUL-terminated */
+    uint8_t rid_len;
     uint64_t holds;             /* what else a closing server waits for (HTTP: exchanges) */
     unsigned nconns;
     unsigned nlisteners_open;
