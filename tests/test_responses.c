@@ -405,3 +405,85 @@ Test(responses, request_id_header_is_right_past_every_digit_edge_and_after_a_jum
     th_server_stop(a, 1000);
     sq_app_destroy(app);
 }
+
+/* Content types written one after another into the same buffer: each is checked as it is
+ * at the call, so one that was fine before lets no CR, LF or other control through now. */
+static char ctype_buf[64];
+static const char *const ctypes[] = {
+    "text/plain",                     /* fine */
+    "text/plain\r\nX-Evil: 1",        /* the same buffer, now splitting the response */
+    "text/plain",                     /* fine again */
+    "text/plain; charset=utf-8",      /* longer than 8 and 16 bytes */
+    "text/plain; charset=\nutf-8",    /* LF inside the third word */
+    "text/plain;\tq=1",               /* HTAB is allowed */
+    "text/pla\x7f",                   /* DEL, at a word's first byte */
+    "text/plain; charset=utf-8\r",    /* CR in the tail */
+    "01234567\r",                     /* CR just past a word */
+    "",                               /* empty: a header with nothing after ": " */
+};
+static const bool ctype_ok[] = {true, false, true, true, false, true, false, false, false, true};
+
+/* GET /ctype?i=I&m=send|ref|start: ctypes[I], copied into ctype_buf, as the content type;
+ * a refused one gets a plain 200 "refused" with none */
+static void ctype_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    const char *i = sq_req_query(req, "i"), *m = sq_req_query(req, "m");
+    strcpy(ctype_buf, ctypes[atoi(i)]);
+    int rc;
+    if (strcmp(m, "send") == 0) {
+        rc = sq_res_send(res, 200, ctype_buf, "body", 4);
+    } else if (strcmp(m, "ref") == 0) {
+        rc = sq_res_send_ref(res, 200, ctype_buf, "body", 4, count_free, NULL);
+    } else {
+        rc = sq_res_start(res, 200, ctype_buf);
+        if (rc == 0) {
+            sq_res_write(res, "body", 4, NULL, NULL);
+            sq_res_end(res);
+        }
+    }
+    record(rc);
+    if (rc != 0)
+        sq_res_send(res, 200, NULL, "refused", 7);
+}
+static const sq_handler_t ctyper = {.get = ctype_get};
+
+Test(responses, content_type_in_a_reused_buffer_is_checked_each_time, .timeout = 20)
+{
+    sq_app_t *app;
+    cr_assert_eq(sq_app_create(&app), 0);
+    cr_assert_eq(sq_app_route(app, "/ctype", &ctyper, NULL), 0);
+    static const char *const modes[] = {"send", "ref", "start"};
+    for (size_t k = 0; k < 3; k++) {
+        reset();
+        th_server_t *ts = th_server_start(app, NULL);
+        th_conn_t c;
+        cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+        size_t n = sizeof(ctypes) / sizeof(ctypes[0]);
+        for (size_t i = 0; i < n; i++) {
+            char q[80];
+            snprintf(q, sizeof(q), "GET /ctype?i=%zu&m=%s HTTP/1.1\r\nHost: t\r\n\r\n", i,
+                     modes[k]);
+            th_res_t r;
+            cr_assert_eq(th_conn_sends(&c, q), 0);
+            cr_assert_eq(th_conn_read_res(&c, &r, 5000, false), 0);
+            cr_assert_eq(r.status, 200, "%s", r.raw);
+            cr_assert_null(th_res_header(&r, "X-Evil"), "%s", r.head);
+            const char *ct = th_res_header(&r, "Content-Type");
+            if (ctype_ok[i]) {
+                cr_assert_str_eq(r.body, "body", "%s %zu: %s", modes[k], i, r.raw);
+                cr_assert_not_null(ct, "%s", r.head);
+                cr_assert_str_eq(ct, ctypes[i]);
+            } else {
+                cr_assert_str_eq(r.body, "refused", "%s %zu: %s", modes[k], i, r.raw);
+                cr_assert_null(ct, "%s", r.head);
+            }
+            th_res_free(&r);
+        }
+        th_conn_close(&c);
+        th_server_stop(ts, 1000);
+        for (size_t i = 0; i < n; i++)
+            cr_assert_eq(atomic_load(&rcs[i]), ctype_ok[i] ? 0 : UV_EINVAL, "%s %zu", modes[k],
+                         i);
+    }
+    sq_app_destroy(app);
+}

@@ -150,9 +150,19 @@ static bool status_has_body(int status)
      sizeof("Transfer-Encoding: chunked\r\n") - 1 + sizeof("Connection: keep-alive\r\n") - 1 + \
      2)
 
-/* Writes the status line and headers. clen >= 0 is a Content-Length; -1 is a streaming
- * body (chunked for HTTP/1.1, close-delimited for HTTP/1.0). */
-static int write_head(sq__exch_t *x, int status, const char *ctype, int64_t clen)
+/* The length of a content type, 0 for none (NULL), SIZE_MAX for one a field value cannot
+ * be (RFC 9110 §5.5: CR or LF would split the response). Checked on every call: a caller
+ * may write new bytes into the same buffer. */
+static size_t ctype_len(const char *ctype)
+{
+    return ctype != NULL ? sq__field_len(ctype, SQ__CH_VALUE) : 0;
+}
+
+/* Writes the status line and headers; ctlen is ctype_len(ctype), already checked. clen
+ * >= 0 is a Content-Length; -1 is a streaming body (chunked for HTTP/1.1, close-delimited
+ * for HTTP/1.0). *bp is the batch written to, for the body that follows. */
+static int write_head(sq__exch_t *x, int status, const char *ctype, size_t ctlen, int64_t clen,
+                      sq__wbatch_t **bp)
 {
     sq_server_t *srv = x->srv;
     x->res_len = clen; /* for an access log's after hook */
@@ -161,11 +171,12 @@ static int write_head(sq__exch_t *x, int status, const char *ctype, int64_t clen
     if (status < 100 || status > 999)
         status = 500;
     const char *reason = sq__status_reason(status);
-    size_t ctlen = ctype ? strlen(ctype) : 0, rlen = strlen(reason);
+    size_t rlen = strlen(reason);
     size_t need = HEAD_FIXED + rlen + sq__hs(srv)->server_line_len + ctlen + x->rh.len +
                   sq__hs(srv)->rid_name_len + 20 + 2;
     if (b == NULL || sq__buf_reserve(&b->buf, need) != 0)
         return UV_ENOMEM;
+    *bp = b;
     x->status = status;
     if (status >= 500)
         srv->stats.responses_5xx++;
@@ -276,11 +287,13 @@ int sq_res_send(sq_res_t *res, int status, const char *content_type, const void 
                 size_t len)
 {
     sq__exch_t *x = res->req;
+    sq__wbatch_t *b;
     int rc;
     if (x->gz != NULL &&
         (rc = x->gz->ops->send(x, status, content_type, body, len, NULL, NULL)) != 1)
         return rc; /* compressed (gzip.c) */
-    if (!sq__status_is_final(status) || !sq__field_value_ok(content_type))
+    size_t ctlen = ctype_len(content_type);
+    if (!sq__status_is_final(status) || ctlen == SIZE_MAX)
         return UV_EINVAL;
     if (len > (size_t)INT64_MAX)
         return UV_EMSGSIZE;
@@ -289,9 +302,9 @@ int sq_res_send(sq_res_t *res, int status, const char *content_type, const void 
         return rc;
     if (!status_has_body(status))
         len = 0;
-    rc = write_head(x, status, content_type, (int64_t)len);
+    rc = write_head(x, status, content_type, ctlen, (int64_t)len, &b);
     if (rc == 0 && len > 0 && !(x->flags & SQ__XF_HEAD))
-        rc = sq__batch_add_copy(x->ops->batch(x), body, len);
+        rc = sq__batch_add_copy(b, body, len);
     return end_finish(x, rc);
 }
 
@@ -299,11 +312,13 @@ int sq_res_send_ref(sq_res_t *res, int status, const char *content_type, const v
                     size_t len, sq_free_cb free_cb, void *free_data)
 {
     sq__exch_t *x = res->req;
+    sq__wbatch_t *b;
     int rc;
     if (x->gz != NULL &&
         (rc = x->gz->ops->send(x, status, content_type, body, len, free_cb, free_data)) != 1)
         return rc; /* compressed (gzip.c) */
-    rc = !sq__status_is_final(status) || !sq__field_value_ok(content_type) ? UV_EINVAL
+    size_t ctlen = ctype_len(content_type);
+    rc = !sq__status_is_final(status) || ctlen == SIZE_MAX ? UV_EINVAL
              : len > (size_t)INT64_MAX                                         ? UV_EMSGSIZE
                                                                               : begin_finish(x, status);
     if (rc != 1) {
@@ -313,9 +328,9 @@ int sq_res_send_ref(sq_res_t *res, int status, const char *content_type, const v
     }
     if (!status_has_body(status))
         len = 0;
-    rc = write_head(x, status, content_type, (int64_t)len);
+    rc = write_head(x, status, content_type, ctlen, (int64_t)len, &b);
     if (rc == 0 && len > 0 && !(x->flags & SQ__XF_HEAD)) {
-        rc = sq__batch_add_ref(x->ops->batch(x), body, len, free_cb, free_data);
+        rc = sq__batch_add_ref(b, body, len, free_cb, free_data);
         free_cb = NULL; /* the batch owns it now, or freed it on failure below */
     }
     if (free_cb != NULL)
@@ -409,7 +424,8 @@ int sq_res_start(sq_res_t *res, int status, const char *content_type)
     int zrc;
     if (x->gz != NULL && (zrc = x->gz->ops->start(x, status, content_type)) != 1)
         return zrc; /* compressed (gzip.c) */
-    if (!sq__status_is_final(status) || !sq__field_value_ok(content_type))
+    size_t ctlen = ctype_len(content_type);
+    if (!sq__status_is_final(status) || ctlen == SIZE_MAX)
         return UV_EINVAL;
     if (x->flags & (SQ__XF_FINISHED | SQ__XF_HEADERS_SENT | SQ__XF_IN_AFTER))
         return SQ_EALREADY_SENT;
@@ -417,7 +433,8 @@ int sq_res_start(sq_res_t *res, int status, const char *content_type)
         sq__h1_run_after(x, status);
         return UV_ECANCELED; /* sq_res_end releases res (res.h) */
     }
-    int rc = write_head(x, status, content_type, -1);
+    sq__wbatch_t *b;
+    int rc = write_head(x, status, content_type, ctlen, -1, &b);
     if (rc != 0) {
         x->ops->fail(x);
         return rc;
@@ -434,8 +451,8 @@ int sq_res_start(sq_res_t *res, int status, const char *content_type)
 int sq__res_start_length(sq_res_t *res, int status, const char *content_type, uint64_t len)
 {
     sq__exch_t *x = res->req;
-    if (!sq__status_is_final(status) || !sq__field_value_ok(content_type) ||
-        len > (uint64_t)INT64_MAX)
+    size_t ctlen = ctype_len(content_type);
+    if (!sq__status_is_final(status) || ctlen == SIZE_MAX || len > (uint64_t)INT64_MAX)
         return UV_EINVAL;
     if (x->flags & (SQ__XF_FINISHED | SQ__XF_HEADERS_SENT | SQ__XF_IN_AFTER))
         return SQ_EALREADY_SENT;
@@ -443,7 +460,8 @@ int sq__res_start_length(sq_res_t *res, int status, const char *content_type, ui
         sq__h1_run_after(x, status);
         return UV_ECANCELED;
     }
-    int rc = write_head(x, status, content_type, (int64_t)len);
+    sq__wbatch_t *b;
+    int rc = write_head(x, status, content_type, ctlen, (int64_t)len, &b);
     if (rc != 0) {
         x->ops->fail(x);
         return rc;
@@ -580,7 +598,8 @@ int sq__res_switch(sq_res_t *res, const sq__proto_t *proto, void *ud)
         return SQ_EALREADY_SENT;
     if (!x->ops->open(x))
         return sq__res_takeover(res, proto, ud); /* releases res, UV_ECANCELED */
-    int rc = write_head(x, 101, NULL, 0);
+    sq__wbatch_t *b;
+    int rc = write_head(x, 101, NULL, 0, 0, &b);
     if (rc != 0) {
         x->ops->fail(x);
         sq__exch_finished(x);
