@@ -487,3 +487,67 @@ Test(responses, content_type_in_a_reused_buffer_is_checked_each_time, .timeout =
     }
     sq_app_destroy(app);
 }
+
+/* GET /mix?k=plain|ref|stream: bytes only, a zero-copy body, or a streamed body whose
+ * writes have completions */
+static atomic_int n_write_cb;
+static void count_write(sq_res_t *res, int status, void *data)
+{
+    if (status == 0)
+        atomic_fetch_add(&n_write_cb, 1);
+}
+static void mix_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    static const char body[] = "zero-copy";
+    const char *k = sq_req_query(req, "k");
+    if (strcmp(k, "plain") == 0) {
+        record(sq_res_send(res, 200, "text/plain", "plain", 5));
+    } else if (strcmp(k, "ref") == 0) {
+        record(sq_res_send_ref(res, 200, "text/plain", body, sizeof(body) - 1, count_free, NULL));
+    } else {
+        sq_res_start(res, 200, "text/plain");
+        sq_res_write(res, "one,", 4, count_write, NULL);
+        sq_res_write_ref(res, body, sizeof(body) - 1, count_free, NULL, count_write, NULL);
+        sq_res_end(res);
+    }
+}
+static const sq_handler_t mixer = {.get = mix_get};
+
+/* A batch of bytes only completes without looking for callbacks; one with a free or a
+ * write callback runs each once. Both kinds alternate on one connection, so each batch is
+ * reused after the other kind. */
+Test(responses, callbacks_run_once_when_answers_with_and_without_them_alternate, .timeout = 20)
+{
+    reset();
+    atomic_store(&n_write_cb, 0);
+    sq_app_t *app;
+    cr_assert_eq(sq_app_create(&app), 0);
+    cr_assert_eq(sq_app_route(app, "/mix", &mixer, NULL), 0);
+    th_server_t *ts = th_server_start(app, NULL);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    static const char *const kinds[] = {"plain", "ref", "plain", "stream", "plain", "plain",
+                                        "ref", "ref", "stream", "stream", "plain"};
+    static const char *const want[] = {"plain", "zero-copy", "plain", "one,zero-copy",
+                                       "plain", "plain", "zero-copy", "zero-copy",
+                                       "one,zero-copy", "one,zero-copy", "plain"};
+    int refs = 0, streams = 0;
+    for (int round = 0; round < 5; round++) {
+        for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+            char q[64];
+            snprintf(q, sizeof(q), "GET /mix?k=%s HTTP/1.1\r\nHost: t\r\n\r\n", kinds[i]);
+            th_res_t r;
+            cr_assert_eq(th_conn_sends(&c, q), 0);
+            cr_assert_eq(th_conn_read_res(&c, &r, 5000, false), 0);
+            cr_assert_str_eq(r.body, want[i], "%s", r.raw);
+            th_res_free(&r);
+            refs += strcmp(kinds[i], "ref") == 0;
+            streams += strcmp(kinds[i], "stream") == 0;
+        }
+    }
+    th_conn_close(&c);
+    th_server_stop(ts, 1000);
+    sq_app_destroy(app);
+    cr_assert_eq(atomic_load(&n_free), refs + streams, "each zero-copy body freed once");
+    cr_assert_eq(atomic_load(&n_write_cb), 2 * streams, "each write's completion ran once");
+}

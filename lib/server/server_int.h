@@ -34,6 +34,7 @@ typedef struct sq__wbatch {
     sq__buf_t buf;
     sq__wseg_t *segs;
     unsigned nsegs, cap;
+    unsigned ncb;       /* segments with a completion or a free callback */
     size_t bytes;
 } sq__wbatch_t;
 

@@ -31,7 +31,7 @@ static void wbatch_free(sq__wbatch_t *b)
     sq__buf_free(&b->buf);
     free(b->segs);
     b->segs = NULL;
-    b->nsegs = b->cap = 0;
+    b->nsegs = b->cap = b->ncb = 0;
 }
 
 static void wq_free(sq__wq_t *q)
@@ -120,6 +120,7 @@ int sq__batch_on_done(sq__wbatch_t *b, sq__wdone_cb done, void (*fn)(void), void
             return UV_ENOMEM;
         s->off = b->buf.len;
     }
+    b->ncb++;
     s->done = done;
     s->fn = fn;
     s->ud = ud;
@@ -160,6 +161,7 @@ int sq__batch_add_ref(sq__wbatch_t *b, const void *base, size_t len, sq_free_cb 
     s->len = len;
     s->free_cb = free_cb;
     s->free_ud = free_ud;
+    b->ncb += free_cb != NULL;
     b->bytes += len;
     return 0;
 }
@@ -167,15 +169,19 @@ int sq__batch_add_ref(sq__wbatch_t *b, const void *base, size_t len, sq_free_cb 
 /* Runs the completion and free callbacks of a written (or failed) batch and empties it. */
 void sq__batch_complete(sq__conn_t *c, sq__wbatch_t *b, int status)
 {
+    b->buf.len = 0;
+    b->bytes = 0;
+    if (b->ncb == 0) { /* bytes only (a response sent whole): nothing to call */
+        b->nsegs = 0;
+        return;
+    }
     /* The callbacks may queue more bytes into this very batch (a drain callback that
      * sends, a streaming write callback that writes the next chunk): walk a detached
      * segment array, so new segments go to a fresh one. */
     sq__wseg_t *segs = b->segs;
     unsigned n = b->nsegs, cap = b->cap;
     b->segs = NULL;
-    b->nsegs = b->cap = 0;
-    b->buf.len = 0;
-    b->bytes = 0;
+    b->nsegs = b->cap = b->ncb = 0;
     for (unsigned i = 0; i < n; i++) {
         sq__wseg_t s = segs[i];
         if (s.free_cb != NULL)
