@@ -4,6 +4,8 @@
  * (res.h). Handlers record each return code; the codes are compared once the server has
  * stopped. */
 #include <stdatomic.h>
+#include <time.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -550,4 +552,64 @@ Test(responses, callbacks_run_once_when_answers_with_and_without_them_alternate,
     sq_app_destroy(app);
     cr_assert_eq(atomic_load(&n_free), refs + streams, "each zero-copy body freed once");
     cr_assert_eq(atomic_load(&n_write_cb), 2 * streams, "each write's completion ran once");
+}
+
+/* The Date header (RFC 9110 §6.6.1) as a number of seconds. */
+static long long date_secs(const char *date)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof(tm));
+    const char *end = strptime(date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    cr_assert(end != NULL && *end == '\0', "an IMF-fixdate: %s", date);
+    return (long long)timegm(&tm);
+}
+
+static long long wall_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec;
+}
+
+/* The second of the wall clock 20 ms ago: the coarse clock the server reads lags by a
+ * tick at most (4 ms at HZ=250). */
+static long long wall_lately(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)((ts.tv_sec * 1000000000LL + ts.tv_nsec - 20000000) / 1000000000LL);
+}
+
+/* The Date is read from the clock once a second and reused on the loop's time until the
+ * second ends: each answer still names the second it was made in (the coarse clock may
+ * show the one before for a tick), across several seconds' turns, the first requests of
+ * each 30 ms past its start. */
+Test(responses, date_follows_the_clock_across_seconds, .timeout = 20)
+{
+    sq_app_t *app;
+    cr_assert_eq(sq_app_create(&app), 0);
+    cr_assert_eq(sq_app_route(app, "/id", &ider, NULL), 0);
+    th_server_t *ts = th_server_start(app, NULL);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    for (int turn = 0; turn < 3; turn++) {
+        for (int i = 0; i < 5; i++) {
+            long long before = wall_lately();
+            th_res_t r;
+            cr_assert_eq(th_conn_sends(&c, GET("/id")), 0);
+            cr_assert_eq(th_conn_read_res(&c, &r, 5000, false), 0);
+            long long after = wall_now(), d = date_secs(th_res_header(&r, "Date"));
+            cr_assert(d >= before && d <= after, "Date %lld made within [%lld, %lld]", d, before,
+                      after);
+            th_res_free(&r);
+        }
+        /* into the next second, a little past its start */
+        long long s = wall_now();
+        for (int waited = 0; wall_now() == s && waited < 2000; waited += 5)
+            usleep(5000);
+        usleep(30000);
+    }
+    th_conn_close(&c);
+    th_server_stop(ts, 1000);
+    sq_app_destroy(app);
 }

@@ -196,7 +196,7 @@ static int write_head(sq__exch_t *x, int status, const char *ctype, size_t ctlen
 
     char *start = b->buf.base + b->buf.len, *p = start;
     sq__httpsrv_t *hs = sq__hs(srv);
-    const char *date = sq__date_get(&hs->date);
+    const char *date = sq__date_get(&hs->date, uv_now(srv->loop));
     if (hs->head_status != status || hs->head_sec != hs->date.sec) {
         if (rlen > 64)
             rlen = 64; /* never: squall's reason phrases are short */
