@@ -138,9 +138,16 @@ int sq__batch_add_copy(sq__wbatch_t *b, const void *data, size_t len)
 int sq__batch_commit(sq__wbatch_t *b, size_t len)
 {
     b->bytes += len;
-    sq__wseg_t *s = b->nsegs ? &b->segs[b->nsegs - 1] : NULL;
-    if (s != NULL && s->base == NULL && !seg_has_cb(s) && s->off + s->len == b->buf.len - len) {
-        s->len += len;
+    sq__wseg_t *s;
+    if (b->nsegs != 0) {
+        s = &b->segs[b->nsegs - 1];
+        if (s->base == NULL && !seg_has_cb(s) && s->off + s->len == b->buf.len - len) {
+            s->len += len; /* the bytes follow the last copied segment's */
+            return 0;
+        }
+    } else if (b->cap != 0) { /* the first segment (a response's head): no realloc check */
+        b->nsegs = 1;
+        b->segs[0] = (sq__wseg_t){.off = b->buf.len - len, .len = len};
         return 0;
     }
     s = batch_new_seg(b);
