@@ -70,6 +70,15 @@ static char *put_u64(char *p, uint64_t v)
                                 "31323334353637383940414243444546474849505152535455565758596061"
                                 "62636465666768697071727374757677787980818283848586878889909192"
                                 "93949596979899";
+    if (v < 100) { /* most bodies' lengths, cheaper than counting */
+        if (v < 10) {
+            *p = (char)('0' + v);
+            return p + 1;
+        }
+        p[0] = pairs[v * 2];
+        p[1] = pairs[v * 2 + 1];
+        return p + 2;
+    }
     unsigned n = 1;
     for (uint64_t t = v; t >= 10; t /= 10)
         n++;
