@@ -613,3 +613,43 @@ Test(responses, date_follows_the_clock_across_seconds, .timeout = 20)
     th_server_stop(ts, 1000);
     sq_app_destroy(app);
 }
+
+/* GET /status?s=N: an answer with status N */
+static void status_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    sq_res_send(res, atoi(sq_req_query(req, "s")), "text/plain", "s", 1);
+}
+static const sq_handler_t statuser = {.get = status_get};
+
+/* The status line is kept from one answer to the next and made again for another status:
+ * statuses that alternate on one connection each get their own reason phrase. */
+Test(responses, status_lines_alternate_with_their_own_reasons, .timeout = 10)
+{
+    sq_app_t *app;
+    cr_assert_eq(sq_app_create(&app), 0);
+    cr_assert_eq(sq_app_route(app, "/status", &statuser, NULL), 0);
+    th_server_t *ts = th_server_start(app, NULL);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    static const struct {
+        int status;
+        const char *line;
+    } want[] = {{200, "HTTP/1.1 200 OK\r\n"},          {200, "HTTP/1.1 200 OK\r\n"},
+                {404, "HTTP/1.1 404 Not Found\r\n"},   {201, "HTTP/1.1 201 Created\r\n"},
+                {200, "HTTP/1.1 200 OK\r\n"},          {299, "HTTP/1.1 299 Unknown\r\n"},
+                {418, "HTTP/1.1 418 Unknown\r\n"},     {431, "HTTP/1.1 431 Request Header Fields Too Large\r\n"},
+                {999, "HTTP/1.1 999 Unknown\r\n"},     {200, "HTTP/1.1 200 OK\r\n"}};
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        char q[64];
+        snprintf(q, sizeof(q), "GET /status?s=%d HTTP/1.1\r\nHost: t\r\n\r\n", want[i].status);
+        th_res_t r;
+        cr_assert_eq(th_conn_sends(&c, q), 0);
+        cr_assert_eq(th_conn_read_res(&c, &r, 5000, false), 0);
+        cr_assert_eq(strncmp(r.raw, want[i].line, strlen(want[i].line)), 0, "%s", r.raw);
+        cr_assert_str_eq(r.body, "s");
+        th_res_free(&r);
+    }
+    th_conn_close(&c);
+    th_server_stop(ts, 1000);
+    sq_app_destroy(app);
+}

@@ -150,11 +150,11 @@ static bool status_has_body(int status)
     return !(status < 200 || status == 204 || status == 304);
 }
 
-/* The most bytes write_head writes besides the reason phrase, the Server line, the
- * Content-Type value and the handler's headers: each literal below, and 20 digits of a
- * Content-Length. */
+/* The most bytes write_head writes besides the Server line, the Content-Type value and
+ * the handler's headers: each literal below, a reason phrase of at most 64 bytes, and 20
+ * digits of a Content-Length. */
 #define HEAD_FIXED                                                                         \
-    (sizeof("HTTP/1.1 999 \r\n") - 1 + sizeof("Date: \r\n") - 1 + 29 +                       \
+    (sizeof("HTTP/1.1 999 \r\n") - 1 + 64 + sizeof("Date: \r\n") - 1 + 29 +                  \
      sizeof("Content-Type: \r\n") - 1 + sizeof("Content-Length: \r\n") - 1 + 20 +            \
      sizeof("Transfer-Encoding: chunked\r\n") - 1 + sizeof("Connection: keep-alive\r\n") - 1 + \
      2)
@@ -179,9 +179,7 @@ static int write_head(sq__exch_t *x, int status, const char *ctype, size_t ctlen
     sq__wbatch_t *b = x->ops->batch(x);
     if (status < 100 || status > 999)
         status = 500;
-    const char *reason = sq__status_reason(status);
-    size_t rlen = strlen(reason);
-    size_t need = HEAD_FIXED + rlen + sq__hs(srv)->server_line_len + ctlen + x->rh.len +
+    size_t need = HEAD_FIXED + sq__hs(srv)->server_line_len + ctlen + x->rh.len +
                   sq__hs(srv)->rid_name_len + 20 + 2;
     if (b == NULL || sq__buf_reserve(&b->buf, need) != 0)
         return UV_ENOMEM;
@@ -207,6 +205,9 @@ static int write_head(sq__exch_t *x, int status, const char *ctype, size_t ctlen
     sq__httpsrv_t *hs = sq__hs(srv);
     const char *date = sq__date_get(&hs->date, uv_now(srv->loop));
     if (hs->head_status != status || hs->head_sec != hs->date.sec) {
+        /* the status line, Server and Date, made again for another status or second */
+        const char *reason = sq__status_reason(status);
+        size_t rlen = strlen(reason);
         if (rlen > 64)
             rlen = 64; /* never: squall's reason phrases are short */
         char *h = hs->head;
