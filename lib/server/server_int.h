@@ -134,6 +134,13 @@ static inline sq_server_t *sq__conn_srv(const sq__conn_t *c)
     return (sq_server_t *)c->h.handle.data;
 }
 
+/* uv_now(loop) without the call into libuv, which returns this field (the loop's time in
+ * ms, cached when the iteration began): read on every request by the timeout queues. */
+static inline uint64_t sq__loop_now(const uv_loop_t *loop)
+{
+    return loop->time;
+}
+
 /* Bytes read and kept for later (pipelined behind a paused request, read before a
  * take-over): lent while there are some, a pointer per connection otherwise. */
 typedef struct sq__pend {

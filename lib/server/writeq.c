@@ -45,7 +45,7 @@ static void wq_free(sq__wq_t *q)
 void sq__wq_put(sq_server_t *srv, sq__wq_t *q)
 {
     srv->wq_lent--;
-    uint64_t now = uv_now(srv->loop);
+    uint64_t now = sq__loop_now(srv->loop);
     if (now - srv->wq_window_at >= SQ__WQ_WINDOW_MS) {
         srv->wq_window_at = now;
         srv->wq_peak_prev = srv->wq_peak;
