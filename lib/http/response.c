@@ -203,7 +203,7 @@ static int write_head(sq__exch_t *x, int status, const char *ctype, size_t ctlen
 
     char *start = b->buf.base + b->buf.len, *p = start;
     sq__httpsrv_t *hs = sq__hs(srv);
-    const char *date = sq__date_get(&hs->date, uv_now(srv->loop));
+    const char *date = sq__date_get(&hs->date, sq__loop_now(srv->loop));
     if (hs->head_status != status || hs->head_sec != hs->date.sec) {
         /* the status line, Server and Date, made again for another status or second */
         const char *reason = sq__status_reason(status);
