@@ -653,3 +653,38 @@ Test(responses, status_lines_alternate_with_their_own_reasons, .timeout = 10)
     th_server_stop(ts, 1000);
     sq_app_destroy(app);
 }
+
+/* sq_res_send copies its body right behind the head: none for a HEAD request or a status
+ * without a body (204, 304), and the next answer on the connection is framed right. */
+Test(responses, no_body_bytes_follow_a_head_that_has_none, .timeout = 10)
+{
+    sq_app_t *app;
+    cr_assert_eq(sq_app_create(&app), 0);
+    cr_assert_eq(sq_app_route(app, "/status", &statuser, NULL), 0);
+    th_server_t *ts = th_server_start(app, NULL);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    static const char *const asks[] = {"GET /status?s=204", "GET /status?s=304",
+                                       "HEAD /status?s=200", "HEAD /status?s=404"};
+    for (size_t i = 0; i < sizeof(asks) / sizeof(asks[0]); i++) {
+        char q[80];
+        snprintf(q, sizeof(q), "%s HTTP/1.1\r\nHost: t\r\n\r\n", asks[i]);
+        bool head = asks[i][0] == 'H';
+        th_res_t r;
+        cr_assert_eq(th_conn_sends(&c, q), 0);
+        cr_assert_eq(th_conn_read_res(&c, &r, 5000, head), 0);
+        cr_assert_eq(r.body_len, 0, "%s: %s", asks[i], r.raw);
+        if (head)
+            cr_assert_str_eq(th_res_header(&r, "Content-Length"), "1", "%s", r.raw);
+        th_res_free(&r);
+        th_res_t next; /* a body out of place would be read as this answer's start */
+        cr_assert_eq(th_conn_sends(&c, GET("/status?s=200")), 0);
+        cr_assert_eq(th_conn_read_res(&c, &next, 5000, false), 0);
+        cr_assert_eq(next.status, 200, "%s", next.raw);
+        cr_assert_str_eq(next.body, "s");
+        th_res_free(&next);
+    }
+    th_conn_close(&c);
+    th_server_stop(ts, 1000);
+    sq_app_destroy(app);
+}

@@ -169,9 +169,11 @@ static size_t ctype_len(const char *ctype)
 
 /* Writes the status line and headers; ctlen is ctype_len(ctype), already checked. clen
  * >= 0 is a Content-Length; -1 is a streaming body (chunked for HTTP/1.1, close-delimited
- * for HTTP/1.0). *bp is the batch written to, for the body that follows. */
+ * for HTTP/1.0). A body to copy (sq_res_send's, clen bytes) goes right after the head, in
+ * the same room and segment, unless the response has none (HEAD, 1xx, 204, 304). *bp is
+ * the batch written to, for a body that follows. */
 static int write_head(sq__exch_t *x, int status, const char *ctype, size_t ctlen, int64_t clen,
-                      sq__wbatch_t **bp)
+                      const void *body, sq__wbatch_t **bp)
 {
     sq_server_t *srv = x->srv;
     x->res_len = clen; /* for an access log's after hook */
@@ -180,7 +182,7 @@ static int write_head(sq__exch_t *x, int status, const char *ctype, size_t ctlen
     if (status < 100 || status > 999)
         status = 500;
     size_t need = HEAD_FIXED + sq__hs(srv)->server_line_len + ctlen + x->rh.len +
-                  sq__hs(srv)->rid_name_len + 20 + 2;
+                  sq__hs(srv)->rid_name_len + 20 + 2 + (body != NULL ? (size_t)clen : 0);
     if (b == NULL || sq__buf_reserve(&b->buf, need) != 0)
         return UV_ENOMEM;
     *bp = b;
@@ -255,6 +257,8 @@ static int write_head(sq__exch_t *x, int status, const char *ctype, size_t ctlen
     if (x->rh.len)
         p = put(p, x->rh.base, x->rh.len);
     p = PUTS(p, "\r\n");
+    if (body != NULL && clen > 0 && !(x->flags & SQ__XF_HEAD))
+        p = put(p, body, (size_t)clen);
     size_t n = (size_t)(p - start);
     assert(n <= need);
     b->buf.len += n;
@@ -312,9 +316,7 @@ int sq_res_send(sq_res_t *res, int status, const char *content_type, const void 
         return rc;
     if (!status_has_body(status))
         len = 0;
-    rc = write_head(x, status, content_type, ctlen, (int64_t)len, &b);
-    if (rc == 0 && len > 0 && !(x->flags & SQ__XF_HEAD))
-        rc = sq__batch_add_copy(b, body, len);
+    rc = write_head(x, status, content_type, ctlen, (int64_t)len, body, &b);
     return end_finish(x, rc);
 }
 
@@ -338,7 +340,7 @@ int sq_res_send_ref(sq_res_t *res, int status, const char *content_type, const v
     }
     if (!status_has_body(status))
         len = 0;
-    rc = write_head(x, status, content_type, ctlen, (int64_t)len, &b);
+    rc = write_head(x, status, content_type, ctlen, (int64_t)len, NULL, &b);
     if (rc == 0 && len > 0 && !(x->flags & SQ__XF_HEAD)) {
         rc = sq__batch_add_ref(b, body, len, free_cb, free_data);
         free_cb = NULL; /* the batch owns it now, or freed it on failure below */
@@ -444,7 +446,7 @@ int sq_res_start(sq_res_t *res, int status, const char *content_type)
         return UV_ECANCELED; /* sq_res_end releases res (res.h) */
     }
     sq__wbatch_t *b;
-    int rc = write_head(x, status, content_type, ctlen, -1, &b);
+    int rc = write_head(x, status, content_type, ctlen, -1, NULL, &b);
     if (rc != 0) {
         x->ops->fail(x);
         return rc;
@@ -471,7 +473,7 @@ int sq__res_start_length(sq_res_t *res, int status, const char *content_type, ui
         return UV_ECANCELED;
     }
     sq__wbatch_t *b;
-    int rc = write_head(x, status, content_type, ctlen, (int64_t)len, &b);
+    int rc = write_head(x, status, content_type, ctlen, (int64_t)len, NULL, &b);
     if (rc != 0) {
         x->ops->fail(x);
         return rc;
@@ -609,7 +611,7 @@ int sq__res_switch(sq_res_t *res, const sq__proto_t *proto, void *ud)
     if (!x->ops->open(x))
         return sq__res_takeover(res, proto, ud); /* releases res, UV_ECANCELED */
     sq__wbatch_t *b;
-    int rc = write_head(x, 101, NULL, 0, 0, &b);
+    int rc = write_head(x, 101, NULL, 0, 0, NULL, &b);
     if (rc != 0) {
         x->ops->fail(x);
         sq__exch_finished(x);
