@@ -688,3 +688,55 @@ Test(responses, no_body_bytes_follow_a_head_that_has_none, .timeout = 10)
     th_server_stop(ts, 1000);
     sq_app_destroy(app);
 }
+
+/* GET /q?...: the query's pairs, "k=v;" each, as the handler reads them */
+static void query_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    char out[4096];
+    size_t n = 0;
+    char key[8];
+    for (int i = 0; i < 64; i++) {
+        snprintf(key, sizeof(key), "k%d", i);
+        const char *v = sq_req_query(req, key);
+        if (v != NULL)
+            n += (size_t)snprintf(out + n, sizeof(out) - n, "%s=%s;", key, v);
+    }
+    sq_res_send(res, 200, "text/plain", out, n);
+}
+static const sq_handler_t querier = {.get = query_get};
+
+/* A request's arena starts again at its inline block for the next request on the
+ * connection, whether the last one stayed in that block or needed more blocks (a long
+ * query decoded into it): the small answers after big ones are whole, and so are big
+ * ones after small ones. */
+Test(responses, request_memory_is_reset_after_small_and_big_requests, .timeout = 10)
+{
+    sq_app_t *app;
+    cr_assert_eq(sq_app_create(&app), 0);
+    cr_assert_eq(sq_app_route(app, "/q", &querier, NULL), 0);
+    th_server_t *ts = th_server_start(app, NULL);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    for (int round = 0; round < 6; round++) {
+        bool big = round % 3 != 0; /* small, big, big, small, big, big */
+        int pairs = big ? 64 : 2;
+        char q[8192], want[4096];
+        size_t qn = (size_t)snprintf(q, sizeof(q), "GET /q?"), wn = 0;
+        for (int i = 0; i < pairs; i++) {
+            char v[64];
+            snprintf(v, sizeof(v), "%d-%0*d", round, big ? 40 : 1, i);
+            qn += (size_t)snprintf(q + qn, sizeof(q) - qn, "%sk%d=%s", i ? "&" : "", i, v);
+            wn += (size_t)snprintf(want + wn, sizeof(want) - wn, "k%d=%s;", i, v);
+        }
+        snprintf(q + qn, sizeof(q) - qn, " HTTP/1.1\r\nHost: t\r\n\r\n");
+        th_res_t r;
+        cr_assert_eq(th_conn_sends(&c, q), 0);
+        cr_assert_eq(th_conn_read_res(&c, &r, 5000, false), 0);
+        cr_assert_eq(r.status, 200, "%s", r.raw);
+        cr_assert_str_eq(r.body, want, "round %d", round);
+        th_res_free(&r);
+    }
+    th_conn_close(&c);
+    th_server_stop(ts, 1000);
+    sq_app_destroy(app);
+}
