@@ -694,7 +694,7 @@ static void query_get(sq_req_t *req, sq_res_t *res, void *data)
 {
     char out[4096];
     size_t n = 0;
-    char key[8];
+    char key[16];
     for (int i = 0; i < 64; i++) {
         snprintf(key, sizeof(key), "k%d", i);
         const char *v = sq_req_query(req, key);
