@@ -125,10 +125,16 @@ SQ__HIDDEN void sq__arena_reset(sq__arena_t *a);
 
 typedef struct sq__date_cache {
     uint64_t sec;   /* wall-clock second of `text` */
+    uint64_t until; /* loop time (ms) before which `sec` is still the second; 0: unknown */
     char text[32];  /* "Sun, 06 Nov 1994 08:49:37 GMT" */
 } sq__date_cache_t;
 
-SQ__HIDDEN const char *sq__date_get(sq__date_cache_t *dc);
+/* The Date for a response made at loop time `now` (uv_now, ms). The wall clock is read
+ * once a second: until the loop's time reaches the end of the second last read, the text
+ * is reused. So the text may lag a second's turn by as long as the current loop iteration
+ * has run (uv_now is when it began), besides CLOCK_REALTIME_COARSE's tick; a wall clock
+ * that is set shows within a second. */
+SQ__HIDDEN const char *sq__date_get(sq__date_cache_t *dc, uint64_t now);
 /* `sec` (Unix time) as an IMF-fixdate, "Sun, 06 Nov 1994 08:49:37 GMT" (29 bytes + NUL);
  * a time past year 9999 is given as the epoch. */
 SQ__HIDDEN void sq__date_format(int64_t sec, char out[30]);

@@ -37,3 +37,25 @@ Test(charclass, field_len_stops_at_the_first_byte_out_of_class)
     cr_expect_eq(sq__field_len("a\r\nb", SQ__CH_VALUE), SIZE_MAX);
     cr_expect_eq(sq__field_len("a\x7f", SQ__CH_VALUE), SIZE_MAX);
 }
+
+/* sq__field_len for values looks at 8 bytes at a time: every byte value at every place
+ * of strings of 1 to 24 bytes (inside a word, at its edges, in the tail) is judged as the
+ * table judges it. */
+Test(charclass, value_len_judges_every_byte_at_every_place)
+{
+    char s[32];
+    for (size_t len = 1; len <= 24; len++) {
+        for (size_t at = 0; at < len; at++) {
+            for (unsigned c = 1; c < 256; c++) {
+                memset(s, 'a', len);
+                s[len] = '\0';
+                s[at] = (char)c;
+                size_t want = (sq__char_class[c] & SQ__CH_VALUE) ? len : SIZE_MAX;
+                cr_assert_eq(sq__field_len(s, SQ__CH_VALUE), want, "len %zu, 0x%02x at %zu", len,
+                             c, at);
+            }
+            s[at] = '\0'; /* a NUL ends it: the bytes before are the value */
+            cr_assert_eq(sq__field_len(s, SQ__CH_VALUE), at);
+        }
+    }
+}

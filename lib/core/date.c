@@ -19,13 +19,18 @@ void sq__date_format(int64_t sec, char out[30])
              months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
 }
 
-const char *sq__date_get(sq__date_cache_t *dc)
+const char *sq__date_get(sq__date_cache_t *dc, uint64_t now)
 {
+    if (now < dc->until)
+        return dc->text;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME_COARSE, &ts);
     if ((uint64_t)ts.tv_sec != dc->sec || dc->text[0] == '\0') {
         sq__date_format(ts.tv_sec, dc->text);
         dc->sec = (uint64_t)ts.tv_sec;
     }
+    /* the second read ends in at least this many whole milliseconds of loop time: `now`
+     * is not later than the clock was read */
+    dc->until = now + (uint64_t)(1000000000 - ts.tv_nsec) / 1000000;
     return dc->text;
 }

@@ -73,8 +73,41 @@ const uint8_t sq__char_class[256] = {
 #undef T
 #undef V
 
+/* Whether the 8 bytes at s hold a byte below 0x20 (NUL, CR, LF, the other controls, HTAB)
+ * or one equal to 0x7F: a word with neither holds only value bytes. */
+static bool word_has_control(const char *s)
+{
+    const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+    uint64_t w, d;
+    memcpy(&w, s, sizeof(w));
+    d = w ^ (ones * 0x7f);
+    return ((((w - ones * 0x20) & ~w) | ((d - ones) & ~d)) & highs) != 0;
+}
+
+/* A field value (a content type on every response): its length first, then 8 bytes at a
+ * time, the last word overlapping the one before; a string with a word that has a
+ * control (a tab, or a byte to refuse) and one shorter than a word are looked at byte by
+ * byte. Reads stay inside the string. */
+static size_t value_len(const char *s)
+{
+    size_t n = strlen(s);
+    if (n >= 8) {
+        size_t i = 0;
+        while (i + 8 < n && !word_has_control(s + i))
+            i += 8;
+        if (i + 8 >= n && !word_has_control(s + n - 8))
+            return n;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (!(sq__char_class[(unsigned char)s[i]] & SQ__CH_VALUE))
+            return SIZE_MAX;
+    return n;
+}
+
 size_t sq__field_len(const char *s, unsigned cls)
 {
+    if (cls == SQ__CH_VALUE)
+        return value_len(s);
     const unsigned char *p = (const unsigned char *)s;
     while (sq__char_class[*p] & cls)
         p++;

@@ -43,7 +43,12 @@ void sq__exch_reset(sq__exch_t *x)
     json_decref(x->in_query);
     json_decref(x->in_body);
     x->in_path = x->in_query = x->in_body = NULL;
-    sq__arena_reset(&x->arena);
+    if (x->arena.more != NULL) {
+        sq__arena_reset(&x->arena);
+    } else { /* only the inline block was used (most requests): back to its start */
+        x->arena.cur = x->arena.inline_base;
+        x->arena.end = x->arena.inline_base + x->arena.inline_cap;
+    }
     if (x->gz != NULL)
         x->gz->ops->drop(x); /* gzip (gzip.c) */
     /* A request that needed a lot of memory does not keep it while pooled. */

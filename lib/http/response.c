@@ -70,6 +70,15 @@ static char *put_u64(char *p, uint64_t v)
                                 "31323334353637383940414243444546474849505152535455565758596061"
                                 "62636465666768697071727374757677787980818283848586878889909192"
                                 "93949596979899";
+    if (v < 100) { /* most bodies' lengths, cheaper than counting */
+        if (v < 10) {
+            *p = (char)('0' + v);
+            return p + 1;
+        }
+        p[0] = pairs[v * 2];
+        p[1] = pairs[v * 2 + 1];
+        return p + 2;
+    }
     unsigned n = 1;
     for (uint64_t t = v; t >= 10; t /= 10)
         n++;
@@ -87,6 +96,31 @@ static char *put_u64(char *p, uint64_t v)
         *--q = (char)('0' + v);
     }
     return p + n;
+}
+
+/* The request id x->id in decimal, as put_u64 writes it: counted up in the server's copy
+ * of the last one written when it follows that one (the usual case), else written anew.
+ * Writes 20 bytes, of which the id is the first ones: the head's room has 20 for it. */
+static char *put_request_id(char *p, sq_server_t *srv, uint64_t id)
+{
+    char *t = srv->rid_text;
+    if (id != 0 && id - 1 == srv->rid_last && srv->rid_len != 0) {
+        int i = srv->rid_len - 1;
+        while (i >= 0 && t[i] == '9')
+            t[i--] = '0';
+        if (i >= 0) {
+            t[i]++;
+        } else { /* 9...9 + 1: one digit more (never past 20: UINT64_MAX has 20) */
+            memmove(t + 1, t, srv->rid_len);
+            t[0] = '1';
+            srv->rid_len++;
+        }
+    } else {
+        srv->rid_len = (uint8_t)(put_u64(t, id) - t);
+    }
+    srv->rid_last = id;
+    memcpy(p, t, sizeof(srv->rid_text));
+    return p + srv->rid_len;
 }
 
 bool sq__status_is_final(int status)
@@ -116,18 +150,30 @@ static bool status_has_body(int status)
     return !(status < 200 || status == 204 || status == 304);
 }
 
-/* The most bytes write_head writes besides the reason phrase, the Server line, the
- * Content-Type value and the handler's headers: each literal below, and 20 digits of a
- * Content-Length. */
+/* The most bytes write_head writes besides the Server line, the Content-Type value and
+ * the handler's headers: each literal below, a reason phrase of at most 64 bytes, and 20
+ * digits of a Content-Length. */
 #define HEAD_FIXED                                                                         \
-    (sizeof("HTTP/1.1 999 \r\n") - 1 + sizeof("Date: \r\n") - 1 + 29 +                       \
+    (sizeof("HTTP/1.1 999 \r\n") - 1 + 64 + sizeof("Date: \r\n") - 1 + 29 +                  \
      sizeof("Content-Type: \r\n") - 1 + sizeof("Content-Length: \r\n") - 1 + 20 +            \
      sizeof("Transfer-Encoding: chunked\r\n") - 1 + sizeof("Connection: keep-alive\r\n") - 1 + \
      2)
 
-/* Writes the status line and headers. clen >= 0 is a Content-Length; -1 is a streaming
- * body (chunked for HTTP/1.1, close-delimited for HTTP/1.0). */
-static int write_head(sq__exch_t *x, int status, const char *ctype, int64_t clen)
+/* The length of a content type, 0 for none (NULL), SIZE_MAX for one a field value cannot
+ * be (RFC 9110 §5.5: CR or LF would split the response). Checked on every call: a caller
+ * may write new bytes into the same buffer. */
+static size_t ctype_len(const char *ctype)
+{
+    return ctype != NULL ? sq__field_len(ctype, SQ__CH_VALUE) : 0;
+}
+
+/* Writes the status line and headers; ctlen is ctype_len(ctype), already checked. clen
+ * >= 0 is a Content-Length; -1 is a streaming body (chunked for HTTP/1.1, close-delimited
+ * for HTTP/1.0). A body to copy (sq_res_send's, clen bytes) goes right after the head, in
+ * the same room and segment, unless the response has none (HEAD, 1xx, 204, 304). *bp is
+ * the batch written to, for a body that follows. */
+static int write_head(sq__exch_t *x, int status, const char *ctype, size_t ctlen, int64_t clen,
+                      const void *body, sq__wbatch_t **bp)
 {
     sq_server_t *srv = x->srv;
     x->res_len = clen; /* for an access log's after hook */
@@ -135,12 +181,11 @@ static int write_head(sq__exch_t *x, int status, const char *ctype, int64_t clen
     sq__wbatch_t *b = x->ops->batch(x);
     if (status < 100 || status > 999)
         status = 500;
-    const char *reason = sq__status_reason(status);
-    size_t ctlen = ctype ? strlen(ctype) : 0, rlen = strlen(reason);
-    size_t need = HEAD_FIXED + rlen + sq__hs(srv)->server_line_len + ctlen + x->rh.len +
-                  sq__hs(srv)->rid_name_len + 20 + 2;
+    size_t need = HEAD_FIXED + sq__hs(srv)->server_line_len + ctlen + x->rh.len +
+                  sq__hs(srv)->rid_name_len + 20 + 2 + (body != NULL ? (size_t)clen : 0);
     if (b == NULL || sq__buf_reserve(&b->buf, need) != 0)
         return UV_ENOMEM;
+    *bp = b;
     x->status = status;
     if (status >= 500)
         srv->stats.responses_5xx++;
@@ -160,8 +205,11 @@ static int write_head(sq__exch_t *x, int status, const char *ctype, int64_t clen
 
     char *start = b->buf.base + b->buf.len, *p = start;
     sq__httpsrv_t *hs = sq__hs(srv);
-    const char *date = sq__date_get(&hs->date);
+    const char *date = sq__date_get(&hs->date, sq__loop_now(srv->loop));
     if (hs->head_status != status || hs->head_sec != hs->date.sec) {
+        /* the status line, Server and Date, made again for another status or second */
+        const char *reason = sq__status_reason(status);
+        size_t rlen = strlen(reason);
         if (rlen > 64)
             rlen = 64; /* never: squall's reason phrases are short */
         char *h = hs->head;
@@ -203,12 +251,14 @@ static int write_head(sq__exch_t *x, int status, const char *ctype, int64_t clen
     }
     if (hs->rid_name_len != 0) {
         p = put(p, hs->rid_name, hs->rid_name_len);
-        p = put_u64(p, x->id);
+        p = put_request_id(p, srv, x->id);
         p = PUTS(p, "\r\n");
     }
     if (x->rh.len)
         p = put(p, x->rh.base, x->rh.len);
     p = PUTS(p, "\r\n");
+    if (body != NULL && clen > 0 && !(x->flags & SQ__XF_HEAD))
+        p = put(p, body, (size_t)clen);
     size_t n = (size_t)(p - start);
     assert(n <= need);
     b->buf.len += n;
@@ -251,11 +301,13 @@ int sq_res_send(sq_res_t *res, int status, const char *content_type, const void 
                 size_t len)
 {
     sq__exch_t *x = res->req;
+    sq__wbatch_t *b;
     int rc;
     if (x->gz != NULL &&
         (rc = x->gz->ops->send(x, status, content_type, body, len, NULL, NULL)) != 1)
         return rc; /* compressed (gzip.c) */
-    if (!sq__status_is_final(status) || !sq__field_value_ok(content_type))
+    size_t ctlen = ctype_len(content_type);
+    if (!sq__status_is_final(status) || ctlen == SIZE_MAX)
         return UV_EINVAL;
     if (len > (size_t)INT64_MAX)
         return UV_EMSGSIZE;
@@ -264,9 +316,7 @@ int sq_res_send(sq_res_t *res, int status, const char *content_type, const void 
         return rc;
     if (!status_has_body(status))
         len = 0;
-    rc = write_head(x, status, content_type, (int64_t)len);
-    if (rc == 0 && len > 0 && !(x->flags & SQ__XF_HEAD))
-        rc = sq__batch_add_copy(x->ops->batch(x), body, len);
+    rc = write_head(x, status, content_type, ctlen, (int64_t)len, body, &b);
     return end_finish(x, rc);
 }
 
@@ -274,11 +324,13 @@ int sq_res_send_ref(sq_res_t *res, int status, const char *content_type, const v
                     size_t len, sq_free_cb free_cb, void *free_data)
 {
     sq__exch_t *x = res->req;
+    sq__wbatch_t *b;
     int rc;
     if (x->gz != NULL &&
         (rc = x->gz->ops->send(x, status, content_type, body, len, free_cb, free_data)) != 1)
         return rc; /* compressed (gzip.c) */
-    rc = !sq__status_is_final(status) || !sq__field_value_ok(content_type) ? UV_EINVAL
+    size_t ctlen = ctype_len(content_type);
+    rc = !sq__status_is_final(status) || ctlen == SIZE_MAX ? UV_EINVAL
              : len > (size_t)INT64_MAX                                         ? UV_EMSGSIZE
                                                                               : begin_finish(x, status);
     if (rc != 1) {
@@ -288,9 +340,9 @@ int sq_res_send_ref(sq_res_t *res, int status, const char *content_type, const v
     }
     if (!status_has_body(status))
         len = 0;
-    rc = write_head(x, status, content_type, (int64_t)len);
+    rc = write_head(x, status, content_type, ctlen, (int64_t)len, NULL, &b);
     if (rc == 0 && len > 0 && !(x->flags & SQ__XF_HEAD)) {
-        rc = sq__batch_add_ref(x->ops->batch(x), body, len, free_cb, free_data);
+        rc = sq__batch_add_ref(b, body, len, free_cb, free_data);
         free_cb = NULL; /* the batch owns it now, or freed it on failure below */
     }
     if (free_cb != NULL)
@@ -384,7 +436,8 @@ int sq_res_start(sq_res_t *res, int status, const char *content_type)
     int zrc;
     if (x->gz != NULL && (zrc = x->gz->ops->start(x, status, content_type)) != 1)
         return zrc; /* compressed (gzip.c) */
-    if (!sq__status_is_final(status) || !sq__field_value_ok(content_type))
+    size_t ctlen = ctype_len(content_type);
+    if (!sq__status_is_final(status) || ctlen == SIZE_MAX)
         return UV_EINVAL;
     if (x->flags & (SQ__XF_FINISHED | SQ__XF_HEADERS_SENT | SQ__XF_IN_AFTER))
         return SQ_EALREADY_SENT;
@@ -392,7 +445,8 @@ int sq_res_start(sq_res_t *res, int status, const char *content_type)
         sq__h1_run_after(x, status);
         return UV_ECANCELED; /* sq_res_end releases res (res.h) */
     }
-    int rc = write_head(x, status, content_type, -1);
+    sq__wbatch_t *b;
+    int rc = write_head(x, status, content_type, ctlen, -1, NULL, &b);
     if (rc != 0) {
         x->ops->fail(x);
         return rc;
@@ -409,8 +463,8 @@ int sq_res_start(sq_res_t *res, int status, const char *content_type)
 int sq__res_start_length(sq_res_t *res, int status, const char *content_type, uint64_t len)
 {
     sq__exch_t *x = res->req;
-    if (!sq__status_is_final(status) || !sq__field_value_ok(content_type) ||
-        len > (uint64_t)INT64_MAX)
+    size_t ctlen = ctype_len(content_type);
+    if (!sq__status_is_final(status) || ctlen == SIZE_MAX || len > (uint64_t)INT64_MAX)
         return UV_EINVAL;
     if (x->flags & (SQ__XF_FINISHED | SQ__XF_HEADERS_SENT | SQ__XF_IN_AFTER))
         return SQ_EALREADY_SENT;
@@ -418,7 +472,8 @@ int sq__res_start_length(sq_res_t *res, int status, const char *content_type, ui
         sq__h1_run_after(x, status);
         return UV_ECANCELED;
     }
-    int rc = write_head(x, status, content_type, (int64_t)len);
+    sq__wbatch_t *b;
+    int rc = write_head(x, status, content_type, ctlen, (int64_t)len, NULL, &b);
     if (rc != 0) {
         x->ops->fail(x);
         return rc;
@@ -555,7 +610,8 @@ int sq__res_switch(sq_res_t *res, const sq__proto_t *proto, void *ud)
         return SQ_EALREADY_SENT;
     if (!x->ops->open(x))
         return sq__res_takeover(res, proto, ud); /* releases res, UV_ECANCELED */
-    int rc = write_head(x, 101, NULL, 0);
+    sq__wbatch_t *b;
+    int rc = write_head(x, 101, NULL, 0, 0, NULL, &b);
     if (rc != 0) {
         x->ops->fail(x);
         sq__exch_finished(x);

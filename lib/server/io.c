@@ -2,8 +2,13 @@
  * of libuv's stream API itself, so a connection may be a libuv stream (TCP, a Unix socket)
  * or memory: a sink with no socket, which tests use to run the whole HTTP/1 path in
  * process, and which a TLS layer or an in-process test client can stand in for later. */
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #include "server/server_int.h"
 
@@ -33,9 +38,34 @@ static void stream_read_stop(sq__conn_t *c)
     uv_read_stop(&c->h.stream);
 }
 
+/* libuv lays uv_buf_t out as struct iovec on Unix, and hands it to writev as one. */
+_Static_assert(sizeof(uv_buf_t) == sizeof(struct iovec) &&
+                   offsetof(uv_buf_t, base) == offsetof(struct iovec, iov_base) &&
+                   offsetof(uv_buf_t, len) == offsetof(struct iovec, iov_len),
+               "uv_buf_t is a struct iovec");
+
+/* What uv_try_write does for a stream with nothing queued (the caller checked: writeq.c
+ * tries only then), minus its layers, on every response: one write or writev on the
+ * socket. Bytes taken, UV_EAGAIN when none (EAGAIN, ENOBUFS as libuv counts it), or the
+ * error. A stream libuv no longer writes to (shut down for a lingering close: libuv
+ * answers UV_EPIPE) or without a descriptor goes through uv_try_write itself. */
 static int stream_try_write(sq__conn_t *c, const uv_buf_t *bufs, unsigned n)
 {
-    return uv_try_write(&c->h.stream, bufs, n);
+    uv_os_fd_t fd = c->h.stream.io_watcher.fd; /* the stream's descriptor (uv_fileno) */
+    if (c->state != SQ__CS_OPEN || fd < 0)
+        return uv_try_write(&c->h.stream, bufs, n);
+    if (n > IOV_MAX)
+        n = IOV_MAX; /* the rest is taken later, as after any short write */
+    ssize_t w;
+    do
+        w = n == 1 ? write(fd, bufs[0].base, bufs[0].len)
+                   : writev(fd, (const struct iovec *)bufs, (int)n);
+    while (w < 0 && errno == EINTR);
+    if (w >= 0)
+        return (int)w; /* at most 0x7ffff000 on Linux: one write never takes more */
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS)
+        return UV_EAGAIN;
+    return -errno;
 }
 
 static int stream_write(sq__conn_t *c, uv_write_t *req, const uv_buf_t *bufs, unsigned n,

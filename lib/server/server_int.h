@@ -34,6 +34,7 @@ typedef struct sq__wbatch {
     sq__buf_t buf;
     sq__wseg_t *segs;
     unsigned nsegs, cap;
+    unsigned ncb;       /* segments with a completion or a free callback */
     size_t bytes;
 } sq__wbatch_t;
 
@@ -133,6 +134,13 @@ static inline sq_server_t *sq__conn_srv(const sq__conn_t *c)
     return (sq_server_t *)c->h.handle.data;
 }
 
+/* uv_now(loop) without the call into libuv, which returns this field (the loop's time in
+ * ms, cached when the iteration began): read on every request by the timeout queues. */
+static inline uint64_t sq__loop_now(const uv_loop_t *loop)
+{
+    return loop->time;
+}
+
 /* Bytes read and kept for later (pipelined behind a paused request, read before a
  * take-over): lent while there are some, a pointer per connection otherwise. */
 typedef struct sq__pend {
@@ -219,6 +227,12 @@ struct sq_server_s {
      * write states instead of allocating and freeing them on every message. */
     unsigned wq_lent, wq_peak, wq_peak_prev;
     uint64_t wq_window_at;
+    /* The decimal text of the last request id a response head named (response.c): when
+     * the next is that id + 1, as it is while one server takes the requests, the text is
+     * counted up in place rather than made again digit by digit. rid_len 0: none yet. */
+    uint64_t rid_last;
+    char rid_text[20];          /* the most digits of a uint64_t; not NUL-terminated */
+    uint8_t rid_len;
     uint64_t holds;             /* what else a closing server waits for (HTTP: exchanges) */
     unsigned nconns;
     unsigned nlisteners_open;

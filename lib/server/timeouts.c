@@ -28,15 +28,20 @@ void sq__tq_put(sq__conn_t *c, int which)
 {
     sq_server_t *srv = sq__conn_srv(c);
     uint64_t to = srv->tq_timeout[which];
-    sq__list_remove(&c->tnode);
-    c->tq = SQ__TQ_NONE;
-    if (to == 0)
+    if (to == 0) {
+        sq__tq_drop(c);
         return;
-    c->tq = (uint8_t)which;
-    uint64_t now = uv_now(srv->loop);
+    }
+    uint64_t now = sq__loop_now(srv->loop);
     c->deadline = to > UINT64_MAX - now ? UINT64_MAX : now + to;
-    sq__list_insert_tail(&srv->tq[which], &c->tnode);
-    sq__timer_arm(srv, c->deadline);
+    if (c->tq != which || c->tnode.next != &srv->tq[which]) {
+        /* not already its tail (where a fresh deadline stays in order): to the tail */
+        sq__list_remove(&c->tnode);
+        sq__list_insert_tail(&srv->tq[which], &c->tnode);
+        c->tq = (uint8_t)which;
+    }
+    if (srv->timer_due == 0 || c->deadline < srv->timer_due)
+        sq__timer_arm(srv, c->deadline);
 }
 
 static void on_timer(uv_timer_t *t)

@@ -31,7 +31,7 @@ static void wbatch_free(sq__wbatch_t *b)
     sq__buf_free(&b->buf);
     free(b->segs);
     b->segs = NULL;
-    b->nsegs = b->cap = 0;
+    b->nsegs = b->cap = b->ncb = 0;
 }
 
 static void wq_free(sq__wq_t *q)
@@ -45,7 +45,7 @@ static void wq_free(sq__wq_t *q)
 void sq__wq_put(sq_server_t *srv, sq__wq_t *q)
 {
     srv->wq_lent--;
-    uint64_t now = uv_now(srv->loop);
+    uint64_t now = sq__loop_now(srv->loop);
     if (now - srv->wq_window_at >= SQ__WQ_WINDOW_MS) {
         srv->wq_window_at = now;
         srv->wq_peak_prev = srv->wq_peak;
@@ -120,6 +120,7 @@ int sq__batch_on_done(sq__wbatch_t *b, sq__wdone_cb done, void (*fn)(void), void
             return UV_ENOMEM;
         s->off = b->buf.len;
     }
+    b->ncb++;
     s->done = done;
     s->fn = fn;
     s->ud = ud;
@@ -137,9 +138,16 @@ int sq__batch_add_copy(sq__wbatch_t *b, const void *data, size_t len)
 int sq__batch_commit(sq__wbatch_t *b, size_t len)
 {
     b->bytes += len;
-    sq__wseg_t *s = b->nsegs ? &b->segs[b->nsegs - 1] : NULL;
-    if (s != NULL && s->base == NULL && !seg_has_cb(s) && s->off + s->len == b->buf.len - len) {
-        s->len += len;
+    sq__wseg_t *s;
+    if (b->nsegs != 0) {
+        s = &b->segs[b->nsegs - 1];
+        if (s->base == NULL && !seg_has_cb(s) && s->off + s->len == b->buf.len - len) {
+            s->len += len; /* the bytes follow the last copied segment's */
+            return 0;
+        }
+    } else if (b->cap != 0) { /* the first segment (a response's head): no realloc check */
+        b->nsegs = 1;
+        b->segs[0] = (sq__wseg_t){.off = b->buf.len - len, .len = len};
         return 0;
     }
     s = batch_new_seg(b);
@@ -160,6 +168,7 @@ int sq__batch_add_ref(sq__wbatch_t *b, const void *base, size_t len, sq_free_cb 
     s->len = len;
     s->free_cb = free_cb;
     s->free_ud = free_ud;
+    b->ncb += free_cb != NULL;
     b->bytes += len;
     return 0;
 }
@@ -167,15 +176,19 @@ int sq__batch_add_ref(sq__wbatch_t *b, const void *base, size_t len, sq_free_cb 
 /* Runs the completion and free callbacks of a written (or failed) batch and empties it. */
 void sq__batch_complete(sq__conn_t *c, sq__wbatch_t *b, int status)
 {
+    b->buf.len = 0;
+    b->bytes = 0;
+    if (b->ncb == 0) { /* bytes only (a response sent whole): nothing to call */
+        b->nsegs = 0;
+        return;
+    }
     /* The callbacks may queue more bytes into this very batch (a drain callback that
      * sends, a streaming write callback that writes the next chunk): walk a detached
      * segment array, so new segments go to a fresh one. */
     sq__wseg_t *segs = b->segs;
     unsigned n = b->nsegs, cap = b->cap;
     b->segs = NULL;
-    b->nsegs = b->cap = 0;
-    b->buf.len = 0;
-    b->bytes = 0;
+    b->nsegs = b->cap = b->ncb = 0;
     for (unsigned i = 0; i < n; i++) {
         sq__wseg_t s = segs[i];
         if (s.free_cb != NULL)
