@@ -16,16 +16,6 @@
 #include "async/async_int.h"
 #include "core/abi.h"
 
-/* uv_hrtime's clock, read without its two layers: spans end on every handler call. The
- * same values (CLOCK_MONOTONIC in ns, what libuv reads on Linux), so a span may start at
- * a time another part of squall took with uv_hrtime (a request's stamp). */
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* ---- histogram: exact below 16, then 8 sub-buckets per power of two (12.5%) ---- */
 
 static unsigned hist_index(uint64_t v)
@@ -284,7 +274,7 @@ int sq_watchdog_destroy(sq_watchdog_t *wd, sq_watchdog_close_cb cb, void *data)
 void sq_watchdog_span_begin_sized(sq_watchdog_t *wd, sq_watchdog_span_t *span, size_t size,
                                   const char *name)
 {
-    sq_watchdog_span_t s = {.size = sizeof(s), .start_ns = wd ? now_ns() : 0, .name = name};
+    sq_watchdog_span_t s = {.size = sizeof(s), .start_ns = wd ? sq__now_ns() : 0, .name = name};
     if (SQ__LIKELY(size == sizeof(s)))
         *span = s;
     else
@@ -302,7 +292,7 @@ uint64_t sq_watchdog_span_end(sq_watchdog_t *wd, sq_watchdog_span_t *span)
     } else if (span->size >= sizeof(size_t)) { /* set by begin: a size this library wrote */
         memcpy(&s, span, span->size < sizeof(s) ? span->size : sizeof(s));
     }
-    uint64_t now = now_ns();
+    uint64_t now = sq__now_ns();
     uint64_t us = (now - s.start_ns) / 1000u;
     if (us >= wd->span.max || wd->slowest == NULL)
         wd->slowest = s.name;

@@ -388,7 +388,7 @@ static void answer(sq__conn_t *c, sq__exch_t *x)
             sq_watchdog_span_t span = {.size = sizeof(span),
                                        .start_ns = x->stamp_pass == hs->parse_pass
                                                        ? x->start_ns
-                                                       : uv_hrtime(),
+                                                       : sq__now_ns(),
                                        .name = sq__route_pattern(x->match.route)};
             x->match.cb(x, &x->res, x->match.data);
             sq_watchdog_span_end(hs->wd, &span);
@@ -431,7 +431,7 @@ static atomic_uint_fast64_t request_ids; /* sq_req_id: one sequence for the proc
 void sq__h1_stamp(sq__exch_t *x)
 {
     x->id = atomic_fetch_add_explicit(&request_ids, 1, memory_order_relaxed) + 1;
-    x->start_ns = uv_hrtime();
+    x->start_ns = sq__now_ns(); /* uv_hrtime's clock */
     x->stamp_pass = sq__hs(x->srv)->parse_pass;
 }
 

@@ -41,11 +41,6 @@ static const uint8_t fast_class[256] = {
 /* The most header lines the subset takes (more go through llhttp). */
 #define FAST_FIELDS 32
 
-typedef struct fast_field {
-    const char *name, *val;
-    uint32_t name_len, val_len;
-} fast_field_t;
-
 /* A field llhttp or squall treats apart (chunked framing, Upgrade, Expect), so that the
  * request is llhttp's to read: 1. Host: 2. Connection: 3. Content-Length: 4. Any other: 0. */
 static int field_kind(const char *n, size_t len)
@@ -157,11 +152,16 @@ int sq__h1_fast(sq__conn_t *c, sq__exch_t *x, const char **pos, const char *end)
     p += 11;
 
     /* RFC 9112 §5: field-name ":" OWS field-value OWS CRLF, then CRLF */
-    fast_field_t f[FAST_FIELDS];
+    /* the index is written as the lines are read, its offsets from the target's start:
+     * the head is then copied whole, and NULs put where each part ends */
+    if (x->hb.len != 0 || x->hidx.len != 0 ||
+        sq__buf_reserve(&x->hidx, FAST_FIELDS * sizeof(sq__hdr_t)) != 0)
+        return -1;
+    sq__hdr_t *h = (sq__hdr_t *)x->hidx.base;
     unsigned nf = 0, hosts = 0, conns = 0, lengths = 0;
     bool close = false, keep_alive = false;
     uint64_t body_len = 0;
-    size_t header_bytes = target_len, hb_need = target_len + 1;
+    size_t header_bytes = target_len;
     for (;;) {
         if (p == end)
             return -1;      /* the head goes on past the bytes at hand */
@@ -218,40 +218,34 @@ int sq__h1_fast(sq__conn_t *c, sq__exch_t *x, const char **pos, const char *end)
                 body_len = body_len * 10 + (uint64_t)(val[i] - '0');
             }
         }
-        hb_need += name_len + val_len + 2;
-        f[nf++] = (fast_field_t){name, val, (uint32_t)name_len, (uint32_t)val_len};
+        h[nf++] = (sq__hdr_t){.name_off = (uint32_t)(name - target),
+                              .name_len = (uint32_t)name_len,
+                              .val_off = (uint32_t)(val - target),
+                              .val_len = (uint32_t)val_len};
     }
     /* RFC 9112 §3.2: exactly one Host in HTTP/1.1, at most one in 1.0. Limits, a missing
      * or second Host: llhttp's path answers them (414, 431, 400). */
     const sq_server_opts_t *o = &x->srv->opts;
     if (hosts > 1 || hosts < minor || body_len > o->max_body_bytes ||
         body_len > (uint64_t)(data_end - p) || target_len > o->max_uri_bytes ||
-        header_bytes > o->max_header_bytes || nf > o->max_headers || x->hb.len != 0 ||
-        x->hidx.len != 0)
+        header_bytes > o->max_header_bytes || nf > o->max_headers)
         return -1;
-    if (sq__buf_reserve(&x->hb, hb_need) != 0 ||
-        sq__buf_reserve(&x->hidx, nf * sizeof(sq__hdr_t)) != 0)
+    size_t head_len = (size_t)(p - target); /* the target to the blank line's end */
+    if (head_len > UINT32_MAX)
+        return -1; /* the index's offsets are 32-bit */
+    if (sq__buf_reserve(&x->hb, head_len) != 0)
         return -1; /* llhttp's path answers 500 */
 
-    /* target\0name\0value\0..., as h1_parse.c lays it out */
+    /* target\0 ... name\0 ... value\0 ...: what the index points at reads as h1_parse.c
+     * lays it out (the bytes between, " HTTP/1.1\r\n", ": ", CRLF, are never read) */
     char *hb = x->hb.base;
-    sq__hdr_t *h = (sq__hdr_t *)x->hidx.base;
-    memcpy(hb, target, target_len);
+    memcpy(hb, target, head_len);
     hb[target_len] = '\0';
-    uint32_t off = (uint32_t)target_len + 1;
     for (unsigned i = 0; i < nf; i++) {
-        h[i].name_off = off;
-        h[i].name_len = f[i].name_len;
-        memcpy(hb + off, f[i].name, f[i].name_len);
-        off += f[i].name_len;
-        hb[off++] = '\0';
-        h[i].val_off = off;
-        h[i].val_len = f[i].val_len;
-        memcpy(hb + off, f[i].val, f[i].val_len);
-        off += f[i].val_len;
-        hb[off++] = '\0';
+        hb[h[i].name_off + h[i].name_len] = '\0'; /* the colon */
+        hb[h[i].val_off + h[i].val_len] = '\0';   /* the first trailing SP, or the CR */
     }
-    x->hb.len = off;
+    x->hb.len = head_len;
     x->hidx.len = nf * sizeof(sq__hdr_t);
     x->target_len = (uint32_t)target_len;
     x->header_bytes = header_bytes;
