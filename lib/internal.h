@@ -296,6 +296,10 @@ SQ__HIDDEN const char *sq__route_pattern(const sq__route_t *r);
 SQ__HIDDEN sq__match_t sq__app_match(const sq_app_t *app, sq_method_t method,
                                      const char *path, size_t path_len, sq__arena_t *arena,
                                      sq__match_result_t *out);
+/* The same, told whether the path holds a '%' (a reader that scanned it knows). */
+SQ__HIDDEN sq__match_t sq__app_match_pct(const sq_app_t *app, sq_method_t method,
+                                         const char *path, size_t path_len, bool has_pct,
+                                         sq__arena_t *arena, sq__match_result_t *out);
 
 /* ---- server: connections and exchanges ---- */
 

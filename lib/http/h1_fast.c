@@ -15,18 +15,18 @@
 #include "http/h1_int.h"
 #include "server/server_int.h"
 
-/* The subset's byte classes: a target's (RFC 3986 §3.3-3.4 pchar, "/", "?" and "%"), a
- * field name's (RFC 9110 §5.6.2 tchar), a field value's (§5.5 visible characters and SP;
- * HTAB and obs-text, which llhttp takes too, are left to it). */
+/* The subset's byte classes: a target's (RFC 3986 §3.3-3.4 pchar and "/"; its "?" and
+ * "%" are looked at apart), a field name's (RFC 9110 §5.6.2 tchar), a field value's (§5.5
+ * visible characters and SP; HTAB and obs-text, which llhttp takes too, are left to it). */
 enum { T = 1, N = 2, V = 4, TV = T | V, NV = N | V, A = T | N | V };
 
 static const uint8_t fast_class[256] = {
     /* 0x00-0x1f: controls (HTAB included) */
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
     /* SP ! " # $ % & ' ( ) * + , - . / */
-    V, A, V, NV, A, A, A, A, TV, TV, A, A, TV, A, A, TV,
+    V, A, V, NV, A, NV, A, A, TV, TV, A, A, TV, A, A, TV,
     /* 0-9 : ; < = > ? */
-    A, A, A, A, A, A, A, A, A, A, TV, TV, V, TV, V, TV,
+    A, A, A, A, A, A, A, A, A, A, TV, TV, V, TV, V, V,
     /* @ A-O */
     TV, A, A, A, A, A, A, A, A, A, A, A, A, A, A, A,
     /* P-Z [ \ ] ^ _ */
@@ -142,8 +142,20 @@ int sq__h1_fast(sq__conn_t *c, sq__exch_t *x, const char **pos, const char *end)
     const char *target = p;
     if (*p != '/')
         return -1; /* origin-form only (§3.2.1) */
-    while (fast_class[(uint8_t)*p] & T)
+    /* where its query starts and whether its path has escapes, seen on the way */
+    const char *query = NULL;
+    bool pct = false;
+    for (;;) {
+        while (fast_class[(uint8_t)*p] & T)
+            p++;
+        if (*p == '?' && query == NULL)
+            query = p;
+        else if (*p == '%')
+            pct |= query == NULL;
+        else if (*p != '?')
+            break;
         p++;
+    }
     size_t target_len = (size_t)(p - target);
     if (end - p < 11 || memcmp(p, " HTTP/1.", 8) != 0 || (p[8] != '1' && p[8] != '0') ||
         p[9] != '\r' || p[10] != '\n')
@@ -254,7 +266,7 @@ int sq__h1_fast(sq__conn_t *c, sq__exch_t *x, const char **pos, const char *end)
     x->method = method;
     x->http_minor = minor;
     x->flags |= SQ__XF_HEAD_DONE;
-    if (sq__h1_route(x) != 0) {
+    if (sq__h1_route(x, query ? hb + (query - target) : NULL, pct) != 0) {
         sq__h1_stamp(x);
         x->err_status = 500;
         return -2;

@@ -220,8 +220,10 @@ static inline bool sq__h1_name_is(const char *name, size_t len, const char *lowe
             return false;
     return true;
 }
-/* The target split into path and query, and matched: 0, or -1 out of memory. */
-SQ__HIDDEN int sq__h1_route(struct sq_req_s *x);
+/* The target split into path and query, and matched: 0, or -1 out of memory. A reader
+ * that scanned the target passes where its '?' is (NULL: none) and whether its path holds
+ * a '%' (has_pct 0 or 1); -1: not known, looked for. */
+SQ__HIDDEN int sq__h1_route(struct sq_req_s *x, const char *query, int has_pct);
 /* The request was read whole: dispatch it; 0 when parsing goes on, else HPE_PAUSED. */
 SQ__HIDDEN int sq__h1_complete(sq__conn_t *c, struct sq_req_s *x, bool keep_alive,
                                bool upgrade);

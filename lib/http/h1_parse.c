@@ -287,7 +287,7 @@ static sq_method_t method_id(uint8_t m)
 /* The target: origin-form "/path?query", absolute-form "http://host/path" (RFC 9112
  * §3.2.2) or asterisk-form "*", split into path and query and matched against the app's
  * routes. Returns 0, or -1 out of memory. */
-int sq__h1_route(sq__exch_t *x)
+int sq__h1_route(sq__exch_t *x, const char *query, int has_pct)
 {
     const char *t = x->hb.base;
     size_t tlen = x->target_len;
@@ -298,7 +298,7 @@ int sq__h1_route(sq__exch_t *x)
         t += skip;
         tlen -= skip;
     }
-    const char *q = memchr(t, '?', tlen);
+    const char *q = has_pct >= 0 ? query : memchr(t, '?', tlen);
     size_t plen = q ? (size_t)(q - t) : tlen;
     x->query = q ? q + 1 : "";
     const char *path = t; /* without a query, the target's own bytes (NUL-ended in hb) */
@@ -314,8 +314,10 @@ int sq__h1_route(sq__exch_t *x)
     if (plen == 0 || path[0] != '/')
         x->verdict = (plen == 1 && path[0] == '*') ? SQ__MATCH_ASTERISK : SQ__MATCH_NONE;
     else
-        x->verdict = sq__app_match(sq__hs(x->srv)->app, x->method, path, plen, &x->arena,
-                                   &x->match);
+        x->verdict = sq__app_match_pct(sq__hs(x->srv)->app, x->method, path, plen,
+                                       has_pct >= 0 ? has_pct != 0
+                                                    : memchr(path, '%', plen) != NULL,
+                                       &x->arena, &x->match);
     return 0;
 }
 
@@ -341,7 +343,7 @@ static int on_headers_complete(llhttp_t *p)
     if (x->flags & SQ__XF_TE_UNKNOWN)
         return fail(x, 501);
 
-    if (sq__h1_route(x) != 0)
+    if (sq__h1_route(x, NULL, -1) != 0)
         return fail(x, 500);
 
     /* A route that reads this method's body as a stream (h1_body.c) is bounded by its own

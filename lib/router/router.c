@@ -486,10 +486,17 @@ static sq__match_t match(const sq_app_t *app, sq_method_t method, const char *pa
 sq__match_t sq__app_match(const sq_app_t *app, sq_method_t method, const char *path,
                           size_t path_len, sq__arena_t *arena, sq__match_result_t *out)
 {
+    /* looked for once: most paths have no escape, and then no route needs to look */
+    return sq__app_match_pct(app, method, path, path_len, memchr(path, '%', path_len) != NULL,
+                             arena, out);
+}
+
+sq__match_t sq__app_match_pct(const sq_app_t *app, sq_method_t method, const char *path,
+                              size_t path_len, bool has_pct, sq__arena_t *arena,
+                              sq__match_result_t *out)
+{
     const sq__route_t *shape = NULL;
     unsigned allowed = 0; /* the methods of every route of this shape, for 405's Allow */
-    /* looked for once: most paths have no escape, and then no route needs to look */
-    bool has_pct = memchr(path, '%', path_len) != NULL;
     sq__match_t m = match(app, method, path, path_len, has_pct, arena, out, &shape, &allowed);
     if (m != SQ__MATCH_NONE)
         return m;
