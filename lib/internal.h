@@ -271,8 +271,18 @@ SQ__HIDDEN const sq_app_t *sq__route_app(const sq__route_t *r);
 SQ__HIDDEN const sq_app_t *sq__app_parent(const sq_app_t *app);
 SQ__HIDDEN const sq__hook_t *sq__app_befores(const sq_app_t *app, unsigned *n);
 SQ__HIDDEN const sq__hook_t *sq__app_afters(const sq_app_t *app, unsigned *n);
+/* How many before and after hooks an app and the apps mounted below it have: every
+ * sq_app_t starts with it (router.c), so that a request in an app with none (most) is
+ * spared the walk along its chain for the price of a load. */
+typedef struct sq__app_hooks {
+    unsigned tree_before, tree_after;
+} sq__app_hooks_t;
 /* true when app or an app mounted below it has a before (after: an after) hook */
-SQ__HIDDEN bool sq__app_tree_hooks(const sq_app_t *app, bool after);
+static inline bool sq__app_tree_hooks(const sq_app_t *app, bool after)
+{
+    const sq__app_hooks_t *h = (const sq__app_hooks_t *)(const void *)app;
+    return (after ? h->tree_after : h->tree_before) != 0;
+}
 /* The app's own error handler for status, or NULL. */
 SQ__HIDDEN const sq__hook_t *sq__app_error(const sq_app_t *app, int status);
 /* A mount's sub-app and prefix; NULL for a route. */

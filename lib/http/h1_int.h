@@ -312,11 +312,23 @@ SQ__HIDDEN const char *sq__req_query_last(struct sq_req_s *x, const char *name);
 
 /* Hooks (hooks.c): runs the before hooks from x->hook_i on; true when the request goes
  * on to its handler, false when a hook answered, failed (500) or waits (HOOK_WAIT). */
-SQ__HIDDEN bool sq__h1_run_before(struct sq_req_s *x);
+SQ__HIDDEN bool sq__h1_hooks_before(struct sq_req_s *x);
+static inline bool sq__h1_run_before(struct sq_req_s *x)
+{
+    return !sq__app_tree_hooks(sq__hs(x->srv)->app, false) || sq__h1_hooks_before(x);
+}
 /* A new request begins: its id and start time (sq_req_id, sq_req_start_ns). */
 SQ__HIDDEN void sq__h1_stamp(struct sq_req_s *x);
 /* The after hooks, once per response, as its head is written. */
-SQ__HIDDEN void sq__h1_run_after(struct sq_req_s *x, int status);
+SQ__HIDDEN void sq__h1_hooks_after(struct sq_req_s *x, int status);
+static inline void sq__h1_run_after(struct sq_req_s *x, int status)
+{
+    if (x->flags & SQ__XF_AFTER_RAN)
+        return;
+    x->flags |= SQ__XF_AFTER_RAN;
+    if (sq__app_tree_hooks(sq__hs(x->srv)->app, true))
+        sq__h1_hooks_after(x, status);
+}
 /* Answers status with {"detail": detail} (stolen; NULL: the reason phrase), or through
  * the nearest app's error handler for it. */
 SQ__HIDDEN void sq__h1_error(struct sq_req_s *x, int status, json_t *detail);

@@ -41,10 +41,8 @@ static const sq__hook_t *before_at(const sq_app_t *const *apps, unsigned n, unsi
     return NULL;
 }
 
-bool sq__h1_run_before(sq__exch_t *x)
+bool sq__h1_hooks_before(sq__exch_t *x)
 {
-    if (!sq__app_tree_hooks(sq__hs(x->srv)->app, false))
-        return true; /* no hook anywhere in the served app */
     const sq_app_t *apps[SQ__MAX_MOUNT_DEPTH];
     unsigned n = chain(x, apps); /* the match, so the chain, stays while hooks run */
     for (;;) {
@@ -70,13 +68,8 @@ bool sq__h1_run_before(sq__exch_t *x)
     }
 }
 
-void sq__h1_run_after(sq__exch_t *x, int status)
+void sq__h1_hooks_after(sq__exch_t *x, int status)
 {
-    if (x->flags & SQ__XF_AFTER_RAN)
-        return;
-    x->flags |= SQ__XF_AFTER_RAN;
-    if (!sq__app_tree_hooks(sq__hs(x->srv)->app, true))
-        return;
     x->flags |= SQ__XF_IN_AFTER;
     const sq_app_t *apps[SQ__MAX_MOUNT_DEPTH];
     unsigned n = chain(x, apps);

@@ -39,14 +39,12 @@ struct sq__route {
 };
 
 struct sq_app_s {
+    sq__app_hooks_t hooks; /* first: read inline by sq__app_tree_hooks (internal.h) */
     sq__route_t **routes;
     unsigned nroutes;
     unsigned cap;
     sq__hook_t *before, *after;
     unsigned nbefore, nafter;
-    /* ...and how many there are in this app and the apps mounted below it: none in the
-     * served app's tree spares every request the walk along its chain */
-    unsigned tree_before, tree_after;
     sq__hook_t errors[4];   /* 404, 405, 422, 500 */
     sq_app_t *parent;       /* the app it is mounted in, or NULL */
     struct kept {
@@ -534,7 +532,7 @@ int sq_app_before(sq_app_t *app, sq_before_cb cb, void *data)
         return UV_EINVAL;
     int rc = add_hook(&app->before, &app->nbefore, (sq__hook_t){.cb.before = cb, .data = data});
     for (sq_app_t *a = app; rc == 0 && a != NULL; a = a->parent)
-        a->tree_before++;
+        a->hooks.tree_before++;
     return rc;
 }
 
@@ -544,7 +542,7 @@ int sq_app_after(sq_app_t *app, sq_after_cb cb, void *data)
         return UV_EINVAL;
     int rc = add_hook(&app->after, &app->nafter, (sq__hook_t){.cb.after = cb, .data = data});
     for (sq_app_t *a = app; rc == 0 && a != NULL; a = a->parent)
-        a->tree_after++;
+        a->hooks.tree_after++;
     return rc;
 }
 
@@ -627,8 +625,8 @@ int sq_app_mount(sq_app_t *app, const char *prefix, sq_app_t *sub)
     r->handler = &r->table; /* empty: a mount serves nothing itself */
     sub->parent = app;
     for (sq_app_t *a = app; a != NULL; a = a->parent) {
-        a->tree_before += sub->tree_before;
-        a->tree_after += sub->tree_after;
+        a->hooks.tree_before += sub->hooks.tree_before;
+        a->hooks.tree_after += sub->hooks.tree_after;
     }
     app->routes[app->nroutes++] = r;
     return 0;
@@ -784,11 +782,6 @@ const sq__hook_t *sq__app_befores(const sq_app_t *app, unsigned *n)
 {
     *n = app->nbefore;
     return app->before;
-}
-
-bool sq__app_tree_hooks(const sq_app_t *app, bool after)
-{
-    return (after ? app->tree_after : app->tree_before) != 0;
 }
 
 const sq__hook_t *sq__app_afters(const sq_app_t *app, unsigned *n)
