@@ -82,6 +82,38 @@ static const sq_handler_t up = {.get = show,
                                 .stream_body = SQ_STREAM(SQ_METHOD_POST),
                                 .stream_body_max = 1 << 20};
 
+/* /later answers from a timer: the connection pauses, and what was read behind the
+ * request waits (pending) until the answer is out */
+typedef struct later {
+    uv_timer_t timer;
+    sq_req_t *req;
+    sq_res_t *res;
+} later_t;
+
+static void later_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void later_fire(uv_timer_t *timer)
+{
+    later_t *l = timer->data;
+    show(l->req, l->res, NULL);
+    uv_close((uv_handle_t *)&l->timer, later_closed);
+}
+
+static void later_get(sq_req_t *req, sq_res_t *res, void *data)
+{
+    later_t *l = calloc(1, sizeof(*l));
+    l->req = req;
+    l->res = res;
+    uv_timer_init(data, &l->timer);
+    l->timer.data = l;
+    uv_timer_start(&l->timer, later_fire, 0, 0);
+}
+
+static const sq_handler_t later = {.get = later_get, .post = later_get};
+
 static void on_closed(sq_server_t *srv, void *data)
 {
     ((twin_t *)data)->closed++;
@@ -96,6 +128,7 @@ static void twin_start(twin_t *t)
     cr_assert_eq(sq_app_route(t->app, "/items/{id:int}", &all, NULL), 0);
     cr_assert_eq(sq_app_route(t->app, "/get", &get_only, NULL), 0);
     cr_assert_eq(sq_app_route(t->app, "/up", &up, NULL), 0);
+    cr_assert_eq(sq_app_route(t->app, "/later", &later, &t->loop), 0);
     sq_server_opts_t o;
     sq_server_opts_init(&o);
     o.max_uri_bytes = 64; /* small limits, so that the cases reach them */
@@ -299,6 +332,32 @@ static const char *const cases[] = {
     "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n",
     "POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi",
     "GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
+    /* names one byte off the special ones are plain fields to both readers */
+    "GET / HTTP/1.1\r\nHost: a\r\nContent-Lengthx: 5\r\n\r\nhello",
+    "GET / HTTP/1.1\r\nHost: a\r\nContent-Lengt: 5\r\n\r\n",
+    "GET / HTTP/1.1\r\nHostx: a\r\n\r\n",
+    "GET / HTTP/1.1\r\nXHost: a\r\nHost: b\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\nConnectionx: close\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encodingx: chunked\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\nUpgradex: h2c\r\nExpectx: 100-continue\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\nProxy-Connectionx: close\r\n\r\n",
+    "GET / HTTP/1.1\r\nHost:\r\n\r\n",
+    "GET / HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nhi",
+    /* 15 digits of Content-Length with leading zeros (the subset's), and 16 (llhttp's) */
+    "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 000000000000003\r\n\r\nabc",
+    "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0000000000000003\r\n\r\nabc",
+    "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\na\nPOST / HTTP/1.1\r\n",
+    /* at max_header_bytes (320) and one over, with leading and trailing spaces in a value */
+    "GET / HTTP/1.1\r\nHost: a\r\nX:   "
+    "01234567890123456789012345678901234567890123456789012345678901234567890123456789"
+    "01234567890123456789012345678901234567890123456789012345678901234567890123456789"
+    "01234567890123456789012345678901234567890123456789012345678901234567890123456789"
+    "01234567890123456789012345678901234567890123456789012345678901   \r\n\r\n",
+    "GET / HTTP/1.1\r\nHost: a\r\nX:   "
+    "01234567890123456789012345678901234567890123456789012345678901234567890123456789"
+    "01234567890123456789012345678901234567890123456789012345678901234567890123456789"
+    "01234567890123456789012345678901234567890123456789012345678901234567890123456789"
+    "012345678901234567890123456789012345678901234567890123456789012   \r\n\r\n",
     "\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
     "\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
     "GET / HTTP/1.1\r\nHost: a\r\n",
@@ -397,6 +456,40 @@ Test(h1_fast, takes_the_plain_shape_and_leaves_the_rest)
         uint64_t before = sq__hs(t.srv[0])->fast_n;
         free(exchange(&t, 0, want[i].in, strlen(want[i].in), want[i].step));
         cr_assert_eq(sq__hs(t.srv[0])->fast_n - before, want[i].taken, "case %zu", i);
+    }
+    twin_stop(&t);
+}
+
+/* Requests behind one answered later: llhttp paused (or not yet set up) while the fast
+ * reader takes what waits, then llhttp again — after an ignored h2c Upgrade too, whose
+ * pause llhttp still holds when it next runs. */
+Test(h1_fast, requests_behind_an_answer_given_later_are_read_alike)
+{
+    twin_t t;
+    twin_start(&t);
+#define LATER "GET /later HTTP/1.1\r\nHost: a\r\n\r\n"
+#define H2C                                                                                    \
+    "GET /later HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: Upgrade, "                \
+    "HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
+#define ODD "GET /odd HTTP/1.1\r\nHost: a\r\nX:\tb\r\n\r\n"
+    static const char *const seqs[] = {
+        LATER PLAIN PLAIN,
+        LATER LATER PLAIN,
+        PLAIN LATER PLAIN ODD PLAIN,
+        H2C PLAIN ODD PLAIN,
+        H2C PLAIN PLAIN,
+        PLAIN H2C ODD,
+        "POST /later HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi" PLAIN CHUNKED PLAIN,
+        LATER "\r\n" PLAIN,
+        LATER "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n" PLAIN,
+    };
+    for (size_t i = 0; i < sizeof(seqs) / sizeof(seqs[0]); i++) {
+        char what[64];
+        snprintf(what, sizeof(what), "sequence %zu", i);
+        size_t len = strlen(seqs[i]);
+        same(&t, seqs[i], len, 0, what);
+        for (size_t step = 1; step < len; step += step < 8 ? 1 : 13)
+            same(&t, seqs[i], len, step, what);
     }
     twin_stop(&t);
 }
