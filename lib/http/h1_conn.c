@@ -79,10 +79,16 @@ void sq__h1_process(sq__conn_t *c, const char *data, size_t len)
     }
     sq__exch_hold(px);
     /* Between requests, the common shape is read without llhttp (h1_fast.c); llhttp takes
-     * over at the first request that is not (and then parses from where it starts). */
-    while (c->pstate == SQ__H1_IDLE && data < end && sq__h1_x(c) == px &&
-           !sq__hs(srv)->fast_off && (!px->ll_live || llhttp_get_errno(&px->parser) == HPE_OK)) {
-        int r = sq__h1_fast(c, px, &data, end);
+     * over at the first request that is not (and then parses from where it starts). A
+     * whole head ends with LF: the last one is looked for once, not once per request. */
+    const char *lf_end = NULL;
+    if (c->pstate == SQ__H1_IDLE && data < end && !sq__hs(srv)->fast_off) {
+        const char *lf = end[-1] == '\n' ? end - 1 : memrchr(data, '\n', (size_t)(end - data));
+        lf_end = lf ? lf + 1 : NULL;
+    }
+    while (lf_end != NULL && c->pstate == SQ__H1_IDLE && data < lf_end && sq__h1_x(c) == px &&
+           (!px->ll_live || llhttp_get_errno(&px->parser) == HPE_OK)) {
+        int r = sq__h1_fast(c, px, &data, lf_end, end);
         if (r == -1)
             break;
         if (r == -2) {

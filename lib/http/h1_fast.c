@@ -2,16 +2,17 @@
  *
  * Most requests are a method, an origin-form target, "HTTP/1.1" (or "HTTP/1.0") and a
  * few plain header lines, perhaps "Connection: keep-alive" or "close", with no body or
- * one of a Content-Length, all in one read. For those, llhttp's state machine and its dozen
- * callbacks per request cost more than the rest of the request (docs/performance.md).
- * This reader takes only a strict subset of what llhttp in strict mode accepts — one
- * space between the parts, CRLF line endings, header names of tchar, values of visible
- * characters and spaces, none of the header fields that frame a message or change the
- * connection — and leaves everything else, untouched, to llhttp: a request outside the
- * subset, a head not wholly in the bytes at hand, a head over a limit. A request it takes
- * fills the exchange exactly as h1_parse.c's callbacks would, and goes the same way from
- * there (sq__h1_route, sq__h1_complete). tests/test_h1_fast.c holds the two readers to
- * the same answers. */
+ * one of a Content-Length, all in one read. For those, llhttp's state machine and its
+ * dozen callbacks per request cost more than the rest of the request
+ * (docs/performance.md). This reader takes only a strict subset of what llhttp in strict
+ * mode accepts — one space between the parts, CRLF line endings, header names of tchar,
+ * values of visible characters and spaces, one Connection of a single close or keep-alive
+ * token, one plain Content-Length, no Transfer-Encoding, Upgrade, Proxy-Connection or
+ * Expect — and leaves everything else, untouched, to llhttp: a request outside the
+ * subset, a head or body not wholly in the bytes at hand, a head over a limit, a body for
+ * a route that reads it as a stream. A request it takes fills the exchange exactly as
+ * h1_parse.c's callbacks would, and goes the same way from there (sq__h1_route,
+ * sq__h1_complete). tests/test_h1_fast.c holds the two readers to the same answers. */
 #include "http/h1_int.h"
 #include "server/server_int.h"
 
@@ -41,8 +42,9 @@ static const uint8_t fast_class[256] = {
 /* The most header lines the subset takes (more go through llhttp). */
 #define FAST_FIELDS 32
 
-/* A field llhttp or squall treats apart (chunked framing, Upgrade, Expect), so that the
- * request is llhttp's to read: 1. Host: 2. Connection: 3. Content-Length: 4. Any other: 0. */
+/* What a field name means to the subset: 1, a field that makes the request llhttp's
+ * (Transfer-Encoding, Upgrade, Proxy-Connection, Expect); 2, Host; 3, Connection; 4,
+ * Content-Length; 0, any other. */
 static int field_kind(const char *n, size_t len)
 {
     switch (len) {
@@ -89,21 +91,17 @@ static const char *value_end(const char *p, const char *end)
     return p;
 }
 
-int sq__h1_fast(sq__conn_t *c, sq__exch_t *x, const char **pos, const char *end)
+int sq__h1_fast(sq__conn_t *c, sq__exch_t *x, const char **pos, const char *end,
+                const char *data_end)
 {
-    const char *p = *pos, *const data_end = end;
+    const char *p = *pos;
     uint8_t llmethod;
     sq_method_t method;
-    /* A whole head ends with LF: scan no further than the last LF at hand. Every loop
-     * below stops at an LF (no class holds it), so none needs a bound of its own. */
+    /* A whole head ends with LF: `end` is just past the last LF at hand (the caller looks
+     * for it once for all the requests of a read), and every loop below stops at an LF
+     * (no class holds it), so none needs a bound of its own. */
     if (end - p < 18) /* "GET / HTTP/1.1\r\n\r\n" and a Host line at least */
         return -1;
-    if (end[-1] != '\n') {
-        const char *lf = memrchr(p, '\n', (size_t)(end - p));
-        if (lf == NULL)
-            return -1;
-        end = lf + 1;
-    }
     /* RFC 9112 §3: method SP request-target SP HTTP-version CRLF */
     switch (p[0]) {
     case 'G':

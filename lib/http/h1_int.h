@@ -208,7 +208,6 @@ SQ__HIDDEN extern const sq__proto_t sq__h1_proto;
 /* lib/http/h1_parse.c: llhttp's callbacks for requests. A request's http_major and
  * http_minor hold SQ__H1_NO_VERSION until llhttp reads its version's digits. */
 #define SQ__H1_NO_VERSION 0xff
-/* lib/http/h1_parse.c: llhttp's callbacks for requests. */
 SQ__HIDDEN extern const llhttp_settings_t sq__h1_settings;
 /* A field name (any case) is `lower`: lower-case letters, digits and '-'. */
 static inline bool sq__h1_name_is(const char *name, size_t len, const char *lower, size_t llen)
@@ -227,12 +226,14 @@ SQ__HIDDEN int sq__h1_route(struct sq_req_s *x, const char *query, int has_pct);
 /* The request was read whole: dispatch it; 0 when parsing goes on, else HPE_PAUSED. */
 SQ__HIDDEN int sq__h1_complete(sq__conn_t *c, struct sq_req_s *x, bool keep_alive,
                                bool upgrade);
-/* lib/http/h1_fast.c: a whole, plain request head at *pos (no body, nothing llhttp would
- * treat apart) read without llhttp and dispatched. -1: not such a request, nothing done
- * (llhttp parses it); -2: it could not be taken (x->err_status: out of memory);
- * otherwise sq__h1_complete's answer, with *pos past the request. */
+/* lib/http/h1_fast.c: a whole, plain request at *pos (HTTP/1.x, no framing but a
+ * Content-Length whose body is at hand, nothing llhttp would treat apart) read without
+ * llhttp and dispatched. end: just past the last LF before data_end, the end of the bytes.
+ * -1: not such a request, nothing done (llhttp parses it); -2: it could not be taken
+ * (x->err_status: out of memory); otherwise sq__h1_complete's answer, with *pos past the
+ * request. */
 SQ__HIDDEN int sq__h1_fast(sq__conn_t *c, struct sq_req_s *x, const char **pos,
-                           const char *end);
+                           const char *end, const char *data_end);
 /* Adds the line endings of p..end to x->gap (the strict line-ending checks). */
 SQ__HIDDEN void sq__h1_gap_scan(sq__exch_t *x, const char *p, const char *end,
                                 bool to_blank_line);
