@@ -202,6 +202,18 @@ uint64_t th_server_wait_open(th_server_t *ts, uint64_t want, int timeout_ms)
     }
 }
 
+uint64_t th_server_wait_opened(th_server_t *ts, uint64_t want, int timeout_ms)
+{
+    uint64_t end = th_now_ms() + (uint64_t)timeout_ms;
+    sq_server_stats_t st;
+    for (;;) {
+        th_server_stats(ts, &st);
+        if (st.connections_open >= want || th_now_ms() >= end)
+            return st.connections_open;
+        th_sleep_ms(2);
+    }
+}
+
 /* In a sanitizer build, LeakSanitizer's check on demand; NULL otherwise. A leak found at a
  * test's exit would only be printed (Criterion does not look at the exit status), so the
  * harness checks at each server stop, where everything of the server must be freed. */

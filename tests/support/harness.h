@@ -59,6 +59,8 @@ void th_server_stats(th_server_t *ts, sq_server_stats_t *out);
 /* Polls the counters until connections_open <= want or timeout_ms passes. Returns the
  * last connections_open seen. */
 uint64_t th_server_wait_open(th_server_t *ts, uint64_t want, int timeout_ms);
+/* ...until connections_open >= want (the server has accepted them): the same return. */
+uint64_t th_server_wait_opened(th_server_t *ts, uint64_t want, int timeout_ms);
 
 /* sq_server_destroy(grace_ms) on the loop thread, joins the thread, and asserts that the
  * close callback ran exactly once, that uv_loop_close() returned 0 and, in an ASan build,
