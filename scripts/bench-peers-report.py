@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""The table of scripts/bench-peers.sh: medians, squall's ratio to each peer, targets.
+"""The table of scripts/bench-peers.sh: medians, squall's ratio to each peer per round, targets.
 
 Reads the runs file the script writes (one line a run: ROW SERVER ROUND CPU_TICKS JSON_FILE,
 JSON_FILE being squall-bench's --json output), prints one table to stdout and writes into
@@ -93,11 +93,31 @@ def ratio(a, b):
     return a / b
 
 
+def round_ratios(runs, row, peer, metric):
+    """squall's value over the peer's, one per round in which both were measured."""
+    by = {}
+    for r in runs:
+        if r["row"] == row and r["server"] in ("squall", peer) and r.get(metric) is not None:
+            by.setdefault(r["round"], {})[r["server"]] = r[metric]
+    out = []
+    for rnd in sorted(by):
+        v = ratio(by[rnd].get("squall"), by[rnd].get(peer))
+        if v is not None:
+            out.append(v)
+    return out
+
+
+def paired(runs, row, peer, metric):
+    """The median of the rounds' ratios: each round's runs of a row are close in time."""
+    rs = round_ratios(runs, row, peer, metric)
+    return statistics.median(rs) if rs else None
+
+
 def fmt(v, spec, dash="-"):
     return dash if v is None else format(v, spec)
 
 
-def table(med):
+def table(med, runs):
     rows = [r for r in ROW_ORDER if any(k[0] == r for k in med)]
     lines = []
     head = (f"{'row':<12} {'server':<14} {'answers/s':>10} {'CPU us':>8} {'p99 ms':>8} "
@@ -107,7 +127,6 @@ def table(med):
     for row in rows:
         servers = sorted((k[1] for k in med if k[0] == row),
                          key=lambda s: SERVER_ORDER.index(s) if s in SERVER_ORDER else 99)
-        sq = med.get((row, "squall"), {})
         for s in servers:
             m = med[(row, s)]
             cols = (f"{row:<12} {s:<14} {fmt(m.get('rate'), ',.0f'):>10} "
@@ -117,10 +136,10 @@ def table(med):
                 cols += f"{'':<12} {'':>6} {'':>6} {'':>6} {'':>6}"
             else:
                 cols += (f"{'':<12} "
-                         f"{fmt(ratio(sq.get('rate'), m.get('rate')), '.2f'):>6} "
-                         f"{fmt(ratio(sq.get('cpu'), m.get('cpu')), '.2f'):>6} "
-                         f"{fmt(ratio(sq.get('p99'), m.get('p99')), '.2f'):>6} "
-                         f"{fmt(ratio(sq.get('bpc'), m.get('bpc')), '.2f'):>6}")
+                         f"{fmt(paired(runs, row, s, 'rate'), '.2f'):>6} "
+                         f"{fmt(paired(runs, row, s, 'cpu'), '.2f'):>6} "
+                         f"{fmt(paired(runs, row, s, 'p99'), '.2f'):>6} "
+                         f"{fmt(paired(runs, row, s, 'bpc'), '.2f'):>6}")
             if m["errors"]:
                 cols += f"  ({m['errors']} errors)"
             lines.append(cols.rstrip())
@@ -128,7 +147,7 @@ def table(med):
     return lines
 
 
-def check_targets(med):
+def check_targets(med, runs):
     lines = ["targets (squall's ratio to the peer; lower is better except rate):"]
     missed = 0
     for row, peer, metric, op, limit, text in TARGETS:
@@ -137,9 +156,11 @@ def check_targets(med):
             v = sq.get("bpc") if sq else None
             shown = None if v is None else f"{v:,.0f} B"
         else:
-            pm = med.get((row, peer))
-            v = ratio(sq.get(metric), pm.get(metric)) if sq and pm else None
+            rs = round_ratios(runs, row, peer, metric)
+            v = statistics.median(rs) if rs else None
             shown = None if v is None else f"{v:.2f}x"
+            if len(rs) > 1:
+                shown += " (rounds " + " ".join(f"{x:.2f}" for x in rs) + ")"
         if v is None:
             verdict = "not measured"
         elif (v <= limit) if op == "<=" else (v >= limit):
@@ -147,11 +168,11 @@ def check_targets(med):
         else:
             verdict = "MISSED"
             missed += 1
-        lines.append(f"  {verdict:<12} {text:<54} {shown or '-'}")
+        lines.append(f"  {verdict:<12} {text:<54} {shown or '-'}".rstrip())
     return lines, missed
 
 
-def chart(med, out):
+def chart(med, runs, out):
     gp = shutil.which("gnuplot")
     if not gp:
         return "chart: gnuplot is not installed (apt-get install gnuplot-nox), no PNG written"
@@ -161,11 +182,10 @@ def chart(med, out):
     with open(dat, "w") as f:
         f.write("row " + " ".join(peers) + "\n")
         for row in rows:
-            sq = med[(row, "squall")]
             metric = "bpc" if row.startswith("idle") else "cpu"
             vals = []
             for p in peers:
-                v = ratio(sq.get(metric), med.get((row, p), {}).get(metric))
+                v = paired(runs, row, p, metric)
                 vals.append("-" if v is None else f"{v:.4f}")
             f.write(row + " " + " ".join(vals) + "\n")
     png = os.path.join(out, "chart.png")
@@ -219,17 +239,18 @@ def main():
             f.write("\t".join(str(x) for x in (row, s, m["n"], m.get("rate", ""), m.get("cpu", ""),
                                                 m.get("p99", ""), m.get("bpc", ""), m["errors"])) + "\n")
 
-    lines = table(med)
-    tl, missed = check_targets(med)
+    lines = table(med, runs)
+    tl, missed = check_targets(med, runs)
     lines += tl
     if a.quick:
         lines.append("  (QUICK=1: fewer rows, 2 s, 1 round; the targets are meant for a full run)")
     lines.append("")
     lines.append("answers/s: responses or echoed messages per second (median of the rounds);")
     lines.append("CPU us: server CPU time (utime + stime) per answer; p99: squall-bench's latency;")
-    lines.append("B/conn: server RSS growth per idle connection; squall/peer: squall's median over")
-    lines.append("the peer's (rate: higher is better for squall, the others: lower is better)")
-    lines.append(chart(med, a.out))
+    lines.append("B/conn: server RSS growth per idle connection; squall/peer: the median over the")
+    lines.append("rounds of squall's figure over the peer's in the same round (rate: higher is")
+    lines.append("better for squall, the others: lower is better)")
+    lines.append(chart(med, runs, a.out))
     text = "\n".join(lines)
     print(text)
     header = open(a.header).read() if a.header and os.path.exists(a.header) else ""

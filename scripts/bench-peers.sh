@@ -9,8 +9,9 @@
 # a line saying so.
 #
 # One server runs at a time, pinned to SERVER_CPU; the load generator, build/bin/squall-bench
-# (--json), is pinned to LOAD_CPU. Every round starts each server afresh (the order rotates
-# from round to round) and measures, on that process:
+# (--json), is pinned to LOAD_CPU. Every round starts the servers of a suite afresh, all at
+# once on their own ports (idle, a server costs nothing), and measures on those processes,
+# row by row, each row on every server in turn (the order rotates from round to round):
 #   idle-http / idle-ws  --hold HOLD_N idle connections, VmRSS before and after (--pid)
 #   plain-c50            plaintext, 50 connections          (HTTP servers)
 #   plain-c256           plaintext, 256 connections
@@ -22,9 +23,12 @@
 #                        pick). The load is wrk (-t1), which speaks https (squall-bench
 #                        does not), its numbers printed as squall-bench --json's.
 # with the server's CPU time (utime + stime of the server's processes, /proc/PID/stat,
-# before and after the load) divided by the answers. REPEAT rounds; medians are reported,
-# with squall's ratio to each peer, by scripts/bench-peers-report.py, which also writes
-# a PNG chart when gnuplot is installed and, with --check, fails when a target is missed.
+# before and after the load) divided by the answers. REPEAT rounds; the report
+# (scripts/bench-peers-report.py) gives each server's median and squall's ratio to each
+# peer as the median of the rounds' ratios (a row's runs in one round are a minute apart at
+# most, so each ratio compares the servers on the same state of the machine). It also
+# writes a PNG chart when gnuplot is installed and, with --check, fails when a target is
+# missed.
 #
 #   scripts/bench-peers.sh                 # 10 s x 3 rounds, every row: about 15 minutes
 #   QUICK=1 scripts/bench-peers.sh         # 2 s x 1 round, fewer rows: about a minute
@@ -129,9 +133,11 @@ fi
 TMPD=$(mktemp -d /tmp/squall-bench-peers.XXXXXX)
 SRV_PID=""
 SRV_CPU_PIDS=""
+SRV_PID_MEM=""
+declare -A PORT_OF=() PID_OF=() CPU_PIDS_OF=() MEM_PID_OF=()
 cleanup() {
     trap - EXIT INT TERM
-    stop_server
+    stop_servers
     rm -rf "$TMPD"
 }
 trap cleanup EXIT
@@ -197,13 +203,22 @@ start_server() {
     fi
 }
 
-stop_server() {
-    local p
-    [ -z "$SRV_PID" ] && return 0
-    for p in $SRV_CPU_PIDS; do [ "$p" != "$SRV_PID" ] && stop_pid "$p"; done
-    stop_pid "$SRV_PID"
-    SRV_PID=""
-    SRV_CPU_PIDS=""
+# use_server NAME: makes the running NAME the one load and settle measure.
+use_server() {
+    SRV_PID=${PID_OF[$1]} SRV_CPU_PIDS=${CPU_PIDS_OF[$1]} SRV_PID_MEM=${MEM_PID_OF[$1]}
+}
+
+# stop_servers: stops every server started (all their processes).
+stop_servers() {
+    local name p
+    for name in "${!PID_OF[@]}"; do
+        for p in ${CPU_PIDS_OF[$name]}; do
+            [ "$p" != "${PID_OF[$name]}" ] && stop_pid "$p"
+        done
+        stop_pid "${PID_OF[$name]}"
+    done
+    PORT_OF=() PID_OF=() CPU_PIDS_OF=() MEM_PID_OF=()
+    SRV_PID="" SRV_CPU_PIDS="" SRV_PID_MEM=""
 }
 
 # load NAME ROW ROUND URL DUR SQUALL-BENCH-ARGS...: one squall-bench run against the running
@@ -289,44 +304,67 @@ wait_drained() {
     echo "  warning: connections to port $1 still open 60 s after the hold" >&2
 }
 
-# rows_for NAME ROUND PORT: the rows measured on a fresh NAME.
-rows_for() {
-    local name=$1 round=$2 port=$3 row c p s scheme path label
-    case $name in
-        node-ws | py-websockets | squall-ws) scheme=ws ;;
-        *-tls) scheme=https ;;
-        *) scheme=http ;;
+# scheme_of NAME: http, https or ws.
+scheme_of() {
+    case $1 in
+        node-ws | py-websockets | squall-ws) echo ws ;;
+        *-tls) echo https ;;
+        *) echo http ;;
     esac
-    if [ $scheme = https ]; then
-        label=${name%-tls}
-        load_wrk "$label" warmup 0 "https://127.0.0.1:$port/plaintext" 1s 50
-        load_wrk "$label" tls-c50 "$round" "https://127.0.0.1:$port/plaintext" "$DURATION" 50
-    elif [ $scheme = http ]; then
-        path=/plaintext
-        load "$name" idle-http "$round" "http://127.0.0.1:$port$path" 1s --hold "$HOLD_N" \
-            --pid "$SRV_PID_MEM" --timeout 30s
-        wait_drained "$port"
-        load "$name" warmup 0 "http://127.0.0.1:$port$path" 1s -c 50
-        for row in $HTTP_ROWS; do
-            c=${row##*-c}; p=1
-            case $row in pipe16-*) p=16 ;; esac
-            load "$name" "$row" "$round" "http://127.0.0.1:$port$path" "$DURATION" -c "$c" \
-                --pipeline "$p"
-        done
-    else
-        path=/ label=$name
-        [ "$name" = squall-ws ] && path=/ws/echo label=squall
-        load "$label" idle-ws "$round" "ws://127.0.0.1:$port$path" 1s --hold "$HOLD_N" \
-            --pid "$SRV_PID_MEM" --timeout 30s
-        wait_drained "$port"
-        load "$name" warmup 0 "ws://127.0.0.1:$port$path" 1s -c 50
-        for row in $WS_ROWS; do
+}
+
+# label_of NAME: the name a run is recorded under (squall-ws is squall, nginx-tls nginx).
+label_of() {
+    case $1 in
+        squall-ws) echo squall ;;
+        *-tls) echo "${1%-tls}" ;;
+        *) echo "$1" ;;
+    esac
+}
+
+# path_of NAME: the path the load asks for.
+path_of() {
+    case $1 in
+        squall-ws) echo /ws/echo ;;
+        node-ws | py-websockets) echo / ;;
+        *) echo /plaintext ;;
+    esac
+}
+
+# settle NAME ROUND PORT: on a freshly started NAME, the idle row (--hold; not over TLS),
+# then a warm-up of 1 s.
+settle() {
+    local name=$1 round=$2 port=$3 scheme label path
+    scheme=$(scheme_of "$name"); label=$(label_of "$name"); path=$(path_of "$name")
+    if [ "$scheme" = https ]; then
+        load_wrk "$label" warmup 0 "https://127.0.0.1:$port$path" 1s 50
+        return 0
+    fi
+    load "$label" "idle-$scheme" "$round" "$scheme://127.0.0.1:$port$path" 1s \
+        --hold "$HOLD_N" --pid "$SRV_PID_MEM" --timeout 30s
+    wait_drained "$port"
+    load "$label" warmup 0 "$scheme://127.0.0.1:$port$path" 1s -c 50
+}
+
+# measure NAME ROW ROUND PORT: one row against the running NAME.
+measure() {
+    local name=$1 row=$2 round=$3 port=$4 c p s scheme label path
+    scheme=$(scheme_of "$name"); label=$(label_of "$name"); path=$(path_of "$name")
+    case $row in
+        tls-c*)
+            load_wrk "$label" "$row" "$round" "https://127.0.0.1:$port$path" "$DURATION" \
+                "${row##*-c}" ;;
+        ws-*)
             c=${row#ws-c}; c=${c%%-*}; s=32
             case $row in *-16K) s=16384 ;; esac
             load "$label" "$row" "$round" "ws://127.0.0.1:$port$path" "$DURATION" -c "$c" \
-                --size "$s"
-        done
-    fi
+                --size "$s" ;;
+        *)
+            c=${row##*-c}; p=1
+            case $row in pipe16-*) p=16 ;; esac
+            load "$label" "$row" "$round" "http://127.0.0.1:$port$path" "$DURATION" -c "$c" \
+                --pipeline "$p" ;;
+    esac
 }
 
 # rotate N WORDS...: the words, starting at the (N mod count)-th.
@@ -343,7 +381,7 @@ load0=$(cut -d' ' -f1-3 /proc/loadavg)
     echo "bench-peers: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs ($(awk -F': ' \
         '/^model name/ { print $2; exit }' /proc/cpuinfo)), load average $load0"
     echo "  server on CPU $SERVER_CPU, squall-bench on CPU $LOAD_CPU${NICE:+, nice $NICE};" \
-        "$DURATION per cell, $REPEAT round(s), servers in rotating order, medians;" \
+        "$DURATION per cell, $REPEAT round(s), servers in rotating order, row by row;" \
         "idle rows: $HOLD_N connections"
     echo "  HTTP: ${HTTP_SERVERS:-none}; WebSocket: ${WS_SERVERS/squall/squall(/ws/echo)};" \
         "TLS (wrk): ${TLS_SERVERS:-none}"
@@ -355,18 +393,38 @@ if awk -v l="${load0%% *}" 'BEGIN { exit !(l > 0.5) }'; then
 fi
 
 : >"$TMPD/runs"
+# Each round starts every server of a suite afresh, all at once on their own ports (pinned
+# to SERVER_CPU; an idle server costs nothing), settles each in turn, then measures row by
+# row, each row on every server one after the other (the order rotating from round to
+# round). A row's runs are then a minute apart at most, so the ratio of one round compares
+# the servers on the same state of a shared machine; the report takes the median of the
+# rounds' ratios.
 for round in $(seq 1 "$REPEAT"); do
-    # HTTP servers, then WebSocket servers (hello again, as squall-ws), each order rotated.
-    # shellcheck disable=SC2086
-    for name in $(rotate "$((round - 1))" $HTTP_SERVERS) \
-        $(rotate "$((round - 1))" ${WS_SERVERS/squall/squall-ws}) \
-        $(rotate "$((round - 1))" $TLS_SERVERS); do
-        port=$(free_port)
-        srv=$name
-        [ "$name" = squall-ws ] && srv=squall
-        start_server "$srv" "$port"
-        rows_for "$name" "$round" "$port"
-        stop_server
+    for suite in http ws tls; do
+        case $suite in
+            http) names=$HTTP_SERVERS rows=$HTTP_ROWS ;;
+            ws) names=${WS_SERVERS/squall/squall-ws} rows=$WS_ROWS ;;
+            tls) names=$TLS_SERVERS rows=tls-c50 ;;
+        esac
+        [ -z "$names" ] && continue
+        # shellcheck disable=SC2086
+        names=$(rotate "$((round - 1))" $names)
+        for name in $names; do
+            port=$(free_port)
+            srv=$name
+            [ "$name" = squall-ws ] && srv=squall
+            start_server "$srv" "$port"
+            PORT_OF[$name]=$port PID_OF[$name]=$SRV_PID CPU_PIDS_OF[$name]=$SRV_CPU_PIDS
+            MEM_PID_OF[$name]=$SRV_PID_MEM
+            settle "$name" "$round" "$port"
+        done
+        for row in $rows; do
+            for name in $names; do
+                use_server "$name"
+                measure "$name" "$row" "$round" "${PORT_OF[$name]}"
+            done
+        done
+        stop_servers
     done
 done
 echo "  load average after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/header.txt"
