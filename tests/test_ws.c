@@ -2773,3 +2773,74 @@ Test(ws, sends_of_4_gib_or_more_are_refused_with_emsgsize, .timeout = 30)
     }
     cr_assert_eq(h.taken, 0, "sq_ws_broadcast");
 }
+
+/* ---- big messages to a client that reads late ---- */
+
+/* A message of 4 KiB or more goes straight to the socket when nothing waits before it
+ * (lib/server/writeq.c, write_through); what the socket does not take is queued, and
+ * what follows queues behind it. The client's small receive buffer and late reading make
+  * the first write short: every message must still arrive whole and in order. */
+#define LATE_N 24 /* 6 MiB: more than the socket buffers on both ends hold */
+#define LATE_LEN (256 * 1024)
+
+static atomic_int late_failed; /* sends refused, on the server's thread */
+
+static void late_message(sq_ws_t *ws, int binary, const char *msg, size_t len, void *data)
+{
+    uint8_t *m = malloc(LATE_LEN);
+    if (m == NULL) {
+        atomic_fetch_add(&late_failed, 1);
+        return;
+    }
+    for (int k = 0; k < LATE_N; k++) {
+        memset(m, 'a' + k, LATE_LEN);
+        m[0] = (uint8_t)k; /* each message starts with its number */
+        if (sq_ws_send_binary(ws, m, LATE_LEN) != 0)
+            atomic_fetch_add(&late_failed, 1);
+    }
+    free(m);
+    if (sq_ws_send_text(ws, "end", 3) != 0)
+        atomic_fetch_add(&late_failed, 1);
+}
+
+static const sq_ws_handler_t late_handler = {.message = late_message};
+
+Test(ws, big_messages_to_a_client_that_reads_late_arrive_whole_and_in_order, .timeout = 20)
+{
+    sq_app_t *app;
+    cr_assert_eq(sq_app_create(&app), 0);
+    sq_ws_opts_t o;
+    sq_ws_opts_init(&o);
+    o.max_queued_bytes = 2 * LATE_N * LATE_LEN;
+    cr_assert_eq(sq_app_websocket(app, "/echo", &late_handler, &o, NULL), 0);
+    th_server_t *ts = th_server_start(app, NULL);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, th_server_port(ts)), 0);
+    int small = 65536; /* far above one segment */
+    cr_assert_eq(setsockopt(c.fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+    cr_assert_eq(th_conn_sends(&c, upgrade_request), 0);
+    th_res_t res;
+    cr_assert_eq(th_conn_read_res(&c, &res, 5000, false), 0);
+    cr_assert_eq(res.status, 101);
+    th_res_free(&res);
+    /* asked for after the 101 has left, the first message finds nothing queued */
+    frame_send(&c, FIN | OP_TEXT, true, "go", 2);
+    th_sleep_ms(300); /* the server writes meanwhile, and the socket fills */
+    for (int k = 0; k < LATE_N; k++) {
+        rframe_t f;
+        cr_assert_eq(frame_read(&c, &f, 5000), 0, "message %d", k);
+        cr_assert(f.fin && f.opcode == OP_BIN, "message %d: opcode %d", k, f.opcode);
+        cr_assert_eq(f.len, LATE_LEN, "message %d: %zu bytes", k, f.len);
+        cr_assert_eq(f.payload[0], k, "message %d came as %d", k, f.payload[0]);
+        size_t bad = 0;
+        for (size_t i = 1; i < f.len; i++)
+            bad += f.payload[i] != (uint8_t)('a' + k);
+        cr_assert_eq(bad, 0, "message %d: %zu bytes differ", k, bad);
+        frame_free(&f);
+    }
+    expect_frame(&c, OP_TEXT, "end", 3);
+    th_conn_close(&c);
+    th_server_stop(ts, 1000);
+    sq_app_destroy(app);
+    cr_assert_eq(atomic_load(&late_failed), 0);
+}

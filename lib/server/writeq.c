@@ -336,16 +336,47 @@ static void raw_done(sq__conn_t *c, int status, void (*fn)(void), void *ud, void
     ((sq__write_cb)fn)(c, status, ud);
 }
 
+/* Bytes of one sq__conn_write from which, when nothing else waits to go out, they are
+ * written at once rather than copied into the batch: a syscall costs about what copying
+ * a few KiB does, and the batch would have held these bytes alone anyway. */
+#define SQ__WRITE_THROUGH_MIN 4096
+
+/* Writes what it can of bufs now when the connection has nothing queued or in flight (a
+ * plain socket, no callback wanted); returns how many bytes went out (0: none, queue
+ * them all). An error is left to the flush, which meets it again. */
+static size_t write_through(sq__conn_t *c, const uv_buf_t *bufs, unsigned nbufs)
+{
+    sq__wq_t *q = c->wq;
+    size_t total = 0;
+    for (unsigned i = 0; i < nbufs; i++)
+        total += bufs[i].len;
+    if (total < SQ__WRITE_THROUGH_MIN || (c->flags & SQ__CF_TLS) ||
+        (q != NULL && (q->inflight || q->b[q->fill].nsegs != 0)) ||
+        sq__conn_io(c)->queued(c) != 0)
+        return 0;
+    int w = sq__conn_io(c)->try_write(c, bufs, nbufs);
+    if (w <= 0)
+        return 0;
+    sq__conn_srv(c)->stats.bytes_written += (uint64_t)w;
+    return (size_t)w;
+}
+
 int sq__conn_write(sq__conn_t *c, const uv_buf_t *bufs, unsigned nbufs, sq__write_cb cb,
                    void *ud)
 {
     if (c->flags & (SQ__CF_CLOSED | SQ__CF_CLOSE_AFTER))
         return UV_ECANCELED;
+    size_t done = cb == NULL ? write_through(c, bufs, nbufs) : 0;
+    unsigned i = 0;
+    while (i < nbufs && done >= bufs[i].len)
+        done -= bufs[i++].len;
+    if (i == nbufs)
+        return 0; /* all written */
     sq__wbatch_t *b = sq__conn_batch(c);
     if (b == NULL)
         return UV_ENOMEM;
-    for (unsigned i = 0; i < nbufs; i++)
-        if (sq__batch_add_copy(b, bufs[i].base, bufs[i].len) != 0)
+    for (; i < nbufs; i++, done = 0)
+        if (sq__batch_add_copy(b, bufs[i].base + done, bufs[i].len - done) != 0)
             return UV_ENOMEM;
     if (cb != NULL && sq__batch_on_done(b, raw_done, (void (*)(void))cb, ud, NULL) != 0)
         return UV_ENOMEM;
