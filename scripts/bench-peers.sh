@@ -15,6 +15,9 @@
 #   idle-http / idle-ws  --hold HOLD_N idle connections, VmRSS before and after (--pid)
 #   plain-c50            plaintext, 50 connections          (HTTP servers)
 #   plain-c256           plaintext, 256 connections
+#   paced-c256           plaintext, 256 connections, paced at 40,000 requests/s in all
+#                        (open loop: every server gets the same load, below what the fast
+#                        ones can take, so its p99 is its own and not the load generator's)
 #   pipe16-c256          plaintext, 256 connections, 16 requests per write
 #   ws-c50-32B ...       echo, 50 and 500 connections x 32 B and 16 KiB  (WebSocket servers)
 #   tls-c50              plaintext over TLS, 50 keep-alive connections: hello --tls-cert
@@ -126,7 +129,7 @@ if [ -n "$QUICK" ]; then
     HTTP_ROWS="plain-c50 pipe16-c256"
     WS_ROWS="ws-c50-32B ws-c500-16K"
 else
-    HTTP_ROWS="plain-c50 plain-c256 pipe16-c256"
+    HTTP_ROWS="plain-c50 plain-c256 paced-c256 pipe16-c256"
     WS_ROWS="ws-c50-32B ws-c50-16K ws-c500-32B ws-c500-16K"
 fi
 
@@ -359,6 +362,9 @@ measure() {
             case $row in *-16K) s=16384 ;; esac
             load "$label" "$row" "$round" "ws://127.0.0.1:$port$path" "$DURATION" -c "$c" \
                 --size "$s" ;;
+        paced-*)
+            load "$label" "$row" "$round" "http://127.0.0.1:$port$path" "$DURATION" -c 256 \
+                --rate 40000 ;;
         *)
             c=${row##*-c}; p=1
             case $row in pipe16-*) p=16 ;; esac
