@@ -729,8 +729,8 @@ if main_alive mixed; then
     check mixed no_errors "$([ "$fail_mixed" = 0 ] && [ "$runs_done" = "$RUNS" ] && echo 1 || echo 0)" \
         "$errors errors in $runs_done of $RUNS runs of both clients"
     check mixed p99_stable "$([ "$runs_done" = "$RUNS" ] && [ -z "$hover$wover" ] && echo 1 || echo 0)" \
-        "every run's p99 within 3 x the median (HTTP $hmed ms, WebSocket $wmed ms)" \
-        "${hover:+; HTTP over in run $hover}${wover:+; WebSocket over in run $wover}"
+        "every run's p99 within 3 x the median (HTTP $hmed ms, WebSocket $wmed" \
+        "ms${hover:+; HTTP over in run $hover}${wover:+; WebSocket over in run $wover})"
     check mixed rss_flat "$(le "$rss_last" $((rss_first * 11 / 10)))" \
         "RSS $rss_first KiB after the first run, $rss_last KiB after the last"
     check mixed rss_peak_bounded "$([ "$peak_first" -gt 0 ] &&
@@ -742,7 +742,7 @@ if proc_alive "$CHAT_PID"; then
     check mixed longpoll_lossless "$([ "$runs_done" = "$RUNS" ] && [ -z "$lp_bad" ] &&
         [ "$lp_expected" -gt 0 ] && echo 1 || echo 0)" \
         "$lp_delivered of $lp_expected messages delivered to $LP_CLIENTS long polls, none" \
-        "lost, doubled or out of order${lp_bad:+; not so in run $lp_bad}"
+        "lost, doubled or out of order${lp_bad:+ (not so in run $lp_bad)}"
     check mixed chat_rss_flat "$([ "$chat_first" -gt 0 ] &&
         [ "$(le "$chat_last" $((chat_first * 11 / 10)))" = 1 ] && echo 1 || echo 0)" \
         "chat RSS $chat_rss0 KiB before, $chat_first KiB after the first run, $chat_last after" \
