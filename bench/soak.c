@@ -29,7 +29,7 @@
  *          halfclose: a request (or three pipelined) then shutdown(SHUT_WR): the answers
  *          must arrive. pipereset: 64 pipelined GETs of P (a large answer) and half of
  *          another on a 4 KiB receive buffer, the first answer's head read, then a reset
- *          while the server is still writing the batch's first answer. vanish: N requests for GET /sleep?ms=300 at once, all reset
+ *          while the server is still writing the batch. vanish: N requests for GET /sleep?ms=300 at once, all reset
  *          50 ms later. bigreset: GET P (a large answer) with a 4 KiB receive buffer,
  *          4 KiB of it read, then a reset while the server is still writing. Both wait
  *          --pause-ms MS (20) between the read and the reset.
@@ -736,11 +736,11 @@ static int fault_halfclose(void)
 }
 
 /* 64 pipelined GETs of P (a large answer: 1.7 MB for the bundle) and half of a 65th, on a
- * 4 KiB receive buffer: the head of the first answer is read, then, pause_ms later, a
- * reset. The server cannot have written the batch by then — the first answer alone is
- * hundreds of times what the window takes — so the reset lands while it is still writing
- * it, with the other 63 parsed or waiting behind it (`ss -tn` in that pause shows the
- * server's Send-Q full). */
+ * 4 KiB receive buffer: the first 4 KiB read (the head of the first answer), then,
+ * pause_ms later, a reset. The batch is about 110 MB and the window takes a few KiB, so
+ * the reset lands while the server is still writing it: `ss -tn` in a 2 s pause showed
+ * the server's Send-Q at 2,797,568 bytes (the first answer and part of the second in the
+ * kernel's buffer), the client's Recv-Q at 6,144, and the other answers not yet written. */
 static int fault_pipereset(void)
 {
     char req[1024];
@@ -769,7 +769,7 @@ static int fault_pipereset(void)
             memcmp(buf, "HTTP/1.1 200", 12) == 0)
             started++;
         usleep(g.pause_ms * 1000); /* the server fills the window and waits to write more */
-        close_rst(fd);             /* in the middle of the batch's first answer */
+        close_rst(fd);             /* in the middle of the batch */
     }
     free(batch);
     printf("connections=%u opened=%u answers_started=%u\n", g.n, opened, started);

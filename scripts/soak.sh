@@ -537,7 +537,8 @@ hc_rc=0 pr_rc=0 va_rc=0 br_rc=0
 hc=$(cli "$soak" fault --kind halfclose -p "$MAIN_PORT" -n "$FAULTS") || hc_rc=$?
 echo "  half-closed after the request: $hc"
 # 64 pipelined GETs of the large answer on a 4 KiB receive buffer: the reset comes while
-# hello is still writing the first of them (bench/soak.c, fault_pipereset)
+# hello is still writing the batch, its Send-Q megabytes full (bench/soak.c,
+# fault_pipereset)
 pr=$(cli "$soak" fault --kind pipereset -p "$MAIN_PORT" -n "$FAULTS" --path "$big") || pr_rc=$?
 pr_ok=$(answers "$MAIN_PORT")
 echo "  reset in a pipelined batch of 64 $big: $pr; then a new client answered: $pr_ok"
