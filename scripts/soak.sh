@@ -20,9 +20,10 @@
 #             its CPU over 5 s of new attempts while full (no spin); the held connections
 #             still answered; 20 closed, then new ones served.
 #   4 faults  half-closed clients get their answers; resets in a pipelined batch of large
-#             answers while the server writes them, clients
-#             that leave while their thread-pool job runs, resets while a large answer is
-#             being written: the server lives, its fds come back, it answers.
+#             answers while the server writes them, clients that leave while their
+#             thread-pool job runs, resets while a large answer is being written: each
+#             answer had begun before its reset; the server lives, its fds come back, it
+#             answers.
 #   5 mixed   squall-bench HTTP keep-alive and WebSocket echo on hello, and 16 long polls
 #             on the chat (build/bin/chat, its hub in memory) with 50 messages/s posted, at
 #             once, at a fixed rate, one run of each per minute (10 s with --quick): no
