@@ -743,8 +743,8 @@ if proc_alive "$CHAT_PID"; then
     check mixed chat_alive 1 "chat (pid $CHAT_PID) runs"
     check mixed longpoll_lossless "$([ "$runs_done" = "$RUNS" ] && [ -z "$lp_bad" ] &&
         [ "$lp_expected" -gt 0 ] && echo 1 || echo 0)" \
-        "$lp_delivered of $lp_expected messages delivered to $LP_CLIENTS long polls, none" \
-        "lost, doubled or out of order${lp_bad:+ (not so in run $lp_bad)}"
+        "$lp_delivered of $lp_expected messages delivered to $LP_CLIENTS long polls, each" \
+        "once, in order${lp_bad:+; lost, doubled, late or a client error in run $lp_bad}"
     check mixed chat_rss_flat "$([ "$chat_first" -gt 0 ] &&
         [ "$(le "$chat_last" $((chat_first * 11 / 10)))" = 1 ] && echo 1 || echo 0)" \
         "chat RSS $chat_rss0 KiB before, $chat_first KiB after the first run, $chat_last after" \
