@@ -41,7 +41,7 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-# shellcheck source=scripts/peers-lib.sh
+# shellcheck source=scripts/peers-lib.sh disable=SC1091 # followed with shellcheck -x
 . "$root/scripts/peers-lib.sh"
 
 usage() {
