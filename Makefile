@@ -7,6 +7,8 @@
 #   make valgrind   the suite's shutdown tests under valgrind
 #   make bench      side-by-side benchmarks against peers (scripts/bench-peers.sh)
 #   make bench-hub  the chat hub next to a Node.js ws chat (scripts/bench-hub.sh)
+#   make soak       hello and the chat under churn, stuck clients and faults (scripts/soak.sh;
+#                   SOAK_ARGS="--quick" for about a minute, see docs/reliability.md)
 #   make install PREFIX=/usr/local   (libsquall.so.N, N = SQ_VERSION_ABI of version.h)
 #   make version    the version and library name, as read from include/squall/version.h
 #   make format | clean
@@ -51,7 +53,7 @@ endif
 STATIC := $(BUILD)/lib/libsquall.a
 SHARED := $(BUILD)/lib/libsquall.so
 
-.PHONY: all deps run test asan valgrind bench bench-hub fuzz install format clean version \
+.PHONY: all deps run test asan valgrind bench bench-hub soak fuzz install format clean version \
         build-all build-test build-run build-valgrind
 # Objects built on the way to a binary (app/, bench/) are kept: no rebuild on the next make.
 .SECONDARY:
@@ -149,6 +151,11 @@ fuzz: deps
 
 bench-hub: all
 	bash scripts/bench-hub.sh
+
+# scripts/soak.sh with SOAK_ARGS (e.g. SOAK_ARGS="--quick --json soak.json")
+SOAK_ARGS ?=
+soak: all
+	bash scripts/soak.sh $(SOAK_ARGS)
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/include/squall $(DESTDIR)$(PREFIX)/lib/pkgconfig

@@ -5,10 +5,11 @@
  *   bench-soak MODE -p PORT [options]
  *
  *   churn  -n N [-t THREADS] [-S SOURCES]
- *          N connections, in a cycle of 16: 4 closed with no request, 4 closed after one
- *          answered GET, 4 reset (SO_LINGER 0) after one answered GET, 1 closed and 1 reset
- *          with the headers half sent, 1 reset right after a WebSocket upgrade request
- *          (before the 101), 1 closed after the 101. Source addresses 127.0.0.2 ...
+ *          N connections, in a cycle of 16, half of them ended by a reset (SO_LINGER 0):
+ *          2 closed and 2 reset with no request, 4 closed and 4 reset after one answered
+ *          GET, 1 closed and 1 reset with the headers half sent, 1 reset right after a
+ *          WebSocket upgrade request (before the 101), 1 closed after the 101. Source
+ *          addresses 127.0.0.2 ...
  *          127.0.0.(1+SOURCES) in turn, so TIME_WAIT does not use up one address's ports.
  *   slow   -n N --body [-i MS] [-m SECONDS]
  *          N connections that send a byte every MS ms (1000): of a request head that never
@@ -26,10 +27,20 @@
  *          (reset K of them), "new K" (K new connections served, 5 s each), "quit".
  *   fault  --kind halfclose|pipereset|vanish|bigreset -n N [--path P]
  *          halfclose: a request (or three pipelined) then shutdown(SHUT_WR): the answers
- *          must arrive. pipereset: 64 pipelined GETs and half of another, two answers
- *          read, then a reset. vanish: N requests for GET /sleep?ms=300 at once, all reset
+ *          must arrive. pipereset: 64 pipelined GETs of P (a large answer) and half of
+ *          another on a 4 KiB receive buffer, the first answer's head read, then a reset
+ *          while the server is still writing the batch. vanish: N requests for GET /sleep?ms=300 at once, all reset
  *          50 ms later. bigreset: GET P (a large answer) with a 4 KiB receive buffer,
- *          4 KiB of it read, then a reset while the server is still writing.
+ *          4 KiB of it read, then a reset while the server is still writing. Both wait
+ *          --pause-ms MS (20) between the read and the reset.
+ *   longpoll -n N [--room R] [--rate R] [-d SECONDS]
+ *          the chat's long poll (docs/chat.md): N clients, each on its keep-alive
+ *          connection, join room R (soak) with a plain poll, then loop on
+ *          GET /rooms/R/messages?since=CURSOR&wait=2; once all have joined a publisher
+ *          POSTs a message RATE times a second (50) for SECONDS (10). Each client must get
+ *          every message posted after it joined, once, in id order. Prints what was lost,
+ *          doubled or out of order, client errors, and the delivery latency (from the
+ *          POST's send to the answer that carried it) p50/p99/max.
  *
  * Each mode prints one line of key=value figures on stdout (fdfill: one per command) and
  * exits 0; 1 when the server cannot be reached; 2 on a bad flag. Whether a figure is
@@ -70,13 +81,18 @@ typedef struct opts {
     unsigned max_s;
     unsigned pipeline;
     unsigned hold_s;
+    unsigned pause_ms;
+    unsigned rate;
+    unsigned duration_s;
     bool body, ws;
     const char *path;
     const char *kind;
+    const char *room;
 } opts_t;
 
 static opts_t g = {.n = 1000, .threads = 2, .sources = 16, .interval_ms = 1000, .max_s = 60,
-                   .pipeline = 8, .hold_s = 10, .path = "/"};
+                   .pipeline = 8, .hold_s = 10, .pause_ms = 20, .rate = 50,
+                   .duration_s = 10, .path = "/", .room = "soak"};
 
 static double now_s(void)
 {
@@ -208,9 +224,19 @@ static const char upgrade_req[] = "GET /ws/echo HTTP/1.1\r\nHost: soak\r\nUpgrad
 
 /* ---- churn ----------------------------------------------------------------------- */
 
-enum { K_NONE, K_ONE, K_ONE_RST, K_HALF, K_HALF_RST, K_UP_BEFORE, K_UP_AFTER, K_COUNT };
-static const char *const kind_names[K_COUNT] = {"none",     "one",       "one_rst",   "half",
-                                                "half_rst", "up_before", "up_after"};
+enum {
+    K_NONE,
+    K_NONE_RST,
+    K_ONE,
+    K_ONE_RST,
+    K_HALF,
+    K_HALF_RST,
+    K_UP_BEFORE,
+    K_UP_AFTER,
+    K_COUNT
+};
+static const char *const kind_names[K_COUNT] = {"none", "none_rst", "one",       "one_rst",
+                                                "half", "half_rst", "up_before", "up_after"};
 
 typedef struct churn {
     unsigned next; /* the next connection's number (atomic) */
@@ -223,9 +249,11 @@ static churn_t churn_st;
 
 static int churn_kind(unsigned k)
 {
-    static const int cycle[16] = {K_NONE,    K_NONE,     K_NONE,      K_NONE,     K_ONE,   K_ONE,
-                                  K_ONE,     K_ONE,      K_ONE_RST,   K_ONE_RST,  K_ONE_RST,
-                                  K_ONE_RST, K_HALF,     K_HALF_RST,  K_UP_BEFORE, K_UP_AFTER};
+    /* 8 of 16 end by a reset: none_rst 2, one_rst 4, half_rst 1, up_before 1 */
+    static const int cycle[16] = {K_NONE,     K_NONE_RST, K_ONE,     K_ONE_RST,
+                                  K_ONE,      K_ONE_RST,  K_HALF,    K_HALF_RST,
+                                  K_NONE,     K_NONE_RST, K_ONE,     K_ONE_RST,
+                                  K_ONE,      K_ONE_RST,  K_UP_BEFORE, K_UP_AFTER};
     return cycle[k % 16];
 }
 
@@ -244,6 +272,9 @@ static int churn_one(unsigned k)
     switch (kind) {
     case K_NONE:
         close(fd);
+        break;
+    case K_NONE_RST:
+        close_rst(fd);
         break;
     case K_ONE:
     case K_ONE_RST:
@@ -704,33 +735,45 @@ static int fault_halfclose(void)
     return 0;
 }
 
+/* 64 pipelined GETs of P (a large answer: 1.7 MB for the bundle) and half of a 65th, on a
+ * 4 KiB receive buffer: the first 4 KiB read (the head of the first answer), then,
+ * pause_ms later, a reset. The batch is about 110 MB and the window takes a few KiB, so
+ * the reset lands while the server is still writing it: `ss -tn` in a 2 s pause showed
+ * the server's Send-Q at 2,797,568 bytes (the first answer and part of the second in the
+ * kernel's buffer), the client's Recv-Q at 6,144, and the other answers not yet written. */
 static int fault_pipereset(void)
 {
-    unsigned ok = 0;
-    char *batch = malloc(65 * sizeof(get_plain));
+    char req[1024];
+    int rl = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: soak\r\n\r\n", g.path);
+    if (rl <= 0 || (size_t)rl >= sizeof(req))
+        return 2;
+    size_t cap = 64 * (size_t)rl + sizeof(get_half), len = 0;
+    char *batch = malloc(cap);
     if (batch == NULL)
         return 1;
-    size_t len = 0;
     for (int r = 0; r < 64; r++) {
-        memcpy(batch + len, get_plain, sizeof(get_plain) - 1);
-        len += sizeof(get_plain) - 1;
+        memcpy(batch + len, req, (size_t)rl);
+        len += (size_t)rl;
     }
     memcpy(batch + len, get_half, sizeof(get_half) - 1);
     len += sizeof(get_half) - 1;
+    unsigned started = 0, opened = 0;
     for (unsigned i = 0; i < g.n; i++) {
-        char buf[8192];
-        int fd = conn_open(i, 0);
+        char buf[4096];
+        int fd = conn_open(i, 4096);
         if (fd < 0)
             continue;
+        opened++;
         send_all(fd, batch, len);
-        size_t extra = 0;
-        if (read_response(fd, 3000, buf, sizeof(buf), &extra) == 200)
-            ok++;
-        close_rst(fd); /* in the middle of the batch */
+        if (wait_readable(fd, 3000) && recv(fd, buf, sizeof(buf), 0) >= 12 &&
+            memcmp(buf, "HTTP/1.1 200", 12) == 0)
+            started++;
+        usleep(g.pause_ms * 1000); /* the server fills the window and waits to write more */
+        close_rst(fd);             /* in the middle of the batch */
     }
     free(batch);
-    printf("connections=%u first_answered=%u\n", g.n, ok);
-    return 0;
+    printf("connections=%u opened=%u answers_started=%u\n", g.n, opened, started);
+    return opened == 0 ? 1 : 0;
 }
 
 static int fault_vanish(void)
@@ -773,18 +816,283 @@ static int fault_bigreset(void)
         if (wait_readable(fd, 3000) && recv(fd, buf, sizeof(buf), 0) > 0 &&
             memcmp(buf, "HTTP/1.1 200", 12) == 0)
             started++;
-        usleep(20000); /* the server fills the window and waits to write more */
+        usleep(g.pause_ms * 1000); /* the server fills the window and waits to write more */
         close_rst(fd);
     }
     printf("connections=%u answers_started=%u\n", g.n, started);
     return 0;
 }
 
+/* ---- longpoll -------------------------------------------------------------------- */
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+typedef struct lp_client {
+    pthread_t th;
+    unsigned k;
+    bool joined;
+    uint64_t cursor0; /* the last id when it joined */
+    uint64_t last;    /* the last id received */
+    unsigned got, lost, dup, errors;
+    double *lat_ms; /* one per message received */
+    size_t nlat, caplat;
+    char err[96];
+} lp_client_t;
+
+static struct {
+    unsigned joined; /* atomic */
+    bool pub_done;   /* atomic */
+    uint64_t pub_last;
+    double deadline; /* for clients once the publisher is done */
+} lp;
+
+/* One GET on fd: its status, the body in *body (inside buf) and *blen; the head is checked
+ * for X-Hub-Missed and X-Hub-Reset (a message lost). -1..-3 as read_response. */
+static int lp_get(int fd, const char *path, char *buf, size_t cap, const char **body,
+                  size_t *blen, bool *missed, int ms)
+{
+    char req[512];
+    int rl = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: soak\r\n\r\n", path);
+    if (send_all(fd, req, (size_t)rl) != 0)
+        return -1;
+    size_t extra = 0;
+    int st = read_response(fd, ms, buf, cap - 1, &extra);
+    if (st < 0)
+        return st;
+    const char *end = memmem(buf, cap, "\r\n\r\n", 4);
+    if (end == NULL)
+        return -3;
+    size_t head = (size_t)(end - buf) + 4;
+    *missed = memmem(buf, head, "X-Hub-Missed", 12) != NULL ||
+              memmem(buf, head, "X-Hub-Reset", 11) != NULL;
+    *body = buf + head;
+    /* the whole answer was read: its body runs to the bytes read less any extra */
+    const char *cl = memmem(buf, head, "Content-Length:", 15);
+    *blen = cl != NULL ? strtoul(cl + 15, NULL, 10) : 0;
+    return st;
+}
+
+static void lp_fail(lp_client_t *c, const char *what)
+{
+    c->errors++;
+    if (c->err[0] == '\0')
+        snprintf(c->err, sizeof(c->err), "%s", what);
+}
+
+/* Walks a JSON array of the hub's messages ({"id":N,"room":...,"text":"t=NS"}): ids must
+ * follow c->last one by one. */
+static void lp_take(lp_client_t *c, const char *body, size_t len, uint64_t t_recv)
+{
+    const char *p = body, *end = body + len;
+    while ((p = memmem(p, (size_t)(end - p), "{\"id\":", 6)) != NULL) {
+        uint64_t id = strtoull(p + 6, NULL, 10);
+        p += 6;
+        const char *t = memmem(p, (size_t)(end - p), "\"text\":\"t=", 10);
+        uint64_t sent = t != NULL ? strtoull(t + 10, NULL, 10) : 0;
+        if (id <= c->last) {
+            c->dup++;
+            continue;
+        }
+        if (c->joined && id != c->last + 1)
+            c->lost += (unsigned)(id - c->last - 1);
+        c->last = id;
+        if (!c->joined)
+            continue;
+        c->got++;
+        if (c->nlat == c->caplat) {
+            size_t nc = c->caplat ? 2 * c->caplat : 1024;
+            double *n = realloc(c->lat_ms, nc * sizeof(*n));
+            if (n == NULL)
+                continue;
+            c->lat_ms = n;
+            c->caplat = nc;
+        }
+        if (sent != 0 && t_recv >= sent)
+            c->lat_ms[c->nlat++] = (double)(t_recv - sent) / 1e6;
+    }
+}
+
+static void *lp_client_thread(void *arg)
+{
+    lp_client_t *c = arg;
+    size_t cap = 1 << 20;
+    char *buf = malloc(cap), path[256];
+    const char *body;
+    size_t blen;
+    bool missed = false;
+    int fd = conn_open(c->k, 0);
+    if (buf == NULL || fd < 0) {
+        lp_fail(c, "connect");
+        __atomic_fetch_add(&lp.joined, 1, __ATOMIC_RELEASE);
+        goto out;
+    }
+    /* join: a plain poll of the whole history; its last id is the cursor */
+    snprintf(path, sizeof(path), "/rooms/%s/messages?since=0", g.room);
+    int st = lp_get(fd, path, buf, cap, &body, &blen, &missed, 5000);
+    if (st != 200) {
+        lp_fail(c, "join");
+        __atomic_fetch_add(&lp.joined, 1, __ATOMIC_RELEASE);
+        goto out;
+    }
+    lp_take(c, body, blen, 0);
+    c->cursor0 = c->last;
+    c->joined = true;
+    __atomic_fetch_add(&lp.joined, 1, __ATOMIC_RELEASE);
+    for (;;) {
+        if (__atomic_load_n(&lp.pub_done, __ATOMIC_ACQUIRE)) {
+            if (c->last >= lp.pub_last)
+                break;
+            if (now_s() > lp.deadline) {
+                lp_fail(c, "not all messages came within 5 s of the last post");
+                break;
+            }
+        }
+        snprintf(path, sizeof(path), "/rooms/%s/messages?since=%llu&wait=2", g.room,
+                 (unsigned long long)c->last);
+        st = lp_get(fd, path, buf, cap, &body, &blen, &missed, 10000);
+        uint64_t t = now_ns();
+        if (st != 200) {
+            lp_fail(c, st == -2 ? "long poll not answered within 10 s"
+                                : st == -1 ? "connection closed" : "bad answer");
+            break;
+        }
+        if (missed)
+            lp_fail(c, "X-Hub-Missed or X-Hub-Reset");
+        lp_take(c, body, blen, t);
+    }
+out:
+    if (fd >= 0)
+        close(fd);
+    free(buf);
+    return NULL;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int run_longpoll(void)
+{
+    unsigned nc = g.n > 256 ? 256 : g.n;
+    lp_client_t *c = calloc(nc, sizeof(*c));
+    if (c == NULL)
+        return 1;
+    for (unsigned i = 0; i < nc; i++) {
+        c[i].k = i;
+        pthread_create(&c[i].th, NULL, lp_client_thread, &c[i]);
+    }
+    double t_join = now_s();
+    while (__atomic_load_n(&lp.joined, __ATOMIC_ACQUIRE) < nc && now_s() - t_join < 10)
+        usleep(10000);
+    /* the publisher: one keep-alive connection, a POST every 1/rate s */
+    unsigned posted = 0, post_err = 0, id_err = 0;
+    uint64_t first_id = 0;
+    char buf[4096], req[512], path[256];
+    snprintf(path, sizeof(path), "/rooms/%s/messages", g.room);
+    int fd = conn_open(nc, 0);
+    double t0 = now_s();
+    unsigned total = g.rate * g.duration_s;
+    for (unsigned k = 0; fd >= 0 && k < total; k++) {
+        double due = t0 + (double)k / g.rate, wait = due - now_s();
+        if (wait > 0)
+            usleep((useconds_t)(wait * 1e6));
+        char text[64];
+        int tl = snprintf(text, sizeof(text), "{\"text\":\"t=%llu\"}",
+                          (unsigned long long)now_ns());
+        int rl = snprintf(req, sizeof(req),
+                          "POST %s HTTP/1.1\r\nHost: soak\r\nContent-Type: application/json\r\n"
+                          "Content-Length: %d\r\n\r\n%s",
+                          path, tl, text);
+        size_t extra = 0;
+        int st = send_all(fd, req, (size_t)rl) == 0
+                     ? read_response(fd, 5000, buf, sizeof(buf) - 1, &extra)
+                     : -1;
+        if (st != 201) {
+            post_err++;
+            if (st < 0)
+                break;
+            continue;
+        }
+        const char *idp = memmem(buf, sizeof(buf) - 1, "{\"id\":", 6);
+        uint64_t id = idp != NULL ? strtoull(idp + 6, NULL, 10) : 0;
+        if (first_id == 0)
+            first_id = id;
+        else if (id != lp.pub_last + 1)
+            id_err++;
+        lp.pub_last = id;
+        posted++;
+    }
+    double pub_s = now_s() - t0;
+    if (fd >= 0)
+        close(fd);
+    lp.deadline = now_s() + 5;
+    __atomic_store_n(&lp.pub_done, true, __ATOMIC_RELEASE);
+    unsigned joined = 0, errors = 0, lost = 0, dup = 0, short_of = 0;
+    uint64_t got = 0, expected = 0;
+    size_t nlat = 0;
+    const char *err = NULL;
+    for (unsigned i = 0; i < nc; i++) {
+        pthread_join(c[i].th, NULL);
+        joined += c[i].joined;
+        errors += c[i].errors;
+        lost += c[i].lost;
+        dup += c[i].dup;
+        got += c[i].got;
+        if (c[i].joined) {
+            expected += lp.pub_last > c[i].cursor0 ? lp.pub_last - c[i].cursor0 : 0;
+            if (c[i].last < lp.pub_last)
+                short_of++;
+        }
+        if (err == NULL && c[i].err[0] != '\0')
+            err = c[i].err;
+        nlat += c[i].nlat;
+    }
+    double *all = malloc((nlat ? nlat : 1) * sizeof(*all));
+    size_t n = 0;
+    for (unsigned i = 0; i < nc; i++) {
+        if (all != NULL && c[i].nlat > 0)
+            memcpy(all + n, c[i].lat_ms, c[i].nlat * sizeof(*all));
+        n += c[i].nlat;
+        free(c[i].lat_ms);
+    }
+    double p50 = 0, p99 = 0, pmax = 0;
+    if (all != NULL && n > 0) {
+        qsort(all, n, sizeof(*all), cmp_double);
+        p50 = all[n / 2];
+        p99 = all[(size_t)((double)(n - 1) * 0.99)];
+        pmax = all[n - 1];
+    }
+    printf("clients=%u joined=%u posted=%u post_errors=%u id_errors=%u first_id=%llu "
+           "last_id=%llu seconds=%.1f expected=%llu delivered=%llu lost=%u dup=%u "
+           "short=%u client_errors=%u lat_p50_ms=%.2f lat_p99_ms=%.2f lat_max_ms=%.2f",
+           nc, joined, posted, post_err, id_err, (unsigned long long)first_id,
+           (unsigned long long)lp.pub_last, pub_s, (unsigned long long)expected,
+           (unsigned long long)got, lost, dup, short_of, errors, p50, p99, pmax);
+    if (err != NULL) {
+        printf(" first_error=");
+        for (const char *q = err; *q; q++)
+            putchar(*q == ' ' ? '_' : *q);
+    }
+    printf("\n");
+    free(all);
+    free(c);
+    return joined == 0 || fd < 0 ? 1 : 0;
+}
+
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: bench-soak churn|slow|stuck|fdfill|fault -p PORT [-n N] [-t THREADS]\n"
-               "         [-S SOURCES] [--body] [-i MS] [-m SECONDS] [--path P] [-P PIPELINE]\n"
-               "         [--ws] [-H SECONDS] [--kind halfclose|pipereset|vanish|bigreset]\n");
+    fprintf(f, "usage: bench-soak churn|slow|stuck|fdfill|fault|longpoll -p PORT [-n N]\n"
+               "         [-t THREADS] [-S SOURCES] [--body] [-i MS] [-m SECONDS] [--path P]\n"
+               "         [-P PIPELINE] [--ws] [-H SECONDS] [--pause-ms MS]\n"
+               "         [--kind halfclose|pipereset|vanish|bigreset]\n"
+               "         [--room R] [--rate R] [-d SECONDS]\n");
 }
 
 int main(int argc, char **argv)
@@ -796,6 +1104,8 @@ int main(int argc, char **argv)
         {"max", required_argument, NULL, 'm'},     {"path", required_argument, NULL, 'x'},
         {"pipeline", required_argument, NULL, 'P'}, {"ws", no_argument, NULL, 'w'},
         {"hold", required_argument, NULL, 'H'},    {"kind", required_argument, NULL, 'k'},
+        {"pause-ms", required_argument, NULL, 'z'}, {"room", required_argument, NULL, 'r'},
+        {"rate", required_argument, NULL, 'R'},    {"duration", required_argument, NULL, 'd'},
         {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
     };
     if (argc < 2 || argv[1][0] == '-') {
@@ -806,7 +1116,7 @@ int main(int argc, char **argv)
     const char *mode = argv[1];
     int ch;
     optind = 2;
-    while ((ch = getopt_long(argc, argv, "p:n:t:S:i:m:P:H:", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "p:n:t:S:i:m:P:H:d:", longopts, NULL)) != -1) {
         switch (ch) {
         case 'p': g.port = atoi(optarg); break;
         case 'n': g.n = (unsigned)strtoul(optarg, NULL, 10); break;
@@ -820,12 +1130,18 @@ int main(int argc, char **argv)
         case 'w': g.ws = true; break;
         case 'H': g.hold_s = (unsigned)strtoul(optarg, NULL, 10); break;
         case 'k': g.kind = optarg; break;
+        case 'z': g.pause_ms = (unsigned)strtoul(optarg, NULL, 10); break;
+        case 'r': g.room = optarg; break;
+        case 'R': g.rate = (unsigned)strtoul(optarg, NULL, 10); break;
+        case 'd': g.duration_s = (unsigned)strtoul(optarg, NULL, 10); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
     }
-    if (g.port <= 0 || g.port > 65535 || g.n == 0 || g.threads == 0 || g.interval_ms == 0) {
-        fprintf(stderr, "bench-soak: -p PORT (1..65535), -n, -t and -i must be positive\n");
+    if (g.port <= 0 || g.port > 65535 || g.n == 0 || g.threads == 0 || g.interval_ms == 0 ||
+        g.rate == 0 || g.duration_s == 0) {
+        fprintf(stderr, "bench-soak: -p PORT (1..65535), -n, -t, -i, --rate and -d must be "
+                        "positive\n");
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -838,6 +1154,8 @@ int main(int argc, char **argv)
         return run_stuck();
     if (strcmp(mode, "fdfill") == 0)
         return run_fdfill();
+    if (strcmp(mode, "longpoll") == 0)
+        return run_longpoll();
     if (strcmp(mode, "fault") == 0 && g.kind != NULL) {
         if (strcmp(g.kind, "halfclose") == 0)
             return fault_halfclose();
