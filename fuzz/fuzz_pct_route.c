@@ -365,7 +365,7 @@ static void check_date(const char *s)
 
 static void check_cond(sq_method_t method, const uint8_t *data, size_t size)
 {
-    static const uint64_t sizes[] = {0, 1, 1000, UINT64_MAX, (uint64_t)1 << 40};
+    static const uint64_t sizes[6] = {0, 1, 2, 1000, UINT64_MAX, (uint64_t)1 << 40};
     /* 1994-11-06 08:49:37 (the RFC's example), 0, 2023-11-14, 9999-12-31 23:59:59 */
     static const int64_t mtimes[] = {784111777, 0, 1700000000, 253402300799};
     if (size < 2)
