@@ -1,9 +1,12 @@
 /* The WebSocket opening handshake (RFC 6455 §4.2.1) through the request path: a
  * connection of the memory transport (as the request harness) gets a request line the
  * input's first byte picks, the input's header lines, and the end of the head. Routes:
- * /ws (no subprotocols) and /chat/{room} (subprotocols "chat" and "superchat"), both with
- * an accept hook that records the request it saw and refuses with 403 when asked to (an
- * `X-Refuse` header).
+ * /ws (no subprotocols) and /chat/{room} (subprotocols "chat" and "superchat"), and two
+ * with permessage-deflate (RFC 7692): /z with the default settings and /zz with every
+ * setting away from its default (no context takeover either way, windows of 9 and 10
+ * bits), each with an accept hook that records the request it saw and refuses with 403
+ * when asked to (an `X-Refuse` header). Bit 0x10 of the first byte moves the request
+ * line to the deflate routes.
  *
  * Checks, for the first final response on the connection:
  * - a 101 comes only for a GET over HTTP/1.1 whose request, as the hook saw it, has
@@ -12,6 +15,12 @@
  *   Sec-WebSocket-Key that is base64 of 16 bytes; the 101 carries exactly one
  *   Sec-WebSocket-Accept, equal to base64(SHA-1(key + GUID)) computed here with OpenSSL;
  *   a Sec-WebSocket-Protocol in it is one the route has and the client offered;
+ * - a 101 carries no Sec-WebSocket-Extensions unless the route has deflate and the client
+ *   offered permessage-deflate, then at most one line: a single permessage-deflate
+ *   element whose parameters are known, each once, windows of 8-15 bits in decimal, and
+ *   fit one of the client's offers (RFC 7692 §7.1: client_max_window_bits only when that
+ *   offer has it, and no more than its value; server_max_window_bits no more than the
+ *   offer's); an offer that is just "permessage-deflate" is accepted;
  * - anything else is a 4xx, or 501 for a Transfer-Encoding other than chunked (RFC 9112
  *   §6.1), (or no answer at all when the connection ends first: a head
  *   that never ends, a body that never comes).
@@ -40,6 +49,8 @@ typedef struct seen {
     size_t key_lines, version_lines;
     bool upgrade, connection, version13;
     char offers[1024]; /* the client's Sec-WebSocket-Protocol lines, joined by commas */
+    char ext[20000];   /* its Sec-WebSocket-Extensions lines, joined by commas */
+    bool ext_cut;      /* ...did not fit */
 } seen_t;
 
 static seen_t seen;
@@ -91,6 +102,10 @@ static int ws_accept(sq_req_t *req, const char **subprotocol, void *data)
         } else if (strcasecmp(name, "Sec-WebSocket-Protocol") == 0) {
             size_t l = strlen(seen.offers);
             snprintf(seen.offers + l, sizeof(seen.offers) - l, ",%s", value);
+        } else if (strcasecmp(name, "Sec-WebSocket-Extensions") == 0) {
+            size_t l = strlen(seen.ext);
+            int w = snprintf(seen.ext + l, sizeof(seen.ext) - l, "%s%s", l ? "," : "", value);
+            seen.ext_cut |= w < 0 || (size_t)w >= sizeof(seen.ext) - l;
         }
     }
     if (sq_req_header(req, "X-Refuse") != NULL)
@@ -119,6 +134,14 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     sq_ws_opts_init(&o);
     o.subprotocols = protos;
     sq_app_websocket(app, "/chat/{room}", &echo, &o, NULL);
+    sq_ws_opts_init(&o);
+    o.deflate = 1;
+    sq_app_websocket(app, "/z", &echo, &o, NULL);
+    o.deflate_no_context_takeover = 1;
+    o.deflate_peer_no_context_takeover = 1;
+    o.deflate_window_bits = 9;
+    o.deflate_peer_window_bits = 10;
+    sq_app_websocket(app, "/zz", &echo, &o, NULL);
     sq_server_opts_t so;
     sq_server_opts_init(&so);
     sq_server_create(&srv, &loop, app, &so);
@@ -199,7 +222,168 @@ static const char *final_response(const sq__buf_t *out, size_t *len)
     return b;
 }
 
-static void check_response(const sq__buf_t *out, bool closed)
+/* ---- permessage-deflate (RFC 7692 §7.1) ---- */
+
+/* One permessage-deflate element's parameters as read here: for each window parameter,
+ * 0 absent, -1 without a value, -2 a bad value, else its bits. */
+typedef struct pmd {
+    int smwb, cmwb;
+    bool sntc, cntc;
+    bool ok; /* known parameters, each once, values where they belong */
+} pmd_t;
+
+/* The next element of an extension list (RFC 6455 §9.1) at *p, commas outside quotes
+ * ending it: [*b, *e), trimmed; false at the end. */
+static bool next_element(const char **p, const char **b, const char **e)
+{
+    const char *s = *p;
+    while (*s == ' ' || *s == '\t' || *s == ',')
+        s++;
+    if (*s == '\0')
+        return false;
+    const char *t = s;
+    bool q = false;
+    for (; *t != '\0' && (q || *t != ','); t++) {
+        if (*t == '"')
+            q = !q;
+        else if (q && *t == '\\' && t[1] != '\0')
+            t++;
+    }
+    *b = s;
+    *e = t;
+    while (*e > *b && ((*e)[-1] == ' ' || (*e)[-1] == '\t'))
+        (*e)--;
+    *p = t;
+    return true;
+}
+
+/* RFC 7692 §7.1.2: 8-15 in decimal, no leading zero, quoted or not. */
+static int bits_of(const char *v, size_t n)
+{
+    if (n >= 2 && v[0] == '"' && v[n - 1] == '"') {
+        v++;
+        n -= 2;
+    }
+    if (n == 1 && v[0] >= '8' && v[0] <= '9')
+        return v[0] - '0';
+    if (n == 2 && v[0] == '1' && v[1] >= '0' && v[1] <= '5')
+        return 10 + v[1] - '0';
+    return -2;
+}
+
+/* Reads [b, e) as a permessage-deflate element; false when it names another extension. */
+static bool pmd_read(const char *b, const char *e, pmd_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->ok = true;
+    const char *t = b;
+    while (t < e && *t != ';' && *t != ' ' && *t != '\t')
+        t++;
+    if ((size_t)(t - b) != 18 || strncasecmp(b, "permessage-deflate", 18) != 0)
+        return false;
+    const char *p = t;
+    while (p < e) {
+        while (p < e && (*p == ' ' || *p == '\t'))
+            p++;
+        if (p >= e)
+            break;
+        if (*p != ';') {
+            out->ok = false; /* junk after the name or a value */
+            return true;
+        }
+        p++;
+        while (p < e && (*p == ' ' || *p == '\t'))
+            p++;
+        const char *nb = p;
+        while (p < e && *p != '=' && *p != ';' && *p != ' ' && *p != '\t')
+            p++;
+        size_t nl = (size_t)(p - nb);
+        while (p < e && (*p == ' ' || *p == '\t'))
+            p++;
+        const char *vb = NULL;
+        size_t vl = 0;
+        if (p < e && *p == '=') {
+            p++;
+            while (p < e && (*p == ' ' || *p == '\t'))
+                p++;
+            vb = p;
+            bool q = false;
+            for (; p < e && (q || (*p != ';' && *p != ' ' && *p != '\t')); p++) {
+                if (*p == '"')
+                    q = !q;
+                else if (q && *p == '\\' && p + 1 < e)
+                    p++;
+            }
+            vl = (size_t)(p - vb);
+        }
+        int *w = NULL;
+        bool *f = NULL;
+        if (nl == 22 && strncasecmp(nb, "server_max_window_bits", 22) == 0)
+            w = &out->smwb;
+        else if (nl == 22 && strncasecmp(nb, "client_max_window_bits", 22) == 0)
+            w = &out->cmwb;
+        else if (nl == 26 && strncasecmp(nb, "server_no_context_takeover", 26) == 0)
+            f = &out->sntc;
+        else if (nl == 26 && strncasecmp(nb, "client_no_context_takeover", 26) == 0)
+            f = &out->cntc;
+        else
+            out->ok = false;
+        if (w != NULL) {
+            if (*w != 0)
+                out->ok = false;
+            *w = vb == NULL ? -1 : bits_of(vb, vl);
+        } else if (f != NULL) {
+            if (*f || vb != NULL)
+                out->ok = false;
+            *f = true;
+        }
+    }
+    return true;
+}
+
+/* RFC 7692 §7.1: the 101's extension lines for a route with (or without) deflate. */
+static void check_extensions(const char *head, size_t hl, bool deflate_route)
+{
+    char ans[512];
+    int n = response_header(head, hl, "Sec-WebSocket-Extensions", ans, sizeof(ans));
+    if (seen.ext_cut)
+        return;
+    /* what the client offered: any permessage-deflate */
+    bool offered = false;
+    const char *p = seen.ext, *b, *e;
+    pmd_t o;
+    while (next_element(&p, &b, &e))
+        offered |= pmd_read(b, e, &o);
+    if (n == 0) {
+        /* "permessage-deflate" alone, the only element, must be accepted */
+        p = seen.ext;
+        if (deflate_route && next_element(&p, &b, &e) && e - b == 18 && *e == '\0' &&
+            strncasecmp(b, "permessage-deflate", 18) == 0)
+            abort();
+        return;
+    }
+    if (n > 1 || !deflate_route || !offered)
+        abort(); /* two answers, or an extension nobody offered */
+    pmd_t a;
+    p = ans;
+    if (!next_element(&p, &b, &e) || !pmd_read(b, e, &a) || !a.ok || a.smwb < 0 ||
+        a.cmwb < 0 || next_element(&p, &b, &e))
+        abort(); /* not one well-formed permessage-deflate answer */
+    p = seen.ext;
+    while (next_element(&p, &b, &e)) {
+        if (!pmd_read(b, e, &o) || !o.ok || o.smwb < -1 || o.cmwb < -1)
+            continue;
+        if (a.cmwb > 0 && (o.cmwb == 0 || (o.cmwb > 0 && a.cmwb > o.cmwb)))
+            continue; /* §7.1.2.2 */
+        if (a.smwb > 0 && o.smwb > 0 && a.smwb > o.smwb)
+            continue; /* §7.1.2.1 */
+        return; /* an offer this answers */
+    }
+    fprintf(stderr, "answer \"%s\" fits no offer of \"%s\"\n", ans, seen.ext);
+    abort();
+}
+
+static void check_response(const sq__buf_t *out, bool closed, bool deflate_route)
 {
     size_t len;
     const char *b = final_response(out, &len);
@@ -234,6 +418,7 @@ static void check_response(const sq__buf_t *out, bool closed)
     if (response_header(b, hl, "Sec-WebSocket-Accept", got, sizeof(got)) != 1 ||
         strcmp(got, want) != 0)
         abort();
+    check_extensions(b, hl, deflate_route);
     int np = response_header(b, hl, "Sec-WebSocket-Protocol", got, sizeof(got));
     if (np > 1 || (np == 1 && ((strcmp(got, "chat") != 0 && strcmp(got, "superchat") != 0) ||
                                !list_has(seen.offers, got))))
@@ -251,6 +436,13 @@ static const char *const request_lines[8] = {
     "GET /ws HTTP/1.0\r\n",  "HEAD /ws HTTP/1.1\r\n",
     "POST /ws HTTP/1.1\r\n", "GET /chat/%20 HTTP/1.1\r\n",
     "GET /ws/ HTTP/1.1\r\n", "", /* the input writes its own request line */
+};
+/* the same with bit 0x10: the deflate routes */
+static const char *const request_lines_z[8] = {
+    "GET /z HTTP/1.1\r\n",  "GET /zz?x=1 HTTP/1.1\r\n",
+    "GET /z HTTP/1.0\r\n",  "HEAD /zz HTTP/1.1\r\n",
+    "POST /z HTTP/1.1\r\n", "GET /zz HTTP/1.1\r\n",
+    "GET /z/ HTTP/1.1\r\n", "",
 };
 
 /* True when the input holds bytes after the first blank line (the end of the head). */
@@ -273,7 +465,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1 || size > 16384)
         return 0;
-    const char *rl = request_lines[data[0] & 7];
+    const char *rl = (data[0] & 0x10 ? request_lines_z : request_lines)[data[0] & 7];
     bool split = data[0] & 8; /* fed one line at a time, else whole */
     data++;
     size--;
@@ -306,7 +498,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         sq__mem_feed(&sink, NULL, 0);
         run(16);
     }
-    check_response(&sink.out, sink.closed);
+    /* the input's own line may name a deflate route too */
+    bool deflate_route = rl[0] != '\0' ? data[-1] & 0x10
+                                        : size >= 6 && (memcmp(data, "GET /z", 6) == 0);
+    check_response(&sink.out, sink.closed, deflate_route);
     if (upgraded && !sink.closed) {
         static const uint8_t close_frame[] = {0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8};
         sq__mem_feed(&sink, close_frame, sizeof(close_frame));

@@ -22,7 +22,23 @@
  *   slashes now split segments that an earlier route takes;
  * - sq__url_parse of "http://" + the input (and of the input itself) gives, when it
  *   accepts, a non-empty host, a port of 1-65535 and a target of RFC 3986 characters
- *   that starts with '/', so nothing in them can end a request line. */
+ *   that starts with '/', so nothing in them can end a request line.
+ *
+ * What follows the target's NUL, when there is one, is for the static files' conditional
+ * and range headers (lib/static/cond.c) and Accept-Encoding (lib/http/gzip.c): its first
+ * byte picks the file's size, its second the file's mtime, then '\n'-separated lines,
+ * each a header whose name the line's first byte picks (Range, If-Range, If-None-Match,
+ * If-Modified-Since, If-Match, If-Unmodified-Since, Accept-Encoding) and whose value is
+ * the rest, put in a request of their own. Checks:
+ * - sq__static_range answers 0, 416 or 206, and a 206's range is non-empty and lies in
+ *   the file (first <= last < size);
+ * - sq__static_preconditions answers 0, 304 (GET or HEAD only) or 412;
+ * - an HTTP-date that parses (each value is also tried as one) formats back
+ *   (sq__date_format, Last-Modified's formatter) to a date that parses to the same time,
+ *   and every time of years 0-9999 the formatter writes parses back to itself;
+ * - Accept-Encoding's every q= weight reads as -1 (refused) or 0..1000 (0 to 1 in
+ *   thousandths) and agrees with a reader written here from RFC 9110 §12.4.2; what the
+ *   list says of gzip is one of the three answers. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +47,11 @@
 #include <squall.h>
 
 #include "internal.h"
+#include "static/static_int.h"
+/* Accept-Encoding's reader and its weights' are static in gzip.c: the harness compiles
+ * that file in its place (every symbol of it defined here, the library's copy is not
+ * linked), to call them alone */
+#include "http/gzip.c"
 
 static sq_app_t *app;
 
@@ -299,6 +320,135 @@ static void check_url(const char *url)
     sq__url_free(&u);
 }
 
+/* ---- conditional requests, ranges, HTTP-dates, Accept-Encoding ---- */
+
+static const char *const cond_names[] = {"Range",    "If-Range",
+                                         "If-None-Match", "If-Modified-Since",
+                                         "If-Match", "If-Unmodified-Since",
+                                         "Accept-Encoding"};
+
+/* RFC 9110 §12.4.2: qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] ), in
+ * thousandths; -1 for anything else. */
+static int ref_q(const char *s, size_t n)
+{
+    if (n == 0 || (s[0] != '0' && s[0] != '1'))
+        return -1;
+    if (n == 1)
+        return (s[0] - '0') * 1000;
+    if (s[1] != '.' || n > 5)
+        return -1;
+    int q = 0, scale = 100;
+    for (size_t i = 2; i < n; i++, scale /= 10) {
+        if (s[i] < '0' || s[i] > '9' || (s[0] == '1' && s[i] != '0'))
+            return -1;
+        q += (s[i] - '0') * scale;
+    }
+    return (s[0] - '0') * 1000 + q;
+}
+
+static void check_date(const char *s)
+{
+    int64_t t, t2;
+    if (!sq__http_date_parse(s, &t))
+        return;
+    char again[30];
+    sq__date_format(t, again);
+    /* the formatter writes 1970's first second for a time past year 9999 (or before 0) */
+    if (t != 0 && strcmp(again, "Thu, 01 Jan 1970 00:00:00 GMT") == 0)
+        return;
+    if (!sq__http_date_parse(again, &t2) || t2 != t) {
+        fprintf(stderr, "date %s -> %lld -> %s -> %lld\n", s, (long long)t, again,
+                (long long)t2);
+        abort();
+    }
+}
+
+static void check_cond(sq_method_t method, const uint8_t *data, size_t size)
+{
+    static const uint64_t sizes[6] = {0, 1, 2, 1000, UINT64_MAX, (uint64_t)1 << 40};
+    /* 1994-11-06 08:49:37 (the RFC's example), 0, 2023-11-14, 9999-12-31 23:59:59 */
+    static const int64_t mtimes[] = {784111777, 0, 1700000000, 253402300799};
+    if (size < 2)
+        return;
+    uint64_t fsize = data[0] < 250 ? data[0] : sizes[data[0] - 250];
+    int64_t mtime = mtimes[data[1] % 4] + data[1] / 4 % 2;
+    sq__validators_t v;
+    sq__static_validators(&v, fsize, mtime, data[1] / 8 % 2 ? 123456789 : 0);
+    check_date(v.last_modified);
+    /* the formatter's every year parses back: a time from the input, years 0-9999 */
+    if (size >= 10) {
+        int64_t t;
+        memcpy(&t, data + 2, 8);
+        t %= (int64_t)253402300800; /* 10000 years, both ways */
+        if (t < -62167219200)       /* before year 0 */
+            t = -t;
+        char text[30];
+        sq__date_format(t, text);
+        check_date(text);
+    }
+    data += 2;
+    size -= 2;
+    struct sq_req_s x;
+    memset(&x, 0, sizeof(x));
+    if (sq__buf_append(&x.hb, "/\0", 2) != 0)
+        abort();
+    const char *p = (const char *)data, *end = p + size;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        const char *line_end = eol ? eol : end;
+        if (line_end > p) {
+            const char *name = cond_names[(unsigned char)*p % SQ__ARRAY_SIZE(cond_names)];
+            sq__hdr_t h = {.name_off = (uint32_t)x.hb.len, .name_len = (uint32_t)strlen(name)};
+            if (sq__buf_append(&x.hb, name, h.name_len + 1) != 0)
+                abort();
+            h.val_off = (uint32_t)x.hb.len;
+            h.val_len = (uint32_t)(line_end - p - 1);
+            if (sq__buf_append(&x.hb, p + 1, h.val_len) != 0 ||
+                sq__buf_append(&x.hb, "", 1) != 0 || sq__buf_append(&x.hidx, &h, sizeof(h)) != 0)
+                abort();
+        }
+        p = eol ? eol + 1 : end;
+    }
+    /* the values as dates, and every q= weight of an Accept-Encoding value (cut at NULs
+     * as the request's strings are) */
+    size_t nh = sq_req_header_count(&x);
+    for (size_t i = 0; i < nh; i++) {
+        const char *name, *val;
+        sq_req_header_at(&x, i, &name, &val);
+        check_date(val);
+        if (strcmp(name, "Accept-Encoding") != 0)
+            continue;
+        for (const char *w = val; (w = strchr(w, '=')) != NULL; w++) {
+            if (w == val || (w[-1] | 0x20) != 'q')
+                continue;
+            size_t n = strcspn(w + 1, ";, \t");
+            int q = parse_q(w + 1, n), r = ref_q(w + 1, n);
+            if (q < -1 || q > 1000 || q != r) {
+                fprintf(stderr, "q=%.*s read as %d, the reference %d\n", (int)n, w + 1, q, r);
+                abort();
+            }
+        }
+    }
+    int acc = accepts_gzip(&x);
+    if (acc != ACC_NO && acc != ACC_YES && acc != ACC_FORCE)
+        abort();
+    bool get = method == SQ_METHOD_GET || method == SQ_METHOD_HEAD;
+    int pre = sq__static_preconditions(&x, &v, get);
+    if (pre != 0 && pre != 412 && !(pre == 304 && get))
+        abort();
+    uint64_t first = UINT64_MAX, len = UINT64_MAX;
+    int r = sq__static_range(&x, &v, &first, &len);
+    if (r != 0 && r != 416 && r != 206)
+        abort();
+    if (r == 206 && (len == 0 || first >= fsize || len > fsize - first)) {
+        fprintf(stderr, "range [%llu, +%llu) of a file of %llu bytes\n",
+                (unsigned long long)first, (unsigned long long)len, (unsigned long long)fsize);
+        abort();
+    }
+    sq__buf_free(&x.hb);
+    sq__buf_free(&x.hidx);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -331,6 +481,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_url(t);
         free(url);
     }
+    if (tlen < size)
+        check_cond(method, data + tlen + 1, size - tlen - 1);
     free(t);
     return 0;
 }

@@ -1,5 +1,5 @@
 /* The request path end to end: bytes in -> responses out, through the real connection
- * code (the memory transport: no socket), split where the input says. The app has what
+ * code (the memory transport: no socket), cut where the input says (cuts.h). The app has what
  * parsing reaches: plain, declared (validated), hooked, streamed and WebSocket routes.
  * Each input goes to two servers, one reading plain requests without llhttp
  * (lib/http/h1_fast.c) and one leaving every request to llhttp: their answers must be the
@@ -12,6 +12,7 @@
 #include <jansson.h>
 #include <squall.h>
 
+#include "cuts.h"
 #include "http/h1_int.h"
 #include "server/server_int.h"
 
@@ -107,15 +108,15 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
-/* The answers to data in pieces of step bytes, in out (without Date lines). */
-static void run(sq_server_t *server, const uint8_t *data, size_t size, size_t step, sq__buf_t *out)
+/* The answers to data cut as cuts says, in out (without Date lines). */
+static void run(sq_server_t *server, const uint8_t *data, size_t size, cuts_t cuts, sq__buf_t *out)
 {
     sq__memsink_t sink;
     memset(&sink, 0, sizeof(sink));
     if (sq__mem_accept(server, &sink) != 0)
         abort(); /* memory: the comparison would not hold */
-    for (size_t off = 0; off < size && !sink.closed; off += step) {
-        size_t n = size - off < step ? size - off : step;
+    for (size_t off = 0, n; off < size && !sink.closed; off += n) {
+        n = cuts_next(&cuts, size - off);
         sq__mem_feed(&sink, data + off, n);
         uv_run(&loop, UV_RUN_NOWAIT);
     }
@@ -142,15 +143,16 @@ static void run(sq_server_t *server, const uint8_t *data, size_t size, size_t st
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size < 1)
+    /* the first byte (and, in list mode, those after it) says where the input is cut
+     * (cuts.h), so the fuzzer explores where reads end as well as what they hold */
+    cuts_t cuts;
+    size_t skip = cuts_init(&cuts, data, size);
+    if (skip == 0)
         return 0;
-    /* the first byte says how big the pieces are (1..256 bytes), so the fuzzer explores
-     * where reads end as well as what they hold */
-    size_t step = (size_t)data[0] + 1;
     sq__buf_t out[2];
     memset(out, 0, sizeof(out));
     for (int i = 0; i < 2; i++)
-        run(srv[i], data + 1, size - 1, step, &out[i]);
+        run(srv[i], data + skip, size - skip, cuts, &out[i]); /* each from the first cut */
     if (out[0].len != out[1].len ||
         (out[0].len != 0 && memcmp(out[0].base, out[1].base, out[0].len) != 0)) {
         fprintf(stderr, "the two readers answered differently:\n%.*s\n----\n%.*s\n",

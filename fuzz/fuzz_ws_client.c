@@ -19,6 +19,11 @@
  *   bit 3     the client offers subprotocols "chat" and "v2" (mode 0 answers "chat")
  *   bit 4     max_message_bytes 1 KiB, else 64 KiB
  *   bit 5     the client sends a text when it opens
+ *   bit 6     the client offers permessage-deflate (RFC 7692): with bit 7 clear as
+ *             "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12"
+ *             (the defaults), with bit 7 set as "permessage-deflate;
+ *             client_no_context_takeover; server_no_context_takeover;
+ *             client_max_window_bits" (windows of 15, no context takeover)
  * byte 1 — the piece size (1..256, larger for a long input: at most 512 pieces).
  *
  * Checks: .close runs once, after .open if .open ran, and nothing runs after it;
@@ -26,7 +31,14 @@
  * 0 and 1 the messages are, in order, those the harnesses' own reader (ws_frames.h)
  * finds in the input — no message it does not see, none different — and when the input
  * is valid throughout and ends with a FIN, all of them (up to a text that is not UTF-8,
- * which fails the connection); a broken frame is never followed by a message; the
+ * which fails the connection); a broken frame is never followed by a message; in mode
+ * 2, when the header lines of the input are plain ("Name: value", CRLF, printable) and
+ * hold Sec-WebSocket-Extensions, the client opens only if it offered permessage-deflate
+ * and they are one answer to its offer (RFC 7692 §7.1: a single permessage-deflate
+ * element, known parameters once each, windows of 8-15 bits with a value,
+ * server_max_window_bits no more than the offer's; client_max_window_bits of 8 is
+ * refused too: zlib cannot keep to 256 bytes), and when such a valid answer is all the
+ * input adds to the head and the server ends with a FIN, it opens; the
  * client never waits for a deadline (its handshake and total timeouts are set to 5 s,
  * and hitting one is a failure: the server always ends the connection). */
 #include <stdint.h>
@@ -202,6 +214,160 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
+/* ---- permessage-deflate's answer (RFC 7692 §7.1) ---- */
+
+/* What mode 2's head says of extensions. */
+enum { EXT_NONE, EXT_VALID, EXT_INVALID, EXT_UNKNOWN };
+
+/* RFC 7692 §7.1.2: 8-15 in decimal, no leading zero, quoted or not; -1 else. */
+static int bits_of(const char *v, size_t n)
+{
+    if (n >= 2 && v[0] == '"' && v[n - 1] == '"') {
+        v++;
+        n -= 2;
+    }
+    if (n == 1 && v[0] >= '8' && v[0] <= '9')
+        return v[0] - '0';
+    if (n == 2 && v[0] == '1' && v[1] >= '0' && v[1] <= '5')
+        return 10 + v[1] - '0';
+    return -1;
+}
+
+/* True when [b, e) (an element, no commas outside quotes) is one permessage-deflate
+ * answer to the offer: max_server_bits is the offer's server_max_window_bits (15: none
+ * offered). */
+static bool pmd_answer_ok(const char *b, const char *e, int max_server_bits)
+{
+    const char *p = b;
+    while (p < e && *p != ';' && *p != ' ' && *p != '\t')
+        p++;
+    if (p - b != 18 || strncasecmp(b, "permessage-deflate", 18) != 0)
+        return false;
+    bool seen[4] = {false, false, false, false};
+    while (p < e) {
+        while (p < e && (*p == ' ' || *p == '\t'))
+            p++;
+        if (p >= e)
+            break;
+        if (*p++ != ';')
+            return false;
+        while (p < e && (*p == ' ' || *p == '\t'))
+            p++;
+        const char *nb = p;
+        while (p < e && *p != '=' && *p != ';' && *p != ' ' && *p != '\t')
+            p++;
+        size_t nl = (size_t)(p - nb);
+        while (p < e && (*p == ' ' || *p == '\t'))
+            p++;
+        const char *vb = NULL;
+        if (p < e && *p == '=') {
+            p++;
+            while (p < e && (*p == ' ' || *p == '\t'))
+                p++;
+            vb = p;
+            bool q = false;
+            for (; p < e && (q || (*p != ';' && *p != ' ' && *p != '\t')); p++)
+                if (*p == '"')
+                    q = !q;
+        }
+        static const char *const names[4] = {"server_no_context_takeover",
+                                             "client_no_context_takeover",
+                                             "server_max_window_bits", "client_max_window_bits"};
+        int k = 0;
+        while (k < 4 && !(strlen(names[k]) == nl && strncasecmp(nb, names[k], nl) == 0))
+            k++;
+        if (k == 4 || seen[k])
+            return false;
+        seen[k] = true;
+        if (k < 2) {
+            if (vb != NULL)
+                return false;
+            continue;
+        }
+        int bits = vb == NULL ? -1 : bits_of(vb, (size_t)(p - vb));
+        if (bits < 0 || (k == 2 && bits > max_server_bits) || (k == 3 && bits == 8))
+            return false;
+    }
+    return true;
+}
+
+/* Mode 2: the header lines the input adds to the 101 (up to its blank line), read
+ * plainly; EXT_UNKNOWN when they are not plain (bare CR or LF, folding, controls, a
+ * backslash, a name with spaces) or no blank line ends them. *only: nothing but
+ * Sec-WebSocket-Extensions lines. */
+static int ext_answer(const uint8_t *data, size_t size, bool deflate, int max_server_bits,
+                      bool *only)
+{
+    char joined[2048];
+    size_t jl = 0;
+    bool any = false, nonempty = false;
+    *only = true;
+    size_t i = 0;
+    for (;;) {
+        const uint8_t *eol = i < size ? memmem(data + i, size - i, "\r\n", 2) : NULL;
+        if (eol == NULL)
+            return EXT_UNKNOWN;
+        size_t ll = (size_t)(eol - (data + i));
+        if (ll == 0)
+            break; /* the blank line */
+        const char *line = (const char *)data + i;
+        for (size_t k = 0; k < ll; k++)
+            if ((line[k] < 0x20 && line[k] != '\t') || line[k] == 0x7f || line[k] == '\\' ||
+                (line[k] & 0x80))
+                return EXT_UNKNOWN;
+        const char *colon = memchr(line, ':', ll);
+        if (line[0] == ' ' || line[0] == '\t' || colon == NULL || colon == line)
+            return EXT_UNKNOWN;
+        for (const char *c = line; c < colon; c++)
+            if (*c == ' ' || *c == '\t')
+                return EXT_UNKNOWN;
+        if (colon - line == 24 && strncasecmp(line, "Sec-WebSocket-Extensions", 24) == 0) {
+            const char *v = colon + 1, *ve = line + ll;
+            while (v < ve && (*v == ' ' || *v == '\t'))
+                v++;
+            while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+                ve--;
+            if (jl + (size_t)(ve - v) + 2 > sizeof(joined))
+                return EXT_UNKNOWN;
+            if (any)
+                joined[jl++] = ',';
+            memcpy(joined + jl, v, (size_t)(ve - v));
+            jl += (size_t)(ve - v);
+            any = true;
+            nonempty |= ve > v;
+        } else {
+            *only = false;
+        }
+        i += ll + 2;
+    }
+    if (!any)
+        return EXT_NONE;
+    if (!deflate)
+        return nonempty ? EXT_INVALID : EXT_UNKNOWN;
+    joined[jl] = '\0';
+    /* the elements: commas outside quotes end them, empty ones are nothing */
+    int n = 0;
+    bool ok = true;
+    const char *p = joined;
+    for (;;) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        if (*p == '\0')
+            break;
+        const char *b = p;
+        bool q = false;
+        for (; *p != '\0' && (q || *p != ','); p++)
+            if (*p == '"')
+                q = !q;
+        const char *e = p;
+        while (e > b && (e[-1] == ' ' || e[-1] == '\t'))
+            e--;
+        n++;
+        ok &= pmd_answer_ok(b, e, max_server_bits);
+    }
+    return n == 1 && ok ? EXT_VALID : EXT_INVALID;
+}
+
 /* RFC 6455 §4.2.2: the Accept for the key in the request head the peer read. */
 static void accept_for(const char *head, char out[29])
 {
@@ -229,6 +395,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     unsigned mode = data[0] & 3;
     bool reset = data[0] & 4, offer = data[0] & 8;
+    bool deflate = data[0] & 64, deflate_b = data[0] & 128;
     memset(&run, 0, sizeof(run));
     run.max_msg = (data[0] & 16) ? 1024 : 64 * 1024;
     run.greet = data[0] & 32;
@@ -251,6 +418,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static const char *const protos[] = {"chat", "v2", NULL};
     if (offer)
         o.subprotocols = protos;
+    int max_server_bits = 15;
+    if (deflate) {
+        o.deflate = 1;
+        if (deflate_b) {
+            o.deflate_no_context_takeover = 1;
+            o.deflate_peer_no_context_takeover = 1;
+            o.deflate_window_bits = 15;
+            o.deflate_peer_window_bits = 15;
+        } else {
+            max_server_bits = o.deflate_peer_window_bits;
+        }
+    }
+    bool ext_only = false;
+    int ext = mode == 2 ? ext_answer(data, size, deflate, max_server_bits, &ext_only) : EXT_NONE;
     peer_start(&peer, data, size, step, reset);
     sq_ws_t *ws = NULL;
     if (sq_ws_connect(&peer.loop, url, &handler, NULL, &o, &ws) != 0)
@@ -289,6 +470,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         bool clean = !ref.violation && !ref.too_big && !ref.nonminimal && !reset && !run.we_closed;
         if (clean && run.opened && run.got < nwant_ok)
             abort(); /* messages of a valid stream lost */
+    }
+    if (ext == EXT_INVALID && run.opened) {
+        fprintf(stderr, "the client took a wrong extension answer\n");
+        abort();
+    }
+    if (ext == EXT_VALID && ext_only && !reset && !run.opened) {
+        fprintf(stderr, "the client refused a valid extension answer\n");
+        abort();
     }
     frames_free(&ref);
     want_free();

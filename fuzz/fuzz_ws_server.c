@@ -4,9 +4,9 @@
  * echoes text and binary messages, and some messages make it close, ping, or answer in
  * fragments instead.
  *
- * Input: byte 0 picks the route's options (below), byte 1 the piece size (1..256, larger
- * for a long input: at most 512 pieces); the rest is what the client sends after the
- * handshake.
+ * Input: byte 0 picks the route's options (below), byte 1 (and, in list mode, those after
+ * it) where the input is cut (cuts.h; pieces larger for a long input: at most 512); the
+ * rest is what the client sends after the handshake.
  *
  * After each input, besides what the sanitizers catch (and the leak check at exit):
  * - every frame the server wrote is well formed: FIN on control frames, no RSV bits, no
@@ -24,6 +24,7 @@
 
 #include <squall.h>
 
+#include "cuts.h"
 #include "server/server_int.h"
 #include "ws_frames.h"
 
@@ -141,11 +142,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 2)
         return 0;
     int variant = data[0] % NVARIANTS;
-    size_t step = (size_t)data[1] + 1;
-    data += 2;
-    size -= 2;
-    if (step < size / MAX_PIECES)
-        step = size / MAX_PIECES;
+    cuts_t cuts;
+    size_t skip = cuts_init(&cuts, data + 1, size - 1);
+    if (skip == 0)
+        return 0;
+    data += 1 + skip;
+    size -= 1 + skip;
+    cuts.floor = size / MAX_PIECES;
     sq__memsink_t sink;
     memset(&sink, 0, sizeof(sink));
     if (sq__mem_accept(srv[variant], &sink) != 0)
@@ -154,8 +157,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     run(4);
     if (sink.closed || sink.out.len < 12 || memcmp(sink.out.base, "HTTP/1.1 101", 12) != 0)
         abort(); /* the fixed handshake must be accepted */
-    for (size_t off = 0; off < size && !sink.closed; off += step) {
-        size_t n = size - off < step ? size - off : step;
+    for (size_t off = 0, n; off < size && !sink.closed; off += n) {
+        n = cuts_next(&cuts, size - off);
         sq__mem_feed(&sink, data + off, n);
         uv_run(&loop, UV_RUN_NOWAIT);
     }

@@ -15,6 +15,12 @@ cd "$here"
 SECONDS_EACH=${FUZZ_SECONDS:-10}
 B=build-fuzz
 command -v clang >/dev/null || { echo "fuzz: clang is not installed (apt-get install clang)" >&2; exit 1; }
+if [ -n "${FUZZ_ONLY:-}" ] && [ ! -f fuzz/fuzz_"$FUZZ_ONLY".c ]; then
+    names=
+    for f in fuzz/fuzz_*.c; do n=${f#fuzz/fuzz_}; names="$names ${n%.c}"; done
+    echo "fuzz: FUZZ_ONLY=$FUZZ_ONLY names no harness (there are:$names)" >&2
+    exit 1
+fi
 make -j2 --no-print-directory BUILD=$B CC=clang OPT="-O1 -g" \
     SAN="-fsanitize=fuzzer-no-link,address,undefined" \
     WARN="-Wall -Wno-unused-parameter -Wno-cast-align" $B/lib/libsquall.a >/dev/null
