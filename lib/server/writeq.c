@@ -370,8 +370,9 @@ int sq__conn_write(sq__conn_t *c, const uv_buf_t *bufs, unsigned nbufs, sq__writ
     unsigned i = 0;
     while (i < nbufs && done >= bufs[i].len)
         done -= bufs[i++].len;
-    if (i == nbufs)
-        return 0; /* all written */
+    if (i == nbufs && cb == NULL)
+        return 0; /* all written; a write of nothing with a callback is a request to be
+                     told when what is queued is out (lib/ws/ws.c): it goes on */
     sq__wbatch_t *b = sq__conn_batch(c);
     if (b == NULL)
         return UV_ENOMEM;
