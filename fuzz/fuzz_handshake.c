@@ -257,12 +257,22 @@ static bool next_element(const char **p, const char **b, const char **e)
     return true;
 }
 
-/* RFC 7692 §7.1.2: 8-15 in decimal, no leading zero, quoted or not. */
+/* RFC 7692 §7.1.2: 8-15 in decimal, no leading zero, quoted or not (a quoted-string's
+ * backslash escapes the next character, RFC 9110 §5.6.4: "1\0" is 10). */
 static int bits_of(const char *v, size_t n)
 {
+    char u[4];
     if (n >= 2 && v[0] == '"' && v[n - 1] == '"') {
-        v++;
-        n -= 2;
+        size_t k = 0;
+        for (size_t i = 1; i + 1 < n; i++) {
+            if (v[i] == '\\' && i + 2 < n)
+                i++;
+            if (k == sizeof(u))
+                return -2;
+            u[k++] = v[i];
+        }
+        v = u;
+        n = k;
     }
     if (n == 1 && v[0] >= '8' && v[0] <= '9')
         return v[0] - '0';
@@ -377,6 +387,10 @@ static void check_extensions(const char *head, size_t hl, bool deflate_route)
             continue; /* §7.1.2.2 */
         if (a.smwb > 0 && o.smwb > 0 && a.smwb > o.smwb)
             continue; /* §7.1.2.1 */
+        if (o.smwb > 0 && a.smwb <= 0)
+            continue; /* §7.1.2.1: an offer with server_max_window_bits is accepted with it */
+        if (o.sntc && !a.sntc)
+            continue; /* §7.1.1.1: and one with server_no_context_takeover, with that */
         return; /* an offer this answers */
     }
     fprintf(stderr, "answer \"%s\" fits no offer of \"%s\"\n", ans, seen.ext);
