@@ -8,7 +8,7 @@
 # `websockets` (bench/peers/ws_echo_py.py). A peer that is not installed is left out, with
 # a line saying so.
 #
-# One server runs at a time, pinned to SERVER_CPU; the load generator, build/bin/squall-bench
+# The servers are pinned to SERVER_CPU; the load generator, build/bin/squall-bench
 # (--json), is pinned to LOAD_CPU. Every round starts the servers of a suite afresh, all at
 # once on their own ports (idle, a server costs nothing), and measures on those processes,
 # row by row, each row on every server in turn (the order rotates from round to round):
@@ -137,10 +137,17 @@ TMPD=$(mktemp -d /tmp/squall-bench-peers.XXXXXX)
 SRV_PID=""
 SRV_CPU_PIDS=""
 SRV_PID_MEM=""
+START_PID="" # the server being started, until it is recorded in PID_OF
 declare -A PORT_OF=() PID_OF=() CPU_PIDS_OF=() MEM_PID_OF=()
 cleanup() {
     trap - EXIT INT TERM
     stop_servers
+    # a server that failed to start (no answer in time) is not recorded yet
+    local p
+    if [ -n "$START_PID" ]; then
+        for p in $(pgrep -P "$START_PID" || true); do stop_pid "$p"; done
+        stop_pid "$START_PID"
+    fi
     rm -rf "$TMPD"
 }
 trap cleanup EXIT
@@ -158,6 +165,7 @@ srv_exec() {
         exec "${nice_cmd[@]}" taskset -c "$SERVER_CPU" "$@"
     ) >>"$TMPD/server.log" 2>&1 &
     SRV_PID=$!
+    START_PID=$SRV_PID
 }
 
 # start_server NAME PORT: starts NAME on PORT and waits until it answers; sets SRV_PID (the
@@ -422,6 +430,7 @@ for round in $(seq 1 "$REPEAT"); do
             start_server "$srv" "$port"
             PORT_OF[$name]=$port PID_OF[$name]=$SRV_PID CPU_PIDS_OF[$name]=$SRV_CPU_PIDS
             MEM_PID_OF[$name]=$SRV_PID_MEM
+            START_PID=""
             settle "$name" "$round" "$port"
         done
         for row in $rows; do
