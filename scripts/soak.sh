@@ -630,6 +630,7 @@ for i in $(seq 1 "$RUNS"); do
     cli "$soak" longpoll -p "$CHAT_PORT" -n "$LP_CLIENTS" --rate "$LP_RATE" -d "$INTERVAL" \
         --room soak >"$TMPD/lp-$i.out" 2>"$TMPD/lp-$i.err" &
     lpp=$!
+    BG_PIDS="$hp $wp $lpp" # stopped by the cleanup if the run is cut short
     # in the middle of the run: both servers' RSS and the machine's load average (the
     # one-minute figure), which tells the machine's load from the servers'
     sleep "$half"
@@ -639,6 +640,7 @@ for i in $(seq 1 "$RUNS"); do
     wait "$wp" || true
     lp_rc=0
     wait "$lpp" || lp_rc=$?
+    BG_PIDS=""
     rss_peak=$(sampler_stop)
     rss=$(rss "$MAIN_PID")
     chat_rss=$(rss "$CHAT_PID")
