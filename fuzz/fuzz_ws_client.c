@@ -50,6 +50,7 @@
 #include <squall.h>
 
 #include "loopback.h"
+#include "pmd.h"
 #include "ws_frames.h"
 
 #define MAX_PIECES 512
@@ -219,76 +220,15 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 /* What mode 2's head says of extensions. */
 enum { EXT_NONE, EXT_VALID, EXT_INVALID, EXT_UNKNOWN };
 
-/* RFC 7692 §7.1.2: 8-15 in decimal, no leading zero, quoted or not; -1 else. */
-static int bits_of(const char *v, size_t n)
-{
-    if (n >= 2 && v[0] == '"' && v[n - 1] == '"') {
-        v++;
-        n -= 2;
-    }
-    if (n == 1 && v[0] >= '8' && v[0] <= '9')
-        return v[0] - '0';
-    if (n == 2 && v[0] == '1' && v[1] >= '0' && v[1] <= '5')
-        return 10 + v[1] - '0';
-    return -1;
-}
-
 /* True when [b, e) (an element, no commas outside quotes) is one permessage-deflate
  * answer to the offer: max_server_bits is the offer's server_max_window_bits (15: none
- * offered). */
+ * offered). A window parameter needs a value; client_max_window_bits=8 is one zlib
+ * cannot use. */
 static bool pmd_answer_ok(const char *b, const char *e, int max_server_bits)
 {
-    const char *p = b;
-    while (p < e && *p != ';' && *p != ' ' && *p != '\t')
-        p++;
-    if (p - b != 18 || strncasecmp(b, "permessage-deflate", 18) != 0)
-        return false;
-    bool seen[4] = {false, false, false, false};
-    while (p < e) {
-        while (p < e && (*p == ' ' || *p == '\t'))
-            p++;
-        if (p >= e)
-            break;
-        if (*p++ != ';')
-            return false;
-        while (p < e && (*p == ' ' || *p == '\t'))
-            p++;
-        const char *nb = p;
-        while (p < e && *p != '=' && *p != ';' && *p != ' ' && *p != '\t')
-            p++;
-        size_t nl = (size_t)(p - nb);
-        while (p < e && (*p == ' ' || *p == '\t'))
-            p++;
-        const char *vb = NULL;
-        if (p < e && *p == '=') {
-            p++;
-            while (p < e && (*p == ' ' || *p == '\t'))
-                p++;
-            vb = p;
-            bool q = false;
-            for (; p < e && (q || (*p != ';' && *p != ' ' && *p != '\t')); p++)
-                if (*p == '"')
-                    q = !q;
-        }
-        static const char *const names[4] = {"server_no_context_takeover",
-                                             "client_no_context_takeover",
-                                             "server_max_window_bits", "client_max_window_bits"};
-        int k = 0;
-        while (k < 4 && !(strlen(names[k]) == nl && strncasecmp(nb, names[k], nl) == 0))
-            k++;
-        if (k == 4 || seen[k])
-            return false;
-        seen[k] = true;
-        if (k < 2) {
-            if (vb != NULL)
-                return false;
-            continue;
-        }
-        int bits = vb == NULL ? -1 : bits_of(vb, (size_t)(p - vb));
-        if (bits < 0 || (k == 2 && bits > max_server_bits) || (k == 3 && bits == 8))
-            return false;
-    }
-    return true;
+    pmd_t a;
+    return pmd_read(b, e, &a) && a.ok && a.smwb >= 0 && a.cmwb >= 0 && a.smwb <= max_server_bits &&
+           a.cmwb != 8;
 }
 
 /* Mode 2: the header lines the input adds to the 101 (up to its blank line), read
