@@ -6,7 +6,9 @@
 # and h2o (1 thread, an mruby handler), each answering `GET /plaintext` with "Hello, world".
 # WebSocket echo: hello's /ws/echo, Node's `ws` (bench/ws-echo-node.js) and Python's
 # `websockets` (bench/peers/ws_echo_py.py). A peer that is not installed is left out, with
-# a line saying so.
+# a line saying so. In both suites "floor" (bench/floor.c: epoll, one recv and one sendmsg
+# per ready socket, nothing else) shows what any server pays at least on this kernel; it
+# is left out of the idle rows.
 #
 # The servers are pinned to SERVER_CPU; the load generator, build/bin/squall-bench
 # (--json), is pinned to LOAD_CPU. Every round starts the servers of a suite afresh, all at
@@ -101,6 +103,8 @@ export NODE_PATH
 HTTP_SERVERS="squall"
 WS_SERVERS="squall"
 skipped=()
+HTTP_SERVERS+=" floor"
+WS_SERVERS+=" floor-ws"
 if command -v nginx >/dev/null; then HTTP_SERVERS+=" nginx"; else skipped+=("nginx: not installed"); fi
 if command -v node >/dev/null; then
     HTTP_SERVERS+=" node"
@@ -197,10 +201,12 @@ start_server() {
             # shellcheck disable=SC2046
             srv_exec $(nginx_cmd) ;;
         node-ws) srv_exec node "$root/bench/ws-echo-node.js" "$port" ;;
+        floor) srv_exec "$root/build/bin/bench-floor" --port "$port" http ;;
+        floor-ws) srv_exec "$root/build/bin/bench-floor" --port "$port" ws ;;
         py-websockets) srv_exec "$PY" "$root/bench/peers/ws_echo_py.py" "$port" ;;
     esac
     case $name in
-        node-ws | py-websockets) wait_tcp "$port" "$SRV_PID" ;;
+        node-ws | py-websockets | floor-ws) wait_tcp "$port" "$SRV_PID" ;;
         *-tls) wait_http "https://127.0.0.1:$port/plaintext" "$SRV_PID" ;;
         *) wait_http "http://127.0.0.1:$port/plaintext" "$SRV_PID" ;;
     esac
@@ -318,7 +324,7 @@ wait_drained() {
 # scheme_of NAME: http, https or ws.
 scheme_of() {
     case $1 in
-        node-ws | py-websockets | squall-ws) echo ws ;;
+        node-ws | py-websockets | squall-ws | floor-ws) echo ws ;;
         *-tls) echo https ;;
         *) echo http ;;
     esac
@@ -328,6 +334,7 @@ scheme_of() {
 label_of() {
     case $1 in
         squall-ws) echo squall ;;
+        floor-ws) echo floor ;;
         *-tls) echo "${1%-tls}" ;;
         *) echo "$1" ;;
     esac
@@ -336,19 +343,23 @@ label_of() {
 # path_of NAME: the path the load asks for.
 path_of() {
     case $1 in
-        squall-ws) echo /ws/echo ;;
+        squall-ws | floor-ws) echo /ws/echo ;;
         node-ws | py-websockets) echo / ;;
         *) echo /plaintext ;;
     esac
 }
 
-# settle NAME ROUND PORT: on a freshly started NAME, the idle row (--hold; not over TLS),
-# then a warm-up of 1 s.
+# settle NAME ROUND PORT: on a freshly started NAME, the idle row (--hold; not over TLS, not
+# for the floor, which keeps no state worth comparing), then a warm-up of 1 s.
 settle() {
     local name=$1 round=$2 port=$3 scheme label path
     scheme=$(scheme_of "$name"); label=$(label_of "$name"); path=$(path_of "$name")
     if [ "$scheme" = https ]; then
         load_wrk "$label" warmup 0 "https://127.0.0.1:$port$path" 1s 50
+        return 0
+    fi
+    if [ "$label" = floor ]; then
+        load "$label" warmup 0 "$scheme://127.0.0.1:$port$path" 1s -c 50
         return 0
     fi
     load "$label" "idle-$scheme" "$round" "$scheme://127.0.0.1:$port$path" 1s \
