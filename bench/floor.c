@@ -3,6 +3,8 @@
  *   build/bin/bench-floor [--host 127.0.0.1] --port P http   # GET → "Hello, world"
  *   build/bin/bench-floor [--host 127.0.0.1] --port P ws     # WebSocket echo
  *
+ * (--host: an IPv4 address or a name, its first IPv4 address taken.)
+ *
  * One thread, level-triggered epoll, and per ready socket one recv() and at most one
  * sendmsg(): no parser beyond finding the end of a request head (every request gets the
  * same 200; the request line is not read), no router, no timers, no limits. It is what any
@@ -17,13 +19,18 @@
  * unmasked in place (§5.3) and sent back unmasked with the same opcode, all frames of one
  * read in one sendmsg; a ping is answered with a pong (§5.5.3) and a close with a close
  * (§5.5.1), after which the connection is closed.
+ *
+ * Prints "bench-floor: serving on http://HOST:PORT/ (MODE)" once it listens; SIGTERM or
+ * SIGINT ends it with status 0.
  */
 #include <errno.h>
 #include <getopt.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <openssl/evp.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -49,6 +56,12 @@ static int ws_mode;
 static char answer[256];
 static size_t answer_len;
 static time_t answer_second;
+static volatile sig_atomic_t stopping;
+
+static void on_stop_signal(int sig)
+{
+    stopping = sig;
+}
 
 static void die(const char *what)
 {
@@ -64,14 +77,33 @@ static void drop(int ep, int fd)
     memset(&conns[fd], 0, sizeof(conns[fd]));
 }
 
-/* send_all: one sendmsg; a short write (a client that stopped reading) drops the client. */
+/* send_all: one sendmsg, which on loopback takes it all; when it does not (a big echo to a
+ * client that reads slowly), the rest is written with this client waited for, up to 5 s,
+ * then it is dropped. The floor's clients read what they asked for. */
 static int send_all(int ep, int fd, struct iovec *iov, int n, size_t total)
 {
     struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)n };
-    ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (w == (ssize_t)total)
-        return 0;
-    fprintf(stderr, "bench-floor: fd %d: short write (%zd of %zu), dropped\n", fd, w, total);
+    for (;;) {
+        ssize_t w = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w == (ssize_t)total)
+            return 0;
+        if (w < 0 && errno != EAGAIN && errno != EINTR)
+            break;
+        if (w > 0) {
+            total -= (size_t)w;
+            while ((size_t)w >= mh.msg_iov->iov_len) {
+                w -= (ssize_t)mh.msg_iov->iov_len;
+                mh.msg_iov++, mh.msg_iovlen--;
+            }
+            mh.msg_iov->iov_base = (char *)mh.msg_iov->iov_base + w;
+            mh.msg_iov->iov_len -= (size_t)w;
+        }
+        struct pollfd pfd = { .fd = fd, .events = POLLOUT };
+        if (poll(&pfd, 1, 5000) != 1)
+            break;
+    }
+    fprintf(stderr, "bench-floor: fd %d: could not write its answer (%s), dropped\n", fd,
+            strerror(errno));
     drop(ep, fd);
     return -1;
 }
@@ -272,6 +304,14 @@ static void on_readable(int ep, int fd)
     on_ws(ep, fd, c);
 }
 
+/* port_of: 1-65535 written in decimal, else -1. */
+static int port_of(const char *s)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    return end == s || *end != '\0' || v < 1 || v > 65535 ? -1 : (int)v;
+}
+
 int main(int argc, char **argv)
 {
     const char *host = "127.0.0.1";
@@ -285,23 +325,32 @@ int main(int argc, char **argv)
         if (opt == 'h')
             host = optarg;
         else if (opt == 'p')
-            port = atoi(optarg);
+            port = port_of(optarg);
         else
             return 2;
     }
-    if (optind != argc - 1 || port <= 0 || port > 65535 ||
+    if (optind != argc - 1 || port <= 0 ||
         (strcmp(argv[optind], "http") != 0 && strcmp(argv[optind], "ws") != 0)) {
         fprintf(stderr, "usage: bench-floor [--host ADDR] --port PORT http|ws\n");
         return 2;
     }
     ws_mode = strcmp(argv[optind], "ws") == 0;
     signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa_stop = { .sa_handler = on_stop_signal }; /* no SA_RESTART */
+    sigemptyset(&sa_stop.sa_mask);
+    sigaction(SIGTERM, &sa_stop, NULL);
+    sigaction(SIGINT, &sa_stop, NULL);
 
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
-        fprintf(stderr, "bench-floor: --host %s: not an IPv4 address\n", host);
-        return 2;
+    /* The host's first IPv4 address: "localhost" is 127.0.0.1, as the load expects. */
+    struct addrinfo hints = { .ai_family = AF_INET, .ai_socktype = SOCK_STREAM }, *ai;
+    int gai = getaddrinfo(host, NULL, &hints, &ai);
+    if (gai != 0) {
+        fprintf(stderr, "bench-floor: --host %s: %s\n", host, gai_strerror(gai));
+        return 1;
     }
+    struct sockaddr_in sa = *(struct sockaddr_in *)ai->ai_addr;
+    freeaddrinfo(ai);
+    sa.sin_port = htons((uint16_t)port);
     int ls = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (ls < 0)
         die("socket");
@@ -317,8 +366,11 @@ int main(int argc, char **argv)
     if (epoll_ctl(ep, EPOLL_CTL_ADD, ls, &ev) != 0)
         die("epoll_ctl");
 
+    printf("bench-floor: serving on http://%s:%d/ (%s)\n", host, port, argv[optind]);
+    fflush(stdout);
+
     struct epoll_event events[1024];
-    for (;;) {
+    while (!stopping) {
         int n = epoll_wait(ep, events, 1024, -1);
         if (n < 0 && errno != EINTR)
             die("epoll_wait");
@@ -339,4 +391,7 @@ int main(int argc, char **argv)
             }
         }
     }
+    for (int fd = 0; fd < MAX_FDS; fd++)
+        free(conns[fd].buf);
+    return 0;
 }

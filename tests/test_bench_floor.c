@@ -1,0 +1,124 @@
+/* bench-floor (bench/floor.c), the floor scripts/bench-peers.sh measures squall against:
+ * it must do the work it claims, or its figures mean nothing. HTTP: every request head
+ * answered, pipelined or cut anywhere; WebSocket: the handshake (with a frame in the same
+ * write), every length form echoed byte for byte, a ping answered by a pong, a close by a
+ * close; squall-bench runs clean against both; and its start-up failures (a taken port,
+ * bad arguments) are one line on stderr and a non-zero exit. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <criterion/criterion.h>
+
+#include "support/app.h"
+#include "support/harness.h"
+#include "support/ws_raw.h"
+
+Test(floor, http_answers_every_head_pipelined_or_cut)
+{
+    th_app_t a = th_app_start("bench-floor", "http", NULL);
+    cr_assert_not_null(strstr(a.line, "(http)"), "%s", a.line);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, a.port), 0);
+    static const char reqs[] = "GET /a HTTP/1.1\r\nHost: t\r\n\r\n"
+                               "GET /b HTTP/1.1\r\nHost: t\r\n\r\n"
+                               "GET /c HTTP/1.1\r\nHost: t\r\n\r\n";
+    /* One byte a write: every place "\r\n\r\n" can be cut. */
+    cr_assert_eq(th_conn_send_split(&c, reqs, sizeof(reqs) - 1, 1, 0), 0);
+    for (int i = 0; i < 3; i++) {
+        th_res_t r;
+        cr_assert_eq(th_conn_read_res(&c, &r, 5000, false), 0, "answer %d", i);
+        cr_assert_eq(r.status, 200);
+        cr_assert_str_eq(r.body, "Hello, world");
+        cr_assert_not_null(th_res_header(&r, "Date"), "RFC 9110 §6.6.1");
+        th_res_free(&r);
+    }
+    /* "\r\r\n\r\n" ends a head too: a mismatch on '\r' restarts the match there. */
+    cr_assert_eq(th_conn_sends(&c, "GET /d HTTP/1.1\r\nHost: t\r\r\n\r\n"), 0);
+    th_expect_res(&c, 200, "Hello, world");
+    th_conn_close(&c);
+
+    char url[96];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/plaintext", a.port);
+    th_app_run_t r;
+    th_app_run(&r, "squall-bench", 20000, url, "-c", "8", "-d", "1s", "--pipeline", "16", NULL);
+    cr_assert_eq(r.code, 0, "exit %d: %s", r.code, r.err);
+    cr_assert_not_null(strstr(r.out, "connect 0  read 0  write 0  status 0  timeout 0  closed 0"),
+                       "%s", r.out);
+    th_app_stop(&a);
+}
+
+static void echo(th_conn_t *c, int opcode, size_t len)
+{
+    unsigned char *p = malloc(len + 1);
+    cr_assert_not_null(p);
+    for (size_t i = 0; i < len; i++)
+        p[i] = (unsigned char)(i * 131 + len);
+    frame_send(c, FIN | (uint8_t)opcode, true, p, len);
+    expect_frame(c, opcode, p, len);
+    free(p);
+}
+
+Test(floor, ws_echoes_every_length_form_and_answers_control_frames)
+{
+    th_app_t a = th_app_start("bench-floor", "ws", NULL);
+    /* The handshake and a first frame in one write. */
+    uint8_t first[64];
+    size_t n = frame_build(first, FIN | OP_TEXT, true, "first", 5);
+    th_conn_t c;
+    raw_case = "floor";
+    raw_upgrade_with(&c, a.port, first, n);
+    expect_frame(&c, OP_TEXT, "first", 5);
+    static const size_t lens[] = { 0, 1, 125, 126, 127, 65535, 65536, 300000 };
+    for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++)
+        echo(&c, i % 2 ? OP_BIN : OP_TEXT, lens[i]);
+    frame_send(&c, FIN | OP_PING, true, "hb", 2);
+    expect_frame(&c, OP_PONG, "hb", 2);
+    uint8_t cp[32];
+    size_t cl = close_payload(cp, 1000, "bye");
+    frame_send(&c, FIN | OP_CLOSE, true, cp, cl);
+    expect_close(&c, 1000);
+    th_conn_close(&c);
+
+    char url[96];
+    snprintf(url, sizeof(url), "ws://127.0.0.1:%d/ws/echo", a.port);
+    th_app_run_t r;
+    th_app_run(&r, "squall-bench", 20000, url, "-c", "4", "-d", "1s", "--size", "16384", NULL);
+    cr_assert_eq(r.code, 0, "exit %d: %s", r.code, r.err);
+    cr_assert_not_null(strstr(r.out, "connect 0  read 0  write 0  status 0  timeout 0  closed 0"),
+                       "%s", r.out);
+    th_app_stop(&a);
+}
+
+Test(floor, start_up_failures_are_one_line_and_non_zero)
+{
+    th_app_t a = th_app_start("bench-floor", "http", NULL);
+    char port[16];
+    snprintf(port, sizeof(port), "%d", a.port);
+    th_app_run_t r;
+    th_app_run(&r, "bench-floor", 5000, "--port", port, "http", NULL);
+    cr_assert_eq(r.code, 1, "a taken port: exit %d", r.code);
+    cr_assert_not_null(strstr(r.err, "bind: Address already in use"), "%s", r.err);
+    cr_assert_eq(th_count_lines(r.err), 1, "%s", r.err);
+    th_app_stop(&a);
+
+    th_app_run(&r, "bench-floor", 5000, "--port", port, "gopher", NULL);
+    cr_assert_eq(r.code, 2, "an unknown mode: exit %d", r.code);
+    cr_assert_not_null(strstr(r.err, "usage: bench-floor"), "%s", r.err);
+    th_app_run(&r, "bench-floor", 5000, "--port", "0x50", "ws", NULL);
+    cr_assert_eq(r.code, 2, "a port that is not a number: exit %d", r.code);
+    cr_assert_not_null(strstr(r.err, "usage: bench-floor"), "%s", r.err);
+}
+
+/* A user types "localhost": it is 127.0.0.1. */
+Test(floor, localhost_is_127_0_0_1)
+{
+    th_app_t a = th_app_start("bench-floor", "--host", "localhost", "http", NULL);
+    cr_assert_not_null(strstr(a.line, "http://localhost:"), "%s", a.line);
+    th_conn_t c;
+    cr_assert_eq(th_conn_open(&c, a.port), 0);
+    cr_assert_eq(th_conn_sends(&c, "GET / HTTP/1.1\r\nHost: t\r\n\r\n"), 0);
+    th_expect_res(&c, 200, "Hello, world");
+    th_conn_close(&c);
+    th_app_stop(&a);
+}
