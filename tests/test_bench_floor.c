@@ -1,9 +1,11 @@
 /* bench-floor (bench/floor.c), the floor scripts/bench-peers.sh measures squall against:
  * it must do the work it claims, or its figures mean nothing. HTTP: every request head
- * answered, pipelined or cut anywhere; WebSocket: the handshake (with a frame in the same
- * write), every length form echoed byte for byte, a ping answered by a pong, a close by a
- * close; squall-bench runs clean against both; and its start-up failures (a taken port,
- * bad arguments) are one line on stderr and a non-zero exit. */
+ * answered, pipelined (300 in one write) or cut anywhere; WebSocket: the handshake (with a
+ * frame in the same write, a header name in lower case; none without a key), every length
+ * form echoed byte for byte, 200 frames in one write, a frame sent a byte at a time, a
+ * ping answered by a pong, a close by a close, a client gone mid-frame; squall-bench runs
+ * clean against both; and its start-up failures (a taken port, bad arguments) are one
+ * line on stderr and a non-zero exit. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +38,16 @@ Test(floor, http_answers_every_head_pipelined_or_cut)
     /* "\r\r\n\r\n" ends a head too: a mismatch on '\r' restarts the match there. */
     cr_assert_eq(th_conn_sends(&c, "GET /d HTTP/1.1\r\nHost: t\r\r\n\r\n"), 0);
     th_expect_res(&c, 200, "Hello, world");
+    /* 300 heads in one write: more than one sendmsg's worth of answers (128). */
+    static const char one[] = "GET /p HTTP/1.1\r\nHost: t\r\n\r\n";
+    char *many = malloc(300 * (sizeof(one) - 1));
+    cr_assert_not_null(many);
+    for (int i = 0; i < 300; i++)
+        memcpy(many + i * (sizeof(one) - 1), one, sizeof(one) - 1);
+    cr_assert_eq(th_conn_send(&c, many, 300 * (sizeof(one) - 1)), 0);
+    free(many);
+    for (int i = 0; i < 300; i++)
+        th_expect_res(&c, 200, "Hello, world");
     th_conn_close(&c);
 
     char url[96];
@@ -72,6 +84,27 @@ Test(floor, ws_echoes_every_length_form_and_answers_control_frames)
     static const size_t lens[] = { 0, 1, 125, 126, 127, 65535, 65536, 300000 };
     for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++)
         echo(&c, i % 2 ? OP_BIN : OP_TEXT, lens[i]);
+    /* 200 frames in one write: more than one sendmsg's worth of echoes (64). */
+    uint8_t *burst = malloc(200 * 16);
+    cr_assert_not_null(burst);
+    size_t bl = 0;
+    for (int i = 0; i < 200; i++) {
+        char msg[8];
+        snprintf(msg, sizeof(msg), "m%03d", i);
+        bl += frame_build(burst + bl, FIN | OP_TEXT, true, msg, 4);
+    }
+    cr_assert_eq(th_conn_send(&c, burst, bl), 0);
+    free(burst);
+    for (int i = 0; i < 200; i++) {
+        char msg[8];
+        snprintf(msg, sizeof(msg), "m%03d", i);
+        expect_frame(&c, OP_TEXT, msg, 4);
+    }
+    /* A frame a byte at a time: kept by the connection until it is whole. */
+    uint8_t slow[64];
+    size_t sl = frame_build(slow, FIN | OP_BIN, true, "one byte at a time", 18);
+    cr_assert_eq(th_conn_send_split(&c, slow, sl, 1, 2000), 0);
+    expect_frame(&c, OP_BIN, "one byte at a time", 18);
     frame_send(&c, FIN | OP_PING, true, "hb", 2);
     expect_frame(&c, OP_PONG, "hb", 2);
     uint8_t cp[32];
@@ -87,6 +120,45 @@ Test(floor, ws_echoes_every_length_form_and_answers_control_frames)
     cr_assert_eq(r.code, 0, "exit %d: %s", r.code, r.err);
     cr_assert_not_null(strstr(r.out, "connect 0  read 0  write 0  status 0  timeout 0  closed 0"),
                        "%s", r.out);
+    th_app_stop(&a);
+}
+
+/* The handshake: a header name in any case (RFC 9110 §5.1); no key, no WebSocket; a client
+ * gone in the middle of a frame takes nothing with it. */
+Test(floor, ws_handshake_and_a_client_gone_mid_frame)
+{
+    th_app_t a = th_app_start("bench-floor", "ws", NULL);
+    cr_assert_not_null(strstr(a.line, "serving on ws://"), "%s", a.line);
+    th_conn_t c;
+    raw_case = "lower-case key";
+    raw_upgrade_req(&c, a.port,
+                    "GET /ws/echo HTTP/1.1\r\nhost: t\r\nupgrade: websocket\r\n"
+                    "connection: Upgrade\r\nsec-websocket-key: " WS_KEY "\r\n"
+                    "sec-websocket-version: 13\r\n\r\n",
+                    NULL, 0);
+    echo(&c, OP_TEXT, 10);
+    /* Half a 16 KiB frame, then gone. */
+    uint8_t *big = malloc(16384 + 16);
+    unsigned char *payload = calloc(1, 16384);
+    cr_assert(big != NULL && payload != NULL);
+    size_t bl = frame_build(big, FIN | OP_BIN, true, payload, 16384);
+    cr_assert_eq(th_conn_send(&c, big, bl / 2), 0);
+    free(big);
+    free(payload);
+    th_conn_close(&c);
+
+    cr_assert_eq(th_conn_open(&c, a.port), 0);
+    cr_assert_eq(th_conn_sends(&c, "GET /ws/echo HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
+                                   "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n"),
+                 0);
+    cr_assert_eq(th_conn_wait_closed(&c, 5000), 0, "no key: closed");
+    cr_assert_eq(c.len, 0, "no key: no answer, got %.*s", (int)c.len, c.buf);
+    th_conn_close(&c);
+
+    raw_case = "after both";
+    raw_upgrade(&c, a.port);
+    echo(&c, OP_BIN, 70000);
+    th_conn_close(&c);
     th_app_stop(&a);
 }
 
@@ -107,7 +179,8 @@ Test(floor, start_up_failures_are_one_line_and_non_zero)
     cr_assert_not_null(strstr(r.err, "usage: bench-floor"), "%s", r.err);
     th_app_run(&r, "bench-floor", 5000, "--port", "0x50", "ws", NULL);
     cr_assert_eq(r.code, 2, "a port that is not a number: exit %d", r.code);
-    cr_assert_not_null(strstr(r.err, "usage: bench-floor"), "%s", r.err);
+    cr_assert_not_null(strstr(r.err, "--port 0x50: not a port"), "%s", r.err);
+    cr_assert_eq(th_count_lines(r.err), 1, "%s", r.err);
 }
 
 /* A user types "localhost": it is 127.0.0.1. */
