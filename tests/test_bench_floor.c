@@ -96,14 +96,14 @@ Test(floor, ws_echoes_every_length_form_and_answers_control_frames)
     cr_assert_not_null(burst);
     size_t bl = 0;
     for (int i = 0; i < 200; i++) {
-        char msg[8];
+        char msg[16];
         snprintf(msg, sizeof(msg), "m%03d", i);
         bl += frame_build(burst + bl, FIN | OP_TEXT, true, msg, 4);
     }
     cr_assert_eq(th_conn_send(&c, burst, bl), 0);
     free(burst);
     for (int i = 0; i < 200; i++) {
-        char msg[8];
+        char msg[16];
         snprintf(msg, sizeof(msg), "m%03d", i);
         expect_frame(&c, OP_TEXT, msg, 4);
     }
