@@ -1,4 +1,5 @@
-/* floor — the least a server can do per answer on this kernel, measured beside squall.
+/* floor — about the least a server on epoll and the socket calls can do per answer, measured
+ * beside squall.
  *
  *   build/bin/bench-floor [--host 127.0.0.1] --port P http   # GET → "Hello, world"
  *   build/bin/bench-floor [--host 127.0.0.1] --port P ws     # WebSocket echo
@@ -8,8 +9,8 @@
  * One thread, level-triggered epoll, and per ready socket one recv() into a buffer shared
  * by all connections and one sendmsg(): no parser beyond finding the end of a request head
  * (every request gets the same 200; the request line is not read), no router, no timers,
- * no limits. It is what any server built on readiness and the socket calls pays at least:
- * the kernel's TCP work for one read and one write, and the calls' entry and exit.
+ * no limits. It pays little more than the kernel's TCP work for one read and one write and
+ * the calls' entry and exit, which every server built on readiness and those calls pays.
  * scripts/bench-peers.sh runs it as the peer "floor" (docs/performance.md, "The floor").
  * A benchmark tool, not a server: it trusts its clients (a client's buffered bytes grow
  * without bound, and a write the socket does not take whole is finished by waiting for
@@ -130,7 +131,7 @@ static int send_all(int fd, struct iovec *iov, int n, size_t total)
 static int keep(int fd, conn_t *c, const unsigned char *p, size_t n)
 {
     if (c->len + n > c->cap) {
-        size_t cap = c->cap ? c->cap : READ_BUF;
+        size_t cap = c->cap ? c->cap : 16 * 1024;
         while (cap < c->len + n)
             cap *= 2;
         unsigned char *b = realloc(c->buf, cap);
@@ -291,7 +292,8 @@ static ssize_t on_ws(int fd, unsigned char *p, size_t n)
             hl = 10;
         }
         if (whole && !(f[1] & 0x80)) { /* a client's frames are masked (§5.1) */
-            conn_close(fd);
+            if (k == 0 || send_all(fd, iov, k, total) == 0) /* the echoes before it first */
+                conn_close(fd);
             return -1;
         }
         whole = whole && left >= hl + 4 && left - hl - 4 >= len;

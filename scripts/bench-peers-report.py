@@ -66,10 +66,12 @@ def load_runs(path, hz):
                 r["opened"] = j["hold"]["opened"]
                 r["open_s"] = j["hold"]["open_s"]
             else:
-                n = max(j["requests"], 1)
+                n = j["requests"]
+                r["answers"] = n
                 r["rate"] = j["requests_per_s"]
-                r["cpu"] = int(ticks) * 1e6 / hz / n
-                r["p99"] = j["latency_us"]["p99"] / 1000.0
+                # No answer, no figure per answer.
+                r["cpu"] = int(ticks) * 1e6 / hz / n if n else None
+                r["p99"] = j["latency_us"]["p99"] / 1000.0 if n else None
             runs.append(r)
     return runs
 
@@ -109,30 +111,46 @@ def round_ratios(runs, row, peer, metric):
     return out
 
 
-# A missed target is BELOW FLOOR when the floor misses it too and squall is within this
-# factor of the floor (its CPU or p99 at most 1.25x the floor's, its rate at least 0.8x).
-NEAR_FLOOR = 1.25
+# A missed target is BELOW FLOOR when, in every round squall's ratio comes from, the floor
+# was measured too (whole: answers and no error), the floor's median ratio to the peer
+# misses the limit as well, and squall's median over the floor's is within this factor
+# (its CPU or p99 at most 1.10x the floor's, its rate at least 1/1.10 of it).
+NEAR_FLOOR = 1.10
 
 
 def floor_ratios(runs, row, peer, metric):
-    """Per round in which squall, the peer and the floor were all measured (the floor's run
-    whole: answers and no error): (floor / peer, squall / floor). The floor's line in a
-    target compares it with the same runs squall's ratio comes from."""
+    """(floor / peer, squall / floor) for each round in which squall and the peer were
+    measured, or None when the floor was not measured whole in every one of them: the
+    floor is compared on exactly the runs squall's ratio comes from."""
     by = {}
     for r in runs:
         if r["row"] != row or r["server"] not in ("squall", peer, "floor"):
             continue
         if r.get(metric) is None:
             continue
-        if r["server"] == "floor" and (r["errors"] or not r.get("rate")):
+        if r["server"] == "floor" and (r["errors"] or not r.get("answers")):
             continue
         by.setdefault(r["round"], {})[r["server"]] = r[metric]
     out = []
     for rnd in sorted(by):
         d = by[rnd]
-        if "squall" in d and d.get(peer) and d.get("floor"):
-            out.append((d["floor"] / d[peer], d["squall"] / d["floor"]))
-    return out
+        if "squall" not in d or not d.get(peer):
+            continue
+        if not d.get("floor"):
+            return None
+        out.append((d["floor"] / d[peer], d["squall"] / d["floor"]))
+    return out or None
+
+
+def squall_faults(runs, row):
+    """squall's errors and runs without an answer in this row: a target is not met by a
+    server that failed its load."""
+    errors = empty = 0
+    for r in runs:
+        if r["row"] == row and r["server"] == "squall":
+            errors += r["errors"]
+            empty += "answers" in r and not r["answers"]
+    return errors, empty
 
 
 def paired(runs, row, peer, metric):
@@ -178,12 +196,19 @@ def table(med, runs):
 def check_targets(med, runs):
     """One line a target; a ratio target also shows the floor's own ratio to the same peer in
     the same rounds, and squall's to the floor: a limit the floor misses too, with squall
-    near the floor, is marked BELOW FLOOR (and still counted as missed)."""
+    near the floor, is marked BELOW FLOOR (and still counted as missed). A row in which
+    squall had errors or runs without an answer fails its targets (FAILED)."""
     lines = ["targets (squall's ratio to the peer; lower is better except rate;"
              " floor: the floor's ratio to that peer):"]
     missed = 0
     for row, peer, metric, op, limit, text in TARGETS:
         sq = med.get((row, "squall"))
+        errors, empty = squall_faults(runs, row)
+        if errors or empty:
+            missed += 1
+            lines.append(f"  {'FAILED':<12} {text:<54} squall: {errors} errors, "
+                         f"{empty} runs without an answer")
+            continue
         if metric == "bpc_abs":
             v = sq.get("bpc") if sq else None
             shown = None if v is None else f"{v:,.0f} B"
@@ -197,8 +222,8 @@ def check_targets(med, runs):
         if metric not in ("bpc", "bpc_abs") and peer != "floor":
             fs = floor_ratios(runs, row, peer, metric)
             if fs:
-                floor = statistics.median(f for f, _ in fs)
-                near = statistics.median(q for _, q in fs)
+                floor = statistics.median([f for f, _ in fs])
+                near = statistics.median([q for _, q in fs])
         if shown is not None and floor is not None:
             shown += f"; floor {floor:.2f}x, squall/floor {near:.2f}x"
         if v is None:
@@ -294,8 +319,8 @@ def main():
     lines.append("rounds of squall's figure over the peer's in the same round (rate: higher is")
     lines.append("better for squall, the others: lower is better). floor: bench/floor.c, epoll")
     lines.append("and one recv + one sendmsg per ready socket, nothing else; BELOW FLOOR: a target")
-    lines.append("the floor misses too, with squall within 1.25x of the floor (still counted as")
-    lines.append("missed)")
+    lines.append("the floor misses too, with squall within 1.10x of the floor (still counted as")
+    lines.append("missed); FAILED: squall had errors or answered nothing in that row")
     lines.append(chart(med, runs, a.out))
     text = "\n".join(lines)
     print(text)

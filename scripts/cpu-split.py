@@ -9,8 +9,10 @@ fields 14 and 15 of /proc/PID/stat), runs build/bin/squall-bench URL -c C -d Ds 
 the server's user, system and total CPU microseconds per answer with the p50 and p99
 latency. At the end: each server's median per answer and its median ratio to the first
 server in the same rounds. Start the servers yourself, pinned to another CPU (taskset -c
-1): the script measures, it does not start anything. docs/performance.md ("The floor")
-has the figures measured with it.
+1): the script measures, it does not start anything. PID is the process that does the
+work (nginx: its worker, not the master); its threads are counted with it. The first line
+printed is the time and the load average. docs/performance.md ("The floor") has the
+figures measured with it.
 
     taskset -c 1 build/bin/hello --port 8001 & taskset -c 1 build/bin/bench-floor --port 8002 ws &
     scripts/cpu-split.py --size 32 squall=$(pgrep -f 'hello --port 8001')@ws://127.0.0.1:8001/ws/echo \\
@@ -22,15 +24,19 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HZ = os.sysconf("SC_CLK_TCK")
 
 
-def ticks(pid):
+def ticks(name, pid):
     """utime and stime of the process, in clock ticks."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        sys.exit(f"cpu-split: {name}: process {pid} is gone")
     return int(fields[11]), int(fields[12])
 
 
@@ -40,9 +46,9 @@ def measure(name, pid, url, a):
            "-d", f"{a.d}s", "--json"]
     if a.size and url.startswith("ws"):
         cmd += ["--size", str(a.size)]
-    u0, s0 = ticks(pid)
+    u0, s0 = ticks(name, pid)
     run = subprocess.run(cmd, capture_output=True, text=True)
-    u1, s1 = ticks(pid)
+    u1, s1 = ticks(name, pid)
     if run.returncode != 0:
         sys.exit(f"cpu-split: squall-bench against {name} failed: {run.stderr.strip()}")
     j = json.loads(run.stdout)
@@ -67,6 +73,8 @@ def main():
     ap.add_argument("--size", type=int, default=0, help="WebSocket message size")
     ap.add_argument("servers", nargs="+", metavar="NAME=PID@URL")
     a = ap.parse_args()
+    if a.rounds < 1 or a.c < 1 or a.d < 1:
+        ap.error("-c, -d and --rounds must be at least 1")
     servers = []
     for s in a.servers:
         try:
@@ -78,6 +86,10 @@ def main():
         if not os.path.exists(f"/proc/{pid}/stat"):
             ap.error(f"{s}: no process {pid}")
         servers.append((name, pid, url))
+    with open("/proc/loadavg") as f:
+        load = " ".join(f.read().split()[:3])
+    print(f"cpu-split: {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}, load average "
+          f"{load}; -c {a.c}, {a.d} s a run" + (f", {a.size} B messages" if a.size else ""))
     totals = {name: [] for name, _, _ in servers}
     for rnd in range(1, a.rounds + 1):
         print(f"round {rnd}/{a.rounds}")

@@ -4,11 +4,17 @@
  * frame in the same write, a header name in lower case; none without a key), every length
  * form echoed byte for byte, 200 frames in one write, a frame sent a byte at a time, a
  * ping answered by a pong, a close by a close, a client gone mid-frame; squall-bench runs
- * clean against both; and its start-up failures (a taken port, bad arguments) are one
- * line on stderr and a non-zero exit. */
+ * clean against both; at its descriptor limit it stops accepting, idle, until a connection
+ * closes; and its start-up failures (a taken port, bad arguments) are one line on stderr
+ * and a non-zero exit. Then the verdicts bench-peers-report.py gives its targets, on
+ * made-up runs (tests/peers/bench_report_check.py). */
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <criterion/criterion.h>
 
@@ -125,7 +131,8 @@ Test(floor, ws_echoes_every_length_form_and_answers_control_frames)
 }
 
 /* The handshake: a header name in any case (RFC 9110 §5.1); no key, no WebSocket; a client
- * gone in the middle of a frame takes nothing with it. */
+ * gone in the middle of a frame takes nothing with it; an unmasked frame ends the
+ * connection after the echoes of the frames before it. */
 Test(floor, ws_handshake_and_a_client_gone_mid_frame)
 {
     th_app_t a = th_app_start("bench-floor", "ws", NULL);
@@ -156,7 +163,22 @@ Test(floor, ws_handshake_and_a_client_gone_mid_frame)
     cr_assert_eq(c.len, 0, "no key: no answer, got %.*s", (int)c.len, c.buf);
     th_conn_close(&c);
 
-    raw_case = "after both";
+    /* Three frames, then an unmasked one (RFC 6455 §5.1) in the same write: the three
+     * are echoed, then the connection is closed. */
+    raw_case = "unmasked";
+    raw_upgrade(&c, a.port);
+    uint8_t four[64];
+    size_t fl = 0;
+    for (int i = 0; i < 3; i++)
+        fl += frame_build(four + fl, FIN | OP_TEXT, true, "ok", 2);
+    fl += frame_build(four + fl, FIN | OP_TEXT, false, "no", 2);
+    cr_assert_eq(th_conn_send(&c, four, fl), 0);
+    for (int i = 0; i < 3; i++)
+        expect_frame(&c, OP_TEXT, "ok", 2);
+    cr_assert_eq(th_conn_wait_closed(&c, 5000), 0, "closed after the unmasked frame");
+    th_conn_close(&c);
+
+    raw_case = "after all that";
     raw_upgrade(&c, a.port);
     echo(&c, OP_BIN, 70000);
     th_conn_close(&c);
@@ -195,4 +217,98 @@ Test(floor, localhost_is_127_0_0_1)
     th_expect_res(&c, 200, "Hello, world");
     th_conn_close(&c);
     th_app_stop(&a);
+}
+
+/* CPU ticks (user + system) the process has used so far. */
+static long cpu_ticks(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f);
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')');
+    cr_assert_not_null(p);
+    long utime = 0, stime = 0;
+    cr_assert_eq(sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %ld %ld", &utime,
+                        &stime),
+                 2);
+    return utime + stime;
+}
+
+/* At the descriptor limit (40 here) it answers what it holds, stops accepting without
+ * spinning, and takes the waiting clients once some close. */
+Test(floor, accepts_again_after_the_descriptor_limit, .timeout = 60)
+{
+    struct rlimit old, low;
+    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
+    low = old;
+    low.rlim_cur = 40;
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+    th_app_t a = th_app_start_logged("bench-floor", "http", NULL);
+    cr_assert_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+
+    enum { N = 50 };
+    static th_conn_t c[N];
+    int got = 0;
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(th_conn_open(&c[i], a.port), 0, "connect %d", i);
+        cr_assert_eq(th_conn_sends(&c[i], "GET / HTTP/1.1\r\nHost: t\r\n\r\n"), 0);
+    }
+    /* Accepted in order: once one waits, the rest wait too (c[got..N) wait). */
+    for (int i = 0; i < N; i++) {
+        th_res_t r;
+        if (th_conn_read_res(&c[i], &r, got == i ? 5000 : 100, false) == 0) {
+            cr_assert_eq(r.status, 200);
+            th_res_free(&r);
+            got++;
+        }
+    }
+    cr_assert(got >= 20 && got < N, "%d of %d answered under a limit of 40", got, N);
+    char *err = th_app_wait_stderr(&a, "not accepting until one closes", 5000);
+    cr_assert_not_null(strstr(err, "Too many open files"), "%s", err);
+    free(err);
+    long t0 = cpu_ticks(a.pid);
+    usleep(1000 * 1000);
+    long spent = cpu_ticks(a.pid) - t0;
+    cr_assert_leq(spent, 20, "%ld ticks in 1 s while full: it spins", spent);
+
+    for (int i = 0; i < 10; i++)
+        th_conn_close(&c[i]);
+    int later = 0;
+    for (int i = got; i < N && later < 10; i++) {
+        th_res_t r;
+        if (th_conn_read_res(&c[i], &r, 5000, false) == 0) {
+            cr_assert_eq(r.status, 200);
+            th_res_free(&r);
+            later++;
+        }
+    }
+    cr_assert_eq(later, 10, "after 10 closed: %d more answered", later);
+    for (int i = 10; i < N; i++)
+        th_conn_close(&c[i]);
+    th_app_stop(&a);
+}
+
+Test(floor, bench_report_verdicts, .timeout = 60)
+{
+    if (access("/usr/bin/python3", X_OK) != 0)
+        cr_skip_test("no /usr/bin/python3");
+    char bin[4096], cmd[8192 + 128];
+    snprintf(bin, sizeof(bin), "%s", th_app_path("bench-floor"));
+    const char *dir = dirname(bin);
+    snprintf(cmd, sizeof(cmd),
+             "/usr/bin/python3 %s/../../tests/peers/bench_report_check.py "
+             "%s/../../scripts/bench-peers-report.py 2>&1",
+             dir, dir);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    char out[4096];
+    size_t n = fread(out, 1, sizeof(out) - 1, p);
+    out[n] = '\0';
+    int status = pclose(p);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s", out);
+    cr_assert_not_null(strstr(out, "ok 11 cases"), "%s", out);
 }
