@@ -97,12 +97,22 @@ def ratio(a, b):
     return a / b
 
 
-def round_ratios(runs, row, peer, metric):
-    """squall's value over the peer's, one per round in which both were measured."""
+def by_round(runs, row, servers, metric):
+    """{round: {server: value}} of the row's runs on these servers that have the metric; the
+    floor's only when whole (answers and no error)."""
     by = {}
     for r in runs:
-        if r["row"] == row and r["server"] in ("squall", peer) and r.get(metric) is not None:
-            by.setdefault(r["round"], {})[r["server"]] = r[metric]
+        if r["row"] != row or r["server"] not in servers or r.get(metric) is None:
+            continue
+        if r["server"] == "floor" and (r["errors"] or not r.get("answers")):
+            continue
+        by.setdefault(r["round"], {})[r["server"]] = r[metric]
+    return by
+
+
+def round_ratios(runs, row, peer, metric):
+    """squall's value over the peer's, one per round in which both were measured."""
+    by = by_round(runs, row, ("squall", peer), metric)
     out = []
     for rnd in sorted(by):
         v = ratio(by[rnd].get("squall"), by[rnd].get(peer))
@@ -122,15 +132,7 @@ def floor_ratios(runs, row, peer, metric):
     """(floor / peer, squall / floor) for each round in which squall and the peer were
     measured, or None when the floor was not measured whole in every one of them: the
     floor is compared on exactly the runs squall's ratio comes from."""
-    by = {}
-    for r in runs:
-        if r["row"] != row or r["server"] not in ("squall", peer, "floor"):
-            continue
-        if r.get(metric) is None:
-            continue
-        if r["server"] == "floor" and (r["errors"] or not r.get("answers")):
-            continue
-        by.setdefault(r["round"], {})[r["server"]] = r[metric]
+    by = by_round(runs, row, ("squall", peer, "floor"), metric)
     out = []
     for rnd in sorted(by):
         d = by[rnd]
@@ -219,11 +221,10 @@ def check_targets(med, runs):
             if len(rs) > 1:
                 shown += " (rounds " + " ".join(f"{x:.2f}" for x in rs) + ")"
         floor = near = None
-        if metric not in ("bpc", "bpc_abs") and peer != "floor":
-            fs = floor_ratios(runs, row, peer, metric)
-            if fs:
-                floor = statistics.median([f for f, _ in fs])
-                near = statistics.median([q for _, q in fs])
+        fs = floor_ratios(runs, row, peer, metric)  # None where the floor was not run
+        if fs:
+            floor = statistics.median([f for f, _ in fs])
+            near = statistics.median([q for _, q in fs])
         if shown is not None and floor is not None:
             shown += f"; floor {floor:.2f}x, squall/floor {near:.2f}x"
         if v is None:

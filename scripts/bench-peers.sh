@@ -7,8 +7,8 @@
 # WebSocket echo: hello's /ws/echo, Node's `ws` (bench/ws-echo-node.js) and Python's
 # `websockets` (bench/peers/ws_echo_py.py). A peer that is not installed is left out, with
 # a line saying so. In both suites "floor" (bench/floor.c: epoll, one recv and one sendmsg
-# per ready socket, nothing else) shows what any server pays at least on this kernel; it
-# is left out of the idle rows.
+# per ready socket, nothing else) shows about the least a server on epoll pays per answer on
+# this kernel; it is left out of the idle rows.
 #
 # The servers are pinned to SERVER_CPU; the load generator, build/bin/squall-bench
 # (--json), is pinned to LOAD_CPU. Every round starts the servers of a suite afresh, all at
@@ -358,13 +358,11 @@ settle() {
         load_wrk "$label" warmup 0 "https://127.0.0.1:$port$path" 1s 50
         return 0
     fi
-    if [ "$label" = floor ]; then
-        load "$label" warmup 0 "$scheme://127.0.0.1:$port$path" 1s -c 50
-        return 0
+    if [ "$label" != floor ]; then
+        load "$label" "idle-$scheme" "$round" "$scheme://127.0.0.1:$port$path" 1s \
+            --hold "$HOLD_N" --pid "$SRV_PID_MEM" --timeout 30s
+        wait_drained "$port"
     fi
-    load "$label" "idle-$scheme" "$round" "$scheme://127.0.0.1:$port$path" 1s \
-        --hold "$HOLD_N" --pid "$SRV_PID_MEM" --timeout 30s
-    wait_drained "$port"
     load "$label" warmup 0 "$scheme://127.0.0.1:$port$path" 1s -c 50
 }
 
